@@ -1,0 +1,1 @@
+"""imagebake: build trees of container images with buildah, scheduled by pydoit."""

@@ -1,0 +1,118 @@
+"""The only module that starts buildah: one function per buildah verb, argument lists only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BUILDAH = "buildah"
+KILL_GRACE_SECONDS = 10
+
+
+class BuildahError(Exception):
+    """buildah exited non-zero or ran out of time; `log` holds its output."""
+
+    def __init__(self, reason: str, log: Path | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.log = reason, log
+
+
+def image_id(raw: str) -> str:
+    """IDs as `sha256:<hex>`: `buildah images` prints them so, `buildah inspect` bare."""
+    raw = raw.strip()
+    return raw if raw.startswith("sha256:") else f"sha256:{raw}"
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return shlex.join(argv)
+
+
+def bud_options(reference: str, *, fmt: str, isolation: str | None,
+                args: Mapping[str, object], labels: Mapping[str, object],
+                volumes: Sequence[str]) -> list[str]:
+    """The options of `buildah bud` that shape the image (everything but paths)."""
+    options = ["--format", fmt, "--layers", "--tag", reference]
+    if isolation:
+        options += ["--isolation", isolation]
+    for key, value in sorted(args.items()):
+        options += ["--build-arg", f"{key}={value}"]
+    for key, value in sorted(labels.items()):
+        options += ["--label", f"{key}={value}"]
+    for volume in volumes:
+        options += ["--volume", volume]
+    return options
+
+
+@dataclass(frozen=True)
+class Buildah:
+    global_args: tuple[str, ...] = ()
+
+    def argv(self, *args: str) -> list[str]:
+        return [BUILDAH, *self.global_args, *args]
+
+    def bud_argv(self, options: Sequence[str], dockerfile: Path, context_dir: Path,
+                 iidfile: Path) -> list[str]:
+        return self.argv("bud", *options, "--iidfile", str(iidfile),
+                         "-f", str(dockerfile), str(context_dir))
+
+    def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float) -> str:
+        """Run a `bud_argv` command with its output in `log`; return the built image ID."""
+        iidfile.unlink(missing_ok=True)
+        run_logged(argv, log, timeout)
+        return image_id(iidfile.read_text())
+
+    def images(self) -> dict[str, set[str]]:
+        """Every image in local storage: ID -> its names (one buildah process)."""
+        out = subprocess.run(self.argv("images", "--json", "--no-trunc"), check=True,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+        return {image_id(entry["id"]): set(entry.get("names") or [])
+                for entry in json.loads(out or "[]")}
+
+    def inspect(self, reference: str) -> dict:
+        out = subprocess.run(self.argv("inspect", "--type", "image", reference), check=True,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+        return json.loads(out)
+
+    def rmi(self, *references: str) -> None:
+        subprocess.run(self.argv("rmi", "--force", *references), check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def run_logged(argv: Sequence[str], log: Path, timeout: float) -> None:
+    """Run argv with stdout and stderr in `log`; kill its whole process group on timeout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as out:
+        out.write(f"$ {command_line(argv)}\n")
+        out.flush()
+        # Own session, so that a timeout kills buildah and every process it started.
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise BuildahError(f"timed out after {timeout:g} s", log) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if code != 0:
+        raise BuildahError(f"exit code {code}", log)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the group, give it a grace period, then SIGKILL whatever is left of it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_GRACE_SECONDS)
+    proc.wait()

@@ -1,0 +1,207 @@
+"""Load and validate images.yaml into plain dataclasses.
+
+This is the only module that reads images.yaml. pydantic checks the types and rejects
+unknown keys; the checks that span keys (references, parents) live in `graph` and
+`render`, which report through the same `InputError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import ValidationError as _PydanticError
+
+from buildlib.errors import InputError
+
+_STRICT = ConfigDict(extra="forbid")
+
+Scalar = StrictStr | StrictInt | float | StrictBool
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+# Grammar of docker/distribution references (reference/regexp.go), one part at a time.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_COMPONENT}$")
+NAMESPACE_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+REGISTRY_RE = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?$"
+)
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+PREFIX_RE = re.compile(r"^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:[._]|__|-+)?)?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    __pydantic_config__ = _STRICT
+    registry: StrictStr = "localhost:5000"
+    namespace: StrictStr = "kolla"
+    prefix: StrictStr = ""
+    tag: StrictStr = "latest"
+    format: Literal["docker", "oci"] = "docker"
+    jobs: PositiveInt = 8
+    build_timeout: PositiveSeconds = 1800
+    push_retries: PositiveInt = 10
+    tls_verify: StrictBool = True
+    isolation: Literal["chroot", "oci", "rootless"] | None = None
+    build_dir: StrictStr = "build"
+    templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
+    buildah_args: list[StrictStr] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Image:
+    __pydantic_config__ = _STRICT
+    name: StrictStr = ""  # filled in from the key under `images:`
+    template: StrictStr | None = None
+    parent: StrictStr | None = None
+    files: dict[StrictStr, StrictStr] = field(default_factory=dict)
+    args: dict[StrictStr, Scalar] = field(default_factory=dict)
+    vars: dict[StrictStr, Any] = field(default_factory=dict)
+    labels: dict[StrictStr, Scalar] = field(default_factory=dict)
+    volumes: list[StrictStr] = field(default_factory=list)
+
+    @property
+    def template_name(self) -> str:
+        return self.template or f"{self.name}/Dockerfile.j2"
+
+
+@dataclass(frozen=True)
+class _File:
+    __pydantic_config__ = _STRICT
+    images: dict[StrictStr, Image | None]
+    settings: Settings = field(default_factory=Settings)
+    vars: dict[StrictStr, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated images.yaml; every path in it is taken from `root`."""
+
+    path: Path
+    settings: Settings
+    vars: dict[str, Any]
+    images: dict[str, Image]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / self.settings.build_dir
+
+    @property
+    def template_dirs(self) -> list[Path]:
+        return [self.root / t for t in self.settings.templates]
+
+    def reference(self, name: str) -> str:
+        """`{registry}/{namespace}/{prefix}{name}:{tag}`, empty parts and their slash dropped."""
+        s = self.settings
+        repository = "/".join(p for p in (s.registry, s.namespace, s.prefix + name) if p)
+        return f"{repository}:{s.tag}"
+
+    def source_path(self, value: str) -> Path:
+        return self.root / value
+
+
+_FILE_ADAPTER = TypeAdapter(_File)
+_ALLOWED_KEYS = {
+    (): [f.name for f in fields(_File)],
+    ("settings",): [f.name for f in fields(Settings)],
+    ("images", "*"): [f.name for f in fields(Image) if f.name != "name"],
+}
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate images.yaml; raise InputError naming the problem and its fix."""
+    path = Path(path).resolve()
+    data = _read_yaml(path)
+    try:
+        parsed = _FILE_ADAPTER.validate_python(data)
+    except _PydanticError as err:
+        raise _input_error(path, err) from None
+    images = {
+        name: replace(image or Image(), name=name)
+        for name, image in parsed.images.items()
+    }
+    config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images)
+    _check_references(config)
+    return config
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(path, f"cannot read the image list: {err.strerror}",
+                         fix="create it, or name another with `doit config=PATH ...`") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise InputError(path, f"malformed YAML{where}: {problem}",
+                         fix="correct the YAML syntax there") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "the top level must be a mapping with an `images:` key",
+                         fix="declare your images under `images:`")
+    return data
+
+
+def _input_error(path: Path, err: _PydanticError) -> InputError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    image = loc[1] if len(loc) > 1 and loc[0] == "images" else None
+    if first["type"] == "unexpected_keyword_argument":
+        key = loc[-1]
+        parent = ("images", "*") if image and len(loc) == 3 else loc[:-1]
+        allowed = ", ".join(_ALLOWED_KEYS.get(parent, []))
+        return InputError(path, f"unknown key '{_dotted(loc)}'", image=image,
+                          fix=f"remove '{key}' or correct its spelling; allowed here: {allowed}")
+    if first["type"] == "missing":
+        return InputError(path, f"missing key '{_dotted(loc)}'", image=image,
+                          fix=f"add `{loc[-1]}:` to the file")
+    field_loc = _field_loc(loc)
+    got = first.get("input")
+    return InputError(path, f"'{_dotted(field_loc)}': {first['msg']} (got {got!r})",
+                      image=image, fix=f"give '{field_loc[-1]}' a value of the right type")
+
+
+def _field_loc(loc: tuple) -> tuple:
+    """Drop the union-member names pydantic appends (e.g. ..., 'X', 'str')."""
+    members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image"}
+    while len(loc) > 1 and isinstance(loc[-1], str) and (
+        loc[-1] in members or loc[-1].startswith(("literal[", "constrained-"))
+    ):
+        loc = loc[:-1]
+    return loc
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _check_references(config: Config) -> None:
+    s, path = config.settings, config.path
+    checks = [
+        (REGISTRY_RE, s.registry, "settings.registry", "a host name with an optional :port"),
+        (NAMESPACE_RE, s.namespace, "settings.namespace",
+         "lowercase letters, digits and . _ - separators, parts joined by /"),
+        (PREFIX_RE, s.prefix, "settings.prefix", "lowercase letters, digits and . _ -"),
+        (TAG_RE, s.tag, "settings.tag",
+         "up to 128 letters, digits, _ . - (not starting with . or -)"),
+    ]
+    for pattern, value, key, expected in checks:
+        if value and not pattern.match(value):
+            raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
+    for name in config.images:
+        if not NAME_RE.match(name) or not NAME_RE.match(s.prefix + name):
+            raise InputError(path, f"invalid image name {name!r}", image=name,
+                             fix="use lowercase letters and digits separated by . _ or -")

@@ -1,0 +1,84 @@
+"""The image tree: parents, children, build order, ancestors and descendants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+
+class GraphError(ValueError):
+    """A parent that is not declared, or a cycle; `image` is where it shows."""
+
+    def __init__(self, image: str, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.image, self.problem, self.fix = image, problem, fix
+
+
+@dataclass(frozen=True)
+class Graph:
+    parents: Mapping[str, str | None]
+
+    @classmethod
+    def build(cls, parents: Mapping[str, str | None]) -> Graph:
+        """Check that every parent exists and that there is no cycle."""
+        for name, parent in parents.items():
+            if parent is not None and parent not in parents:
+                raise GraphError(name, f"parent '{parent}' is not declared",
+                                 f"declare '{parent}' under `images:` or correct `parent:`")
+        graph = cls(dict(parents))
+        graph._check_acyclic()
+        return graph
+
+    def _check_acyclic(self) -> None:
+        done: set[str] = set()
+        for start in self.parents:
+            path: list[str] = []
+            node: str | None = start
+            while node is not None and node not in done:
+                if node in path:
+                    cycle = path[path.index(node):] + [node]
+                    raise GraphError(node, "parents form a cycle: " + " -> ".join(cycle),
+                                     "make one of these images a root (`parent: null`) "
+                                     "or give it another parent")
+                path.append(node)
+                node = self.parents[node]
+            done.update(path)
+
+    @property
+    def children(self) -> dict[str, list[str]]:
+        kids: dict[str, list[str]] = {name: [] for name in self.parents}
+        for name, parent in self.parents.items():
+            if parent is not None:
+                kids[parent].append(name)
+        return kids
+
+    def roots(self) -> list[str]:
+        return [name for name, parent in self.parents.items() if parent is None]
+
+    def order(self) -> list[str]:
+        """Every image after its parent (depth first from each root, declaration order)."""
+        kids = self.children
+        result: list[str] = []
+        stack = list(reversed(self.roots()))
+        while stack:
+            name = stack.pop()
+            result.append(name)
+            stack.extend(reversed(kids[name]))
+        return result
+
+    def ancestors(self, name: str) -> Iterator[str]:
+        """Parent, grandparent, ... up to the root."""
+        parent = self.parents[name]
+        while parent is not None:
+            yield parent
+            parent = self.parents[parent]
+
+    def descendants(self, name: str) -> set[str]:
+        kids = self.children
+        found: set[str] = set()
+        stack = list(kids[name])
+        while stack:
+            child = stack.pop()
+            found.add(child)
+            stack.extend(kids[child])
+        return found

@@ -1,0 +1,195 @@
+"""Render each image's Dockerfile from its Jinja2 template and gather its build context."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from buildlib.config import Config
+from buildlib.errors import InputError
+from buildlib.graph import Graph
+
+TEMPLATE_SUFFIX = ".j2"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one `buildah bud` sees: the Dockerfile text and the files of its context."""
+
+    name: str
+    dockerfile: str
+    files: dict[str, Path]  # path inside the context -> source on disk
+    template: Path
+
+    def digest(self) -> str:
+        """sha256 over the Dockerfile and every context file's path, mode and bytes."""
+        h = hashlib.sha256()
+        h.update(self.dockerfile.encode())
+        for inner, source in sorted(self.files.items()):
+            for path, rel in _walk(source, inner):
+                h.update(f"\0{rel}\0{os.stat(path).st_mode & 0o7777:o}\0".encode())
+                h.update(path.read_bytes())
+        return h.hexdigest()
+
+    def write(self, dockerfile_path: Path, context_dir: Path) -> None:
+        """Write the Dockerfile and a fresh copy of the context, keeping file modes."""
+        if context_dir.exists():
+            shutil.rmtree(context_dir)
+        context_dir.mkdir(parents=True)
+        for inner, source in self.files.items():
+            target = context_dir / inner
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target, symlinks=True)
+            else:
+                shutil.copy2(source, target)
+        dockerfile_path.write_text(self.dockerfile, encoding="utf-8")
+
+
+def _walk(source: Path, inner: str) -> list[tuple[Path, str]]:
+    if not source.is_dir():
+        return [(source, inner)]
+    found = [(p, f"{inner}/{p.relative_to(source)}") for p in source.rglob("*") if p.is_file()]
+    return sorted(found, key=lambda item: item[1])
+
+
+def environment(config: Config) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in config.template_dirs]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def template_vars(config: Config, graph: Graph, name: str) -> dict[str, Any]:
+    """Settings, then global vars, then the image's vars, then the image's own names."""
+    image = config.images[name]
+    parent = graph.parents[name]
+    settings = asdict(config.settings)
+    return {
+        **settings,
+        "settings": settings,
+        **config.vars,
+        **image.vars,
+        "image_name": name,
+        "image": config.reference(name),
+        "tag": config.settings.tag,
+        "parent_name": parent,
+        "parent_image": config.reference(parent) if parent else None,
+    }
+
+
+def render_all(config: Config, graph: Graph) -> dict[str, Context]:
+    env = environment(config)
+    return {name: render_image(env, config, graph, name) for name in graph.order()}
+
+
+def render_image(env: jinja2.Environment, config: Config, graph: Graph, name: str) -> Context:
+    image = config.images[name]
+    try:
+        template = env.get_template(image.template_name)
+        text = template.render(template_vars(config, graph, name))
+    except jinja2.TemplateNotFound as err:
+        searched = ", ".join(str(d) for d in config.template_dirs)
+        raise InputError(config.path, f"template '{err.name}' not found (searched {searched})",
+                         image=name, fix=f"create {config.template_dirs[0] / err.name} "
+                         "or set `template:` for this image") from None
+    except jinja2.TemplateSyntaxError as err:
+        raise InputError(config.path, f"template syntax error in {err.filename}:{err.lineno}: "
+                         f"{err.message}", image=name, fix="correct the template") from None
+    except jinja2.UndefinedError as err:
+        raise InputError(config.path, f"template {_where_in_template()}: {err.message}",
+                         image=name, fix="define the variable under `vars:` (globally or for "
+                         "this image) or correct its name") from None
+    except jinja2.TemplateError as err:
+        raise InputError(config.path, f"template error: {err}", image=name,
+                         fix="correct the template") from None
+    template_path = Path(template.filename or "")
+    _check_from(config, graph, name, text, template_path)
+    return Context(name, text, _context_files(config, name, template_path), template_path)
+
+
+def _where_in_template() -> str:
+    """file:line of the innermost template frame of the exception being handled."""
+    tb, where = sys.exc_info()[2], "rendering"
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(TEMPLATE_SUFFIX):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _context_files(config: Config, name: str, template_path: Path) -> dict[str, Path]:
+    """The files beside the template (templates excluded), then the image's `files:`."""
+    folder = template_path.parent
+    files = {
+        str(p.relative_to(folder)): p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith(TEMPLATE_SUFFIX)
+    }
+    for inner, source in config.images[name].files.items():
+        path = config.source_path(source)
+        if not path.exists():
+            raise InputError(config.path, f"context file '{inner}': {path} does not exist",
+                             image=name, fix="correct the path under `files:` (relative "
+                             "paths start at the directory of images.yaml)")
+        if Path(inner).is_absolute() or ".." in Path(inner).parts:
+            raise InputError(config.path, f"context file name '{inner}' leaves the context",
+                             image=name, fix="use a relative name inside the build context")
+        files[inner] = path
+    return files
+
+
+def first_from(dockerfile: str) -> str | None:
+    """The image named by the first FROM instruction, or None if another comes first."""
+    for line in _instructions(dockerfile):
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "ARG":
+            continue
+        if keyword != "FROM":
+            return None
+        words = [w for w in rest.split() if not w.startswith("--")]
+        return words[0] if words else None
+    return None
+
+
+def _instructions(dockerfile: str) -> list[str]:
+    """Logical lines without comments, blank lines or backslash continuations."""
+    lines, current = [], ""
+    for raw in dockerfile.splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append((current + stripped).strip())
+        current = ""
+    if current.strip():
+        lines.append(current.strip())
+    return lines
+
+
+def _check_from(config: Config, graph: Graph, name: str, text: str, template: Path) -> None:
+    found = first_from(text)
+    parent = graph.parents[name]
+    if parent is None:
+        if found is None:
+            raise InputError(config.path, f"rendered {template} does not begin with FROM",
+                             image=name, fix="start a root image's template with a FROM line")
+        return
+    expected = config.reference(parent)
+    if found != expected:
+        raise InputError(config.path, f"rendered {template} starts FROM {found!r}, "
+                         f"not its parent '{parent}' ({expected})", image=name,
+                         fix="begin the template with `FROM {{ parent_image }}`")

@@ -1,0 +1,4 @@
+#!/bin/sh
+# Starts multipathd the way kolla_start does: configure, then exec the command.
+/usr/local/bin/kolla_set_configs
+exec $(cat /run_command)
