@@ -1,0 +1,125 @@
+"""Fixtures for integration tests: a copy of the example tree with its own buildah storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DODO = REPO / "dodo.py"
+DOIT = Path(sys.executable).parent / "doit"
+REAL_BUILDAH = shutil.which("buildah")
+
+# Logs every buildah invocation (one line of JSON argv) before running the real one.
+BUILDAH_WRAPPER = """#!{python}
+import json, os, sys
+with open({log!r}, "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+os.execv({real!r}, [{real!r}] + sys.argv[1:])
+"""
+
+
+class Tree:
+    """An image tree in a temp dir, built by `doit` in a subprocess as a user would."""
+
+    def __init__(self, root: Path, storage: Path) -> None:
+        self.root = root
+        self.storage = storage
+        self.config = root / "images.yaml"
+        self.calls_log = root / "buildah-calls.log"
+        self.wrapper_dir = root / "wrapper-bin"
+
+    @property
+    def global_args(self) -> list[str]:
+        return ["--root", str(self.storage / "root"), "--runroot", str(self.storage / "run"),
+                "--storage-driver", "overlay"]
+
+    def settings(self, **changes: Any) -> None:
+        self.edit_yaml(lambda data: data.setdefault("settings", {}).update(changes))
+
+    def edit_yaml(self, change: Callable[[dict], None]) -> None:
+        data = yaml.safe_load(self.config.read_text())
+        change(data)
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def edit(self, relative: str, old: str, new: str) -> None:
+        path = self.root / relative
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {path}"
+        path.write_text(text.replace(old, new, 1))
+
+    def doit(self, *args: str, check: bool = True, timeout: float = 300,
+             **popen: Any) -> subprocess.CompletedProcess:
+        self.calls_log.unlink(missing_ok=True)
+        env = {**os.environ, "PATH": f"{self.wrapper_dir}:{os.environ['PATH']}"}
+        argv = [str(DOIT), "-f", str(DODO), f"config={self.config}", *args]
+        result = subprocess.run(argv, cwd=self.root, env=env, capture_output=True, text=True,
+                                timeout=timeout, **popen)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{argv} exited {result.returncode}\n"
+                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return result
+
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.root / "build" / "report.json").read_text())
+
+    def statuses(self) -> dict[str, str]:
+        return {name: entry["status"] for name, entry in self.report()["images"].items()}
+
+    def buildah_calls(self) -> list[list[str]]:
+        if not self.calls_log.exists():
+            return []
+        return [json.loads(line) for line in self.calls_log.read_text().splitlines()]
+
+    def buildah(self, *args: str) -> str:
+        argv = [REAL_BUILDAH, *self.global_args, *args]
+        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+    def image_ids(self) -> dict[str, str]:
+        """Reference -> ID of every tagged image in this tree's storage."""
+        images = json.loads(self.buildah("images", "--json", "--no-trunc") or "[]")
+        return {name: entry["id"] for entry in images for name in entry.get("names") or []}
+
+    def inspect(self, reference: str) -> dict[str, Any]:
+        return json.loads(self.buildah("inspect", "--type", "image", reference))
+
+
+def make_tree(tmp_path: Path, source: Path = REPO) -> Tree:
+    root = tmp_path / "tree"
+    root.mkdir()
+    shutil.copy(source / "images.yaml", root / "images.yaml")
+    shutil.copytree(source / "templates", root / "templates", symlinks=True)
+    tree = Tree(root, tmp_path / "storage")
+    tree.settings(isolation="chroot", buildah_args=tree.global_args)
+    tree.wrapper_dir.mkdir()
+    wrapper = tree.wrapper_dir / "buildah"
+    wrapper.write_text(BUILDAH_WRAPPER.format(python=sys.executable, log=str(tree.calls_log),
+                                              real=REAL_BUILDAH))
+    wrapper.chmod(0o755)
+    return tree
+
+
+def unmount_under(path: Path) -> None:
+    """Overlay storage may leave mounts behind; unmount them so the temp dir can go."""
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[Tree]:
+    if REAL_BUILDAH is None:
+        pytest.fail("buildah is not installed: run `make test`, which installs it")
+    yield make_tree(tmp_path)
+    unmount_under(tmp_path)

@@ -1,0 +1,167 @@
+"""The example tree built with real buildah in private storage, as a user runs it."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Tree
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", "neutron-base",
+           "neutron-dhcp-agent", "multipathd", "cron"}
+NOVA_SUBTREE = {"nova-base", "nova-api", "nova-conductor"}
+
+
+def built(tree: Tree) -> set[str]:
+    return {name for name, status in tree.statuses().items() if status == "built"}
+
+
+def ids(tree: Tree) -> dict[str, str]:
+    return {name: entry["id"] for name, entry in tree.report()["images"].items()}
+
+
+def per_image_buildah_calls(tree: Tree) -> list[list[str]]:
+    """buildah processes other than the one listing of local images a run may make."""
+    return [call for call in tree.buildah_calls() if "images" not in call]
+
+
+def test_full_build_then_noop(tree: Tree) -> None:
+    first = tree.doit("build")
+    report = tree.report()
+    assert tree.statuses() == dict.fromkeys(EXAMPLE, "built")
+    assert report["command"] == "build" and report["jobs"] == 8
+    assert report["started"] <= report["finished"]
+    in_storage = tree.image_ids()
+    for name, entry in report["images"].items():
+        assert in_storage[entry["image"]] == entry["id"]
+        assert entry["start"] < entry["end"]
+        log = tree.root / entry["log"]
+        assert log == tree.root / "build" / name / f"{name}-build.log"
+        assert log.read_text().startswith("$ buildah --root ")
+        assert f"building {name}: buildah --root" in first.stdout
+    # each build ran exactly the command it printed, and a child only after its parent
+    buds = [call for call in tree.buildah_calls() if "bud" in call]
+    assert len(buds) == len(EXAMPLE)
+    nova_api = report["images"]["nova-api"]
+    assert report["images"]["nova-base"]["end"] <= nova_api["start"]
+    config = tree.inspect(nova_api["image"])["Docker"]["config"]
+    assert "8774/tcp" in config["ExposedPorts"] and config["User"] == "kolla"
+
+    second = tree.doit("build")
+    assert tree.statuses() == dict.fromkeys(EXAMPLE, "up-to-date")
+    assert ids(tree) == {name: e["id"] for name, e in report["images"].items()}
+    assert per_image_buildah_calls(tree) == []
+    assert len(tree.buildah_calls()) <= 1
+    assert "building" not in second.stdout
+
+
+def test_template_edit_rebuilds_exactly_that_subtree(tree: Tree) -> None:
+    tree.doit("build")
+    before = ids(tree)
+    tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
+              'RUN echo "nova tuned" > /etc/nova/tuned\n{% endblock %}')
+    tree.doit("build")
+    assert built(tree) == NOVA_SUBTREE
+    after = ids(tree)
+    for name in EXAMPLE:
+        assert (after[name] != before[name]) == (name in NOVA_SUBTREE), name
+    assert tree.image_ids()["localhost:5000/kolla/nova-api:latest"] == after["nova-api"]
+
+
+@pytest.mark.parametrize(("change", "rebuilt"), [
+    ("context file", {"nova-api"}),
+    ("build arg", {"nova-conductor"}),
+    ("image var", {"nova-api"}),
+    ("global var", EXAMPLE),
+    ("label", {"cron"}),
+])
+def test_each_kind_of_input_change_rebuilds_its_subtree(tree: Tree, change: str,
+                                                        rebuilt: set[str]) -> None:
+    tree.doit("build")
+    if change == "context file":
+        tree.edit("templates/nova-api/start.sh", "exec", "echo starting; exec")
+    elif change == "build arg":
+        tree.edit_yaml(lambda d: d["images"]["nova-conductor"].update(args={"WORKERS": 4}))
+    elif change == "image var":
+        tree.edit_yaml(lambda d: d["images"]["nova-api"]["vars"].update(port=8775))
+    elif change == "global var":
+        tree.edit_yaml(lambda d: d["vars"].update(maintainer="someone else"))
+    elif change == "label":
+        tree.edit_yaml(lambda d: d["images"].__setitem__("cron", {"parent": "base",
+                                                                   "labels": {"tier": "infra"}}))
+    tree.doit("build")
+    assert built(tree) == rebuilt
+    assert set(tree.statuses()) == EXAMPLE
+
+
+def test_image_removed_from_storage_is_rebuilt(tree: Tree) -> None:
+    tree.doit("build")
+    before = ids(tree)
+    tree.buildah("rmi", "localhost:5000/kolla/nova-api:latest")
+    tree.doit("build")
+    assert built(tree) == {"nova-api"}
+
+    tree.buildah("rmi", "--force", "localhost:5000/kolla/nova-base:latest")
+    tree.doit("build")
+    rebuilt_base = ids(tree)["nova-base"]
+    expected = {"nova-base"} if rebuilt_base == before["nova-base"] else NOVA_SUBTREE
+    assert built(tree) == expected
+
+
+def test_one_image_builds_its_stale_ancestors_only(tree: Tree) -> None:
+    tree.doit("build:nova-api")
+    assert tree.statuses() == dict.fromkeys({"base", "openstack-base", "nova-base", "nova-api"},
+                                            "built")
+    tree.doit("build:nova-conductor")
+    assert tree.statuses() == {"base": "up-to-date", "openstack-base": "up-to-date",
+                               "nova-base": "up-to-date", "nova-conductor": "built"}
+
+
+def test_failed_build_fails_its_image_blocks_its_subtree_and_reruns(tree: Tree) -> None:
+    tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
+              "RUN echo nova-base is broken && exit 3\n{% endblock %}")
+    result = tree.doit("build", check=False)
+    assert result.returncode != 0
+    report = tree.report()["images"]
+    assert report["nova-base"]["status"] == "failed"
+    assert "exit code" in report["nova-base"]["error"]
+    assert {report[n]["status"] for n in ("nova-api", "nova-conductor")} == {"blocked"}
+    assert built(tree) == EXAMPLE - NOVA_SUBTREE
+    log = "build/nova-base/nova-base-build.log"
+    assert report["nova-base"]["log"] == log and log in result.stdout
+    assert "nova-base is broken" in result.stdout  # the log's last lines
+    assert "Traceback" not in result.stdout + result.stderr
+
+    tree.edit("templates/nova-base/Dockerfile.j2", " && exit 3", "")
+    tree.doit("build")
+    assert built(tree) == NOVA_SUBTREE
+
+
+def test_child_starts_when_its_parent_is_done_not_its_level(tree: Tree) -> None:
+    """A slow image does not hold back the grandchildren of its fast sibling."""
+    (tree.root / "templates" / "leaf").mkdir()
+    (tree.root / "templates" / "leaf" / "Dockerfile.j2").write_text(
+        "FROM {{ parent_image }}\nRUN sleep {{ seconds }}\n")
+    tree.edit_yaml(lambda d: d.__setitem__("images", {
+        "base": d["images"]["base"],
+        "slow": {"parent": "base", "template": "leaf/Dockerfile.j2", "vars": {"seconds": 6}},
+        "fast": {"parent": "base", "template": "leaf/Dockerfile.j2", "vars": {"seconds": 0}},
+        "fast-child": {"parent": "fast", "template": "leaf/Dockerfile.j2",
+                       "vars": {"seconds": 0}},
+    }))
+    tree.doit("-n", "4", "build")
+    report = tree.report()["images"]
+    assert set(built(tree)) == {"base", "slow", "fast", "fast-child"}
+    assert report["fast-child"]["start"] < report["slow"]["end"]
+    assert tree.report()["jobs"] == 4
+
+
+def test_bad_input_builds_nothing(tree: Tree) -> None:
+    tree.edit_yaml(lambda d: d["images"]["nova-api"].update(parent="nova-bsae"))
+    result = tree.doit("build", check=False)
+    assert result.returncode == 1
+    assert "nova-api" in result.stderr and "nova-bsae" in result.stderr
+    assert str(tree.config) in result.stderr and "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree.buildah_calls() == []
+    assert not (tree.root / "build" / "report.json").exists()
