@@ -9,3 +9,8 @@ DOIT_CONFIG = tasks.doit_config(PROJECT)
 def task_build():
     """build every image that is out of date"""
     yield from tasks.build_tasks(PROJECT)
+
+
+def task_push():
+    """build what is stale, then push what the registry lacks"""
+    yield from tasks.push_tasks(PROJECT)

@@ -14,14 +14,15 @@ from pathlib import Path
 
 BUILDAH = "buildah"
 KILL_GRACE_SECONDS = 10
+PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
 
 
 class BuildahError(Exception):
     """buildah exited non-zero or ran out of time; `log` holds its output."""
 
-    def __init__(self, reason: str, log: Path | None = None) -> None:
+    def __init__(self, reason: str, log: Path | None = None, output: str = "") -> None:
         super().__init__(reason)
-        self.reason, self.log = reason, log
+        self.reason, self.log, self.output = reason, log, output
 
 
 def image_id(raw: str) -> str:
@@ -68,6 +69,21 @@ class Buildah:
         run_logged(argv, log, timeout)
         return image_id(iidfile.read_text())
 
+    def push_argv(self, reference: str, *, fmt: str, digestfile: Path, tls_verify: bool,
+                  authfile: Path | None) -> list[str]:
+        # --retry 0: the caller retries with its own policy, so attempts do not multiply.
+        options = ["--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
+                   f"--tls-verify={str(tls_verify).lower()}", "--retry", "0"]
+        if authfile is not None:
+            options += ["--authfile", str(authfile)]
+        return self.argv("push", *options, reference, f"docker://{reference}")
+
+    def push(self, argv: Sequence[str], digestfile: Path, log: Path, timeout: float) -> str:
+        """Run a `push_argv` command, its output appended to `log`; return the digest."""
+        digestfile.unlink(missing_ok=True)
+        run_logged(argv, log, timeout, append=True)
+        return digestfile.read_text().strip()
+
     def images(self) -> dict[str, set[str]]:
         """Every image in local storage: ID -> its names (one buildah process)."""
         out = subprocess.run(self.argv("images", "--json", "--no-trunc"), check=True,
@@ -85,12 +101,16 @@ class Buildah:
                        capture_output=True, stdin=subprocess.DEVNULL)
 
 
-def run_logged(argv: Sequence[str], log: Path, timeout: float) -> None:
-    """Run argv with stdout and stderr in `log`; kill its whole process group on timeout."""
+def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False) -> None:
+    """Run argv with stdout and stderr in `log`; kill its whole process group on timeout.
+
+    A failure raises BuildahError carrying this run's output.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w", encoding="utf-8") as out:
+    with log.open("a" if append else "w", encoding="utf-8") as out:
         out.write(f"$ {command_line(argv)}\n")
         out.flush()
+        start = out.tell()
         # Own session, so that a timeout kills buildah and every process it started.
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -98,12 +118,19 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float) -> None:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise BuildahError(f"timed out after {timeout:g} s", log) from None
+            raise BuildahError(f"timed out after {timeout:g} s", log,
+                               _read_from(log, start)) from None
         except BaseException:
             _kill_group(proc)
             raise
     if code != 0:
-        raise BuildahError(f"exit code {code}", log)
+        raise BuildahError(f"exit code {code}", log, _read_from(log, start))
+
+
+def _read_from(log: Path, offset: int) -> str:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from buildlib.buildah import Buildah
+from buildlib import registry
+from buildlib.buildah import Buildah, BuildahError
 from buildlib.project import ImagePlan, Project
 
 
@@ -48,3 +50,65 @@ def build_image(project: Project, name: str, parent_id: str | None) -> dict[str,
                                    plan.timeout)
     return {"id": image_id, "key": plan.inputs_key, "parent_id": parent_id,
             "image": plan.reference, "start": start, "end": time.time()}
+
+
+class PushFailed(Exception):
+    """A push that failed for good: a permanent error, or every attempt used."""
+
+
+def push_stale_reason(plan: ImagePlan, saved: dict[str, Any], image_id: str | None,
+                      remote_digest: Callable[[], str | None]) -> str | None:
+    """Why the image must be pushed again, or None when the registry serves the last push.
+
+    `remote_digest` asks the registry, and is called only when the local image is the
+    one pushed last.
+    """
+    if not saved.get("digest"):
+        return "never pushed"
+    if saved.get("id") != image_id:
+        return f"image {image_id} was built since the last push"
+    try:
+        served = remote_digest()
+    except registry.RegistryError as err:
+        return str(err)
+    if served != saved["digest"]:
+        return f"the registry serves {served or 'nothing'} for {plan.reference}"
+    return None
+
+
+def push_image(project: Project, name: str, image_id: str | None) -> dict[str, Any]:
+    """`buildah push` with retries on transient failures; return the pushed digest."""
+    plan = project.plans[name]
+    argv = project.push_argv(name)
+    attempts_allowed = project.config.settings.push_retries
+    plan.push_log.parent.mkdir(parents=True, exist_ok=True)
+    plan.push_log.write_text("")
+    start, attempts = time.time(), 0
+
+    def attempt() -> str:
+        nonlocal attempts
+        attempts += 1
+        try:
+            return project.buildah.push(argv, plan.digestfile, plan.push_log, plan.timeout)
+        except BuildahError as err:
+            cause = registry.permanent_cause(err.output)
+            if cause:
+                raise PushFailed(f"{cause} ({_last_line(err.output) or err.reason})") from None
+            raise registry.TransientPushError(_last_line(err.output) or err.reason) from None
+
+    def log_retry(number: int, sleep: float, error: BaseException | None) -> None:
+        with plan.push_log.open("a") as log:
+            log.write(f"retry {number + 1}/{attempts_allowed} after {sleep:.1f} s: {error}\n")
+
+    try:
+        digest = registry.with_retries(attempt, attempts_allowed, log_retry)
+    except registry.TransientPushError as err:
+        raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
+    return {"id": image_id, "digest": digest, "image": plan.reference, "start": start,
+            "end": time.time(), "attempts": attempts}
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    return (errors or lines or [""])[-1]

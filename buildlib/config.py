@@ -48,6 +48,7 @@ class Settings:
     build_timeout: PositiveSeconds = 1800
     push_retries: PositiveInt = 10
     tls_verify: StrictBool = True
+    authfile: StrictStr | None = None  # registry credentials; default: REGISTRY_AUTH_FILE
     isolation: Literal["chroot", "oci", "rootless"] | None = None
     build_dir: StrictStr = "build"
     templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
@@ -201,6 +202,11 @@ def _check_references(config: Config) -> None:
     for pattern, value, key, expected in checks:
         if value and not pattern.match(value):
             raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
+    if s.authfile and not config.source_path(s.authfile).is_file():
+        raise InputError(path, f"settings.authfile {s.authfile!r}: "
+                         f"{config.source_path(s.authfile)} does not exist",
+                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`) "
+                         "or correct the path (relative to the directory of images.yaml)")
     for name in config.images:
         if not NAME_RE.match(name) or not NAME_RE.match(s.prefix + name):
             raise InputError(path, f"invalid image name {name!r}", image=name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +46,14 @@ class ImagePlan:
     def build_log(self) -> Path:
         return self.workdir / f"{self.name}-build.log"
 
+    @property
+    def push_log(self) -> Path:
+        return self.workdir / f"{self.name}-push.log"
+
+    @property
+    def digestfile(self) -> Path:
+        return self.workdir / "pushed-digest"
+
     @cached_property
     def inputs_key(self) -> str:
         """Hash of the Dockerfile, context files and the bud options (args, labels,
@@ -75,6 +84,18 @@ class Project:
     @property
     def state_file(self) -> Path:
         return self.build_dir / ".doit.db"
+
+    @property
+    def authfile(self) -> Path | None:
+        """The authfile named by settings or REGISTRY_AUTH_FILE; None lets buildah choose."""
+        named = self.config.settings.authfile or os.environ.get("REGISTRY_AUTH_FILE")
+        return self.config.root / named if named else None
+
+    def push_argv(self, name: str) -> list[str]:
+        settings = self.config.settings
+        return self.buildah.push_argv(self.plans[name].reference, fmt=settings.format,
+                                      digestfile=self.plans[name].digestfile,
+                                      tls_verify=settings.tls_verify, authfile=self.authfile)
 
     def bud_argv(self, name: str) -> list[str]:
         plan = self.plans[name]

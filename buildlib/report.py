@@ -61,8 +61,14 @@ def reporter_for(proj: Project) -> type[ConsoleReporter]:
     return type("ImageReporter", (ImageReporter,), {"project": proj})
 
 
+SUCCESS = {"build": "built", "push": "pushed"}
+PLURAL = {"build": "builds", "push": "pushes"}
+SAVED_FIELDS = {"build": ("id",), "push": ("digest", "attempts")}
+
+
 class ImageReporter(ConsoleReporter):
-    """Prints each build as it starts and each failure as it happens; writes report.json."""
+    """Prints each build and push as it starts and each failure as it happens; at the end,
+    a summary and report.json (`images` for builds, `pushes` for pushes)."""
 
     project: Project
     desc = "images: one line per build, a summary, report.json"
@@ -72,7 +78,7 @@ class ImageReporter(ConsoleReporter):
         self.lock = threading.Lock()
         self.started = time.time()
         self.command = "build"
-        self.images: dict[str, dict[str, Any]] = {}
+        self.sections: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "push": {}}
         self.uptodate_tasks: list[Any] = []
 
     def write(self, text: str) -> None:
@@ -90,9 +96,8 @@ class ImageReporter(ConsoleReporter):
 
     def add_success(self, task: Any) -> None:
         if _image(task):
-            entry = self._entry(task)
-            entry.update(status="built", id=task.values.get("id"),
-                         end=task.values.get("end", time.time()))
+            self._entry(task).update(status=SUCCESS[_kind(task)], end=time.time(),
+                                     **self._saved(task))
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
         if not _image(task):
@@ -101,11 +106,11 @@ class ImageReporter(ConsoleReporter):
             return
         entry = self._entry(task)
         if isinstance(fail, UnmetDependency):
-            entry.update(status="blocked", error=f"not built: {fail.get_msg().strip()} failed")
+            entry.update(status="blocked", error=f"not run: {fail.get_msg().strip()} failed")
             return
         entry.update(status="failed", end=time.time(), error=fail.get_msg().strip())
         tail = log_tail(task.meta["log"])
-        self.write(f"FAILED {_image(task)}: {entry['error']}\n"
+        self.write(f"FAILED {_kind(task)} {_image(task)}: {entry['error']}\n"
                    + "".join(f"   | {line}" for line in tail.splitlines(True)))
 
     def skip_uptodate(self, task: Any) -> None:
@@ -118,28 +123,34 @@ class ImageReporter(ConsoleReporter):
 
     def complete_run(self) -> None:
         for task in self.uptodate_tasks:
-            self._entry(task)["id"] = task.values.get("id")
+            kind = _kind(task)
+            self._entry(task).update({k: task.values.get(k) for k in SAVED_FIELDS[kind][:1]})
         self.write_report()
         self.write(self.summary())
         super().complete_run()
 
+    def _saved(self, task: Any) -> dict[str, Any]:
+        return {key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]}
+
     def _entry(self, task: Any) -> dict[str, Any]:
-        name = _image(task)
-        plan = self.project.plans[name]
-        return self.images.setdefault(name, {
-            "status": None, "image": plan.reference, "id": None, "start": None, "end": None,
-            "log": os.path.relpath(plan.build_log, self.project.config.root), "error": None,
-        })
+        name, kind = _image(task), _kind(task)
+        entry = {"status": None, "image": self.project.plans[name].reference}
+        entry.update(dict.fromkeys(SAVED_FIELDS[kind]))
+        entry.update(start=None, end=None, error=None,
+                     log=os.path.relpath(task.meta["log"], self.project.config.root))
+        return self.sections[kind].setdefault(name, entry)
 
     def write_report(self) -> None:
         settings = self.project.config.settings
-        data = {
+        data: dict[str, Any] = {
             "command": self.command,
             "jobs": jobs_from_argv(sys.argv[1:], settings.jobs),
             "started": self.started,
             "finished": time.time(),
-            "images": dict(sorted(self.images.items())),
+            "images": dict(sorted(self.sections["build"].items())),
         }
+        if self.sections["push"]:
+            data["pushes"] = dict(sorted(self.sections["push"].items()))
         path = self.project.report_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
@@ -147,16 +158,24 @@ class ImageReporter(ConsoleReporter):
         tmp.replace(path)
 
     def summary(self) -> str:
-        counts = Counter(entry["status"] for entry in self.images.values())
-        parts = ", ".join(f"{counts[s]} {s}" for s in ("built", "up-to-date", "failed", "blocked")
-                          if counts[s])
+        parts, failures = [], []
+        for kind, section in self.sections.items():
+            counts = Counter(entry["status"] for entry in section.values())
+            order = (SUCCESS[kind], "up-to-date", "failed", "blocked")
+            if section:
+                parts.append(f"{PLURAL[kind]}: " + ", ".join(f"{counts[s]} {s}" for s in order
+                                                       if counts[s]))
+            failures += [f"  {kind} failed: {name}: {entry['error']}\n"
+                         for name, entry in sorted(section.items())
+                         if entry["status"] == "failed"]
         elapsed = time.time() - self.started
-        lines = [f"{parts or 'nothing to do'} in {elapsed:.1f} s; "
-                 f"report: {display_path(self.project.report_path)}\n"]
-        for name, entry in sorted(self.images.items()):
-            if entry["status"] == "failed":
-                lines.append(f"  failed: {name}: {entry['error']}\n")
-        return "".join(lines)
+        return (f"{'; '.join(parts) or 'nothing to do'} in {elapsed:.1f} s; "
+                f"report: {display_path(self.project.report_path)}\n" + "".join(failures))
+
+
+def _kind(task: Any) -> str:
+    return task.meta["kind"]
+
 
 def _image(task: Any) -> str | None:
     return (task.meta or {}).get("image")

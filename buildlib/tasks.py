@@ -21,7 +21,7 @@ from doit import get_var, loader
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, project, report
+from buildlib import builder, project, registry, report
 from buildlib.buildah import BuildahError, command_line
 from buildlib.errors import InputError
 
@@ -91,13 +91,42 @@ def build_task(proj: project.Project, name: str, storage: builder.Storage) -> di
     }
 
 
+def push_tasks(proj: project.Project) -> Iterator[dict[str, Any]]:
+    """`push` (every image) and one `push:<image>` per image, each after its build."""
+    yield {"basename": "push", "name": None,
+           "doc": "build what is stale, then push what the registry lacks"}
+    for name in proj.graph.order():
+        yield push_task(proj, name)
+
+
+def push_task(proj: project.Project, name: str) -> dict[str, Any]:
+    plan = proj.plans[name]
+    command = command_line(proj.push_argv(name))
+    return {
+        "name": name,
+        "doc": f"push {plan.reference}",
+        "title": lambda task: f"pushing {name}: {command}",
+        "actions": [(_push, [proj, name])],
+        "task_dep": [f"build:{name}"],
+        "getargs": {"image_id": (f"build:{name}", "id")},
+        "uptodate": [PushUpToDate(proj, plan)],
+        "meta": {"image": name, "kind": "push", "log": plan.push_log},
+        "verbosity": 1,
+    }
+
+
 def _build(proj: project.Project, name: str, parent_id: str | None = None) -> Any:
     try:
         return builder.build_image(proj, name, parent_id)
     except (BuildahError, OSError) as err:
-        log = getattr(err, "log", None)
-        where = f"; log: {log}" if log else ""
-        return TaskFailed(f"build of {name} failed: {err}{where}")
+        return TaskFailed(f"build of {name} failed: {err}; log: {proj.plans[name].build_log}")
+
+
+def _push(proj: project.Project, name: str, image_id: str | None = None) -> Any:
+    try:
+        return builder.push_image(proj, name, image_id)
+    except (builder.PushFailed, BuildahError, OSError) as err:
+        return TaskFailed(f"push of {name} failed: {err}; log: {proj.plans[name].push_log}")
 
 
 def _clean(proj: project.Project, name: str) -> None:
@@ -105,6 +134,27 @@ def _clean(proj: project.Project, name: str) -> None:
     with contextlib.suppress(subprocess.CalledProcessError):  # never built or already gone
         proj.buildah.rmi(plan.reference)
     shutil.rmtree(plan.workdir, ignore_errors=True)
+
+
+class PushUpToDate(UptodateCalculator):
+    """Up to date when the image is the one pushed last and the registry still serves it."""
+
+    def __init__(self, proj: project.Project, plan: project.ImagePlan) -> None:
+        super().__init__()
+        self.proj, self.plan = proj, plan
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        build_values = self.get_val(f"build:{self.plan.name}", "_values_:") or {}
+        settings = self.proj.config.settings
+        authfile = self.proj.authfile or registry.default_authfile()
+
+        def served() -> str | None:
+            return registry.remote_digest(self.plan.reference, tls_verify=settings.tls_verify,
+                                          authfile=authfile)
+
+        reason = builder.push_stale_reason(self.plan, values, build_values.get("id"), served)
+        task.meta["reason"] = reason
+        return reason is None
 
 
 class ImageUpToDate(UptodateCalculator):
