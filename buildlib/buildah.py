@@ -43,12 +43,17 @@ def bud_options(reference: str, *, fmt: str, isolation: str | None,
     if isolation:
         options += ["--isolation", isolation]
     for key, value in sorted(args.items()):
-        options += ["--build-arg", f"{key}={value}"]
+        options += ["--build-arg", f"{key}={_spelled(value)}"]
     for key, value in sorted(labels.items()):
-        options += ["--label", f"{key}={value}"]
+        options += ["--label", f"{key}={_spelled(value)}"]
     for volume in volumes:
         options += ["--volume", volume]
     return options
+
+
+def _spelled(value: object) -> str:
+    """Values as YAML spells them: `true`, not Python's `True`."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,11 @@ class Buildah:
         return self.argv("bud", *options, "--iidfile", str(iidfile),
                          "-f", str(dockerfile), str(context_dir))
 
-    def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float) -> str:
+    def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float,
+            note: str = "") -> str:
         """Run a `bud_argv` command with its output in `log`; return the built image ID."""
         iidfile.unlink(missing_ok=True)
-        run_logged(argv, log, timeout)
+        run_logged(argv, log, timeout, note=note)
         return image_id(iidfile.read_text())
 
     def push_argv(self, reference: str, *, fmt: str, digestfile: Path, tls_verify: bool,
@@ -101,13 +107,15 @@ class Buildah:
                        capture_output=True, stdin=subprocess.DEVNULL)
 
 
-def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False) -> None:
-    """Run argv with stdout and stderr in `log`; kill its whole process group on timeout.
-
-    A failure raises BuildahError carrying this run's output.
-    """
+def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,
+               note: str = "") -> None:
+    """Run argv with stdout and stderr in `log` (after `# note` and the command line);
+    kill its whole process group on timeout. A failure raises BuildahError carrying
+    this run's output."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a" if append else "w", encoding="utf-8") as out:
+        if note:
+            out.write(f"# {note}\n")
         out.write(f"$ {command_line(argv)}\n")
         out.flush()
         start = out.tell()

@@ -33,23 +33,57 @@ def stale_reason(plan: ImagePlan, saved: dict[str, Any], parent_id: str | None,
     if not saved.get("id"):
         return "never built"
     if saved.get("key") != plan.inputs_key:
-        return "its inputs changed (Dockerfile, context files, args, labels, volumes or settings)"
+        return changed_inputs(saved.get("inputs") or {}, plan.inputs)
     if saved.get("parent_id") != parent_id:
-        return f"its parent '{plan.parent}' was rebuilt"
+        return f"parent '{plan.parent}' changed: {saved.get('parent_id')} -> {parent_id}"
     if not storage.has(saved["id"], plan.reference):
         return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
     return None
 
 
-def build_image(project: Project, name: str, parent_id: str | None) -> dict[str, Any]:
+def changed_inputs(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Which inputs differ from the last build, in words."""
+    changes = []
+    if saved.get("Dockerfile") != current["Dockerfile"]:
+        changes.append("rendered Dockerfile changed (template or vars)")
+    old_files, new_files = saved.get("files") or {}, current["files"]
+    for label, names in (("added", new_files.keys() - old_files.keys()),
+                         ("removed", old_files.keys() - new_files.keys()),
+                         ("changed", {n for n in new_files.keys() & old_files.keys()
+                                      if new_files[n] != old_files[n]})):
+        if names:
+            changes.append(f"context file {label}: {', '.join(sorted(names))}")
+    old_options = _option_pairs(saved.get("options") or [])
+    new_options = _option_pairs(current["options"])
+    if old_options != new_options:
+        changes.append("build options changed: " + " ".join(
+            [f"-{o}" for o in old_options if o not in new_options]
+            + [f"+{o}" for o in new_options if o not in old_options]))
+    return "; ".join(changes) or "inputs changed"
+
+
+def _option_pairs(options: list[str]) -> list[str]:
+    """`--flag value` pairs (and lone flags) of an option list, for a readable diff."""
+    pairs: list[str] = []
+    for option in options:
+        if pairs and not option.startswith("-") and " " not in pairs[-1]:
+            pairs[-1] += f" {option}"
+        else:
+            pairs.append(option)
+    return pairs
+
+
+def build_image(project: Project, name: str, parent_id: str | None,
+                reason: str | None = None) -> dict[str, Any]:
     """Write the context, run `buildah bud`; return what later runs and children need."""
     plan = project.plans[name]
     start = time.time()
     plan.context.write(plan.dockerfile, plan.context_dir)
     image_id = project.buildah.bud(project.bud_argv(name), plan.iidfile, plan.build_log,
-                                   plan.timeout)
-    return {"id": image_id, "key": plan.inputs_key, "parent_id": parent_id,
-            "image": plan.reference, "start": start, "end": time.time()}
+                                   plan.timeout, note=f"building {name}: {reason or 'asked to'}")
+    return {"id": image_id, "key": plan.inputs_key, "inputs": plan.inputs,
+            "parent_id": parent_id, "image": plan.reference, "start": start,
+            "end": time.time()}
 
 
 class PushFailed(Exception):

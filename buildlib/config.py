@@ -13,16 +13,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 from pydantic import ValidationError as _PydanticError
 
 from buildlib.errors import InputError
 
 _STRICT = ConfigDict(extra="forbid")
 
-Scalar = StrictStr | StrictInt | float | StrictBool
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[StrictInt | StrictFloat, Field(gt=0)]
 
 # Grammar of docker/distribution references (reference/regexp.go), one part at a time.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -143,6 +151,7 @@ def _read_yaml(path: Path) -> Any:
         raise InputError(path, f"cannot read the image list: {err.strerror}",
                          fix="create it, or name another with `doit config=PATH ...`") from None
     try:
+        _check_unique_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -154,6 +163,26 @@ def _read_yaml(path: Path) -> Any:
         raise InputError(path, "the top level must be a mapping with an `images:` key",
                          fix="declare your images under `images:`")
     return data
+
+
+def _check_unique_keys(path: Path, node: yaml.Node | None, where: tuple = ()) -> None:
+    """PyYAML keeps the last of two equal keys; a second `base:` must not replace the first."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                image = where[1] if len(where) > 1 and where[0] == "images" else (
+                    key if where == ("images",) else None)
+                raise InputError(path, f"key '{_dotted(where + (key,))}' is given twice "
+                                 f"(again at line {line})", image=image,
+                                 fix="keep one of them, or rename one")
+            seen.add(key)
+            _check_unique_keys(path, value_node, where + (key,))
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(path, item, where)
 
 
 def _input_error(path: Path, err: _PydanticError) -> InputError:
@@ -200,7 +229,7 @@ def _check_references(config: Config) -> None:
          "up to 128 letters, digits, _ . - (not starting with . or -)"),
     ]
     for pattern, value, key, expected in checks:
-        if value and not pattern.match(value):
+        if value and not pattern.fullmatch(value):
             raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
     if s.authfile and not config.source_path(s.authfile).is_file():
         raise InputError(path, f"settings.authfile {s.authfile!r}: "
@@ -208,6 +237,6 @@ def _check_references(config: Config) -> None:
                          fix="create it (e.g. `buildah login --authfile FILE REGISTRY`) "
                          "or correct the path (relative to the directory of images.yaml)")
     for name in config.images:
-        if not NAME_RE.match(name) or not NAME_RE.match(s.prefix + name):
+        if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
             raise InputError(path, f"invalid image name {name!r}", image=name,
                              fix="use lowercase letters and digits separated by . _ or -")

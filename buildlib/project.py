@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from buildlib import buildah, config, render
 from buildlib.errors import InputError
@@ -55,12 +56,16 @@ class ImagePlan:
         return self.workdir / "pushed-digest"
 
     @cached_property
+    def inputs(self) -> dict[str, Any]:
+        """Digests of what shapes the image: the rendered Dockerfile, each context file,
+        and the bud options (args, labels, volumes, format, isolation, reference).
+        The parent's image ID is checked apart."""
+        return {"Dockerfile": self.context.dockerfile_digest(),
+                "files": self.context.file_digests(), "options": list(self.bud_options)}
+
+    @cached_property
     def inputs_key(self) -> str:
-        """Hash of the Dockerfile, context files and the bud options (args, labels,
-        volumes, format, isolation, reference); the parent's ID is checked apart."""
-        h = hashlib.sha256(self.context.digest().encode())
-        h.update(json.dumps(self.bud_options).encode())
-        return h.hexdigest()
+        return hashlib.sha256(json.dumps(self.inputs, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

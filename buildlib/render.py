@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -28,15 +29,23 @@ class Context:
     files: dict[str, Path]  # path inside the context -> source on disk
     template: Path
 
-    def digest(self) -> str:
-        """sha256 over the Dockerfile and every context file's path, mode and bytes."""
-        h = hashlib.sha256()
-        h.update(self.dockerfile.encode())
+    def file_digests(self) -> dict[str, str]:
+        """Each context file (its path inside the context) -> sha256 of its mode and bytes."""
+        digests = {}
         for inner, source in sorted(self.files.items()):
             for path, rel in _walk(source, inner):
-                h.update(f"\0{rel}\0{os.stat(path).st_mode & 0o7777:o}\0".encode())
+                h = hashlib.sha256(f"{os.stat(path).st_mode & 0o7777:o}\0".encode())
                 h.update(path.read_bytes())
-        return h.hexdigest()
+                digests[rel] = h.hexdigest()
+        return digests
+
+    def dockerfile_digest(self) -> str:
+        return hashlib.sha256(self.dockerfile.encode()).hexdigest()
+
+    def digest(self) -> str:
+        """sha256 over the Dockerfile and every context file's path, mode and bytes."""
+        both = {"Dockerfile": self.dockerfile_digest(), "files": self.file_digests()}
+        return hashlib.sha256(json.dumps(both, sort_keys=True).encode()).hexdigest()
 
     def write(self, dockerfile_path: Path, context_dir: Path) -> None:
         """Write the Dockerfile and a fresh copy of the context, keeping file modes."""
@@ -106,23 +115,28 @@ def render_image(env: jinja2.Environment, config: Config, graph: Graph, name: st
         raise InputError(config.path, f"template syntax error in {err.filename}:{err.lineno}: "
                          f"{err.message}", image=name, fix="correct the template") from None
     except jinja2.UndefinedError as err:
-        raise InputError(config.path, f"template {_where_in_template()}: {err.message}",
+        raise InputError(config.path, f"template {_where_in_template(config)}: {err.message}",
                          image=name, fix="define the variable under `vars:` (globally or for "
                          "this image) or correct its name") from None
     except jinja2.TemplateError as err:
         raise InputError(config.path, f"template error: {err}", image=name,
                          fix="correct the template") from None
+    except Exception as err:  # e.g. {{ 1 // 0 }}: a user's template, not our bug
+        raise InputError(config.path, f"template {_where_in_template(config)}: "
+                         f"{type(err).__name__}: {err}", image=name,
+                         fix="correct the expression in the template") from None
     template_path = Path(template.filename or "")
     _check_from(config, graph, name, text, template_path)
     return Context(name, text, _context_files(config, name, template_path), template_path)
 
 
-def _where_in_template() -> str:
+def _where_in_template(config: Config) -> str:
     """file:line of the innermost template frame of the exception being handled."""
+    folders = [str(d.resolve()) + os.sep for d in config.template_dirs]
     tb, where = sys.exc_info()[2], "rendering"
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if filename.endswith(TEMPLATE_SUFFIX):
+        if filename.startswith(tuple(folders)):
             where = f"{filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     return where
@@ -134,7 +148,7 @@ def _context_files(config: Config, name: str, template_path: Path) -> dict[str, 
     files = {
         str(p.relative_to(folder)): p
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.endswith(TEMPLATE_SUFFIX)
+        if p.is_file() and not p.name.endswith(TEMPLATE_SUFFIX) and p != template_path
     }
     for inner, source in config.images[name].files.items():
         path = config.source_path(source)
@@ -152,7 +166,7 @@ def _context_files(config: Config, name: str, template_path: Path) -> dict[str, 
 def first_from(dockerfile: str) -> str | None:
     """The image named by the first FROM instruction, or None if another comes first."""
     for line in _instructions(dockerfile):
-        keyword, _, rest = line.partition(" ")
+        keyword, rest = (line.split(None, 1) + [""])[:2]
         keyword = keyword.upper()
         if keyword == "ARG":
             continue

@@ -115,9 +115,9 @@ def push_task(proj: project.Project, name: str) -> dict[str, Any]:
     }
 
 
-def _build(proj: project.Project, name: str, parent_id: str | None = None) -> Any:
+def _build(proj: project.Project, name: str, task: Any, parent_id: str | None = None) -> Any:
     try:
-        return builder.build_image(proj, name, parent_id)
+        return builder.build_image(proj, name, parent_id, task.meta.get("reason"))
     except (BuildahError, OSError) as err:
         return TaskFailed(f"build of {name} failed: {err}; log: {proj.plans[name].build_log}")
 

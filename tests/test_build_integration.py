@@ -12,6 +12,11 @@ EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", 
 NOVA_SUBTREE = {"nova-base", "nova-api", "nova-conductor"}
 
 
+def why(tree: Tree, name: str) -> str:
+    """The reason the last build of `name` gives on the first line of its log."""
+    return (tree.root / "build" / name / f"{name}-build.log").read_text().splitlines()[0]
+
+
 def built(tree: Tree) -> set[str]:
     return {name for name, status in tree.statuses().items() if status == "built"}
 
@@ -37,7 +42,9 @@ def test_full_build_then_noop(tree: Tree) -> None:
         assert entry["start"] < entry["end"]
         log = tree.root / entry["log"]
         assert log == tree.root / "build" / name / f"{name}-build.log"
-        assert log.read_text().startswith("$ buildah --root ")
+        note, command = log.read_text().splitlines()[:2]
+        assert note == f"# building {name}: never built"
+        assert command.startswith("$ buildah --root ")
         assert f"building {name}: buildah --root" in first.stdout
     # each build ran exactly the command it printed, and a child only after its parent
     buds = [call for call in tree.buildah_calls() if "bud" in call]
@@ -65,18 +72,22 @@ def test_template_edit_rebuilds_exactly_that_subtree(tree: Tree) -> None:
     after = ids(tree)
     for name in EXAMPLE:
         assert (after[name] != before[name]) == (name in NOVA_SUBTREE), name
+    assert why(tree, "nova-base") == ("# building nova-base: rendered Dockerfile changed "
+                                      "(template or vars)")
+    assert why(tree, "nova-api").startswith(
+        f"# building nova-api: parent 'nova-base' changed: {before['nova-base']} -> ")
     assert tree.image_ids()["localhost:5000/kolla/nova-api:latest"] == after["nova-api"]
 
 
-@pytest.mark.parametrize(("change", "rebuilt"), [
-    ("context file", {"nova-api"}),
-    ("build arg", {"nova-conductor"}),
-    ("image var", {"nova-api"}),
-    ("global var", EXAMPLE),
-    ("label", {"cron"}),
+@pytest.mark.parametrize(("change", "rebuilt", "reason"), [
+    ("context file", {"nova-api"}, "context file changed: start.sh"),
+    ("build arg", {"nova-conductor"}, "build options changed: +--build-arg WORKERS=4"),
+    ("image var", {"nova-api"}, "rendered Dockerfile changed (template or vars)"),
+    ("global var", EXAMPLE, "rendered Dockerfile changed (template or vars)"),
+    ("label", {"cron"}, "build options changed: +--label tier=infra"),
 ])
 def test_each_kind_of_input_change_rebuilds_its_subtree(tree: Tree, change: str,
-                                                        rebuilt: set[str]) -> None:
+                                                        rebuilt: set[str], reason: str) -> None:
     tree.doit("build")
     if change == "context file":
         tree.edit("templates/nova-api/start.sh", "exec", "echo starting; exec")
@@ -92,14 +103,23 @@ def test_each_kind_of_input_change_rebuilds_its_subtree(tree: Tree, change: str,
     tree.doit("build")
     assert built(tree) == rebuilt
     assert set(tree.statuses()) == EXAMPLE
+    first = min(rebuilt, key=lambda name: tree.report()["images"][name]["start"])
+    assert why(tree, first) == f"# building {first}: {reason}"
+    info = tree.doit("info", f"build:{first}").stdout
+    assert "status     : up-to-date" in info  # and after the build, no reason is left
 
 
 def test_image_removed_from_storage_is_rebuilt(tree: Tree) -> None:
     tree.doit("build")
     before = ids(tree)
     tree.buildah("rmi", "localhost:5000/kolla/nova-api:latest")
+    info = tree.doit("info", "build:nova-api").stdout
+    assert "is no longer in local storage" in info and before["nova-api"] in info
     tree.doit("build")
     assert built(tree) == {"nova-api"}
+    assert why(tree, "nova-api") == (f"# building nova-api: image {before['nova-api']} "
+                                     "(localhost:5000/kolla/nova-api:latest) is no longer in "
+                                     "local storage")
 
     tree.buildah("rmi", "--force", "localhost:5000/kolla/nova-base:latest")
     tree.doit("build")

@@ -1,0 +1,357 @@
+"""buildlib.config.load: every bad images.yaml is one clear InputError; good ones load."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from buildlib import config
+from buildlib.errors import InputError
+
+IMAGE_KEYS = ["template", "parent", "files", "args", "vars", "labels", "volumes"]
+SETTINGS_KEYS = ["registry", "namespace", "prefix", "tag", "format", "jobs", "build_timeout",
+                 "push_retries", "tls_verify", "isolation", "build_dir", "templates",
+                 "buildah_args"]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "images.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str, image: str | None = None) -> str:
+    """Load `text` expecting an InputError; check what every such message must hold."""
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert str(path.resolve()) in message, message
+    assert "fix:" in message, message
+    if image is not None:
+        assert info.value.image == image
+        assert f"image '{image}'" in message, message
+    return message
+
+
+# --- malformed files ------------------------------------------------------------------------
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    message = load_error(tmp_path, """\
+        images:
+          base:
+          nova: {parent: base
+          cron:
+        """)
+    assert "malformed YAML" in message
+    assert "line 4" in message
+
+
+def test_tab_indentation_names_the_line(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "images:\n  base:\n\tnova: {parent: base}\n")
+    assert "line 3" in message
+
+
+@pytest.mark.parametrize("text", ["- base\n- nova\n", "just a string\n", "", "# only a comment\n",
+                                  "42\n"], ids=["list", "string", "empty", "comment", "number"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    message = load_error(tmp_path, text)
+    assert "mapping" in message
+    assert "images:" in message
+
+
+def test_missing_images_key(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "settings: {tag: dev}\n")
+    assert "missing key 'images'" in message
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "nothere.yaml"
+    with pytest.raises(InputError) as info:
+        config.load(path)
+    assert str(path.resolve()) in str(info.value)
+    assert "fix:" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["images: [base, nova]\n", "images:\n"], ids=["list", "null"])
+def test_images_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    message = load_error(tmp_path, text)
+    assert "'images'" in message
+
+
+def test_image_body_must_be_a_mapping(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "images:\n  base: busybox\n", image="base")
+    assert "'busybox'" in message
+
+
+# --- unknown keys ---------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    message = load_error(tmp_path, """\
+        images: {base: }
+        setings: {tag: dev}
+        """)
+    assert "unknown key 'setings'" in message
+    assert "allowed here: images, settings, vars" in message
+
+
+def test_unknown_settings_key(tmp_path: Path) -> None:
+    message = load_error(tmp_path, """\
+        settings: {jbos: 4}
+        images: {base: }
+        """)
+    assert "'settings.jbos'" in message
+    allowed = message.partition("allowed here:")[2].replace(",", " ").split()
+    assert set(SETTINGS_KEYS) <= set(allowed)
+
+
+def test_unknown_image_key_lists_the_allowed_keys(tmp_path: Path) -> None:
+    message = load_error(tmp_path, """\
+        images:
+          base:
+          nova: {parnt: base}
+        """, image="nova")
+    assert "'parnt'" in message
+    allowed = message.partition("allowed here:")[2].replace(",", " ").split()
+    assert set(IMAGE_KEYS) <= set(allowed)
+    assert "parnt" not in allowed and "name" not in allowed
+
+
+# --- wrong types and values -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("settings", "key", "shown"), [
+    ("jobs: '8'", "settings.jobs", "'8'"),
+    ("jobs: 0", "settings.jobs", "0"),
+    ("jobs: 2.5", "settings.jobs", "2.5"),
+    ("push_retries: -1", "settings.push_retries", "-1"),
+    ("tls_verify: 'yes'", "settings.tls_verify", "'yes'"),
+    ("format: xyz", "settings.format", "'oci'"),
+    ("isolation: bogus", "settings.isolation", "'chroot'"),
+    ("build_timeout: -5", "settings.build_timeout", "-5"),
+    ("templates: templates", "settings.templates", "'templates'"),
+    ("buildah_args: --root /x", "settings.buildah_args", "'--root /x'"),
+])
+def test_wrong_setting_type(tmp_path: Path, settings: str, key: str, shown: str) -> None:
+    message = load_error(tmp_path, f"settings: {{{settings}}}\nimages: {{base: }}\n")
+    assert f"'{key}'" in message
+    assert shown in message
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ("{args: {VERSION: [1, 2]}}", "images.nova.args.VERSION"),
+    ("{args: [VERSION=1]}", "images.nova.args"),
+    ("{labels: {team: {a: b}}}", "images.nova.labels.team"),
+    ("{files: [start.sh]}", "images.nova.files"),
+    ("{volumes: /cache}", "images.nova.volumes"),
+    ("{parent: 3}", "images.nova.parent"),
+], ids=["args-list", "args-not-mapping", "labels-mapping", "files-list", "volumes-str",
+        "parent-int"])
+def test_wrong_image_type(tmp_path: Path, body: str, key: str) -> None:
+    message = load_error(tmp_path, f"images:\n  base:\n  nova: {body}\n", image="nova")
+    assert f"'{key}'" in message
+
+
+@pytest.mark.parametrize("value", ["true", "'30'"])
+def test_build_timeout_must_be_a_number(tmp_path: Path, value: str) -> None:
+    message = load_error(tmp_path, f"settings: {{build_timeout: {value}}}\nimages: {{base: }}\n")
+    assert "'settings.build_timeout'" in message
+
+
+# --- names and references -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Nova-API", "nova api", "nova-", "-nova", "nova/api", "nova:1"])
+def test_invalid_image_name(tmp_path: Path, name: str) -> None:
+    message = load_error(tmp_path, f"images:\n  {name!r}:\n", image=name)
+    assert "invalid image name" in message
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("tag", "bad tag"),
+    ("tag", ".hidden"),
+    ("tag", "-dash"),
+    ("tag", "a" * 129),
+    ("tag", "v1:2"),
+    ("registry", "quay.io/org"),
+    ("registry", "host:"),
+    ("registry", ":5000"),
+    ("registry", "bad_host"),
+    ("registry", "host:port"),
+    ("namespace", "Kolla"),
+    ("namespace", "a//b"),
+    ("namespace", "/kolla"),
+    ("namespace", "kolla/"),
+    ("namespace", "my space"),
+    ("prefix", "Centos-"),
+    ("prefix", "centos/"),
+], ids=lambda v: v if len(v) < 20 else "long")
+def test_invalid_reference_part(tmp_path: Path, key: str, value: str) -> None:
+    message = load_error(tmp_path, f"settings: {{{key}: {value!r}}}\nimages: {{base: }}\n")
+    assert f"invalid settings.{key}" in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(("text", "image"), [
+    ('settings: {tag: "v1\\n"}\nimages: {base: }\n', None),
+    ('settings: {namespace: "kolla\\n"}\nimages: {base: }\n', None),
+    ('settings: {registry: "quay.io\\n"}\nimages: {base: }\n', None),
+    ('images: {"base\\n": }\n', "base\n"),
+], ids=["tag", "namespace", "registry", "name"])
+def test_trailing_newline_is_invalid(tmp_path: Path, text: str, image: str | None) -> None:
+    message = load_error(tmp_path, text, image=image)
+    assert "invalid" in message
+
+
+@pytest.mark.parametrize("settings", [
+    "registry: 127.0.0.1:5000",
+    "registry: my-registry.example.com",
+    "namespace: team/kolla",
+    "tag: 2024.1-rc_1",
+    "tag: A",
+    "prefix: centos-binary-",
+])
+def test_valid_reference_parts_load(tmp_path: Path, settings: str) -> None:
+    cfg = config.load(write(tmp_path, f"settings: {{{settings}}}\nimages: {{base: }}\n"))
+    key, _, value = settings.partition(": ")
+    assert getattr(cfg.settings, key) == value
+
+
+def test_duplicate_image_is_an_error(tmp_path: Path) -> None:
+    message = load_error(tmp_path, """\
+        images:
+          base:
+            files: {busybox: /bin/busybox}
+          nova:
+            parent: base
+          base:
+        """, image="base")
+    assert "base" in message
+
+
+# --- the good path --------------------------------------------------------------------------
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "images:\n  base:\n"))
+    expected = {
+        "registry": "localhost:5000",
+        "namespace": "kolla",
+        "prefix": "",
+        "tag": "latest",
+        "format": "docker",
+        "jobs": 8,
+        "build_timeout": 1800,
+        "push_retries": 10,
+        "tls_verify": True,
+        "isolation": None,
+        "build_dir": "build",
+        "templates": ["templates"],
+        "buildah_args": [],
+    }
+    settings = dataclasses.asdict(cfg.settings)
+    assert {key: settings.get(key, "<missing>") for key in expected} == expected
+    assert cfg.vars == {}
+    assert cfg.reference("base") == "localhost:5000/kolla/base:latest"
+
+
+def test_settings_are_read(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, """\
+        settings:
+          registry: registry.example.com:443
+          namespace: ""
+          format: oci
+          jobs: 3
+          build_timeout: 12.5
+          push_retries: 2
+          tls_verify: false
+          isolation: chroot
+          build_dir: out
+          templates: [overrides, templates]
+          buildah_args: [--storage-driver, vfs]
+        vars: {maintainer: me}
+        images: {base: }
+        """))
+    s = cfg.settings
+    assert (s.registry, s.namespace, s.format, s.jobs, s.build_timeout, s.push_retries,
+            s.tls_verify, s.isolation) == ("registry.example.com:443", "", "oci", 3, 12.5, 2,
+                                           False, "chroot")
+    assert s.buildah_args == ["--storage-driver", "vfs"]
+    assert cfg.vars == {"maintainer": "me"}
+    assert cfg.build_dir == tmp_path.resolve() / "out"
+    assert cfg.template_dirs == [tmp_path.resolve() / "overrides",
+                                 tmp_path.resolve() / "templates"]
+
+
+def test_paths_are_taken_from_the_file_directory(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    write(tree, "images: {base: }\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = config.load(Path("..") / "tree" / "images.yaml")
+    assert cfg.root == tree.resolve()
+    assert cfg.build_dir == tree.resolve() / "build"
+    assert cfg.template_dirs == [tree.resolve() / "templates"]
+    assert cfg.source_path("files/x") == tree.resolve() / "files" / "x"
+
+
+@pytest.mark.parametrize(("settings", "reference"), [
+    ({}, "localhost:5000/kolla/nova-api:latest"),
+    ({"registry": ""}, "kolla/nova-api:latest"),
+    ({"namespace": ""}, "localhost:5000/nova-api:latest"),
+    ({"registry": "", "namespace": ""}, "nova-api:latest"),
+    ({"prefix": "centos-binary-"}, "localhost:5000/kolla/centos-binary-nova-api:latest"),
+    ({"registry": "", "namespace": "", "prefix": "x-", "tag": "2024.1"}, "x-nova-api:2024.1"),
+    ({"registry": "quay.io", "namespace": "openstack/kolla", "tag": "v1"},
+     "quay.io/openstack/kolla/nova-api:v1"),
+])
+def test_reference(tmp_path: Path, settings: dict[str, str], reference: str) -> None:
+    lines = "".join(f"  {key}: {value!r}\n" for key, value in settings.items())
+    text = ("settings:\n" + lines if lines else "") + "images:\n  nova-api:\n"
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.reference("nova-api") == reference
+
+
+def test_null_body_image_and_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, """\
+        images:
+          base:
+            template: custom/base.j2
+          cron:
+          nova-api: {parent: base}
+        """))
+    assert list(cfg.images) == ["base", "cron", "nova-api"]
+    cron = cfg.images["cron"]
+    assert cron.name == "cron"
+    assert cron.parent is None
+    assert (cron.files, cron.args, cron.vars, cron.labels, cron.volumes) == ({}, {}, {}, {}, [])
+    assert cron.template_name == "cron/Dockerfile.j2"
+    assert cfg.images["nova-api"].template_name == "nova-api/Dockerfile.j2"
+    assert cfg.images["nova-api"].parent == "base"
+    assert cfg.images["base"].template_name == "custom/base.j2"
+
+
+def test_image_fields_are_read(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, """\
+        images:
+          base:
+            files: {busybox: /bin/busybox}
+            args: {VERSION: 1, DEBUG: true, NAME: x, RATIO: 0.5}
+            vars: {nested: {a: [1, 2]}}
+            labels: {team: infra}
+            volumes: [/cache:/cache]
+        """))
+    base = cfg.images["base"]
+    assert base.files == {"busybox": "/bin/busybox"}
+    assert base.args == {"VERSION": 1, "DEBUG": True, "NAME": "x", "RATIO": 0.5}
+    assert base.vars == {"nested": {"a": [1, 2]}}
+    assert base.labels == {"team": "infra"}
+    assert base.volumes == ["/cache:/cache"]

@@ -1,0 +1,501 @@
+"""buildlib.project.load renders every template; render errors are one clear InputError."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from buildlib import project, render
+from buildlib.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT_T = "FROM scratch\n"
+CHILD_T = "FROM {{ parent_image }}\n"
+TWO = "images:\n  base:\n  child: {parent: base}\n"
+
+
+def make_tree(tmp_path: Path, images_yaml: str, files: dict[str, str]) -> Path:
+    """images.yaml plus `files` (paths relative to the tree); returns images.yaml."""
+    for relative, text in files.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    config = tmp_path / "images.yaml"
+    config.write_text(textwrap.dedent(images_yaml), encoding="utf-8")
+    return config
+
+
+def load_error(config: Path, image: str) -> str:
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    message = str(info.value)
+    assert str(config.resolve()) in message, message
+    assert f"image '{image}'" in message, message
+    assert info.value.image == image
+    assert "fix:" in message, message
+    return message
+
+
+def tpl(tmp_path: Path, relative: str) -> str:
+    return str((tmp_path / "templates" / relative).resolve())
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_undefined_variable_names_template_line_and_image(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/child/Dockerfile.j2": "FROM {{ parent_image }}\n\nRUN echo {{ nope }}\n",
+    })
+    message = load_error(config, "child")
+    assert f"{tpl(tmp_path, 'child/Dockerfile.j2')}:3" in message
+    assert "'nope' is undefined" in message
+    assert "vars:" in message
+
+
+def test_undefined_variable_in_a_shared_macro_names_the_macro_file(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/macros.j2": "{% macro run() -%}\n\nRUN {{ missing_var }}\n{%- endmacro %}\n",
+        "templates/child/Dockerfile.j2":
+            "{% import 'macros.j2' as m with context %}\nFROM {{ parent_image }}\n{{ m.run() }}\n",
+    })
+    message = load_error(config, "child")
+    assert f"{tpl(tmp_path, 'macros.j2')}:3" in message
+    assert "missing_var" in message
+
+
+def test_undefined_attribute_of_settings(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/child/Dockerfile.j2": "FROM {{ parent_image }}\nRUN {{ settings.nope }}\n",
+    })
+    message = load_error(config, "child")
+    assert f"{tpl(tmp_path, 'child/Dockerfile.j2')}:2" in message
+    assert "nope" in message
+
+
+def test_undefined_variable_in_a_template_not_named_j2(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {template: base/Dockerfile.tmpl}\n", {
+        "templates/base/Dockerfile.tmpl": "FROM scratch\nRUN {{ nope }}\n",
+    })
+    message = load_error(config, "base")
+    assert f"{tpl(tmp_path, 'base/Dockerfile.tmpl')}:2" in message
+
+
+def test_template_syntax_error(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/child/Dockerfile.j2": "FROM {{ parent_image }}\n{% if %}\nRUN x\n{% endif %}\n",
+    })
+    message = load_error(config, "child")
+    assert "syntax error" in message
+    assert f"{tpl(tmp_path, 'child/Dockerfile.j2')}:2" in message
+
+
+def test_syntax_error_in_an_included_file_names_that_file(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/common.j2": "RUN one\n{{ a b }}\n",
+        "templates/child/Dockerfile.j2": "FROM {{ parent_image }}\n{% include 'common.j2' %}\n",
+    })
+    message = load_error(config, "child")
+    assert f"{tpl(tmp_path, 'common.j2')}:2" in message
+
+
+def test_unknown_filter(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": "FROM scratch\nRUN {{ 'x' | shout }}\n",
+        "templates/child/Dockerfile.j2": CHILD_T,
+    })
+    message = load_error(config, "base")
+    assert "shout" in message
+
+
+@pytest.mark.parametrize("expression", ["{{ port + 'x' }}", "{{ 1 // 0 }}"],
+                         ids=["type-error", "zero-division"])
+def test_runtime_error_in_template(tmp_path: Path, expression: str) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {vars: {port: 8774}}\n", {
+        "templates/base/Dockerfile.j2": f"FROM scratch\nEXPOSE {expression}\n",
+    })
+    message = load_error(config, "base")
+    assert f"{tpl(tmp_path, 'base/Dockerfile.j2')}:2" in message
+
+
+def test_template_not_found(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {"templates/base/Dockerfile.j2": ROOT_T})
+    message = load_error(config, "child")
+    assert "'child/Dockerfile.j2' not found" in message
+    assert str((tmp_path / "templates").resolve()) in message
+    assert "template:" in message
+
+
+def test_named_template_not_found(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {template: shared/root.j2}\n", {
+        "templates/base/Dockerfile.j2": ROOT_T,
+    })
+    message = load_error(config, "base")
+    assert "'shared/root.j2' not found" in message
+
+
+def test_extended_layout_not_found(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/child/Dockerfile.j2": "{% extends 'layout.j2' %}\n",
+    })
+    message = load_error(config, "child")
+    assert "'layout.j2' not found" in message
+
+
+def test_missing_files_source(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {files: {busybox: bin/busybox}}\n", {
+        "templates/base/Dockerfile.j2": ROOT_T,
+    })
+    message = load_error(config, "base")
+    assert "'busybox'" in message
+    assert str((tmp_path / "bin" / "busybox").resolve()) in message
+    assert "files:" in message
+
+
+@pytest.mark.parametrize("inner", ["../escape", "/etc/passwd"])
+def test_files_name_must_stay_in_the_context(tmp_path: Path, inner: str) -> None:
+    config = make_tree(tmp_path, f"images:\n  base: {{files: {{{inner!r}: data}}}}\n", {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "data": "x\n",
+    })
+    message = load_error(config, "base")
+    assert inner in message
+
+
+@pytest.mark.parametrize("child", [
+    "FROM alpine:3.20\n",
+    "FROM localhost:5000/kolla/base:other\n",
+    "FROM localhost:5000/kolla/base\n",
+    "FROM {{ parent_image }}-x\n",
+    "RUN true\nFROM {{ parent_image }}\n",
+    "# no FROM at all\nRUN true\n",
+    "",
+], ids=["other-image", "other-tag", "no-tag", "suffix", "run-first", "no-from", "empty"])
+def test_child_must_start_from_its_parent(tmp_path: Path, child: str) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/child/Dockerfile.j2": child,
+    })
+    message = load_error(config, "child")
+    assert "localhost:5000/kolla/base:latest" in message
+    assert "FROM {{ parent_image }}" in message
+
+
+@pytest.mark.parametrize("root", ["RUN true\n", "", "# FROM scratch\nRUN true\n",
+                                  "ARG X=1\n"], ids=["run", "empty", "commented", "arg-only"])
+def test_root_must_start_with_from(tmp_path: Path, root: str) -> None:
+    config = make_tree(tmp_path, "images:\n  base:\n", {"templates/base/Dockerfile.j2": root})
+    message = load_error(config, "base")
+    assert "FROM" in message
+
+
+def test_graph_errors_come_through_as_input_errors(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  a: {parent: c}\n  b: {parent: a}\n  c: {parent: b}\n",
+                       {})
+    message = load_error(config, "a")
+    assert "cycle" in message
+    config = make_tree(tmp_path, "images:\n  child: {parent: ghost}\n", {})
+    message = load_error(config, "child")
+    assert "'ghost'" in message
+
+
+# --- what templates see ---------------------------------------------------------------------
+
+
+def test_template_variables(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, """\
+        settings: {registry: reg.example:5000, namespace: team, tag: v2, jobs: 3}
+        vars: {color: red, shape: round}
+        images:
+          base:
+          child:
+            parent: base
+            vars: {color: blue, port: 8774}
+        """, {
+        "templates/base/Dockerfile.j2": "FROM scratch\nENV COLOR={{ color }} SHAPE={{ shape }}\n",
+        "templates/child/Dockerfile.j2": """\
+            FROM {{ parent_image }}
+            LABEL name={{ image_name }} image={{ image }} tag={{ tag }}
+            ENV COLOR={{ color }} SHAPE={{ shape }} PORT={{ port }}
+            ENV REG={{ settings.registry }} NS={{ settings.namespace }} JOBS={{ settings.jobs }}
+            """,
+    })
+    plans = project.load(config).plans
+    assert plans["base"].context.dockerfile == "FROM scratch\nENV COLOR=red SHAPE=round\n"
+    assert plans["child"].context.dockerfile == (
+        "FROM reg.example:5000/team/base:v2\n"
+        "LABEL name=child image=reg.example:5000/team/child:v2 tag=v2\n"
+        "ENV COLOR=blue SHAPE=round PORT=8774\n"
+        "ENV REG=reg.example:5000 NS=team JOBS=3\n"
+    )
+
+
+def test_an_image_var_does_not_leak_to_other_images(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, """\
+        images:
+          base: {vars: {only_here: 1}}
+          child: {parent: base}
+        """, {
+        "templates/base/Dockerfile.j2": "FROM scratch\nRUN echo {{ only_here }}\n",
+        "templates/child/Dockerfile.j2": "FROM {{ parent_image }}\nRUN echo {{ only_here }}\n",
+    })
+    message = load_error(config, "child")
+    assert "only_here" in message
+
+
+def test_inheritance_and_macros_from_shared_files(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, """\
+        vars: {user: kolla}
+        images:
+          base:
+          nova-api: {parent: base, vars: {port: 8774}}
+        """, {
+        "templates/macros.j2": """\
+            {% macro start(command) -%}
+            CMD ["{{ command }}"]
+            {%- endmacro %}
+            """,
+        "templates/layout.j2": """\
+            {% import "macros.j2" as m with context %}
+            FROM {{ parent_image }}
+            LABEL name="{{ image_name }}"
+            {% block configure %}{% endblock %}
+            USER {{ user }}
+            """,
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/nova-api/Dockerfile.j2": """\
+            {% extends "layout.j2" %}
+            {% import "macros.j2" as m with context %}
+            {% block configure %}
+            EXPOSE {{ port }}
+            {{ m.start("nova-api") }}
+            {% endblock %}
+            """,
+    })
+    text = project.load(config).plans["nova-api"].context.dockerfile
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines == [
+        "FROM localhost:5000/kolla/base:latest",
+        'LABEL name="nova-api"',
+        "EXPOSE 8774",
+        'CMD ["nova-api"]',
+        "USER kolla",
+    ]
+
+
+def test_template_search_path_first_match_wins(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, """\
+        settings: {templates: [overrides, templates]}
+        images:
+          base:
+          child: {parent: base}
+        """, {
+        "templates/base/Dockerfile.j2": ROOT_T,
+        "templates/child/Dockerfile.j2": CHILD_T + "RUN original\n",
+        "overrides/child/Dockerfile.j2": CHILD_T + "RUN override\n",
+    })
+    plans = project.load(config).plans
+    assert plans["child"].context.dockerfile.endswith("RUN override\n")
+    assert plans["base"].context.dockerfile == ROOT_T
+
+
+def test_child_may_use_arg_platform_and_stage_name(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": "# syntax=docker/dockerfile:1\nFROM scratch AS root\n",
+        "templates/child/Dockerfile.j2": """\
+            # a comment first
+            ARG VERSION=1
+            FROM --platform=linux/amd64 \\
+                {{ parent_image }} AS build
+            RUN true
+            """,
+    })
+    plan = project.load(config).plans["child"]
+    assert plan.parent == "base"
+    assert "localhost:5000/kolla/base:latest AS build" in plan.context.dockerfile
+
+
+# --- build contexts -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def context_tree(tmp_path: Path) -> Path:
+    config = make_tree(tmp_path, """\
+        images:
+          base:
+            files: {tool: bin/tool, data: datadir}
+        """, {
+        "templates/base/Dockerfile.j2": "FROM scratch\nCOPY start.sh /start.sh\n",
+        "templates/base/start.sh": "#!/bin/sh\necho start\n",
+        "templates/base/conf/app.conf": "[app]\n",
+        "templates/base/snippet.j2": "{# a template, not a context file #}\n",
+        "bin/tool": "#!/bin/sh\necho tool\n",
+        "datadir/a.txt": "a\n",
+        "datadir/sub/b.txt": "b\n",
+    })
+    (tmp_path / "templates/base/start.sh").chmod(0o755)
+    (tmp_path / "templates/base/conf/app.conf").chmod(0o644)
+    (tmp_path / "bin/tool").chmod(0o750)
+    return config
+
+
+def base_context(config: Path) -> render.Context:
+    return project.load(config).plans["base"].context
+
+
+def test_context_files(context_tree: Path) -> None:
+    context = base_context(context_tree)
+    root = context_tree.parent.resolve()
+    assert context.files == {
+        "start.sh": root / "templates/base/start.sh",
+        "conf/app.conf": root / "templates/base/conf/app.conf",
+        "tool": root / "bin/tool",
+        "data": root / "datadir",
+    }
+    assert context.template == root / "templates/base/Dockerfile.j2"
+
+
+def test_context_write_copies_files_and_keeps_modes(context_tree: Path, tmp_path: Path) -> None:
+    context = base_context(context_tree)
+    out = tmp_path / "out"
+    dockerfile, context_dir = out / "Dockerfile", out / "context"
+    out.mkdir()
+    context.write(dockerfile, context_dir)
+    assert dockerfile.read_text() == "FROM scratch\nCOPY start.sh /start.sh\n"
+    written = sorted(str(p.relative_to(context_dir)) for p in context_dir.rglob("*")
+                     if p.is_file())
+    assert written == ["conf/app.conf", "data/a.txt", "data/sub/b.txt", "start.sh", "tool"]
+    assert (context_dir / "tool").read_text() == "#!/bin/sh\necho tool\n"
+    assert (context_dir / "data/sub/b.txt").read_text() == "b\n"
+    assert stat.S_IMODE((context_dir / "start.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((context_dir / "tool").stat().st_mode) == 0o750
+    assert stat.S_IMODE((context_dir / "conf/app.conf").stat().st_mode) == 0o644
+    assert os.access(context_dir / "start.sh", os.X_OK)
+
+
+def test_context_write_leaves_no_stale_files(context_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "context").mkdir(parents=True)
+    (out / "context" / "removed-since.sh").write_text("old\n")
+    base_context(context_tree).write(out / "Dockerfile", out / "context")
+    assert not (out / "context" / "removed-since.sh").exists()
+    assert (out / "context" / "start.sh").exists()
+
+
+def test_digest_is_stable(context_tree: Path) -> None:
+    first = base_context(context_tree).digest()
+    assert base_context(context_tree).digest() == first
+    start = context_tree.parent / "templates/base/start.sh"
+    os.utime(start, (1, 1))  # a new mtime alone is no change
+    assert base_context(context_tree).digest() == first
+
+
+@pytest.mark.parametrize("relative", ["templates/base/start.sh", "templates/base/conf/app.conf",
+                                      "bin/tool", "datadir/sub/b.txt"])
+def test_digest_follows_file_content(context_tree: Path, relative: str) -> None:
+    path = context_tree.parent / relative
+    before = base_context(context_tree).digest()
+    original = path.read_text()
+    path.write_text(original + "# changed\n")
+    assert base_context(context_tree).digest() != before
+    path.write_text(original)
+    assert base_context(context_tree).digest() == before
+
+
+@pytest.mark.parametrize("relative", ["templates/base/conf/app.conf", "bin/tool",
+                                      "datadir/a.txt"])
+def test_digest_follows_file_mode(context_tree: Path, relative: str) -> None:
+    path = context_tree.parent / relative
+    before = base_context(context_tree).digest()
+    path.chmod(stat.S_IMODE(path.stat().st_mode) ^ 0o111)
+    assert base_context(context_tree).digest() != before
+
+
+def test_digest_follows_added_and_renamed_files(context_tree: Path) -> None:
+    folder = context_tree.parent / "templates/base"
+    before = base_context(context_tree).digest()
+    (folder / "conf/app.conf").rename(folder / "conf/other.conf")
+    renamed = base_context(context_tree).digest()
+    assert renamed != before
+    (folder / "extra.txt").write_text("")
+    assert base_context(context_tree).digest() not in {before, renamed}
+
+
+def test_digest_ignores_other_templates_beside_it(context_tree: Path) -> None:
+    before = base_context(context_tree).digest()
+    (context_tree.parent / "templates/base/snippet.j2").write_text("{# edited #}\n")
+    assert base_context(context_tree).digest() == before
+
+
+def test_digest_follows_the_dockerfile(context_tree: Path) -> None:
+    context = base_context(context_tree)
+    changed = dataclasses.replace(context, dockerfile=context.dockerfile + "RUN true\n")
+    assert changed.digest() != context.digest()
+    template = context_tree.parent / "templates/base/Dockerfile.j2"
+    template.write_text(template.read_text() + "ENV X=1\n")
+    assert base_context(context_tree).digest() != context.digest()
+
+
+# --- first_from -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dockerfile", "expected"), [
+    ("FROM img\n", "img"),
+    ("from img\n", "img"),
+    ("  FROM img:1 AS build\n", "img:1"),
+    ("ARG BASE=x\nARG V\nFROM img\n", "img"),
+    ("FROM --platform=linux/amd64 img\n", "img"),
+    ("FROM --platform=$BUILDPLATFORM img AS b\nFROM other\n", "img"),
+    ("# syntax=docker/dockerfile:1\n\n# comment\nFROM img\n", "img"),
+    ("FROM \\\n  img \\\n  AS x\n", "img"),
+    ("FROM \\\n  # comment inside a continuation\n  img\n", "img"),
+    ("ARG A=1 \\\n  B=2\nFROM img\n", "img"),
+    ("RUN x\nFROM img\n", None),
+    ("ARG A\nARG B\n", None),
+    ("", None),
+    ("# FROM img\n", None),
+    ("FROM\n", None),
+], ids=["plain", "lowercase", "indented-stage", "args-first", "platform", "platform-stages",
+        "comments", "continuation", "comment-in-continuation", "arg-continuation", "run-first",
+        "args-only", "empty", "commented", "bare-from"])
+def test_first_from(dockerfile: str, expected: str | None) -> None:
+    assert render.first_from(dockerfile) == expected
+
+
+def test_first_from_with_a_tab() -> None:
+    assert render.first_from("FROM\timg\n") == "img"
+
+
+# --- the example tree -----------------------------------------------------------------------
+
+
+def test_example_renders() -> None:
+    config_path = REPO / "images.yaml"
+    declared = yaml.safe_load(config_path.read_text())["images"]
+    proj = project.load(config_path)
+    assert set(proj.plans) == set(declared)
+    for name, plan in proj.plans.items():
+        text = plan.context.dockerfile
+        parent = proj.graph.parents[name]
+        assert parent == (declared[name] or {}).get("parent")
+        if parent is None:
+            assert render.first_from(text) is not None, name
+        else:
+            assert render.first_from(text) == proj.config.reference(parent), name
+        assert "{{" not in text and "{%" not in text, name
+        assert plan.reference == proj.config.reference(name)
+        for inner, source in plan.context.files.items():
+            assert source.exists(), (name, inner)
+            assert not inner.endswith(".j2"), (name, inner)

@@ -1,0 +1,349 @@
+"""buildlib.tasks: project -> doit tasks; builder.stale_reason; bad input through `doit`."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from doit.loader import generate_tasks
+
+from buildlib import buildah, builder, project, tasks
+
+REPO = Path(__file__).resolve().parents[1]
+DODO = REPO / "dodo.py"
+VENV_DOIT = REPO / ".venv" / "bin" / "doit"
+DOIT = [str(VENV_DOIT)] if VENV_DOIT.exists() else [sys.executable, "-m", "doit"]
+
+
+def copy_example(tmp_path: Path, **settings: Any) -> Path:
+    """A copy of the example tree, with `settings` added to its images.yaml."""
+    root = tmp_path / "example"
+    root.mkdir()
+    shutil.copytree(REPO / "templates", root / "templates")
+    text = (REPO / "images.yaml").read_text()
+    if settings:
+        data = yaml.safe_load(text)
+        data.setdefault("settings", {}).update(settings)
+        text = yaml.safe_dump(data, sort_keys=False)
+    (root / "images.yaml").write_text(text)
+    return root / "images.yaml"
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> project.Project:
+    return project.load(copy_example(tmp_path))
+
+
+def task_dicts(proj: project.Project) -> dict[str, dict[str, Any]]:
+    """`build:<image>` -> its task dict (the group task under `build`)."""
+    found: dict[str, dict[str, Any]] = {}
+    for task in tasks.build_tasks(proj):
+        key = "build" if task.get("name") is None else f"build:{task['name']}"
+        assert key not in found, f"two tasks named {key}"
+        found[key] = task
+    return found
+
+
+def title_command(task: dict[str, Any]) -> list[str]:
+    """The buildah argv shown in a build task's title."""
+    title = task["title"](None)
+    assert "buildah" in title
+    return shlex.split(title[title.index("buildah"):])
+
+
+def option_pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+
+
+# --- task dicts -----------------------------------------------------------------------------
+
+
+def test_one_group_task_and_one_task_per_image(example: project.Project) -> None:
+    found = task_dicts(example)
+    assert set(found) == {"build"} | {f"build:{name}" for name in example.config.images}
+    assert found["build"]["basename"] == "build"
+    # as doit loads them: `doit build` depends on every image's task
+    loaded = {t.name: t for t in generate_tasks("build", tasks.build_tasks(example), "")}
+    assert set(loaded["build"].task_dep) == {f"build:{n}" for n in example.config.images}
+
+
+def test_doc_names_the_reference(example: project.Project) -> None:
+    for name, task in task_dicts(example).items():
+        if name != "build":
+            image = name.partition(":")[2]
+            assert example.config.reference(image) in task["doc"]
+
+
+def test_children_depend_on_their_parent(example: project.Project) -> None:
+    found = task_dicts(example)
+    for name, image in example.config.images.items():
+        task = found[f"build:{name}"]
+        if image.parent is None:
+            assert task["task_dep"] == []
+            assert not task.get("getargs")
+        else:
+            assert task["task_dep"] == [f"build:{image.parent}"]
+            assert task["getargs"] == {"parent_id": (f"build:{image.parent}", "id")}
+    assert found["build:nova-api"]["task_dep"] == ["build:nova-base"]
+
+
+def test_title_shows_the_buildah_command(example: project.Project) -> None:
+    found = task_dicts(example)
+    for name in example.config.images:
+        plan = example.plans[name]
+        argv = title_command(found[f"build:{name}"])
+        assert name in found[f"build:{name}"]["title"](None)
+        assert argv[:2] == ["buildah", "bud"]
+        assert argv[2:6] == ["--format", "docker", "--layers", "--tag"]
+        assert argv[6] == example.config.reference(name)
+        assert option_pairs(argv, "--isolation") == ["chroot"]  # the example sets it
+        assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
+        assert plan.dockerfile.parent == example.build_dir / name
+
+
+def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
+    (tmp_path / "templates/base").mkdir(parents=True)
+    (tmp_path / "templates/base/Dockerfile.j2").write_text("FROM scratch\n")
+    config = tmp_path / "images.yaml"
+    config.write_text(textwrap.dedent("""\
+        settings:
+          registry: ""
+          namespace: team
+          format: oci
+          buildah_args: [--root, /tmp/my root, --storage-driver, vfs]
+        images:
+          base:
+            args: {VERSION: 2, MODE: fast}
+            labels: {team: infra}
+            volumes: [/cache:/var/cache, /src:/src:ro]
+        """))
+    proj = project.load(config)
+    argv = title_command(task_dicts(proj)["build:base"])
+    assert argv[:6] == ["buildah", "--root", "/tmp/my root", "--storage-driver", "vfs", "bud"]
+    assert argv[6:11] == ["--format", "oci", "--layers", "--tag", "team/base:latest"]
+    assert "--isolation" not in argv
+    assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2"]
+    assert option_pairs(argv, "--label") == ["team=infra"]
+    assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
+    plan = proj.plans["base"]
+    assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
+
+
+def test_boolean_build_arg_and_label_are_yaml_spelled(tmp_path: Path) -> None:
+    (tmp_path / "templates/base").mkdir(parents=True)
+    (tmp_path / "templates/base/Dockerfile.j2").write_text("FROM scratch\n")
+    config = tmp_path / "images.yaml"
+    config.write_text("images:\n  base: {args: {DEBUG: true}, labels: {beta: false}}\n")
+    argv = title_command(task_dicts(project.load(config))["build:base"])
+    assert option_pairs(argv, "--build-arg") == ["DEBUG=true"]
+    assert option_pairs(argv, "--label") == ["beta=false"]
+
+
+def test_build_action_runs_the_command_in_the_title(example: project.Project,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The action runs exactly the argv its title prints and saves what a child needs."""
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], log: Path, timeout: float, **_: Any) -> None:
+        ran.append(list(argv))
+        Path(argv[argv.index("--iidfile") + 1]).write_text("0123abcd")
+
+    monkeypatch.setattr(buildah, "run_logged", fake_run)
+    task = task_dicts(example)["build:nova-api"]
+    function, args = task["actions"][0]
+    values = function(*args, task=SimpleNamespace(meta={"reason": "never built"}),
+                      parent_id="sha256:parent")
+    assert ran == [title_command(task)]
+    plan = example.plans["nova-api"]
+    assert values["id"] == "sha256:0123abcd"
+    assert values["parent_id"] == "sha256:parent"
+    assert values["key"] == plan.inputs_key
+    assert plan.dockerfile.read_text() == plan.context.dockerfile
+    assert (plan.context_dir / "start.sh").exists()
+
+
+def test_doit_config(tmp_path: Path) -> None:
+    proj = project.load(copy_example(tmp_path, jobs=3))
+    cfg = tasks.doit_config(proj)
+    assert cfg["num_process"] == 3
+    assert cfg["par_type"] == "thread"
+    assert Path(cfg["dep_file"]).parent == proj.build_dir
+    assert proj.build_dir == (tmp_path / "example" / "build").resolve()
+    assert cfg["default_tasks"] == ["build"]
+
+
+def test_doit_config_default_jobs(example: project.Project) -> None:
+    assert tasks.doit_config(example)["num_process"] == 8
+
+
+# --- is a build still good? -----------------------------------------------------------------
+
+
+class FakeStorage:
+    def __init__(self, images: dict[str, set[str]]) -> None:
+        self.images = images
+
+    def has(self, image_id: str, reference: str) -> bool:
+        return reference in self.images.get(image_id, set())
+
+
+@pytest.fixture
+def nova_api(example: project.Project) -> project.ImagePlan:
+    return example.plans["nova-api"]
+
+
+def saved_for(plan: project.ImagePlan, **changes: Any) -> dict[str, Any]:
+    return {"id": "sha256:built", "key": plan.inputs_key, "parent_id": "sha256:parent",
+            "image": plan.reference, **changes}
+
+
+def test_up_to_date(nova_api: project.ImagePlan) -> None:
+    storage = FakeStorage({"sha256:built": {nova_api.reference}})
+    assert builder.stale_reason(nova_api, saved_for(nova_api), "sha256:parent", storage) is None
+
+
+def test_root_up_to_date(example: project.Project) -> None:
+    base = example.plans["base"]
+    storage = FakeStorage({"sha256:built": {base.reference}})
+    assert builder.stale_reason(base, saved_for(base, parent_id=None), None, storage) is None
+
+
+@pytest.mark.parametrize(("saved", "parent_id", "in_storage", "says"), [
+    ({"id": None, "key": None, "parent_id": None}, "sha256:parent", True, "never built"),
+    ({"key": "0" * 64}, "sha256:parent", True, "changed"),
+    ({}, "sha256:new-parent", True, "nova-base"),
+    ({}, None, True, "nova-base"),
+    ({}, "sha256:parent", False, "storage"),
+], ids=["never-built", "inputs-changed", "parent-rebuilt", "parent-unknown", "image-gone"])
+def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: str | None,
+               in_storage: bool, says: str) -> None:
+    storage = FakeStorage({"sha256:built": {nova_api.reference}} if in_storage else {})
+    reason = builder.stale_reason(nova_api, saved_for(nova_api, **saved), parent_id, storage)
+    assert reason is not None
+    assert says in reason
+
+
+def test_stale_when_no_values_were_saved(nova_api: project.ImagePlan) -> None:
+    storage = FakeStorage({"sha256:built": {nova_api.reference}})
+    assert builder.stale_reason(nova_api, {}, "sha256:parent", storage) is not None
+
+
+def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> None:
+    storage = FakeStorage({"sha256:built": {"localhost:5000/kolla/other:latest"}})
+    reason = builder.stale_reason(nova_api, saved_for(nova_api), "sha256:parent", storage)
+    assert reason is not None
+
+
+SMALL_TREE = {
+    "settings": {"isolation": "chroot"},
+    "images": {"base": None, "nova-api": {"parent": "base", "vars": {"port": 8774}}},
+}
+
+
+@pytest.mark.parametrize(("change", "rebuilds"), [
+    ({"args": {"X": 1}}, True),
+    ({"labels": {"team": "infra"}}, True),
+    ({"volumes": ["/cache:/cache"]}, True),
+    ({"vars": {"port": 9999}}, True),  # changes the rendered Dockerfile
+    ({"settings": {"format": "oci"}}, True),
+    ({"settings": {"isolation": "oci"}}, True),
+    ({"settings": {"tag": "v2"}}, True),
+    ({"settings": {"jobs": 2}}, False),
+    ({"settings": {"push_retries": 3}}, False),
+    ({"settings": {"build_timeout": 60}}, False),
+], ids=lambda v: str(v) if not isinstance(v, bool) else None)
+def test_inputs_key(tmp_path: Path, change: dict[str, Any], rebuilds: bool) -> None:
+    (tmp_path / "templates/base").mkdir(parents=True)
+    (tmp_path / "templates/base/Dockerfile.j2").write_text("FROM scratch\n")
+    (tmp_path / "templates/nova-api").mkdir()
+    (tmp_path / "templates/nova-api/Dockerfile.j2").write_text(
+        "FROM {{ parent_image }}\nEXPOSE {{ port }}\n")
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump(SMALL_TREE))
+    before = project.load(config).plans["nova-api"].inputs_key
+    data = yaml.safe_load(config.read_text())
+    if "settings" in change:
+        data["settings"].update(change["settings"])
+    else:
+        data["images"]["nova-api"].update(change)
+    config.write_text(yaml.safe_dump(data))
+    after = project.load(config).plans["nova-api"].inputs_key
+    assert (after != before) == rebuilds
+
+
+def test_storage_lists_images_once() -> None:
+    class CountingBuildah:
+        calls = 0
+
+        def images(self) -> dict[str, set[str]]:
+            self.calls += 1
+            return {"sha256:a": {"x:latest"}}
+
+    fake = CountingBuildah()
+    storage = builder.Storage(fake)  # type: ignore[arg-type]
+    assert storage.has("sha256:a", "x:latest")
+    assert not storage.has("sha256:a", "y:latest")
+    assert not storage.has("sha256:b", "x:latest")
+    assert fake.calls == 1
+
+
+# --- bad input through doit -----------------------------------------------------------------
+
+
+def run_doit(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [*DOIT, "-f", str(DODO), f"config={tmp_path / 'images.yaml'}", *args]
+    return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+BROKEN = {
+    "unknown-key": ("images:\n  base:\n  nova: {parnt: base}\n", {}, "nova", "parnt"),
+    "missing-parent": ("images:\n  nova: {parent: base}\n", {}, "nova", "'base'"),
+    "undefined-var": ("images:\n  base:\n", {"base/Dockerfile.j2": "FROM scratch\nRUN {{ x }}\n"},
+                      "base", "Dockerfile.j2:2"),
+    "runtime-error": ("images:\n  base:\n", {"base/Dockerfile.j2": "FROM scratch\n{{ 1 // 0 }}\n"},
+                      "base", "Dockerfile.j2:2"),
+}
+
+
+@pytest.mark.parametrize("case", [
+    "unknown-key", "missing-parent", "undefined-var",
+    "runtime-error",
+])
+def test_bad_input_through_doit(tmp_path: Path, case: str) -> None:
+    images_yaml, templates, image, detail = BROKEN[case]
+    for relative, text in templates.items():
+        (tmp_path / "templates" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "templates" / relative).write_text(text)
+    (tmp_path / "images.yaml").write_text(images_yaml)
+    result = run_doit(tmp_path, "list")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    assert str(tmp_path / "images.yaml") in result.stderr
+    assert f"image '{image}'" in result.stderr
+    assert detail in result.stderr
+    assert "fix:" in result.stderr
+    assert not (tmp_path / "build").exists()
+
+
+def test_good_input_through_doit(tmp_path: Path) -> None:
+    config = copy_example(tmp_path)
+    argv = [*DOIT, "-f", str(DODO), f"config={config}", "list", "--all"]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:1] == ["build:nova-api"]
+               and "localhost:5000/kolla/nova-api:latest" in line for line in lines)
+    listed = {line.split()[0] for line in lines if line.startswith("build")}
+    assert listed == {"build"} | {f"build:{name}" for name in project.load(config).plans}
