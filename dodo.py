@@ -1,16 +1,21 @@
-"""imagebake: `doit build`, `doit build:<image>`; see README.md and images.yaml."""
+"""imagebake: `doit build`, `doit push`, `doit status`; see README.md and images.yaml."""
 
 from buildlib import tasks
 
-PROJECT = tasks.load_project(__file__)
-DOIT_CONFIG = tasks.doit_config(PROJECT)
+RUN = tasks.load_run(__file__)
+DOIT_CONFIG = tasks.doit_config(RUN)
 
 
 def task_build():
     """build every image that is out of date"""
-    yield from tasks.build_tasks(PROJECT)
+    yield from tasks.build_tasks(RUN)
 
 
 def task_push():
     """build what is stale, then push what the registry lacks"""
-    yield from tasks.push_tasks(PROJECT)
+    yield from tasks.push_tasks(RUN)
+
+
+def task_status():
+    """list images with their parents and what a build would do (a dry run)"""
+    return tasks.status_task(RUN)

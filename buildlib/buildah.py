@@ -8,13 +8,20 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 BUILDAH = "buildah"
 KILL_GRACE_SECONDS = 10
 PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
+
+_RUNNING: set[subprocess.Popen] = set()  # buildah processes now running, for interrupts
+_RUNNING_LOCK = threading.Lock()
 
 
 class BuildahError(Exception):
@@ -69,10 +76,10 @@ class Buildah:
                          "-f", str(dockerfile), str(context_dir))
 
     def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float,
-            note: str = "") -> str:
+            note: str = "", echo: bool = False) -> str:
         """Run a `bud_argv` command with its output in `log`; return the built image ID."""
         iidfile.unlink(missing_ok=True)
-        run_logged(argv, log, timeout, note=note)
+        run_logged(argv, log, timeout, note=note, echo=echo)
         return image_id(iidfile.read_text())
 
     def push_argv(self, reference: str, *, fmt: str, digestfile: Path, tls_verify: bool,
@@ -108,10 +115,10 @@ class Buildah:
 
 
 def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,
-               note: str = "") -> None:
-    """Run argv with stdout and stderr in `log` (after `# note` and the command line);
-    kill its whole process group on timeout. A failure raises BuildahError carrying
-    this run's output."""
+               note: str = "", echo: bool = False) -> None:
+    """Run argv with stdout and stderr in `log` (after `# note` and the command line),
+    and on our stdout too when `echo`; kill its whole process group on timeout.
+    A failure raises BuildahError carrying this run's output."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a" if append else "w", encoding="utf-8") as out:
         if note:
@@ -120,19 +127,76 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
         out.flush()
         start = out.tell()
         # Own session, so that a timeout kills buildah and every process it started.
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE if echo else out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        tee = threading.Thread(target=_tee, args=(proc.stdout, out), daemon=True)
+        if echo:
+            tee.start()
+        with _RUNNING_LOCK:
+            _RUNNING.add(proc)
         try:
-            code = proc.wait(timeout=timeout)
+            code: int | None = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise BuildahError(f"timed out after {timeout:g} s", log,
-                               _read_from(log, start)) from None
+            _kill_groups([proc])
+            code = None
         except BaseException:
-            _kill_group(proc)
+            _kill_groups([proc])
             raise
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(proc)
+            if echo:
+                tee.join(timeout=KILL_GRACE_SECONDS)
+    if code is None:
+        raise BuildahError(f"timed out after {timeout:g} s", log, _read_from(log, start))
     if code != 0:
         raise BuildahError(f"exit code {code}", log, _read_from(log, start))
+
+
+def _tee(source: IO[bytes], log: IO[str]) -> None:
+    for raw in source:
+        line = raw.decode(errors="replace")
+        log.write(line)
+        log.flush()
+        sys.stdout.write(line)
+    source.close()
+
+
+def _read_from(log: Path, offset: int) -> str:
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def terminate_running() -> None:
+    """Stop every buildah process group this process started (on SIGINT or SIGTERM)."""
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING)
+    _kill_groups(procs)
+
+
+def _kill_groups(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each group, give them a grace period together, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + KILL_GRACE_SECONDS
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        proc.wait()
+
+
+def _tee(source: IO[bytes], log: IO[str]) -> None:
+    for raw in source:
+        line = raw.decode(errors="replace")
+        log.write(line)
+        log.flush()
+        sys.stdout.write(line)
+    source.close()
 
 
 def _read_from(log: Path, offset: int) -> str:

@@ -20,11 +20,21 @@ class Storage:
         self._lock = threading.Lock()
         self._images: dict[str, set[str]] | None = None
 
-    def has(self, image_id: str, reference: str) -> bool:
+    def _listing(self) -> dict[str, set[str]]:
         with self._lock:
             if self._images is None:
                 self._images = self._buildah.images()
-        return reference in self._images.get(image_id, ())
+            return self._images
+
+    def has(self, image_id: str, reference: str) -> bool:
+        return reference in self._listing().get(image_id, ())
+
+    def id_of(self, reference: str) -> str | None:
+        return next((i for i, names in self._listing().items() if reference in names), None)
+
+
+class ParentMissing(Exception):
+    """skip_parents, and the parent image is not in local storage."""
 
 
 def stale_reason(plan: ImagePlan, saved: dict[str, Any], parent_id: str | None,
@@ -74,13 +84,14 @@ def _option_pairs(options: list[str]) -> list[str]:
 
 
 def build_image(project: Project, name: str, parent_id: str | None,
-                reason: str | None = None) -> dict[str, Any]:
+                reason: str | None = None, echo: bool = False) -> dict[str, Any]:
     """Write the context, run `buildah bud`; return what later runs and children need."""
     plan = project.plans[name]
     start = time.time()
     plan.context.write(plan.dockerfile, plan.context_dir)
     image_id = project.buildah.bud(project.bud_argv(name), plan.iidfile, plan.build_log,
-                                   plan.timeout, note=f"building {name}: {reason or 'asked to'}")
+                                   plan.timeout, note=f"building {name}: {reason or 'asked to'}",
+                                   echo=echo)
     return {"id": image_id, "key": plan.inputs_key, "inputs": plan.inputs,
             "parent_id": parent_id, "image": plan.reference, "start": start,
             "end": time.time()}

@@ -61,6 +61,7 @@ class Settings:
     build_dir: StrictStr = "build"
     templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
     buildah_args: list[StrictStr] = field(default_factory=list)
+    excludes: list[StrictStr] = field(default_factory=list)  # regexes: never build these
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Image:
     vars: dict[StrictStr, Any] = field(default_factory=dict)
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)
     volumes: list[StrictStr] = field(default_factory=list)
+    timeout: PositiveSeconds | None = None  # seconds; default: settings.build_timeout
 
     @property
     def template_name(self) -> str:
@@ -86,6 +88,7 @@ class _File:
     images: dict[StrictStr, Image | None]
     settings: Settings = field(default_factory=Settings)
     vars: dict[StrictStr, Any] = field(default_factory=dict)
+    profiles: dict[StrictStr, list[StrictStr]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Config:
     settings: Settings
     vars: dict[str, Any]
     images: dict[str, Image]
+    profiles: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -139,9 +143,22 @@ def load(path: Path | str) -> Config:
         name: replace(image or Image(), name=name)
         for name, image in parsed.images.items()
     }
-    config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images)
+    config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images,
+                    profiles=parsed.profiles)
     _check_references(config)
+    _check_patterns(config)
     return config
+
+
+def _check_patterns(config: Config) -> None:
+    named = [(f"profiles.{name}", p) for name, ps in config.profiles.items() for p in ps]
+    named += [("settings.excludes", p) for p in config.settings.excludes]
+    for key, pattern in named:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise InputError(config.path, f"{key}: {pattern!r} is not a regular expression "
+                             f"({err})", fix="correct the pattern (Python `re` syntax)") from None
 
 
 def _read_yaml(path: Path) -> Any:

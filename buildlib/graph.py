@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -82,3 +83,41 @@ class Graph:
             found.add(child)
             stack.extend(kids[child])
         return found
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images a run builds; the rest of the tree is `excluded` from it."""
+
+    selected: frozenset[str]
+    excluded: frozenset[str]
+    skip_parents: bool = False
+
+    def parent_dependency(self, graph: Graph, name: str) -> str | None:
+        """The parent this image waits for in this run (None: use the parent image as is)."""
+        parent = graph.parents[name]
+        if parent is None or (self.skip_parents and parent not in self.selected):
+            return None
+        return parent
+
+
+def select(graph: Graph, patterns: list[str], excludes: list[str],
+           skip_parents: bool = False) -> Selection:
+    """Images whose name matches a pattern (every image when there is none), with their
+    ancestors unless `skip_parents`; images matching an exclude, and their descendants,
+    are never built. Patterns are regular expressions searched in the name."""
+    matched = {n for n in graph.parents if not patterns or _matches(n, patterns)}
+    wanted = set(matched)
+    if not skip_parents:
+        for name in matched:
+            wanted.update(graph.ancestors(name))
+    dropped = {n for n in graph.parents if _matches(n, excludes)}
+    for name in list(dropped):
+        dropped.update(graph.descendants(name))
+    selected = wanted - dropped
+    return Selection(frozenset(selected), frozenset(set(graph.parents) - selected),
+                     skip_parents)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(re.search(pattern, name) for pattern in patterns)

@@ -127,4 +127,5 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context) -> ImagePla
                                   args=image.args, labels=image.labels, volumes=image.volumes)
     return ImagePlan(name=name, parent=graph.parents[name], reference=reference,
                      context=context, workdir=cfg.build_dir / name,
-                     bud_options=tuple(options), timeout=settings.build_timeout)
+                     bud_options=tuple(options),
+                     timeout=image.timeout or settings.build_timeout)

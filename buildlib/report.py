@@ -1,13 +1,17 @@
-"""What a run tells its user: a line per image, an end-of-run summary and report.json.
+"""What a run tells its user: live progress, an end-of-run summary and report.json.
 
-The reporter is doit's extension point for this; it sees every task's start, success,
-failure (blocked ones fail with `UnmetDependency`) and skip.
+`RunReport` holds the outcome of every image of a run and renders the summary and
+report.json. `ImageReporter` is doit's extension point that feeds it: doit calls it as
+each task starts, succeeds, fails (blocked tasks fail with `UnmetDependency`) or is
+skipped. It also turns SIGINT/SIGTERM into a clean stop: running buildah processes
+are killed, finished images stay recorded, and the process exits 130/143.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -18,9 +22,16 @@ from typing import Any
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
+from buildlib import buildah
+from buildlib.graph import Selection
+from buildlib.progress import Progress
 from buildlib.project import Project
 
 LOG_TAIL_LINES = 15
+SUCCESS = {"build": "built", "push": "pushed"}
+PLURAL = {"build": "builds", "push": "pushes"}
+SAVED_FIELDS = {"build": ("id",), "push": ("digest", "attempts")}
+STATUS_ORDER = ("built", "pushed", "up-to-date", "failed", "blocked", "excluded")
 
 
 def jobs_from_argv(argv: list[str], default: int) -> int:
@@ -57,125 +68,205 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def reporter_for(proj: Project) -> type[ConsoleReporter]:
-    return type("ImageReporter", (ImageReporter,), {"project": proj})
+class RunReport:
+    """Every image's outcome in this run, per kind (`build`, `push`)."""
+
+    def __init__(self, project: Project, command: str = "build") -> None:
+        self.project = project
+        self.command = command
+        self.started = time.time()
+        self.sections: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "push": {}}
+
+    def entry(self, kind: str, name: str) -> dict[str, Any]:
+        plan = self.project.plans[name]
+        log = plan.build_log if kind == "build" else plan.push_log
+        entry = {"status": None, "image": plan.reference, **dict.fromkeys(SAVED_FIELDS[kind]),
+                 "start": None, "end": None, "error": None,
+                 "log": os.path.relpath(log, self.project.config.root)}
+        return self.sections[kind].setdefault(name, entry)
+
+    def exclude(self, names: set[str] | frozenset[str]) -> None:
+        for name in names:
+            self.entry("build", name).update(status="excluded")
+
+    def blocked_by(self, kind: str, name: str) -> str | None:
+        """The failed image (this one's build, or an ancestor's) that blocked it."""
+        builds = self.sections["build"]
+        candidates = [name] if kind == "push" else []
+        candidates += list(self.project.graph.ancestors(name))
+        return next((c for c in candidates if builds.get(c, {}).get("status") == "failed"),
+                    None)
+
+    def as_json(self, jobs: int) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "command": self.command, "jobs": jobs, "started": self.started,
+            "finished": time.time(), "images": dict(sorted(self.sections["build"].items())),
+        }
+        if self.sections["push"]:
+            data["pushes"] = dict(sorted(self.sections["push"].items()))
+        return data
+
+    def write(self, jobs: int) -> None:
+        path = self.project.report_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.as_json(jobs), indent=2) + "\n")
+        tmp.replace(path)
+
+    def summary(self) -> str:
+        """Counts per kind, then each failure with its reason, log tail and log path, and
+        the images it blocked."""
+        elapsed = time.time() - self.started
+        lines = []
+        for kind, section in self.sections.items():
+            if section:
+                counts = Counter(entry["status"] for entry in section.values())
+                lines.append(f"{PLURAL[kind]}: " + ", ".join(
+                    f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
+        lines.append(f"took {elapsed:.1f} s; report: {display_path(self.project.report_path)}")
+        for kind, section in self.sections.items():
+            for name, entry in sorted(section.items()):
+                if entry["status"] == "failed":
+                    lines += self._failure(kind, name, entry)
+        return "\n".join(lines) + "\n"
+
+    def _failure(self, kind: str, name: str, entry: dict[str, Any]) -> list[str]:
+        log = self.project.config.root / entry["log"]
+        lines = ["", f"FAILED {kind} {name}: {entry['error']}"]
+        lines += [f"   | {line}" for line in log_tail(log).splitlines()]
+        lines.append(f"   log: {display_path(log)}")
+        blocked = [f"{k} {n}" for k, section in self.sections.items()
+                   for n, e in sorted(section.items())
+                   if e["status"] == "blocked" and self.blocked_by(k, n) == name]
+        if blocked:
+            lines.append(f"   blocked by it: {', '.join(blocked)}")
+        return lines
 
 
-SUCCESS = {"build": "built", "push": "pushed"}
-PLURAL = {"build": "builds", "push": "pushes"}
-SAVED_FIELDS = {"build": ("id",), "push": ("digest", "attempts")}
+def reporter_for(proj: Project, selection: Selection) -> type[ConsoleReporter]:
+    return type("ImageReporter", (ImageReporter,), {"project": proj, "selection": selection})
 
 
 class ImageReporter(ConsoleReporter):
-    """Prints each build and push as it starts and each failure as it happens; at the end,
-    a summary and report.json (`images` for builds, `pushes` for pushes)."""
+    """Feeds a RunReport and a Progress from doit's events."""
 
     project: Project
-    desc = "images: one line per build, a summary, report.json"
+    selection: Selection
+    desc = "images: progress, summary, report.json"
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
-        self.lock = threading.Lock()
-        self.started = time.time()
-        self.command = "build"
-        self.sections: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "push": {}}
+        self.report = RunReport(self.project)
+        self.progress: Progress | None = None
         self.uptodate_tasks: list[Any] = []
+        self.interrupted: int | None = None
+        self.reporting = True
 
-    def write(self, text: str) -> None:
-        with self.lock:
-            self.outstream.write(text)
-            self.outstream.flush()
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        self.report.command = " ".join(selected_tasks)
+        if len(self.selection.selected) < len(self.project.plans):
+            self.report.exclude(set(self.project.plans) - self.selection.selected)
+        image_tasks = [t for t in _closure(tasks, selected_tasks) if _image(tasks[t])]
+        self.reporting = bool(image_tasks)  # `doit status` and the like leave report.json be
+        self.progress = Progress(self.outstream, total=len(image_tasks))
+        if self.reporting and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._interrupt)
 
-    def initialize(self, tasks: Any, selected_tasks: list[str]) -> None:
-        self.command = " ".join(selected_tasks)
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = signum
+        if self.progress:
+            self.progress.line(f"interrupted ({signal.Signals(signum).name}): stopping builds")
+        buildah.terminate_running()
+        raise KeyboardInterrupt
 
     def execute_task(self, task: Any) -> None:
         if _image(task):
-            self._entry(task)["start"] = time.time()
-            self.write(f".  {task.title()}\n")
+            self.report.entry(_kind(task), _image(task))["start"] = time.time()
+            self._progress().begin(_label(task), task.title())
 
     def add_success(self, task: Any) -> None:
         if _image(task):
-            self._entry(task).update(status=SUCCESS[_kind(task)], end=time.time(),
-                                     **self._saved(task))
+            entry = self.report.entry(_kind(task), _image(task))
+            entry.update(status=SUCCESS[_kind(task)], end=time.time(),
+                         **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
+            self._progress().end(_label(task), f"{entry['status']} {_image(task)}")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
         if not _image(task):
             if task.actions:  # a group task fails only through its images, reported already
                 super().add_failure(task, fail)
             return
-        entry = self._entry(task)
+        kind, name = _kind(task), _image(task)
+        entry = self.report.entry(kind, name)
         if isinstance(fail, UnmetDependency):
-            entry.update(status="blocked", error=f"not run: {fail.get_msg().strip()} failed")
+            cause = self.report.blocked_by(kind, name) or fail.get_msg().strip()
+            entry.update(status="blocked", error=f"not run: {cause} failed")
+            self._progress().skip()
             return
         entry.update(status="failed", end=time.time(), error=fail.get_msg().strip())
-        tail = log_tail(task.meta["log"])
-        self.write(f"FAILED {_kind(task)} {_image(task)}: {entry['error']}\n"
-                   + "".join(f"   | {line}" for line in tail.splitlines(True)))
+        self._progress().end(_label(task), f"FAILED {kind} {name}: {entry['error']}")
 
     def skip_uptodate(self, task: Any) -> None:
         if _image(task):
-            self._entry(task)["status"] = "up-to-date"
+            self.report.entry(_kind(task), _image(task))["status"] = "up-to-date"
             self.uptodate_tasks.append(task)  # doit sets task.values after this call
+            self._progress().skip()
 
     def skip_ignore(self, task: Any) -> None:
         pass
 
     def complete_run(self) -> None:
+        self._progress().stop()
         for task in self.uptodate_tasks:
-            kind = _kind(task)
-            self._entry(task).update({k: task.values.get(k) for k in SAVED_FIELDS[kind][:1]})
-        self.write_report()
-        self.write(self.summary())
+            key = SAVED_FIELDS[_kind(task)][0]
+            self.report.entry(_kind(task), _image(task))[key] = task.values.get(key)
+        if self.interrupted:
+            self._mark_unfinished()
+        if self.reporting:
+            self.report.write(jobs_from_argv(sys.argv[1:], self.project.config.settings.jobs))
+            self.write(self.report.summary())
         super().complete_run()
+        if self.interrupted:
+            # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
+            self.outstream.flush()
+            sys.stderr.flush()
+            os._exit(128 + self.interrupted)
 
-    def _saved(self, task: Any) -> dict[str, Any]:
-        return {key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]}
+    def _mark_unfinished(self) -> None:
+        for section in self.report.sections.values():
+            for entry in section.values():
+                if entry["start"] and entry["status"] is None:
+                    entry.update(status="failed", end=time.time(), error="interrupted")
 
-    def _entry(self, task: Any) -> dict[str, Any]:
-        name, kind = _image(task), _kind(task)
-        entry = {"status": None, "image": self.project.plans[name].reference}
-        entry.update(dict.fromkeys(SAVED_FIELDS[kind]))
-        entry.update(start=None, end=None, error=None,
-                     log=os.path.relpath(task.meta["log"], self.project.config.root))
-        return self.sections[kind].setdefault(name, entry)
+    def _progress(self) -> Progress:
+        if self.progress is None:  # doit calls initialize first; this is a fallback
+            self.progress = Progress(self.outstream, total=0)
+        return self.progress
 
-    def write_report(self) -> None:
-        settings = self.project.config.settings
-        data: dict[str, Any] = {
-            "command": self.command,
-            "jobs": jobs_from_argv(sys.argv[1:], settings.jobs),
-            "started": self.started,
-            "finished": time.time(),
-            "images": dict(sorted(self.sections["build"].items())),
-        }
-        if self.sections["push"]:
-            data["pushes"] = dict(sorted(self.sections["push"].items()))
-        path = self.project.report_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
 
-    def summary(self) -> str:
-        parts, failures = [], []
-        for kind, section in self.sections.items():
-            counts = Counter(entry["status"] for entry in section.values())
-            order = (SUCCESS[kind], "up-to-date", "failed", "blocked")
-            if section:
-                parts.append(f"{PLURAL[kind]}: " + ", ".join(f"{counts[s]} {s}" for s in order
-                                                       if counts[s]))
-            failures += [f"  {kind} failed: {name}: {entry['error']}\n"
-                         for name, entry in sorted(section.items())
-                         if entry["status"] == "failed"]
-        elapsed = time.time() - self.started
-        return (f"{'; '.join(parts) or 'nothing to do'} in {elapsed:.1f} s; "
-                f"report: {display_path(self.project.report_path)}\n" + "".join(failures))
+def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
+    """The selected tasks and every task they depend on."""
+    seen: set[str] = set()
+    stack = list(selected)
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in tasks:
+            continue
+        seen.add(name)
+        stack.extend(tasks[name].task_dep)
+        stack.extend(tasks[name].setup_tasks)
+    return seen
+
+
+def _image(task: Any) -> str | None:
+    return (task.meta or {}).get("image")
 
 
 def _kind(task: Any) -> str:
     return task.meta["kind"]
 
 
-def _image(task: Any) -> str | None:
-    return (task.meta or {}).get("image")
+def _label(task: Any) -> str:
+    """How progress names a running task: `nova-api` for a build, `push nova-api`."""
+    return _image(task) if _kind(task) == "build" else f"{_kind(task)} {_image(task)}"

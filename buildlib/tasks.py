@@ -4,16 +4,28 @@ Task creators are small generators of plain dicts, as in pydoit's own code. A bu
 action returns the built image's ID (and what shaped it) as the task's saved values;
 a child reads its parent's ID through `getargs`, and `ImageUpToDate` compares both
 with what the last successful build recorded.
+
+A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
+
+    config=PATH          another images.yaml (default: the one beside dodo.py)
+    images=RE[,RE...]    build only images whose name matches, with their ancestors
+    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
+    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
+    skip_parents=1       build the selected images on their parents as they are in storage
+    fail_fast=1          stop at the first failure instead of building everything else
+    verbose=1            show buildah's output as it builds (it always goes to the logs)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +33,46 @@ from doit import get_var, loader
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, project, registry, report
+from buildlib import builder, graph, project, registry, report
 from buildlib.buildah import BuildahError, command_line
 from buildlib.errors import InputError
 
 CONFIG_FILE = "images.yaml"
+TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
-def load_project(dodo_file: str) -> project.Project:
-    """The project named by `doit config=...` (default: images.yaml beside dodo.py).
+@dataclass(frozen=True)
+class Run:
+    """One doit run: the project, the images selected, and the run's options."""
 
-    Bad input ends the process here, with one message and status 1, before doit
-    could print a traceback.
-    """
-    path = _config_path(dodo_file)
+    project: project.Project
+    selection: graph.Selection
+    storage: builder.Storage
+    fail_fast: bool = False
+    verbose: bool = False
+
+    @classmethod
+    def of(cls, proj: project.Project) -> Run:
+        """A run of every image, with default options."""
+        return cls(proj, graph.select(proj.graph, [], []), builder.Storage(proj.buildah))
+
+    def parent_task(self, name: str) -> str | None:
+        parent = self.selection.parent_dependency(self.project.graph, name)
+        return f"build:{parent}" if parent else None
+
+
+def load_run(dodo_file: str) -> Run:
+    """The project named by `config=` (default: images.yaml beside dodo.py) and the run
+    the other variables ask for. Bad input ends the process here, with one message and
+    status 1, before doit could print a traceback."""
     try:
-        return project.load(path)
+        proj = project.load(_config_path(dodo_file))
+        selection = _selection(proj)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    return Run(proj, selection, builder.Storage(proj.buildah),
+               fail_fast=_flag("fail_fast"), verbose=_flag("verbose"))
 
 
 def _config_path(dodo_file: str) -> Path:
@@ -51,82 +84,138 @@ def _config_path(dodo_file: str) -> Path:
     return Path(start, named).resolve()
 
 
-def doit_config(proj: project.Project) -> dict[str, Any]:
-    proj.build_dir.mkdir(parents=True, exist_ok=True)
+def _flag(name: str) -> bool:
+    return str(get_var(name, "")).lower() in TRUE_WORDS
+
+
+def _words(name: str) -> list[str]:
+    return [word for word in str(get_var(name, "")).split(",") if word]
+
+
+def _selection(proj: project.Project) -> graph.Selection:
+    patterns = _words("images")
+    for profile in _words("profile"):
+        if profile not in proj.config.profiles:
+            known = ", ".join(sorted(proj.config.profiles)) or "none declared"
+            raise InputError(proj.config.path, f"profile '{profile}' is not declared "
+                             f"(known: {known})", fix="add it under `profiles:` or use one "
+                             "of those names")
+        patterns += proj.config.profiles[profile]
+    excludes = proj.config.settings.excludes + _words("exclude")
+    try:
+        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"))
+    except re.error as err:
+        raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
+                         fix="correct `images=` or `exclude=` (Python `re` syntax)") from None
+
+
+def doit_config(run: Run) -> dict[str, Any]:
+    run.project.build_dir.mkdir(parents=True, exist_ok=True)
     return {
         "default_tasks": ["build"],
-        "num_process": proj.config.settings.jobs,
+        "num_process": run.project.config.settings.jobs,
         "par_type": "thread",  # builds are subprocesses; threads share the storage lister
-        "dep_file": str(proj.state_file),
+        "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
-        "continue": True,
-        "reporter": report.reporter_for(proj),
+        "continue": not run.fail_fast,
+        "reporter": report.reporter_for(run.project, run.selection),
     }
 
 
-def build_tasks(proj: project.Project) -> Iterator[dict[str, Any]]:
-    """`build` (every image) and one `build:<image>` per image."""
-    storage = builder.Storage(proj.buildah)
+def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
+    """`build` (every selected image) and one `build:<image>` per selected image."""
     yield {"basename": "build", "name": None,
            "doc": "build every image that is out of date"}
-    for name in proj.graph.order():
-        yield build_task(proj, name, storage)
+    for name in _selected_in_order(run):
+        yield build_task(run, name)
 
 
-def build_task(proj: project.Project, name: str, storage: builder.Storage) -> dict[str, Any]:
-    plan = proj.plans[name]
-    parent_task = f"build:{plan.parent}" if plan.parent else None
-    command = command_line(proj.bud_argv(name))
+def _selected_in_order(run: Run) -> list[str]:
+    return [name for name in run.project.graph.order() if name in run.selection.selected]
+
+
+def build_task(run: Run, name: str) -> dict[str, Any]:
+    plan = run.project.plans[name]
+    parent_task = run.parent_task(name)
+    command = command_line(run.project.bud_argv(name))
     return {
         "name": name,
         "doc": f"build {plan.reference}" + (f" on {plan.parent}" if plan.parent else ""),
         "title": lambda task: f"building {name}: {command}",
-        "actions": [(_build, [proj, name])],
+        "actions": [(_build, [run, name])],
         "task_dep": [parent_task] if parent_task else [],
         "getargs": {"parent_id": (parent_task, "id")} if parent_task else {},
-        "uptodate": [ImageUpToDate(plan, storage, parent_task)],
-        "clean": [(_clean, [proj, name])],
+        "uptodate": [ImageUpToDate(run, name)],
+        "clean": [(_clean, [run.project, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
-        "verbosity": 1,
+        "verbosity": 2 if run.verbose else 1,
     }
 
 
-def push_tasks(proj: project.Project) -> Iterator[dict[str, Any]]:
-    """`push` (every image) and one `push:<image>` per image, each after its build."""
+def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
+    """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
            "doc": "build what is stale, then push what the registry lacks"}
-    for name in proj.graph.order():
-        yield push_task(proj, name)
+    for name in _selected_in_order(run):
+        yield push_task(run, name)
 
 
-def push_task(proj: project.Project, name: str) -> dict[str, Any]:
-    plan = proj.plans[name]
-    command = command_line(proj.push_argv(name))
+def push_task(run: Run, name: str) -> dict[str, Any]:
+    plan = run.project.plans[name]
+    command = command_line(run.project.push_argv(name))
     return {
         "name": name,
         "doc": f"push {plan.reference}",
         "title": lambda task: f"pushing {name}: {command}",
-        "actions": [(_push, [proj, name])],
+        "actions": [(_push, [run.project, name])],
         "task_dep": [f"build:{name}"],
         "getargs": {"image_id": (f"build:{name}", "id")},
-        "uptodate": [PushUpToDate(proj, plan)],
+        "uptodate": [PushUpToDate(run.project, plan)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log},
-        "verbosity": 1,
+        "verbosity": 2 if run.verbose else 1,
     }
 
 
-def _build(proj: project.Project, name: str, task: Any, parent_id: str | None = None) -> Any:
+def status_task(run: Run) -> dict[str, Any]:
+    """Build nothing; list each image, its parent and whether (and why) it would build."""
+    probe = StateProbe()
+    return {
+        "basename": "status",
+        "doc": "list images with their parents and what a build would do (a dry run)",
+        "actions": [(_print_status, [run, probe])],
+        "uptodate": [probe],
+        "verbosity": 2,
+    }
+
+
+def _build(run: Run, name: str, task: Any, parent_id: str | None = None) -> Any:
+    proj = run.project
     try:
-        return builder.build_image(proj, name, parent_id, task.meta.get("reason"))
-    except (BuildahError, OSError) as err:
-        return TaskFailed(f"build of {name} failed: {err}; log: {proj.plans[name].build_log}")
+        if parent_id is None and proj.plans[name].parent:
+            parent_id = _parent_in_storage(run, name)
+        return builder.build_image(proj, name, parent_id, task.meta.get("reason"),
+                                   echo=run.verbose)
+    except (BuildahError, OSError, builder.ParentMissing) as err:
+        return TaskFailed(str(err))  # the summary adds the log's tail and path
+
+
+def _parent_in_storage(run: Run, name: str) -> str:
+    """The ID of the parent image as it is in storage (skip_parents)."""
+    parent = run.project.plans[name].parent
+    reference = run.project.plans[parent].reference
+    found = run.storage.id_of(reference)
+    if found is None:
+        raise builder.ParentMissing(
+            f"cannot build {name}: its parent image {reference} is not in local storage; "
+            f"build it first (`doit build:{parent}`) or drop skip_parents")
+    return found
 
 
 def _push(proj: project.Project, name: str, image_id: str | None = None) -> Any:
     try:
         return builder.push_image(proj, name, image_id)
     except (builder.PushFailed, BuildahError, OSError) as err:
-        return TaskFailed(f"push of {name} failed: {err}; log: {proj.plans[name].push_log}")
+        return TaskFailed(str(err))  # the summary adds the log's tail and path
 
 
 def _clean(proj: project.Project, name: str) -> None:
@@ -134,6 +223,71 @@ def _clean(proj: project.Project, name: str) -> None:
     with contextlib.suppress(subprocess.CalledProcessError):  # never built or already gone
         proj.buildah.rmi(plan.reference)
     shutil.rmtree(plan.workdir, ignore_errors=True)
+
+
+def _print_status(run: Run, probe: StateProbe) -> None:
+    proj, rebuilding = run.project, set()
+    rows = [("IMAGE", "PARENT", "STATUS")]
+    for name in proj.graph.order():
+        plan = proj.plans[name]
+        if name not in run.selection.selected:
+            rows.append((name, plan.parent or "-", "excluded"))
+            continue
+        saved = probe.values(f"build:{name}")
+        if plan.parent in rebuilding:
+            reason: str | None = f"parent '{plan.parent}' would be rebuilt"
+        else:
+            parent_id = None
+            if plan.parent:
+                parent_id = probe.values(f"build:{plan.parent}").get("id")
+                if run.parent_task(name) is None:
+                    parent_id = run.storage.id_of(proj.plans[plan.parent].reference)
+            reason = builder.stale_reason(plan, saved, parent_id, run.storage)
+        if reason:
+            rebuilding.add(name)
+        rows.append((name, plan.parent or "-", f"would build: {reason}" if reason
+                     else "up-to-date"))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for image, parent, status in rows:
+        print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
+    print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build")
+
+
+class StateProbe(UptodateCalculator):
+    """Never up to date; reads every build task's saved values for its own task's action
+    (in doit's main thread: the state database may be used by that thread only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        self.saved = {name: self.get_val(name, "_values_:") or {}
+                      for name in self.tasks_dict if name.startswith("build:")}
+        return False
+
+    def values(self, task_name: str) -> dict[str, Any]:
+        return self.saved.get(task_name, {})
+
+
+class ImageUpToDate(UptodateCalculator):
+    """Up to date when inputs, parent ID and the image in storage are as last built."""
+
+    def __init__(self, run: Run, name: str) -> None:
+        super().__init__()
+        self.run, self.name = run, name
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
+        plan = self.run.project.plans[self.name]
+        parent_task = self.run.parent_task(self.name)
+        parent_id = None
+        if parent_task:
+            parent_id = (self.get_val(parent_task, "_values_:") or {}).get("id")
+        elif plan.parent:  # skip_parents: the parent as it is in storage
+            parent_id = self.run.storage.id_of(self.run.project.plans[plan.parent].reference)
+        reason = builder.stale_reason(plan, values, parent_id, self.run.storage)
+        task.meta["reason"] = reason
+        return reason is None
 
 
 class PushUpToDate(UptodateCalculator):
@@ -153,22 +307,5 @@ class PushUpToDate(UptodateCalculator):
                                           authfile=authfile)
 
         reason = builder.push_stale_reason(self.plan, values, build_values.get("id"), served)
-        task.meta["reason"] = reason
-        return reason is None
-
-
-class ImageUpToDate(UptodateCalculator):
-    """Up to date when inputs, parent ID and the image in storage are as last built."""
-
-    def __init__(self, plan: project.ImagePlan, storage: builder.Storage,
-                 parent_task: str | None) -> None:
-        super().__init__()
-        self.plan, self.storage, self.parent_task = plan, storage, parent_task
-
-    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        parent_id = None
-        if self.parent_task:
-            parent_id = (self.get_val(self.parent_task, "_values_:") or {}).get("id")
-        reason = builder.stale_reason(self.plan, values, parent_id, self.storage)
         task.meta["reason"] = reason
         return reason is None

@@ -45,7 +45,7 @@ def example(tmp_path: Path) -> project.Project:
 def task_dicts(proj: project.Project) -> dict[str, dict[str, Any]]:
     """`build:<image>` -> its task dict (the group task under `build`)."""
     found: dict[str, dict[str, Any]] = {}
-    for task in tasks.build_tasks(proj):
+    for task in tasks.build_tasks(tasks.Run.of(proj)):
         key = "build" if task.get("name") is None else f"build:{task['name']}"
         assert key not in found, f"two tasks named {key}"
         found[key] = task
@@ -71,7 +71,7 @@ def test_one_group_task_and_one_task_per_image(example: project.Project) -> None
     assert set(found) == {"build"} | {f"build:{name}" for name in example.config.images}
     assert found["build"]["basename"] == "build"
     # as doit loads them: `doit build` depends on every image's task
-    loaded = {t.name: t for t in generate_tasks("build", tasks.build_tasks(example), "")}
+    loaded = {t.name: t for t in generate_tasks("build", tasks.build_tasks(tasks.Run.of(example)), "")}
     assert set(loaded["build"].task_dep) == {f"build:{n}" for n in example.config.images}
 
 
@@ -172,7 +172,7 @@ def test_build_action_runs_the_command_in_the_title(example: project.Project,
 
 def test_doit_config(tmp_path: Path) -> None:
     proj = project.load(copy_example(tmp_path, jobs=3))
-    cfg = tasks.doit_config(proj)
+    cfg = tasks.doit_config(tasks.Run.of(proj))
     assert cfg["num_process"] == 3
     assert cfg["par_type"] == "thread"
     assert Path(cfg["dep_file"]).parent == proj.build_dir
@@ -181,7 +181,7 @@ def test_doit_config(tmp_path: Path) -> None:
 
 
 def test_doit_config_default_jobs(example: project.Project) -> None:
-    assert tasks.doit_config(example)["num_process"] == 8
+    assert tasks.doit_config(tasks.Run.of(example))["num_process"] == 8
 
 
 # --- is a build still good? -----------------------------------------------------------------
