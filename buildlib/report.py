@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from doit import loader
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
@@ -61,9 +62,11 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def display_path(path: Path) -> str:
-    """Relative to the current directory when under it, else absolute."""
+    """Relative to the user's directory when under it, else absolute (doit has changed
+    into dodo.py's folder; its loader remembers where the user was)."""
+    where = Path(getattr(loader, "initial_workdir", None) or Path.cwd()).resolve()
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(path.resolve().relative_to(where))
     except ValueError:
         return str(path)
 
