@@ -19,3 +19,8 @@ def task_push():
 def task_status():
     """list images with their parents and what a build would do (a dry run)"""
     return tasks.status_task(RUN)
+
+
+def task_graph():
+    """draw the image graph as DOT and SVG, coloured by each image's last status"""
+    return tasks.graph_task(RUN)

@@ -23,7 +23,7 @@ from doit import loader
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from buildlib import buildah
+from buildlib import buildah, pictures
 from buildlib.graph import Selection
 from buildlib.progress import Progress
 from buildlib.project import Project
@@ -110,11 +110,14 @@ class RunReport:
         return data
 
     def write(self, jobs: int) -> None:
+        """report.json, and the run's trace.json and timeline.svg beside it."""
+        data = self.as_json(jobs)
         path = self.project.report_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.as_json(jobs), indent=2) + "\n")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(path)
+        pictures.write_run_pictures(self.project.graph, data, path.parent)
 
     def summary(self) -> str:
         """Counts per kind, then each failure with its reason, log tail and log path, and

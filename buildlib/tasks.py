@@ -19,6 +19,7 @@ A run is shaped by doit command-line variables (`doit build images=nova profile=
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ from doit import get_var, loader
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, graph, project, registry, report
+from buildlib import builder, graph, pictures, project, registry, report
 from buildlib.buildah import BuildahError, command_line
 from buildlib.errors import InputError
 
@@ -186,6 +187,25 @@ def status_task(run: Run) -> dict[str, Any]:
         "uptodate": [probe],
         "verbosity": 2,
     }
+
+
+def graph_task(run: Run) -> dict[str, Any]:
+    proj = run.project
+    dot = proj.build_dir / "graph.dot"
+    return {
+        "basename": "graph",
+        "doc": f"draw the image graph, coloured by last status: {dot} and graph.svg",
+        "actions": [(_draw_graph, [proj, dot])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def _draw_graph(proj: project.Project, dot: Path) -> None:
+    last = json.loads(proj.report_path.read_text()) if proj.report_path.exists() else None
+    svg = pictures.write_graph(proj.graph, last, dot)
+    print(f"wrote {report.display_path(dot)}"
+          + (f" and {report.display_path(svg)}" if svg else " (install graphviz for the SVG)"))
 
 
 def _build(run: Run, name: str, task: Any, parent_id: str | None = None) -> Any:
