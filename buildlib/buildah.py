@@ -84,7 +84,8 @@ class Buildah:
 
     def push_argv(self, reference: str, *, fmt: str, digestfile: Path, tls_verify: bool,
                   authfile: Path | None) -> list[str]:
-        # --retry 0: the caller retries with its own policy, so attempts do not multiply.
+        # --retry 0: the caller retries with its own policy. (buildah 1.28 still retries
+        # a dropped or refused connection 3 times within one push, and says so in the log.)
         options = ["--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
                    f"--tls-verify={str(tls_verify).lower()}", "--retry", "0"]
         if authfile is not None:

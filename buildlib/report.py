@@ -211,6 +211,9 @@ class ImageReporter(ConsoleReporter):
             self._progress().skip()
             return
         entry.update(status="failed", end=time.time(), error=fail.get_msg().strip())
+        if kind == "push":  # each attempt starts with its command line in the push log
+            entry["attempts"] = sum(line.startswith("$ ") for line in
+                                    log_tail(task.meta["log"], lines=100_000).splitlines())
         self._progress().end(_label(task), f"FAILED {kind} {name}: {entry['error']}")
 
     def skip_uptodate(self, task: Any) -> None:
@@ -225,8 +228,10 @@ class ImageReporter(ConsoleReporter):
     def complete_run(self) -> None:
         self._progress().stop()
         for task in self.uptodate_tasks:
-            key = SAVED_FIELDS[_kind(task)][0]
-            self.report.entry(_kind(task), _image(task))[key] = task.values.get(key)
+            entry = self.report.entry(_kind(task), _image(task))
+            entry[SAVED_FIELDS[_kind(task)][0]] = task.values.get(SAVED_FIELDS[_kind(task)][0])
+            if _kind(task) == "push":
+                entry["attempts"] = 0
         if self.interrupted:
             self._mark_unfinished()
         if self.reporting:

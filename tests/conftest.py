@@ -57,13 +57,21 @@ class Tree:
         assert old in text, f"{old!r} not in {path}"
         path.write_text(text.replace(old, new, 1))
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a doit run: the counting buildah wrapper first on PATH."""
+        return {**os.environ, "PATH": f"{self.wrapper_dir}:{os.environ['PATH']}"}
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(DOIT), "-f", str(DODO), f"config={self.config}", *args]
+
     def doit(self, *args: str, check: bool = True, timeout: float = 300,
-             **popen: Any) -> subprocess.CompletedProcess:
+             env: dict[str, str] | None = None, **popen: Any) -> subprocess.CompletedProcess:
+        """Run doit as a user would; `env` adds to (or overrides) the run's environment."""
         self.calls_log.unlink(missing_ok=True)
-        env = {**os.environ, "PATH": f"{self.wrapper_dir}:{os.environ['PATH']}"}
-        argv = [str(DOIT), "-f", str(DODO), f"config={self.config}", *args]
-        result = subprocess.run(argv, cwd=self.root, env=env, capture_output=True, text=True,
-                                timeout=timeout, **popen)
+        argv = self.argv(*args)
+        result = subprocess.run(argv, cwd=self.root, env={**self.env, **(env or {})},
+                                capture_output=True, text=True, timeout=timeout, **popen)
         if check and result.returncode != 0:
             raise AssertionError(f"{argv} exited {result.returncode}\n"
                                  f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -123,3 +131,4 @@ def tree(tmp_path: Path) -> Iterator[Tree]:
         pytest.fail("buildah is not installed: run `make test`, which installs it")
     yield make_tree(tmp_path)
     unmount_under(tmp_path)
+from registry import *  # noqa: E402,F401,F403

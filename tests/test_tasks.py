@@ -71,7 +71,8 @@ def test_one_group_task_and_one_task_per_image(example: project.Project) -> None
     assert set(found) == {"build"} | {f"build:{name}" for name in example.config.images}
     assert found["build"]["basename"] == "build"
     # as doit loads them: `doit build` depends on every image's task
-    loaded = {t.name: t for t in generate_tasks("build", tasks.build_tasks(tasks.Run.of(example)), "")}
+    generated = generate_tasks("build", tasks.build_tasks(tasks.Run.of(example)), "")
+    loaded = {t.name: t for t in generated}
     assert set(loaded["build"].task_dep) == {f"build:{n}" for n in example.config.images}
 
 
