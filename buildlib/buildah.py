@@ -189,30 +189,3 @@ def _kill_groups(procs: list[subprocess.Popen]) -> None:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     for proc in procs:
         proc.wait()
-
-
-def _tee(source: IO[bytes], log: IO[str]) -> None:
-    for raw in source:
-        line = raw.decode(errors="replace")
-        log.write(line)
-        log.flush()
-        sys.stdout.write(line)
-    source.close()
-
-
-def _read_from(log: Path, offset: int) -> str:
-    with log.open("rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the group, give it a grace period, then SIGKILL whatever is left of it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=KILL_GRACE_SECONDS)
-    proc.wait()
