@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,17 @@ class Run:
     def parent_task(self, name: str) -> str | None:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
+
+    def parent_id(self, name: str, saved: Callable[[str], dict[str, Any]]) -> str | None:
+        """The parent image this image stands on: the ID its parent's task recorded
+        (`saved(task_name)`), or with skip_parents the parent image as it is in storage."""
+        parent = self.project.plans[name].parent
+        if parent is None:
+            return None
+        parent_task = self.parent_task(name)
+        if parent_task:
+            return saved(parent_task).get("id")
+        return self.storage.id_of(self.project.plans[parent].reference)
 
 
 def load_run(dodo_file: str) -> Run:
@@ -211,7 +222,7 @@ def _draw_graph(proj: project.Project, dot: Path) -> None:
 def _build(run: Run, name: str, task: Any, parent_id: str | None = None) -> Any:
     proj = run.project
     try:
-        if parent_id is None and proj.plans[name].parent:
+        if parent_id is None and proj.plans[name].parent:  # skip_parents
             parent_id = _parent_in_storage(run, name)
         return builder.build_image(proj, name, parent_id, task.meta.get("reason"),
                                    echo=run.verbose)
@@ -257,12 +268,8 @@ def _print_status(run: Run, probe: StateProbe) -> None:
         if plan.parent in rebuilding:
             reason: str | None = f"parent '{plan.parent}' would be rebuilt"
         else:
-            parent_id = None
-            if plan.parent:
-                parent_id = probe.values(f"build:{plan.parent}").get("id")
-                if run.parent_task(name) is None:
-                    parent_id = run.storage.id_of(proj.plans[plan.parent].reference)
-            reason = builder.stale_reason(plan, saved, parent_id, run.storage)
+            reason = builder.stale_reason(plan, saved, run.parent_id(name, probe.values),
+                                          run.storage)
         if reason:
             rebuilding.add(name)
         rows.append((name, plan.parent or "-", f"would build: {reason}" if reason
@@ -299,12 +306,8 @@ class ImageUpToDate(UptodateCalculator):
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         plan = self.run.project.plans[self.name]
-        parent_task = self.run.parent_task(self.name)
-        parent_id = None
-        if parent_task:
-            parent_id = (self.get_val(parent_task, "_values_:") or {}).get("id")
-        elif plan.parent:  # skip_parents: the parent as it is in storage
-            parent_id = self.run.storage.id_of(self.run.project.plans[plan.parent].reference)
+        parent_id = self.run.parent_id(self.name,
+                                       lambda task_name: self.get_val(task_name, "_values_:") or {})
         reason = builder.stale_reason(plan, values, parent_id, self.run.storage)
         task.meta["reason"] = reason
         return reason is None
