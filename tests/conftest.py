@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
 DOIT = Path(sys.executable).parent / "doit"
 REAL_BUILDAH = shutil.which("buildah")
+# The shape of Kolla's 188 images: ../shared beside the checkout (as CI lays it out).
+KOLLA_TREE = REPO.parent / "shared" / "kolla-tree.yaml"
 
 # Logs every buildah invocation (one line of JSON argv) before running the real one.
 BUILDAH_WRAPPER = """#!{python}

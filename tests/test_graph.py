@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
+from conftest import KOLLA_TREE
 
 from buildlib.graph import Graph, GraphError
-
-KOLLA_TREE = Path("/work/shared/kolla-tree.yaml")
 
 SMALL = {
     "base": None,

@@ -8,16 +8,14 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Tree
+from conftest import KOLLA_TREE, Tree
 
 from buildlib import pictures
 from buildlib.graph import Graph
 
-KOLLA = Path(__file__).resolve().parents[2] / "shared" / "kolla-tree.yaml"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -38,9 +36,9 @@ def run_report() -> dict:
 
 
 def test_dot_has_a_node_per_image_and_an_edge_per_parent_link() -> None:
-    if not KOLLA.exists():
+    if not KOLLA_TREE.exists():
         pytest.skip("shared/kolla-tree.yaml is not beside this checkout")
-    graph = Graph.build(yaml.safe_load(KOLLA.read_text()))
+    graph = Graph.build(yaml.safe_load(KOLLA_TREE.read_text()))
     dot = pictures.graph_dot(graph, {"nova-api": "failed"})
     nodes = re.findall(r'^  "([^"]+)" \[', dot, re.M)
     edges = re.findall(r'^  "([^"]+)" -> "([^"]+)";', dot, re.M)
