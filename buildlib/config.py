@@ -168,8 +168,7 @@ def _read_yaml(path: Path) -> Any:
         raise InputError(path, f"cannot read the image list: {err.strerror}",
                          fix="create it, or name another with `doit config=PATH ...`") from None
     try:
-        _check_unique_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
+        data = _parse_yaml(path, text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -180,6 +179,18 @@ def _read_yaml(path: Path) -> Any:
         raise InputError(path, "the top level must be a mapping with an `images:` key",
                          fix="declare your images under `images:`")
     return data
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    """Parse once (with libyaml when PyYAML has it: 10x faster on a large tree), checking
+    for repeated keys between composing the nodes and constructing the data."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node = loader.get_single_node()
+        _check_unique_keys(path, node)
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _check_unique_keys(path: Path, node: yaml.Node | None, where: tuple = ()) -> None:

@@ -78,11 +78,12 @@ def environment(config: Config) -> jinja2.Environment:
     )
 
 
-def template_vars(config: Config, graph: Graph, name: str) -> dict[str, Any]:
+def template_vars(config: Config, graph: Graph, name: str,
+                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings, then global vars, then the image's vars, then the image's own names."""
     image = config.images[name]
     parent = graph.parents[name]
-    settings = asdict(config.settings)
+    settings = settings if settings is not None else asdict(config.settings)
     return {
         **settings,
         "settings": settings,
@@ -97,15 +98,16 @@ def template_vars(config: Config, graph: Graph, name: str) -> dict[str, Any]:
 
 
 def render_all(config: Config, graph: Graph) -> dict[str, Context]:
-    env = environment(config)
-    return {name: render_image(env, config, graph, name) for name in graph.order()}
+    env, settings = environment(config), asdict(config.settings)
+    return {name: render_image(env, config, graph, name, settings) for name in graph.order()}
 
 
-def render_image(env: jinja2.Environment, config: Config, graph: Graph, name: str) -> Context:
+def render_image(env: jinja2.Environment, config: Config, graph: Graph, name: str,
+                 settings: dict[str, Any] | None = None) -> Context:
     image = config.images[name]
     try:
         template = env.get_template(image.template_name)
-        text = template.render(template_vars(config, graph, name))
+        text = template.render(template_vars(config, graph, name, settings))
     except jinja2.TemplateNotFound as err:
         searched = ", ".join(str(d) for d in config.template_dirs)
         raise InputError(config.path, f"template '{err.name}' not found (searched {searched})",
