@@ -19,12 +19,26 @@ class Storage:
         self._buildah = buildah
         self._lock = threading.Lock()
         self._images: dict[str, set[str]] | None = None
+        self._error: Exception | None = None
+
+    def prefetch(self) -> None:
+        """List in the background now, while doit loads tasks and reads its state."""
+        threading.Thread(target=self._list_once, daemon=True).start()
+
+    def _list_once(self) -> None:
+        with self._lock:
+            if self._images is None and self._error is None:
+                try:
+                    self._images = self._buildah.images()
+                except Exception as err:  # raised to whoever needs the listing
+                    self._error = err
 
     def _listing(self) -> dict[str, set[str]]:
-        with self._lock:
-            if self._images is None:
-                self._images = self._buildah.images()
-            return self._images
+        self._list_once()
+        if self._error is not None:
+            raise self._error
+        assert self._images is not None
+        return self._images
 
     def has(self, image_id: str, reference: str) -> bool:
         return reference in self._listing().get(image_id, ())

@@ -32,6 +32,7 @@ from typing import Any
 
 from doit import get_var, loader
 from doit.dependency import UptodateCalculator
+from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
 from buildlib import builder, graph, pictures, project, registry, report
@@ -83,8 +84,19 @@ def load_run(dodo_file: str) -> Run:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    return Run(proj, selection, builder.Storage(proj.buildah),
-               fail_fast=_flag("fail_fast"), verbose=_flag("verbose"))
+    run = Run(proj, selection, builder.Storage(proj.buildah),
+              fail_fast=_flag("fail_fast"), verbose=_flag("verbose"))
+    if _runs_tasks(sys.argv[1:]):
+        run.storage.prefetch()
+    return run
+
+
+def _runs_tasks(argv: list[str]) -> bool:
+    """Whether doit was asked to run tasks (`doit`, `doit -n 8 build`, `doit push`), whose
+    up-to-date checks list local images, rather than `doit list`, `info`, `clean`..."""
+    others = {command.get_name() for command in DoitMain.DOIT_CMDS} - {"run"}
+    first_word = next((arg for arg in argv if not arg.startswith("-") and "=" not in arg), None)
+    return first_word not in others
 
 
 def _config_path(dodo_file: str) -> Path:

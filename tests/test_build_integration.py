@@ -60,6 +60,8 @@ def test_full_build_then_noop(tree: Tree) -> None:
     assert per_image_buildah_calls(tree) == []
     assert len(tree.buildah_calls()) <= 1
     assert "building" not in second.stdout
+    tree.doit("list")
+    assert tree.buildah_calls() == []  # only a run lists local images
 
 
 def test_template_edit_rebuilds_exactly_that_subtree(tree: Tree) -> None:

@@ -348,3 +348,12 @@ def test_good_input_through_doit(tmp_path: Path) -> None:
                and "localhost:5000/kolla/nova-api:latest" in line for line in lines)
     listed = {line.split()[0] for line in lines if line.startswith("build")}
     assert listed == {"build"} | {f"build:{name}" for name in project.load(config).plans}
+
+
+@pytest.mark.parametrize(("argv", "runs"), [
+    (["build"], True), (["-n", "8", "build"], True), ([], True), (["config=x", "push"], True),
+    (["list", "--all"], False), (["info", "build:base"], False), (["clean"], False),
+    (["forget", "build:base"], False),
+])
+def test_only_a_run_prefetches_the_storage_listing(argv: list[str], runs: bool) -> None:
+    assert tasks._runs_tasks(argv) is runs
