@@ -35,6 +35,9 @@ lint: setup
 test: setup lint
 	$(BIN)/pytest -ra
 
+bench: setup
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
 clean:
 	-$(BIN)/doit clean
 	rm -rf build

@@ -1,0 +1,660 @@
+"""imagebake benchmarks: `python bench/run.py [--quick]` prints a table per benchmark and
+writes bench/results.json (and bench/profile-noop-1000.txt).
+
+1. Makespan at -n 8 on one tree, each variant on a fresh storage root and build dir:
+   (a) `doit -n 8 build`, (b) the level-synchronous scheduler of bench/levels.py,
+   (c) the lower bound max(critical path, total work / 8) from isolated build times.
+2. No-op `doit build` of fully built trees: the Kolla tree built by 1(a), and 1,000
+   random images (sleep 0): wall time, buildah processes started, time per image, doit's
+   state backends (dbm, json, sqlite3), a profile of the largest.
+3. One-template edit: the vars of `nova-base` in the built Kolla tree; wall time and the
+   rebuilt set, checked against that image's subtree.
+4. Overhead per image: `doit -n 1` against raw `buildah bud` with the same arguments.
+
+Every build uses a private buildah storage root under a temp dir, removed at the end.
+The machine may be busy with other work: compare the ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dbm
+import io
+import json
+import os
+import pstats
+import random
+import resource
+import shlex
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trees
+from doit import dependency
+
+from buildlib import project
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+DODO = REPO / "dodo.py"
+DOIT = Path(sys.executable).parent / "doit"
+REAL_BUILDAH = shutil.which("buildah")
+RESULTS = BENCH / "results.json"
+JOBS = 8
+TIMEOUT = 3600
+BACKENDS = ("dbm", "json", "sqlite3")
+
+# Logs each buildah command line, then runs the real buildah (a shell script: cheap).
+WRAPPER = """#!/bin/sh
+printf '%s\\n' "$*" >> {log}
+exec {real} "$@"
+"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures: the full version, or the reduced `--quick` one."""
+
+    kolla_size: int | None  # None: all of Kolla's 188 images; else a part with nova-base's
+    sleep: tuple[int, int]  # RUN sleep seconds, uniform in this range
+    isolated: int  # images (an ancestor-closed subset) timed at -n 1 and with raw buildah
+    noop_random: int  # images of the random tree for the no-op benchmark (sleep 0)
+    repeats: int  # no-op runs per variant (the median is reported)
+    seed: int = 1
+
+
+FULL = Plan(kolla_size=None, sleep=(1, 6), isolated=16, noop_random=1000, repeats=5)
+QUICK = Plan(kolla_size=20, sleep=(1, 2), isolated=5, noop_random=100, repeats=3)
+TARGETS = {188: 1.0, 1000: 3.0}  # no-op seconds, by tree size
+
+
+class BenchError(Exception):
+    pass
+
+
+# --- running things -------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    wall: float
+    cpu: float  # user + system seconds of the process and every process it waited for
+    stdout: str = ""
+    calls: list[str] = field(default_factory=list)  # buildah command lines, when logged
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+            cwd: Path | None = None) -> Measured:
+    cpu, start = children_cpu(), time.perf_counter()
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise BenchError(f"{' '.join(map(str, argv[:6]))} ... exited {proc.returncode}:\n{tail}")
+    return Measured(wall, children_cpu() - cpu, proc.stdout)
+
+
+class Runner:
+    """Runs doit on a tree, optionally with a logging `buildah` first on PATH."""
+
+    def __init__(self, work: Path) -> None:
+        self.calls_log = work / "buildah-calls.log"
+        wrapper_dir = work / "wrapper-bin"
+        wrapper_dir.mkdir()
+        wrapper = wrapper_dir / "buildah"
+        wrapper.write_text(WRAPPER.format(log=shlex.quote(str(self.calls_log)),
+                                          real=shlex.quote(REAL_BUILDAH or "buildah")))
+        wrapper.chmod(0o755)
+        self.logged_env = {**os.environ, "PATH": f"{wrapper_dir}:{os.environ['PATH']}"}
+
+    def doit(self, tree: trees.Tree, *args: str, logged: bool = False,
+             python: Sequence[str] = ()) -> Measured:
+        self.calls_log.unlink(missing_ok=True)
+        argv = [*python, DOIT, "-f", DODO, f"config={tree.config}", *args]
+        result = measure(argv, env=self.logged_env if logged else None, cwd=tree.root)
+        if logged and self.calls_log.exists():
+            result.calls = self.calls_log.read_text().splitlines()
+        return result
+
+
+def verb(command_line: str) -> str:
+    """`--root R --runroot RR --storage-driver overlay bud ...` -> `bud`."""
+    words = command_line.split()
+    i = 0
+    while i < len(words) and words[i].startswith("--"):
+        i += 1 if "=" in words[i] else 2
+    return words[i] if i < len(words) else "?"
+
+
+def statuses(tree: trees.Tree) -> dict[str, str]:
+    report = json.loads(tree.report_path.read_text())
+    return {name: entry["status"] for name, entry in report["images"].items()}
+
+
+def expect_all(tree: trees.Tree, status: str, images: Iterable[str] | None = None) -> None:
+    got = statuses(tree)
+    wanted = set(tree.parents if images is None else images)
+    wrong = {n: got.get(n) for n in wanted if got.get(n) != status}
+    if wrong:
+        sample = dict(list(sorted(wrong.items()))[:5])
+        raise BenchError(f"{len(wrong)} images not {status}, e.g. {sample}")
+
+
+def unmount_under(path: Path) -> None:
+    """Overlay storage may leave mounts behind; unmount them so that the dir can go."""
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def remove_storage(storage: Path) -> None:
+    unmount_under(storage)
+    shutil.rmtree(storage, ignore_errors=True)
+
+
+# --- tree shapes ----------------------------------------------------------------------
+
+
+def closed_sample(parents: Mapping[str, str | None], count: int, seed: int,
+                  include: Iterable[str] = ()) -> dict[str, str | None]:
+    """An ancestor-closed subset of about `count` images (every chosen image's parent is
+    chosen): `include` and its ancestors, then the chains of images in a seeded random order."""
+    chosen: set[str] = set()
+
+    def chain(name: str | None) -> list[str]:
+        found = []
+        while name is not None and name not in chosen:
+            found.append(name)
+            name = parents[name]
+        return found
+
+    for name in include:
+        chosen.update(chain(name))
+    order = list(parents)
+    random.Random(seed).shuffle(order)
+    for name in order:
+        missing = chain(name)
+        if len(chosen) + len(missing) <= count:
+            chosen.update(missing)
+    return {name: parent for name, parent in parents.items() if name in chosen}
+
+
+def kolla_shape(size: int | None, seed: int) -> dict[str, str | None]:
+    """Kolla's tree, or an ancestor-closed part of it that keeps nova-base's subtree."""
+    parents = trees.kolla_parents()
+    if size is None:
+        return parents
+    return closed_sample(parents, size, seed, include=trees.subtree(parents, "nova-base"))
+
+
+def critical_path(parents: Mapping[str, str | None], times: Mapping[str, float]) -> float:
+    """The longest root-to-leaf sum of build times."""
+    finish: dict[str, float] = {}
+    for level in trees.levels(parents):
+        for name in level:
+            parent = parents[name]
+            finish[name] = times[name] + (finish[parent] if parent else 0.0)
+    return max(finish.values())
+
+
+# --- 1 and 4: makespan, lower bound, overhead -----------------------------------------
+
+
+def raw_builds(tree: trees.Tree, names: Iterable[str]) -> dict[str, Any]:
+    """`buildah bud` with our tool's arguments, one image after the other, nothing else.
+    The contexts are written first, untimed."""
+    proj = project.load(tree.config)
+    wanted = set(names)
+    order = [name for name in proj.graph.order() if name in wanted]
+    for name in order:
+        plan = proj.plans[name]
+        plan.context.write(plan.dockerfile, plan.context_dir)
+    times, cpu = {}, children_cpu()
+    started = time.perf_counter()
+    for name in order:
+        log = proj.plans[name].workdir / f"{name}-raw.log"
+        start = time.perf_counter()
+        with log.open("w") as out:
+            subprocess.run(proj.bud_argv(name), stdout=out, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, check=True, timeout=TIMEOUT)
+        times[name] = time.perf_counter() - start
+    return {"wall": time.perf_counter() - started, "cpu": children_cpu() - cpu,
+            "images": times}
+
+
+def bench_makespan(work: Path, runner: Runner, plan: Plan) -> tuple[dict[str, Any], str,
+                                                                      trees.Tree]:
+    """Variants (a), (b) and the isolated times for (c) and for benchmark 4. Returns the
+    tree, left fully built by (a) in `work/storage-a` and its `build` dir."""
+    parents = kolla_shape(plan.kolla_size, plan.seed)
+    seconds = trees.draw_seconds(parents, *plan.sleep, seed=plan.seed)
+    tree = trees.write_tree(work / "kolla", parents, seconds, work / "storage-a")
+    n, shape = len(parents), [len(level) for level in trees.levels(parents)]
+    title = (f"1. Makespan at -n {JOBS}: Kolla shape, {n} images in levels of "
+             f"{'+'.join(map(str, shape))}, RUN sleep {plan.sleep[0]}-{plan.sleep[1]} s "
+             f"({tree.total_seconds} s of sleep in all); fresh storage root per variant")
+    progress(title)
+
+    a = runner.doit(tree, "-n", str(JOBS), "build")
+    expect_all(tree, "built")
+    progress(f"(a) doit -n {JOBS} build: {a.wall:.1f} s")
+
+    tree.use_storage(work / "storage-b", build_dir="build-levels")
+    b = measure([sys.executable, BENCH / "levels.py", tree.config, "--jobs", str(JOBS),
+                 "--report", work / "levels-report.json"], cwd=tree.root)
+    remove_storage(work / "storage-b")
+    level_spans = json.loads((work / "levels-report.json").read_text())["levels"]
+    progress(f"(b) level-synchronous: {b.wall:.1f} s")
+
+    # Isolated build times of an ancestor-closed subset at -n 1, then the same images
+    # with raw buildah (benchmark 4); each on a fresh storage root.
+    subset = closed_sample(parents, plan.isolated, plan.seed)
+    tree.use_storage(work / "storage-n1", build_dir="build-n1")
+    n1 = runner.doit(tree, "-n", "1", *[f"build:{name}" for name in subset])
+    expect_all(tree, "built", subset)
+    report = json.loads(tree.report_path.read_text())["images"]
+    measured = {name: report[name]["end"] - report[name]["start"] for name in subset}
+    remove_storage(work / "storage-n1")
+    progress(f"doit -n 1 on {len(subset)} of the images: {n1.wall:.1f} s")
+
+    tree.use_storage(work / "storage-raw", build_dir="build-raw")
+    raw = raw_builds(tree, subset)
+    remove_storage(work / "storage-raw")
+    progress(f"raw buildah bud on the same {len(subset)}: {raw['wall']:.1f} s")
+    tree.use_storage(work / "storage-a", build_dir="build")  # back to the tree (a) built
+
+    overhead = statistics.median(measured[name] - seconds[name] for name in subset
+                                 if parents[name] is not None)
+    isolated = {name: measured.get(name, seconds[name] + overhead) for name in parents}
+    work_total = sum(isolated.values())
+    path = critical_path(parents, isolated)
+    bound = max(path, work_total / JOBS)
+    cores = os.cpu_count() or 1
+
+    lines = [title, table(["variant", "wall s", "cpu s", "cpu s / cores"], [
+        (f"(a) doit -n {JOBS} build", f"{a.wall:.1f}", f"{a.cpu:.1f}", f"{a.cpu / cores:.1f}"),
+        (f"(b) level-synchronous, min({JOBS}, level size) workers", f"{b.wall:.1f}",
+         f"{b.cpu:.1f}", f"{b.cpu / cores:.1f}"),
+        (f"(c) lower bound max(critical path, work / {JOBS})", f"{bound:.1f}", "-", "-"),
+    ]), f"a/b = {a.wall / b.wall:.2f}   a/c = {a.wall / bound:.2f}   "
+        f"(b/c = {b.wall / bound:.2f})",
+        "(b) per level: " + ", ".join(f"{s['size']} images {s['end'] - s['start']:.1f} s"
+                                      for s in level_spans),
+        f"(c): critical path {path:.1f} s; work {work_total:.1f} s / {JOBS} = "
+        f"{work_total / JOBS:.1f} s. Isolated build times: {len(measured)} images (an "
+        f"ancestor-closed sample) measured at -n 1 from report.json start/end, the other "
+        f"{n - len(measured)} modelled as their sleep + {overhead:.2f} s (the sample's median "
+        f"build time beyond its sleep).",
+        f"CPU: {cores} cores, so the CPU time alone keeps (a) above {a.cpu / cores:.0f} s and "
+        f"(b) above {b.cpu / cores:.0f} s of wall time; (c) counts sleeps, not cores."]
+    data = {
+        "images": n, "levels": shape, "sleep_range": list(plan.sleep),
+        "sleep_total": tree.total_seconds, "jobs": JOBS, "cores": cores,
+        "doit": {"wall": a.wall, "cpu": a.cpu},
+        "levels_scheduler": {"wall": b.wall, "cpu": b.cpu, "levels": level_spans},
+        "lower_bound": {"wall": bound, "critical_path": path, "work": work_total,
+                        "measured": len(measured), "modelled_overhead": overhead},
+        "ratio_a_b": a.wall / b.wall, "ratio_a_c": a.wall / bound,
+        "isolated": {"images": sorted(subset), "seconds": {k: seconds[k] for k in subset},
+                     "doit_n1": {"wall": n1.wall, "cpu": n1.cpu, "images": measured},
+                     "raw": raw},
+    }
+    return data, "\n".join(lines), tree
+
+
+def bench_overhead(makespan: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    iso = makespan["isolated"]
+    ours, raw, names = iso["doit_n1"], iso["raw"], iso["images"]
+    count = len(names)
+    ratio = ours["wall"] / raw["wall"]
+    extra = (ours["wall"] - raw["wall"]) / count
+    span = statistics.median(ours["images"][n] - raw["images"][n] for n in names)
+    lines = [
+        f"4. Overhead per image vs raw `buildah bud`: the same {count} images (RUN sleep "
+        f"{sum(iso['seconds'].values())} s in all), same arguments, one at a time, fresh "
+        "storage each",
+        table(["", "total s", "per image s", "cpu s"], [
+            ("doit -n 1 build:<each>", f"{ours['wall']:.1f}", f"{ours['wall'] / count:.2f}",
+             f"{ours['cpu']:.1f}"),
+            ("raw buildah bud", f"{raw['wall']:.1f}", f"{raw['wall'] / count:.2f}",
+             f"{raw['cpu']:.1f}")]),
+        f"ratio ours/raw = {ratio:.3f}: {extra:+.3f} s per image (doit's start, loading and "
+        f"rendering the tree included); median per-image build span minus raw bud: "
+        f"{span:+.3f} s",
+    ]
+    data = {"images": count, "ours_total": ours["wall"], "raw_total": raw["wall"],
+            "ratio": ratio, "overhead_per_image": extra, "median_span_difference": span}
+    return data, "\n".join(lines)
+
+
+# --- 2 and 3: no-op, backends, profile, one edit --------------------------------------
+
+
+def state_backend(path: Path) -> str:
+    """Which doit backend wrote the state file at `path`."""
+    if Path(f"{path}.dir").exists():
+        return "dbm"
+    head = path.read_bytes()[:16]
+    if head.startswith(b"SQLite format 3"):
+        return "sqlite3"
+    if head.lstrip().startswith(b"{"):
+        return "json"
+    raise BenchError(f"cannot tell which doit backend wrote {path}")
+
+
+def read_state(path: Path) -> dict[str, dict[str, Any]]:
+    backend = state_backend(path)
+    if backend == "json":
+        return json.loads(path.read_text())
+    if backend == "sqlite3":
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT task_id, task_data FROM doit").fetchall()
+        return {task: json.loads(data) for task, data in rows}
+    with dbm.open(str(path), "r") as db:
+        return {key.decode(): json.loads(db[key]) for key in db}
+
+
+def write_state(state: Mapping[str, Mapping[str, Any]], path: Path, backend: str) -> None:
+    """Write the same task states with doit's own class for `backend`."""
+    classes = {"dbm": dependency.DbmDB, "json": dependency.JsonDB,
+               "sqlite3": dependency.SqliteDB}
+    db = classes[backend](str(path), dependency.JSONCodec())
+    for task, values in state.items():
+        for key, value in values.items():
+            db.set(task, key, value)
+    db.dump()
+
+
+def noop_runs(runner: Runner, tree: trees.Tree, repeats: int, *args: str) -> dict[str, Any]:
+    runs = []
+    for _ in range(repeats):
+        result = runner.doit(tree, *args, "build", logged=True)
+        expect_all(tree, "up-to-date")
+        runs.append(result)
+    walls = [r.wall for r in runs]
+    verbs = Counter(verb(call) for r in runs for call in r.calls)
+    return {"median": statistics.median(walls), "min": min(walls), "runs": walls,
+            "cpu_median": statistics.median(r.cpu for r in runs),
+            "buildah_per_run": max(len(r.calls) for r in runs),
+            "buildah_verbs": {k: v / repeats for k, v in verbs.items()},
+            "per_image_buildah": max(sum(verb(c) != "images" for c in r.calls) for r in runs)}
+
+
+PHASES = [  # (label, path suffix, function): cumulative times shown when present
+    ("load the project (config, graph, render, plans)", "buildlib/project.py", "load"),
+    ("  images.yaml: YAML + validation", "buildlib/config.py", "load"),
+    ("  render every template", "buildlib/render.py", "render_all"),
+    ("hash every image's inputs", "buildlib/project.py", "inputs_key"),
+    ("doit: import dodo.py (which loads the project)", "doit/loader.py", "get_module"),
+    ("  import buildlib (and pydantic, jinja2, ...)", "buildlib/tasks.py", "<module>"),
+    ("doit: create the tasks", "doit/loader.py", "load_tasks"),
+    ("doit: up-to-date checks", "doit/dependency.py", "get_status"),
+    ("  our up-to-date check", "buildlib/tasks.py", "__call__"),
+    ("  `buildah images` (one process)", "buildlib/buildah.py", "images"),
+    ("doit: save state", "doit/dependency.py", "close"),
+    ("report.json and summary", "buildlib/report.py", "complete_run"),
+]
+
+
+def profile_noop(runner: Runner, tree: trees.Tree, out: Path, work: Path) -> list[str]:
+    """cProfile one no-op run; write the top entries to `out`; return a phase breakdown."""
+    stats_file = work / "noop.prof"
+    result = runner.doit(tree, "build", logged=True,
+                         python=[sys.executable, "-m", "cProfile", "-o", str(stats_file)])
+    expect_all(tree, "up-to-date")
+    stats = pstats.Stats(str(stats_file))
+    phases = []
+    for label, suffix, function in PHASES:
+        cumulative = [ct for (path, _, func), (_, _, _, ct, _) in stats.stats.items()
+                      if path.endswith(suffix) and func == function]
+        if cumulative:
+            phases.append(f"{label:<50} {max(cumulative):6.2f} s")
+    total = f"{'all (main thread, under the profiler)':<50} {stats.total_tt:6.2f} s"
+    buffer = io.StringIO()
+    stats.stream = buffer
+    buffer.write("## top 10 by cumulative time\n")
+    stats.sort_stats("cumulative").print_stats(10)
+    buffer.write("\n## top 25 by cumulative time in buildlib, dodo.py, doit and what they call\n")
+    stats.print_stats(r"buildlib|dodo\.py|/doit/|subprocess|yaml|jinja2|pydantic|sqlite|dbm", 25)
+    buffer.write("\n## top 15 by own time\n")
+    stats.sort_stats("tottime").print_stats(15)
+    text = buffer.getvalue()
+    for prefix in sorted({p for p in sys.path if p.endswith("-packages")}, key=len,
+                         reverse=True):
+        text = text.replace(prefix + "/", "")
+    text = text.replace(str(REPO) + "/", "")
+    out.write_text(
+        f"# cProfile of a no-op `doit build` of {len(tree.parents)} images: {result.wall:.2f} s "
+        f"wall under the profiler ({len(result.calls)} buildah process)\n\n## phases "
+        "(cumulative, overlapping)\n" + "\n".join([*phases, total]) + "\n\n" + text)
+    return [*phases, total]
+
+
+LOAD_TIMES = """
+import json, sys, time
+from buildlib import config, project
+loads, configs = [], []
+for _ in range(3):
+    start = time.perf_counter()
+    config.load(sys.argv[1])
+    configs.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    project.load(sys.argv[1])
+    loads.append(time.perf_counter() - start)
+print(json.dumps({"project_load": min(loads), "config_load": min(configs)}))
+"""
+
+
+def parts(tree: trees.Tree) -> dict[str, float]:
+    """Parts of a no-op run, timed apart and without a profiler: starting Python with doit
+    and buildlib imported, and one `buildah images` (what no run can avoid); loading the
+    project and, within it, images.yaml (best of 3, in a fresh process: the code as it is)."""
+    imports = measure([sys.executable, "-c", "import doit.doit_cmd, buildlib.tasks"])
+    argv = ["buildah", *trees.storage_args(work_storage(tree)), "images", "--json",
+            "--no-trunc"]
+    listing = measure(argv)
+    loads = json.loads(measure([sys.executable, "-c", LOAD_TIMES, tree.config]).stdout)
+    return {"python_imports": imports.wall, "buildah_images": listing.wall, **loads}
+
+
+def work_storage(tree: trees.Tree) -> Path:
+    args = tree.read()["settings"]["buildah_args"]
+    return Path(args[args.index("--root") + 1]).parent
+
+
+def bench_noop(work: Path, runner: Runner, plan: Plan, tree: trees.Tree,
+               profile: Path | None = None) -> dict[str, Any]:
+    """No-op runs of a fully built tree: its own state (default backend), then a copy of
+    that state in each of doit's backends."""
+    progress(f"no-op runs of the {len(tree.parents)}-image tree ...")
+    result: dict[str, Any] = {"images": len(tree.parents), "tree": tree}
+    result["default"] = noop_runs(runner, tree, plan.repeats)
+    state_file = tree.build_dir / ".doit.db"
+    result["default_backend"] = state_backend(state_file)
+    state = read_state(state_file)
+    result["backends"] = {}
+    for backend in BACKENDS:
+        copy = tree.build_dir / f"bench-state-{backend}.db"
+        write_state(state, copy, backend)
+        result["backends"][backend] = noop_runs(runner, tree, plan.repeats, "--backend",
+                                                backend, "--db-file", str(copy))
+    result["parts"] = parts(tree)
+    if profile is not None:
+        result["profile"] = str(profile)
+        result["phases"] = profile_noop(runner, tree, profile, work)
+    return result
+
+
+def build_random(work: Path, runner: Runner, plan: Plan, always_run: bool) -> dict[str, Any]:
+    parents = trees.random_parents(plan.noop_random, plan.seed)
+    tree = trees.write_tree(work / "random", parents, dict.fromkeys(parents, 0),
+                            work / "storage-random", always_run=always_run)
+    progress(f"building the random tree for the no-op: {len(parents)} images, sleep 0, "
+             f"max depth {max(trees.depths(parents).values())} ...")
+    built = runner.doit(tree, "-n", str(JOBS), "build")
+    expect_all(tree, "built")
+    progress(f"built in {built.wall:.1f} s")
+    return {"tree": tree, "wall": built.wall, "cpu": built.cpu}
+
+
+def noop_text(results: Mapping[str, dict[str, Any]]) -> str:
+    rows = []
+    for label, res in results.items():
+        n = res["images"]
+        target = TARGETS.get(n)
+        variants = [(f"default ({res['default_backend']})", res["default"])]
+        variants += [(f"--backend {b}", res["backends"][b]) for b in BACKENDS]
+        for variant, runs in variants:
+            met = "-" if target is None else (
+                f"< {target:g} s: " + ("met" if runs["median"] < target else "MISSED"))
+            verbs = ", ".join(f"{v:g} {k}" for k, v in sorted(runs["buildah_verbs"].items()))
+            rows.append((f"{label} ({n})", variant, f"{runs['median']:.2f}",
+                         f"{runs['min']:.2f}", f"{1000 * runs['median'] / n:.1f}",
+                         verbs or "none", str(runs["per_image_buildah"]), met))
+    repeats = len(next(iter(results.values()))["default"]["runs"])
+    lines = [f"2. No-op `doit build` of fully built trees (median and min of {repeats} runs "
+             "each; buildah processes per run, counted by a logging wrapper first on PATH)",
+             table(["tree", "state backend", "median s", "min s", "ms/image", "buildah/run",
+                    "per-image procs", "target"], rows)]
+    for label, res in results.items():
+        part = res["parts"]
+        lines.append(f"{label}: python + imports {part['python_imports']:.2f} s, one `buildah "
+                     f"images` {part['buildah_images']:.2f} s, project.load "
+                     f"{part['project_load']:.2f} s (images.yaml {part['config_load']:.2f} s); "
+                     f"built in {res['build_wall']:.1f} s at -n {JOBS} ({res['build_how']})")
+    for res in results.values():
+        if res.get("phases"):
+            lines.append(f"profile of the {res['images']}-image no-op ({res['profile']}):")
+            lines += [f"  {line}" for line in res["phases"]]
+    return "\n".join(lines)
+
+
+def bench_edit(runner: Runner, tree: trees.Tree) -> tuple[dict[str, Any], str]:
+    name = trees.mid_level_image(tree.parents)
+    expected = tree.edit_image(name)
+    result = runner.doit(tree, "-n", str(JOBS), "build", logged=True)
+    got = statuses(tree)
+    rebuilt = {n for n, status in got.items() if status == "built"}
+    others = Counter(status for n, status in got.items() if n not in rebuilt)
+    buds = sum(1 for call in result.calls if verb(call) == "bud")
+    ok = rebuilt == expected
+    sleep = sum(tree.seconds[n] for n in expected)
+    lines = [f"3. One-template edit: the vars of '{name}' changed in the built "
+             f"{len(tree.parents)}-image Kolla tree (its subtree sleeps {sleep} s in all)",
+             table(["edited", "wall s", "rebuilt", "subtree", "buildah bud", "others",
+                    "check"],
+                   [(name, f"{result.wall:.1f}", str(len(rebuilt)), str(len(expected)),
+                     str(buds), ", ".join(f"{c} {s}" for s, c in sorted(others.items())),
+                     "OK" if ok else "MISMATCH")])]
+    if not ok:
+        lines.append(f"missing: {sorted(expected - rebuilt)}; "
+                     f"extra: {sorted(rebuilt - expected)}")
+    data = {"image": name, "wall": result.wall, "rebuilt": sorted(rebuilt),
+            "expected": sorted(expected), "buildah_bud": buds, "ok": ok}
+    return data, "\n".join(lines)
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def progress(text: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths),
+                      *[line(r) for r in rows]])
+
+
+def indent(text: str) -> str:
+    first, *rest = text.splitlines()
+    return "\n".join([first, *[f"   {line}" for line in rest]])
+
+
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items() if not isinstance(v, trees.Tree)}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="imagebake benchmarks (see bench/run.py)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced version (small trees, short sleeps): under 3 minutes")
+    parser.add_argument("--always-run", action="store_true",
+                        help="keep `RUN sleep 0` in the no-op tree (slower to build)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    args = parser.parse_args(argv)
+    if REAL_BUILDAH is None:
+        print("buildah is not installed: run `make setup`", file=sys.stderr)
+        return 1
+    plan = QUICK if args.quick else FULL
+    started = time.time()
+    print(f"imagebake benchmarks ({'quick' if args.quick else 'full'}): {os.cpu_count()} "
+          f"cores, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="imagebake-bench-"))
+    results: dict[str, Any] = {"quick": args.quick, "plan": asdict(plan),
+                               "cores": os.cpu_count(), "started": started,
+                               "load_average_start": os.getloadavg()}
+    runner = Runner(work)
+    try:
+        results["makespan"], makespan_text, kolla = bench_makespan(work, runner, plan)
+        results["overhead"], overhead_text = bench_overhead(results["makespan"])
+        noop = {"kolla": bench_noop(work, runner, plan, kolla)}
+        noop["kolla"].update(build_wall=results["makespan"]["doit"]["wall"],
+                             build_how="as 1(a), RUN sleep included")
+        results["edit"], edit_text = bench_edit(runner, kolla)
+        remove_storage(work / "storage-a")
+        built = build_random(work, runner, plan, args.always_run)
+        profile = BENCH / f"profile-noop-{plan.noop_random}.txt"
+        noop["random"] = bench_noop(work, runner, plan, built["tree"], profile)
+        noop["random"].update(build_wall=built["wall"], build_how="sleep 0" + (
+            ", RUN sleep 0 kept" if args.always_run else ", no RUN step"))
+        remove_storage(work / "storage-random")
+        results["noop"] = noop
+    finally:
+        unmount_under(work)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["finished"] = time.time()
+    results["load_average_end"] = os.getloadavg()
+    RESULTS.write_text(json.dumps(json_ready(results), indent=1) + "\n")
+    print()
+    for text in (makespan_text, noop_text(noop), edit_text, overhead_text):
+        print(indent(text) + "\n")
+    print(f"took {results['finished'] - started:.0f} s; load average "
+          f"{os.getloadavg()[0]:.1f} at the end (other work on the machine skews wall times: "
+          f"compare ratios); results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Benchmark image trees, written in the project's own images.yaml format.
+
+Two shapes: the 188 images of OpenStack Kolla (`../shared/kolla-tree.yaml` beside the
+checkout, else its copy `bench/kolla-tree.yaml`: `name: parent`) and seeded random trees
+of any size. Every image renders one shared template that copies a small file and runs
+`RUN sleep {{ seconds }}`, with each image's seconds drawn from a seeded distribution (0
+for no-op benchmarks). The root is busybox on scratch, built offline. Each image's
+Dockerfile names the image, so that buildah's layer cache never lets one image reuse
+another's layers.
+
+A `RUN sleep 0` is left out unless `always_run` is set: a RUN step costs buildah about 0.5 s
+of CPU per image (chroot setup and a second layer), which would more than double the time to
+build the 1,000-image no-op tree on a 2-core machine, and a no-op run never executes it.
+
+    tree = write_tree(tmp / "kolla", kolla_parents(), draw_seconds(names, 1, 6), storage)
+    tree.edit_image("nova-base")      # -> that image and its descendants go stale
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+KOLLA_TREE = HERE.parents[1] / "shared" / "kolla-tree.yaml"  # ../shared, as CI lays it out
+BUSYBOX = Path("/bin/busybox")
+ROOT_NAME = "base"
+
+ROOT_TEMPLATE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY payload.txt /bench/{{ image_name }}-{{ edit }}.txt
+{% if seconds or always_run %}
+RUN sleep {{ seconds }} && echo {{ image_name }} >> /bench/built
+{% endif %}
+"""
+
+LEAF_TEMPLATE = """\
+FROM {{ parent_image }}
+COPY payload.txt /bench/{{ image_name }}-{{ edit }}.txt
+{% if seconds or always_run %}
+RUN sleep {{ seconds }} && echo {{ image_name }} >> /bench/built
+{% endif %}
+"""
+
+PAYLOAD = "a small file that every benchmark image copies\n"
+
+
+def kolla_parents(path: Path = KOLLA_TREE) -> dict[str, str | None]:
+    """Kolla's 188 images: name -> parent (None for the root)."""
+    parents = yaml.safe_load(path.read_text())
+    return {str(name): parent for name, parent in parents.items()}
+
+
+def random_parents(count: int, seed: int = 1) -> dict[str, str | None]:
+    """A random recursive tree: image i's parent is drawn uniformly from images 0..i-1."""
+    rng = random.Random(seed)
+    names = [ROOT_NAME] + [f"img-{i:04d}" for i in range(1, count)]
+    parents: dict[str, str | None] = {ROOT_NAME: None}
+    for i, name in enumerate(names[1:], start=1):
+        parents[name] = names[rng.randrange(i)]
+    return parents
+
+
+def draw_seconds(names: Iterable[str], low: int, high: int, seed: int = 1) -> dict[str, int]:
+    """Each image's `RUN sleep` seconds, uniform over low..high (both included)."""
+    rng = random.Random(seed)
+    return {name: rng.randint(low, high) for name in names}
+
+
+def depths(parents: Mapping[str, str | None]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for name in parents:
+        chain = []
+        node: str | None = name
+        while node is not None and node not in found:
+            chain.append(node)
+            node = parents[node]
+        depth = -1 if node is None else found[node]
+        for item in reversed(chain):
+            depth += 1
+            found[item] = depth
+    return found
+
+
+def children(parents: Mapping[str, str | None]) -> dict[str, list[str]]:
+    kids: dict[str, list[str]] = {name: [] for name in parents}
+    for name, parent in parents.items():
+        if parent is not None:
+            kids[parent].append(name)
+    return kids
+
+
+def subtree(parents: Mapping[str, str | None], name: str) -> set[str]:
+    """The image and all its descendants."""
+    kids = children(parents)
+    found, stack = set(), [name]
+    while stack:
+        node = stack.pop()
+        found.add(node)
+        stack.extend(kids[node])
+    return found
+
+
+def levels(parents: Mapping[str, str | None]) -> list[list[str]]:
+    """Images grouped by depth (the root is level 0), in declaration order."""
+    depth = depths(parents)
+    grouped: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
+    for name in parents:
+        grouped[depth[name]].append(name)
+    return grouped
+
+
+def mid_level_image(parents: Mapping[str, str | None]) -> str:
+    """The `nova-base` equivalent: nova-base itself if present, else the image of the
+    middle level with the largest subtree."""
+    if "nova-base" in parents:
+        return "nova-base"
+    depth = depths(parents)
+    middle = max(1, max(depth.values()) // 2)
+    candidates = [name for name in parents if depth[name] == middle]
+    return max(candidates, key=lambda name: len(subtree(parents, name)))
+
+
+def storage_args(storage: Path) -> list[str]:
+    """Global buildah flags for a private storage root under `storage`."""
+    return ["--root", str(storage / "root"), "--runroot", str(storage / "run"),
+            "--storage-driver", "overlay"]
+
+
+@dataclass
+class Tree:
+    """A generated tree: its folder (images.yaml, templates/, build/) and its shape."""
+
+    root: Path
+    parents: dict[str, str | None]
+    seconds: dict[str, int]
+
+    @property
+    def config(self) -> Path:
+        return self.root / "images.yaml"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / self.read()["settings"]["build_dir"]
+
+    @property
+    def report_path(self) -> Path:
+        return self.build_dir / "report.json"
+
+    def read(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config.read_text())
+
+    def edit_yaml(self, change: Callable[[dict[str, Any]], None]) -> None:
+        data = self.read()
+        change(data)
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def settings(self, **changes: Any) -> None:
+        self.edit_yaml(lambda data: data["settings"].update(changes))
+
+    def use_storage(self, storage: Path, build_dir: str = "build") -> None:
+        """Point the tree at another buildah storage root and build dir (a fresh cache)."""
+        self.settings(buildah_args=storage_args(storage), build_dir=build_dir)
+
+    def edit_image(self, name: str) -> set[str]:
+        """Change one image's vars (so its rendered Dockerfile changes); return the images
+        that must rebuild: it and its descendants."""
+
+        def bump(data: dict[str, Any]) -> None:
+            image_vars = data["images"][name].setdefault("vars", {})
+            image_vars["edit"] = int(image_vars.get("edit", 0)) + 1
+
+        self.edit_yaml(bump)
+        return subtree(self.parents, name)
+
+    @property
+    def total_seconds(self) -> int:
+        return sum(self.seconds.values())
+
+
+def write_tree(dest: Path, parents: Mapping[str, str | None], seconds: Mapping[str, int],
+               storage: Path, *, jobs: int = 8, always_run: bool = False) -> Tree:
+    """Write images.yaml and the two templates into `dest` (created, must not exist)."""
+    dest.mkdir(parents=True)
+    for folder, template in (("root", ROOT_TEMPLATE), ("leaf", LEAF_TEMPLATE)):
+        (dest / "templates" / folder).mkdir(parents=True)
+        (dest / "templates" / folder / "Dockerfile.j2").write_text(template)
+        (dest / "templates" / folder / "payload.txt").write_text(PAYLOAD)
+    busybox = dest / "busybox"
+    shutil.copy2(BUSYBOX, busybox)
+    images: dict[str, Any] = {}
+    for name, parent in parents.items():
+        entry: dict[str, Any] = {"parent": parent, "vars": {"seconds": seconds[name]}}
+        if parent is None:
+            entry.update(template="root/Dockerfile.j2", files={"busybox": "busybox"})
+        else:
+            entry["template"] = "leaf/Dockerfile.j2"
+        images[name] = entry
+    data = {
+        "settings": {"registry": "localhost:5000", "namespace": "bench", "tag": "latest",
+                     "jobs": jobs, "isolation": "chroot", "build_dir": "build",
+                     "buildah_args": storage_args(storage)},
+        "vars": {"edit": 0, "always_run": always_run},
+        "images": images,
+    }
+    tree = Tree(dest, dict(parents), dict(seconds))
+    tree.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return tree
+
+
+def kolla_tree(dest: Path, storage: Path, low: int, high: int, seed: int = 1) -> Tree:
+    parents = kolla_parents()
+    return write_tree(dest, parents, draw_seconds(parents, low, high, seed), storage)
+
+
+def random_tree(dest: Path, storage: Path, count: int, low: int, high: int,
+                seed: int = 1) -> Tree:
+    parents = random_parents(count, seed)
+    return write_tree(dest, parents, draw_seconds(parents, low, high, seed), storage)
