@@ -1,8 +1,7 @@
 """Benchmark image trees, written in the project's own images.yaml format.
 
 Two shapes: the 188 images of OpenStack Kolla (`../shared/kolla-tree.yaml` beside the
-checkout, else its copy `bench/kolla-tree.yaml`: `name: parent`) and seeded random trees
-of any size. Every image renders one shared template that copies a small file and runs
+checkout: `name: parent`) and seeded random trees of any size. Every image renders one shared template that copies a small file and runs
 `RUN sleep {{ seconds }}`, with each image's seconds drawn from a seeded distribution (0
 for no-op benchmarks). The root is busybox on scratch, built offline. Each image's
 Dockerfile names the image, so that buildah's layer cache never lets one image reuse
