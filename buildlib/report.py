@@ -61,6 +61,14 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
+def attempts_in(push_log: Path) -> int:
+    """How many `buildah push` a push log records: each attempt starts with its command."""
+    try:
+        return sum(line.startswith("$ ") for line in push_log.read_text().splitlines())
+    except OSError:
+        return 0
+
+
 def display_path(path: Path) -> str:
     """Relative to the user's directory when under it, else absolute (doit has changed
     into dodo.py's folder; its loader remembers where the user was)."""
@@ -211,9 +219,8 @@ class ImageReporter(ConsoleReporter):
             self._progress().skip()
             return
         entry.update(status="failed", end=time.time(), error=fail.get_msg().strip())
-        if kind == "push":  # each attempt starts with its command line in the push log
-            entry["attempts"] = sum(line.startswith("$ ") for line in
-                                    log_tail(task.meta["log"], lines=100_000).splitlines())
+        if kind == "push":
+            entry["attempts"] = attempts_in(task.meta["log"])
         self._progress().end(_label(task), f"FAILED {kind} {name}: {entry['error']}")
 
     def skip_uptodate(self, task: Any) -> None:
