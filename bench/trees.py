@@ -1,11 +1,11 @@
 """Benchmark image trees, written in the project's own images.yaml format.
 
 Two shapes: the 188 images of OpenStack Kolla (`../shared/kolla-tree.yaml` beside the
-checkout: `name: parent`) and seeded random trees of any size. Every image renders one shared template that copies a small file and runs
-`RUN sleep {{ seconds }}`, with each image's seconds drawn from a seeded distribution (0
-for no-op benchmarks). The root is busybox on scratch, built offline. Each image's
-Dockerfile names the image, so that buildah's layer cache never lets one image reuse
-another's layers.
+checkout: `name: parent`) and seeded random trees of any size. Every image renders one
+shared template that copies a small file and runs `RUN sleep {{ seconds }}`, with each
+image's seconds drawn from a seeded distribution (0 for no-op benchmarks). The root is
+busybox on scratch, built offline. Each image's Dockerfile names the image, so that
+buildah's layer cache never lets one image reuse another's layers.
 
 A `RUN sleep 0` is left out unless `always_run` is set: a RUN step costs buildah about 0.5 s
 of CPU per image (chroot setup and a second layer), which would more than double the time to
