@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from doit import get_var, loader
+from doit.cmd_base import DodoTaskLoader
+from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import UptodateCalculator
 from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
@@ -93,10 +95,16 @@ def load_run(dodo_file: str) -> Run:
 
 def _runs_tasks(argv: list[str]) -> bool:
     """Whether doit was asked to run tasks (`doit`, `doit -n 8 build`, `doit push`), whose
-    up-to-date checks list local images, rather than `doit list`, `info`, `clean`..."""
+    up-to-date checks list local images, rather than `doit list`, `info`, `clean`...
+    Read as doit reads it: its loader options (`-f dodo.py`) first, then variables
+    (`config=x`) aside; the first word left names the command, `run` when it names none."""
+    try:
+        _, rest = CmdParse([CmdOption(o) for o in DodoTaskLoader.cmd_options]).parse_only(argv)
+    except CmdParseError:
+        rest = argv
+    words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
     others = {command.get_name() for command in DoitMain.DOIT_CMDS} - {"run"}
-    first_word = next((arg for arg in argv if not arg.startswith("-") and "=" not in arg), None)
-    return first_word not in others
+    return not words or words[0] not in others
 
 
 def _config_path(dodo_file: str) -> Path:

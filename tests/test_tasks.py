@@ -353,7 +353,9 @@ def test_good_input_through_doit(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("argv", "runs"), [
     (["build"], True), (["-n", "8", "build"], True), ([], True), (["config=x", "push"], True),
     (["list", "--all"], False), (["info", "build:base"], False), (["clean"], False),
-    (["forget", "build:base"], False),
+    (["forget", "build:base"], False), (["-f", "dodo.py", "config=x", "list"], False),
+    (["--file=dodo.py", "info", "build:base"], False), (["-f", "dodo.py", "build"], True),
+    (["-f", "dodo.py", "-n", "4", "build"], True),
 ])
 def test_only_a_run_prefetches_the_storage_listing(argv: list[str], runs: bool) -> None:
     assert tasks._runs_tasks(argv) is runs
