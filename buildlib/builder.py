@@ -47,10 +47,6 @@ class Storage:
         return next((i for i, names in self._listing().items() if reference in names), None)
 
 
-class ParentMissing(Exception):
-    """skip_parents, and the parent image is not in local storage."""
-
-
 def stale_reason(plan: ImagePlan, saved: dict[str, Any], parent_id: str | None,
                  storage: Storage) -> str | None:
     """Why the image must be rebuilt, or None when its last build still stands."""

@@ -73,7 +73,12 @@ class Run:
         parent_task = self.parent_task(name)
         if parent_task:
             return saved(parent_task).get("id")
-        return self.storage.id_of(self.project.plans[parent].reference)
+        return self.parent_in_storage(name)
+
+    def parent_in_storage(self, name: str) -> str | None:
+        """The ID of the parent image as local storage holds it now (skip_parents)."""
+        parent = self.project.plans[name].parent
+        return self.storage.id_of(self.project.plans[parent].reference) if parent else None
 
 
 def load_run(dodo_file: str) -> Run:
@@ -240,26 +245,18 @@ def _draw_graph(proj: project.Project, dot: Path) -> None:
 
 
 def _build(run: Run, name: str, task: Any, parent_id: str | None = None) -> Any:
-    proj = run.project
+    proj, parent = run.project, run.project.plans[name].parent
+    if parent_id is None and parent:  # skip_parents: no parent task hands over its ID
+        parent_id = run.parent_in_storage(name)
+        if parent_id is None:
+            return TaskFailed(f"cannot build {name}: its parent image "
+                              f"{proj.plans[parent].reference} is not in local storage; "
+                              f"build it first (`doit build:{parent}`) or drop skip_parents")
     try:
-        if parent_id is None and proj.plans[name].parent:  # skip_parents
-            parent_id = _parent_in_storage(run, name)
         return builder.build_image(proj, name, parent_id, task.meta.get("reason"),
                                    echo=run.verbose)
-    except (BuildahError, OSError, builder.ParentMissing) as err:
+    except (BuildahError, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
-
-
-def _parent_in_storage(run: Run, name: str) -> str:
-    """The ID of the parent image as it is in storage (skip_parents)."""
-    parent = run.project.plans[name].parent
-    reference = run.project.plans[parent].reference
-    found = run.storage.id_of(reference)
-    if found is None:
-        raise builder.ParentMissing(
-            f"cannot build {name}: its parent image {reference} is not in local storage; "
-            f"build it first (`doit build:{parent}`) or drop skip_parents")
-    return found
 
 
 def _push(proj: project.Project, name: str, image_id: str | None = None) -> Any:
