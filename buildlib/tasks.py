@@ -193,11 +193,13 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
            "doc": "build what is stale, then push what the registry lacks"}
+    # The credentials the registry check uses: ours, or those buildah finds by itself.
+    authfile = run.project.authfile or registry.default_authfile()
     for name in _selected_in_order(run):
-        yield push_task(run, name)
+        yield push_task(run, name, authfile)
 
 
-def push_task(run: Run, name: str) -> dict[str, Any]:
+def push_task(run: Run, name: str, authfile: Path | None) -> dict[str, Any]:
     plan = run.project.plans[name]
     command = command_line(run.project.push_argv(name))
     return {
@@ -207,7 +209,7 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "actions": [(_push, [run.project, name])],
         "task_dep": [f"build:{name}"],
         "getargs": {"image_id": (f"build:{name}", "id")},
-        "uptodate": [PushUpToDate(run.project, plan)],
+        "uptodate": [PushUpToDate(plan, run.project.config.settings.tls_verify, authfile)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log},
         "verbosity": 2 if run.verbose else 1,
     }
@@ -333,18 +335,17 @@ class ImageUpToDate(UptodateCalculator):
 class PushUpToDate(UptodateCalculator):
     """Up to date when the image is the one pushed last and the registry still serves it."""
 
-    def __init__(self, proj: project.Project, plan: project.ImagePlan) -> None:
+    def __init__(self, plan: project.ImagePlan, tls_verify: bool,
+                 authfile: Path | None) -> None:
         super().__init__()
-        self.proj, self.plan = proj, plan
+        self.plan, self.tls_verify, self.authfile = plan, tls_verify, authfile
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         build_values = self.get_val(f"build:{self.plan.name}", "_values_:") or {}
-        settings = self.proj.config.settings
-        authfile = self.proj.authfile or registry.default_authfile()
 
         def served() -> str | None:
-            return registry.remote_digest(self.plan.reference, tls_verify=settings.tls_verify,
-                                          authfile=authfile)
+            return registry.remote_digest(self.plan.reference, tls_verify=self.tls_verify,
+                                          authfile=self.authfile)
 
         reason = builder.push_stale_reason(self.plan, values, build_values.get("id"), served)
         task.meta["reason"] = reason
