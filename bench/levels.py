@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from buildlib import project
+from buildlib import buildah, project
 
 
 def dependency_levels(proj: project.Project) -> list[list[str]]:
@@ -40,6 +40,14 @@ def dependency_levels(proj: project.Project) -> list[list[str]]:
     return levels
 
 
+def bud_argv(proj: project.Project, name: str) -> list[str]:
+    """Our `buildah bud` argv for an image whose parent (if any) was built before it."""
+    plan = proj.plans[name]
+    parent_id = (buildah.image_id(proj.plans[plan.parent].iidfile.read_text())
+                 if plan.parent else None)
+    return proj.bud_argv(name, plan.sources.on_parent(parent_id))
+
+
 def build_one(proj: project.Project, name: str) -> dict[str, Any]:
     """Write the context and run `buildah bud` with our tool's arguments; log to build_log."""
     plan = proj.plans[name]
@@ -47,7 +55,7 @@ def build_one(proj: project.Project, name: str) -> dict[str, Any]:
     plan.context.write(plan.dockerfile, plan.context_dir)
     log = plan.workdir / f"{name}-levels.log"
     with log.open("w") as out:
-        subprocess.run(proj.bud_argv(name), stdout=out, stderr=subprocess.STDOUT,
+        subprocess.run(bud_argv(proj, name), stdout=out, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL, check=True)
     return {"start": start, "end": time.time()}
 

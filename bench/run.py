@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import levels
 import trees
 from doit import dependency
 
@@ -233,7 +234,7 @@ def raw_builds(tree: trees.Tree, names: Iterable[str]) -> dict[str, Any]:
         log = proj.plans[name].workdir / f"{name}-raw.log"
         start = time.perf_counter()
         with log.open("w") as out:
-            subprocess.run(proj.bud_argv(name), stdout=out, stderr=subprocess.STDOUT,
+            subprocess.run(levels.bud_argv(proj, name), stdout=out, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL, check=True, timeout=TIMEOUT)
         times[name] = time.perf_counter() - start
     return {"wall": time.perf_counter() - started, "cpu": children_cpu() - cpu,
@@ -402,7 +403,7 @@ PHASES = [  # (label, path suffix, function): cumulative times shown when presen
     ("load the project (config, graph, render, plans)", "buildlib/project.py", "load"),
     ("  images.yaml: YAML + validation", "buildlib/config.py", "load"),
     ("  render every template", "buildlib/render.py", "render_all"),
-    ("hash every image's inputs", "buildlib/project.py", "inputs_key"),
+    ("hash every image's inputs", "buildlib/project.py", "sources"),
     ("doit: import dodo.py (which loads the project)", "doit/loader.py", "get_module"),
     ("  import buildlib (and pydantic, jinja2, ...)", "buildlib/tasks.py", "<module>"),
     ("doit: create the tasks", "doit/loader.py", "load_tasks"),

@@ -24,6 +24,10 @@ _RUNNING: set[subprocess.Popen] = set()  # buildah processes now running, for in
 _RUNNING_LOCK = threading.Lock()
 
 
+class StorageError(Exception):
+    """Local storage cannot be listed (a wrong --root, broken storage, no buildah)."""
+
+
 class BuildahError(Exception):
     """buildah exited non-zero or ran out of time; `log` holds its output."""
 
@@ -42,25 +46,26 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def bud_options(reference: str, *, fmt: str, isolation: str | None,
-                args: Mapping[str, object], labels: Mapping[str, object],
+def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
+                isolation: str | None, args: Mapping[str, str], labels: Mapping[str, str],
                 volumes: Sequence[str]) -> list[str]:
-    """The options of `buildah bud` that shape the image (everything but paths)."""
-    options = ["--format", fmt, "--layers", "--tag", reference]
+    """The options of `buildah bud` that shape the image (everything but paths).
+    `--timestamp` and no identity label make it reproducible: the same inputs on the
+    same parent give the same image ID in any storage."""
+    options = ["--format", fmt, "--layers", "--identity-label=false"]
+    if timestamp is not None:
+        options += ["--timestamp", str(timestamp)]
+    for tag in tags:
+        options += ["--tag", tag]
     if isolation:
         options += ["--isolation", isolation]
     for key, value in sorted(args.items()):
-        options += ["--build-arg", f"{key}={_spelled(value)}"]
+        options += ["--build-arg", f"{key}={value}"]
     for key, value in sorted(labels.items()):
-        options += ["--label", f"{key}={_spelled(value)}"]
+        options += ["--label", f"{key}={value}"]
     for volume in volumes:
         options += ["--volume", volume]
     return options
-
-
-def _spelled(value: object) -> str:
-    """Values as YAML spells them: `true`, not Python's `True`."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -100,19 +105,31 @@ class Buildah:
 
     def images(self) -> dict[str, set[str]]:
         """Every image in local storage: ID -> its names (one buildah process)."""
-        out = subprocess.run(self.argv("images", "--json", "--no-trunc"), check=True,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+        argv = self.argv("images", "--json", "--no-trunc")
+        try:
+            out = subprocess.run(argv, check=True, capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL).stdout
+        except subprocess.CalledProcessError as err:
+            said = _last_line(err.stderr) or f"exit code {err.returncode}"
+            raise StorageError(f"`{command_line(argv)}` failed: {said}") from None
+        except OSError as err:
+            raise StorageError(f"cannot run buildah: {err}") from None
         return {image_id(entry["id"]): set(entry.get("names") or [])
                 for entry in json.loads(out or "[]")}
 
-    def inspect(self, reference: str) -> dict:
-        out = subprocess.run(self.argv("inspect", "--type", "image", reference), check=True,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
-        return json.loads(out)
+    def tag(self, image: str, *names: str) -> None:
+        """Give an image in storage more names (no build, no copy)."""
+        subprocess.run(self.argv("tag", image, *names), check=True, capture_output=True,
+                       stdin=subprocess.DEVNULL)
 
     def rmi(self, *references: str) -> None:
         subprocess.run(self.argv("rmi", "--force", *references), check=True,
                        capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,

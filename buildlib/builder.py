@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from buildlib import registry
+from buildlib import keys, registry
 from buildlib.buildah import Buildah, BuildahError
 from buildlib.project import ImagePlan, Project
 
@@ -20,6 +20,7 @@ class Storage:
         self._lock = threading.Lock()
         self._images: dict[str, set[str]] | None = None
         self._error: Exception | None = None
+        self._by_key_tag: dict[str, str] | None = None
 
     def prefetch(self) -> None:
         """List in the background now, while doit loads tasks and reads its state."""
@@ -40,88 +41,94 @@ class Storage:
         assert self._images is not None
         return self._images
 
+    def check(self) -> None:
+        """Raise StorageError now if local storage cannot be listed."""
+        self._listing()
+
     def has(self, image_id: str, reference: str) -> bool:
         return reference in self._listing().get(image_id, ())
+
+    def holds(self, image_id: str) -> bool:
+        return image_id in self._listing()
 
     def id_of(self, reference: str) -> str | None:
         return next((i for i, names in self._listing().items() if reference in names), None)
 
+    def with_key(self, key: str) -> str | None:
+        """The image named by this key's tag, in any repository (it was built with this
+        key, here or by a run whose state is lost)."""
+        if self._by_key_tag is None:
+            self._by_key_tag = {name.rpartition(":")[2]: image_id
+                                for image_id, names in self._listing().items()
+                                for name in names
+                                if name.rpartition(":")[2].startswith(keys.KEY_TAG_PREFIX)}
+        return self._by_key_tag.get(keys.key_tag(key))
 
-def stale_reason(plan: ImagePlan, saved: dict[str, Any], parent_id: str | None,
+    def names(self, image_id: str) -> set[str]:
+        return self._listing().get(image_id, set())
+
+
+def stale_reason(plan: ImagePlan, saved: dict[str, Any], record: keys.Record,
                  storage: Storage) -> str | None:
-    """Why the image must be rebuilt, or None when its last build still stands."""
+    """Why the image must be built (or found by its key), or None when the image this
+    task recorded carries the current key and is still in storage under its reference."""
     if not saved.get("id"):
         return "never built"
-    if saved.get("key") != plan.inputs_key:
-        return changed_inputs(saved.get("inputs") or {}, plan.inputs)
-    if saved.get("parent_id") != parent_id:
-        return f"parent '{plan.parent}' changed: {saved.get('parent_id')} -> {parent_id}"
+    if saved.get("key") != record.key:
+        return keys.changes(saved.get("record"), record, plan.parent)
     if not storage.has(saved["id"], plan.reference):
+        if storage.holds(saved["id"]):
+            return f"image {saved['id']} is not tagged {plan.reference}"
         return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
     return None
 
 
-def changed_inputs(saved: dict[str, Any], current: dict[str, Any]) -> str:
-    """Which inputs differ from the last build, in words."""
-    changes = []
-    if saved.get("Dockerfile") != current["Dockerfile"]:
-        changes.append("rendered Dockerfile changed (template or vars)")
-    old_files, new_files = saved.get("files") or {}, current["files"]
-    for label, names in (("added", new_files.keys() - old_files.keys()),
-                         ("removed", old_files.keys() - new_files.keys()),
-                         ("changed", {n for n in new_files.keys() & old_files.keys()
-                                      if new_files[n] != old_files[n]})):
-        if names:
-            changes.append(f"context file {label}: {', '.join(sorted(names))}")
-    old_options = _option_pairs(saved.get("options") or [])
-    new_options = _option_pairs(current["options"])
-    if old_options != new_options:
-        changes.append("build options changed: " + " ".join(
-            [f"-{o}" for o in old_options if o not in new_options]
-            + [f"+{o}" for o in new_options if o not in old_options]))
-    return "; ".join(changes) or "inputs changed"
-
-
-def _option_pairs(options: list[str]) -> list[str]:
-    """`--flag value` pairs (and lone flags) of an option list, for a readable diff."""
-    pairs: list[str] = []
-    for option in options:
-        if pairs and not option.startswith("-") and " " not in pairs[-1]:
-            pairs[-1] += f" {option}"
-        else:
-            pairs.append(option)
-    return pairs
-
-
-def build_image(project: Project, name: str, parent_id: str | None,
+def build_image(project: Project, name: str, record: keys.Record, storage: Storage,
                 reason: str | None = None, echo: bool = False) -> dict[str, Any]:
-    """Write the context, run `buildah bud`; return what later runs and children need."""
+    """The image with this record's key: found in storage by its key tag (and tagged
+    with the reference), or built from a fresh copy of the context. Returns what later
+    runs, children and pushes need."""
     plan = project.plans[name]
     start = time.time()
+    found = storage.with_key(record.key)
+    if found is not None:
+        missing = [n for n in (plan.reference, plan.key_reference(record.key))
+                   if n not in storage.names(found)]
+        if missing:
+            project.buildah.tag(found, *missing)
+        return _values(plan, found, record, "local", start)
     plan.context.write(plan.dockerfile, plan.context_dir)
-    image_id = project.buildah.bud(project.bud_argv(name), plan.iidfile, plan.build_log,
-                                   plan.timeout, note=f"building {name}: {reason or 'asked to'}",
-                                   echo=echo)
-    return {"id": image_id, "key": plan.inputs_key, "inputs": plan.inputs,
-            "parent_id": parent_id, "image": plan.reference, "start": start,
-            "end": time.time()}
+    # What is in the image is the copy: if a file changed since it was hashed, key the copy.
+    copied = plan.context.copied_to(plan.context_dir).file_digests()
+    if copied != record.files:
+        record = plan.record_of(copied).on_parent(record.parent_id)
+    image_id = project.buildah.bud(project.bud_argv(name, record), plan.iidfile,
+                                   plan.build_log, plan.timeout,
+                                   note=f"building {name}: {reason or 'asked to'}", echo=echo)
+    return _values(plan, image_id, record, "built", start)
+
+
+def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
+            start: float) -> dict[str, Any]:
+    return {"id": image_id, "key": record.key, "record": record.as_dict(), "found": found,
+            "image": plan.reference, "start": start, "end": time.time()}
 
 
 class PushFailed(Exception):
     """A push that failed for good: a permanent error, or every attempt used."""
 
 
-def push_stale_reason(plan: ImagePlan, saved: dict[str, Any], image_id: str | None,
+def push_stale_reason(plan: ImagePlan, saved: dict[str, Any], built: dict[str, Any],
                       remote_digest: Callable[[], str | None]) -> str | None:
     """Why the image must be pushed again, or None when the registry serves the last push.
 
-    `remote_digest` asks the registry, and is called only when the local image is the
-    one pushed last.
+    `built` is the image's build values in this run; `remote_digest` asks the registry,
+    and is called only when the image carries the key pushed last.
     """
     if not saved.get("digest"):
         return "never pushed"
-    if saved.get("id") != image_id:
-        return f"image {image_id} was built since the last push"
+    if saved.get("key") != built.get("key"):
+        return f"image {built.get('id')} has another key than the last push"
     try:
         served = remote_digest()
     except registry.RegistryError as err:
@@ -131,7 +138,7 @@ def push_stale_reason(plan: ImagePlan, saved: dict[str, Any], image_id: str | No
     return None
 
 
-def push_image(project: Project, name: str, image_id: str | None) -> dict[str, Any]:
+def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, Any]:
     """`buildah push` with retries on transient failures; return the pushed digest."""
     plan = project.plans[name]
     argv = project.push_argv(name)
@@ -159,7 +166,8 @@ def push_image(project: Project, name: str, image_id: str | None) -> dict[str, A
         digest = registry.with_retries(attempt, attempts_allowed, log_retry)
     except registry.TransientPushError as err:
         raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
-    return {"id": image_id, "digest": digest, "image": plan.reference, "start": start,
+    return {"id": built.get("id"), "key": built.get("key"), "digest": digest,
+            "image": plan.reference, "start": start,
             "end": time.time(), "attempts": attempts}
 
 

@@ -7,8 +7,9 @@ unknown keys; the checks that span keys (references, parents) live in `graph` an
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,9 +28,11 @@ from pydantic import ValidationError as _PydanticError
 from buildlib.errors import InputError
 
 _STRICT = ConfigDict(extra="forbid")
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds convention
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 PositiveSeconds = Annotated[StrictInt | StrictFloat, Field(gt=0)]
 
 # Grammar of docker/distribution references (reference/regexp.go), one part at a time.
@@ -51,7 +54,10 @@ class Settings:
     namespace: StrictStr = "kolla"
     prefix: StrictStr = ""
     tag: StrictStr = "latest"
-    format: Literal["docker", "oci"] = "docker"
+    # oci: buildah 1.28 writes the build container's ID and hostname into a docker-format
+    # config, so only oci builds are reproducible (same inputs -> same image ID).
+    format: Literal["docker", "oci"] = "oci"
+    timestamp: NonNegativeInt | None = None  # created time of every image; default below
     jobs: PositiveInt = 8
     build_timeout: PositiveSeconds = 1800
     push_retries: PositiveInt = 10
@@ -67,7 +73,6 @@ class Settings:
 @dataclass(frozen=True)
 class Image:
     __pydantic_config__ = _STRICT
-    name: StrictStr = ""  # filled in from the key under `images:`
     template: StrictStr | None = None
     parent: StrictStr | None = None
     files: dict[StrictStr, StrictStr] = field(default_factory=dict)
@@ -76,6 +81,7 @@ class Image:
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)
     volumes: list[StrictStr] = field(default_factory=list)
     timeout: PositiveSeconds | None = None  # seconds; default: settings.build_timeout
+    name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
     def template_name(self) -> str:
@@ -122,12 +128,19 @@ class Config:
     def source_path(self, value: str) -> Path:
         return self.root / value
 
+    @property
+    def timestamp(self) -> int:
+        """Every image's created time: settings.timestamp, else SOURCE_DATE_EPOCH, else 0."""
+        if self.settings.timestamp is not None:
+            return self.settings.timestamp
+        return int(os.environ.get(SOURCE_DATE_EPOCH) or 0)
+
 
 _FILE_ADAPTER = TypeAdapter(_File)
 _ALLOWED_KEYS = {
     (): [f.name for f in fields(_File)],
     ("settings",): [f.name for f in fields(Settings)],
-    ("images", "*"): [f.name for f in fields(Image) if f.name != "name"],
+    ("images", "*"): [f.name for f in fields(Image) if f.init],
 }
 
 
@@ -139,15 +152,25 @@ def load(path: Path | str) -> Config:
         parsed = _FILE_ADAPTER.validate_python(data)
     except _PydanticError as err:
         raise _input_error(path, err) from None
-    images = {
-        name: replace(image or Image(), name=name)
-        for name, image in parsed.images.items()
-    }
+    images = {name: _named(image or Image(), name) for name, image in parsed.images.items()}
     config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images,
                     profiles=parsed.profiles)
     _check_references(config)
     _check_patterns(config)
+    _check_source_date_epoch(path)
     return config
+
+
+def _named(image: Image, name: str) -> Image:
+    object.__setattr__(image, "name", name)  # frozen, and set once here
+    return image
+
+
+def _check_source_date_epoch(path: Path) -> None:
+    value = os.environ.get(SOURCE_DATE_EPOCH)
+    if value and not value.isdigit():
+        raise InputError(path, f"{SOURCE_DATE_EPOCH}={value!r} is not a number of seconds",
+                         fix=f"set {SOURCE_DATE_EPOCH} to a Unix time, or unset it")
 
 
 def _check_patterns(config: Config) -> None:

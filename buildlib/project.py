@@ -6,29 +6,34 @@ once, before any build starts, and reports it as one `InputError`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
-from buildlib import buildah, config, render
+from buildlib import buildah, config, keys, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 
 
 @dataclass(frozen=True)
 class ImagePlan:
-    """How to build one image, and the key of everything that shapes it."""
+    """How to build one image, and the record of what makes it (its key, once the
+    parent's image ID is known)."""
 
     name: str
     parent: str | None
     reference: str
+    parent_reference: str | None
     context: render.Context
     workdir: Path  # {build_dir}/{name}
-    bud_options: tuple[str, ...]
+    args: Mapping[str, str]
+    labels: Mapping[str, str]
+    volumes: tuple[str, ...]
+    format: str
+    timestamp: int
+    isolation: str | None
     timeout: float
 
     @property
@@ -56,16 +61,21 @@ class ImagePlan:
         return self.workdir / "pushed-digest"
 
     @cached_property
-    def inputs(self) -> dict[str, Any]:
-        """Digests of what shapes the image: the rendered Dockerfile, each context file,
-        and the bud options (args, labels, volumes, format, isolation, reference).
-        The parent's image ID is checked apart."""
-        return {"Dockerfile": self.context.dockerfile_digest(),
-                "files": self.context.file_digests(), "options": list(self.bud_options)}
+    def sources(self) -> keys.Record:
+        """The record of this image's own inputs, from the files as they are now (hashed
+        on first use: listing or dry runs that never ask pay nothing)."""
+        return self.record_of(self.context.file_digests())
 
-    @cached_property
-    def inputs_key(self) -> str:
-        return hashlib.sha256(json.dumps(self.inputs, sort_keys=True).encode()).hexdigest()
+    def record_of(self, file_digests: Mapping[str, str]) -> keys.Record:
+        """The record with these context file digests, and no parent yet."""
+        return keys.Record(dockerfile=self.context.dockerfile_digest(self.parent_reference),
+                           files=file_digests,
+                           args=self.args, labels=self.labels, volumes=self.volumes,
+                           format=self.format, timestamp=self.timestamp)
+
+    def key_reference(self, key: str) -> str:
+        """The reference that names this image by its key, beside the user's tag."""
+        return f"{self.reference.rpartition(':')[0]}:{keys.key_tag(key)}"
 
 
 @dataclass(frozen=True)
@@ -102,10 +112,15 @@ class Project:
                                       digestfile=self.plans[name].digestfile,
                                       tls_verify=settings.tls_verify, authfile=self.authfile)
 
-    def bud_argv(self, name: str) -> list[str]:
+    def bud_argv(self, name: str, record: keys.Record) -> list[str]:
+        """`buildah bud` of this record: tagged with the reference and the key, and
+        labelled with the key."""
         plan = self.plans[name]
-        return self.buildah.bud_argv(plan.bud_options, plan.dockerfile, plan.context_dir,
-                                     plan.iidfile)
+        options = buildah.bud_options(
+            [plan.reference, plan.key_reference(record.key)], fmt=record.format,
+            timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
+            labels={**record.labels, keys.KEY_LABEL: record.key}, volumes=record.volumes)
+        return self.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile)
 
 
 def load(path: Path | str) -> Project:
@@ -122,10 +137,17 @@ def load(path: Path | str) -> Project:
 def _plan(cfg: config.Config, graph: Graph, context: render.Context) -> ImagePlan:
     name, settings = context.name, cfg.settings
     image = cfg.images[name]
-    reference = cfg.reference(name)
-    options = buildah.bud_options(reference, fmt=settings.format, isolation=settings.isolation,
-                                  args=image.args, labels=image.labels, volumes=image.volumes)
-    return ImagePlan(name=name, parent=graph.parents[name], reference=reference,
+    parent = graph.parents[name]
+    return ImagePlan(name=name, parent=parent, reference=cfg.reference(name),
+                     parent_reference=cfg.reference(parent) if parent else None,
                      context=context, workdir=cfg.build_dir / name,
-                     bud_options=tuple(options),
+                     args=_spelled(image.args), labels=_spelled(image.labels),
+                     volumes=tuple(image.volumes), format=settings.format,
+                     timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout)
+
+
+def _spelled(values: Mapping[str, object]) -> dict[str, str]:
+    """Values as YAML spells them: `true`, not Python's `True`."""
+    return {key: str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in sorted(values.items())}

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from buildlib.errors import InputError
 from buildlib.graph import Graph
 
 TEMPLATE_SUFFIX = ".j2"
+PARENT_PLACEHOLDER = "{parent}"
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,22 @@ class Context:
                 digests[rel] = h.hexdigest()
         return digests
 
-    def dockerfile_digest(self) -> str:
-        return hashlib.sha256(self.dockerfile.encode()).hexdigest()
+    def dockerfile_digest(self, parent_reference: str | None = None) -> str:
+        """sha256 of the Dockerfile, its first FROM naming the parent by a placeholder:
+        the parent is keyed by its image ID, and where it is stored (registry, tag) is no
+        part of what the child is made of."""
+        text = self.dockerfile
+        if parent_reference:
+            lines = text.splitlines(keepends=True)
+            first = next(i for i, line in enumerate(lines)
+                         if line.lstrip().upper().startswith("FROM"))
+            lines[first] = lines[first].replace(parent_reference, PARENT_PLACEHOLDER, 1)
+            text = "".join(lines)
+        return hashlib.sha256(text.encode()).hexdigest()
 
-    def digest(self) -> str:
-        """sha256 over the Dockerfile and every context file's path, mode and bytes."""
-        both = {"Dockerfile": self.dockerfile_digest(), "files": self.file_digests()}
-        return hashlib.sha256(json.dumps(both, sort_keys=True).encode()).hexdigest()
+    def copied_to(self, context_dir: Path) -> Context:
+        """This context as `write` copied it into context_dir."""
+        return replace(self, files={inner: context_dir / inner for inner in self.files})
 
     def write(self, dockerfile_path: Path, context_dir: Path) -> None:
         """Write the Dockerfile and a fresh copy of the context, keeping file modes."""

@@ -31,7 +31,7 @@ from buildlib.project import Project
 LOG_TAIL_LINES = 15
 SUCCESS = {"build": "built", "push": "pushed"}
 PLURAL = {"build": "builds", "push": "pushes"}
-SAVED_FIELDS = {"build": ("id",), "push": ("digest", "attempts")}
+SAVED_FIELDS = {"build": ("id", "found"), "push": ("digest", "attempts")}
 STATUS_ORDER = ("built", "pushed", "up-to-date", "failed", "blocked", "excluded")
 
 
@@ -202,7 +202,7 @@ class ImageReporter(ConsoleReporter):
     def add_success(self, task: Any) -> None:
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
-            entry.update(status=SUCCESS[_kind(task)], end=time.time(),
+            entry.update(status=_success(task), end=time.time(),
                          **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
             self._progress().end(_label(task), f"{entry['status']} {_image(task)}")
 
@@ -225,7 +225,10 @@ class ImageReporter(ConsoleReporter):
 
     def skip_uptodate(self, task: Any) -> None:
         if _image(task):
-            self.report.entry(_kind(task), _image(task))["status"] = "up-to-date"
+            entry = self.report.entry(_kind(task), _image(task))
+            entry["status"] = "up-to-date"
+            if _kind(task) == "build":
+                entry["found"] = "local"
             self.uptodate_tasks.append(task)  # doit sets task.values after this call
             self._progress().skip()
 
@@ -279,6 +282,13 @@ def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
 
 def _image(task: Any) -> str | None:
     return (task.meta or {}).get("image")
+
+
+def _success(task: Any) -> str:
+    """`built`/`pushed`, or `up-to-date` for an image found by its key instead of built."""
+    if task.values.get("found", "built") != "built":
+        return "up-to-date"
+    return SUCCESS[_kind(task)]
 
 
 def _kind(task: Any) -> str:

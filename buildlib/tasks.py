@@ -25,8 +25,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ from doit.dependency import UptodateCalculator
 from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, graph, pictures, project, registry, report
-from buildlib.buildah import BuildahError, command_line
+from buildlib import builder, graph, keys, pictures, project, registry, report
+from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
 
 CONFIG_FILE = "images.yaml"
@@ -47,13 +47,19 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 
 @dataclass(frozen=True)
 class Run:
-    """One doit run: the project, the images selected, and the run's options."""
+    """One doit run: the project, the images selected, and the run's options.
+
+    `images` holds what each image's task settled in this run (its ID and key: saved by
+    an up-to-date check or returned by a build), which is all a child needs of its
+    parent: no `getargs`, so a child does not depend on the rest of its parent's result.
+    """
 
     project: project.Project
     selection: graph.Selection
     storage: builder.Storage
     fail_fast: bool = False
     verbose: bool = False
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, proj: project.Project) -> Run:
@@ -64,21 +70,29 @@ class Run:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
 
-    def parent_id(self, name: str, saved: Callable[[str], dict[str, Any]]) -> str | None:
-        """The parent image this image stands on: the ID its parent's task recorded
-        (`saved(task_name)`), or with skip_parents the parent image as it is in storage."""
+    def parent_id(self, name: str) -> str | None:
+        """The parent image this image stands on: the one its parent's task settled in
+        this run, or with skip_parents the parent image as it is in storage."""
         parent = self.project.plans[name].parent
         if parent is None:
             return None
-        parent_task = self.parent_task(name)
-        if parent_task:
-            return saved(parent_task).get("id")
+        if self.parent_task(name):
+            return self.images.get(parent, {}).get("id")
         return self.parent_in_storage(name)
 
     def parent_in_storage(self, name: str) -> str | None:
         """The ID of the parent image as local storage holds it now (skip_parents)."""
         parent = self.project.plans[name].parent
         return self.storage.id_of(self.project.plans[parent].reference) if parent else None
+
+    def record(self, name: str) -> keys.Record | None:
+        """What makes the image now, on its parent's current ID; None when an image with a
+        parent has none to stand on."""
+        plan = self.project.plans[name]
+        parent_id = self.parent_id(name)
+        if plan.parent and parent_id is None:
+            return None
+        return plan.sources.on_parent(parent_id)
 
 
 def load_run(dodo_file: str) -> Run:
@@ -174,14 +188,12 @@ def _selected_in_order(run: Run) -> list[str]:
 def build_task(run: Run, name: str) -> dict[str, Any]:
     plan = run.project.plans[name]
     parent_task = run.parent_task(name)
-    command = command_line(run.project.bud_argv(name))
     return {
         "name": name,
         "doc": f"build {plan.reference}" + (f" on {plan.parent}" if plan.parent else ""),
-        "title": lambda task: f"building {name}: {command}",
+        "title": lambda task: _build_title(run, name, task),
         "actions": [(_build, [run, name])],
         "task_dep": [parent_task] if parent_task else [],
-        "getargs": {"parent_id": (parent_task, "id")} if parent_task else {},
         "uptodate": [ImageUpToDate(run, name)],
         "clean": [(_clean, [run.project, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
@@ -206,10 +218,9 @@ def push_task(run: Run, name: str, authfile: Path | None) -> dict[str, Any]:
         "name": name,
         "doc": f"push {plan.reference}",
         "title": lambda task: f"pushing {name}: {command}",
-        "actions": [(_push, [run.project, name])],
+        "actions": [(_push, [run, name])],
         "task_dep": [f"build:{name}"],
-        "getargs": {"image_id": (f"build:{name}", "id")},
-        "uptodate": [PushUpToDate(plan, run.project.config.settings.tls_verify, authfile)],
+        "uptodate": [PushUpToDate(run, name, authfile)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log},
         "verbosity": 2 if run.verbose else 1,
     }
@@ -246,24 +257,34 @@ def _draw_graph(proj: project.Project, dot: Path) -> None:
           + (f" and {report.display_path(svg)}" if svg else " (install graphviz for the SVG)"))
 
 
-def _build(run: Run, name: str, task: Any, parent_id: str | None = None) -> Any:
+def _build_title(run: Run, name: str, task: Any) -> str:
+    record = task.meta.get("record") or run.record(name)
+    if record is None:
+        return f"building {name}"
+    if run.storage.with_key(record.key):
+        return f"found {name} in local storage by its key {keys.key_tag(record.key)}"
+    return f"building {name}: {command_line(run.project.bud_argv(name, record))}"
+
+
+def _build(run: Run, name: str, task: Any) -> Any:
     proj, parent = run.project, run.project.plans[name].parent
-    if parent_id is None and parent:  # skip_parents: no parent task hands over its ID
-        parent_id = run.parent_in_storage(name)
-        if parent_id is None:
-            return TaskFailed(f"cannot build {name}: its parent image "
-                              f"{proj.plans[parent].reference} is not in local storage; "
-                              f"build it first (`doit build:{parent}`) or drop skip_parents")
+    record = task.meta.get("record") or run.record(name)
+    if record is None:  # skip_parents, and no parent image in storage
+        return TaskFailed(f"cannot build {name}: its parent image "
+                          f"{proj.plans[parent].reference} is not in local storage; "
+                          f"build it first (`doit build:{parent}`) or drop skip_parents")
     try:
-        return builder.build_image(proj, name, parent_id, task.meta.get("reason"),
-                                   echo=run.verbose)
-    except (BuildahError, OSError) as err:
+        values = builder.build_image(proj, name, record, run.storage,
+                                     task.meta.get("reason"), echo=run.verbose)
+    except (BuildahError, StorageError, subprocess.CalledProcessError, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
+    run.images[name] = values
+    return values
 
 
-def _push(proj: project.Project, name: str, image_id: str | None = None) -> Any:
+def _push(run: Run, name: str) -> Any:
     try:
-        return builder.push_image(proj, name, image_id)
+        return builder.push_image(run.project, name, run.images.get(name, {}))
     except (builder.PushFailed, BuildahError, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
@@ -283,12 +304,7 @@ def _print_status(run: Run, probe: StateProbe) -> None:
         if name not in run.selection.selected:
             rows.append((name, plan.parent or "-", "excluded"))
             continue
-        saved = probe.values(f"build:{name}")
-        if plan.parent in rebuilding:
-            reason: str | None = f"parent '{plan.parent}' would be rebuilt"
-        else:
-            reason = builder.stale_reason(plan, saved, run.parent_id(name, probe.values),
-                                          run.storage)
+        reason = _dry_run(run, name, probe.values(f"build:{name}"), rebuilding)
         if reason:
             rebuilding.add(name)
         rows.append((name, plan.parent or "-", f"would build: {reason}" if reason
@@ -297,6 +313,23 @@ def _print_status(run: Run, probe: StateProbe) -> None:
     for image, parent, status in rows:
         print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
     print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build")
+
+
+def _dry_run(run: Run, name: str, saved: dict[str, Any], rebuilding: set[str]) -> str | None:
+    """Why a build would build this image, or None; settles its ID in `run.images` as a
+    build would, so that its children are judged on it."""
+    parent = run.project.plans[name].parent
+    if parent in rebuilding:
+        return f"parent '{parent}' would be rebuilt"
+    record = run.record(name)
+    if record is None:
+        return f"parent '{parent}' is not in local storage"
+    reason = builder.stale_reason(run.project.plans[name], saved, record, run.storage)
+    found = saved.get("id") if reason is None else run.storage.with_key(record.key)
+    if found is None:
+        return reason
+    run.images[name] = {"id": found, "key": record.key}
+    return None
 
 
 class StateProbe(UptodateCalculator):
@@ -316,37 +349,54 @@ class StateProbe(UptodateCalculator):
         return self.saved.get(task_name, {})
 
 
-class ImageUpToDate(UptodateCalculator):
-    """Up to date when inputs, parent ID and the image in storage are as last built."""
+class ImageUpToDate:
+    """Up to date when the image this task recorded carries the current key (the parent's
+    ID in this run included) and is still in storage under its reference."""
 
     def __init__(self, run: Run, name: str) -> None:
-        super().__init__()
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        plan = self.run.project.plans[self.name]
-        parent_id = self.run.parent_id(self.name,
-                                       lambda task_name: self.get_val(task_name, "_values_:") or {})
-        reason = builder.stale_reason(plan, values, parent_id, self.run.storage)
+        _check_storage(self.run)
+        record = self.run.record(self.name)
+        if record is None:
+            return False  # the build says why
+        task.meta["record"] = record
+        reason = builder.stale_reason(self.run.project.plans[self.name], values, record,
+                                      self.run.storage)
         task.meta["reason"] = reason
+        if reason is None:
+            self.run.images[self.name] = values
         return reason is None
 
 
-class PushUpToDate(UptodateCalculator):
-    """Up to date when the image is the one pushed last and the registry still serves it."""
+def _check_storage(run: Run) -> None:
+    """A storage that cannot be listed stops the run before any build, with one message
+    (the first up-to-date check comes before every build)."""
+    try:
+        run.storage.check()
+    except StorageError as err:
+        raise SystemExit(f"error: cannot read local image storage: {err}\n"
+                         "  fix: check `buildah_args` under settings in "
+                         f"{run.project.config.path} (--root, --runroot, --storage-driver) "
+                         "and that `buildah images` works with them") from None
 
-    def __init__(self, plan: project.ImagePlan, tls_verify: bool,
-                 authfile: Path | None) -> None:
-        super().__init__()
-        self.plan, self.tls_verify, self.authfile = plan, tls_verify, authfile
+
+class PushUpToDate:
+    """Up to date when the image carries the key pushed last and the registry still
+    serves that push."""
+
+    def __init__(self, run: Run, name: str, authfile: Path | None) -> None:
+        self.run, self.name, self.authfile = run, name, authfile
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        build_values = self.get_val(f"build:{self.plan.name}", "_values_:") or {}
+        plan, settings = self.run.project.plans[self.name], self.run.project.config.settings
 
         def served() -> str | None:
-            return registry.remote_digest(self.plan.reference, tls_verify=self.tls_verify,
+            return registry.remote_digest(plan.reference, tls_verify=settings.tls_verify,
                                           authfile=self.authfile)
 
-        reason = builder.push_stale_reason(self.plan, values, build_values.get("id"), served)
+        reason = builder.push_stale_reason(plan, values, self.run.images.get(self.name, {}),
+                                           served)
         task.meta["reason"] = reason
         return reason is None

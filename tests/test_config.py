@@ -12,7 +12,8 @@ from buildlib import config
 from buildlib.errors import InputError
 
 IMAGE_KEYS = ["template", "parent", "files", "args", "vars", "labels", "volumes"]
-SETTINGS_KEYS = ["registry", "namespace", "prefix", "tag", "format", "jobs", "build_timeout",
+SETTINGS_KEYS = ["registry", "namespace", "prefix", "tag", "format", "timestamp", "jobs",
+                 "build_timeout",
                  "push_retries", "tls_verify", "isolation", "build_dir", "templates",
                  "buildah_args"]
 
@@ -120,6 +121,24 @@ def test_unknown_image_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     allowed = message.partition("allowed here:")[2].replace(",", " ").split()
     assert set(IMAGE_KEYS) <= set(allowed)
     assert "parnt" not in allowed and "name" not in allowed
+
+
+def test_name_is_not_an_image_key(tmp_path: Path) -> None:
+    """The name is the key under `images:`; a `name:` would be silently ignored."""
+    message = load_error(tmp_path, "images:\n  base: {name: other}\n", image="base")
+    assert "unknown key 'images.base.name'" in message
+
+
+def test_timestamp_from_settings_or_source_date_epoch(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert config.load(write(tmp_path, "images: {base: }\n")).timestamp == 0
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert config.load(write(tmp_path, "images: {base: }\n")).timestamp == 1700000000
+    pinned = "settings: {timestamp: 5}\nimages: {base: }\n"
+    assert config.load(write(tmp_path, pinned)).timestamp == 5
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert "SOURCE_DATE_EPOCH" in load_error(tmp_path, "images: {base: }\n")
 
 
 # --- wrong types and values -----------------------------------------------------------------
@@ -244,7 +263,8 @@ def test_defaults(tmp_path: Path) -> None:
         "namespace": "kolla",
         "prefix": "",
         "tag": "latest",
-        "format": "docker",
+        "format": "oci",
+            "timestamp": None,
         "jobs": 8,
         "build_timeout": 1800,
         "push_retries": 10,

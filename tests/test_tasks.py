@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, builder, project, tasks
+from buildlib import buildah, builder, graph, keys, project, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
@@ -42,10 +43,18 @@ def example(tmp_path: Path) -> project.Project:
     return project.load(copy_example(tmp_path))
 
 
-def task_dicts(proj: project.Project) -> dict[str, dict[str, Any]]:
+def run_of(proj: project.Project, storage: Any = None) -> tasks.Run:
+    """A run of every image; each image's parent settled as `sha256:id-of-<parent>`."""
+    run = tasks.Run(proj, graph.select(proj.graph, [], []),
+                    storage or builder.Storage(proj.buildah))
+    run.images.update({name: {"id": f"sha256:id-of-{name}"} for name in proj.plans})
+    return run
+
+
+def task_dicts(proj: project.Project, run: tasks.Run | None = None) -> dict[str, dict[str, Any]]:
     """`build:<image>` -> its task dict (the group task under `build`)."""
     found: dict[str, dict[str, Any]] = {}
-    for task in tasks.build_tasks(tasks.Run.of(proj)):
+    for task in tasks.build_tasks(run or run_of(proj, FakeStorage({}))):
         key = "build" if task.get("name") is None else f"build:{task['name']}"
         assert key not in found, f"two tasks named {key}"
         found[key] = task
@@ -54,7 +63,7 @@ def task_dicts(proj: project.Project) -> dict[str, dict[str, Any]]:
 
 def title_command(task: dict[str, Any]) -> list[str]:
     """The buildah argv shown in a build task's title."""
-    title = task["title"](None)
+    title = task["title"](SimpleNamespace(meta={}))
     assert "buildah" in title
     return shlex.split(title[title.index("buildah"):])
 
@@ -71,7 +80,7 @@ def test_one_group_task_and_one_task_per_image(example: project.Project) -> None
     assert set(found) == {"build"} | {f"build:{name}" for name in example.config.images}
     assert found["build"]["basename"] == "build"
     # as doit loads them: `doit build` depends on every image's task
-    generated = generate_tasks("build", tasks.build_tasks(tasks.Run.of(example)), "")
+    generated = generate_tasks("build", tasks.build_tasks(run_of(example)), "")
     loaded = {t.name: t for t in generated}
     assert set(loaded["build"].task_dep) == {f"build:{n}" for n in example.config.images}
 
@@ -87,13 +96,29 @@ def test_children_depend_on_their_parent(example: project.Project) -> None:
     found = task_dicts(example)
     for name, image in example.config.images.items():
         task = found[f"build:{name}"]
-        if image.parent is None:
-            assert task["task_dep"] == []
-            assert not task.get("getargs")
-        else:
-            assert task["task_dep"] == [f"build:{image.parent}"]
-            assert task["getargs"] == {"parent_id": (f"build:{image.parent}", "id")}
+        assert task["task_dep"] == ([f"build:{image.parent}"] if image.parent else [])
+        # no getargs: doit would make it a result_dep on the parent's whole saved values
+        assert "getargs" not in task
     assert found["build:nova-api"]["task_dep"] == ["build:nova-base"]
+
+
+def test_a_child_is_up_to_date_on_its_parents_id_only(example: project.Project) -> None:
+    """The child's check reads its parent's image ID, and nothing else of the parent's
+    result: a parent rebuilt to the same ID (other times, another log) leaves it current."""
+    plan = example.plans["nova-api"]
+    storage = FakeStorage({"sha256:api": {plan.reference}})
+    run = run_of(example, storage)
+    run.images["nova-base"] = {"id": "sha256:base-1", "start": 1.0, "end": 2.0}
+    check = tasks.ImageUpToDate(run, "nova-api")
+    recorded = plan.sources.on_parent("sha256:base-1")
+    saved = {"id": "sha256:api", "key": recorded.key, "record": recorded.as_dict()}
+    assert check(SimpleNamespace(meta={}), saved) is True
+    run.images["nova-base"] = {"id": "sha256:base-1", "start": 7.0, "end": 9.0, "log": "x"}
+    assert check(SimpleNamespace(meta={}), saved) is True
+    run.images["nova-base"] = {"id": "sha256:base-2", "start": 1.0, "end": 2.0}
+    task = SimpleNamespace(meta={})
+    assert check(task, saved) is False
+    assert task.meta["reason"] == "parent 'nova-base' changed: sha256:base-1 -> sha256:base-2"
 
 
 def test_title_shows_the_buildah_command(example: project.Project) -> None:
@@ -101,10 +126,16 @@ def test_title_shows_the_buildah_command(example: project.Project) -> None:
     for name in example.config.images:
         plan = example.plans[name]
         argv = title_command(found[f"build:{name}"])
-        assert name in found[f"build:{name}"]["title"](None)
+        assert name in found[f"build:{name}"]["title"](SimpleNamespace(meta={}))
         assert argv[:2] == ["buildah", "bud"]
-        assert argv[2:6] == ["--format", "docker", "--layers", "--tag"]
-        assert argv[6] == example.config.reference(name)
+        assert argv[2:5] == ["--format", "oci", "--layers"]
+        assert "--identity-label=false" in argv
+        assert option_pairs(argv, "--timestamp") == ["0"]
+        key = plan.sources.on_parent(f"sha256:id-of-{plan.parent}" if plan.parent else None).key
+        assert option_pairs(argv, "--tag") == [example.config.reference(name),
+                                               plan.key_reference(key)]
+        assert plan.key_reference(key).endswith(f"/{name}:ib-{key[:32]}")
+        assert option_pairs(argv, "--label") == [f"imagebake.key={key}"]
         assert option_pairs(argv, "--isolation") == ["chroot"]  # the example sets it
         assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
         assert plan.dockerfile.parent == example.build_dir / name
@@ -129,10 +160,12 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     proj = project.load(config)
     argv = title_command(task_dicts(proj)["build:base"])
     assert argv[:6] == ["buildah", "--root", "/tmp/my root", "--storage-driver", "vfs", "bud"]
-    assert argv[6:11] == ["--format", "oci", "--layers", "--tag", "team/base:latest"]
+    assert argv[6:9] == ["--format", "oci", "--layers"]
+    assert option_pairs(argv, "--tag")[0] == "team/base:latest"
     assert "--isolation" not in argv
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2"]
-    assert option_pairs(argv, "--label") == ["team=infra"]
+    assert option_pairs(argv, "--label") == ["imagebake.key=" + proj.plans["base"].sources.key,
+                                             "team=infra"]
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
     plan = proj.plans["base"]
     assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
@@ -145,7 +178,7 @@ def test_boolean_build_arg_and_label_are_yaml_spelled(tmp_path: Path) -> None:
     config.write_text("images:\n  base: {args: {DEBUG: true}, labels: {beta: false}}\n")
     argv = title_command(task_dicts(project.load(config))["build:base"])
     assert option_pairs(argv, "--build-arg") == ["DEBUG=true"]
-    assert option_pairs(argv, "--label") == ["beta=false"]
+    assert "beta=false" in option_pairs(argv, "--label")
 
 
 def test_build_action_runs_the_command_in_the_title(example: project.Project,
@@ -158,22 +191,24 @@ def test_build_action_runs_the_command_in_the_title(example: project.Project,
         Path(argv[argv.index("--iidfile") + 1]).write_text("0123abcd")
 
     monkeypatch.setattr(buildah, "run_logged", fake_run)
-    task = task_dicts(example)["build:nova-api"]
+    run = run_of(example, FakeStorage({}))
+    task = task_dicts(example, run)["build:nova-api"]
     function, args = task["actions"][0]
-    values = function(*args, task=SimpleNamespace(meta={"reason": "never built"}),
-                      parent_id="sha256:parent")
+    values = function(*args, task=SimpleNamespace(meta={"reason": "never built"}))
     assert ran == [title_command(task)]
     plan = example.plans["nova-api"]
     assert values["id"] == "sha256:0123abcd"
-    assert values["parent_id"] == "sha256:parent"
-    assert values["key"] == plan.inputs_key
+    assert values["record"]["parent_id"] == "sha256:id-of-nova-base"
+    assert values["key"] == plan.sources.on_parent("sha256:id-of-nova-base").key
+    assert values["found"] == "built"
+    assert run.images["nova-api"] == values  # what its children and its push read
     assert plan.dockerfile.read_text() == plan.context.dockerfile
     assert (plan.context_dir / "start.sh").exists()
 
 
 def test_doit_config(tmp_path: Path) -> None:
     proj = project.load(copy_example(tmp_path, jobs=3))
-    cfg = tasks.doit_config(tasks.Run.of(proj))
+    cfg = tasks.doit_config(run_of(proj))
     assert cfg["num_process"] == 3
     assert cfg["par_type"] == "thread"
     assert Path(cfg["dep_file"]).parent == proj.build_dir
@@ -182,18 +217,18 @@ def test_doit_config(tmp_path: Path) -> None:
 
 
 def test_doit_config_default_jobs(example: project.Project) -> None:
-    assert tasks.doit_config(tasks.Run.of(example))["num_process"] == 8
+    assert tasks.doit_config(run_of(example))["num_process"] == 8
 
 
 # --- is a build still good? -----------------------------------------------------------------
 
 
-class FakeStorage:
-    def __init__(self, images: dict[str, set[str]]) -> None:
-        self.images = images
+class FakeStorage(builder.Storage):
+    """Local storage as listed: image ID -> its names (no buildah)."""
 
-    def has(self, image_id: str, reference: str) -> bool:
-        return reference in self.images.get(image_id, set())
+    def __init__(self, images: dict[str, set[str]]) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
+        self._images = images
 
 
 @pytest.fixture
@@ -201,46 +236,66 @@ def nova_api(example: project.Project) -> project.ImagePlan:
     return example.plans["nova-api"]
 
 
-def saved_for(plan: project.ImagePlan, **changes: Any) -> dict[str, Any]:
-    return {"id": "sha256:built", "key": plan.inputs_key, "parent_id": "sha256:parent",
+def saved_for(plan: project.ImagePlan, parent_id: str | None = "sha256:parent",
+              **changes: Any) -> dict[str, Any]:
+    record = plan.sources.on_parent(parent_id)
+    return {"id": "sha256:built", "key": record.key, "record": record.as_dict(),
             "image": plan.reference, **changes}
+
+
+def current(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") -> keys.Record:
+    return plan.sources.on_parent(parent_id)
 
 
 def test_up_to_date(nova_api: project.ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": {nova_api.reference}})
-    assert builder.stale_reason(nova_api, saved_for(nova_api), "sha256:parent", storage) is None
+    assert builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api),
+                                storage) is None
 
 
 def test_root_up_to_date(example: project.Project) -> None:
     base = example.plans["base"]
     storage = FakeStorage({"sha256:built": {base.reference}})
-    assert builder.stale_reason(base, saved_for(base, parent_id=None), None, storage) is None
+    assert builder.stale_reason(base, saved_for(base, None), current(base, None),
+                                storage) is None
 
 
 @pytest.mark.parametrize(("saved", "parent_id", "in_storage", "says"), [
-    ({"id": None, "key": None, "parent_id": None}, "sha256:parent", True, "never built"),
-    ({"key": "0" * 64}, "sha256:parent", True, "changed"),
-    ({}, "sha256:new-parent", True, "nova-base"),
-    ({}, None, True, "nova-base"),
-    ({}, "sha256:parent", False, "storage"),
-], ids=["never-built", "inputs-changed", "parent-rebuilt", "parent-unknown", "image-gone"])
+    ({"id": None}, "sha256:parent", True, "never built"),
+    ({"key": "0" * 64, "record": {"version": keys.KEY_VERSION, "dockerfile": "0"}},
+     "sha256:parent", True, "rendered Dockerfile changed"),
+    ({}, "sha256:new-parent", True, "parent 'nova-base' changed: sha256:parent -> "
+                                    "sha256:new-parent"),
+    ({"key": "0" * 64, "record": {"version": 0}}, "sha256:parent", True, "key version"),
+    ({}, "sha256:parent", False, "no longer in local storage"),
+], ids=["never-built", "inputs-changed", "parent-rebuilt", "old-key-version", "image-gone"])
 def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: str | None,
                in_storage: bool, says: str) -> None:
     storage = FakeStorage({"sha256:built": {nova_api.reference}} if in_storage else {})
-    reason = builder.stale_reason(nova_api, saved_for(nova_api, **saved), parent_id, storage)
+    reason = builder.stale_reason(nova_api, {**saved_for(nova_api), **saved},
+                                  current(nova_api, parent_id), storage)
     assert reason is not None
     assert says in reason
 
 
 def test_stale_when_no_values_were_saved(nova_api: project.ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": {nova_api.reference}})
-    assert builder.stale_reason(nova_api, {}, "sha256:parent", storage) is not None
+    assert builder.stale_reason(nova_api, {}, current(nova_api), storage) == "never built"
 
 
 def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": {"localhost:5000/kolla/other:latest"}})
-    reason = builder.stale_reason(nova_api, saved_for(nova_api), "sha256:parent", storage)
-    assert reason is not None
+    reason = builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api), storage)
+    assert reason == f"image sha256:built is not tagged {nova_api.reference}"
+
+
+def test_storage_finds_an_image_by_its_key_in_any_repository(
+        nova_api: project.ImagePlan) -> None:
+    key = current(nova_api).key
+    storage = FakeStorage({"sha256:old": {"elsewhere:5000/team/nova-api:" + keys.key_tag(key)},
+                           "sha256:other": {nova_api.reference}})
+    assert storage.with_key(key) == "sha256:old"
+    assert storage.with_key(current(nova_api, "sha256:another-parent").key) is None
 
 
 SMALL_TREE = {
@@ -254,14 +309,19 @@ SMALL_TREE = {
     ({"labels": {"team": "infra"}}, True),
     ({"volumes": ["/cache:/cache"]}, True),
     ({"vars": {"port": 9999}}, True),  # changes the rendered Dockerfile
-    ({"settings": {"format": "oci"}}, True),
-    ({"settings": {"isolation": "oci"}}, True),
-    ({"settings": {"tag": "v2"}}, True),
+    ({"settings": {"format": "docker"}}, True),
+    ({"settings": {"timestamp": 1700000000}}, True),
+    ({"settings": {"isolation": "oci"}}, False),  # how RUN is confined, not what it makes
+    ({"settings": {"tag": "v2"}}, False),  # where the image goes: a re-tag
+    ({"settings": {"registry": "quay.io"}}, False),
+    ({"settings": {"namespace": "team"}}, False),
+    ({"settings": {"prefix": "centos-"}}, False),
+    ({"settings": {"buildah_args": ["--root", "/srv/images"]}}, False),
     ({"settings": {"jobs": 2}}, False),
     ({"settings": {"push_retries": 3}}, False),
     ({"settings": {"build_timeout": 60}}, False),
 ], ids=lambda v: str(v) if not isinstance(v, bool) else None)
-def test_inputs_key(tmp_path: Path, change: dict[str, Any], rebuilds: bool) -> None:
+def test_content_key(tmp_path: Path, change: dict[str, Any], rebuilds: bool) -> None:
     (tmp_path / "templates/base").mkdir(parents=True)
     (tmp_path / "templates/base/Dockerfile.j2").write_text("FROM scratch\n")
     (tmp_path / "templates/nova-api").mkdir()
@@ -269,15 +329,23 @@ def test_inputs_key(tmp_path: Path, change: dict[str, Any], rebuilds: bool) -> N
         "FROM {{ parent_image }}\nEXPOSE {{ port }}\n")
     config = tmp_path / "images.yaml"
     config.write_text(yaml.safe_dump(SMALL_TREE))
-    before = project.load(config).plans["nova-api"].inputs_key
+    before = project.load(config).plans["nova-api"].sources.on_parent("sha256:p").key
     data = yaml.safe_load(config.read_text())
     if "settings" in change:
         data["settings"].update(change["settings"])
     else:
         data["images"]["nova-api"].update(change)
     config.write_text(yaml.safe_dump(data))
-    after = project.load(config).plans["nova-api"].inputs_key
+    after = project.load(config).plans["nova-api"].sources.on_parent("sha256:p").key
     assert (after != before) == rebuilds
+
+
+def test_key_changes_say_what_changed(nova_api: project.ImagePlan) -> None:
+    old = dataclasses.replace(current(nova_api), args={"WORKERS": "2"},
+                              files={**current(nova_api).files, "start.sh": "0"})
+    assert keys.changes(old.as_dict(), current(nova_api), "nova-base") == (
+        "context file changed: start.sh; build arg changed: -WORKERS=2")
+    assert keys.changes(None, current(nova_api), "nova-base") == "never built"
 
 
 def test_storage_lists_images_once() -> None:
