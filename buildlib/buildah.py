@@ -110,7 +110,7 @@ class Buildah:
             out = subprocess.run(argv, check=True, capture_output=True, text=True,
                                  stdin=subprocess.DEVNULL).stdout
         except subprocess.CalledProcessError as err:
-            said = _last_line(err.stderr) or f"exit code {err.returncode}"
+            said = error_line(err.stderr) or f"exit code {err.returncode}"
             raise StorageError(f"`{command_line(argv)}` failed: {said}") from None
         except OSError as err:
             raise StorageError(f"cannot run buildah: {err}") from None
@@ -127,9 +127,11 @@ class Buildah:
                        capture_output=True, stdin=subprocess.DEVNULL)
 
 
-def _last_line(output: str) -> str:
+def error_line(output: str) -> str:
+    """What buildah said went wrong: its last `Error:` line, else its last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    errors = [line for line in lines if line.startswith("Error:")]
+    return (errors or lines or [""])[-1]
 
 
 def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,

@@ -128,3 +128,16 @@ def test_images_finished_before_a_kill_9_are_kept(tree: Tree) -> None:
     statuses = tree.statuses()
     assert statuses["base"] == "up-to-date" and statuses["nova-api"] in {"built", "up-to-date"}
     assert set(statuses.values()) <= {"built", "up-to-date"}
+
+
+def test_storage_that_cannot_be_listed_is_one_clear_error(tree: Tree) -> None:
+    args = tree.global_args
+    tree.settings(buildah_args=args[:-1] + ["nosuchdriver"])
+    result = tree.doit("build", check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.count("error:") == 1
+    assert "cannot read local image storage" in result.stderr
+    assert "Error: failed to GetDriver graph nosuchdriver" in result.stderr  # buildah's words
+    assert str(tree.config) in result.stderr and "fix:" in result.stderr
+    assert buds(tree) == []
