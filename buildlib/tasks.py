@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,26 +70,32 @@ class Run:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
 
-    def parent_id(self, name: str) -> str | None:
+    def parent_id(self, name: str,
+                  saved: Callable[[str], dict[str, Any]] | None = None) -> str | None:
         """The parent image this image stands on: the one its parent's task settled in
-        this run, or with skip_parents the parent image as it is in storage."""
+        this run (else, outside a run as in `doit info`, what it recorded: `saved(task)`),
+        or with skip_parents the parent image as it is in storage."""
         parent = self.project.plans[name].parent
+        parent_task = self.parent_task(name)
         if parent is None:
             return None
-        if self.parent_task(name):
-            return self.images.get(parent, {}).get("id")
-        return self.parent_in_storage(name)
+        if parent_task is None:
+            return self.parent_in_storage(name)
+        if parent in self.images:
+            return self.images[parent].get("id")
+        return saved(parent_task).get("id") if saved else None
 
     def parent_in_storage(self, name: str) -> str | None:
         """The ID of the parent image as local storage holds it now (skip_parents)."""
         parent = self.project.plans[name].parent
         return self.storage.id_of(self.project.plans[parent].reference) if parent else None
 
-    def record(self, name: str) -> keys.Record | None:
+    def record(self, name: str,
+               saved: Callable[[str], dict[str, Any]] | None = None) -> keys.Record | None:
         """What makes the image now, on its parent's current ID; None when an image with a
         parent has none to stand on."""
         plan = self.project.plans[name]
-        parent_id = self.parent_id(name)
+        parent_id = self.parent_id(name, saved)
         if plan.parent and parent_id is None:
             return None
         return plan.sources.on_parent(parent_id)
@@ -349,16 +355,18 @@ class StateProbe(UptodateCalculator):
         return self.saved.get(task_name, {})
 
 
-class ImageUpToDate:
+class ImageUpToDate(UptodateCalculator):
     """Up to date when the image this task recorded carries the current key (the parent's
     ID in this run included) and is still in storage under its reference."""
 
     def __init__(self, run: Run, name: str) -> None:
+        super().__init__()
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         _check_storage(self.run)
-        record = self.run.record(self.name)
+        record = self.run.record(self.name,
+                                 lambda task_name: self.get_val(task_name, "_values_:") or {})
         if record is None:
             return False  # the build says why
         task.meta["record"] = record
