@@ -21,6 +21,8 @@ class Storage:
         self._images: dict[str, set[str]] | None = None
         self._error: Exception | None = None
         self._by_key_tag: dict[str, str] | None = None
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._update_lock = threading.Lock()
 
     def prefetch(self) -> None:
         """List in the background now, while doit loads tasks and reads its state."""
@@ -57,12 +59,27 @@ class Storage:
     def with_key(self, key: str) -> str | None:
         """The image named by this key's tag, in any repository (it was built with this
         key, here or by a run whose state is lost)."""
-        if self._by_key_tag is None:
-            self._by_key_tag = {name.rpartition(":")[2]: image_id
-                                for image_id, names in self._listing().items()
-                                for name in names
-                                if name.rpartition(":")[2].startswith(keys.KEY_TAG_PREFIX)}
-        return self._by_key_tag.get(keys.key_tag(key))
+        by_key_tag = self._by_key_tag
+        if by_key_tag is None:
+            by_key_tag = self._by_key_tag = {
+                name.rpartition(":")[2]: image_id
+                for image_id, names in self._listing().items() for name in names
+                if name.rpartition(":")[2].startswith(keys.KEY_TAG_PREFIX)}
+        return by_key_tag.get(keys.key_tag(key))
+
+    def key_lock(self, key: str) -> threading.Lock:
+        """One lock per key: two images of the same inputs (the same image ID) are built
+        once, the second finds the first's (buildah cannot commit one ID twice at once)."""
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def add(self, image_id: str, names: list[str]) -> None:
+        """An image this run built or tagged, so that later lookups see it. (A new listing
+        replaces the old, which other threads may be reading.)"""
+        with self._update_lock:
+            listing = dict(self._listing())
+            listing[image_id] = listing.get(image_id, set()) | set(names)
+            self._images, self._by_key_tag = listing, None
 
     def names(self, image_id: str) -> set[str]:
         return self._listing().get(image_id, set())
@@ -90,13 +107,23 @@ def build_image(project: Project, name: str, record: keys.Record, storage: Stora
     runs, children and pushes need."""
     plan = project.plans[name]
     start = time.time()
-    found = storage.with_key(record.key)
-    if found is not None:
-        missing = [n for n in (plan.reference, plan.key_reference(record.key))
-                   if n not in storage.names(found)]
-        if missing:
-            project.buildah.tag(found, *missing)
-        return _values(plan, found, record, "local", start)
+    with storage.key_lock(record.key):
+        found = storage.with_key(record.key)
+        if found is not None:
+            missing = [n for n in (plan.reference, plan.key_reference(record.key))
+                       if n not in storage.names(found)]
+            if missing:
+                project.buildah.tag(found, *missing)
+                storage.add(found, missing)
+            return _values(plan, found, record, "local", start)
+        values = _build(project, plan, record, reason, echo, start)
+        storage.add(values["id"], [plan.reference, plan.key_reference(values["key"])])
+        return values
+
+
+def _build(project: Project, plan: ImagePlan, record: keys.Record, reason: str | None,
+           echo: bool, start: float) -> dict[str, Any]:
+    name = plan.name
     plan.context.write(plan.dockerfile, plan.context_dir)
     # What is in the image is the copy: if a file changed since it was hashed, key the copy.
     copied = plan.context.copied_to(plan.context_dir).file_digests()

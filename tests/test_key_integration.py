@@ -141,3 +141,21 @@ def test_storage_that_cannot_be_listed_is_one_clear_error(tree: Tree) -> None:
     assert "Error: failed to GetDriver graph nosuchdriver" in result.stderr  # buildah's words
     assert str(tree.config) in result.stderr and "fix:" in result.stderr
     assert buds(tree) == []
+
+
+def test_two_images_of_the_same_inputs_are_built_once(tree: Tree) -> None:
+    twin = tree.root / "templates" / "twin"
+    twin.mkdir()
+    (twin / "Dockerfile.j2").write_text("FROM {{ parent_image }}\nRUN echo same > /same\n")
+    tree.edit_yaml(lambda d: d.__setitem__("images", {
+        "base": d["images"]["base"],
+        "twin-a": {"parent": "base", "template": "twin/Dockerfile.j2"},
+        "twin-b": {"parent": "base", "template": "twin/Dockerfile.j2"}}))
+    tree.doit("-n", "2", "build")
+    assert len(buds(tree)) == 2  # base, and one of the twins
+    report = tree.report()["images"]
+    assert report["twin-a"]["id"] == report["twin-b"]["id"]
+    assert {report["twin-a"]["status"], report["twin-b"]["status"]} == {"built", "up-to-date"}
+    in_storage = tree.image_ids()
+    assert in_storage["localhost:5000/kolla/twin-a:latest"] == report["twin-a"]["id"]
+    assert in_storage["localhost:5000/kolla/twin-b:latest"] == report["twin-a"]["id"]

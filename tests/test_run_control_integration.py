@@ -118,8 +118,9 @@ def test_interrupt_stops_builds_and_the_rerun_builds_only_what_was_left(
     assert {report[n]["status"] for n in ("base", "quick")} == {"built"}
     assert {report[n]["error"] for n in ("slow-1", "slow-2")} == {"interrupted"}
 
-    tree.edit_yaml(lambda d: d["images"]["slow-1"]["vars"].update(seconds=0))
-    tree.edit_yaml(lambda d: d["images"]["slow-2"]["vars"].update(seconds=0))
+    # short, and unlike `quick` (same inputs would find quick's image by its key)
+    tree.edit_yaml(lambda d: d["images"]["slow-1"]["vars"].update(seconds=1))
+    tree.edit_yaml(lambda d: d["images"]["slow-2"]["vars"].update(seconds=2))
     tree.doit("build")
     assert with_status(tree, "up-to-date") == {"base", "quick"}
     assert with_status(tree, "built") == {"slow-1", "slow-2", "after-slow"}
@@ -248,7 +249,8 @@ def test_args_labels_volumes_and_oci_format_reach_the_image(tree: Tree) -> None:
 @pytest.mark.slow
 def test_eight_concurrent_builds_on_one_storage_do_not_trip_over_locks(tree: Tree) -> None:
     add_leaf_template(tree)
-    wide = {f"leaf-{i:02d}": leaf("base", 0, args={"ROUND": 0}) for i in range(16)}
+    # each its own inputs: leaves of equal inputs would be one image, built once
+    wide = {f"leaf-{i:02d}": leaf("base", 0, args={"ROUND": 0, "LEAF": i}) for i in range(16)}
     tree.edit_yaml(lambda d: d.__setitem__("images", {"base": d["images"]["base"], **wide}))
     for round_number in range(1, 4):
         result = tree.doit("-n", "8", "build", check=False)
