@@ -170,16 +170,7 @@ def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, 
             digest = project.buildah.push(argv, plan.digestfile, plan.push_log,
                                           settings.push_timeout)
         except BuildahError as err:
-            line = err.reason if err.timed_out else \
-                (buildah.error_lines(err.output) or [err.reason])[-1]
-            if err.timed_out or registry.unreachable(err.output):
-                client.breaker.unreachable(name, line)
-            else:
-                client.breaker.answered()
-            cause = None if err.timed_out else registry.permanent_cause(err.output)
-            if cause:
-                raise PushFailed(f"{cause} ({line})") from None
-            raise registry.TransientPushError(line) from None
+            raise _attempt_failed(err, name, client.breaker) from None
         client.breaker.answered()
         return digest
 
@@ -195,3 +186,18 @@ def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, 
     return {"id": built.get("id"), "key": built.get("key"), "digest": digest,
             "image": plan.reference, "start": start,
             "end": time.time(), "attempts": attempts}
+
+
+def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
+    """A failed `buildah push` as PushFailed (no retry mends it) or TransientPushError,
+    in buildah's own error line; tells the breaker whether the registry was there."""
+    line = err.reason if err.timed_out else (buildah.error_lines(err.output) or [err.reason])[-1]
+    not_there = err.reason if err.timed_out else registry.unreachable(err.output)
+    if not_there:
+        breaker.unreachable(name, not_there)
+    else:
+        breaker.answered()
+    cause = None if err.timed_out else registry.permanent_cause(err.output)
+    if cause:
+        return PushFailed(f"{cause} ({line})")
+    return registry.TransientPushError(line)

@@ -302,9 +302,11 @@ UNREACHABLE = re.compile(r"connect: connection refused|no such host|i/o timeout|
                          re.I)
 
 
-def unreachable(output: str) -> bool:
-    """Whether a failed `buildah push` found no registry to talk to (for the breaker)."""
-    return bool(UNREACHABLE.search(output))
+def unreachable(output: str) -> str | None:
+    """How a failed `buildah push` found no registry to talk to (for the breaker), e.g.
+    `connect: connection refused`; None when it reached one."""
+    match = UNREACHABLE.search(output)
+    return match.group(0) if match else None
 
 
 def permanent_cause(output: str) -> str | None:

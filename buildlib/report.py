@@ -29,6 +29,7 @@ from buildlib.progress import Progress
 from buildlib.project import Project
 
 LOG_TAIL_LINES = 15
+NAMES_SHOWN = 12  # of the images that failed with one cause
 SUCCESS = {"build": "built", "push": "pushed"}
 PLURAL = {"build": "builds", "push": "pushes"}
 SAVED_FIELDS = {"build": ("id", "found"), "push": ("digest", "attempts")}
@@ -162,7 +163,9 @@ class RunReport:
         return lines + self._blocked_lines(name)
 
     def _shared_failure(self, kind: str, names: list[str], error: str) -> list[str]:
-        lines = ["", f"FAILED {kind} of {len(names)} images ({', '.join(names)}): {error}"]
+        shown = ", ".join(names[:NAMES_SHOWN]) + (
+            f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else "")
+        lines = ["", f"FAILED {kind} of {len(names)} images ({shown}): {error}"]
         logs = display_path(self.project.config.root / self.sections[kind][names[0]]["log"])
         lines.append(f"   logs: {logs.replace(names[0], '<image>')}")
         return lines  # a push blocks nothing
