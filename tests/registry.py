@@ -505,8 +505,8 @@ class FlakyProxy:
 class SilentSocket:
     """A port that accepts connections (the kernel completes them) and never answers."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=128)
         self.port = self.sock.getsockname()[1]
 
     @property
@@ -526,10 +526,10 @@ class GoesAwayRegistry:
     "refuse": closes its port, so every later connection is refused;
     "hang": accepts every later connection and never answers."""
 
-    def __init__(self, after: str) -> None:
+    def __init__(self, after: str, port: int = 0) -> None:
         assert after in ("refuse", "hang")
         self.after = after
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=128)
         self.port = self.sock.getsockname()[1]
         self.checked = False
         self.held: list[socket.socket] = []
