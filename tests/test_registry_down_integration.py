@@ -148,25 +148,26 @@ def test_make_push_starts_a_local_registry_and_make_registry_stop_ends_it(
     env = {**tree.env, "MAKEFLAGS": ""}
     options = [f"REGISTRY_PORT={port}", f"REGISTRY_DIR={workdir}",
                f"DOIT_ARGS=config={tree.config}"]
-    first = make("push", *options, env=env)
-    assert f"started docker-registry on 127.0.0.1:{port}" in first.stdout
-    pid = int(workdir.with_suffix(".pid").read_text())
-    assert tree.statuses() == dict.fromkeys(EXAMPLE, "built")
-    assert {e["status"] for e in tree.report()["pushes"].values()} == {"pushed"}
-    for name in EXAMPLE:
-        inspect = subprocess.run([SKOPEO, "inspect", "--tls-verify=false",
-                                  f"docker://127.0.0.1:{port}/kolla/{name}:latest"],
-                                 capture_output=True, text=True, timeout=60)
-        assert inspect.returncode == 0, inspect.stderr
-    assert (workdir / "data" / "docker").is_dir()  # its data where the Makefile says
+    try:
+        first = make("push", *options, env=env)
+        assert f"started docker-registry on 127.0.0.1:{port}" in first.stdout
+        pid = int(workdir.with_suffix(".pid").read_text())
+        assert tree.statuses() == dict.fromkeys(EXAMPLE, "built")
+        assert {e["status"] for e in tree.report()["pushes"].values()} == {"pushed"}
+        for name in EXAMPLE:
+            inspect = subprocess.run([SKOPEO, "inspect", "--tls-verify=false",
+                                      f"docker://127.0.0.1:{port}/kolla/{name}:latest"],
+                                     capture_output=True, text=True, timeout=60)
+            assert inspect.returncode == 0, inspect.stderr
+        assert (workdir / "data" / "docker").is_dir()  # its data where the Makefile says
 
-    tree.calls_log.unlink()
-    second = make("push", *options, env=env)
-    assert "already answers" in second.stdout
-    assert [call for call in tree.buildah_calls() if "push" in call] == []
-    assert {e["status"] for e in tree.report()["pushes"].values()} == {"up-to-date"}
-
-    make("registry-stop", *options, env=env)
+        tree.calls_log.unlink()
+        second = make("push", *options, env=env)
+        assert "already answers" in second.stdout
+        assert [call for call in tree.buildah_calls() if "push" in call] == []
+        assert {e["status"] for e in tree.report()["pushes"].values()} == {"up-to-date"}
+    finally:  # a failed assertion leaves no registry behind either
+        make("registry-stop", *options, env=env)
     assert not workdir.with_suffix(".pid").exists()
     assert not Path(f"/proc/{pid}").exists() or \
         b"docker-registry" not in Path(f"/proc/{pid}/cmdline").read_bytes()
