@@ -1,5 +1,6 @@
-# imagebake: `make build` builds the example tree, `make test` runs the tests.
-# Both set up what they need first: Debian packages (when missing) and .venv.
+# imagebake: `make build` builds the example tree, `make push` builds and pushes it to a
+# local registry (started when none answers on REGISTRY_PORT), `make test` runs the tests.
+# Each sets up what it needs first: Debian packages (when missing) and .venv.
 
 VENV        := .venv
 BIN         := $(VENV)/bin
@@ -7,8 +8,10 @@ APT_PACKAGES := buildah skopeo docker-registry busybox-static graphviz
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 DOIT_ARGS   ?=
+REGISTRY_PORT ?= 5000
+REGISTRY_DIR  ?= build/registry
 
-.PHONY: setup system-packages build test lint bench clean
+.PHONY: setup system-packages build push registry registry-stop test lint bench clean
 
 setup: system-packages $(BIN)/.installed
 
@@ -29,6 +32,17 @@ $(BIN)/.installed: pyproject.toml
 build: setup
 	$(BIN)/doit $(DOIT_ARGS) build
 
+push: setup registry
+	$(BIN)/doit $(DOIT_ARGS) push
+
+# The example tree's registry, localhost:5000: Debian's docker-registry, plain HTTP on
+# 127.0.0.1, data under $(REGISTRY_DIR)/, pid in $(REGISTRY_DIR).pid; unless one answers.
+registry: system-packages
+	$(PYTHON) scripts/local-registry start --port $(REGISTRY_PORT) --dir $(REGISTRY_DIR)
+
+registry-stop:
+	$(PYTHON) scripts/local-registry stop --dir $(REGISTRY_DIR)
+
 lint: setup
 	$(BIN)/ruff check .
 
@@ -38,6 +52,6 @@ test: setup lint
 bench: setup
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
 
-clean:
+clean: registry-stop
 	-$(BIN)/doit clean
 	rm -rf build

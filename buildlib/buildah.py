@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -31,9 +32,10 @@ class StorageError(Exception):
 class BuildahError(Exception):
     """buildah exited non-zero or ran out of time; `log` holds its output."""
 
-    def __init__(self, reason: str, log: Path | None = None, output: str = "") -> None:
+    def __init__(self, reason: str, log: Path | None = None, output: str = "",
+                 timed_out: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.log, self.output = reason, log, output
+        self.reason, self.log, self.output, self.timed_out = reason, log, output, timed_out
 
 
 def image_id(raw: str) -> str:
@@ -169,9 +171,25 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
             if echo:
                 tee.join(timeout=KILL_GRACE_SECONDS)
     if code is None:
-        raise BuildahError(f"timed out after {timeout:g} s", log, _read_from(log, start))
+        raise BuildahError(f"timed out after {timeout:g} s", log, _read_from(log, start),
+                           timed_out=True)
     if code != 0:
         raise BuildahError(f"exit code {code}", log, _read_from(log, start))
+
+
+# What buildah prints while it copies: never the reason it failed.
+PROGRESS_LINE = re.compile(r"^(Getting image source signatures|Copying (blob|config) |"
+                           r"Writing manifest|Storing signatures|\$ |# )")
+
+
+def error_lines(output: str) -> list[str]:
+    """buildah's `Error: ...` lines in `output`, or else its last line that is not
+    progress (`Copying blob ...`) nor our own notes; at most one of each."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = list(dict.fromkeys(line for line in lines if line.startswith("Error:")))
+    if errors:
+        return errors
+    return [line for line in lines if not PROGRESS_LINE.match(line)][-1:]
 
 
 def _tee(source: IO[bytes], log: IO[str]) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from buildlib import keys, registry
+from buildlib import buildah, keys, registry
 from buildlib.buildah import Buildah, BuildahError
 from buildlib.project import ImagePlan, Project
 
@@ -166,31 +166,48 @@ def push_stale_reason(plan: ImagePlan, saved: dict[str, Any], built: dict[str, A
 
 
 def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, Any]:
-    """`buildah push` with retries on transient failures; return the pushed digest."""
+    """`buildah push` with retries on transient failures; return the pushed digest.
+
+    Nothing is tried when the registry's check failed, or when the run's other pushes
+    found it unreachable several in a row (the shared circuit breaker)."""
     plan = project.plans[name]
+    client = project.registry_client
+    settings = project.config.settings
     argv = project.push_argv(name)
-    attempts_allowed = project.config.settings.push_retries
     plan.push_log.parent.mkdir(parents=True, exist_ok=True)
     plan.push_log.write_text("")
     start, attempts = time.time(), 0
 
+    def give_up(message: str) -> PushFailed:
+        with plan.push_log.open("a") as log:
+            log.write(f"# {message}\n")
+        return PushFailed(message)
+
+    try:
+        client.check()
+    except registry.RegistryError as err:
+        raise give_up(str(err)) from None
+
     def attempt() -> str:
         nonlocal attempts
+        if client.breaker.cause:
+            raise give_up(client.breaker.cause)
         attempts += 1
         try:
-            return project.buildah.push(argv, plan.digestfile, plan.push_log, plan.timeout)
+            digest = project.buildah.push(argv, plan.digestfile, plan.push_log,
+                                          settings.push_timeout)
         except BuildahError as err:
-            cause = registry.permanent_cause(err.output)
-            if cause:
-                raise PushFailed(f"{cause} ({_last_line(err.output) or err.reason})") from None
-            raise registry.TransientPushError(_last_line(err.output) or err.reason) from None
+            raise _attempt_failed(err, name, client.breaker) from None
+        client.breaker.answered()
+        return digest
 
     def log_retry(number: int, sleep: float, error: BaseException | None) -> None:
         with plan.push_log.open("a") as log:
-            log.write(f"retry {number + 1}/{attempts_allowed} after {sleep:.1f} s: {error}\n")
+            log.write(f"retry {number + 1}/{settings.push_retries} after {sleep:.1f} s: "
+                      f"{error}\n")
 
     try:
-        digest = registry.with_retries(attempt, attempts_allowed, log_retry)
+        digest = registry.with_retries(attempt, settings.push_retries, log_retry)
     except registry.TransientPushError as err:
         raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
     return {"id": built.get("id"), "key": built.get("key"), "digest": digest,
@@ -198,7 +215,16 @@ def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, 
             "end": time.time(), "attempts": attempts}
 
 
-def _last_line(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error:")]
-    return (errors or lines or [""])[-1]
+def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
+    """A failed `buildah push` as PushFailed (no retry mends it) or TransientPushError,
+    in buildah's own error line; tells the breaker whether the registry was there."""
+    line = err.reason if err.timed_out else (buildah.error_lines(err.output) or [err.reason])[-1]
+    not_there = err.reason if err.timed_out else registry.unreachable(err.output)
+    if not_there:
+        breaker.unreachable(name, not_there)
+    else:
+        breaker.answered()
+    cause = None if err.timed_out else registry.permanent_cause(err.output)
+    if cause:
+        return PushFailed(f"{cause} ({line})")
+    return registry.TransientPushError(line)

@@ -61,6 +61,7 @@ class Settings:
     jobs: PositiveInt = 8
     build_timeout: PositiveSeconds = 1800
     push_retries: PositiveInt = 10
+    push_timeout: PositiveSeconds = 300  # per `buildah push`; registry requests: at most 15
     tls_verify: StrictBool = True
     authfile: StrictStr | None = None  # registry credentials; default: REGISTRY_AUTH_FILE
     isolation: Literal["chroot", "oci", "rootless"] | None = None

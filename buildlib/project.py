@@ -6,13 +6,12 @@ once, before any build starts, and reports it as one `InputError`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, render
+from buildlib import buildah, config, keys, registry, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 
@@ -100,11 +99,18 @@ class Project:
     def state_file(self) -> Path:
         return self.build_dir / ".doit.db"
 
-    @property
+    @cached_property
     def authfile(self) -> Path | None:
-        """The authfile named by settings or REGISTRY_AUTH_FILE; None lets buildah choose."""
-        named = self.config.settings.authfile or os.environ.get("REGISTRY_AUTH_FILE")
-        return self.config.root / named if named else None
+        """The registry credentials both `buildah push` and our own requests use."""
+        settings = self.config.settings
+        return registry.find_authfile(settings.registry, settings.authfile, self.config.root)
+
+    @cached_property
+    def registry_client(self) -> registry.Client:
+        """The registry of this run's pushes: checked once, shared by every push."""
+        settings = self.config.settings
+        return registry.Client(settings.registry, tls_verify=settings.tls_verify,
+                               authfile=self.authfile, timeout=settings.push_timeout)
 
     def push_argv(self, name: str) -> list[str]:
         settings = self.config.settings

@@ -1,17 +1,21 @@
-"""What a registry holds (the digest behind a tag) and the push retry policy.
+"""What a registry holds (the digest behind a tag), whether it can be reached at all, and
+the push retry policy.
 
-The digest is read with one HTTP HEAD of the manifest (distribution's API), with the
-credentials buildah would use: Basic auth, or a Bearer token fetched with them.
+Requests go to distribution's HTTP API with the credentials buildah uses (Basic auth, or a
+Bearer token fetched with them), each with a short timeout. One `Client` per run: it asks
+`GET /v2/` once before anything else (a registry that is not there ends the push phase at
+once), remembers which scheme answered, and holds the circuit breaker the pushes share.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
+import http.client
 import json
 import os
 import re
+import socket
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,8 +32,17 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
 ])
-HTTP_TIMEOUT_SECONDS = 15
+HTTP_TIMEOUT_SECONDS = 15  # at most, per request; less when settings.push_timeout is less
 BACKOFF_CAP_SECONDS = 15
+BREAKER_PUSHES = 3  # pushes in a row that found the registry unreachable: the rest give up
+DROPPED_CHECKS = 3  # a /v2/ check whose connection is dropped is asked again, this often
+
+FIX_UNREACHABLE = ("start it (for the example tree `make registry` starts one on "
+                   "127.0.0.1:5000; else e.g. `docker-registry serve CONFIG`), or set "
+                   "`registry:` under settings in images.yaml to a registry that runs")
+FIX_HOST = "correct `registry:` under settings in images.yaml"
+FIX_TLS = ("if it is a plain-HTTP or self-signed registry you trust, mark it insecure with "
+           "`tls_verify: false` under settings")
 
 
 @dataclass(frozen=True)
@@ -46,16 +59,22 @@ class Reference:
         return cls(registry, repository, tag)
 
 
-def default_authfile() -> Path | None:
-    """The authfile buildah reads when given no --authfile, if it exists."""
+def find_authfile(registry: str, named: str | None, root: Path) -> Path | None:
+    """The one authfile of a run, for `buildah push --authfile` and our own requests alike:
+    `named` (settings.authfile, relative to `root`), else REGISTRY_AUTH_FILE, else the first
+    of buildah's default places that holds credentials for this registry."""
+    named = named or os.environ.get("REGISTRY_AUTH_FILE")
+    if named:
+        return root / named
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    candidates = [
-        os.environ.get("REGISTRY_AUTH_FILE"),
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    defaults = [
         f"{runtime_dir}/containers/auth.json" if runtime_dir
         else f"/run/containers/{os.getuid()}/auth.json",
+        f"{config_home}/containers/auth.json",
         os.path.expanduser("~/.docker/config.json"),
     ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    return next((Path(d) for d in defaults if credentials(registry, Path(d))), None)
 
 
 def credentials(registry: str, authfile: Path | None) -> str | None:
@@ -64,7 +83,7 @@ def credentials(registry: str, authfile: Path | None) -> str | None:
         return None
     try:
         auths = json.loads(authfile.read_text()).get("auths", {})
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
     for key, entry in auths.items():
         host = re.sub(r"^https?://", "", key).split("/")[0]
@@ -77,75 +96,188 @@ class RegistryError(Exception):
     """The registry could not be asked (unreachable, refused our credentials, ...)."""
 
 
-def remote_digest(reference: str, *, tls_verify: bool, authfile: Path | None) -> str | None:
-    """The manifest digest the registry serves for this tag; None when it has no such tag."""
-    ref = Reference.parse(reference)
-    schemes = ["https"] if tls_verify else ["https", "http"]
-    if _SCHEME_THAT_WORKED.get(ref.registry) in schemes:
-        schemes = [_SCHEME_THAT_WORKED[ref.registry]]
-    last_error: Exception | None = None
-    for scheme in schemes:
-        url = f"{scheme}://{ref.registry}/v2/{ref.repository}/manifests/{ref.tag}"
-        try:
-            digest = _head_digest(url, tls_verify, credentials(ref.registry, authfile))
-        except (ssl.SSLError, urllib.error.URLError, ConnectionError) as err:
-            last_error = err
-            continue
-        _SCHEME_THAT_WORKED[ref.registry] = scheme
-        return digest
-    raise RegistryError(f"cannot ask {ref.registry} for {reference}: {last_error}")
+class Unreachable(RegistryError):
+    """The registry is not there: refused, unknown host, no TLS where TLS is asked, timeout."""
 
 
-# Like buildah with --tls-verify=false: try HTTPS, fall back to HTTP; remember which worked.
-_SCHEME_THAT_WORKED: dict[str, str] = {}
+# The connection was made, then dropped: someone listens, maybe a registry in trouble.
+_DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+            http.client.RemoteDisconnected, http.client.BadStatusLine)
 
 
-@functools.cache
-def _ssl_context(tls_verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if not tls_verify:
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    return context
+def _cause(err: BaseException) -> BaseException:
+    """The socket-level error inside urllib's URLError."""
+    if isinstance(err, urllib.error.URLError) and isinstance(err.reason, BaseException):
+        return err.reason
+    return err
 
 
-def _head_digest(url: str, tls_verify: bool, basic: str | None) -> str | None:
-    context = _ssl_context(tls_verify)
-    headers = {"Accept": MANIFEST_TYPES}
-    if basic:
-        headers["Authorization"] = f"Basic {basic}"
-    for _ in range(2):  # once as is, once with a Bearer token if the registry asks for one
-        request = urllib.request.Request(url, method="HEAD", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS,
-                                        context=context) as response:
-                return response.headers.get("Docker-Content-Digest")
-        except urllib.error.HTTPError as err:
-            if err.code == 404:
+def describe(err: BaseException, timeout: float) -> str:
+    """A failed request in words, e.g. `connection refused`, `timed out after 15 s`."""
+    err = _cause(err)
+    if isinstance(err, TimeoutError):
+        return f"timed out after {timeout:g} s"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (nothing listens there)"
+    if isinstance(err, socket.gaierror):
+        return f"unknown host ({err.strerror})"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"its TLS certificate is not trusted ({err.verify_message})"
+    if isinstance(err, ssl.SSLError):
+        return f"the TLS handshake failed ({err.reason or err}): it may speak plain HTTP"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror[0].lower() + err.strerror[1:]
+    return str(err) or type(err).__name__
+
+
+def _fix_for(err: BaseException) -> str:
+    err = _cause(err)
+    if isinstance(err, ssl.SSLError):
+        return FIX_TLS
+    if isinstance(err, socket.gaierror):
+        return FIX_HOST
+    return FIX_UNREACHABLE
+
+
+class Breaker:
+    """Shared by a run's pushes: once BREAKER_PUSHES different pushes in a row found the
+    registry unreachable (refused, timed out), it opens, and the pushes still waiting give
+    up with that cause instead of each spending its own attempts. An answer closes the row."""
+
+    def __init__(self, host: str, threshold: int = BREAKER_PUSHES) -> None:
+        self.host, self.threshold = host, threshold
+        self._lock = threading.Lock()
+        self._row: dict[str, str] = {}  # image -> what its last attempt found, in order
+        self.cause: str | None = None  # set when open; it stays open for the run
+
+    def unreachable(self, image: str, what: str) -> None:
+        with self._lock:
+            self._row.pop(image, None)
+            self._row[image] = what
+            if self.cause is None and len(self._row) >= self.threshold:
+                names = ", ".join(self._row)
+                self.cause = (f"not pushed: registry {self.host} was unreachable for "
+                              f"{len(self._row)} pushes in a row ({names}): {what}; "
+                              f"{FIX_UNREACHABLE}")
+
+    def answered(self) -> None:
+        with self._lock:
+            self._row.clear()
+
+
+class Client:
+    """One registry as a run talks to it: checked once, then asked for digests."""
+
+    def __init__(self, host: str, *, tls_verify: bool, authfile: Path | None,
+                 timeout: float = HTTP_TIMEOUT_SECONDS) -> None:
+        self.host, self.tls_verify, self.authfile = host, tls_verify, authfile
+        self.timeout = min(timeout, HTTP_TIMEOUT_SECONDS)
+        self.breaker = Breaker(host)
+        self._lock = threading.Lock()
+        self._checked = False
+        self._problem: str | None = None
+        self._scheme: str | None = None  # the scheme that answered
+        self._context = ssl.create_default_context()
+        if not tls_verify:
+            self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
+
+    def prefetch_check(self) -> None:
+        """Check in the background now, while doit loads tasks and reads its state."""
+        threading.Thread(target=self._check_once, daemon=True).start()
+
+    def check(self) -> None:
+        """Raise Unreachable (one message: which registry, what happened, what to do)
+        unless `GET /v2/` answered, with any status. Asked once per run."""
+        self._check_once()
+        if self._problem:
+            raise Unreachable(self._problem)
+
+    def _check_once(self) -> None:
+        with self._lock:
+            if not self._checked:
+                self._problem = self._ask_v2()
+                self._checked = True
+
+    def _schemes(self) -> list[str]:
+        # Like buildah with --tls-verify=false: HTTPS first, plain HTTP when TLS fails.
+        if self._scheme:
+            return [self._scheme]
+        return ["https"] if self.tls_verify else ["https", "http"]
+
+    def _ask_v2(self) -> str | None:
+        """None when the registry answered; else what happened and what to do."""
+        error: BaseException | None = None
+        for scheme in self._schemes():
+            url = f"{scheme}://{self.host}/v2/"
+            error = self._get(url)
+            if error is None:
+                self._scheme = scheme
                 return None
-            challenge = err.headers.get("WWW-Authenticate", "")
-            if err.code != 401 or not challenge.lower().startswith("bearer"):
-                raise RegistryError(f"HEAD {url}: HTTP {err.code}") from None
-            headers["Authorization"] = f"Bearer {_token(challenge, basic, context)}"
-    raise RegistryError(f"HEAD {url}: credentials refused")
+            if not isinstance(_cause(error), ssl.SSLError):
+                break  # only a failed TLS handshake is worth asking in plain HTTP
+        return (f"registry {self.host} is not reachable: {describe(error, self.timeout)} "
+                f"(GET {url}); {_fix_for(error)}")
 
+    def _get(self, url: str) -> BaseException | None:
+        """None when `url` answered with any HTTP status, or dropped the connection each
+        time (someone listens: the pushes and their retries will tell); else the error."""
+        for _ in range(DROPPED_CHECKS):
+            try:
+                self._open(urllib.request.Request(url)).close()
+            except urllib.error.HTTPError:  # 401 and the like: it answers
+                pass
+            except (OSError, http.client.HTTPException) as err:
+                if not isinstance(_cause(err), _DROPPED):
+                    return err
+                continue
+            return None
+        return None
 
-def _token(challenge: str, basic: str | None, context: ssl.SSLContext) -> str:
-    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    realm = params.pop("realm", "")
-    url = f"{realm}?{urllib.parse.urlencode(params)}"
-    headers = {"Authorization": f"Basic {basic}"} if basic else {}
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS,
-                                    context=context) as response:
-            body = json.loads(response.read())
-    except (urllib.error.URLError, ValueError) as err:
-        raise RegistryError(f"token from {realm}: {err}") from None
-    return body.get("token") or body.get("access_token") or ""
+    def digest(self, reference: str) -> str | None:
+        """The manifest digest the registry serves for this tag; None when it has no such
+        tag. Raises RegistryError when it cannot be asked."""
+        self.check()
+        ref = Reference.parse(reference)
+        basic = credentials(self.host, self.authfile)
+        url = f"{self._schemes()[0]}://{self.host}/v2/{ref.repository}/manifests/{ref.tag}"
+        try:
+            return self._head_digest(url, basic)
+        except (OSError, http.client.HTTPException) as err:
+            raise RegistryError(f"cannot ask {self.host} for {reference}: "
+                                f"{describe(err, self.timeout)}") from None
 
+    def _open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return urllib.request.urlopen(request, timeout=self.timeout, context=self._context)
 
-def basic_auth(user: str, password: str) -> str:
-    return base64.b64encode(f"{user}:{password}".encode()).decode()
+    def _head_digest(self, url: str, basic: str | None) -> str | None:
+        headers = {"Accept": MANIFEST_TYPES}
+        if basic:
+            headers["Authorization"] = f"Basic {basic}"
+        for _ in range(2):  # once as is, once with a Bearer token if the registry asks
+            request = urllib.request.Request(url, method="HEAD", headers=headers)
+            try:
+                with self._open(request) as response:
+                    return response.headers.get("Docker-Content-Digest")
+            except urllib.error.HTTPError as err:
+                if err.code == 404:
+                    return None
+                challenge = err.headers.get("WWW-Authenticate", "")
+                if err.code != 401 or not challenge.lower().startswith("bearer"):
+                    raise RegistryError(f"HEAD {url}: HTTP {err.code}") from None
+                headers["Authorization"] = f"Bearer {self._token(challenge, basic)}"
+        raise RegistryError(f"HEAD {url}: credentials refused")
+
+    def _token(self, challenge: str, basic: str | None) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        url = f"{realm}?{urllib.parse.urlencode(params)}"
+        headers = {"Authorization": f"Basic {basic}"} if basic else {}
+        try:
+            with self._open(urllib.request.Request(url, headers=headers)) as response:
+                body = json.loads(response.read())
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            raise RegistryError(f"token from {realm}: {describe(err, self.timeout)}") from None
+        return body.get("token") or body.get("access_token") or ""
 
 
 # How a failed `buildah push` reads; anything not named permanent is worth a retry.
@@ -162,6 +294,19 @@ PERMANENT = [
     (re.compile(r"image not known|invalid reference|repository name must", re.I),
      "the local image or the reference is wrong: build the image first (`doit build`)"),
 ]
+
+
+# How `buildah push` says it never reached the registry (after its own 3 tries).
+UNREACHABLE = re.compile(r"connect: connection refused|no such host|i/o timeout|"
+                         r"TLS handshake timeout|no route to host|network is unreachable",
+                         re.I)
+
+
+def unreachable(output: str) -> str | None:
+    """How a failed `buildah push` found no registry to talk to (for the breaker), e.g.
+    `connect: connection refused`; None when it reached one."""
+    match = UNREACHABLE.search(output)
+    return match.group(0) if match else None
 
 
 def permanent_cause(output: str) -> str | None:

@@ -29,6 +29,7 @@ from buildlib.progress import Progress
 from buildlib.project import Project
 
 LOG_TAIL_LINES = 15
+NAMES_SHOWN = 12  # of the images that failed with one cause
 SUCCESS = {"build": "built", "push": "pushed"}
 PLURAL = {"build": "builds", "push": "pushes"}
 SAVED_FIELDS = {"build": ("id", "found"), "push": ("digest", "attempts")}
@@ -139,22 +140,41 @@ class RunReport:
                     f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
         lines.append(f"took {elapsed:.1f} s; report: {display_path(self.project.report_path)}")
         for kind, section in self.sections.items():
+            failed: dict[str, list[str]] = {}  # error -> the images that failed with it
             for name, entry in sorted(section.items()):
                 if entry["status"] == "failed":
-                    lines += self._failure(kind, name, entry)
+                    failed.setdefault(entry["error"], []).append(name)
+            for error, names in failed.items():
+                if kind == "push" and len(names) > 1:  # one cause, e.g. the registry is down
+                    lines += self._shared_failure(kind, names, error)
+                else:
+                    lines += [line for name in names
+                              for line in self._failure(kind, name, section[name])]
         return "\n".join(lines) + "\n"
 
     def _failure(self, kind: str, name: str, entry: dict[str, Any]) -> list[str]:
         log = self.project.config.root / entry["log"]
         lines = ["", f"FAILED {kind} {name}: {entry['error']}"]
-        lines += [f"   | {line}" for line in log_tail(log).splitlines()]
+        tail = log_tail(log)
+        if kind == "push":  # buildah's error, not its "Copying blob ..." lines
+            tail = "\n".join(buildah.error_lines(tail))
+        lines += [f"   | {line}" for line in tail.splitlines()]
         lines.append(f"   log: {display_path(log)}")
+        return lines + self._blocked_lines(name)
+
+    def _shared_failure(self, kind: str, names: list[str], error: str) -> list[str]:
+        shown = ", ".join(names[:NAMES_SHOWN]) + (
+            f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else "")
+        lines = ["", f"FAILED {kind} of {len(names)} images ({shown}): {error}"]
+        logs = display_path(self.project.config.root / self.sections[kind][names[0]]["log"])
+        lines.append(f"   logs: {logs.replace(names[0], '<image>')}")
+        return lines  # a push blocks nothing
+
+    def _blocked_lines(self, name: str) -> list[str]:
         blocked = [f"{k} {n}" for k, section in self.sections.items()
                    for n, e in sorted(section.items())
                    if e["status"] == "blocked" and self.blocked_by(k, n) == name]
-        if blocked:
-            lines.append(f"   blocked by it: {', '.join(blocked)}")
-        return lines
+        return [f"   blocked by it: {', '.join(blocked)}"] if blocked else []
 
 
 def reporter_for(proj: Project, selection: Selection) -> type[ConsoleReporter]:
@@ -173,6 +193,7 @@ class ImageReporter(ConsoleReporter):
         self.report = RunReport(self.project)
         self.progress: Progress | None = None
         self.uptodate_tasks: list[Any] = []
+        self.first_failed_with: dict[tuple[str, str], str] = {}  # (kind, error) -> image
         self.interrupted: int | None = None
         self.reporting = True
 
@@ -221,7 +242,10 @@ class ImageReporter(ConsoleReporter):
         entry.update(status="failed", end=time.time(), error=fail.get_msg().strip())
         if kind == "push":
             entry["attempts"] = attempts_in(task.meta["log"])
-        self._progress().end(_label(task), f"FAILED {kind} {name}: {entry['error']}")
+        # a cause many share (the registry is down) is printed once in full
+        first = self.first_failed_with.setdefault((kind, entry["error"]), name)
+        said = entry["error"] if first == name else f"as {kind} {first} above"
+        self._progress().end(_label(task), f"FAILED {kind} {name}: {said}")
 
     def skip_uptodate(self, task: Any) -> None:
         if _image(task):

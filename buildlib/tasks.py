@@ -37,7 +37,7 @@ from doit.dependency import UptodateCalculator
 from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, graph, keys, pictures, project, registry, report
+from buildlib import builder, graph, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
 
@@ -132,6 +132,12 @@ def _runs_tasks(argv: list[str]) -> bool:
     return not words or words[0] not in others
 
 
+def _runs_pushes(argv: list[str]) -> bool:
+    """Whether this run runs a push task (`doit push`, `doit -n 4 push:nova-api`), whose
+    up-to-date checks ask the registry; never `doit build` nor `doit list`."""
+    return _runs_tasks(argv) and any(arg == "push" or arg.startswith("push:") for arg in argv)
+
+
 def _config_path(dodo_file: str) -> Path:
     named = get_var("config")
     if not named:
@@ -211,13 +217,13 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
            "doc": "build what is stale, then push what the registry lacks"}
-    # The credentials the registry check uses: ours, or those buildah finds by itself.
-    authfile = run.project.authfile or registry.default_authfile()
+    if _runs_pushes(sys.argv[1:]):  # ask the registry while doit loads and builds
+        run.project.registry_client.prefetch_check()
     for name in _selected_in_order(run):
-        yield push_task(run, name, authfile)
+        yield push_task(run, name)
 
 
-def push_task(run: Run, name: str, authfile: Path | None) -> dict[str, Any]:
+def push_task(run: Run, name: str) -> dict[str, Any]:
     plan = run.project.plans[name]
     command = command_line(run.project.push_argv(name))
     return {
@@ -226,7 +232,7 @@ def push_task(run: Run, name: str, authfile: Path | None) -> dict[str, Any]:
         "title": lambda task: f"pushing {name}: {command}",
         "actions": [(_push, [run, name])],
         "task_dep": [f"build:{name}"],
-        "uptodate": [PushUpToDate(run, name, authfile)],
+        "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log},
         "verbosity": 2 if run.verbose else 1,
     }
@@ -394,17 +400,12 @@ class PushUpToDate:
     """Up to date when the image carries the key pushed last and the registry still
     serves that push."""
 
-    def __init__(self, run: Run, name: str, authfile: Path | None) -> None:
-        self.run, self.name, self.authfile = run, name, authfile
+    def __init__(self, run: Run, name: str) -> None:
+        self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        plan, settings = self.run.project.plans[self.name], self.run.project.config.settings
-
-        def served() -> str | None:
-            return registry.remote_digest(plan.reference, tls_verify=settings.tls_verify,
-                                          authfile=self.authfile)
-
+        plan, client = self.run.project.plans[self.name], self.run.project.registry_client
         reason = builder.push_stale_reason(plan, values, self.run.images.get(self.name, {}),
-                                           served)
+                                           lambda: client.digest(plan.reference))
         task.meta["reason"] = reason
         return reason is None

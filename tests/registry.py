@@ -500,6 +500,81 @@ class FlakyProxy:
         return self.upstream.digest(repository, tag)
 
 
+# -- registries that are not there ---------------------------------------------------------
+
+class SilentSocket:
+    """A port that accepts connections (the kernel completes them) and never answers."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=128)
+        self.port = self.sock.getsockname()[1]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> SilentSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+class GoesAwayRegistry:
+    """Answers the first plain-HTTP `GET /v2/` (a registry's check) with 200, and a TLS
+    hello with a plain 400 (so that a client falls back to HTTP), then, by `after`:
+    "refuse": closes its port, so every later connection is refused;
+    "hang": accepts every later connection and never answers."""
+
+    def __init__(self, after: str, port: int = 0) -> None:
+        assert after in ("refuse", "hang")
+        self.after = after
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=128)
+        self.port = self.sock.getsockname()[1]
+        self.checked = False
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            if self.checked:
+                self.held.append(conn)  # "hang": never read, never answered
+                continue
+            conn.settimeout(HTTP_TIMEOUT)
+            with contextlib.suppress(OSError), conn:
+                request = conn.recv(4096)
+                if request.startswith(b"GET /v2/ "):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+                    self.checked = True
+                    if self.after == "refuse":
+                        self.sock.close()
+                        return
+                else:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+
+    def __enter__(self) -> GoesAwayRegistry:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the serving thread
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+        self.thread.join(timeout=STOP_TIMEOUT)
+
+
 @pytest.fixture
 def flaky_registry(registry: Registry) -> Iterator[FlakyProxy]:
     """`registry` behind a FlakyProxy: 30% of requests fail (half 503, half dropped), at most
@@ -508,5 +583,6 @@ def flaky_registry(registry: Registry) -> Iterator[FlakyProxy]:
         yield proxy
 
 
-__all__ = ["FlakyProxy", "ProxyCounters", "Registry", "auth_registry", "basic_auth",
-           "flaky_registry", "free_port", "registry", "start_registry"]
+__all__ = ["FlakyProxy", "GoesAwayRegistry", "ProxyCounters", "Registry", "SilentSocket",
+           "auth_registry", "basic_auth", "flaky_registry", "free_port", "registry",
+           "start_registry"]

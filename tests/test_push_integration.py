@@ -296,7 +296,9 @@ def test_auth_registry_without_credentials_fails_fast_then_env_authfile_works(
 
 
 def test_tls_verify_is_on_by_default(tree: Tree, registry: Registry) -> None:
-    tree.settings(registry=registry.address)  # a plain-HTTP registry, tls_verify not set
+    # a plain-HTTP registry, tls_verify not set (the example sets it for its local registry)
+    tree.edit_yaml(lambda data: data["settings"].pop("tls_verify", None))
+    tree.settings(registry=registry.address)
     tree.doit("build")
     started = time.monotonic()
     result = tree.doit("push", check=False)
@@ -306,7 +308,7 @@ def test_tls_verify_is_on_by_default(tree: Tree, registry: Registry) -> None:
     assert push_statuses(tree) == dict.fromkeys(EXAMPLE, "failed")
     for name, entry in pushes(tree).items():
         assert "tls_verify: false" in entry["error"], (name, entry["error"])
-        assert entry["attempts"] == 1, name
+        assert entry["attempts"] == 0, name  # the registry's check found it out
     assert "tls_verify: false" in output(result)
     assert "Traceback" not in output(result)
     for call in push_calls(tree):
