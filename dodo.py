@@ -21,6 +21,11 @@ def task_status():
     return tasks.status_task(RUN)
 
 
+def task_resolve():
+    """write build/images.lock.json: each image's digest, key and ID in the registry"""
+    return tasks.resolve_task(RUN)
+
+
 def task_graph():
     """draw the image graph as DOT and SVG, coloured by each image's last status"""
     return tasks.graph_task(RUN)

@@ -89,15 +89,15 @@ class Buildah:
         run_logged(argv, log, timeout, note=note, echo=echo)
         return image_id(iidfile.read_text())
 
-    def push_argv(self, reference: str, *, fmt: str, digestfile: Path, tls_verify: bool,
-                  authfile: Path | None) -> list[str]:
+    def push_argv(self, reference: str, destination: str, *, fmt: str, digestfile: Path,
+                  tls_verify: bool, authfile: Path | None) -> list[str]:
         # --retry 0: the caller retries with its own policy. (buildah 1.28 still retries
         # a dropped or refused connection 3 times within one push, and says so in the log.)
         options = ["--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
                    f"--tls-verify={str(tls_verify).lower()}", "--retry", "0"]
         if authfile is not None:
             options += ["--authfile", str(authfile)]
-        return self.argv("push", *options, reference, f"docker://{reference}")
+        return self.argv("push", *options, reference, f"docker://{destination}")
 
     def push(self, argv: Sequence[str], digestfile: Path, log: Path, timeout: float) -> str:
         """Run a `push_argv` command, its output appended to `log`; return the digest."""
@@ -123,6 +123,23 @@ class Buildah:
         """Give an image in storage more names (no build, no copy)."""
         subprocess.run(self.argv("tag", image, *names), check=True, capture_output=True,
                        stdin=subprocess.DEVNULL)
+
+    def pull(self, reference: str, *, tls_verify: bool, authfile: Path | None,
+             timeout: float) -> str:
+        """Pull `reference` (by digest: exactly that image) into storage; return its ID."""
+        options = [f"--tls-verify={str(tls_verify).lower()}", "--quiet"]
+        if authfile is not None:
+            options += ["--authfile", str(authfile)]
+        argv = self.argv("pull", *options, reference)
+        try:
+            out = subprocess.run(argv, check=True, capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL, timeout=timeout).stdout
+        except subprocess.CalledProcessError as err:
+            raise BuildahError(f"`{command_line(argv)}` failed: {error_line(err.stderr)}",
+                               output=err.stderr) from None
+        except subprocess.TimeoutExpired:
+            raise BuildahError(f"`{command_line(argv)}` timed out after {timeout:g} s") from None
+        return image_id(out.strip().splitlines()[-1])
 
     def rmi(self, *references: str) -> None:
         subprocess.run(self.argv("rmi", "--force", *references), check=True,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from buildlib import buildah, keys, registry
+from buildlib import buildah, cache, keys, registry
 from buildlib.buildah import Buildah, BuildahError
 from buildlib.project import ImagePlan, Project
 
@@ -67,11 +66,12 @@ class Storage:
                 if name.rpartition(":")[2].startswith(keys.KEY_TAG_PREFIX)}
         return by_key_tag.get(keys.key_tag(key))
 
-    def key_lock(self, key: str) -> threading.Lock:
-        """One lock per key: two images of the same inputs (the same image ID) are built
-        once, the second finds the first's (buildah cannot commit one ID twice at once)."""
+    def lock_for(self, what: str) -> threading.Lock:
+        """One lock per key (two images of the same inputs, one image ID, are built once:
+        the second finds the first's; buildah cannot commit one ID twice at once), and
+        one per image pulled."""
         with self._lock:
-            return self._key_locks.setdefault(key, threading.Lock())
+            return self._key_locks.setdefault(what, threading.Lock())
 
     def add(self, image_id: str, names: list[str]) -> None:
         """An image this run built or tagged, so that later lookups see it. (A new listing
@@ -107,7 +107,7 @@ def build_image(project: Project, name: str, record: keys.Record, storage: Stora
     runs, children and pushes need."""
     plan = project.plans[name]
     start = time.time()
-    with storage.key_lock(record.key):
+    with storage.lock_for(record.key):
         found = storage.with_key(record.key)
         if found is not None:
             missing = [n for n in (plan.reference, plan.key_reference(record.key))
@@ -141,65 +141,102 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
             "image": plan.reference, "start": start, "end": time.time()}
 
 
+def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage) -> None:
+    """Bring an image found in the registry into storage, once, by digest (exactly the
+    image the run settled on), named by its reference and key tag: a child is built on it."""
+    plan = project.plans[name]
+    names = [plan.reference] + ([plan.key_reference(settled["key"])] if settled.get("key")
+                                else [])
+    with storage.lock_for(f"pull {name}"):
+        if storage.has(settled["id"], plan.reference):
+            return
+        settings = project.config.settings
+
+        def attempt() -> str:
+            try:
+                return project.buildah.pull(settled["pinned"], tls_verify=settings.tls_verify,
+                                            authfile=project.authfile,
+                                            timeout=settings.push_timeout)
+            except BuildahError as err:
+                if registry.permanent_cause(err.output):
+                    raise
+                raise registry.TransientPushError(str(err)) from None
+
+        try:
+            image_id = registry.with_retries(attempt, settings.push_retries,
+                                             lambda *_: None)
+        except registry.TransientPushError as err:
+            raise BuildahError(f"still failing after {settings.push_retries} attempts: "
+                               f"{err}") from None
+        if image_id != settled["id"]:
+            raise BuildahError(f"pulled {settled['pinned']}: image {image_id}, "
+                               f"not {settled['id']} as its manifest says")
+        project.buildah.tag(image_id, *names)
+        storage.add(image_id, names)
+
+
 class PushFailed(Exception):
     """A push that failed for good: a permanent error, or every attempt used."""
 
 
-def push_stale_reason(plan: ImagePlan, saved: dict[str, Any], built: dict[str, Any],
-                      remote_digest: Callable[[], str | None]) -> str | None:
-    """Why the image must be pushed again, or None when the registry serves the last push.
-
-    `built` is the image's build values in this run; `remote_digest` asks the registry,
-    and is called only when the image carries the key pushed last.
-    """
-    if not saved.get("digest"):
-        return "never pushed"
-    if saved.get("key") != built.get("key"):
-        return f"image {built.get('id')} has another key than the last push"
+def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
+                      lookups: cache.Lookups) -> str | None:
+    """Why the image must be pushed, or None when the registry holds it under its key's
+    tag and the user's tag names that same manifest. (Asked of the registry each time:
+    what another machine pushed counts, and so does a tag moved since.)"""
+    key_reference = plan.key_reference(built["key"])
     try:
-        served = remote_digest()
+        content = lookups.find(key_reference)
+        if content is None:
+            return f"not in the registry yet ({key_reference})"
+        tagged = lookups.find(plan.reference)
     except registry.RegistryError as err:
         return str(err)
-    if served != saved["digest"]:
-        return f"the registry serves {served or 'nothing'} for {plan.reference}"
+    if tagged is None or tagged.manifest.digest != content.manifest.digest:
+        served = tagged.manifest.digest if tagged else "nothing"
+        return f"{plan.reference} names {served}, not {content.manifest.digest}"
     return None
 
 
-def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, Any]:
-    """`buildah push` with retries on transient failures; return the pushed digest.
+def push_image(project: Project, name: str, built: dict[str, Any],
+               lookups: cache.Lookups) -> dict[str, Any]:
+    """The image in the registry under its key's tag (`buildah push`, unless the registry
+    holds it already), then the user's tag set to that manifest; tried again on
+    transient failures. Returns the digest and the tries it took.
 
     Nothing is tried when the registry's check failed, or when the run's other pushes
     found it unreachable several in a row (the shared circuit breaker)."""
-    plan = project.plans[name]
-    client = project.registry_client
-    settings = project.config.settings
-    argv = project.push_argv(name)
+    plan, settings = project.plans[name], project.config.settings
+    client = lookups.client
+    key_reference = plan.key_reference(built["key"])
     plan.push_log.parent.mkdir(parents=True, exist_ok=True)
     plan.push_log.write_text("")
     start, attempts = time.time(), 0
-
-    def give_up(message: str) -> PushFailed:
-        with plan.push_log.open("a") as log:
-            log.write(f"# {message}\n")
-        return PushFailed(message)
-
     try:
         client.check()
     except registry.RegistryError as err:
-        raise give_up(str(err)) from None
+        raise _give_up(plan, str(err)) from None
 
-    def attempt() -> str:
+    def attempt() -> registry.Manifest:
         nonlocal attempts
         if client.breaker.cause:
-            raise give_up(client.breaker.cause)
+            raise _give_up(plan, client.breaker.cause)
         attempts += 1
+        with plan.push_log.open("a") as log:
+            log.write(f"{report_try_line(attempts)}\n")
         try:
-            digest = project.buildah.push(argv, plan.digestfile, plan.push_log,
-                                          settings.push_timeout)
-        except BuildahError as err:
-            raise _attempt_failed(err, name, client.breaker) from None
+            content = client.manifest(key_reference)
+            if content is None:
+                digest = _buildah_push(project, name, built["key"])
+                content = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
+                if content is None:
+                    raise registry.TransientPushError(f"the registry does not serve {digest}, "
+                                                      "just pushed")
+            client.put_manifest(plan.reference, content)
+        except registry.RegistryError as err:
+            raise _request_failed(err, name, client.breaker) from None
         client.breaker.answered()
-        return digest
+        return content
 
     def log_retry(number: int, sleep: float, error: BaseException | None) -> None:
         with plan.push_log.open("a") as log:
@@ -207,12 +244,49 @@ def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, 
                       f"{error}\n")
 
     try:
-        digest = registry.with_retries(attempt, settings.push_retries, log_retry)
+        content = registry.with_retries(attempt, settings.push_retries, log_retry)
     except registry.TransientPushError as err:
         raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
-    return {"id": built.get("id"), "key": built.get("key"), "digest": digest,
-            "image": plan.reference, "start": start,
-            "end": time.time(), "attempts": attempts}
+    with plan.push_log.open("a") as log:
+        log.write(f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
+    return {"id": built.get("id"), "key": built["key"], "digest": content.digest,
+            "image": plan.reference, "start": start, "end": time.time(),
+            "attempts": attempts}
+
+
+TRY_LINE = "# try"
+
+
+def report_try_line(number: int) -> str:
+    """How a push log marks each try (`report.attempts_in` counts them)."""
+    return f"{TRY_LINE} {number}"
+
+
+def _give_up(plan: ImagePlan, message: str) -> PushFailed:
+    with plan.push_log.open("a") as log:
+        log.write(f"# {message}\n")
+    return PushFailed(message)
+
+
+def _buildah_push(project: Project, name: str, key: str) -> str:
+    """One `buildah push` to the key's tag; the pushed digest."""
+    plan = project.plans[name]
+    try:
+        return project.buildah.push(project.push_argv(name, key), plan.digestfile,
+                                    plan.push_log, project.config.settings.push_timeout)
+    except BuildahError as err:
+        raise _attempt_failed(err, name, project.registry_client.breaker) from None
+
+
+def _request_failed(err: registry.RegistryError, name: str,
+                    breaker: registry.Breaker) -> Exception:
+    """A failed registry request as PushFailed or TransientPushError; tells the breaker."""
+    if err.unreachable:
+        breaker.unreachable(name, err.unreachable)
+    if err.transient:
+        return registry.TransientPushError(str(err))
+    cause = registry.permanent_cause(str(err))
+    return PushFailed(f"{cause} ({err})" if cause else str(err))
 
 
 def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:

@@ -65,6 +65,7 @@ class Settings:
     tls_verify: StrictBool = True
     authfile: StrictStr | None = None  # registry credentials; default: REGISTRY_AUTH_FILE
     isolation: Literal["chroot", "oci", "rootless"] | None = None
+    cache: Literal["local", "registry"] = "local"  # registry: look images up by key first
     build_dir: StrictStr = "build"
     templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
     buildah_args: list[StrictStr] = field(default_factory=list)

@@ -112,9 +112,12 @@ class Project:
         return registry.Client(settings.registry, tls_verify=settings.tls_verify,
                                authfile=self.authfile, timeout=settings.push_timeout)
 
-    def push_argv(self, name: str) -> list[str]:
-        settings = self.config.settings
-        return self.buildah.push_argv(self.plans[name].reference, fmt=settings.format,
+    def push_argv(self, name: str, key: str) -> list[str]:
+        """`buildah push` of the image to its key's tag (the user's tag then names the
+        manifest it pushed)."""
+        settings, plan = self.config.settings, self.plans[name]
+        return self.buildah.push_argv(plan.reference, plan.key_reference(key),
+                                      fmt=settings.format,
                                       digestfile=self.plans[name].digestfile,
                                       tls_verify=settings.tls_verify, authfile=self.authfile)
 

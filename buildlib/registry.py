@@ -9,6 +9,7 @@ once), remembers which scheme answered, and holds the circuit breaker the pushes
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -22,7 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tenacity
 
@@ -53,8 +54,10 @@ class Reference:
 
     @classmethod
     def parse(cls, reference: str) -> Reference:
-        """`host[:port]/repo/path:tag` (the references this project composes)."""
-        name, _, tag = reference.rpartition(":")
+        """`host[:port]/repo/path:tag` or `...@sha256:...` (the references this project
+        composes); `tag` is then the tag or the digest."""
+        name, at, digest = reference.partition("@")
+        name, _, tag = (name, "", digest) if at else reference.rpartition(":")
         registry, _, repository = name.partition("/")
         return cls(registry, repository, tag)
 
@@ -92,8 +95,39 @@ def credentials(registry: str, authfile: Path | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as the registry serves it: its digest, type and bytes, and the digest
+    of the image config it names (the image ID; None for an index)."""
+
+    digest: str
+    media_type: str
+    body: bytes
+    config_digest: str | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    headers: Any
+    body: bytes
+
+    def read(self) -> bytes:
+        return self.body
+
+
+def _sha256(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 class RegistryError(Exception):
-    """The registry could not be asked (unreachable, refused our credentials, ...)."""
+    """The registry could not be asked (unreachable, refused our credentials, ...).
+    `transient`: asking again may work (no answer, a dropped connection, HTTP 5xx/429);
+    `unreachable`: what showed the registry is not there (refused, timed out), if so."""
+
+    def __init__(self, message: str, transient: bool = False,
+                 unreachable: str | None = None) -> None:
+        super().__init__(message)
+        self.transient, self.unreachable = transient, unreachable
 
 
 class Unreachable(RegistryError):
@@ -236,36 +270,67 @@ class Client:
     def digest(self, reference: str) -> str | None:
         """The manifest digest the registry serves for this tag; None when it has no such
         tag. Raises RegistryError when it cannot be asked."""
+        found = self._ask("HEAD", reference)
+        return found.headers.get("Docker-Content-Digest") if found else None
+
+    def manifest(self, reference: str) -> Manifest | None:
+        """The manifest served for `repo:tag` or `repo@sha256:...`; None when there is
+        none. One GET. Raises RegistryError when the registry cannot be asked."""
+        found = self._ask("GET", reference)
+        if found is None:
+            return None
+        body = found.read()
+        digest = found.headers.get("Docker-Content-Digest") or _sha256(body)
+        media_type = found.headers.get("Content-Type", "").split(";")[0]
+        try:
+            config = json.loads(body).get("config", {}).get("digest")
+        except (ValueError, AttributeError):
+            config = None
+        return Manifest(digest, media_type, body, config)
+
+    def put_manifest(self, reference: str, manifest: Manifest) -> None:
+        """Tag `reference` with an existing manifest (no image data moves)."""
+        self._ask("PUT", reference, manifest.body, {"Content-Type": manifest.media_type})
+
+    def _ask(self, method: str, reference: str, data: bytes | None = None,
+             headers: dict[str, str] | None = None) -> _Answer | None:
         self.check()
         ref = Reference.parse(reference)
-        basic = credentials(self.host, self.authfile)
         url = f"{self._schemes()[0]}://{self.host}/v2/{ref.repository}/manifests/{ref.tag}"
         try:
-            return self._head_digest(url, basic)
+            return self._request(method, url, data, headers or {})
         except (OSError, http.client.HTTPException) as err:
-            raise RegistryError(f"cannot ask {self.host} for {reference}: "
-                                f"{describe(err, self.timeout)}") from None
+            what, cause = describe(err, self.timeout), _cause(err)
+            not_there = ("connection refused" if isinstance(cause, ConnectionRefusedError)
+                         else what if isinstance(cause, TimeoutError) else None)
+            raise RegistryError(f"cannot ask {self.host} for {reference}: {what}",
+                                transient=True, unreachable=not_there) from None
 
     def _open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
         return urllib.request.urlopen(request, timeout=self.timeout, context=self._context)
 
-    def _head_digest(self, url: str, basic: str | None) -> str | None:
-        headers = {"Accept": MANIFEST_TYPES}
+    def _request(self, method: str, url: str, data: bytes | None,
+                 extra: dict[str, str]) -> _Answer | None:
+        """The answer (None for a 404), with our credentials, or a Bearer token fetched
+        with them when the registry asks for one."""
+        basic = credentials(self.host, self.authfile)
+        headers = {"Accept": MANIFEST_TYPES, **extra}
         if basic:
             headers["Authorization"] = f"Basic {basic}"
         for _ in range(2):  # once as is, once with a Bearer token if the registry asks
-            request = urllib.request.Request(url, method="HEAD", headers=headers)
+            request = urllib.request.Request(url, method=method, headers=headers, data=data)
             try:
                 with self._open(request) as response:
-                    return response.headers.get("Docker-Content-Digest")
+                    return _Answer(response.headers, response.read())
             except urllib.error.HTTPError as err:
                 if err.code == 404:
                     return None
                 challenge = err.headers.get("WWW-Authenticate", "")
                 if err.code != 401 or not challenge.lower().startswith("bearer"):
-                    raise RegistryError(f"HEAD {url}: HTTP {err.code}") from None
+                    raise RegistryError(f"{method} {url}: HTTP {err.code}",
+                                        transient=err.code >= 500 or err.code == 429) from None
                 headers["Authorization"] = f"Bearer {self._token(challenge, basic)}"
-        raise RegistryError(f"HEAD {url}: credentials refused")
+        raise RegistryError(f"{method} {url}: credentials refused")
 
     def _token(self, challenge: str, basic: str | None) -> str:
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))

@@ -24,6 +24,7 @@ from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from buildlib import buildah, pictures
+from buildlib.builder import TRY_LINE
 from buildlib.graph import Selection
 from buildlib.progress import Progress
 from buildlib.project import Project
@@ -63,9 +64,9 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def attempts_in(push_log: Path) -> int:
-    """How many `buildah push` a push log records: each attempt starts with its command."""
+    """How many tries a push log records (`builder.report_try_line`)."""
     try:
-        return sum(line.startswith("$ ") for line in push_log.read_text().splitlines())
+        return sum(line.startswith(TRY_LINE) for line in push_log.read_text().splitlines())
     except OSError:
         return 0
 
@@ -192,7 +193,6 @@ class ImageReporter(ConsoleReporter):
         super().__init__(outstream, options)
         self.report = RunReport(self.project)
         self.progress: Progress | None = None
-        self.uptodate_tasks: list[Any] = []
         self.first_failed_with: dict[tuple[str, str], str] = {}  # (kind, error) -> image
         self.interrupted: int | None = None
         self.reporting = True
@@ -251,9 +251,9 @@ class ImageReporter(ConsoleReporter):
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
             entry["status"] = "up-to-date"
-            if _kind(task) == "build":
-                entry["found"] = "local"
-            self.uptodate_tasks.append(task)  # doit sets task.values after this call
+            # what the up-to-date check settled on (doit's saved values may predate it)
+            entry.update({key: value for key, value in task.meta.get("settled", {}).items()
+                          if key in SAVED_FIELDS[_kind(task)]})
             self._progress().skip()
 
     def skip_ignore(self, task: Any) -> None:
@@ -261,11 +261,6 @@ class ImageReporter(ConsoleReporter):
 
     def complete_run(self) -> None:
         self._progress().stop()
-        for task in self.uptodate_tasks:
-            entry = self.report.entry(_kind(task), _image(task))
-            entry[SAVED_FIELDS[_kind(task)][0]] = task.values.get(SAVED_FIELDS[_kind(task)][0])
-            if _kind(task) == "push":
-                entry["attempts"] = 0
         if self.interrupted:
             self._mark_unfinished()
         if self.reporting:

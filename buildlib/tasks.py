@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,13 @@ from doit.dependency import UptodateCalculator
 from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, graph, keys, pictures, project, report
+from buildlib import builder, cache, graph, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
+from buildlib.registry import RegistryError
 
 CONFIG_FILE = "images.yaml"
+LOCK_FILE = "images.lock.json"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
 
@@ -59,12 +62,11 @@ class Run:
     storage: builder.Storage
     fail_fast: bool = False
     verbose: bool = False
+    lookups: cache.Lookups | None = None  # the registry, when this run asks it
+    from_registry: bool = False  # cache=registry: look images up before building them
+    pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, proj: project.Project) -> Run:
-        """A run of every image, with default options."""
-        return cls(proj, graph.select(proj.graph, [], []), builder.Storage(proj.buildah))
+    warnings: set[str] = field(default_factory=set)
 
     def parent_task(self, name: str) -> str | None:
         parent = self.selection.parent_dependency(self.project.graph, name)
@@ -100,6 +102,40 @@ class Run:
             return None
         return plan.sources.on_parent(parent_id)
 
+    def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
+        """With cache=registry, the image the registry holds for this key, unless local
+        storage has one; a lookup that fails is "not cached", with one warning."""
+        if not self.from_registry or self.lookups is None or self.storage.with_key(record.key):
+            return None
+        try:
+            return self.lookups.find(self.project.plans[name].key_reference(record.key))
+        except RegistryError as err:
+            self.warn(f"warning: the registry cache could not be asked, building instead: {err}")
+            return None
+
+    def settle(self, name: str, found: cache.Found, key: str | None) -> dict[str, Any]:
+        """Take the image the registry holds: children build on its ID, pulled if needed."""
+        self.images[name] = {"id": found.image_id, "key": key, "found": "registry",
+                             "digest": found.manifest.digest, "pinned": found.pinned,
+                             "image": self.project.plans[name].reference}
+        return self.images[name]
+
+    def ask_for_children(self, name: str) -> None:
+        """Once an image is built, its children's keys are known: ask the registry now."""
+        if not self.from_registry or self.lookups is None:
+            return
+        for child in self.project.graph.children[name]:
+            if child in self.selection.selected:
+                plan = self.project.plans[child]
+                key = plan.sources.on_parent(self.images[name]["id"]).key
+                if not self.storage.with_key(key):
+                    self.lookups.ask(plan.key_reference(key))
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.add(message)
+            print(message, file=sys.stderr)
+
 
 def load_run(dodo_file: str) -> Run:
     """The project named by `config=` (default: images.yaml beside dodo.py) and the run
@@ -108,14 +144,45 @@ def load_run(dodo_file: str) -> Run:
     try:
         proj = project.load(_config_path(dodo_file))
         selection = _selection(proj)
+        pins = _pins(proj)
+        from_registry = _cache_mode(proj) == "registry"
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    asks_registry = from_registry or bool(pins) or _runs_pushes(sys.argv[1:])
     run = Run(proj, selection, builder.Storage(proj.buildah),
-              fail_fast=_flag("fail_fast"), verbose=_flag("verbose"))
+              fail_fast=_flag("fail_fast"), verbose=_flag("verbose"),
+              lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
+              from_registry=from_registry, pins=pins)
     if _runs_tasks(sys.argv[1:]):
         run.storage.prefetch()
+        if run.lookups is not None:  # ask the registry while doit loads and builds
+            run.lookups.client.prefetch_check()
+            if from_registry:
+                threading.Thread(target=cache.walk, daemon=True, args=(
+                    proj, selection.selected - set(pins), run.storage, run.lookups)).start()
     return run
+
+
+def _cache_mode(proj: project.Project) -> str:
+    mode = str(get_var("cache", "") or proj.config.settings.cache)
+    if mode not in ("local", "registry"):
+        raise InputError(proj.config.path, f"cache={mode}: not a cache",
+                         fix="use cache=local or cache=registry")
+    return mode
+
+
+def _pins(proj: project.Project) -> dict[str, str]:
+    """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
+    pins = {}
+    for word in _words("pin"):
+        name, _, digest = word.partition("@")
+        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
+                             "at a digest", image=name if name in proj.plans else None,
+                             fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
+        pins[name] = digest
+    return pins
 
 
 def _runs_tasks(argv: list[str]) -> bool:
@@ -217,19 +284,16 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
            "doc": "build what is stale, then push what the registry lacks"}
-    if _runs_pushes(sys.argv[1:]):  # ask the registry while doit loads and builds
-        run.project.registry_client.prefetch_check()
     for name in _selected_in_order(run):
         yield push_task(run, name)
 
 
 def push_task(run: Run, name: str) -> dict[str, Any]:
     plan = run.project.plans[name]
-    command = command_line(run.project.push_argv(name))
     return {
         "name": name,
         "doc": f"push {plan.reference}",
-        "title": lambda task: f"pushing {name}: {command}",
+        "title": lambda task: _push_title(run, name),
         "actions": [(_push, [run, name])],
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
@@ -248,6 +312,33 @@ def status_task(run: Run) -> dict[str, Any]:
         "uptodate": [probe],
         "verbosity": 2,
     }
+
+
+def resolve_task(run: Run) -> dict[str, Any]:
+    lock = run.project.build_dir / LOCK_FILE
+    return {
+        "basename": "resolve",
+        "doc": f"write {lock.name}: each selected image's digest, key and ID in the registry",
+        "actions": [(_resolve, [run, lock])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def _resolve(run: Run, lock: Path) -> Any:
+    lookups = run.lookups or cache.Lookups(run.project.registry_client)
+    try:
+        resolved = cache.resolve(run.project, _selected_in_order(run), lookups)
+    except RegistryError as err:
+        return TaskFailed(str(err))
+    missing = sorted(name for name, entry in resolved.items() if entry is None)
+    if missing:
+        return TaskFailed(f"not in the registry for their current keys: {', '.join(missing)}; "
+                          "push them first (`doit push`)")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
+    return None
 
 
 def graph_task(run: Run) -> dict[str, Any]:
@@ -280,23 +371,36 @@ def _build_title(run: Run, name: str, task: Any) -> str:
 
 def _build(run: Run, name: str, task: Any) -> Any:
     proj, parent = run.project, run.project.plans[name].parent
+    if name in run.pins:
+        return TaskFailed(task.meta.get("pin_error") or f"pin {name}: not found")
     record = task.meta.get("record") or run.record(name)
     if record is None:  # skip_parents, and no parent image in storage
         return TaskFailed(f"cannot build {name}: its parent image "
                           f"{proj.plans[parent].reference} is not in local storage; "
                           f"build it first (`doit build:{parent}`) or drop skip_parents")
     try:
+        if parent and run.images.get(parent, {}).get("found") == "registry":
+            builder.pull(proj, parent, run.images[parent], run.storage)
         values = builder.build_image(proj, name, record, run.storage,
                                      task.meta.get("reason"), echo=run.verbose)
     except (BuildahError, StorageError, subprocess.CalledProcessError, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.images[name] = values
+    run.ask_for_children(name)
     return values
 
 
+def _push_title(run: Run, name: str) -> str:
+    built = run.images.get(name, {})
+    if built.get("found") == "registry" or not built.get("key"):
+        return f"tagging {run.project.plans[name].reference}"
+    return f"pushing {name}: {command_line(run.project.push_argv(name, built['key']))}"
+
+
 def _push(run: Run, name: str) -> Any:
+    assert run.lookups is not None  # a run with pushes asks the registry
     try:
-        return builder.push_image(run.project, name, run.images.get(name, {}))
+        return builder.push_image(run.project, name, run.images.get(name, {}), run.lookups)
     except (builder.PushFailed, BuildahError, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
@@ -363,7 +467,8 @@ class StateProbe(UptodateCalculator):
 
 class ImageUpToDate(UptodateCalculator):
     """Up to date when the image this task recorded carries the current key (the parent's
-    ID in this run included) and is still in storage under its reference."""
+    ID in this run included) and is still in storage under its reference; or, with
+    cache=registry, when the registry holds an image of that key."""
 
     def __init__(self, run: Run, name: str) -> None:
         super().__init__()
@@ -371,6 +476,8 @@ class ImageUpToDate(UptodateCalculator):
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         _check_storage(self.run)
+        if self.name in self.run.pins:
+            return self._pinned(task)
         record = self.run.record(self.name,
                                  lambda task_name: self.get_val(task_name, "_values_:") or {})
         if record is None:
@@ -381,7 +488,27 @@ class ImageUpToDate(UptodateCalculator):
         task.meta["reason"] = reason
         if reason is None:
             self.run.images[self.name] = values
-        return reason is None
+            task.meta["settled"] = {"id": values["id"], "found": "local"}
+            return True
+        found = self.run.in_registry(self.name, record)
+        if found is None:
+            return False
+        task.meta["settled"] = self.run.settle(self.name, found, record.key)
+        return True
+
+    def _pinned(self, task: Any) -> bool:
+        repository = cache.repository_of(self.run.project.plans[self.name].reference)
+        reference = f"{repository}@{self.run.pins[self.name]}"
+        try:
+            found = self.run.lookups.find(reference) if self.run.lookups else None
+        except RegistryError as err:
+            found, task.meta["pin_error"] = None, f"pin {reference}: {err}"
+        if found is None:
+            task.meta.setdefault("pin_error", f"pin {reference}: the registry has no such "
+                                 "image; correct pin= or push it first")
+            return False
+        task.meta["settled"] = self.run.settle(self.name, found, None)
+        return True
 
 
 def _check_storage(run: Run) -> None:
@@ -397,15 +524,22 @@ def _check_storage(run: Run) -> None:
 
 
 class PushUpToDate:
-    """Up to date when the image carries the key pushed last and the registry still
-    serves that push."""
+    """Up to date when the registry holds the image under its key's tag and the user's
+    tag names that manifest (an image taken by `pin=` is someone else's to push)."""
 
     def __init__(self, run: Run, name: str) -> None:
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        plan, client = self.run.project.plans[self.name], self.run.project.registry_client
-        reason = builder.push_stale_reason(plan, values, self.run.images.get(self.name, {}),
-                                           lambda: client.digest(plan.reference))
+        built = self.run.images.get(self.name, {})
+        if self.name in self.run.pins:
+            task.meta["settled"] = {"digest": built.get("digest"), "attempts": 0}
+            return True
+        assert self.run.lookups is not None  # a run with pushes asks the registry
+        plan = self.run.project.plans[self.name]
+        reason = builder.push_stale_reason(plan, built, self.run.lookups)
         task.meta["reason"] = reason
+        if reason is None:
+            digest = self.run.lookups.find(plan.reference).manifest.digest
+            task.meta["settled"] = {"digest": digest, "attempts": 0}
         return reason is None

@@ -92,18 +92,21 @@ def test_push_builds_then_pushes_every_image(tree: Tree, registry: Registry) -> 
     assert_in_registry(registry, tree, EXAMPLE)
     assert sorted(registry.catalog()) == sorted(f"kolla/{name}" for name in EXAMPLE)
 
-    calls = {destination(call): call for call in push_calls(tree)}
+    # each image goes up once, to the tag of its key; its tag then names that manifest
+    calls = {destination(call).partition(":ib-")[0]: call for call in push_calls(tree)}
     assert len(calls) == len(push_calls(tree)) == len(EXAMPLE)
     for name, entry in report["pushes"].items():
         ref = reference(registry.address, name)
+        key_tag = destination(calls[f"docker://{ref.rpartition(':')[0]}"]).rpartition(":")[2]
+        assert registry.digest(f"kolla/{name}", key_tag) == entry["digest"]
         assert entry["image"] == ref
         assert entry["error"] is None and entry["attempts"] == 1
         assert report["images"][name]["end"] <= entry["start"] <= entry["end"]
         assert entry["log"] == f"build/{name}/{name}-push.log"
         log = push_log(tree, name)
-        command = log.splitlines()[0]
+        command = next(line for line in log.splitlines() if line.startswith("$ "))
         # the log's command is exactly the process that ran, and doit printed it
-        call = calls[f"docker://{ref}"]
+        call = calls[f"docker://{ref.rpartition(':')[0]}"]
         assert command == f"$ {shlex.join(['buildah', *call])}"
         assert command[2:] in result.stdout
         assert "--digestfile" in call
@@ -147,8 +150,11 @@ def test_tag_deleted_or_overwritten_in_the_registry_is_pushed_again(
     tree.doit("push")
     assert push_statuses(tree) == {**dict.fromkeys(EXAMPLE, "up-to-date"), "cron": "pushed"}
     assert tree.statuses() == dict.fromkeys(EXAMPLE, "up-to-date")
-    assert [destination(call) for call in push_calls(tree)] == [
-        f"docker://{reference(registry.address, 'cron')}"]
+    # deleting a tag deletes its manifest, the key's tag with it: the image goes up again;
+    # a tag moved to another image is moved back, no image data sent
+    key_tag = f"docker://{reference(registry.address, 'cron').rpartition(':')[0]}:ib-"
+    assert [destination(call)[:len(key_tag)] for call in push_calls(tree)] == (
+        [key_tag] if change == "deleted" else [])
     assert_in_registry(registry, tree, EXAMPLE)
     assert pushes(tree)["cron"]["digest"] == first["cron"]["digest"]  # the same image again
 
@@ -190,7 +196,7 @@ def test_flaky_registry_gets_every_image_with_retries(tree: Tree, registry: Regi
         log = push_log(tree, name)
         retries[name] = retry_lines(log)
         assert entry["attempts"] == 1 + len(retries[name]), (name, log)
-        assert sum(line.startswith("$ ") for line in log.splitlines()) == entry["attempts"]
+        assert sum(line.startswith("# try ") for line in log.splitlines()) == entry["attempts"]
         assert entry["error"] is None
         numbers = []
         for line in retries[name]:
@@ -201,7 +207,8 @@ def test_flaky_registry_gets_every_image_with_retries(tree: Tree, registry: Regi
             assert float(match.group(3)) <= MAX_BACKOFF
         assert numbers == sorted(set(numbers)), (name, retries[name])
     all_retries = [line for lines in retries.values() for line in lines]
-    assert len(push_calls(tree)) == sum(entry["attempts"] for entry in pushes(tree).values())
+    # a try is the registry's requests and, unless it holds the image, one `buildah push`
+    assert len(push_calls(tree)) <= sum(entry["attempts"] for entry in pushes(tree).values())
 
     print(f"\nflaky registry: {proxy.figures()}; "
           f"{len(all_retries)} retries logged, {len(push_calls(tree))} buildah push processes, "
