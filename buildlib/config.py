@@ -69,6 +69,35 @@ class Settings:
     templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
     buildah_args: list[StrictStr] = field(default_factory=list)
     excludes: list[StrictStr] = field(default_factory=list)  # regexes: never build these
+    args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
+    labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
+
+
+# `module:attr`, e.g. `kolla.template.filters:customizable`
+IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+ImportPath = Annotated[StrictStr, Field(pattern=IMPORT_PATH_RE.pattern)]
+
+
+@dataclass(frozen=True)
+class Jinja:
+    """Filters and globals (functions, constants) that every template sees, by import path."""
+
+    __pydantic_config__ = _STRICT
+    filters: dict[StrictStr, ImportPath] = field(default_factory=dict)
+    globals: dict[StrictStr, ImportPath] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KollaSource:
+    """The images are OpenStack Kolla's: every `Dockerfile.j2` under its docker/ folder."""
+
+    __pydantic_config__ = _STRICT
+    docker: StrictStr = "package"  # "package": the installed kolla package's; else a path
+    base: StrictStr = "rocky"  # kolla-build --base
+    template_overrides: list[StrictStr] = field(default_factory=list)  # --template-override
+    enable_unbuildable: StrictBool = False  # else kolla's unbuildable images are excluded
+    config_file: StrictStr | None = None  # a kolla-build.conf
+    options: dict[StrictStr, Scalar | list[Scalar]] = field(default_factory=dict)  # its options
 
 
 @dataclass(frozen=True)
@@ -92,10 +121,12 @@ class Image:
 @dataclass(frozen=True)
 class _File:
     __pydantic_config__ = _STRICT
-    images: dict[StrictStr, Image | None]
+    images: dict[StrictStr, Image | None] | None = None  # required unless `kolla:` names them
     settings: Settings = field(default_factory=Settings)
     vars: dict[StrictStr, Any] = field(default_factory=dict)
     profiles: dict[StrictStr, list[StrictStr]] = field(default_factory=dict)
+    jinja: Jinja = field(default_factory=Jinja)
+    kolla: KollaSource | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +138,8 @@ class Config:
     vars: dict[str, Any]
     images: dict[str, Image]
     profiles: dict[str, list[str]] = field(default_factory=dict)
+    jinja: Jinja = field(default_factory=Jinja)
+    kolla: KollaSource | None = None
 
     @property
     def root(self) -> Path:
@@ -142,7 +175,11 @@ _ALLOWED_KEYS = {
     (): [f.name for f in fields(_File)],
     ("settings",): [f.name for f in fields(Settings)],
     ("images", "*"): [f.name for f in fields(Image) if f.init],
+    ("jinja",): [f.name for f in fields(Jinja)],
+    ("kolla",): [f.name for f in fields(KollaSource)],
 }
+# What every template sees under these names; `vars:` may not take them.
+RESERVED_VARS = ("settings", "image_name", "image", "tag", "parent_name", "parent_image")
 
 
 def load(path: Path | str) -> Config:
@@ -153,17 +190,23 @@ def load(path: Path | str) -> Config:
         parsed = _FILE_ADAPTER.validate_python(data)
     except _PydanticError as err:
         raise _input_error(path, err) from None
-    images = {name: _named(image or Image(), name) for name, image in parsed.images.items()}
+    if parsed.images is None and parsed.kolla is None:
+        raise InputError(path, "missing key 'images'",
+                         fix="add `images:` to the file (or `kolla:` for Kolla's images)")
+    images = {name: named_image(image or Image(), name)
+              for name, image in (parsed.images or {}).items()}
     config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images,
-                    profiles=parsed.profiles)
+                    profiles=parsed.profiles, jinja=parsed.jinja, kolla=parsed.kolla)
     _check_references(config)
     _check_patterns(config)
     _check_source_date_epoch(path)
+    _check_vars(config)
     return config
 
 
-def _named(image: Image, name: str) -> Image:
-    object.__setattr__(image, "name", name)  # frozen, and set once here
+def named_image(image: Image, name: str) -> Image:
+    """The image under its name (frozen: set where the image is made, never later)."""
+    object.__setattr__(image, "name", name)
     return image
 
 
@@ -172,6 +215,18 @@ def _check_source_date_epoch(path: Path) -> None:
     if value and not value.isdigit():
         raise InputError(path, f"{SOURCE_DATE_EPOCH}={value!r} is not a number of seconds",
                          fix=f"set {SOURCE_DATE_EPOCH} to a Unix time, or unset it")
+
+
+def _check_vars(config: Config) -> None:
+    named = [(None, "vars", config.vars)]
+    named += [(name, f"images.{name}.vars", image.vars) for name, image in config.images.items()]
+    for image, key, variables in named:
+        taken = [v for v in RESERVED_VARS if v in variables]
+        if taken:
+            raise InputError(config.path, f"{key}.{taken[0]}: '{taken[0]}' is a name every "
+                             "template already sees", image=image,
+                             fix=f"rename the variable (settings are `settings.<name>`; "
+                             f"reserved: {', '.join(RESERVED_VARS)})")
 
 
 def _check_patterns(config: Config) -> None:
@@ -252,6 +307,10 @@ def _input_error(path: Path, err: _PydanticError) -> InputError:
                           fix=f"add `{loc[-1]}:` to the file")
     field_loc = _field_loc(loc)
     got = first.get("input")
+    if first["type"] == "string_pattern_mismatch" and loc[0] == "jinja":
+        return InputError(path, f"'{_dotted(loc)}': {got!r} is not an import path",
+                          fix="write it as `module:attr`, e.g. "
+                          "`kolla.template.filters:customizable`")
     return InputError(path, f"'{_dotted(field_loc)}': {first['msg']} (got {got!r})",
                       image=image, fix=f"give '{field_loc[-1]}' a value of the right type")
 
