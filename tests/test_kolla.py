@@ -1,0 +1,217 @@
+"""Kolla's real tree: every Dockerfile we render equals what `kolla-build --template-only`
+from the same installed `kolla` package writes (the `kolla` extra: `pip install .[kolla]`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from buildlib import project
+from buildlib.errors import InputError
+
+KOLLA_BUILD = Path(sys.executable).parent / "kolla-build"
+REGISTRY, NAMESPACE, TAG = "localhost:5000", "kolla", "t1"
+OVERRIDES = {
+    # kolla's documented shape: blocks and <image>_<list>_append/_remove/_override lists
+    "overrides-a.j2": """\
+        {% extends parent_template %}
+
+        {% set nova_api_packages_append = ['vim-tiny', 'tmux'] %}
+        {% set base_rocky_packages_remove = ['tar'] %}
+        {% set neutron_server_packages_override = ['only-this'] %}
+
+        {% block labels %}
+        LABEL maintainer="imagebake tests" name="{{ image_name }}" release="{{ openstack_release }}"
+        {% endblock %}
+        """,
+    # a second file: kolla-build drops its `extends` line and appends it to the first
+    "overrides-b.j2": """\
+        {% extends parent_template %}
+
+        {% block nova_api_footer %}
+        RUN echo "extra step for {{ image_name }} on {{ base_distro }}"
+        {% endblock %}
+        """,
+}
+# The default run compares one variant (the most demanding); `pytest -m slow` the others.
+VARIANTS = [("rocky", True),
+            pytest.param(("debian", True), marks=pytest.mark.slow),
+            pytest.param(("rocky", False), marks=pytest.mark.slow),
+            pytest.param(("debian", False), marks=pytest.mark.slow)]
+
+
+def variant_id(variant: tuple[str, bool]) -> str:
+    return f"{variant[0]}-{'overrides' if variant[1] else 'plain'}"
+
+
+@pytest.fixture(scope="session")
+def kolla_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The override files, an empty kolla-build.conf and a jinja cache shared by the variants."""
+    root = tmp_path_factory.mktemp("kolla")
+    for name, text in OVERRIDES.items():
+        (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    (root / "empty.conf").write_text("", encoding="utf-8")
+    return root
+
+
+def start_kolla_build(root: Path, distro: str, overrides: bool) -> tuple[subprocess.Popen, Path]:
+    """kolla-build --template-only (about 10 s, more on a busy machine), every image
+    rendered (--enable-unbuildable), no kolla-build.conf of this machine read."""
+    work = root / f"kolla-build-{variant_id((distro, overrides))}"
+    argv = [str(KOLLA_BUILD), "--config-file", str(root / "empty.conf"), "--template-only",
+            "--enable-unbuildable", "--work-dir", str(work), "--base", distro, "--tag", TAG,
+            "--registry", REGISTRY, "--namespace", NAMESPACE]
+    if overrides:
+        for name in OVERRIDES:
+            argv += ["--template-override", str(root / name)]
+    with (root / f"{work.name}.log").open("w") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), work
+
+
+def kolla_build_output(process: subprocess.Popen, work: Path) -> dict[str, str]:
+    """Image name (its folder's name) -> the Dockerfile kolla-build wrote."""
+    try:
+        returncode = process.wait(timeout=600)
+    finally:
+        process.kill()
+    assert returncode == 0, (work.parent / f"{work.name}.log").read_text()
+    return {path.parent.name: path.read_text(encoding="utf-8")
+            for path in (work / "docker").rglob("Dockerfile")}
+
+
+def kolla_images_yaml(root: Path, distro: str, overrides: bool, **kolla: object) -> Path:
+    folder = root / f"imagebake-{distro}-{overrides}"
+    folder.mkdir(exist_ok=True)
+    source = {"base": distro, **kolla}
+    if overrides:
+        source["template_overrides"] = [str(root / name) for name in OVERRIDES]
+    data = {"settings": {"registry": REGISTRY, "namespace": NAMESPACE, "tag": TAG,
+                         "build_dir": str(root / "build")},
+            "kolla": source}
+    path = folder / "images.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_every_dockerfile_equals_kolla_builds(kolla_tree: Path,
+                                             variant: tuple[str, bool]) -> None:
+    distro, overrides = variant
+    kolla_build = start_kolla_build(kolla_tree, distro, overrides)
+    ours = project.load(kolla_images_yaml(kolla_tree, distro, overrides))
+    theirs = kolla_build_output(*kolla_build)
+    assert len(theirs) > 150
+    assert sorted(ours.plans) == sorted(theirs)
+    differing = [name for name, plan in ours.plans.items()
+                 if plan.context.dockerfile != theirs[name]]
+    assert differing == []
+    if overrides:  # the override files took effect, in both
+        assert "vim-tiny tmux" in theirs["nova-api"]
+        assert f'extra step for nova-api on {distro}"' in theirs["nova-api"]
+        assert 'maintainer="imagebake tests"' in theirs["cron"]
+
+
+def test_parents_come_from_the_from_lines(kolla_tree: Path) -> None:
+    proj = project.load(kolla_images_yaml(kolla_tree, "debian", False))
+    parents = proj.graph.parents
+    assert proj.graph.roots() == ["base"]
+    assert parents["openstack-base"] == "base"
+    assert parents["nova-api"] == "nova-base"
+    assert parents["nova-base"] == "openstack-base"
+    for name, plan in proj.plans.items():
+        if parents[name]:
+            assert plan.context.dockerfile.startswith(
+                f"FROM {REGISTRY}/{NAMESPACE}/{parents[name]}:{TAG}\n")
+    assert proj.plans["base"].context.dockerfile.startswith("FROM debian:")
+    # the folder beside each template is its build context, as for kolla-build
+    assert "start.sh" in proj.plans["base"].context.files
+
+
+def test_kolla_profiles_and_unbuildable_images(kolla_tree: Path) -> None:
+    rocky = project.load(kolla_images_yaml(kolla_tree, "rocky", False)).config
+    assert "nova-" in rocky.profiles["main"]
+    assert "^ovsdpdk$" in rocky.settings.excludes
+    enabled = project.load(kolla_images_yaml(kolla_tree, "rocky", False,
+                                             enable_unbuildable=True)).config
+    assert "^ovsdpdk$" not in enabled.settings.excludes
+
+
+def test_kolla_options_reach_the_templates(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "debian", False,
+                             options={"maintainer": "Team X", "openstack_release": "2025.1"})
+    plans = project.load(path).plans
+    assert 'maintainer="Team X"' in plans["cron"].context.dockerfile
+    assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def load_error(path: Path) -> InputError:
+    with pytest.raises(InputError) as info:
+        project.load(path)
+    assert str(path.resolve()) in str(info.value)
+    assert info.value.fix
+    return info.value
+
+
+def test_a_setting_is_not_a_kolla_option(kolla_tree: Path) -> None:
+    error = load_error(kolla_images_yaml(kolla_tree, "debian", False, options={"tag": "x"}))
+    assert "settings.tag" in error.fix
+
+
+def test_an_unknown_kolla_option(kolla_tree: Path) -> None:
+    error = load_error(kolla_images_yaml(kolla_tree, "debian", False,
+                                         options={"maintainr": "x"}))
+    assert "kolla.options.maintainr" in error.problem
+
+
+def test_an_unknown_base(kolla_tree: Path) -> None:
+    error = load_error(kolla_images_yaml(kolla_tree, "debian", False, base="gentoo"))
+    assert "gentoo" in error.problem
+    assert "rocky" in error.fix
+
+
+def test_a_from_line_that_misses_its_parent_says_which_setting(kolla_tree: Path) -> None:
+    override = kolla_tree / "hard-coded-from.j2"
+    override.write_text("{% extends parent_template %}\n"
+                        "{% set tag = 'old' if image_name == 'nova-api' else tag %}\n")
+    path = kolla_images_yaml(kolla_tree, "debian", False, template_overrides=[str(override)])
+    error = load_error(path)
+    assert error.image == "nova-api"
+    assert f"'{REGISTRY}/{NAMESPACE}/nova-base:old'" in error.problem
+    assert "settings.tag" in error.fix
+
+
+def test_a_kolla_image_takes_no_parent_from_images_yaml(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "debian", False)
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"nova-api": {"parent": "base", "labels": {"tier": "api"}}}
+    path.write_text(yaml.safe_dump(data))
+    error = load_error(path)
+    assert error.image == "nova-api"
+    assert "FROM line" in error.problem
+
+
+def test_images_yaml_refines_a_kolla_image(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "debian", False)
+    data = yaml.safe_load(path.read_text())
+    data["settings"]["labels"] = {"org.opencontainers.image.vendor": "us", "tier": "any"}
+    data["images"] = {"nova-api": {"labels": {"tier": "api"}, "args": {"WORKERS": 4}}}
+    path.write_text(yaml.safe_dump(data))
+    plans = project.load(path).plans
+    assert values_of(plans["nova-api"].bud_options, "--label") == [
+        "org.opencontainers.image.vendor=us", "tier=api"]
+    assert values_of(plans["cron"].bud_options, "--label") == [
+        "org.opencontainers.image.vendor=us", "tier=any"]
+    assert values_of(plans["nova-api"].bud_options, "--build-arg") == ["WORKERS=4"]
+
+
+def values_of(options: tuple[str, ...], flag: str) -> list[str]:
+    return [value for option, value in zip(options, options[1:], strict=False)
+            if option == flag]
