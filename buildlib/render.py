@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import importlib
+import json
 import os
 import re
 import shutil
@@ -60,6 +62,17 @@ class Context:
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
         return replace(self, files={inner: context_dir / inner for inner in self.files})
+
+    def missing_sources(self) -> list[str]:
+        """What the Dockerfile's COPY/ADD take from the context but the context lacks,
+        e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
+        present = {"."}
+        for inner, source in self.files.items():
+            for _, rel in _walk(source, inner):
+                parts = Path(rel).parts
+                present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return [f"{keyword} {path!r}" for keyword, path in context_sources(self.dockerfile)
+                if not (fnmatch.filter(present, path) if _is_glob(path) else path in present)]
 
     def write(self, dockerfile_path: Path, context_dir: Path) -> None:
         """Write the Dockerfile and a fresh copy of the context, keeping file modes."""
@@ -312,6 +325,42 @@ def _context_files(config: Config, name: str, template_path: Path) -> dict[str, 
                              image=name, fix="use a relative name inside the build context")
         files[inner] = path
     return files
+
+
+def context_sources(dockerfile: str) -> list[tuple[str, str]]:
+    """(COPY|ADD, source path inside the context) for each source a build takes from its
+    context: not URLs, other stages (`--from`), here-documents or `$VARIABLE` paths."""
+    found = []
+    for line in _instructions(dockerfile):
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        keyword = keyword.upper()
+        if keyword not in ("COPY", "ADD"):
+            continue
+        words = _arguments(rest)
+        if any(w.startswith("--from") for w in words):
+            continue
+        paths = [w for w in words if not w.startswith("--")][:-1]  # the last is the target
+        for path in paths:
+            if "$" in path or path.startswith("<<") or re.match(r"^[a-z][a-z0-9+.-]*://", path) \
+                    or path.startswith("git@"):
+                continue
+            found.append((keyword, os.path.normpath(path.lstrip("/")) if path.strip("/")
+                          else "."))
+    return found
+
+
+def _arguments(rest: str) -> list[str]:
+    """The words of an instruction, in JSON (exec) form or shell form."""
+    if rest.lstrip().startswith("["):
+        with contextlib.suppress(ValueError):
+            words = json.loads(rest)
+            if isinstance(words, list):
+                return [str(w) for w in words]
+    return rest.split()
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
 
 
 def first_from(dockerfile: str) -> str | None:
