@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import DODO, DOIT
 
 from buildlib import project
 from buildlib.errors import InputError
@@ -215,3 +216,32 @@ def test_images_yaml_refines_a_kolla_image(kolla_tree: Path) -> None:
 def values_of(options: tuple[str, ...], flag: str) -> list[str]:
     return [value for option, value in zip(options, options[1:], strict=False)
             if option == flag]
+
+
+# --- doit status on the whole tree ----------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_status_lists_every_image_and_fails_those_lacking_an_archive(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "rocky", False)
+    data = yaml.safe_load(path.read_text())
+    storage = kolla_tree / "storage"
+    data["settings"]["buildah_args"] = ["--root", str(storage / "root"),
+                                        "--runroot", str(storage / "run")]
+    path.write_text(yaml.safe_dump(data))
+    result = subprocess.run([str(DOIT), "-f", str(DODO), f"config={path}", "status"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in result.stdout.splitlines()
+            if line and not line.startswith(("IMAGE", " "))}
+    graph = project.load(path).graph
+    for name, parent in graph.parents.items():
+        assert rows[name][0] == (parent or "-"), name
+    assert rows["cron"][1] == "would build: parent 'base' would be rebuilt"
+    assert rows["openstack-base"][1] == ("would fail: context lacks ADD 'openstack-base-archive', "
+                                         "ADD 'plugins-archive'")
+    assert rows["nova-api"][1] == "blocked: parent 'nova-base' would fail"
+    assert rows["ovsdpdk"][1] == "excluded"  # unbuildable on rocky
+    assert "images would fail, their build context lacks what their Dockerfile copies" \
+        in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr

@@ -566,3 +566,37 @@ def test_example_renders() -> None:
         for inner, source in plan.context.files.items():
             assert source.exists(), (name, inner)
             assert not inner.endswith(".j2"), (name, inner)
+
+
+# --- what a build takes from its context ----------------------------------------------------
+
+
+def test_context_sources() -> None:
+    dockerfile = textwrap.dedent("""\
+        FROM scratch AS one
+        COPY start.sh /usr/local/bin/
+        COPY --chown=1:1 --chmod=755 a.sh ./b/c.sh /opt/
+        ADD ["with space.txt", "/x/"]
+        ADD https://example.com/file.tgz /tmp/
+        COPY --from=one /etc/passwd /etc/
+        COPY $CONFIG /etc/
+        COPY <<EOF /etc/motd
+        hello
+        EOF
+          ADD nova-base-archive /nova-base-source
+        COPY . /src
+        """)
+    assert render.context_sources(dockerfile) == [
+        ("COPY", "start.sh"), ("COPY", "a.sh"), ("COPY", "b/c.sh"), ("ADD", "with space.txt"),
+        ("ADD", "nova-base-archive"), ("COPY", ".")]
+
+
+def test_missing_sources(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "app.conf").write_text("")
+    (tmp_path / "start.sh").write_text("")
+    files = {"start.sh": tmp_path / "start.sh", "conf": tmp_path / "conf"}
+    dockerfile = ("FROM scratch\nCOPY start.sh conf/app.conf conf /x/\nCOPY conf/*.conf /y/\n"
+                  "ADD nova-base-archive /src\nCOPY *.txt /z/\n")
+    context = render.Context("nova-base", dockerfile, files, tmp_path / "Dockerfile.j2")
+    assert context.missing_sources() == ["ADD 'nova-base-archive'", "COPY '*.txt'"]
