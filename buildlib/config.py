@@ -101,6 +101,22 @@ class KollaSource:
 
 
 @dataclass(frozen=True)
+class Source:
+    """One of an image's `sources:`, archived into its context as `<name>-archive`."""
+
+    __pydantic_config__ = _STRICT
+    local: StrictStr | None = None  # a folder (archived) or a file (taken as it is)
+    git: StrictStr | None = None  # a local git repository ...
+    ref: StrictStr = "HEAD"  # ... at this branch, tag or commit
+    url: StrictStr | None = None  # a tarball: file://, http://, https://
+    sha256: StrictStr | None = None  # of the tarball at `url`
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("local", "git", "url") if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
 class Image:
     __pydantic_config__ = _STRICT
     template: StrictStr | None = None
@@ -111,6 +127,7 @@ class Image:
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)
     volumes: list[StrictStr] = field(default_factory=list)
     timeout: PositiveSeconds | None = None  # seconds; default: settings.build_timeout
+    sources: dict[StrictStr, Source] = field(default_factory=dict)  # -> <name>-archive
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -176,6 +193,7 @@ _ALLOWED_KEYS = {
     ("settings",): [f.name for f in fields(Settings)],
     ("images", "*"): [f.name for f in fields(Image) if f.init],
     ("jinja",): [f.name for f in fields(Jinja)],
+    ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
     ("kolla",): [f.name for f in fields(KollaSource)],
 }
 # What every template sees under these names; `vars:` may not take them.
@@ -201,6 +219,7 @@ def load(path: Path | str) -> Config:
     _check_patterns(config)
     _check_source_date_epoch(path)
     _check_vars(config)
+    _check_sources(config)
     return config
 
 
@@ -215,6 +234,20 @@ def _check_source_date_epoch(path: Path) -> None:
     if value and not value.isdigit():
         raise InputError(path, f"{SOURCE_DATE_EPOCH}={value!r} is not a number of seconds",
                          fix=f"set {SOURCE_DATE_EPOCH} to a Unix time, or unset it")
+
+
+def _check_sources(config: Config) -> None:
+    for image in config.images.values():
+        for name, source in image.sources.items():
+            if len(source.kinds) != 1:
+                raise InputError(config.path, f"images.{image.name}.sources.{name}: "
+                                 f"{' and '.join(source.kinds) or 'nothing'} given",
+                                 image=image.name, fix="give exactly one of `local:`, "
+                                 "`git:` (with `ref:`) or `url:`")
+            if not NAME_RE.fullmatch(name):
+                raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
+                                 "source name", image=image.name,
+                                 fix="use lowercase letters and digits separated by . _ or -")
 
 
 def _check_vars(config: Config) -> None:
@@ -298,7 +331,9 @@ def _input_error(path: Path, err: _PydanticError) -> InputError:
     image = loc[1] if len(loc) > 1 and loc[0] == "images" else None
     if first["type"] == "unexpected_keyword_argument":
         key = loc[-1]
-        parent = ("images", "*") if image and len(loc) == 3 else loc[:-1]
+        parent = ("images", "*") if image and len(loc) == 3 else (
+            ("images", "*", "sources", "*") if image and len(loc) == 5 and loc[2] == "sources"
+            else loc[:-1])
         allowed = ", ".join(_ALLOWED_KEYS.get(parent, []))
         return InputError(path, f"unknown key '{_dotted(loc)}'", image=image,
                           fix=f"remove '{key}' or correct its spelling; allowed here: {allowed}")
@@ -317,7 +352,8 @@ def _input_error(path: Path, err: _PydanticError) -> InputError:
 
 def _field_loc(loc: tuple) -> tuple:
     """Drop the union-member names pydantic appends (e.g. ..., 'X', 'str')."""
-    members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image"}
+    members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image",
+               "Source"}
     while len(loc) > 1 and isinstance(loc[-1], str) and (
         loc[-1] in members or loc[-1].startswith(("literal[", "constrained-"))
     ):

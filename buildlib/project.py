@@ -7,11 +7,11 @@ once, before any build starts, and reports it as one `InputError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, kolla, registry, render
+from buildlib import buildah, config, keys, kolla, registry, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 
@@ -138,6 +138,11 @@ def load(path: Path | str) -> Project:
     except GraphError as err:
         raise InputError(cfg.path, err.problem, image=err.image, fix=err.fix) from None
     contexts = render.render_all(cfg, graph, texts)
+    for name, image in cfg.images.items():
+        if image.sources:
+            context = contexts[name]
+            contexts[name] = replace(context, files={**context.files,
+                                                     **sources.archives(cfg, name)})
     plans = {name: _plan(cfg, graph, contexts[name]) for name in graph.order()}
     return Project(cfg, graph, plans)
 
