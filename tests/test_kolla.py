@@ -221,16 +221,20 @@ def values_of(options: tuple[str, ...], flag: str) -> list[str]:
 # --- doit status on the whole tree ----------------------------------------------------------
 
 
-@pytest.mark.integration
-def test_status_lists_every_image_and_fails_those_lacking_an_archive(kolla_tree: Path) -> None:
-    path = kolla_images_yaml(kolla_tree, "rocky", False)
+def doit_status(kolla_tree: Path, path: Path, *args: str) -> subprocess.CompletedProcess:
     data = yaml.safe_load(path.read_text())
     storage = kolla_tree / "storage"
     data["settings"]["buildah_args"] = ["--root", str(storage / "root"),
                                         "--runroot", str(storage / "run")]
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run([str(DOIT), "-f", str(DODO), f"config={path}", "status"],
-                            capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(DOIT), "-f", str(DODO), f"config={path}", "status", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.integration
+def test_status_lists_every_image_and_fails_those_lacking_an_archive(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "rocky", False)
+    result = doit_status(kolla_tree, path)
     assert result.returncode == 1, result.stderr
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in result.stdout.splitlines()
             if line and not line.startswith(("IMAGE", " "))}
@@ -245,3 +249,41 @@ def test_status_lists_every_image_and_fails_those_lacking_an_archive(kolla_tree:
     assert "images would fail, their build context lacks what their Dockerfile copies" \
         in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_status_passes_with_git_sources_and_follows_their_commits(kolla_tree: Path,
+                                                                 tmp_path: Path) -> None:
+    repos = {}
+    for service in ("openstack-base", "nova-base", "glance-base"):
+        repos[service] = tmp_path / service
+        repos[service].mkdir()
+        git(repos[service], "init", "-q", "-b", "master")
+        commit(repos[service], "setup.py", f"# {service}\n")
+    (tmp_path / "plugins").mkdir()
+    path = kolla_images_yaml(kolla_tree, "rocky", False)
+    data = yaml.safe_load(path.read_text())
+    plugins = {"local": str(tmp_path / "plugins")}  # kolla-build's plugins-archive, empty
+    data["images"] = {name: {"sources": {name: {"git": str(repo), "ref": "master"},
+                                         "plugins": plugins}}
+                      for name, repo in repos.items()}
+    path.write_text(yaml.safe_dump(data))
+    result = doit_status(kolla_tree, path, "images=^nova-api$,^glance-api$")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 of 6 selected images would build" in result.stdout
+
+    before = {n: p.context.digest() for n, p in project.load(path).plans.items()}
+    commit(repos["nova-base"], "setup.py", "# nova, next commit\n")
+    after = {n: p.context.digest() for n, p in project.load(path).plans.items()}
+    assert {name for name in after if after[name] != before[name]} == {"nova-base"}
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                    *args], check=True, capture_output=True)
+
+
+def commit(repo: Path, name: str, text: str) -> None:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"edit {name}")
