@@ -313,6 +313,8 @@ def _parent(config: Config, name: str, text: str) -> str | None:
 
 def _which_setting(config: Config, namespace: str, tag: str) -> str:
     """Which settings make a FROM line's namespace or tag differ from the tree's."""
+    if not tag:
+        return "make the template's FROM end with `:{{ tag }}`"
     if tag != config.settings.tag:
         return (f"set settings.tag to {tag!r} (templates see it as `tag`), or make the "
                 "template's FROM use `{{ tag }}`")
