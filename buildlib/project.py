@@ -11,9 +11,10 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, kolla, registry, render, sources
+from buildlib import buildah, config, keys, kolla, registry, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
+from buildlib.sources import archives
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def load(path: Path | str) -> Project:
         if image.sources:
             context = contexts[name]
             contexts[name] = replace(context, files={**context.files,
-                                                     **sources.archives(cfg, name)})
+                                                     **archives(cfg, name)})
     plans = {name: _plan(cfg, graph, contexts[name]) for name in graph.order()}
     return Project(cfg, graph, plans)
 

@@ -30,6 +30,19 @@ os.execv({real!r}, [{real!r}] + sys.argv[1:])
 """
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 class Tree:
     """An image tree in a temp dir, built by `doit` in a subprocess as a user would."""
 

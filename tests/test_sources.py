@@ -58,7 +58,7 @@ def make_tree(tmp_path: Path, source: dict) -> Path:
 
 
 def digests(config: Path) -> dict[str, str]:
-    return {name: plan.context.digest() for name, plan in project.load(config).plans.items()}
+    return {name: plan.sources.key for name, plan in project.load(config).plans.items()}
 
 
 def members(archive: Path) -> dict[str, bytes]:
