@@ -11,10 +11,10 @@ as kolla-build reads it. Nothing of Kolla is copied here: it is all imported.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import importlib.util
 import os
+import pickle
 import re
 import tempfile
 from collections.abc import Iterator
@@ -73,8 +73,8 @@ def _repos_read_once() -> Iterator[None]:
     from kolla.template import methods
 
     original = methods._load_repos
-    cached = functools.lru_cache(maxsize=None)(original)
-    methods._load_repos = lambda override=None: copy.deepcopy(cached(override))
+    cached = functools.lru_cache(maxsize=None)(lambda override: pickle.dumps(original(override)))
+    methods._load_repos = lambda override=None: pickle.loads(cached(override))  # a fresh copy
     try:
         yield
     finally:
