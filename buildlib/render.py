@@ -234,9 +234,10 @@ def _override_template(config: Config, env: jinja2.Environment) -> jinja2.Templa
                              f"{err.strerror}", fix="correct the path (relative to the "
                              "directory of images.yaml)") from None
         texts.append(text if index == 0 else re.sub(r".*\{\%.*extends.*\n", "", text))
-    overrides = env.overlay(loader=jinja2.DictLoader({path.name: "".join(texts)}))
+    name = Path(paths[0]).name
+    overrides = env.overlay(loader=jinja2.DictLoader({name: "".join(texts)}))
     try:
-        return overrides.get_template(path.name)
+        return overrides.get_template(name)
     except jinja2.TemplateSyntaxError as err:
         raise InputError(config.path, f"template syntax error in {paths[0]} (and the other "
                          f"kolla.template_overrides) at line {err.lineno}: {err.message}",
