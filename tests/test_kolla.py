@@ -150,6 +150,16 @@ def test_kolla_options_reach_the_templates(kolla_tree: Path) -> None:
     assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
 
 
+def test_a_kolla_build_conf_is_read_and_options_win(kolla_tree: Path) -> None:
+    conf = kolla_tree / "kolla-build.conf"
+    conf.write_text("[DEFAULT]\nmaintainer = From Conf\nopenstack_release = 2024.2\n")
+    path = kolla_images_yaml(kolla_tree, "debian", False, config_file=str(conf),
+                             options={"openstack_release": "2025.1"})
+    plans = project.load(path).plans
+    assert 'maintainer="From Conf"' in plans["cron"].context.dockerfile
+    assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
