@@ -31,15 +31,16 @@ os.execv({real!r}, [{real!r}] + sys.argv[1:])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--slow", action="store_true", help="also run the tests marked slow")
+    parser.addoption("--kolla-all", action="store_true",
+                     help="also run the tests marked kolla_all (each runs kolla-build)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--slow"):
+    if config.getoption("--kolla-all"):
         return
-    skip = pytest.mark.skip(reason="slow: run with --slow")
+    skip = pytest.mark.skip(reason="kolla_all: run with --kolla-all")
     for item in items:
-        if "slow" in item.keywords:
+        if "kolla_all" in item.keywords:
             item.add_marker(skip)
 
 

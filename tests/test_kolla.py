@@ -39,11 +39,12 @@ OVERRIDES = {
         {% endblock %}
         """,
 }
-# The default run compares one variant (the most demanding); `pytest --slow` the others too.
-VARIANTS = [("rocky", True),
-            pytest.param(("debian", True), marks=pytest.mark.slow),
-            pytest.param(("rocky", False), marks=pytest.mark.slow),
-            pytest.param(("debian", False), marks=pytest.mark.slow)]
+# The default run compares one variant (the most demanding); `pytest --kolla-all` all four.
+OTHERS = [pytest.mark.slow, pytest.mark.kolla_all]
+VARIANTS = [pytest.param(("rocky", True), marks=pytest.mark.slow),
+            pytest.param(("debian", True), marks=OTHERS),
+            pytest.param(("rocky", False), marks=OTHERS),
+            pytest.param(("debian", False), marks=OTHERS)]
 
 
 def variant_id(variant: tuple[str, bool]) -> str:
