@@ -4,7 +4,7 @@
 
 VENV        := .venv
 BIN         := $(VENV)/bin
-APT_PACKAGES := buildah skopeo docker-registry busybox-static graphviz
+APT_PACKAGES := buildah skopeo docker-registry busybox-static graphviz git
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 DOIT_ARGS   ?=
@@ -26,7 +26,7 @@ system-packages:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,kolla]'
 	touch $@
 
 build: setup

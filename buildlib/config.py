@@ -70,6 +70,51 @@ class Settings:
     templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
     buildah_args: list[StrictStr] = field(default_factory=list)
     excludes: list[StrictStr] = field(default_factory=list)  # regexes: never build these
+    args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
+    labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
+
+
+# `module:attr`, e.g. `kolla.template.filters:customizable`
+IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+ImportPath = Annotated[StrictStr, Field(pattern=IMPORT_PATH_RE.pattern)]
+
+
+@dataclass(frozen=True)
+class Jinja:
+    """Filters and globals (functions, constants) that every template sees, by import path."""
+
+    __pydantic_config__ = _STRICT
+    filters: dict[StrictStr, ImportPath] = field(default_factory=dict)
+    globals: dict[StrictStr, ImportPath] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KollaSource:
+    """The images are OpenStack Kolla's: every `Dockerfile.j2` under its docker/ folder."""
+
+    __pydantic_config__ = _STRICT
+    docker: StrictStr = "package"  # "package": the installed kolla package's; else a path
+    base: StrictStr = "rocky"  # kolla-build --base
+    template_overrides: list[StrictStr] = field(default_factory=list)  # --template-override
+    enable_unbuildable: StrictBool = False  # else kolla's unbuildable images are excluded
+    config_file: StrictStr | None = None  # a kolla-build.conf
+    options: dict[StrictStr, Scalar | list[Scalar]] = field(default_factory=dict)  # its options
+
+
+@dataclass(frozen=True)
+class Source:
+    """One of an image's `sources:`, archived into its context as `<name>-archive`."""
+
+    __pydantic_config__ = _STRICT
+    local: StrictStr | None = None  # a folder (archived) or a file (taken as it is)
+    git: StrictStr | None = None  # a local git repository ...
+    ref: StrictStr = "HEAD"  # ... at this branch, tag or commit
+    url: StrictStr | None = None  # a tarball: file://, http://, https://
+    sha256: StrictStr | None = None  # of the tarball at `url`
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("local", "git", "url") if getattr(self, k) is not None]
 
 
 @dataclass(frozen=True)
@@ -83,6 +128,7 @@ class Image:
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)
     volumes: list[StrictStr] = field(default_factory=list)
     timeout: PositiveSeconds | None = None  # seconds; default: settings.build_timeout
+    sources: dict[StrictStr, Source] = field(default_factory=dict)  # -> <name>-archive
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -93,10 +139,12 @@ class Image:
 @dataclass(frozen=True)
 class _File:
     __pydantic_config__ = _STRICT
-    images: dict[StrictStr, Image | None]
+    images: dict[StrictStr, Image | None] | None = None  # required unless `kolla:` names them
     settings: Settings = field(default_factory=Settings)
     vars: dict[StrictStr, Any] = field(default_factory=dict)
     profiles: dict[StrictStr, list[StrictStr]] = field(default_factory=dict)
+    jinja: Jinja = field(default_factory=Jinja)
+    kolla: KollaSource | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +156,8 @@ class Config:
     vars: dict[str, Any]
     images: dict[str, Image]
     profiles: dict[str, list[str]] = field(default_factory=dict)
+    jinja: Jinja = field(default_factory=Jinja)
+    kolla: KollaSource | None = None
 
     @property
     def root(self) -> Path:
@@ -143,7 +193,12 @@ _ALLOWED_KEYS = {
     (): [f.name for f in fields(_File)],
     ("settings",): [f.name for f in fields(Settings)],
     ("images", "*"): [f.name for f in fields(Image) if f.init],
+    ("jinja",): [f.name for f in fields(Jinja)],
+    ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
+    ("kolla",): [f.name for f in fields(KollaSource)],
 }
+# What every template sees under these names; `vars:` may not take them.
+RESERVED_VARS = ("settings", "image_name", "image", "tag", "parent_name", "parent_image")
 
 
 def load(path: Path | str) -> Config:
@@ -154,17 +209,24 @@ def load(path: Path | str) -> Config:
         parsed = _FILE_ADAPTER.validate_python(data)
     except _PydanticError as err:
         raise _input_error(path, err) from None
-    images = {name: _named(image or Image(), name) for name, image in parsed.images.items()}
+    if parsed.images is None and parsed.kolla is None:
+        raise InputError(path, "missing key 'images'",
+                         fix="add `images:` to the file (or `kolla:` for Kolla's images)")
+    images = {name: named_image(image or Image(), name)
+              for name, image in (parsed.images or {}).items()}
     config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images,
-                    profiles=parsed.profiles)
+                    profiles=parsed.profiles, jinja=parsed.jinja, kolla=parsed.kolla)
     _check_references(config)
     _check_patterns(config)
     _check_source_date_epoch(path)
+    _check_vars(config)
+    _check_sources(config)
     return config
 
 
-def _named(image: Image, name: str) -> Image:
-    object.__setattr__(image, "name", name)  # frozen, and set once here
+def named_image(image: Image, name: str) -> Image:
+    """The image under its name (frozen: set where the image is made, never later)."""
+    object.__setattr__(image, "name", name)
     return image
 
 
@@ -173,6 +235,32 @@ def _check_source_date_epoch(path: Path) -> None:
     if value and not value.isdigit():
         raise InputError(path, f"{SOURCE_DATE_EPOCH}={value!r} is not a number of seconds",
                          fix=f"set {SOURCE_DATE_EPOCH} to a Unix time, or unset it")
+
+
+def _check_sources(config: Config) -> None:
+    for image in config.images.values():
+        for name, source in image.sources.items():
+            if len(source.kinds) != 1:
+                raise InputError(config.path, f"images.{image.name}.sources.{name}: "
+                                 f"{' and '.join(source.kinds) or 'nothing'} given",
+                                 image=image.name, fix="give exactly one of `local:`, "
+                                 "`git:` (with `ref:`) or `url:`")
+            if not NAME_RE.fullmatch(name):
+                raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
+                                 "source name", image=image.name,
+                                 fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_vars(config: Config) -> None:
+    named = [(None, "vars", config.vars)]
+    named += [(name, f"images.{name}.vars", image.vars) for name, image in config.images.items()]
+    for image, key, variables in named:
+        taken = [v for v in RESERVED_VARS if v in variables]
+        if taken:
+            raise InputError(config.path, f"{key}.{taken[0]}: '{taken[0]}' is a name every "
+                             "template already sees", image=image,
+                             fix=f"rename the variable (settings are `settings.<name>`; "
+                             f"reserved: {', '.join(RESERVED_VARS)})")
 
 
 def _check_patterns(config: Config) -> None:
@@ -244,7 +332,9 @@ def _input_error(path: Path, err: _PydanticError) -> InputError:
     image = loc[1] if len(loc) > 1 and loc[0] == "images" else None
     if first["type"] == "unexpected_keyword_argument":
         key = loc[-1]
-        parent = ("images", "*") if image and len(loc) == 3 else loc[:-1]
+        parent = ("images", "*") if image and len(loc) == 3 else (
+            ("images", "*", "sources", "*") if image and len(loc) == 5 and loc[2] == "sources"
+            else loc[:-1])
         allowed = ", ".join(_ALLOWED_KEYS.get(parent, []))
         return InputError(path, f"unknown key '{_dotted(loc)}'", image=image,
                           fix=f"remove '{key}' or correct its spelling; allowed here: {allowed}")
@@ -253,13 +343,18 @@ def _input_error(path: Path, err: _PydanticError) -> InputError:
                           fix=f"add `{loc[-1]}:` to the file")
     field_loc = _field_loc(loc)
     got = first.get("input")
+    if first["type"] == "string_pattern_mismatch" and loc[0] == "jinja":
+        return InputError(path, f"'{_dotted(loc)}': {got!r} is not an import path",
+                          fix="write it as `module:attr`, e.g. "
+                          "`kolla.template.filters:customizable`")
     return InputError(path, f"'{_dotted(field_loc)}': {first['msg']} (got {got!r})",
                       image=image, fix=f"give '{field_loc[-1]}' a value of the right type")
 
 
 def _field_loc(loc: tuple) -> tuple:
     """Drop the union-member names pydantic appends (e.g. ..., 'X', 'str')."""
-    members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image"}
+    members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image",
+               "Source"}
     while len(loc) > 1 and isinstance(loc[-1], str) and (
         loc[-1] in members or loc[-1].startswith(("literal[", "constrained-"))
     ):

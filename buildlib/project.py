@@ -7,13 +7,14 @@ once, before any build starts, and reports it as one `InputError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, registry, render
+from buildlib import buildah, config, keys, kolla, registry, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
+from buildlib.sources import archives
 
 
 @dataclass(frozen=True)
@@ -133,12 +134,19 @@ class Project:
 
 
 def load(path: Path | str) -> Project:
-    cfg = config.load(path)
+    cfg, texts = config.load(path), {}
+    if cfg.kolla is not None:
+        cfg, texts = kolla.expand(cfg)
     try:
         graph = Graph.build({name: image.parent for name, image in cfg.images.items()})
     except GraphError as err:
         raise InputError(cfg.path, err.problem, image=err.image, fix=err.fix) from None
-    contexts = render.render_all(cfg, graph)
+    contexts = render.render_all(cfg, graph, texts)
+    for name, image in cfg.images.items():
+        if image.sources:
+            context = contexts[name]
+            contexts[name] = replace(context, files={**context.files,
+                                                     **archives(cfg, name)})
     plans = {name: _plan(cfg, graph, contexts[name]) for name in graph.order()}
     return Project(cfg, graph, plans)
 
@@ -150,7 +158,8 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context) -> ImagePla
     return ImagePlan(name=name, parent=parent, reference=cfg.reference(name),
                      parent_reference=cfg.reference(parent) if parent else None,
                      context=context, workdir=cfg.build_dir / name,
-                     args=_spelled(image.args), labels=_spelled(image.labels),
+                     args=_spelled({**settings.args, **image.args}),
+                     labels=_spelled({**settings.labels, **image.labels}),
                      volumes=tuple(image.volumes), format=settings.format,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout)

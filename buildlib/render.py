@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hashlib
+import importlib
+import json
 import os
+import re
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
 from buildlib.config import Config
 from buildlib.errors import InputError
@@ -56,6 +63,17 @@ class Context:
         """This context as `write` copied it into context_dir."""
         return replace(self, files={inner: context_dir / inner for inner in self.files})
 
+    def missing_sources(self) -> list[str]:
+        """What the Dockerfile's COPY/ADD take from the context but the context lacks,
+        e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
+        present = {"."}
+        for inner, source in self.files.items():
+            for _, rel in _walk(source, inner):
+                parts = Path(rel).parts
+                present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return [f"{keyword} {path!r}" for keyword, path in context_sources(self.dockerfile)
+                if not (fnmatch.filter(present, path) if _is_glob(path) else path in present)]
+
     def write(self, dockerfile_path: Path, context_dir: Path) -> None:
         """Write the Dockerfile and a fresh copy of the context, keeping file modes."""
         if context_dir.exists():
@@ -79,66 +97,202 @@ def _walk(source: Path, inner: str) -> list[tuple[Path, str]]:
 
 
 def environment(config: Config) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in config.template_dirs]),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+    """The example tree's environment: undefined variables are errors, files keep their
+    last newline. A Kolla tree renders as kolla-build does: sandboxed, undefined variables
+    empty, the final newline dropped. Both get the filters and globals of `jinja:`."""
+    options: dict[str, Any] = {
+        "loader": jinja2.FileSystemLoader([str(d) for d in config.template_dirs]),
+        "autoescape": False,
+    }
+    if config.kolla is not None:
+        # Kolla's ~190 templates take a second to compile: keep the compiled code between runs.
+        cache_dir = config.build_dir / "jinja-cache"
+        with contextlib.suppress(OSError):
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            options["bytecode_cache"] = jinja2.FileSystemBytecodeCache(str(cache_dir))
+        env: jinja2.Environment = jinja2.sandbox.SandboxedEnvironment(**options)
+    else:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                 **options)
+    env.filters.update(_imported(config, "filters", config.jinja.filters))
+    env.globals.update(_imported(config, "globals", config.jinja.globals))
+    return env
 
 
-def template_vars(config: Config, graph: Graph, name: str,
+def _imported(config: Config, kind: str, paths: dict[str, str]) -> dict[str, Any]:
+    """Each `name: module:attr` imported, modules beside images.yaml first."""
+    found = {}
+    for name, path in paths.items():
+        module_name, attr = path.split(":")
+        try:
+            with _importable_from(config.root):
+                module = importlib.import_module(module_name)
+            found[name] = getattr(module, attr)
+        except ImportError as err:
+            fix = ("install it with `pip install .[kolla]`" if module_name.startswith("kolla.")
+                   else f"install the package that provides {module_name}, put "
+                   f"{module_name}.py beside images.yaml, or correct the path")
+            raise InputError(config.path, f"jinja.{kind}.{name}: cannot import {module_name} "
+                             f"({err})", fix=fix) from None
+        except AttributeError:
+            raise InputError(config.path, f"jinja.{kind}.{name}: {module_name} has no "
+                             f"'{attr}'", fix="correct the name after the colon") from None
+    return found
+
+
+@contextlib.contextmanager
+def _importable_from(folder: Path) -> Iterator[None]:
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+
+
+def template_vars(config: Config, graph: Graph | None, name: str,
                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Settings, then global vars, then the image's vars, then the image's own names."""
+    """Global vars, then the image's vars, then the names every template sees (settings
+    under `settings`). Without a graph (Kolla's tree, whose parents come from the rendered
+    FROM lines) there is no parent to name."""
     image = config.images[name]
-    parent = graph.parents[name]
-    settings = settings if settings is not None else asdict(config.settings)
-    return {
-        **settings,
-        "settings": settings,
+    parent = graph.parents[name] if graph is not None else None
+    values = {
         **config.vars,
         **image.vars,
+        "settings": settings if settings is not None else asdict(config.settings),
         "image_name": name,
         "image": config.reference(name),
         "tag": config.settings.tag,
-        "parent_name": parent,
-        "parent_image": config.reference(parent) if parent else None,
     }
+    if graph is not None:
+        values["parent_name"] = parent
+        values["parent_image"] = config.reference(parent) if parent else None
+    return values
 
 
-def render_all(config: Config, graph: Graph) -> dict[str, Context]:
-    env, settings = environment(config), asdict(config.settings)
-    return {name: render_image(env, config, graph, name, settings) for name in graph.order()}
+class Renderer:
+    """Renders the images of one config; templates compile once, shared by all images."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.env = environment(config)
+        self.settings = asdict(config.settings)
+        self.override = _override_template(config, self.env)
+
+    def render(self, name: str, graph: Graph | None = None) -> str:
+        """The rendered Dockerfile of one image; any template problem is an InputError."""
+        config = self.config
+        try:
+            values = template_vars(config, graph, name, self.settings)
+            template = self.env.get_template(config.images[name].template_name)
+            if self.override is not None:
+                values["parent_template"] = template
+                template = self.override
+            return template.render(values)
+        except jinja2.TemplateNotFound as err:
+            searched = ", ".join(str(d) for d in config.template_dirs)
+            raise InputError(config.path, f"template '{err.name}' not found (searched "
+                             f"{searched})", image=name, fix=f"create "
+                             f"{config.template_dirs[0] / err.name} or set `template:` for "
+                             "this image") from None
+        except jinja2.TemplateSyntaxError as err:
+            raise _syntax_error(config, name, err) from None
+        except jinja2.UndefinedError as err:
+            raise _undefined_error(config, name, err) from None
+        except jinja2.TemplateError as err:
+            raise InputError(config.path, f"template error: {err}", image=name,
+                             fix="correct the template") from None
+        except Exception as err:  # e.g. {{ 1 // 0 }}: a user's template, not our bug
+            raise InputError(config.path, f"template {_where_in_template(config)}: "
+                             f"{type(err).__name__}: {err}", image=name,
+                             fix="correct the expression in the template") from None
+
+    def template_path(self, name: str) -> Path:
+        """Where the image's template is (found as the loader finds it, not compiled)."""
+        template_name = self.config.images[name].template_name
+        try:
+            _, filename, _ = self.env.loader.get_source(self.env, template_name)
+        except jinja2.TemplateNotFound:
+            self.render(name)  # raises the InputError that names the folders searched
+            raise
+        return Path(filename or "")
 
 
-def render_image(env: jinja2.Environment, config: Config, graph: Graph, name: str,
-                 settings: dict[str, Any] | None = None) -> Context:
-    image = config.images[name]
+def _override_template(config: Config, env: jinja2.Environment) -> jinja2.Template | None:
+    """kolla-build --template-override: the files joined into one template (the first
+    whole, the others without their `extends` line), which extends `parent_template`."""
+    paths = config.kolla.template_overrides if config.kolla is not None else []
+    if not paths:
+        return None
+    texts = []
+    for index, relative in enumerate(paths):
+        path = config.source_path(relative)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise InputError(config.path, f"kolla.template_overrides: cannot read {path}: "
+                             f"{err.strerror}", fix="correct the path (relative to the "
+                             "directory of images.yaml)") from None
+        texts.append(text if index == 0 else re.sub(r".*\{\%.*extends.*\n", "", text))
+    name = Path(paths[0]).name
+    overrides = env.overlay(loader=jinja2.DictLoader({name: "".join(texts)}))
     try:
-        template = env.get_template(image.template_name)
-        text = template.render(template_vars(config, graph, name, settings))
-    except jinja2.TemplateNotFound as err:
-        searched = ", ".join(str(d) for d in config.template_dirs)
-        raise InputError(config.path, f"template '{err.name}' not found (searched {searched})",
-                         image=name, fix=f"create {config.template_dirs[0] / err.name} "
-                         "or set `template:` for this image") from None
+        return overrides.get_template(name)
     except jinja2.TemplateSyntaxError as err:
-        raise InputError(config.path, f"template syntax error in {err.filename}:{err.lineno}: "
-                         f"{err.message}", image=name, fix="correct the template") from None
-    except jinja2.UndefinedError as err:
-        raise InputError(config.path, f"template {_where_in_template(config)}: {err.message}",
-                         image=name, fix="define the variable under `vars:` (globally or for "
-                         "this image) or correct its name") from None
-    except jinja2.TemplateError as err:
-        raise InputError(config.path, f"template error: {err}", image=name,
-                         fix="correct the template") from None
-    except Exception as err:  # e.g. {{ 1 // 0 }}: a user's template, not our bug
-        raise InputError(config.path, f"template {_where_in_template(config)}: "
-                         f"{type(err).__name__}: {err}", image=name,
-                         fix="correct the expression in the template") from None
-    template_path = Path(template.filename or "")
-    _check_from(config, graph, name, text, template_path)
-    return Context(name, text, _context_files(config, name, template_path), template_path)
+        raise InputError(config.path, f"template syntax error in {paths[0]} (and the other "
+                         f"kolla.template_overrides) at line {err.lineno}: {err.message}",
+                         fix="correct the override file") from None
+
+
+def _syntax_error(config: Config, name: str, err: jinja2.TemplateSyntaxError) -> InputError:
+    where = f"{err.filename}:{err.lineno}"
+    unknown = re.match(r"No (filter|test) named '([^']+)'", err.message or "")
+    if unknown and unknown.group(1) == "filter":
+        return InputError(config.path, f"template {where} uses the filter "
+                          f"'{unknown.group(2)}', which is not registered", image=name,
+                          fix=f"register it in images.yaml: `jinja: {{filters: "
+                          f"{{{unknown.group(2)}: module:function}}}}` (Kolla's come with "
+                          "`kolla:`), or correct its name")
+    return InputError(config.path, f"template syntax error in {where}: {err.message}",
+                      image=name, fix="correct the template")
+
+
+def _undefined_error(config: Config, name: str, err: jinja2.UndefinedError) -> InputError:
+    where = _where_in_template(config)
+    missing = re.match(r"'([^']+)' is undefined", err.message or "")
+    if missing and _called_at(where, missing.group(1)):
+        function = missing.group(1)
+        return InputError(config.path, f"template {where} calls the function '{function}', "
+                          "which is not registered", image=name,
+                          fix=f"register it in images.yaml: `jinja: {{globals: {{{function}: "
+                          "module:function}}`, or correct its name")
+    return InputError(config.path, f"template {where}: {err.message}", image=name,
+                      fix="define the variable under `vars:` (globally or for this image) "
+                      "or correct its name")
+
+
+def _called_at(where: str, function: str) -> bool:
+    """Whether the template line `file:line` calls `function(...)`."""
+    filename, _, line = where.rpartition(":")
+    try:
+        text = Path(filename).read_text(encoding="utf-8").splitlines()[int(line) - 1]
+    except (OSError, ValueError, IndexError):
+        return False
+    return re.search(rf"\b{re.escape(function)}\s*\(", text) is not None
+
+
+def render_all(config: Config, graph: Graph,
+               texts: dict[str, str] | None = None) -> dict[str, Context]:
+    """Every image's build context; `texts` are Dockerfiles already rendered (Kolla's)."""
+    renderer, texts = Renderer(config), texts or {}
+    contexts = {}
+    for name in graph.order():
+        text = texts[name] if name in texts else renderer.render(name, graph)
+        template_path = renderer.template_path(name)
+        _check_from(config, graph, name, text, template_path)
+        contexts[name] = Context(name, text, _context_files(config, name, template_path),
+                                 template_path)
+    return contexts
 
 
 def _where_in_template(config: Config) -> str:
@@ -172,6 +326,42 @@ def _context_files(config: Config, name: str, template_path: Path) -> dict[str, 
                              image=name, fix="use a relative name inside the build context")
         files[inner] = path
     return files
+
+
+def context_sources(dockerfile: str) -> list[tuple[str, str]]:
+    """(COPY|ADD, source path inside the context) for each source a build takes from its
+    context: not URLs, other stages (`--from`), here-documents or `$VARIABLE` paths."""
+    found = []
+    for line in _instructions(dockerfile):
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        keyword = keyword.upper()
+        if keyword not in ("COPY", "ADD"):
+            continue
+        words = _arguments(rest)
+        if any(w.startswith("--from") for w in words):
+            continue
+        paths = [w for w in words if not w.startswith("--")][:-1]  # the last is the target
+        for path in paths:
+            if "$" in path or path.startswith("<<") or re.match(r"^[a-z][a-z0-9+.-]*://", path) \
+                    or path.startswith("git@"):
+                continue
+            found.append((keyword, os.path.normpath(path.lstrip("/")) if path.strip("/")
+                          else "."))
+    return found
+
+
+def _arguments(rest: str) -> list[str]:
+    """The words of an instruction, in JSON (exec) form or shell form."""
+    if rest.lstrip().startswith("["):
+        with contextlib.suppress(ValueError):
+            words = json.loads(rest)
+            if isinstance(words, list):
+                return [str(w) for w in words]
+    return rest.split()
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
 
 
 def first_from(dockerfile: str) -> str | None:
@@ -217,4 +407,6 @@ def _check_from(config: Config, graph: Graph, name: str, text: str, template: Pa
     if found != expected:
         raise InputError(config.path, f"rendered {template} starts FROM {found!r}, "
                          f"not its parent '{parent}' ({expected})", image=name,
-                         fix="begin the template with `FROM {{ parent_image }}`")
+                         fix="begin the template with `FROM {{ parent_image }}`"
+                         if config.kolla is None else "begin the template with `FROM "
+                         "{{ namespace }}/{{ image_prefix }}" + parent + ":{{ tag }}`")

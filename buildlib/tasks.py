@@ -373,6 +373,10 @@ def _build(run: Run, name: str, task: Any) -> Any:
     proj, parent = run.project, run.project.plans[name].parent
     if name in run.pins:
         return TaskFailed(task.meta.get("pin_error") or f"pin {name}: not found")
+    missing = proj.plans[name].context.missing_sources()
+    if missing:
+        return TaskFailed(f"cannot build {name}: its build context lacks {', '.join(missing)}"
+                          f"\n  fix: {MISSING_SOURCES_FIX}")
     record = task.meta.get("record") or run.record(name)
     if record is None:  # skip_parents, and no parent image in storage
         return TaskFailed(f"cannot build {name}: its parent image "
@@ -412,13 +416,20 @@ def _clean(proj: project.Project, name: str) -> None:
     shutil.rmtree(plan.workdir, ignore_errors=True)
 
 
-def _print_status(run: Run, probe: StateProbe) -> None:
-    proj, rebuilding = run.project, set()
+def _print_status(run: Run, probe: StateProbe) -> Any:
+    proj, rebuilding, failing = run.project, set(), set()
     rows = [("IMAGE", "PARENT", "STATUS")]
     for name in proj.graph.order():
         plan = proj.plans[name]
         if name not in run.selection.selected:
             rows.append((name, plan.parent or "-", "excluded"))
+            continue
+        missing = plan.context.missing_sources()
+        if missing or plan.parent in failing:
+            failing.add(name)
+            rows.append((name, plan.parent or "-", f"would fail: context lacks "
+                         f"{', '.join(missing)}" if missing else
+                         f"blocked: parent '{plan.parent}' would fail"))
             continue
         reason = _dry_run(run, name, probe.values(f"build:{name}"), rebuilding)
         if reason:
@@ -429,6 +440,16 @@ def _print_status(run: Run, probe: StateProbe) -> None:
     for image, parent, status in rows:
         print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
     print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build")
+    failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
+    if failed:
+        return TaskFailed(f"{len(failed)} images would fail, their build context lacks what "
+                          f"their Dockerfile copies: {', '.join(failed)}\n  fix: "
+                          f"{MISSING_SOURCES_FIX}")
+    return None
+
+
+MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
+                       "under `files:` in images.yaml), or correct the COPY/ADD")
 
 
 def _dry_run(run: Run, name: str, saved: dict[str, Any], rebuilding: set[str]) -> str | None:

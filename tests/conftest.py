@@ -30,6 +30,20 @@ os.execv({real!r}, [{real!r}] + sys.argv[1:])
 """
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kolla-all", action="store_true",
+                     help="also run the tests marked kolla_all (each runs kolla-build)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--kolla-all"):
+        return
+    skip = pytest.mark.skip(reason="kolla_all: run with --kolla-all")
+    for item in items:
+        if "kolla_all" in item.keywords:
+            item.add_marker(skip)
+
+
 class Tree:
     """An image tree in a temp dir, built by `doit` in a subprocess as a user would."""
 

@@ -194,3 +194,16 @@ def test_bad_input_builds_nothing(tree: Tree) -> None:
     assert "Traceback" not in result.stderr
     assert tree.buildah_calls() == []
     assert not (tree.root / "build" / "report.json").exists()
+
+
+def test_an_image_whose_context_lacks_a_copied_file_fails_before_buildah(tree: Tree) -> None:
+    tree.edit("templates/cron/Dockerfile.j2", "{% block footer %}",
+              "{% block footer %}\nCOPY crontab /etc/crontab")
+    status = tree.doit("status", check=False)
+    assert status.returncode == 1
+    assert "would fail: context lacks COPY 'crontab'" in status.stdout
+    result = tree.doit("build:cron", check=False)
+    assert result.returncode != 0
+    assert tree.statuses() == {"base": "built", "cron": "failed"}
+    assert "its build context lacks COPY 'crontab'" in tree.report()["images"]["cron"]["error"]
+    assert not any("bud" in call and "cron" in " ".join(call) for call in tree.buildah_calls())

@@ -70,6 +70,32 @@ def test_missing_images_key(tmp_path: Path) -> None:
     assert "missing key 'images'" in message
 
 
+@pytest.mark.parametrize("text, image", [
+    ("vars: {tag: v1}\nimages: {base: }\n", None),
+    ("images: {base: {vars: {settings: {}}}}\n", "base"),
+], ids=["global", "image"])
+def test_vars_may_not_take_a_name_templates_already_see(tmp_path: Path, text: str,
+                                                        image: str | None) -> None:
+    message = load_error(tmp_path, text, image)
+    assert "a name every template already sees" in message
+    assert "settings.<name>" in message
+
+
+def test_jinja_import_paths_are_checked(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "jinja: {filters: {f: 'not a path'}}\nimages: {base: }\n")
+    assert "'jinja.filters.f'" in message
+    assert "module:attr" in message
+
+
+def test_global_args_and_labels_are_read(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, """\
+        settings: {args: {HTTP_PROXY: "http://proxy:3128"}, labels: {vendor: us}}
+        images: {base: }
+        """))
+    assert loaded.settings.args == {"HTTP_PROXY": "http://proxy:3128"}
+    assert loaded.settings.labels == {"vendor": "us"}
+
+
 def test_missing_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "nothere.yaml"
     with pytest.raises(InputError) as info:

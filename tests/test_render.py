@@ -116,7 +116,51 @@ def test_unknown_filter(tmp_path: Path) -> None:
         "templates/child/Dockerfile.j2": CHILD_T,
     })
     message = load_error(config, "base")
-    assert "shout" in message
+    assert "filter 'shout', which is not registered" in message
+    assert "jinja: {filters: {shout: module:function}}" in message
+    assert "syntax error" not in message
+
+
+def test_unknown_function(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": "FROM scratch\nRUN {{ install(['curl']) }}\n",
+        "templates/child/Dockerfile.j2": CHILD_T,
+    })
+    message = load_error(config, "base")
+    assert "calls the function 'install', which is not registered" in message
+    assert "jinja: {globals: {install: module:function}}" in message
+
+
+def test_registered_filters_and_globals(tmp_path: Path) -> None:
+    jinja = ("jinja:\n  filters: {shout: tree_helpers:shout}\n"
+             "  globals: {install: tree_helpers:install, sep: os:sep}\n")
+    config = make_tree(tmp_path, TWO + jinja, {
+        "tree_helpers.py": """\
+            def shout(text):
+                return text.upper() + "!"
+
+            def install(packages):
+                return "apt-get install -y " + " ".join(packages)
+            """,
+        "templates/base/Dockerfile.j2": "FROM scratch\nRUN {{ install(['curl', 'jq']) }}\n"
+                                        "LABEL x={{ 'hi' | shout }}{{ sep }}\n",
+        "templates/child/Dockerfile.j2": CHILD_T,
+    })
+    assert project.load(config).plans["base"].context.dockerfile == (
+        "FROM scratch\nRUN apt-get install -y curl jq\nLABEL x=HI!/\n")
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("no_such_module_here:f", "cannot import no_such_module_here"),
+    ("os.path:no_such_function", "os.path has no 'no_such_function'"),
+], ids=["no-module", "no-attribute"])
+def test_registered_filter_that_does_not_import(tmp_path: Path, path: str, problem: str) -> None:
+    config = make_tree(tmp_path, TWO + f"jinja: {{filters: {{f: '{path}'}}}}\n", {
+        "templates/base/Dockerfile.j2": ROOT_T, "templates/child/Dockerfile.j2": CHILD_T})
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert f"jinja.filters.f: {problem}" in str(info.value)
+    assert info.value.fix
 
 
 @pytest.mark.parametrize("expression", ["{{ port + 'x' }}", "{{ 1 // 0 }}"],
@@ -240,6 +284,24 @@ def test_template_variables(tmp_path: Path) -> None:
         "ENV COLOR=blue SHAPE=round PORT=8774\n"
         "ENV REG=reg.example:5000 NS=team JOBS=3\n"
     )
+
+
+def test_settings_are_seen_under_settings_only(tmp_path: Path) -> None:
+    """A setting is `settings.registry`, so Jinja's own `namespace()` stays usable."""
+    config = make_tree(tmp_path, TWO, {
+        "templates/base/Dockerfile.j2": """\
+            FROM scratch
+            {% set ns = namespace(count=0) %}{% for _ in [1, 2] %}
+            {%- set ns.count = ns.count + 1 %}{% endfor %}
+            RUN echo {{ ns.count }} {{ settings.namespace }}
+            """,
+        "templates/child/Dockerfile.j2": "FROM {{ parent_image }}\nRUN echo {{ registry }}\n",
+    })
+    message = load_error(config, "child")
+    assert "'registry' is undefined" in message
+    (tmp_path / "templates/child/Dockerfile.j2").write_text(CHILD_T)
+    assert project.load(config).plans["base"].context.dockerfile == (
+        "FROM scratch\n\nRUN echo 2 kolla\n")
 
 
 def test_an_image_var_does_not_leak_to_other_images(tmp_path: Path) -> None:
@@ -504,3 +566,37 @@ def test_example_renders() -> None:
         for inner, source in plan.context.files.items():
             assert source.exists(), (name, inner)
             assert not inner.endswith(".j2"), (name, inner)
+
+
+# --- what a build takes from its context ----------------------------------------------------
+
+
+def test_context_sources() -> None:
+    dockerfile = textwrap.dedent("""\
+        FROM scratch AS one
+        COPY start.sh /usr/local/bin/
+        COPY --chown=1:1 --chmod=755 a.sh ./b/c.sh /opt/
+        ADD ["with space.txt", "/x/"]
+        ADD https://example.com/file.tgz /tmp/
+        COPY --from=one /etc/passwd /etc/
+        COPY $CONFIG /etc/
+        COPY <<EOF /etc/motd
+        hello
+        EOF
+          ADD nova-base-archive /nova-base-source
+        COPY . /src
+        """)
+    assert render.context_sources(dockerfile) == [
+        ("COPY", "start.sh"), ("COPY", "a.sh"), ("COPY", "b/c.sh"), ("ADD", "with space.txt"),
+        ("ADD", "nova-base-archive"), ("COPY", ".")]
+
+
+def test_missing_sources(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "app.conf").write_text("")
+    (tmp_path / "start.sh").write_text("")
+    files = {"start.sh": tmp_path / "start.sh", "conf": tmp_path / "conf"}
+    dockerfile = ("FROM scratch\nCOPY start.sh conf/app.conf conf /x/\nCOPY conf/*.conf /y/\n"
+                  "ADD nova-base-archive /src\nCOPY *.txt /z/\n")
+    context = render.Context("nova-base", dockerfile, files, tmp_path / "Dockerfile.j2")
+    assert context.missing_sources() == ["ADD 'nova-base-archive'", "COPY '*.txt'"]

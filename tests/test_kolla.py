@@ -1,0 +1,293 @@
+"""Kolla's real tree: every Dockerfile we render equals what `kolla-build --template-only`
+from the same installed `kolla` package writes (the `kolla` extra: `pip install .[kolla]`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DODO, DOIT
+
+from buildlib import project
+from buildlib.errors import InputError
+
+KOLLA_BUILD = Path(sys.executable).parent / "kolla-build"
+REGISTRY, NAMESPACE, TAG = "localhost:5000", "kolla", "t1"
+OVERRIDES = {
+    # kolla's documented shape: blocks and <image>_<list>_append/_remove/_override lists
+    "overrides-a.j2": """\
+        {% extends parent_template %}
+
+        {% set nova_api_packages_append = ['vim-tiny', 'tmux'] %}
+        {% set base_rocky_packages_remove = ['tar'] %}
+        {% set neutron_server_packages_override = ['only-this'] %}
+
+        {% block labels %}
+        LABEL maintainer="imagebake tests" name="{{ image_name }}" release="{{ openstack_release }}"
+        {% endblock %}
+        """,
+    # a second file: kolla-build drops its `extends` line and appends it to the first
+    "overrides-b.j2": """\
+        {% extends parent_template %}
+
+        {% block nova_api_footer %}
+        RUN echo "extra step for {{ image_name }} on {{ base_distro }}"
+        {% endblock %}
+        """,
+}
+# The default run compares one variant (the most demanding); `pytest --kolla-all` all four.
+OTHERS = [pytest.mark.slow, pytest.mark.kolla_all]
+VARIANTS = [pytest.param(("rocky", True), marks=pytest.mark.slow),
+            pytest.param(("debian", True), marks=OTHERS),
+            pytest.param(("rocky", False), marks=OTHERS),
+            pytest.param(("debian", False), marks=OTHERS)]
+
+
+def variant_id(variant: tuple[str, bool]) -> str:
+    return f"{variant[0]}-{'overrides' if variant[1] else 'plain'}"
+
+
+@pytest.fixture(scope="session")
+def kolla_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The override files, an empty kolla-build.conf and a jinja cache shared by the variants."""
+    root = tmp_path_factory.mktemp("kolla")
+    for name, text in OVERRIDES.items():
+        (root / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    (root / "empty.conf").write_text("", encoding="utf-8")
+    return root
+
+
+def start_kolla_build(root: Path, distro: str, overrides: bool) -> tuple[subprocess.Popen, Path]:
+    """kolla-build --template-only (about 10 s, more on a busy machine), every image
+    rendered (--enable-unbuildable), no kolla-build.conf of this machine read."""
+    work = root / f"kolla-build-{variant_id((distro, overrides))}"
+    argv = [str(KOLLA_BUILD), "--config-file", str(root / "empty.conf"), "--template-only",
+            "--enable-unbuildable", "--work-dir", str(work), "--base", distro, "--tag", TAG,
+            "--registry", REGISTRY, "--namespace", NAMESPACE]
+    if overrides:
+        for name in OVERRIDES:
+            argv += ["--template-override", str(root / name)]
+    with (root / f"{work.name}.log").open("w") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), work
+
+
+def kolla_build_output(process: subprocess.Popen, work: Path) -> dict[str, str]:
+    """Image name (its folder's name) -> the Dockerfile kolla-build wrote."""
+    try:
+        returncode = process.wait(timeout=600)
+    finally:
+        process.kill()
+    assert returncode == 0, (work.parent / f"{work.name}.log").read_text()
+    return {path.parent.name: path.read_text(encoding="utf-8")
+            for path in (work / "docker").rglob("Dockerfile")}
+
+
+def kolla_images_yaml(root: Path, distro: str, overrides: bool, **kolla: object) -> Path:
+    folder = root / f"imagebake-{distro}-{overrides}"
+    folder.mkdir(exist_ok=True)
+    source = {"base": distro, **kolla}
+    if overrides:
+        source["template_overrides"] = [str(root / name) for name in OVERRIDES]
+    data = {"settings": {"registry": REGISTRY, "namespace": NAMESPACE, "tag": TAG,
+                         "build_dir": str(root / "build")},
+            "kolla": source}
+    path = folder / "images.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_every_dockerfile_equals_kolla_builds(kolla_tree: Path,
+                                             variant: tuple[str, bool]) -> None:
+    distro, overrides = variant
+    kolla_build = start_kolla_build(kolla_tree, distro, overrides)
+    ours = project.load(kolla_images_yaml(kolla_tree, distro, overrides))
+    theirs = kolla_build_output(*kolla_build)
+    assert len(theirs) > 150
+    assert sorted(ours.plans) == sorted(theirs)
+    differing = [name for name, plan in ours.plans.items()
+                 if plan.context.dockerfile != theirs[name]]
+    assert differing == []
+    if overrides:  # the override files took effect, in both
+        assert "vim-tiny tmux" in theirs["nova-api"]
+        assert f'extra step for nova-api on {distro}"' in theirs["nova-api"]
+        assert 'maintainer="imagebake tests"' in theirs["cron"]
+
+
+def test_parents_come_from_the_from_lines(kolla_tree: Path) -> None:
+    proj = project.load(kolla_images_yaml(kolla_tree, "debian", False))
+    parents = proj.graph.parents
+    assert proj.graph.roots() == ["base"]
+    assert parents["openstack-base"] == "base"
+    assert parents["nova-api"] == "nova-base"
+    assert parents["nova-base"] == "openstack-base"
+    for name, plan in proj.plans.items():
+        if parents[name]:
+            assert plan.context.dockerfile.startswith(
+                f"FROM {REGISTRY}/{NAMESPACE}/{parents[name]}:{TAG}\n")
+    assert proj.plans["base"].context.dockerfile.startswith("FROM debian:")
+    # the folder beside each template is its build context, as for kolla-build
+    assert "start.sh" in proj.plans["base"].context.files
+
+
+def test_kolla_profiles_and_unbuildable_images(kolla_tree: Path) -> None:
+    rocky = project.load(kolla_images_yaml(kolla_tree, "rocky", False)).config
+    assert "nova-" in rocky.profiles["main"]
+    assert "^ovsdpdk$" in rocky.settings.excludes
+    enabled = project.load(kolla_images_yaml(kolla_tree, "rocky", False,
+                                             enable_unbuildable=True)).config
+    assert "^ovsdpdk$" not in enabled.settings.excludes
+
+
+def test_kolla_options_reach_the_templates(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "debian", False,
+                             options={"maintainer": "Team X", "openstack_release": "2025.1"})
+    plans = project.load(path).plans
+    assert 'maintainer="Team X"' in plans["cron"].context.dockerfile
+    assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
+
+
+def test_a_kolla_build_conf_is_read_and_options_win(kolla_tree: Path) -> None:
+    conf = kolla_tree / "kolla-build.conf"
+    conf.write_text("[DEFAULT]\nmaintainer = From Conf\nopenstack_release = 2024.2\n")
+    path = kolla_images_yaml(kolla_tree, "debian", False, config_file=str(conf),
+                             options={"openstack_release": "2025.1"})
+    plans = project.load(path).plans
+    assert 'maintainer="From Conf"' in plans["cron"].context.dockerfile
+    assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def load_error(path: Path) -> InputError:
+    with pytest.raises(InputError) as info:
+        project.load(path)
+    assert str(path.resolve()) in str(info.value)
+    assert info.value.fix
+    return info.value
+
+
+def test_a_setting_is_not_a_kolla_option(kolla_tree: Path) -> None:
+    error = load_error(kolla_images_yaml(kolla_tree, "debian", False, options={"tag": "x"}))
+    assert "settings.tag" in error.fix
+
+
+def test_an_unknown_kolla_option(kolla_tree: Path) -> None:
+    error = load_error(kolla_images_yaml(kolla_tree, "debian", False,
+                                         options={"maintainr": "x"}))
+    assert "kolla.options.maintainr" in error.problem
+
+
+def test_an_unknown_base(kolla_tree: Path) -> None:
+    error = load_error(kolla_images_yaml(kolla_tree, "debian", False, base="gentoo"))
+    assert "gentoo" in error.problem
+    assert "rocky" in error.fix
+
+
+def test_a_from_line_that_misses_its_parent_says_which_setting(kolla_tree: Path) -> None:
+    override = kolla_tree / "hard-coded-from.j2"
+    override.write_text("{% extends parent_template %}\n"
+                        "{% set tag = 'old' if image_name == 'nova-api' else tag %}\n")
+    path = kolla_images_yaml(kolla_tree, "debian", False, template_overrides=[str(override)])
+    error = load_error(path)
+    assert error.image == "nova-api"
+    assert f"'{REGISTRY}/{NAMESPACE}/nova-base:old'" in error.problem
+    assert "settings.tag" in error.fix
+
+
+def test_a_kolla_image_takes_no_parent_from_images_yaml(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "debian", False)
+    data = yaml.safe_load(path.read_text())
+    data["images"] = {"nova-api": {"parent": "base", "labels": {"tier": "api"}}}
+    path.write_text(yaml.safe_dump(data))
+    error = load_error(path)
+    assert error.image == "nova-api"
+    assert "FROM line" in error.problem
+
+
+def test_images_yaml_refines_a_kolla_image(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "debian", False)
+    data = yaml.safe_load(path.read_text())
+    data["settings"]["labels"] = {"org.opencontainers.image.vendor": "us", "tier": "any"}
+    data["images"] = {"nova-api": {"labels": {"tier": "api"}, "args": {"WORKERS": 4}}}
+    path.write_text(yaml.safe_dump(data))
+    plans = project.load(path).plans
+    assert plans["nova-api"].labels == {"org.opencontainers.image.vendor": "us", "tier": "api"}
+    assert plans["cron"].labels == {"org.opencontainers.image.vendor": "us", "tier": "any"}
+    assert plans["nova-api"].args == {"WORKERS": "4"}
+
+
+# --- doit status on the whole tree ----------------------------------------------------------
+
+
+def doit_status(kolla_tree: Path, path: Path, *args: str) -> subprocess.CompletedProcess:
+    data = yaml.safe_load(path.read_text())
+    storage = kolla_tree / "storage"
+    data["settings"]["buildah_args"] = ["--root", str(storage / "root"),
+                                        "--runroot", str(storage / "run")]
+    path.write_text(yaml.safe_dump(data))
+    return subprocess.run([str(DOIT), "-f", str(DODO), f"config={path}", "status", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.integration
+def test_status_lists_every_image_and_fails_those_lacking_an_archive(kolla_tree: Path) -> None:
+    path = kolla_images_yaml(kolla_tree, "rocky", False)
+    result = doit_status(kolla_tree, path)
+    assert result.returncode == 1, result.stderr
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in result.stdout.splitlines()
+            if line and not line.startswith(("IMAGE", " "))}
+    graph = project.load(path).graph
+    for name, parent in graph.parents.items():
+        assert rows[name][0] == (parent or "-"), name
+    assert rows["cron"][1] == "would build: parent 'base' would be rebuilt"
+    assert rows["openstack-base"][1] == ("would fail: context lacks ADD 'openstack-base-archive', "
+                                         "ADD 'plugins-archive'")
+    assert rows["nova-api"][1] == "blocked: parent 'nova-base' would fail"
+    assert rows["ovsdpdk"][1] == "excluded"  # unbuildable on rocky
+    assert "images would fail, their build context lacks what their Dockerfile copies" \
+        in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_status_passes_with_git_sources_and_follows_their_commits(kolla_tree: Path,
+                                                                 tmp_path: Path) -> None:
+    repos = {}
+    for service in ("openstack-base", "nova-base", "glance-base"):
+        repos[service] = tmp_path / service
+        repos[service].mkdir()
+        git(repos[service], "init", "-q", "-b", "master")
+        commit(repos[service], "setup.py", f"# {service}\n")
+    (tmp_path / "plugins").mkdir()
+    path = kolla_images_yaml(kolla_tree, "rocky", False)
+    data = yaml.safe_load(path.read_text())
+    plugins = {"local": str(tmp_path / "plugins")}  # kolla-build's plugins-archive, empty
+    data["images"] = {name: {"sources": {name: {"git": str(repo), "ref": "master"},
+                                         "plugins": plugins}}
+                      for name, repo in repos.items()}
+    path.write_text(yaml.safe_dump(data))
+    result = doit_status(kolla_tree, path, "images=^nova-api$,^glance-api$")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 of 6 selected images would build" in result.stdout
+
+    before = {n: p.sources.key for n, p in project.load(path).plans.items()}
+    commit(repos["nova-base"], "setup.py", "# nova, next commit\n")
+    after = {n: p.sources.key for n, p in project.load(path).plans.items()}
+    assert {name for name in after if after[name] != before[name]} == {"nova-base"}
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                    *args], check=True, capture_output=True)
+
+
+def commit(repo: Path, name: str, text: str) -> None:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"edit {name}")

@@ -1,0 +1,167 @@
+"""An image's `sources:` archived into its build context as `<name>-archive`: local git
+repositories, folders and file:// tarballs only (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from buildlib import project
+from buildlib.errors import InputError
+
+TEMPLATES = {
+    "templates/base/Dockerfile.j2": "FROM scratch\n",
+    "templates/app/Dockerfile.j2": "FROM {{ parent_image }}\nADD app-archive /app-source\n",
+    "templates/app-api/Dockerfile.j2": "FROM {{ parent_image }}\n",
+    "templates/other/Dockerfile.j2": "FROM {{ parent_image }}\n",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c",
+                           "user.email=t@example.com", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def commit(repo: Path, name: str, text: str) -> None:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"edit {name}")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "app-repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit(path, "README", "first\n")
+    return path
+
+
+def make_tree(tmp_path: Path, source: dict) -> Path:
+    for relative, text in TEMPLATES.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    data = {"images": {"base": None, "app": {"parent": "base", "sources": {"app": source}},
+                       "app-api": {"parent": "app"}, "other": {"parent": "base"}}}
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def digests(config: Path) -> dict[str, str]:
+    return {name: plan.sources.key for name, plan in project.load(config).plans.items()}
+
+
+def members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: (tar.extractfile(m).read() if m.isfile() else b"") for m in tar}
+
+
+def test_git_source_at_a_ref(tmp_path: Path, repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "stable/1")
+    commit(repo, "README", "stable\n")
+    git(repo, "checkout", "-q", "main")
+    config = make_tree(tmp_path, {"git": str(repo), "ref": "stable/1"})
+    context = project.load(config).plans["app"].context
+    assert context.missing_sources() == []
+    archive = context.files["app-archive"]
+    assert members(archive)["app-archive-stable-1/README"] == b"stable\n"
+
+
+def test_a_new_commit_changes_exactly_the_image_that_uses_it(tmp_path: Path,
+                                                              repo: Path) -> None:
+    config = make_tree(tmp_path, {"git": str(repo), "ref": "main"})
+    before = digests(config)
+    assert digests(config) == before  # the same commit: the same archive, byte for byte
+    commit(repo, "README", "second\n")
+    after = digests(config)
+    assert {name for name in after if after[name] != before[name]} == {"app"}
+
+
+def test_local_folder_follows_content_not_mtime(tmp_path: Path) -> None:
+    folder = tmp_path / "checkout"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "file.txt").write_text("one\n")
+    config = make_tree(tmp_path, {"local": str(folder)})
+    before = digests(config)
+    archive = project.load(config).plans["app"].context.files["app-archive"]
+    assert members(archive)["checkout/sub/file.txt"] == b"one\n"
+    os.utime(folder / "sub" / "file.txt", (1, 1))
+    assert digests(config) == before
+    (folder / "sub" / "file.txt").write_text("two\n")
+    assert digests(config)["app"] != before["app"]
+
+
+def test_file_url_tarball(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"released\n"
+        info = tarfile.TarInfo("app-1.0/VERSION")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tarball = tmp_path / "app-1.0.tar.gz"
+    tarball.write_bytes(buffer.getvalue())
+    sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
+    config = make_tree(tmp_path, {"url": tarball.as_uri(), "sha256": sha256})
+    context = project.load(config).plans["app"].context
+    assert context.files["app-archive"].read_bytes() == buffer.getvalue()
+    config = make_tree(tmp_path, {"url": tarball.as_uri(), "sha256": "0" * 64})
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert f"has sha256 {sha256}" in str(info.value)
+
+
+@pytest.mark.parametrize("source, problem", [
+    ({"git": "no-such-repo"}, "git repository"),
+    ({"git": "REPO", "ref": "no-such-branch"}, "has no ref 'no-such-branch'"),
+    ({"local": "no-such-folder"}, "does not exist"),
+    ({"url": "file:///no/such.tar.gz"}, "does not exist"),
+    ({"local": ".", "url": "file:///x.tar"}, "local and url given"),
+    ({"ref": "main"}, "nothing given"),
+], ids=["no-repo", "no-ref", "no-folder", "no-file", "two-kinds", "none"])
+def test_source_errors(tmp_path: Path, repo: Path, source: dict, problem: str) -> None:
+    source = {k: str(repo) if v == "REPO" else v for k, v in source.items()}
+    config = make_tree(tmp_path, source)
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    message = str(info.value)
+    assert problem in message and "sources.app" in message
+    assert info.value.image == "app" and info.value.fix
+
+
+def test_without_the_source_the_context_lacks_the_archive(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, {"local": "."})
+    data = yaml.safe_load(config.read_text())
+    del data["images"]["app"]["sources"]
+    config.write_text(yaml.safe_dump(data))
+    assert project.load(config).plans["app"].context.missing_sources() == [
+        "ADD 'app-archive'"]
+
+
+@pytest.mark.integration
+def test_a_new_commit_rebuilds_exactly_its_images(tree, tmp_path: Path, repo: Path) -> None:
+    """The example tree with nova's source from a git repository, built with buildah."""
+    tree.edit("templates/nova-base/Dockerfile.j2", "{% block install %}",
+              "{% block install %}\nADD nova-base-archive /nova-base-source")
+    tree.edit_yaml(lambda d: d["images"]["nova-base"].update(
+        sources={"nova-base": {"git": str(repo), "ref": "main"}}))
+    tree.doit("build", "images=nova")  # base, openstack-base and the nova images
+    commit(repo, "nova.py", textwrap.dedent("print('new')\n"))
+    status = tree.doit("status", "images=nova").stdout
+    assert "3 of 5 selected images would build" in status
+    tree.doit("build", "images=nova")
+    assert {n for n, s in tree.statuses().items() if s == "built"} == {
+        "nova-base", "nova-api", "nova-conductor"}
+    listing = tree.buildah("run", "--isolation", "chroot",
+                           tree.buildah("from", "localhost:5000/kolla/nova-api:latest").strip(),
+                           "ls", "/nova-base-source/nova-base-archive-main")
+    assert "nova.py" in listing
