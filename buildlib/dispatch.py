@@ -67,7 +67,7 @@ def install_for(proj: Project, images: frozenset[str]) -> None:
     """Dispatch as the `dispatch=` variable says (default: critical-path): by each task's
     priority over `images` (the selected ones), from the project's last report. A strategy
     we do not know ends the process with one message and status 1."""
-    strategy = get_var("dispatch", "critical-path")
+    strategy = get_var("dispatch") or "critical-path"
     if strategy not in STRATEGIES:
         err = InputError(proj.config.path, f"dispatch={strategy} on the command line is not a "
                          "dispatch strategy", fix="use dispatch=critical-path (the default) "
