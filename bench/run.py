@@ -570,6 +570,7 @@ def bench_noop(work: Path, runner: Runner, plan: Plan, tree: trees.Tree,
         result["backends"][backend] = noop_runs(runner, tree, plan.repeats, "--backend",
                                                 backend, "--db-file", str(copy))
     result["parts"] = parts(tree)
+    result["floor"] = bare_doit_noop(work, tree.parents, plan.repeats)
     if profile is not None:
         result["profile"] = str(profile)
         result["phases"] = profile_noop(runner, tree, profile, work)
@@ -588,6 +589,44 @@ def build_random(work: Path, runner: Runner, plan: Plan, always_run: bool) -> di
     return {"tree": tree, "wall": built.wall, "cpu": built.cpu}
 
 
+# A dodo.py of one task per image, shaped as ours (a task_dep and a getargs on the parent,
+# saved values, an up-to-date check), that does nothing: doit's own no-op floor.
+FLOOR_DODO = """
+import json
+PARENTS = json.load(open({parents!r}))
+DOIT_CONFIG = {{"default_tasks": ["build"], "dep_file": {state!r}, "backend": "sqlite3",
+               "num_process": {jobs}, "par_type": "thread"}}
+
+def built(parent_id=None):
+    return {{"id": "sha256:0"}}
+
+def seen(task, values):
+    return bool(values)
+
+def task_build():
+    yield {{"basename": "build", "name": None}}
+    for name, parent in PARENTS.items():
+        dep = "build:" + parent if parent else None
+        yield {{"name": name, "actions": [built], "task_dep": [dep] if dep else [],
+               "getargs": {{"parent_id": (dep, "id")}} if dep else {{}}, "uptodate": [seen]}}
+"""
+
+
+def bare_doit_noop(work: Path, parents: Mapping[str, str | None], repeats: int
+                   ) -> dict[str, Any]:
+    """A no-op of bare doit on as many tasks, of the same shape (the floor)."""
+    folder = work / f"floor-{len(parents)}"
+    folder.mkdir()
+    (folder / "parents.json").write_text(json.dumps(parents))
+    dodo = folder / "dodo.py"
+    dodo.write_text(FLOOR_DODO.format(parents=str(folder / "parents.json"), jobs=JOBS,
+                                      state=str(folder / ".doit.db")))
+    argv = [DOIT, "-f", dodo, "build"]
+    measure(argv, cwd=folder)  # the first run saves every task's values
+    walls = [measure(argv, cwd=folder).wall for _ in range(repeats)]
+    return {"median": statistics.median(walls), "min": min(walls), "runs": walls}
+
+
 def noop_text(results: Mapping[str, dict[str, Any]]) -> str:
     rows = []
     for label, res in results.items():
@@ -602,6 +641,10 @@ def noop_text(results: Mapping[str, dict[str, Any]]) -> str:
             rows.append((f"{label} ({n})", variant, f"{runs['median']:.2f}",
                          f"{runs['min']:.2f}", f"{1000 * runs['median'] / n:.1f}",
                          verbs or "none", str(runs["per_image_buildah"]), met))
+        floor = res["floor"]
+        rows.append((f"{label} ({n})", "floor: bare doit, same shape", f"{floor['median']:.2f}",
+                     f"{floor['min']:.2f}", f"{1000 * floor['median'] / n:.1f}", "none", "0",
+                     "-"))
     repeats = len(next(iter(results.values()))["default"]["runs"])
     lines = [f"2. No-op `doit build` of fully built trees (median and min of {repeats} runs "
              "each; buildah processes per run, counted by a logging wrapper first on PATH)",
