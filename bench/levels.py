@@ -28,18 +28,6 @@ from typing import Any
 from buildlib import buildah, project
 
 
-def dependency_levels(proj: project.Project) -> list[list[str]]:
-    """Images grouped by depth: the roots, their children, their grandchildren, ..."""
-    depth: dict[str, int] = {}
-    for name in proj.graph.order():  # every parent comes before its children
-        parent = proj.plans[name].parent
-        depth[name] = 0 if parent is None else depth[parent] + 1
-    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for name in proj.graph.order():
-        levels[depth[name]].append(name)
-    return levels
-
-
 def bud_argv(proj: project.Project, name: str) -> list[str]:
     """Our `buildah bud` argv for an image whose parent (if any) was built before it."""
     plan = proj.plans[name]
@@ -65,7 +53,7 @@ def build_levels(proj: project.Project, jobs: int = 8) -> dict[str, Any]:
     started = time.time()
     images: dict[str, dict[str, Any]] = {}
     spans = []
-    for level in dependency_levels(proj):
+    for level in proj.graph.levels():
         level_start = time.time()
         with ThreadPoolExecutor(max_workers=min(jobs, len(level))) as pool:
             futures = {pool.submit(build_one, proj, name): name for name in level}

@@ -1,10 +1,12 @@
 """imagebake benchmarks: `python bench/run.py [--quick]` prints a table per benchmark and
 writes bench/results.json (and bench/profile-noop-1000.txt).
 
-1. Makespan at -n 8 on one tree, each variant on a fresh storage root and build dir:
-   (a) `doit -n 8 build`, (b) the level-synchronous scheduler of bench/levels.py,
-   (c) the lower bound max(critical path, total work / 8) from isolated build times.
-2. No-op `doit build` of fully built trees: the Kolla tree built by 1(a), and 1,000
+1. Makespan at -n 8 on Kolla's shape with heavy-tailed (lognormal) sleeps, one tree per
+   seed, each variant on a fresh storage root and build dir: `doit -n 8 build
+   dispatch=fifo` (doit's own order), `doit -n 8 build` (critical-path-first), the
+   level-synchronous scheduler of bench/levels.py; each against the lower bound
+   max(critical path, total work / 8, total CPU time / cores) of isolated build times.
+2. No-op `doit build` of fully built trees: the Kolla tree built in 1, and 1,000
    random images (sleep 0): wall time, buildah processes started, time per image, doit's
    state backends (dbm, json, sqlite3), a profile of the largest.
 3. One-template edit: the vars of `nova-base` in the built Kolla tree; wall time and the
@@ -13,6 +15,7 @@ writes bench/results.json (and bench/profile-noop-1000.txt).
 
 Every build uses a private buildah storage root under a temp dir, removed at the end.
 The machine may be busy with other work: compare the ratios measured in the same run.
+`--seeds N --makespan-only` runs part of benchmark 1 alone.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import trees
 from doit import dependency
 
 from buildlib import project
+from buildlib.graph import Graph
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -67,15 +71,17 @@ class Plan:
     """What one run measures: the full version, or the reduced `--quick` one."""
 
     kolla_size: int | None  # None: all of Kolla's 188 images; else a part with nova-base's
-    sleep: tuple[int, int]  # RUN sleep seconds, uniform in this range
+    sleep: tuple[float, float]  # RUN sleep seconds: lognormal, (median, sigma)
+    seeds: int  # draws of the sleeps in benchmark 1
     isolated: int  # images (an ancestor-closed subset) timed at -n 1 and with raw buildah
     noop_random: int  # images of the random tree for the no-op benchmark (sleep 0)
     repeats: int  # no-op runs per variant (the median is reported)
     seed: int = 1
 
 
-FULL = Plan(kolla_size=None, sleep=(1, 6), isolated=16, noop_random=1000, repeats=5)
-QUICK = Plan(kolla_size=20, sleep=(1, 2), isolated=5, noop_random=100, repeats=3)
+FULL = Plan(kolla_size=None, sleep=(1.0, 1.3), seeds=3, isolated=16, noop_random=1000,
+            repeats=5)
+QUICK = Plan(kolla_size=20, sleep=(0.5, 1.0), seeds=2, isolated=5, noop_random=100, repeats=3)
 TARGETS = {188: 1.0, 1000: 3.0}  # no-op seconds, by tree size
 
 
@@ -206,16 +212,6 @@ def kolla_shape(size: int | None, seed: int) -> dict[str, str | None]:
     return closed_sample(parents, size, seed, include=trees.subtree(parents, "nova-base"))
 
 
-def critical_path(parents: Mapping[str, str | None], times: Mapping[str, float]) -> float:
-    """The longest root-to-leaf sum of build times."""
-    finish: dict[str, float] = {}
-    for level in trees.levels(parents):
-        for name in level:
-            parent = parents[name]
-            finish[name] = times[name] + (finish[parent] if parent else 0.0)
-    return max(finish.values())
-
-
 # --- 1 and 4: makespan, lower bound, overhead -----------------------------------------
 
 
@@ -241,32 +237,12 @@ def raw_builds(tree: trees.Tree, names: Iterable[str]) -> dict[str, Any]:
             "images": times}
 
 
-def bench_makespan(work: Path, runner: Runner, plan: Plan) -> tuple[dict[str, Any], str,
-                                                                      trees.Tree]:
-    """Variants (a), (b) and the isolated times for (c) and for benchmark 4. Returns the
-    tree, left fully built by (a) in `work/storage-a` and its `build` dir."""
-    parents = kolla_shape(plan.kolla_size, plan.seed)
-    seconds = trees.draw_seconds(parents, *plan.sleep, seed=plan.seed)
-    tree = trees.write_tree(work / "kolla", parents, seconds, work / "storage-a")
-    n, shape = len(parents), [len(level) for level in trees.levels(parents)]
-    title = (f"1. Makespan at -n {JOBS}: Kolla shape, {n} images in levels of "
-             f"{'+'.join(map(str, shape))}, RUN sleep {plan.sleep[0]}-{plan.sleep[1]} s "
-             f"({tree.total_seconds} s of sleep in all); fresh storage root per variant")
-    progress(title)
-
-    a = runner.doit(tree, "-n", str(JOBS), "build")
-    expect_all(tree, "built")
-    progress(f"(a) doit -n {JOBS} build: {a.wall:.1f} s")
-
-    tree.use_storage(work / "storage-b", build_dir="build-levels")
-    b = measure([sys.executable, BENCH / "levels.py", tree.config, "--jobs", str(JOBS),
-                 "--report", work / "levels-report.json"], cwd=tree.root)
-    remove_storage(work / "storage-b")
-    level_spans = json.loads((work / "levels-report.json").read_text())["levels"]
-    progress(f"(b) level-synchronous: {b.wall:.1f} s")
-
-    # Isolated build times of an ancestor-closed subset at -n 1, then the same images
-    # with raw buildah (benchmark 4); each on a fresh storage root.
+def bench_isolated(work: Path, runner: Runner, tree: trees.Tree, plan: Plan
+                   ) -> dict[str, Any]:
+    """Isolated build times of an ancestor-closed sample at -n 1 (from report.json's
+    start/end), then the same images with raw buildah (benchmark 4); each on a fresh
+    storage root. Gives the overhead of a build beyond its sleep and its CPU time."""
+    parents, seconds = tree.parents, tree.seconds
     subset = closed_sample(parents, plan.isolated, plan.seed)
     tree.use_storage(work / "storage-n1", build_dir="build-n1")
     n1 = runner.doit(tree, "-n", "1", *[f"build:{name}" for name in subset])
@@ -280,45 +256,141 @@ def bench_makespan(work: Path, runner: Runner, plan: Plan) -> tuple[dict[str, An
     raw = raw_builds(tree, subset)
     remove_storage(work / "storage-raw")
     progress(f"raw buildah bud on the same {len(subset)}: {raw['wall']:.1f} s")
-    tree.use_storage(work / "storage-a", build_dir="build")  # back to the tree (a) built
-
     overhead = statistics.median(measured[name] - seconds[name] for name in subset
                                  if parents[name] is not None)
-    isolated = {name: measured.get(name, seconds[name] + overhead) for name in parents}
-    work_total = sum(isolated.values())
-    path = critical_path(parents, isolated)
-    bound = max(path, work_total / JOBS)
-    cores = os.cpu_count() or 1
+    return {"images": sorted(subset), "seconds": {k: seconds[k] for k in subset},
+            "doit_n1": {"wall": n1.wall, "cpu": n1.cpu, "images": measured}, "raw": raw,
+            "overhead": overhead, "cpu_per_image": raw["cpu"] / len(subset)}
 
-    lines = [title, table(["variant", "wall s", "cpu s", "cpu s / cores"], [
-        (f"(a) doit -n {JOBS} build", f"{a.wall:.1f}", f"{a.cpu:.1f}", f"{a.cpu / cores:.1f}"),
-        (f"(b) level-synchronous, min({JOBS}, level size) workers", f"{b.wall:.1f}",
-         f"{b.cpu:.1f}", f"{b.cpu / cores:.1f}"),
-        (f"(c) lower bound max(critical path, work / {JOBS})", f"{bound:.1f}", "-", "-"),
-    ]), f"a/b = {a.wall / b.wall:.2f}   a/c = {a.wall / bound:.2f}   "
-        f"(b/c = {b.wall / bound:.2f})",
-        "(b) per level: " + ", ".join(f"{s['size']} images {s['end'] - s['start']:.1f} s"
-                                      for s in level_spans),
-        f"(c): critical path {path:.1f} s; work {work_total:.1f} s / {JOBS} = "
-        f"{work_total / JOBS:.1f} s. Isolated build times: {len(measured)} images (an "
-        f"ancestor-closed sample) measured at -n 1 from report.json start/end, the other "
-        f"{n - len(measured)} modelled as their sleep + {overhead:.2f} s (the sample's median "
-        f"build time beyond its sleep).",
-        f"CPU: {cores} cores, so the CPU time alone keeps (a) above {a.cpu / cores:.0f} s and "
-        f"(b) above {b.cpu / cores:.0f} s of wall time; (c) counts sleeps, not cores."]
-    data = {
-        "images": n, "levels": shape, "sleep_range": list(plan.sleep),
-        "sleep_total": tree.total_seconds, "jobs": JOBS, "cores": cores,
-        "doit": {"wall": a.wall, "cpu": a.cpu},
-        "levels_scheduler": {"wall": b.wall, "cpu": b.cpu, "levels": level_spans},
-        "lower_bound": {"wall": bound, "critical_path": path, "work": work_total,
-                        "measured": len(measured), "modelled_overhead": overhead},
-        "ratio_a_b": a.wall / b.wall, "ratio_a_c": a.wall / bound,
-        "isolated": {"images": sorted(subset), "seconds": {k: seconds[k] for k in subset},
-                     "doit_n1": {"wall": n1.wall, "cpu": n1.cpu, "images": measured},
-                     "raw": raw},
-    }
-    return data, "\n".join(lines), tree
+
+def lower_bound(graph: Graph, seconds: Mapping[str, float], isolated: Mapping[str, Any],
+                measured: Mapping[str, float], cores: int) -> dict[str, Any]:
+    """max(critical path, work / jobs, CPU time / cores) of isolated build times: those
+    `measured`, the others their sleep plus the sample's overhead; CPU time the sample's
+    per image."""
+    durations = {name: measured.get(name, seconds[name] + isolated["overhead"])
+                 for name in graph.parents}
+    path = graph.longest_path(durations)
+    work_total = sum(durations.values())
+    cpu_total = isolated["cpu_per_image"] * len(durations)
+    parts = {"critical_path": path.length, "work_per_job": work_total / JOBS,
+             "cpu_per_core": cpu_total / cores}
+    return {"wall": max(parts.values()), **parts, "work": work_total, "cpu": cpu_total,
+            "chain": path.chain, "measured": len(measured)}
+
+
+def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan: Plan,
+               seed: int) -> tuple[dict[str, Any], trees.Tree]:
+    """FIFO, critical-path-first and level-by-level on one draw of sleeps, each on a fresh
+    storage root and build dir. Critical-path-first reads the durations FIFO's run recorded
+    in report.json, as a user's next build reads the last one's. The plan's own seed leaves
+    its tree built by critical-path-first in `work/storage-a` and its `build` dir."""
+    seconds = trees.draw_lognormal(parents, *plan.sleep, seed=seed)
+    tree = trees.write_tree(work / f"kolla-{seed}", parents, seconds, work / "storage-fifo")
+    tree.use_storage(work / "storage-fifo", build_dir="build-fifo")
+    fifo = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=fifo")
+    expect_all(tree, "built")
+    fifo_report = tree.report_path.read_text()
+    remove_storage(work / "storage-fifo")
+    progress(f"seed {seed}: FIFO {fifo.wall:.1f} s")
+
+    kept = seed == plan.seed
+    storage = work / ("storage-a" if kept else "storage-cp")
+    tree.use_storage(storage, build_dir="build" if kept else "build-cp")
+    tree.build_dir.mkdir(parents=True)
+    tree.report_path.write_text(fifo_report)
+    critical = runner.doit(tree, "-n", str(JOBS), "build")
+    expect_all(tree, "built")
+    if not kept:
+        remove_storage(storage)
+    progress(f"seed {seed}: critical-path-first {critical.wall:.1f} s")
+
+    tree.use_storage(work / "storage-levels", build_dir="build-levels")
+    levels = measure([sys.executable, BENCH / "levels.py", tree.config, "--jobs", str(JOBS),
+                      "--report", work / "levels-report.json"], cwd=tree.root)
+    remove_storage(work / "storage-levels")
+    level_spans = json.loads((work / "levels-report.json").read_text())["levels"]
+    progress(f"seed {seed}: level-by-level {levels.wall:.1f} s")
+    if kept:
+        tree.use_storage(work / "storage-a", build_dir="build")
+    result = {"seed": seed, "sleep_total": tree.total_seconds,
+              "fifo": {"wall": fifo.wall, "cpu": fifo.cpu},
+              "critical_path_first": {"wall": critical.wall, "cpu": critical.cpu},
+              "levels": {"wall": levels.wall, "cpu": levels.cpu, "levels": level_spans}}
+    return result, tree
+
+
+VARIANTS = (("fifo", "FIFO"), ("critical_path_first", "critical-path-first"),
+            ("levels", "level-by-level"))
+
+
+def bench_makespan(work: Path, runner: Runner, plan: Plan, seeds: int
+                   ) -> tuple[dict[str, Any], str, trees.Tree]:
+    """FIFO vs critical-path-first vs level-by-level per seed, each against the three-part
+    lower bound, and the isolated times for the bound and for benchmark 4. Returns the
+    plan's seed's tree, left fully built in `work/storage-a` and its `build` dir."""
+    parents = kolla_shape(plan.kolla_size, plan.seed)
+    graph = Graph.build(parents)
+    cores = os.cpu_count() or 1
+    n, shape = len(parents), [len(level) for level in graph.levels()]
+    median, sigma = plan.sleep
+    title = (f"1. Makespan at -n {JOBS}: Kolla shape, {n} images in levels of "
+             f"{'+'.join(map(str, shape))}, RUN sleep lognormal (median {median:g} s, sigma "
+             f"{sigma:g}), {seeds} seeds; fresh storage root per run")
+    progress(title)
+    sample = trees.write_tree(work / "kolla-sample", parents,
+                              trees.draw_lognormal(parents, *plan.sleep, seed=plan.seed),
+                              work / "storage-sample")
+    isolated = bench_isolated(work, runner, sample, plan)
+    runs, kept = [], None
+    for seed in range(plan.seed, plan.seed + seeds):
+        result, tree = bench_seed(work, runner, parents, plan, seed)
+        measured = isolated["doit_n1"]["images"] if seed == plan.seed else {}
+        result["bound"] = lower_bound(graph, tree.seconds, isolated, measured, cores)
+        for key, _ in VARIANTS:
+            result[key]["ratio"] = result[key]["wall"] / result["bound"]["wall"]
+        runs.append(result)
+        if seed == plan.seed:
+            kept = tree
+    assert kept is not None
+
+    def cell(run: dict[str, Any], key: str) -> str:
+        return f"{run[key]['wall']:.1f} ({run[key]['ratio']:.2f}x)"
+
+    rows = [(str(r["seed"]), f"{r['sleep_total']:.0f}", f"{r['bound']['critical_path']:.1f}",
+             f"{r['bound']['work_per_job']:.1f}", f"{r['bound']['cpu_per_core']:.1f}",
+             f"{r['bound']['wall']:.1f}", *[cell(r, key) for key, _ in VARIANTS],
+             f"{r['critical_path_first']['wall'] / r['fifo']['wall']:.2f}") for r in runs]
+    header = ["seed", "sleep s", "crit. path s", f"work/{JOBS} s", f"cpu/{cores} s",
+              "bound s", *[f"{label} s (/bound)" for _, label in VARIANTS], "CP/FIFO"]
+    never_slower = all(r["critical_path_first"]["wall"] <= r["fifo"]["wall"] for r in runs)
+    median_ratio = statistics.median(r["critical_path_first"]["ratio"] for r in runs)
+    sample_n = len(isolated["images"])
+    lines = [title, table(header, rows),
+             f"targets: critical-path-first no slower than FIFO on every seed: "
+             f"{'met' if never_slower else 'MISSED'}; within 1.05x the bound on the median "
+             f"seed: {median_ratio:.2f}x, {'met' if median_ratio <= 1.05 else 'MISSED'}",
+             "level-by-level per level (seed {}): ".format(runs[0]["seed"]) + ", ".join(
+                 f"{s['size']} images {s['end'] - s['start']:.1f} s"
+                 for s in runs[0]["levels"]["levels"]),
+             f"bound = max(critical path, work / {JOBS}, CPU time / {cores} cores) of isolated "
+             f"builds, partly modelled: {sample_n} images (an ancestor-closed sample of seed "
+             f"{plan.seed}) measured at -n 1 from report.json start/end; every other image "
+             f"(all of the other seeds) is its sleep + {isolated['overhead']:.2f} s, the "
+             f"sample's median build time beyond its sleep; CPU time is "
+             f"{isolated['cpu_per_image']:.2f} s per image, the sample's raw `buildah bud` "
+             f"CPU time per image.",
+             "CPU of the runs (s): " + "; ".join(
+                 f"seed {r['seed']}: " + ", ".join(f"{label} {r[key]['cpu']:.0f}"
+                                                   for key, label in VARIANTS) for r in runs),
+             "critical-path-first reads the durations of the FIFO run before it (report.json),"
+             " as a next build reads the last one's."]
+    data = {"images": n, "levels": shape, "sleep_lognormal": {"median": median,
+                                                              "sigma": sigma},
+            "jobs": JOBS, "cores": cores, "seeds": runs, "isolated": isolated,
+            "targets": {"never_slower_than_fifo": never_slower,
+                        "median_ratio_to_bound": median_ratio}}
+    return data, "\n".join(lines), kept
 
 
 def bench_overhead(makespan: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -330,7 +402,7 @@ def bench_overhead(makespan: dict[str, Any]) -> tuple[dict[str, Any], str]:
     span = statistics.median(ours["images"][n] - raw["images"][n] for n in names)
     lines = [
         f"4. Overhead per image vs raw `buildah bud`: the same {count} images (RUN sleep "
-        f"{sum(iso['seconds'].values())} s in all), same arguments, one at a time, fresh "
+        f"{sum(iso['seconds'].values()):.0f} s in all), same arguments, one at a time, fresh "
         "storage each",
         table(["", "total s", "per image s", "cpu s"], [
             ("doit -n 1 build:<each>", f"{ours['wall']:.1f}", f"{ours['wall'] / count:.2f}",
@@ -498,6 +570,7 @@ def bench_noop(work: Path, runner: Runner, plan: Plan, tree: trees.Tree,
         result["backends"][backend] = noop_runs(runner, tree, plan.repeats, "--backend",
                                                 backend, "--db-file", str(copy))
     result["parts"] = parts(tree)
+    result["floor"] = bare_doit_noop(work, tree.parents, plan.repeats)
     if profile is not None:
         result["profile"] = str(profile)
         result["phases"] = profile_noop(runner, tree, profile, work)
@@ -509,11 +582,49 @@ def build_random(work: Path, runner: Runner, plan: Plan, always_run: bool) -> di
     tree = trees.write_tree(work / "random", parents, dict.fromkeys(parents, 0),
                             work / "storage-random", always_run=always_run)
     progress(f"building the random tree for the no-op: {len(parents)} images, sleep 0, "
-             f"max depth {max(trees.depths(parents).values())} ...")
+             f"max depth {len(trees.levels(parents)) - 1} ...")
     built = runner.doit(tree, "-n", str(JOBS), "build")
     expect_all(tree, "built")
     progress(f"built in {built.wall:.1f} s")
     return {"tree": tree, "wall": built.wall, "cpu": built.cpu}
+
+
+# A dodo.py of one task per image, shaped as ours (a task_dep and a getargs on the parent,
+# saved values, an up-to-date check), that does nothing: doit's own no-op floor.
+FLOOR_DODO = """
+import json
+PARENTS = json.load(open({parents!r}))
+DOIT_CONFIG = {{"default_tasks": ["build"], "dep_file": {state!r}, "backend": "sqlite3",
+               "num_process": {jobs}, "par_type": "thread"}}
+
+def built(parent_id=None):
+    return {{"id": "sha256:0"}}
+
+def seen(task, values):
+    return bool(values)
+
+def task_build():
+    yield {{"basename": "build", "name": None}}
+    for name, parent in PARENTS.items():
+        dep = "build:" + parent if parent else None
+        yield {{"name": name, "actions": [built], "task_dep": [dep] if dep else [],
+               "getargs": {{"parent_id": (dep, "id")}} if dep else {{}}, "uptodate": [seen]}}
+"""
+
+
+def bare_doit_noop(work: Path, parents: Mapping[str, str | None], repeats: int
+                   ) -> dict[str, Any]:
+    """A no-op of bare doit on as many tasks, of the same shape (the floor)."""
+    folder = work / f"floor-{len(parents)}"
+    folder.mkdir()
+    (folder / "parents.json").write_text(json.dumps(parents))
+    dodo = folder / "dodo.py"
+    dodo.write_text(FLOOR_DODO.format(parents=str(folder / "parents.json"), jobs=JOBS,
+                                      state=str(folder / ".doit.db")))
+    argv = [DOIT, "-f", dodo, "build"]
+    measure(argv, cwd=folder)  # the first run saves every task's values
+    walls = [measure(argv, cwd=folder).wall for _ in range(repeats)]
+    return {"median": statistics.median(walls), "min": min(walls), "runs": walls}
 
 
 def noop_text(results: Mapping[str, dict[str, Any]]) -> str:
@@ -530,6 +641,10 @@ def noop_text(results: Mapping[str, dict[str, Any]]) -> str:
             rows.append((f"{label} ({n})", variant, f"{runs['median']:.2f}",
                          f"{runs['min']:.2f}", f"{1000 * runs['median'] / n:.1f}",
                          verbs or "none", str(runs["per_image_buildah"]), met))
+        floor = res["floor"]
+        rows.append((f"{label} ({n})", "floor: bare doit, same shape", f"{floor['median']:.2f}",
+                     f"{floor['min']:.2f}", f"{1000 * floor['median'] / n:.1f}", "none", "0",
+                     "-"))
     repeats = len(next(iter(results.values()))["default"]["runs"])
     lines = [f"2. No-op `doit build` of fully built trees (median and min of {repeats} runs "
              "each; buildah processes per run, counted by a logging wrapper first on PATH)",
@@ -559,7 +674,7 @@ def bench_edit(runner: Runner, tree: trees.Tree) -> tuple[dict[str, Any], str]:
     ok = rebuilt == expected
     sleep = sum(tree.seconds[n] for n in expected)
     lines = [f"3. One-template edit: the vars of '{name}' changed in the built "
-             f"{len(tree.parents)}-image Kolla tree (its subtree sleeps {sleep} s in all)",
+             f"{len(tree.parents)}-image Kolla tree (its subtree sleeps {sleep:.0f} s in all)",
              table(["edited", "wall s", "rebuilt", "subtree", "buildah bud", "others",
                     "check"],
                    [(name, f"{result.wall:.1f}", str(len(rebuilt)), str(len(expected)),
@@ -611,11 +726,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--always-run", action="store_true",
                         help="keep `RUN sleep 0` in the no-op tree (slower to build)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    parser.add_argument("--seeds", type=int, help="draws of the sleeps in benchmark 1")
+    parser.add_argument("--makespan-only", action="store_true", help="benchmark 1 alone")
     args = parser.parse_args(argv)
     if REAL_BUILDAH is None:
         print("buildah is not installed: run `make setup`", file=sys.stderr)
         return 1
     plan = QUICK if args.quick else FULL
+    seeds = args.seeds or plan.seeds
     started = time.time()
     print(f"imagebake benchmarks ({'quick' if args.quick else 'full'}): {os.cpu_count()} "
           f"cores, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
@@ -625,11 +743,15 @@ def main(argv: list[str] | None = None) -> int:
                                "load_average_start": os.getloadavg()}
     runner = Runner(work)
     try:
-        results["makespan"], makespan_text, kolla = bench_makespan(work, runner, plan)
+        results["makespan"], makespan_text, kolla = bench_makespan(work, runner, plan, seeds)
         results["overhead"], overhead_text = bench_overhead(results["makespan"])
+        texts = [makespan_text]
+        if args.makespan_only:
+            return finish(results, texts, work, args.keep, started)
         noop = {"kolla": bench_noop(work, runner, plan, kolla)}
-        noop["kolla"].update(build_wall=results["makespan"]["doit"]["wall"],
-                             build_how="as 1(a), RUN sleep included")
+        noop["kolla"].update(
+            build_wall=results["makespan"]["seeds"][0]["critical_path_first"]["wall"],
+            build_how="critical-path-first in 1, RUN sleep included")
         results["edit"], edit_text = bench_edit(runner, kolla)
         remove_storage(work / "storage-a")
         built = build_random(work, runner, plan, args.always_run)
@@ -639,17 +761,23 @@ def main(argv: list[str] | None = None) -> int:
             ", RUN sleep 0 kept" if args.always_run else ", no RUN step"))
         remove_storage(work / "storage-random")
         results["noop"] = noop
+        texts += [noop_text(noop), edit_text, overhead_text]
+        return finish(results, texts, work, args.keep, started)
     finally:
         unmount_under(work)
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def finish(results: dict[str, Any], texts: list[str], work: Path, keep: bool,
+           started: float) -> int:
     results["finished"] = time.time()
     results["load_average_end"] = os.getloadavg()
     RESULTS.write_text(json.dumps(json_ready(results), indent=1) + "\n")
     print()
-    for text in (makespan_text, noop_text(noop), edit_text, overhead_text):
+    for text in texts:
         print(indent(text) + "\n")
     print(f"took {results['finished'] - started:.0f} s; load average "
           f"{os.getloadavg()[0]:.1f} at the end (other work on the machine skews wall times: "

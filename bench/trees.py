@@ -5,18 +5,20 @@ checkout: `name: parent`) and seeded random trees of any size. Every image rende
 shared template that copies a small file and runs `RUN sleep {{ seconds }}`, with each
 image's seconds drawn from a seeded distribution (0 for no-op benchmarks). The root is
 busybox on scratch, built offline. Each image's Dockerfile names the image, so that
-buildah's layer cache never lets one image reuse another's layers.
+buildah's layer cache never lets one image reuse another's layers. Levels, subtrees and
+critical paths come from buildlib.graph.
 
 A `RUN sleep 0` is left out unless `always_run` is set: a RUN step costs buildah about 0.5 s
 of CPU per image (chroot setup and a second layer), which would more than double the time to
 build the 1,000-image no-op tree on a 2-core machine, and a no-op run never executes it.
 
-    tree = write_tree(tmp / "kolla", kolla_parents(), draw_seconds(names, 1, 6), storage)
+    tree = write_tree(tmp / "kolla", kolla_parents(), draw_lognormal(names, 1, 1.3), storage)
     tree.edit_image("nova-base")      # -> that image and its descendants go stale
 """
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from buildlib.graph import Graph
 
 HERE = Path(__file__).resolve().parent
 KOLLA_TREE = HERE.parents[1] / "shared" / "kolla-tree.yaml"  # ../shared, as CI lays it out
@@ -68,53 +72,23 @@ def random_parents(count: int, seed: int = 1) -> dict[str, str | None]:
     return parents
 
 
-def draw_seconds(names: Iterable[str], low: int, high: int, seed: int = 1) -> dict[str, int]:
-    """Each image's `RUN sleep` seconds, uniform over low..high (both included)."""
+def draw_lognormal(names: Iterable[str], median: float, sigma: float, seed: int = 1
+                   ) -> dict[str, float]:
+    """Heavy-tailed `RUN sleep` seconds: lognormal with this median and sigma, to 0.1 s
+    (at least 0.1 s, so that every image keeps its RUN step)."""
     rng = random.Random(seed)
-    return {name: rng.randint(low, high) for name in names}
-
-
-def depths(parents: Mapping[str, str | None]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for name in parents:
-        chain = []
-        node: str | None = name
-        while node is not None and node not in found:
-            chain.append(node)
-            node = parents[node]
-        depth = -1 if node is None else found[node]
-        for item in reversed(chain):
-            depth += 1
-            found[item] = depth
-    return found
-
-
-def children(parents: Mapping[str, str | None]) -> dict[str, list[str]]:
-    kids: dict[str, list[str]] = {name: [] for name in parents}
-    for name, parent in parents.items():
-        if parent is not None:
-            kids[parent].append(name)
-    return kids
+    return {name: max(0.1, round(rng.lognormvariate(math.log(median), sigma), 1))
+            for name in names}
 
 
 def subtree(parents: Mapping[str, str | None], name: str) -> set[str]:
     """The image and all its descendants."""
-    kids = children(parents)
-    found, stack = set(), [name]
-    while stack:
-        node = stack.pop()
-        found.add(node)
-        stack.extend(kids[node])
-    return found
+    return {name} | Graph.build(parents).descendants(name)
 
 
 def levels(parents: Mapping[str, str | None]) -> list[list[str]]:
-    """Images grouped by depth (the root is level 0), in declaration order."""
-    depth = depths(parents)
-    grouped: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
-    for name in parents:
-        grouped[depth[name]].append(name)
-    return grouped
+    """Images grouped by depth (the root is level 0)."""
+    return Graph.build(parents).levels()
 
 
 def mid_level_image(parents: Mapping[str, str | None]) -> str:
@@ -122,9 +96,8 @@ def mid_level_image(parents: Mapping[str, str | None]) -> str:
     middle level with the largest subtree."""
     if "nova-base" in parents:
         return "nova-base"
-    depth = depths(parents)
-    middle = max(1, max(depth.values()) // 2)
-    candidates = [name for name in parents if depth[name] == middle]
+    grouped = levels(parents)
+    candidates = grouped[max(1, (len(grouped) - 1) // 2)]
     return max(candidates, key=lambda name: len(subtree(parents, name)))
 
 
@@ -140,7 +113,7 @@ class Tree:
 
     root: Path
     parents: dict[str, str | None]
-    seconds: dict[str, int]
+    seconds: dict[str, float]
 
     @property
     def config(self) -> Path:
@@ -181,11 +154,11 @@ class Tree:
         return subtree(self.parents, name)
 
     @property
-    def total_seconds(self) -> int:
+    def total_seconds(self) -> float:
         return sum(self.seconds.values())
 
 
-def write_tree(dest: Path, parents: Mapping[str, str | None], seconds: Mapping[str, int],
+def write_tree(dest: Path, parents: Mapping[str, str | None], seconds: Mapping[str, float],
                storage: Path, *, jobs: int = 8, always_run: bool = False) -> Tree:
     """Write images.yaml and the two templates into `dest` (created, must not exist)."""
     dest.mkdir(parents=True)
@@ -214,13 +187,3 @@ def write_tree(dest: Path, parents: Mapping[str, str | None], seconds: Mapping[s
     tree.config.write_text(yaml.safe_dump(data, sort_keys=False))
     return tree
 
-
-def kolla_tree(dest: Path, storage: Path, low: int, high: int, seed: int = 1) -> Tree:
-    parents = kolla_parents()
-    return write_tree(dest, parents, draw_seconds(parents, low, high, seed), storage)
-
-
-def random_tree(dest: Path, storage: Path, count: int, low: int, high: int,
-                seed: int = 1) -> Tree:
-    parents = random_parents(count, seed)
-    return write_tree(dest, parents, draw_seconds(parents, low, high, seed), storage)

@@ -1,4 +1,5 @@
-"""The image tree: parents, children, build order, ancestors and descendants."""
+"""The image tree: parents, children, build order, levels, ancestors, descendants and
+the longest path of durations through it."""
 
 from __future__ import annotations
 
@@ -67,6 +68,36 @@ class Graph:
             stack.extend(reversed(kids[name]))
         return result
 
+    def levels(self) -> list[list[str]]:
+        """Images grouped by depth: the roots, their children, their grandchildren, ..."""
+        depth: dict[str, int] = {}
+        grouped: list[list[str]] = []
+        for name in self.order():  # every parent comes before its children
+            parent = self.parents[name]
+            depth[name] = 0 if parent is None else depth[parent] + 1
+            if depth[name] == len(grouped):
+                grouped.append([])
+            grouped[depth[name]].append(name)
+        return grouped
+
+    def longest_path(self, durations: Mapping[str, float]) -> LongestPath:
+        """The longest chain of durations through the images that have one (the others are
+        not part of it: an image whose parent has no duration starts a chain)."""
+        kids = self.children
+        remaining: dict[str, float] = {}
+        for name in reversed(self.order()):  # every child before its parent
+            if name in durations:
+                below = [remaining[kid] for kid in kids[name] if kid in remaining]
+                remaining[name] = durations[name] + max(below, default=0.0)
+        chain: list[str] = []
+        step = [name for name in remaining
+                if self.parents[name] not in remaining]  # the chains' first images
+        while step:
+            name = min(step, key=lambda n: (-remaining[n], n))
+            chain.append(name)
+            step = [kid for kid in kids[name] if kid in remaining]
+        return LongestPath(remaining, chain)
+
     def ancestors(self, name: str) -> Iterator[str]:
         """Parent, grandparent, ... up to the root."""
         parent = self.parents[name]
@@ -83,6 +114,19 @@ class Graph:
             found.add(child)
             stack.extend(kids[child])
         return found
+
+
+@dataclass(frozen=True)
+class LongestPath:
+    """`remaining[image]`: its own duration plus the longest chain of its descendants;
+    `chain`: the longest chain of all, first image first."""
+
+    remaining: dict[str, float]
+    chain: list[str]
+
+    @property
+    def length(self) -> float:
+        return self.remaining[self.chain[0]] if self.chain else 0.0
 
 
 @dataclass(frozen=True)

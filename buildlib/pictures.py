@@ -90,17 +90,17 @@ def chrome_trace(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def critical_path(graph: Graph, report: dict[str, Any]) -> list[str]:
-    """The chain of builds that ended last: the last build to finish, then each ancestor
-    built in this run that it waited for, root first."""
+    """The chain of builds that determined when the last build ended: the longest chain
+    of each build's time from its parent's end (or the run's start) to its own end, so
+    waiting for a worker counts. Root first."""
     builds = {s["name"]: s for s in spans(report) if s["kind"] == "build"}
-    if not builds:
-        return []
-    name: str | None = max(builds, key=lambda n: builds[n]["end"])
-    chain = []
-    while name in builds:
-        chain.append(name)
-        name = graph.parents[name]
-    return list(reversed(chain))
+    started = report.get("started", 0.0)
+
+    def since_parent(name: str) -> float:
+        parent = graph.parents[name]
+        return builds[name]["end"] - (builds[parent]["end"] if parent in builds else started)
+
+    return graph.longest_path({name: since_parent(name) for name in builds}).chain
 
 
 def timeline_svg(graph: Graph, report: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ A run is shaped by doit command-line variables (`doit build images=nova profile=
     skip_parents=1       build the selected images on their parents as they are in storage
     fail_fast=1          stop at the first failure instead of building everything else
     verbose=1            show buildah's output as it builds (it always goes to the logs)
+    dispatch=fifo        doit's own order of ready builds, not the longest path first
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from doit.dependency import UptodateCalculator
 from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, graph, keys, pictures, project, report
+from buildlib import builder, cache, dispatch, graph, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
@@ -241,6 +242,7 @@ def _selection(proj: project.Project) -> graph.Selection:
 
 def doit_config(run: Run) -> dict[str, Any]:
     run.project.build_dir.mkdir(parents=True, exist_ok=True)
+    dispatch.install_for(run.project, run.selection.selected)
     return {
         "default_tasks": ["build"],
         "num_process": run.project.config.settings.jobs,

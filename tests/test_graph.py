@@ -1,4 +1,5 @@
-"""buildlib.graph: missing parents and cycles are errors; order, ancestors, descendants."""
+"""buildlib.graph: missing parents and cycles are errors; order, levels, ancestors,
+descendants and the longest path."""
 
 from __future__ import annotations
 
@@ -142,11 +143,52 @@ def test_descendants(small: Graph) -> None:
     assert small.descendants("other-root") == {"other-child"}
 
 
+def test_levels(small: Graph) -> None:
+    levels = [sorted(level) for level in small.levels()]
+    assert levels == [["base", "other-root"],
+                      ["cron", "openstack-base", "other-child"],
+                      ["neutron-base", "nova-base"],
+                      ["neutron-dhcp-agent", "nova-api", "nova-conductor"]]
+
+
+def test_longest_path_remaining_and_chain(small: Graph) -> None:
+    durations = dict.fromkeys(SMALL, 1.0) | {"neutron-dhcp-agent": 5.0, "cron": 7.0,
+                                              "other-root": 2.0}
+    path = small.longest_path(durations)
+    assert path.remaining["nova-base"] == 2.0  # itself and one child
+    assert path.remaining["neutron-base"] == 6.0
+    assert path.remaining["openstack-base"] == 7.0
+    assert path.remaining["base"] == 8.0  # cron's 7 ties openstack-base's 7
+    assert path.remaining["other-root"] == 3.0
+    assert path.chain == ["base", "cron"]  # a tie goes to the name first in sorting order
+    assert path.length == 8.0
+
+
+def test_longest_path_over_the_images_with_a_duration_only(small: Graph) -> None:
+    path = small.longest_path({"nova-base": 1.0, "nova-api": 3.0, "nova-conductor": 2.0,
+                               "cron": 3.5})
+    assert path.remaining == {"nova-base": 4.0, "nova-api": 3.0, "nova-conductor": 2.0,
+                              "cron": 3.5}
+    assert path.chain == ["nova-base", "nova-api"]
+    assert small.longest_path({}).chain == [] and small.longest_path({}).length == 0.0
+
+
 # --- the kolla tree (188 images) ------------------------------------------------------------
 
 
 def test_kolla_order(kolla: dict[str, str | None]) -> None:
     assert_parents_first(kolla, Graph.build(kolla).order())
+
+
+def test_kolla_levels_and_longest_path(kolla: dict[str, str | None]) -> None:
+    graph = Graph.build(kolla)
+    levels = graph.levels()
+    assert [len(level) for level in levels] == [1, 29, 55, 101, 2]
+    assert all(len(chain(kolla, name)) == depth
+               for depth, level in enumerate(levels) for name in level)
+    path = graph.longest_path(dict.fromkeys(kolla, 1.0))
+    assert path.length == 5.0 and len(path.chain) == 5
+    assert path.chain[-1] in levels[4]
 
 
 def test_kolla_roots(kolla: dict[str, str | None]) -> None:

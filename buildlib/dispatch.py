@@ -1,0 +1,122 @@
+"""Critical-path-first dispatch: of the tasks ready to run, doit starts the build with the
+longest remaining path first (its own expected duration plus the longest chain of its
+descendants' durations), ties broken by name.
+
+doit has no hook for this. Its `TaskDispatcher` keeps ready tasks in a FIFO `deque`
+(`ready`, used through `append`, `popleft` and truth only) and a finished task's waiting
+children come out of a `set`, so a long chain may start last. `install` puts a priority
+queue in place of that deque, through a `TaskControl` subclass that doit's `run` command
+uses; tests/test_dispatch.py fails if a doit upgrade changes these internals.
+
+Expected durations are each image's start-to-end time in the last report.json; an image
+without one is estimated as the median of the known ones (1 s when none is known). A push
+blocks nothing, so its remaining path is its own last push time (estimated likewise):
+it waits while builds with longer remaining paths are ready. Group tasks (`build`,
+`push`) take no time and go first, so that doit learns every task early.
+
+`doit build dispatch=fifo` keeps doit's own order (for comparison, in bench/run.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import statistics
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from doit import cmd_run, control, get_var
+
+from buildlib.errors import InputError
+from buildlib.graph import Graph
+
+if TYPE_CHECKING:
+    from buildlib.project import Project
+
+FIRST = float("inf")
+STRATEGIES = ("critical-path", "fifo")
+
+
+class ReadyQueue:
+    """Stands in for `TaskDispatcher.ready`: pops the node whose task has the highest
+    priority, ties broken by task name, then by arrival."""
+
+    def __init__(self, priority: Callable[[str], float]) -> None:
+        self.priority = priority
+        self._heap: list[tuple[float, str, int, Any]] = []
+        self._arrivals = itertools.count()
+
+    def append(self, node: Any) -> None:
+        name = node.task.name
+        heapq.heappush(self._heap, (-self.priority(name), name, next(self._arrivals), node))
+
+    def popleft(self) -> Any:
+        return heapq.heappop(self._heap)[-1]
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+def install_for(proj: Project, images: frozenset[str]) -> None:
+    """Dispatch as the `dispatch=` variable says (default: critical-path): by each task's
+    priority over `images` (the selected ones), from the project's last report. A strategy
+    we do not know ends the process with one message and status 1."""
+    strategy = get_var("dispatch") or "critical-path"
+    if strategy not in STRATEGIES:
+        err = InputError(proj.config.path, f"dispatch={strategy} on the command line is not a "
+                         "dispatch strategy", fix="use dispatch=critical-path (the default) "
+                         "or dispatch=fifo (doit's own order)")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    if strategy == "critical-path":
+        install(lambda: task_priorities(proj.graph, images, last_report(proj.report_path)))
+
+
+def install(priorities: Callable[[], Mapping[str, float]]) -> None:
+    """Make doit's `run` command dispatch by `priorities()` (task name -> priority; tasks
+    absent from it go first), computed once, when the run starts dispatching."""
+
+    class PriorityControl(control.TaskControl):
+        def task_dispatcher(self) -> control.TaskDispatcher:
+            dispatcher = super().task_dispatcher()
+            known = priorities()
+            dispatcher.ready = ReadyQueue(lambda name: known.get(name, FIRST))
+            return dispatcher
+
+    cmd_run.TaskControl = PriorityControl
+
+
+def task_priorities(graph: Graph, images: set[str] | frozenset[str],
+                    report: Mapping[str, Any] | None) -> dict[str, float]:
+    """`build:<image>` -> its remaining path over `images` (the ones this run may build);
+    `push:<image>` -> its expected push time."""
+    builds = _expected(images, _durations(report, "images"))
+    pushes = _expected(images, _durations(report, "pushes"))
+    remaining = graph.longest_path(builds).remaining
+    return ({f"build:{name}": length for name, length in remaining.items()}
+            | {f"push:{name}": length for name, length in pushes.items()})
+
+
+def last_report(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # no run yet, or a report cut short: estimate every duration
+
+
+def _durations(report: Mapping[str, Any] | None, section: str) -> dict[str, float]:
+    entries = (report or {}).get(section) or {}
+    return {name: entry["end"] - entry["start"] for name, entry in entries.items()
+            if isinstance(entry, dict) and entry.get("start") and entry.get("end")}
+
+
+def _expected(images: set[str] | frozenset[str], known: Mapping[str, float]
+              ) -> dict[str, float]:
+    estimate = statistics.median(known.values()) if known else 1.0
+    return {name: known.get(name, estimate) for name in images}
