@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from buildlib import buildah, keys, registry
-from buildlib.buildah import Buildah, BuildahError
+from buildlib.buildah import Buildah, BuildahError, Interrupted
 from buildlib.project import ImagePlan, Project
 
 
@@ -124,6 +124,7 @@ def build_image(project: Project, name: str, record: keys.Record, storage: Stora
 def _build(project: Project, plan: ImagePlan, record: keys.Record, reason: str | None,
            echo: bool, start: float) -> dict[str, Any]:
     name = plan.name
+    plan.own_workdir()
     plan.context.write(plan.dockerfile, plan.context_dir)
     # What is in the image is the copy: if a file changed since it was hashed, key the copy.
     copied = plan.context.copied_to(plan.context_dir).file_digests()
@@ -174,7 +175,7 @@ def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, 
     client = project.registry_client
     settings = project.config.settings
     argv = project.push_argv(name)
-    plan.push_log.parent.mkdir(parents=True, exist_ok=True)
+    plan.own_workdir()
     plan.push_log.write_text("")
     start, attempts = time.time(), 0
 
@@ -196,6 +197,8 @@ def push_image(project: Project, name: str, built: dict[str, Any]) -> dict[str, 
         try:
             digest = project.buildah.push(argv, plan.digestfile, plan.push_log,
                                           settings.push_timeout)
+        except Interrupted:
+            raise PushFailed("interrupted") from None
         except BuildahError as err:
             raise _attempt_failed(err, name, client.breaker) from None
         client.breaker.answered()

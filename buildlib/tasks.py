@@ -5,171 +5,25 @@ action returns the built image's ID (and what shaped it) as the task's saved val
 a child reads its parent's ID through `getargs`, and `ImageUpToDate` compares both
 with what the last successful build recorded.
 
-A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
-
-    config=PATH          another images.yaml (default: the one beside dodo.py)
-    images=RE[,RE...]    build only images whose name matches, with their ancestors
-    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
-    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
-    skip_parents=1       build the selected images on their parents as they are in storage
-    fail_fast=1          stop at the first failure instead of building everything else
-    verbose=1            show buildah's output as it builds (it always goes to the logs)
+The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doit import get_var, loader
-from doit.cmd_base import DodoTaskLoader
-from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import UptodateCalculator
-from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, graph, keys, pictures, project, report
+from buildlib import builder, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
-from buildlib.errors import InputError
-
-CONFIG_FILE = "images.yaml"
-TRUE_WORDS = {"1", "true", "yes", "on"}
-
-
-@dataclass(frozen=True)
-class Run:
-    """One doit run: the project, the images selected, and the run's options.
-
-    `images` holds what each image's task settled in this run (its ID and key: saved by
-    an up-to-date check or returned by a build), which is all a child needs of its
-    parent: no `getargs`, so a child does not depend on the rest of its parent's result.
-    """
-
-    project: project.Project
-    selection: graph.Selection
-    storage: builder.Storage
-    fail_fast: bool = False
-    verbose: bool = False
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, proj: project.Project) -> Run:
-        """A run of every image, with default options."""
-        return cls(proj, graph.select(proj.graph, [], []), builder.Storage(proj.buildah))
-
-    def parent_task(self, name: str) -> str | None:
-        parent = self.selection.parent_dependency(self.project.graph, name)
-        return f"build:{parent}" if parent else None
-
-    def parent_id(self, name: str,
-                  saved: Callable[[str], dict[str, Any]] | None = None) -> str | None:
-        """The parent image this image stands on: the one its parent's task settled in
-        this run (else, outside a run as in `doit info`, what it recorded: `saved(task)`),
-        or with skip_parents the parent image as it is in storage."""
-        parent = self.project.plans[name].parent
-        parent_task = self.parent_task(name)
-        if parent is None:
-            return None
-        if parent_task is None:
-            return self.parent_in_storage(name)
-        if parent in self.images:
-            return self.images[parent].get("id")
-        return saved(parent_task).get("id") if saved else None
-
-    def parent_in_storage(self, name: str) -> str | None:
-        """The ID of the parent image as local storage holds it now (skip_parents)."""
-        parent = self.project.plans[name].parent
-        return self.storage.id_of(self.project.plans[parent].reference) if parent else None
-
-    def record(self, name: str,
-               saved: Callable[[str], dict[str, Any]] | None = None) -> keys.Record | None:
-        """What makes the image now, on its parent's current ID; None when an image with a
-        parent has none to stand on."""
-        plan = self.project.plans[name]
-        parent_id = self.parent_id(name, saved)
-        if plan.parent and parent_id is None:
-            return None
-        return plan.sources.on_parent(parent_id)
-
-
-def load_run(dodo_file: str) -> Run:
-    """The project named by `config=` (default: images.yaml beside dodo.py) and the run
-    the other variables ask for. Bad input ends the process here, with one message and
-    status 1, before doit could print a traceback."""
-    try:
-        proj = project.load(_config_path(dodo_file))
-        selection = _selection(proj)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    run = Run(proj, selection, builder.Storage(proj.buildah),
-              fail_fast=_flag("fail_fast"), verbose=_flag("verbose"))
-    if _runs_tasks(sys.argv[1:]):
-        run.storage.prefetch()
-    return run
-
-
-def _runs_tasks(argv: list[str]) -> bool:
-    """Whether doit was asked to run tasks (`doit`, `doit -n 8 build`, `doit push`), whose
-    up-to-date checks list local images, rather than `doit list`, `info`, `clean`...
-    Read as doit reads it: its loader options (`-f dodo.py`) first, then variables
-    (`config=x`) aside; the first word left names the command, `run` when it names none."""
-    try:
-        _, rest = CmdParse([CmdOption(o) for o in DodoTaskLoader.cmd_options]).parse_only(argv)
-    except CmdParseError:
-        rest = argv
-    words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
-    others = {command.get_name() for command in DoitMain.DOIT_CMDS} - {"run"}
-    return not words or words[0] not in others
-
-
-def _runs_pushes(argv: list[str]) -> bool:
-    """Whether this run runs a push task (`doit push`, `doit -n 4 push:nova-api`), whose
-    up-to-date checks ask the registry; never `doit build` nor `doit list`."""
-    return _runs_tasks(argv) and any(arg == "push" or arg.startswith("push:") for arg in argv)
-
-
-def _config_path(dodo_file: str) -> Path:
-    named = get_var("config")
-    if not named:
-        return Path(dodo_file).resolve().parent / CONFIG_FILE
-    # doit has already changed into dodo.py's folder; the user meant their own cwd.
-    start = getattr(loader, "initial_workdir", None) or os.getcwd()
-    return Path(start, named).resolve()
-
-
-def _flag(name: str) -> bool:
-    return str(get_var(name, "")).lower() in TRUE_WORDS
-
-
-def _words(name: str) -> list[str]:
-    return [word for word in str(get_var(name, "")).split(",") if word]
-
-
-def _selection(proj: project.Project) -> graph.Selection:
-    patterns = _words("images")
-    for profile in _words("profile"):
-        if profile not in proj.config.profiles:
-            known = ", ".join(sorted(proj.config.profiles)) or "none declared"
-            raise InputError(proj.config.path, f"profile '{profile}' is not declared "
-                             f"(known: {known})", fix="add it under `profiles:` or use one "
-                             "of those names")
-        patterns += proj.config.profiles[profile]
-    excludes = proj.config.settings.excludes + _words("exclude")
-    try:
-        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"))
-    except re.error as err:
-        raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
-                         fix="correct `images=` or `exclude=` (Python `re` syntax)") from None
+from buildlib.run import Run
 
 
 def doit_config(run: Run) -> dict[str, Any]:
@@ -181,7 +35,7 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection),
+        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish),
     }
 
 
@@ -217,7 +71,7 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
            "doc": "build what is stale, then push what the registry lacks"}
-    if _runs_pushes(sys.argv[1:]):  # ask the registry while doit loads and builds
+    if run.invocation.pushes:  # ask the registry while doit loads and builds
         run.project.registry_client.prefetch_check()
     for name in _selected_in_order(run):
         yield push_task(run, name)
@@ -288,7 +142,8 @@ def _build(run: Run, name: str, task: Any) -> Any:
     try:
         values = builder.build_image(proj, name, record, run.storage,
                                      task.meta.get("reason"), echo=run.verbose)
-    except (BuildahError, StorageError, subprocess.CalledProcessError, OSError) as err:
+    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
+            OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.images[name] = values
     return values
@@ -297,7 +152,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
 def _push(run: Run, name: str) -> Any:
     try:
         return builder.push_image(run.project, name, run.images.get(name, {}))
-    except (builder.PushFailed, BuildahError, OSError) as err:
+    except (builder.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
 
@@ -305,7 +160,10 @@ def _clean(proj: project.Project, name: str) -> None:
     plan = proj.plans[name]
     with contextlib.suppress(subprocess.CalledProcessError):  # never built or already gone
         proj.buildah.rmi(plan.reference)
-    shutil.rmtree(plan.workdir, ignore_errors=True)
+    if plan.owns_workdir():
+        shutil.rmtree(plan.workdir, ignore_errors=True)
+    elif plan.workdir.exists():
+        print(f"left {plan.workdir} alone: imagebake did not make it")
 
 
 def _print_status(run: Run, probe: StateProbe) -> None:
