@@ -165,18 +165,27 @@ class Buildah:
         leftovers, with their mounts); return how many."""
         listed = subprocess.run(self.argv("containers", "--json"), check=True,
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        ours = []
-        for container in json.loads(listed.stdout or "[]"):
-            inspected = subprocess.run(
-                self.argv("inspect", "--type", "container", container["id"]),
-                capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if inspected.returncode == 0 and \
-                    (json.loads(inspected.stdout).get("Args") or {}).get(OWNER_ARG) == owner:
-                ours.append(container["id"])
+        containers = json.loads(listed.stdout or "[]")
+        if not containers:
+            return 0
+        # `buildah inspect` leaves out a container's build args; its own record keeps them.
+        store = json.loads(subprocess.run(self.argv("info"), check=True, capture_output=True,
+                                          text=True, stdin=subprocess.DEVNULL).stdout)["store"]
+        records = Path(store["GraphRoot"]) / f"{store['GraphDriverName']}-containers"
+        ours = [c["id"] for c in containers
+                if _build_args(records / c["id"] / "userdata" / "buildah.json")
+                .get(OWNER_ARG) == owner]
         if ours:
             subprocess.run(self.argv("rm", *ours), check=True, capture_output=True,
                            stdin=subprocess.DEVNULL)
         return len(ours)
+
+
+def _build_args(record: Path) -> dict[str, str]:
+    try:
+        return json.loads(record.read_text()).get("Args") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def kill_orphans(owner: str) -> int:

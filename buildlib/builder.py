@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -125,7 +126,11 @@ def _build(project: Project, plan: ImagePlan, record: keys.Record, reason: str |
            echo: bool, start: float) -> dict[str, Any]:
     name = plan.name
     plan.own_workdir()
-    plan.context.write(plan.dockerfile, plan.context_dir)
+    try:
+        plan.context.write(plan.dockerfile, plan.context_dir)
+    except OSError:
+        shutil.rmtree(plan.context_dir, ignore_errors=True)  # a full disk: free what we took
+        raise
     # What is in the image is the copy: if a file changed since it was hashed, key the copy.
     copied = plan.context.copied_to(plan.context_dir).file_digests()
     if copied != record.files:

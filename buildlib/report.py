@@ -250,12 +250,24 @@ class ImageReporter(ConsoleReporter):
         if self.reporting:
             signum = buildah.stop_signal()
             if signum:
+                self._mark_unfinished()
                 name = signal.Signals(signum).name
                 self.write(f"interrupted ({name}): stopped the running builds\n")
-            self.report.write(self.jobs)
+            try:
+                self.report.write(self.jobs)
+            except OSError as err:
+                self.write(f"error: cannot write {display_path(self.project.report_path)}: "
+                           f"{err.strerror or err}\n")
             self.write(self.report.summary())
         super().complete_run()
         self.on_complete()
+
+    def _mark_unfinished(self) -> None:
+        """Started tasks doit did not report the end of, when the run was interrupted."""
+        for section in self.report.sections.values():
+            for entry in section.values():
+                if entry["start"] and entry["status"] is None:
+                    entry.update(status="failed", end=time.time(), error="interrupted")
 
     def _progress(self) -> Progress:
         if self.progress is None:  # doit calls initialize first; this is a fallback

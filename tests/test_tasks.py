@@ -434,3 +434,40 @@ def test_good_input_through_doit(tmp_path: Path) -> None:
 ])
 def test_only_a_run_prefetches_the_storage_listing(argv: list[str], runs: bool) -> None:
     assert run.parse_argv(argv).runs_tasks is runs
+
+
+@pytest.mark.parametrize(("build_dir", "command", "problem"), [
+    ("..", "clean", "not a folder inside the tree's folder"),  # would delete ../proj: the tree
+    ("templates", "build", "holds template folder 'templates'"),
+])
+def test_build_dir_outside_the_tree_or_holding_it_stops_every_command(
+        tmp_path: Path, build_dir: str, command: str, problem: str) -> None:
+    tree = tmp_path / "proj"
+    (tree / "templates/proj").mkdir(parents=True)
+    (tree / "templates/proj/Dockerfile.j2").write_text("FROM scratch\n")
+    (tree / "images.yaml").write_text(f"settings: {{build_dir: {build_dir!r}}}\n"
+                                      "images:\n  proj:\n")
+    result = run_doit(tree, command)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and problem in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+    assert sorted(p.name for p in tree.iterdir()) == ["images.yaml", "templates"]
+
+
+def test_a_folder_the_tool_did_not_make_is_neither_rewritten_nor_cleaned(
+        tmp_path: Path) -> None:
+    storage = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    example = project.load(copy_example(tmp_path, buildah_args=storage))
+    plan = example.plans["nova-api"]
+    (plan.context_dir).mkdir(parents=True)
+    (plan.context_dir / "keep.txt").write_text("mine\n")
+    (plan.workdir / "notes.txt").write_text("mine too\n")
+    with pytest.raises(project.ForeignFolder, match=r"holds files imagebake did not make "
+                       r"\(notes.txt\)"):
+        plan.own_workdir()
+    assert not plan.owns_workdir()
+    tasks._clean(example, "nova-api")  # `doit clean` leaves it be
+    assert (plan.context_dir / "keep.txt").read_text() == "mine\n"
+    (plan.workdir / "notes.txt").unlink()  # what an earlier version made is taken over
+    plan.own_workdir()
+    assert plan.owns_workdir()
