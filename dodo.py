@@ -1,8 +1,8 @@
 """imagebake: `doit build`, `doit push`, `doit status`; see README.md and images.yaml."""
 
-from buildlib import tasks
+from buildlib import run, tasks
 
-RUN = tasks.load_run(__file__)
+RUN = run.load_run(__file__)
 DOIT_CONFIG = tasks.doit_config(RUN)
 
 

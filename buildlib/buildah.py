@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -19,10 +20,35 @@ from typing import IO
 
 BUILDAH = "buildah"
 KILL_GRACE_SECONDS = 10
+POLL_SECONDS = 0.25  # how soon a running build notices a stop request
 PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
+# A build arg no Dockerfile declares: it does not shape the image (buildah warns that it
+# was not consumed) but buildah records it in the working container, which tells our
+# leftovers from other users' containers in a shared storage.
+OWNER_ARG = "IMAGEBAKE_OWNER"
+TAIL_BYTES = 64 * 1024  # at most this much of a log's end is ever read back
+ECHO_LINE_CHARS = 2000  # verbose=1 shows at most this much of each output line
 
-_RUNNING: set[subprocess.Popen] = set()  # buildah processes now running, for interrupts
-_RUNNING_LOCK = threading.Lock()
+# Set by signal handlers (plain assignments only, no locks); read by running builds.
+_stop = {"signal": 0, "count": 0}
+_killed = {"any": False}
+
+
+def request_stop(signum: int) -> None:
+    """Ask every running build to stop (SIGTERM, then SIGKILL after a grace period, or at
+    once on a second request). Safe in a signal handler: it only assigns."""
+    _stop["signal"] = _stop["signal"] or signum
+    _stop["count"] += 1
+
+
+def stop_signal() -> int:
+    """The signal that asked this process to stop, or 0."""
+    return _stop["signal"]
+
+
+def killed_any() -> bool:
+    """Whether this process killed a buildah process group (which may leave containers)."""
+    return _killed["any"]
 
 
 class StorageError(Exception):
@@ -30,12 +56,17 @@ class StorageError(Exception):
 
 
 class BuildahError(Exception):
-    """buildah exited non-zero or ran out of time; `log` holds its output."""
+    """buildah exited non-zero or ran out of time; `log` holds its output (`output`:
+    at most the last TAIL_BYTES of this run's part)."""
 
     def __init__(self, reason: str, log: Path | None = None, output: str = "",
                  timed_out: bool = False) -> None:
         super().__init__(reason)
         self.reason, self.log, self.output, self.timed_out = reason, log, output, timed_out
+
+
+class Interrupted(BuildahError):
+    """The run was asked to stop (SIGINT/SIGTERM): not started, or killed."""
 
 
 def image_id(raw: str) -> str:
@@ -78,8 +109,9 @@ class Buildah:
         return [BUILDAH, *self.global_args, *args]
 
     def bud_argv(self, options: Sequence[str], dockerfile: Path, context_dir: Path,
-                 iidfile: Path) -> list[str]:
-        return self.argv("bud", *options, "--iidfile", str(iidfile),
+                 iidfile: Path, *, pull: str, owner: str) -> list[str]:
+        return self.argv("bud", *options, f"--pull={pull}", "--build-arg",
+                         f"{OWNER_ARG}={owner}", "--iidfile", str(iidfile),
                          "-f", str(dockerfile), str(context_dir))
 
     def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float,
@@ -145,6 +177,63 @@ class Buildah:
         subprocess.run(self.argv("rmi", "--force", *references), check=True,
                        capture_output=True, stdin=subprocess.DEVNULL)
 
+    def remove_containers_of(self, owner: str) -> int:
+        """Remove the working containers of builds run with our OWNER_ARG (a killed run's
+        leftovers, with their mounts); return how many."""
+        listed = subprocess.run(self.argv("containers", "--json"), check=True,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        containers = json.loads(listed.stdout or "[]")
+        if not containers:
+            return 0
+        # `buildah inspect` leaves out a container's build args; its own record keeps them.
+        store = json.loads(subprocess.run(self.argv("info"), check=True, capture_output=True,
+                                          text=True, stdin=subprocess.DEVNULL).stdout)["store"]
+        records = Path(store["GraphRoot"]) / f"{store['GraphDriverName']}-containers"
+        ours = [c["id"] for c in containers
+                if _build_args(records / c["id"] / "userdata" / "buildah.json")
+                .get(OWNER_ARG) == owner]
+        if ours:
+            subprocess.run(self.argv("rm", *ours), check=True, capture_output=True,
+                           stdin=subprocess.DEVNULL)
+        return len(ours)
+
+
+def _build_args(record: Path) -> dict[str, str]:
+    try:
+        return json.loads(record.read_text()).get("Args") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def kill_orphans(owner: str) -> int:
+    """SIGKILL the process groups of buildah processes still running with our OWNER_ARG
+    (a killed run's builds go on in their own sessions); return how many groups."""
+    mark = f"{OWNER_ARG}={owner}".encode()
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark in (entry / "cmdline").read_bytes().split(b"\0"):
+                groups.add(os.getpgid(int(entry.name)))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while groups and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(POLL_SECONDS)
+    return len(groups)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
 
 def error_line(output: str) -> str:
     """What buildah said went wrong: its last `Error:` line, else its last line."""
@@ -156,8 +245,10 @@ def error_line(output: str) -> str:
 def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,
                note: str = "", echo: bool = False) -> None:
     """Run argv with stdout and stderr in `log` (after `# note` and the command line),
-    and on our stdout too when `echo`; kill its whole process group on timeout.
-    A failure raises BuildahError carrying this run's output."""
+    and on our stdout too when `echo`; kill its whole process group on timeout or when
+    the run is asked to stop. A failure raises BuildahError carrying this run's output."""
+    if stop_signal():
+        raise Interrupted("interrupted", log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a" if append else "w", encoding="utf-8") as out:
         if note:
@@ -172,26 +263,50 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
         tee = threading.Thread(target=_tee, args=(proc.stdout, out), daemon=True)
         if echo:
             tee.start()
-        with _RUNNING_LOCK:
-            _RUNNING.add(proc)
         try:
-            code: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_groups([proc])
-            code = None
+            code = _wait(proc, timeout)
         except BaseException:
-            _kill_groups([proc])
+            _kill_group(proc)
             raise
         finally:
-            with _RUNNING_LOCK:
-                _RUNNING.discard(proc)
             if echo:
                 tee.join(timeout=KILL_GRACE_SECONDS)
-    if code is None:
-        raise BuildahError(f"timed out after {timeout:g} s", log, _read_from(log, start),
+    if code == "interrupted":
+        raise Interrupted("interrupted", log, read_tail(log, start))
+    if code == "timed out":
+        raise BuildahError(f"timed out after {timeout:g} s", log, read_tail(log, start),
                            timed_out=True)
     if code != 0:
-        raise BuildahError(f"exit code {code}", log, _read_from(log, start))
+        raise BuildahError(f"exit code {code}", log, read_tail(log, start))
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int | str:
+    """proc's exit code; or kill its group and say why ("timed out", "interrupted")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop_signal():
+            _kill_group(proc)
+            return "interrupted"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _kill_group(proc)
+            return "timed out"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=min(POLL_SECONDS, left))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the group, SIGKILL it after the grace period (at once on a second stop
+    request), and reap buildah."""
+    _killed["any"] = True
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while proc.poll() is None and time.monotonic() < deadline and _stop["count"] < 2:
+        time.sleep(POLL_SECONDS / 5)
+    with contextlib.suppress(ProcessLookupError):  # what is left of the group, too
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 # What buildah prints while it copies: never the reason it failed.
@@ -210,36 +325,43 @@ def error_lines(output: str) -> list[str]:
 
 
 def _tee(source: IO[bytes], log: IO[str]) -> None:
-    for raw in source:
-        line = raw.decode(errors="replace")
-        log.write(line)
+    """Copy buildah's output to the log whole, and to stdout with each line capped."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    shown = 0  # characters of the current line shown so far
+    while chunk := source.read1(TAIL_BYTES):  # type: ignore[attr-defined]
+        text = decoder.decode(chunk)
+        log.write(text)
         log.flush()
-        sys.stdout.write(line)
+        echoed, shown = capped_lines(text, shown, ECHO_LINE_CHARS)
+        sys.stdout.write(echoed)
+        sys.stdout.flush()
     source.close()
 
 
-def _read_from(log: Path, offset: int) -> str:
-    with log.open("rb") as f:
-        f.seek(offset)
-        return f.read().decode(errors="replace")
+def capped_lines(text: str, shown: int, limit: int) -> tuple[str, int]:
+    """`text` with every line cut at `limit` characters (" [...]" marks a cut), given that
+    `shown` characters of its first line came before; also how many its last line has."""
+    pieces = text.split("\n")
+    out = []
+    for i, piece in enumerate(pieces):
+        if shown < limit:
+            out.append(piece[:limit - shown])
+            if shown + len(piece) > limit:
+                out.append(" [...]")
+        shown += len(piece)
+        if i < len(pieces) - 1:
+            out.append("\n")
+            shown = 0
+    return "".join(out), shown
 
 
-def terminate_running() -> None:
-    """Stop every buildah process group this process started (on SIGINT or SIGTERM)."""
-    with _RUNNING_LOCK:
-        procs = list(_RUNNING)
-    _kill_groups(procs)
-
-
-def _kill_groups(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each group, give them a grace period together, then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + KILL_GRACE_SECONDS
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for proc in procs:
-        proc.wait()
+def read_tail(path: Path, start: int = 0, limit: int = TAIL_BYTES) -> str:
+    """The end of a file from offset `start`, at most `limit` bytes: never the whole of a
+    large log."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(start, size - limit))
+            return f.read(limit).decode(errors="replace")
+    except OSError:
+        return ""

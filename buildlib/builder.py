@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from typing import Any
 
 from buildlib import buildah, cache, keys, registry
-from buildlib.buildah import Buildah, BuildahError
+from buildlib.buildah import Buildah, BuildahError, Interrupted
 from buildlib.project import ImagePlan, Project
 
 
@@ -124,7 +125,12 @@ def build_image(project: Project, name: str, record: keys.Record, storage: Stora
 def _build(project: Project, plan: ImagePlan, record: keys.Record, reason: str | None,
            echo: bool, start: float) -> dict[str, Any]:
     name = plan.name
-    plan.context.write(plan.dockerfile, plan.context_dir)
+    plan.own_workdir()
+    try:
+        plan.context.write(plan.dockerfile, plan.context_dir)
+    except OSError:
+        shutil.rmtree(plan.context_dir, ignore_errors=True)  # a full disk: free what we took
+        raise
     # What is in the image is the copy: if a file changed since it was hashed, key the copy.
     copied = plan.context.copied_to(plan.context_dir).file_digests()
     if copied != record.files:
@@ -209,7 +215,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     plan, settings = project.plans[name], project.config.settings
     client = lookups.client
     key_reference = plan.key_reference(built["key"])
-    plan.push_log.parent.mkdir(parents=True, exist_ok=True)
+    plan.own_workdir()
     plan.push_log.write_text("")
     start, attempts = time.time(), 0
     try:
@@ -274,6 +280,8 @@ def _buildah_push(project: Project, name: str, key: str) -> str:
     try:
         return project.buildah.push(project.push_argv(name, key), plan.digestfile,
                                     plan.push_log, project.config.settings.push_timeout)
+    except Interrupted:
+        raise PushFailed("interrupted") from None
     except BuildahError as err:
         raise _attempt_failed(err, name, project.registry_client.breaker) from None
 

@@ -221,6 +221,7 @@ def load(path: Path | str) -> Config:
     _check_source_date_epoch(path)
     _check_vars(config)
     _check_sources(config)
+    _check_build_dir(config)
     return config
 
 
@@ -261,6 +262,33 @@ def _check_vars(config: Config) -> None:
                              "template already sees", image=image,
                              fix=f"rename the variable (settings are `settings.<name>`; "
                              f"reserved: {', '.join(RESERVED_VARS)})")
+def _check_build_dir(config: Config) -> None:
+    """build_dir is the tool's own: inside the tree's folder, holding none of the tree, and
+    no `files:` source holds it (copying a folder that holds build_dir never ends)."""
+    build, root = config.build_dir.resolve(), config.root.resolve()
+    if root not in build.parents:
+        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} is "
+                         f"{build}, not a folder inside the tree's folder {root}",
+                         fix="use a folder inside it, e.g. `build_dir: build`")
+    parts = [("images.yaml", config.path)] + [
+        (f"template folder {t!r}", config.root / t) for t in config.settings.templates]
+    for what, path in parts:
+        if _holds(build, path.resolve()):
+            raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} "
+                             f"holds {what}: {path}", fix="use a folder of its own for "
+                             "build_dir, e.g. `build_dir: build`")
+    for name, image in config.images.items():
+        for inner, source in image.files.items():
+            path = config.source_path(source).resolve()
+            if _holds(path, build) or _holds(build, path):
+                raise InputError(config.path, f"files: {inner!r}: {path} "
+                                 f"{'holds' if _holds(path, build) else 'is inside'} build_dir "
+                                 f"{build}", image=name, fix="name the files or folders the "
+                                 "image needs, outside build_dir (not `/` or the tree's folder)")
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def _check_patterns(config: Config) -> None:

@@ -6,6 +6,8 @@ once, before any build starts, and reports it as one `InputError`.
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -15,6 +17,14 @@ from buildlib import buildah, config, keys, kolla, registry, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.sources import archives
+
+WORKDIR_MARK = ".made-by-imagebake"
+# What a build or push writes in its image's folder (besides the logs and the mark).
+WORKDIR_FILES = {"Dockerfile", "context", "image-id", "pushed-digest", WORKDIR_MARK}
+
+
+class ForeignFolder(Exception):
+    """`{build_dir}/{name}` holds files this tool did not make: it is left alone."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,24 @@ class ImagePlan:
     def digestfile(self) -> Path:
         return self.workdir / "pushed-digest"
 
+    def own_workdir(self) -> None:
+        """Make `{build_dir}/{name}` (marked as ours), or check that the one there is ours:
+        a build rewrites its context and `doit clean` deletes it, so a folder of
+        someone else's files must not be taken."""
+        mark = self.workdir / WORKDIR_MARK
+        if mark.exists():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        foreign = sorted(p.name for p in self.workdir.iterdir()
+                         if p.name not in WORKDIR_FILES and not p.name.endswith(".log"))
+        if foreign:
+            raise ForeignFolder(f"{self.workdir} holds files imagebake did not make "
+                                f"({', '.join(foreign[:5])}); move them elsewhere")
+        mark.touch()  # empty, or what an earlier version of this tool made: ours from now
+
+    def owns_workdir(self) -> bool:
+        return (self.workdir / WORKDIR_MARK).exists()
+
     @cached_property
     def sources(self) -> keys.Record:
         """The record of this image's own inputs, from the files as they are now (hashed
@@ -100,6 +128,12 @@ class Project:
     def state_file(self) -> Path:
         return self.build_dir / ".doit.db"
 
+    @property
+    def owner(self) -> str:
+        """What marks this tree's builds (host and build_dir) among others in one storage."""
+        where = f"{socket.gethostname()}:{self.build_dir.resolve()}"
+        return hashlib.sha256(where.encode()).hexdigest()[:16]
+
     @cached_property
     def authfile(self) -> Path | None:
         """The registry credentials both `buildah push` and our own requests use."""
@@ -130,7 +164,14 @@ class Project:
             [plan.reference, plan.key_reference(record.key)], fmt=record.format,
             timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
             labels={**record.labels, keys.KEY_LABEL: record.key}, volumes=record.volumes)
-        return self.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile)
+        # A child is built on exactly the parent image this run built or checked: never a
+        # pull during its build, so a registry serving an older parent (or not answering)
+        # cannot change it. A root image's FROM (e.g. debian:bookworm) is pulled only when
+        # storage lacks it: a rebuild then uses the base it was built on before, not
+        # whatever the registry serves today (`buildah pull` it to move on).
+        return self.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
+                                     pull="never" if plan.parent else "missing",
+                                     owner=self.owner)
 
 
 def load(path: Path | str) -> Project:

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,17 +33,16 @@ class Context:
 
     name: str
     dockerfile: str
-    files: dict[str, Path]  # path inside the context -> source on disk
+    files: dict[str, Path]  # each file's path inside the context -> its source on disk
     template: Path
 
     def file_digests(self) -> dict[str, str]:
         """Each context file (its path inside the context) -> sha256 of its mode and bytes."""
         digests = {}
         for inner, source in sorted(self.files.items()):
-            for path, rel in _walk(source, inner):
-                h = hashlib.sha256(f"{os.stat(path).st_mode & 0o7777:o}\0".encode())
-                h.update(path.read_bytes())
-                digests[rel] = h.hexdigest()
+            h = hashlib.sha256(f"{os.stat(source).st_mode & 0o7777:o}\0".encode())
+            h.update(source.read_bytes())
+            digests[inner] = h.hexdigest()
         return digests
 
     def dockerfile_digest(self, parent_reference: str | None = None) -> str:
@@ -67,33 +66,23 @@ class Context:
         """What the Dockerfile's COPY/ADD take from the context but the context lacks,
         e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
         present = {"."}
-        for inner, source in self.files.items():
-            for _, rel in _walk(source, inner):
-                parts = Path(rel).parts
-                present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        for inner in self.files:  # every file, and each folder on its way
+            parts = Path(inner).parts
+            present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
         return [f"{keyword} {path!r}" for keyword, path in context_sources(self.dockerfile)
                 if not (fnmatch.filter(present, path) if _is_glob(path) else path in present)]
 
     def write(self, dockerfile_path: Path, context_dir: Path) -> None:
-        """Write the Dockerfile and a fresh copy of the context, keeping file modes."""
+        """Write the Dockerfile and a fresh copy of the context (links copied as the files
+        they name, as they were hashed), keeping file modes."""
         if context_dir.exists():
             shutil.rmtree(context_dir)
         context_dir.mkdir(parents=True)
         for inner, source in self.files.items():
             target = context_dir / inner
             target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target, symlinks=True)
-            else:
-                shutil.copy2(source, target)
+            shutil.copy2(source, target)
         dockerfile_path.write_text(self.dockerfile, encoding="utf-8")
-
-
-def _walk(source: Path, inner: str) -> list[tuple[Path, str]]:
-    if not source.is_dir():
-        return [(source, inner)]
-    found = [(p, f"{inner}/{p.relative_to(source)}") for p in source.rglob("*") if p.is_file()]
-    return sorted(found, key=lambda item: item[1])
 
 
 def environment(config: Config) -> jinja2.Environment:
@@ -310,12 +299,13 @@ def _where_in_template(config: Config) -> str:
 def _context_files(config: Config, name: str, template_path: Path) -> dict[str, Path]:
     """The files beside the template (templates excluded), then the image's `files:`."""
     folder = template_path.parent
-    files = {
-        str(p.relative_to(folder)): p
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.endswith(TEMPLATE_SUFFIX) and p != template_path
-    }
-    for inner, source in config.images[name].files.items():
+    declared = config.images[name].files
+    if _holds(folder.resolve(), config.build_dir.resolve()):
+        raise InputError(config.path, f"the template's folder {folder} holds build_dir",
+                         image=name, fix="give the image a template folder of its own")
+    files = {inner: path for inner, path in _files_under(config, name, folder, declared).items()
+             if not path.name.endswith(TEMPLATE_SUFFIX) and path != template_path}
+    for inner, source in declared.items():
         path = config.source_path(source)
         if not path.exists():
             raise InputError(config.path, f"context file '{inner}': {path} does not exist",
@@ -324,7 +314,11 @@ def _context_files(config: Config, name: str, template_path: Path) -> dict[str, 
         if Path(inner).is_absolute() or ".." in Path(inner).parts:
             raise InputError(config.path, f"context file name '{inner}' leaves the context",
                              image=name, fix="use a relative name inside the build context")
-        files[inner] = path
+        if path.is_dir():
+            files.update({f"{inner}/{rel}": p
+                          for rel, p in _files_under(config, name, path).items()})
+        else:
+            files[inner] = path
     return files
 
 
@@ -362,6 +356,53 @@ def _arguments(rest: str) -> list[str]:
 
 def _is_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
+def _files_under(config: Config, name: str, folder: Path,
+                 declared: Container[str] = ()) -> dict[str, Path]:
+    """Every file under `folder` by its path there, but the `declared` ones. Links are
+    followed when they stay inside `folder` (a linked folder's files appear under the
+    link's name); a link that leaves it, dangles or loops is an input error: declare what
+    it names under `files:`."""
+    top = folder.resolve()
+    found: dict[str, Path] = {}
+
+    def visit(directory: Path, prefix: str, seen: frozenset[Path]) -> None:
+        for entry in sorted(directory.iterdir()):
+            inner = f"{prefix}{entry.name}"
+            if inner in declared:  # `files:` gives it
+                continue
+            target = entry
+            if entry.is_symlink():
+                target = _link_target(config, name, folder, inner, entry)
+                if not _holds(top, target):
+                    raise InputError(config.path, f"{entry} links to {target}, outside "
+                                     f"{folder}", image=name, fix=f"declare it under "
+                                     f"`files:` (`{inner}: {target}`), or copy it here")
+            if target.is_dir():
+                real = target.resolve()
+                if real in seen:
+                    raise InputError(config.path, f"{entry} links to a folder that holds "
+                                     "it: the context would never end", image=name,
+                                     fix="remove the link")
+                visit(target, f"{inner}/", seen | {real})
+            elif target.is_file():
+                found[inner] = entry
+
+    visit(folder, "", frozenset({top}))
+    return found
+
+
+def _link_target(config: Config, name: str, folder: Path, inner: str, link: Path) -> Path:
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        raise InputError(config.path, f"{link} is a broken link (to {os.readlink(link)})",
+                         image=name, fix=f"remove it or make it name a file in {folder}"
+                         ) from None
+    return target
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def first_from(dockerfile: str) -> str | None:

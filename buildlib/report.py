@@ -3,8 +3,8 @@
 `RunReport` holds the outcome of every image of a run and renders the summary and
 report.json. `ImageReporter` is doit's extension point that feeds it: doit calls it as
 each task starts, succeeds, fails (blocked tasks fail with `UnmetDependency`) or is
-skipped. It also turns SIGINT/SIGTERM into a clean stop: running buildah processes
-are killed, finished images stay recorded, and the process exits 130/143.
+skipped. What it prints of a log is bounded: the last lines of the log's last bytes,
+each line cut.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
-import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +30,18 @@ from buildlib.project import Project
 
 LOG_TAIL_LINES = 15
 NAMES_SHOWN = 12  # of the images that failed with one cause
+LOG_TAIL_BYTES = 16 * 1024
+LINE_CHARS = 300  # a summary line shows at most this much of a log line or an error
 SUCCESS = {"build": "built", "push": "pushed"}
 PLURAL = {"build": "builds", "push": "pushes"}
 SAVED_FIELDS = {"build": ("id", "found"), "push": ("digest", "attempts")}
 STATUS_ORDER = ("built", "pushed", "up-to-date", "failed", "blocked", "excluded")
 
 
-def jobs_from_argv(argv: list[str], default: int) -> int:
-    """The effective `-n/--process` of this doit run (doit does not hand it to reporters)."""
-    for i, arg in enumerate(argv):
-        if arg in ("-n", "--process") and i + 1 < len(argv):
-            return _int_or(argv[i + 1], default)
-        if arg.startswith("--process="):
-            return _int_or(arg.partition("=")[2], default)
-        if arg.startswith("-n") and len(arg) > 2 and not arg.startswith("--"):
-            return _int_or(arg[2:], default)
-    return default
-
-
-def _int_or(text: str, default: int) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return default
-
-
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
-    except OSError:
-        return ""
+    """The last `lines` lines of a log, each cut at LINE_CHARS, read from its last bytes."""
+    tail = buildah.read_tail(path, limit=LOG_TAIL_BYTES).splitlines()[-lines:]
+    return "".join(buildah.capped_lines(line, 0, LINE_CHARS)[0] + "\n" for line in tail)
 
 
 def attempts_in(push_log: Path) -> int:
@@ -178,8 +159,12 @@ class RunReport:
         return [f"   blocked by it: {', '.join(blocked)}"] if blocked else []
 
 
-def reporter_for(proj: Project, selection: Selection) -> type[ConsoleReporter]:
-    return type("ImageReporter", (ImageReporter,), {"project": proj, "selection": selection})
+def reporter_for(proj: Project, selection: Selection, jobs: int,
+                 on_complete: Callable[[], None]) -> type[ConsoleReporter]:
+    """doit's reporter class for this run; `on_complete` runs after the summary."""
+    return type("ImageReporter", (ImageReporter,),
+                {"project": proj, "selection": selection, "jobs": jobs,
+                 "on_complete": staticmethod(on_complete)})
 
 
 class ImageReporter(ConsoleReporter):
@@ -187,6 +172,8 @@ class ImageReporter(ConsoleReporter):
 
     project: Project
     selection: Selection
+    jobs: int
+    on_complete: Callable[[], None]
     desc = "images: progress, summary, report.json"
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
@@ -194,7 +181,6 @@ class ImageReporter(ConsoleReporter):
         self.report = RunReport(self.project)
         self.progress: Progress | None = None
         self.first_failed_with: dict[tuple[str, str], str] = {}  # (kind, error) -> image
-        self.interrupted: int | None = None
         self.reporting = True
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
@@ -204,19 +190,9 @@ class ImageReporter(ConsoleReporter):
         image_tasks = [t for t in _closure(tasks, selected_tasks) if _image(tasks[t])]
         self.reporting = bool(image_tasks)  # `doit status` and the like leave report.json be
         self.progress = Progress(self.outstream, total=len(image_tasks))
-        if self.reporting and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._interrupt)
-
-    def _interrupt(self, signum: int, frame: Any) -> None:
-        self.interrupted = signum
-        if self.progress:
-            self.progress.line(f"interrupted ({signal.Signals(signum).name}): stopping builds")
-        buildah.terminate_running()
-        raise KeyboardInterrupt
 
     def execute_task(self, task: Any) -> None:
-        if _image(task):
+        if _image(task) and not buildah.stop_signal():
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
             self._progress().begin(_label(task), task.title())
 
@@ -234,12 +210,17 @@ class ImageReporter(ConsoleReporter):
             return
         kind, name = _kind(task), _image(task)
         entry = self.report.entry(kind, name)
+        if buildah.stop_signal() and not entry["start"]:
+            entry.update(status="blocked", error="not run: interrupted")
+            self._progress().skip()
+            return
         if isinstance(fail, UnmetDependency):
             cause = self.report.blocked_by(kind, name) or fail.get_msg().strip()
             entry.update(status="blocked", error=f"not run: {cause} failed")
             self._progress().skip()
             return
-        entry.update(status="failed", end=time.time(), error=fail.get_msg().strip())
+        error = buildah.capped_lines(fail.get_msg().strip(), 0, LINE_CHARS)[0]
+        entry.update(status="failed", end=time.time(), error=error)
         if kind == "push":
             entry["attempts"] = attempts_in(task.meta["log"])
         # a cause many share (the registry is down) is printed once in full
@@ -261,19 +242,23 @@ class ImageReporter(ConsoleReporter):
 
     def complete_run(self) -> None:
         self._progress().stop()
-        if self.interrupted:
-            self._mark_unfinished()
         if self.reporting:
-            self.report.write(jobs_from_argv(sys.argv[1:], self.project.config.settings.jobs))
+            signum = buildah.stop_signal()
+            if signum:
+                self._mark_unfinished()
+                name = signal.Signals(signum).name
+                self.write(f"interrupted ({name}): stopped the running builds\n")
+            try:
+                self.report.write(self.jobs)
+            except OSError as err:
+                self.write(f"error: cannot write {display_path(self.project.report_path)}: "
+                           f"{err.strerror or err}\n")
             self.write(self.report.summary())
         super().complete_run()
-        if self.interrupted:
-            # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
-            self.outstream.flush()
-            sys.stderr.flush()
-            os._exit(128 + self.interrupted)
+        self.on_complete()
 
     def _mark_unfinished(self) -> None:
+        """Started tasks doit did not report the end of, when the run was interrupted."""
         for section in self.report.sections.values():
             for entry in section.values():
                 if entry["start"] and entry["status"] is None:

@@ -5,239 +5,28 @@ action returns the built image's ID (and what shaped it) as the task's saved val
 a child reads its parent's ID through `getargs`, and `ImageUpToDate` compares both
 with what the last successful build recorded.
 
-A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
-
-    config=PATH          another images.yaml (default: the one beside dodo.py)
-    images=RE[,RE...]    build only images whose name matches, with their ancestors
-    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
-    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
-    skip_parents=1       build the selected images on their parents as they are in storage
-    fail_fast=1          stop at the first failure instead of building everything else
-    verbose=1            show buildah's output as it builds (it always goes to the logs)
-    dispatch=fifo        doit's own order of ready builds, not the longest path first
+The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from doit import get_var, loader
-from doit.cmd_base import DodoTaskLoader
-from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import UptodateCalculator
-from doit.doit_cmd import DoitMain
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, graph, keys, pictures, project, report
+from buildlib import builder, cache, dispatch, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
-from buildlib.errors import InputError
 from buildlib.registry import RegistryError
+from buildlib.run import Run
 
-CONFIG_FILE = "images.yaml"
-LOCK_FILE = "images.lock.json"
-TRUE_WORDS = {"1", "true", "yes", "on"}
-
-
-@dataclass(frozen=True)
-class Run:
-    """One doit run: the project, the images selected, and the run's options.
-
-    `images` holds what each image's task settled in this run (its ID and key: saved by
-    an up-to-date check or returned by a build), which is all a child needs of its
-    parent: no `getargs`, so a child does not depend on the rest of its parent's result.
-    """
-
-    project: project.Project
-    selection: graph.Selection
-    storage: builder.Storage
-    fail_fast: bool = False
-    verbose: bool = False
-    lookups: cache.Lookups | None = None  # the registry, when this run asks it
-    from_registry: bool = False  # cache=registry: look images up before building them
-    pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)
-    warnings: set[str] = field(default_factory=set)
-
-    def parent_task(self, name: str) -> str | None:
-        parent = self.selection.parent_dependency(self.project.graph, name)
-        return f"build:{parent}" if parent else None
-
-    def parent_id(self, name: str,
-                  saved: Callable[[str], dict[str, Any]] | None = None) -> str | None:
-        """The parent image this image stands on: the one its parent's task settled in
-        this run (else, outside a run as in `doit info`, what it recorded: `saved(task)`),
-        or with skip_parents the parent image as it is in storage."""
-        parent = self.project.plans[name].parent
-        parent_task = self.parent_task(name)
-        if parent is None:
-            return None
-        if parent_task is None:
-            return self.parent_in_storage(name)
-        if parent in self.images:
-            return self.images[parent].get("id")
-        return saved(parent_task).get("id") if saved else None
-
-    def parent_in_storage(self, name: str) -> str | None:
-        """The ID of the parent image as local storage holds it now (skip_parents)."""
-        parent = self.project.plans[name].parent
-        return self.storage.id_of(self.project.plans[parent].reference) if parent else None
-
-    def record(self, name: str,
-               saved: Callable[[str], dict[str, Any]] | None = None) -> keys.Record | None:
-        """What makes the image now, on its parent's current ID; None when an image with a
-        parent has none to stand on."""
-        plan = self.project.plans[name]
-        parent_id = self.parent_id(name, saved)
-        if plan.parent and parent_id is None:
-            return None
-        return plan.sources.on_parent(parent_id)
-
-    def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
-        """With cache=registry, the image the registry holds for this key, unless local
-        storage has one; a lookup that fails is "not cached", with one warning."""
-        if not self.from_registry or self.lookups is None or self.storage.with_key(record.key):
-            return None
-        try:
-            return self.lookups.find(self.project.plans[name].key_reference(record.key))
-        except RegistryError as err:
-            self.warn(f"warning: the registry cache could not be asked, building instead: {err}")
-            return None
-
-    def settle(self, name: str, found: cache.Found, key: str | None) -> dict[str, Any]:
-        """Take the image the registry holds: children build on its ID, pulled if needed."""
-        self.images[name] = {"id": found.image_id, "key": key, "found": "registry",
-                             "digest": found.manifest.digest, "pinned": found.pinned,
-                             "image": self.project.plans[name].reference}
-        return self.images[name]
-
-    def ask_for_children(self, name: str) -> None:
-        """Once an image is built, its children's keys are known: ask the registry now."""
-        if not self.from_registry or self.lookups is None:
-            return
-        for child in self.project.graph.children[name]:
-            if child in self.selection.selected:
-                plan = self.project.plans[child]
-                key = plan.sources.on_parent(self.images[name]["id"]).key
-                if not self.storage.with_key(key):
-                    self.lookups.ask(plan.key_reference(key))
-
-    def warn(self, message: str) -> None:
-        if message not in self.warnings:
-            self.warnings.add(message)
-            print(message, file=sys.stderr)
-
-
-def load_run(dodo_file: str) -> Run:
-    """The project named by `config=` (default: images.yaml beside dodo.py) and the run
-    the other variables ask for. Bad input ends the process here, with one message and
-    status 1, before doit could print a traceback."""
-    try:
-        proj = project.load(_config_path(dodo_file))
-        selection = _selection(proj)
-        pins = _pins(proj)
-        from_registry = _cache_mode(proj) == "registry"
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    asks_registry = from_registry or bool(pins) or _runs_pushes(sys.argv[1:])
-    run = Run(proj, selection, builder.Storage(proj.buildah),
-              fail_fast=_flag("fail_fast"), verbose=_flag("verbose"),
-              lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
-              from_registry=from_registry, pins=pins)
-    if _runs_tasks(sys.argv[1:]):
-        run.storage.prefetch()
-        if run.lookups is not None:  # ask the registry while doit loads and builds
-            run.lookups.client.prefetch_check()
-            if from_registry:
-                threading.Thread(target=cache.walk, daemon=True, args=(
-                    proj, selection.selected - set(pins), run.storage, run.lookups)).start()
-    return run
-
-
-def _cache_mode(proj: project.Project) -> str:
-    mode = str(get_var("cache", "") or proj.config.settings.cache)
-    if mode not in ("local", "registry"):
-        raise InputError(proj.config.path, f"cache={mode}: not a cache",
-                         fix="use cache=local or cache=registry")
-    return mode
-
-
-def _pins(proj: project.Project) -> dict[str, str]:
-    """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
-    pins = {}
-    for word in _words("pin"):
-        name, _, digest = word.partition("@")
-        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-            raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
-                             "at a digest", image=name if name in proj.plans else None,
-                             fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
-        pins[name] = digest
-    return pins
-
-
-def _runs_tasks(argv: list[str]) -> bool:
-    """Whether doit was asked to run tasks (`doit`, `doit -n 8 build`, `doit push`), whose
-    up-to-date checks list local images, rather than `doit list`, `info`, `clean`...
-    Read as doit reads it: its loader options (`-f dodo.py`) first, then variables
-    (`config=x`) aside; the first word left names the command, `run` when it names none."""
-    try:
-        _, rest = CmdParse([CmdOption(o) for o in DodoTaskLoader.cmd_options]).parse_only(argv)
-    except CmdParseError:
-        rest = argv
-    words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
-    others = {command.get_name() for command in DoitMain.DOIT_CMDS} - {"run"}
-    return not words or words[0] not in others
-
-
-def _runs_pushes(argv: list[str]) -> bool:
-    """Whether this run runs a push task (`doit push`, `doit -n 4 push:nova-api`), whose
-    up-to-date checks ask the registry; never `doit build` nor `doit list`."""
-    return _runs_tasks(argv) and any(arg == "push" or arg.startswith("push:") for arg in argv)
-
-
-def _config_path(dodo_file: str) -> Path:
-    named = get_var("config")
-    if not named:
-        return Path(dodo_file).resolve().parent / CONFIG_FILE
-    # doit has already changed into dodo.py's folder; the user meant their own cwd.
-    start = getattr(loader, "initial_workdir", None) or os.getcwd()
-    return Path(start, named).resolve()
-
-
-def _flag(name: str) -> bool:
-    return str(get_var(name, "")).lower() in TRUE_WORDS
-
-
-def _words(name: str) -> list[str]:
-    return [word for word in str(get_var(name, "")).split(",") if word]
-
-
-def _selection(proj: project.Project) -> graph.Selection:
-    patterns = _words("images")
-    for profile in _words("profile"):
-        if profile not in proj.config.profiles:
-            known = ", ".join(sorted(proj.config.profiles)) or "none declared"
-            raise InputError(proj.config.path, f"profile '{profile}' is not declared "
-                             f"(known: {known})", fix="add it under `profiles:` or use one "
-                             "of those names")
-        patterns += proj.config.profiles[profile]
-    excludes = proj.config.settings.excludes + _words("exclude")
-    try:
-        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"))
-    except re.error as err:
-        raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
-                         fix="correct `images=` or `exclude=` (Python `re` syntax)") from None
+RESOLVED_FILE = "images.lock.json"
 
 
 def doit_config(run: Run) -> dict[str, Any]:
@@ -250,7 +39,7 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection),
+        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish),
     }
 
 
@@ -317,7 +106,7 @@ def status_task(run: Run) -> dict[str, Any]:
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
-    lock = run.project.build_dir / LOCK_FILE
+    lock = run.project.build_dir / RESOLVED_FILE
     return {
         "basename": "resolve",
         "doc": f"write {lock.name}: each selected image's digest, key and ID in the registry",
@@ -389,7 +178,8 @@ def _build(run: Run, name: str, task: Any) -> Any:
             builder.pull(proj, parent, run.images[parent], run.storage)
         values = builder.build_image(proj, name, record, run.storage,
                                      task.meta.get("reason"), echo=run.verbose)
-    except (BuildahError, StorageError, subprocess.CalledProcessError, OSError) as err:
+    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
+            OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.images[name] = values
     run.ask_for_children(name)
@@ -407,7 +197,7 @@ def _push(run: Run, name: str) -> Any:
     assert run.lookups is not None  # a run with pushes asks the registry
     try:
         return builder.push_image(run.project, name, run.images.get(name, {}), run.lookups)
-    except (builder.PushFailed, BuildahError, OSError) as err:
+    except (builder.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
 
@@ -415,7 +205,10 @@ def _clean(proj: project.Project, name: str) -> None:
     plan = proj.plans[name]
     with contextlib.suppress(subprocess.CalledProcessError):  # never built or already gone
         proj.buildah.rmi(plan.reference)
-    shutil.rmtree(plan.workdir, ignore_errors=True)
+    if plan.owns_workdir():
+        shutil.rmtree(plan.workdir, ignore_errors=True)
+    elif plan.workdir.exists():
+        print(f"left {plan.workdir} alone: imagebake did not make it")
 
 
 def _print_status(run: Run, probe: StateProbe) -> Any:

@@ -92,8 +92,7 @@ def kolla_images_yaml(root: Path, distro: str, overrides: bool, **kolla: object)
     source = {"base": distro, **kolla}
     if overrides:
         source["template_overrides"] = [str(root / name) for name in OVERRIDES]
-    data = {"settings": {"registry": REGISTRY, "namespace": NAMESPACE, "tag": TAG,
-                         "build_dir": str(root / "build")},
+    data = {"settings": {"registry": REGISTRY, "namespace": NAMESPACE, "tag": TAG},
             "kolla": source}
     path = folder / "images.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")

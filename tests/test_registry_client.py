@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from registry import GoesAwayRegistry, SilentSocket, free_port
 
-from buildlib import buildah, registry, tasks
+from buildlib import buildah, registry, run
 
 
 class Answers(BaseHTTPRequestHandler):
@@ -183,4 +183,4 @@ def test_error_lines_of_a_push_log_leave_out_progress() -> None:
     (["list"], False), (["info", "push:cron"], False), (["clean", "push"], False),
 ])
 def test_only_a_push_run_checks_the_registry(argv: list[str], pushes: bool) -> None:
-    assert tasks._runs_pushes(argv) is pushes
+    assert run.parse_argv(argv).pushes is pushes

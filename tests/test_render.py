@@ -424,7 +424,8 @@ def test_context_files(context_tree: Path) -> None:
         "start.sh": root / "templates/base/start.sh",
         "conf/app.conf": root / "templates/base/conf/app.conf",
         "tool": root / "bin/tool",
-        "data": root / "datadir",
+        "data/a.txt": root / "datadir/a.txt",
+        "data/sub/b.txt": root / "datadir/sub/b.txt",
     }
     assert context.template == root / "templates/base/Dockerfile.j2"
 
@@ -595,8 +596,88 @@ def test_missing_sources(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "app.conf").write_text("")
     (tmp_path / "start.sh").write_text("")
-    files = {"start.sh": tmp_path / "start.sh", "conf": tmp_path / "conf"}
+    files = {"start.sh": tmp_path / "start.sh", "conf/app.conf": tmp_path / "conf" / "app.conf"}
     dockerfile = ("FROM scratch\nCOPY start.sh conf/app.conf conf /x/\nCOPY conf/*.conf /y/\n"
                   "ADD nova-base-archive /src\nCOPY *.txt /z/\n")
     context = render.Context("nova-base", dockerfile, files, tmp_path / "Dockerfile.j2")
     assert context.missing_sources() == ["ADD 'nova-base-archive'", "COPY '*.txt'"]
+# --- links and what a context may hold (issue 9, item 5) ------------------------------------
+
+
+def linked_tree(tmp_path: Path, files: str = "{}") -> Path:
+    return make_tree(tmp_path, f"images:\n  base: {{files: {files}}}\n", {
+        "templates/base/Dockerfile.j2": "FROM scratch\n",
+        "templates/base/conf/app.conf": "[app]\n",
+    })
+
+
+def test_a_link_out_of_the_template_folder_is_an_input_error(tmp_path: Path) -> None:
+    config = linked_tree(tmp_path)
+    (tmp_path / "templates/base/passwd").symlink_to("/etc/passwd")
+    message = load_error(config, "base")
+    assert "links to /etc/passwd, outside" in message
+    assert "declare it under `files:` (`passwd: /etc/passwd`)" in message
+
+
+def test_a_link_out_of_the_folder_declared_in_files_is_taken(tmp_path: Path) -> None:
+    config = linked_tree(tmp_path, "{passwd: /etc/passwd}")
+    (tmp_path / "templates/base/passwd").symlink_to("/etc/passwd")
+    context = base_context(config)
+    assert context.files["passwd"] == Path("/etc/passwd")
+
+
+def test_links_inside_the_folder_are_followed_and_copied_as_hashed(tmp_path: Path) -> None:
+    config = linked_tree(tmp_path)
+    (tmp_path / "templates/base/etc").symlink_to("conf")  # a folder
+    (tmp_path / "templates/base/main.conf").symlink_to("conf/app.conf")  # a file
+    context = base_context(config)
+    assert set(context.files) == {"conf/app.conf", "etc/app.conf", "main.conf"}
+    digests = context.file_digests()
+    assert digests["etc/app.conf"] == digests["main.conf"] == digests["conf/app.conf"]
+    out = tmp_path / "out"
+    out.mkdir()
+    context.write(out / "Dockerfile", out / "context")
+    for inner in context.files:
+        written = out / "context" / inner
+        assert not written.is_symlink() and written.read_text() == "[app]\n"
+
+
+@pytest.mark.parametrize(("target", "problem"), [
+    ("missing.conf", "is a broken link (to missing.conf)"),
+    ("loop", "is a broken link (to loop)"),
+    (".", "links to a folder that holds it"),
+])
+def test_dangling_and_looping_links_are_input_errors(tmp_path: Path, target: str,
+                                                     problem: str) -> None:
+    config = linked_tree(tmp_path)
+    (tmp_path / "templates/base/loop").symlink_to(target)
+    assert problem in load_error(config, "base")
+
+
+@pytest.mark.parametrize("source", ["/", ".", "..", "build", "build/base"])
+def test_a_files_source_holding_or_inside_build_dir_is_an_input_error(tmp_path: Path,
+                                                                      source: str) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    config = linked_tree(tree, f"{{src: {source!r}}}")
+    (tree / "build/base").mkdir(parents=True)
+    message = load_error(config, "base")
+    assert "build_dir" in message and "files: 'src'" in message
+
+
+@pytest.mark.parametrize(("build_dir", "problem"), [
+    ("..", "not a folder inside the tree's folder"),
+    (".", "not a folder inside the tree's folder"),
+    ("/tmp", "not a folder inside the tree's folder"),
+    ("templates", "holds template folder 'templates'"),
+    ("templates/..", "not a folder inside the tree's folder"),
+])
+def test_build_dir_must_be_inside_the_tree_and_hold_none_of_it(tmp_path: Path, build_dir: str,
+                                                               problem: str) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    config = linked_tree(tree)
+    config.write_text(f"settings: {{build_dir: {build_dir!r}}}\n" + config.read_text())
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert problem in str(info.value) and "fix: " in str(info.value)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, builder, graph, keys, project, tasks
+from buildlib import buildah, builder, graph, keys, project, run, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
@@ -137,6 +137,10 @@ def test_title_shows_the_buildah_command(example: project.Project) -> None:
         assert plan.key_reference(key).endswith(f"/{name}:ib-{key[:32]}")
         assert option_pairs(argv, "--label") == [f"imagebake.key={key}"]
         assert option_pairs(argv, "--isolation") == ["chroot"]  # the example sets it
+        # a child never pulls (it is built on its parent as this run has it); a root only
+        # when storage lacks its FROM image
+        assert ("--pull=never" if plan.parent else "--pull=missing") in argv
+        assert option_pairs(argv, "--build-arg") == [f"IMAGEBAKE_OWNER={example.owner}"]
         assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
         assert plan.dockerfile.parent == example.build_dir / name
 
@@ -163,7 +167,8 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     assert argv[6:9] == ["--format", "oci", "--layers"]
     assert option_pairs(argv, "--tag")[0] == "team/base:latest"
     assert "--isolation" not in argv
-    assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2"]
+    assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
+                                                 f"IMAGEBAKE_OWNER={proj.owner}"]
     assert option_pairs(argv, "--label") == ["imagebake.key=" + proj.plans["base"].sources.key,
                                              "team=infra"]
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
@@ -176,8 +181,9 @@ def test_boolean_build_arg_and_label_are_yaml_spelled(tmp_path: Path) -> None:
     (tmp_path / "templates/base/Dockerfile.j2").write_text("FROM scratch\n")
     config = tmp_path / "images.yaml"
     config.write_text("images:\n  base: {args: {DEBUG: true}, labels: {beta: false}}\n")
-    argv = title_command(task_dicts(project.load(config))["build:base"])
-    assert option_pairs(argv, "--build-arg") == ["DEBUG=true"]
+    proj = project.load(config)
+    argv = title_command(task_dicts(proj)["build:base"])
+    assert option_pairs(argv, "--build-arg") == ["DEBUG=true", f"IMAGEBAKE_OWNER={proj.owner}"]
     assert "beta=false" in option_pairs(argv, "--label")
 
 
@@ -427,4 +433,41 @@ def test_good_input_through_doit(tmp_path: Path) -> None:
     (["-f", "dodo.py", "-n", "4", "build"], True),
 ])
 def test_only_a_run_prefetches_the_storage_listing(argv: list[str], runs: bool) -> None:
-    assert tasks._runs_tasks(argv) is runs
+    assert run.parse_argv(argv).runs_tasks is runs
+
+
+@pytest.mark.parametrize(("build_dir", "command", "problem"), [
+    ("..", "clean", "not a folder inside the tree's folder"),  # would delete ../proj: the tree
+    ("templates", "build", "holds template folder 'templates'"),
+])
+def test_build_dir_outside_the_tree_or_holding_it_stops_every_command(
+        tmp_path: Path, build_dir: str, command: str, problem: str) -> None:
+    tree = tmp_path / "proj"
+    (tree / "templates/proj").mkdir(parents=True)
+    (tree / "templates/proj/Dockerfile.j2").write_text("FROM scratch\n")
+    (tree / "images.yaml").write_text(f"settings: {{build_dir: {build_dir!r}}}\n"
+                                      "images:\n  proj:\n")
+    result = run_doit(tree, command)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and problem in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+    assert sorted(p.name for p in tree.iterdir()) == ["images.yaml", "templates"]
+
+
+def test_a_folder_the_tool_did_not_make_is_neither_rewritten_nor_cleaned(
+        tmp_path: Path) -> None:
+    storage = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    example = project.load(copy_example(tmp_path, buildah_args=storage))
+    plan = example.plans["nova-api"]
+    (plan.context_dir).mkdir(parents=True)
+    (plan.context_dir / "keep.txt").write_text("mine\n")
+    (plan.workdir / "notes.txt").write_text("mine too\n")
+    with pytest.raises(project.ForeignFolder, match=r"holds files imagebake did not make "
+                       r"\(notes.txt\)"):
+        plan.own_workdir()
+    assert not plan.owns_workdir()
+    tasks._clean(example, "nova-api")  # `doit clean` leaves it be
+    assert (plan.context_dir / "keep.txt").read_text() == "mine\n"
+    (plan.workdir / "notes.txt").unlink()  # what an earlier version made is taken over
+    plan.own_workdir()
+    assert plan.owns_workdir()

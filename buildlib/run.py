@@ -1,0 +1,400 @@
+"""One doit run: its command line read once, the images it selects, the run lock, signals.
+
+A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
+
+    config=PATH          another images.yaml (default: the one beside dodo.py)
+    images=RE[,RE...]    build only images whose name matches, with their ancestors
+    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
+    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
+    skip_parents=1       build the selected images on their parents as they are in storage
+    fail_fast=1          stop at the first failure instead of building everything else
+    verbose=1            show buildah's output as it builds (it always goes to the logs)
+    dispatch=fifo        doit's own order of ready builds, not the longest path first
+    cache=registry       look images up in the registry by their key before building them
+    pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
+
+A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
+kernel releases when the process ends, even by `kill -9`): a second run on the same
+tree stops at once, naming the first. SIGINT and SIGTERM only set a flag; the running
+builds see it, kill their own buildah process groups and fail as "interrupted".
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shlex
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from doit import get_var, loader
+from doit.cmd_base import DodoTaskLoader
+from doit.cmd_run import Run as DoitRun
+from doit.cmdparse import CmdOption, CmdParse, CmdParseError
+from doit.doit_cmd import DoitMain
+
+from buildlib import buildah, builder, cache, graph, keys, project
+from buildlib.errors import InputError
+from buildlib.registry import RegistryError
+
+CONFIG_FILE = "images.yaml"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+LOCK_FILE = ".lock"
+UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
+# doit commands that change the tree's state or images, and so take the lock.
+CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
+READ_ONLY_TASKS = {"status", "graph"}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """doit's command line, read once: the command, the tasks it names, `-n` jobs."""
+
+    command: str = "run"  # `doit build` is doit's `run` command with task `build`
+    tasks: tuple[str, ...] = ()
+    jobs: int | None = None
+    words: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def runs_tasks(self) -> bool:
+        return self.command == "run"
+
+    @property
+    def builds(self) -> bool:
+        """Whether it may start buildah to build or push (`doit status` does not)."""
+        return self.runs_tasks and not (self.tasks and set(self.tasks) <= READ_ONLY_TASKS)
+
+    @property
+    def pushes(self) -> bool:
+        """Whether it runs a push task (`doit push`, `doit push:nova-api`), whose up-to-date
+        checks ask the registry."""
+        return self.runs_tasks and any(t == "push" or t.startswith("push:") for t in self.tasks)
+
+    @property
+    def takes_lock(self) -> bool:
+        return self.command in CHANGING_COMMANDS and (self.command != "run" or self.builds)
+
+
+def parse_argv(argv: list[str]) -> Invocation:
+    """Read argv as doit reads it: its loader options (`-f dodo.py`) first, variables
+    (`config=x`) aside; the first word left names the command, `run` when it names none."""
+    try:
+        _, rest = CmdParse([CmdOption(o) for o in DodoTaskLoader.cmd_options]).parse_only(argv)
+    except CmdParseError:
+        rest = argv
+    words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
+    commands = {command.get_name() for command in DoitMain.DOIT_CMDS}
+    command = "run"
+    if words and words[0] in commands:
+        command, words = words[0], words[1:]
+    if command != "run":
+        return Invocation(command, words=tuple(argv))
+    try:
+        options, tasks = CmdParse([CmdOption(o) for o in DoitRun.cmd_options]).parse(words)
+    except CmdParseError:
+        return Invocation(command, words=tuple(argv))
+    return Invocation(command, tuple(tasks), options.get("num_process") or None, tuple(argv))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One doit run: the project, the images selected, and the run's options.
+
+    `images` holds what each image's task settled in this run (its ID and key: saved by
+    an up-to-date check or returned by a build), which is all a child needs of its
+    parent: no `getargs`, so a child does not depend on the rest of its parent's result.
+    """
+
+    project: project.Project
+    selection: graph.Selection
+    storage: builder.Storage
+    fail_fast: bool = False
+    verbose: bool = False
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invocation: Invocation = Invocation()
+    lookups: cache.Lookups | None = None  # the registry, when this run asks it
+    from_registry: bool = False  # cache=registry: look images up before building them
+    pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
+    warnings: set[str] = field(default_factory=set)
+
+    @property
+    def jobs(self) -> int:
+        return self.invocation.jobs or self.project.config.settings.jobs
+
+    def parent_task(self, name: str) -> str | None:
+        parent = self.selection.parent_dependency(self.project.graph, name)
+        return f"build:{parent}" if parent else None
+
+    def parent_id(self, name: str,
+                  saved: Callable[[str], dict[str, Any]] | None = None) -> str | None:
+        """The parent image this image stands on: the one its parent's task settled in
+        this run (else, outside a run as in `doit info`, what it recorded: `saved(task)`),
+        or with skip_parents the parent image as it is in storage."""
+        parent = self.project.plans[name].parent
+        parent_task = self.parent_task(name)
+        if parent is None:
+            return None
+        if parent_task is None:
+            return self.parent_in_storage(name)
+        if parent in self.images:
+            return self.images[parent].get("id")
+        return saved(parent_task).get("id") if saved else None
+
+    def parent_in_storage(self, name: str) -> str | None:
+        """The ID of the parent image as local storage holds it now (skip_parents)."""
+        parent = self.project.plans[name].parent
+        return self.storage.id_of(self.project.plans[parent].reference) if parent else None
+
+    def record(self, name: str,
+               saved: Callable[[str], dict[str, Any]] | None = None) -> keys.Record | None:
+        """What makes the image now, on its parent's current ID; None when an image with a
+        parent has none to stand on."""
+        plan = self.project.plans[name]
+        parent_id = self.parent_id(name, saved)
+        if plan.parent and parent_id is None:
+            return None
+        return plan.sources.on_parent(parent_id)
+
+    def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
+        """With cache=registry, the image the registry holds for this key, unless local
+        storage has one; a lookup that fails is "not cached", with one warning."""
+        if not self.from_registry or self.lookups is None or self.storage.with_key(record.key):
+            return None
+        try:
+            return self.lookups.find(self.project.plans[name].key_reference(record.key))
+        except RegistryError as err:
+            self.warn(f"warning: the registry cache could not be asked, building instead: {err}")
+            return None
+
+    def settle(self, name: str, found: cache.Found, key: str | None) -> dict[str, Any]:
+        """Take the image the registry holds: children build on its ID, pulled if needed."""
+        self.images[name] = {"id": found.image_id, "key": key, "found": "registry",
+                             "digest": found.manifest.digest, "pinned": found.pinned,
+                             "image": self.project.plans[name].reference}
+        return self.images[name]
+
+    def ask_for_children(self, name: str) -> None:
+        """Once an image is built, its children's keys are known: ask the registry now."""
+        if not self.from_registry or self.lookups is None:
+            return
+        for child in self.project.graph.children[name]:
+            if child in self.selection.selected:
+                plan = self.project.plans[child]
+                key = plan.sources.on_parent(self.images[name]["id"]).key
+                if not self.storage.with_key(key):
+                    self.lookups.ask(plan.key_reference(key))
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.add(message)
+            print(message, file=sys.stderr)
+
+    def finish(self) -> None:
+        """The end of a run, after its summary: an interrupted run exits 128 + signal."""
+        signum = buildah.stop_signal()
+        if signum:
+            # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
+
+
+class RunError(Exception):
+    """This run cannot start: another holds the tree, or build_dir cannot be written."""
+
+
+def load_run(dodo_file: str, argv: list[str] | None = None) -> Run:
+    """The project named by `config=` (default: images.yaml beside dodo.py) and the run
+    the other variables ask for. Bad input, or a run that cannot start, ends the process
+    here with one message and status 1, before doit could print a traceback."""
+    invocation = parse_argv(sys.argv[1:] if argv is None else argv)
+    try:
+        proj = project.load(_config_path(dodo_file))
+        selection = _selection(proj)
+        pins = _pins(proj)
+        from_registry = _cache_mode(proj) == "registry"
+        if invocation.takes_lock:
+            _take_over(proj, invocation)
+    except (InputError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    asks_registry = from_registry or bool(pins) or invocation.pushes
+    run = Run(proj, selection, builder.Storage(proj.buildah), fail_fast=_flag("fail_fast"),
+              verbose=_flag("verbose"), invocation=invocation,
+              lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
+              from_registry=from_registry, pins=pins)
+    if invocation.runs_tasks:
+        run.storage.prefetch()
+        if run.lookups is not None:  # ask the registry while doit loads and builds
+            run.lookups.client.prefetch_check()
+            if from_registry:
+                threading.Thread(target=cache.walk, daemon=True, args=(
+                    proj, selection.selected - set(pins), run.storage, run.lookups)).start()
+    if invocation.builds:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _on_signal)
+    return run
+
+
+def _cache_mode(proj: project.Project) -> str:
+    mode = str(get_var("cache", "") or proj.config.settings.cache)
+    if mode not in ("local", "registry"):
+        raise InputError(proj.config.path, f"cache={mode}: not a cache",
+                         fix="use cache=local or cache=registry")
+    return mode
+
+
+def _pins(proj: project.Project) -> dict[str, str]:
+    """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
+    pins = {}
+    for word in _words("pin"):
+        name, _, digest = word.partition("@")
+        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
+                             "at a digest", image=name if name in proj.plans else None,
+                             fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
+        pins[name] = digest
+    return pins
+
+
+def _end_building_run(unfinished: Path) -> None:
+    """A run that killed no build leaves nothing behind: the next run need not look."""
+    if not buildah.killed_any():
+        unfinished.unlink(missing_ok=True)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Only records the signal: no locks, no waiting, so a second signal cannot hang."""
+    buildah.request_stop(signum)
+
+
+def _take_over(proj: project.Project, invocation: Invocation) -> None:
+    """Lock build_dir for this run; set aside unreadable state; clean up after a killed run."""
+    build_dir = proj.build_dir
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        lock_build_dir(build_dir, invocation)
+        unfinished = build_dir / UNFINISHED_MARK
+        if unfinished.exists():
+            _clean_up_after_killed_run(proj)
+        if invocation.builds:
+            unfinished.write_text(f"{os.getpid()}\n")
+            atexit.register(_end_building_run, unfinished)  # os._exit skips it: mark kept
+        set_aside_unreadable_state(proj.state_file)
+    except OSError as err:
+        raise RunError(f"cannot write in {build_dir}: {err.strerror or err}; free some "
+                       "space there or choose a writable settings.build_dir") from None
+
+
+_LOCK_FDS: list[int] = []  # kept open for the life of the process
+
+
+def lock_build_dir(build_dir: Path, invocation: Invocation) -> None:
+    """Take `{build_dir}/.lock` for this process, or raise RunError naming its holder."""
+    path = build_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise RunError(f"another run is using {build_dir}: {holder}; wait for it to end "
+                       "(one run per tree at a time)") from None
+    os.ftruncate(fd, 0)
+    record = {"pid": os.getpid(), "command": shlex.join(["doit", *invocation.words])}
+    os.write(fd, (json.dumps(record) + "\n").encode())
+    _LOCK_FDS.append(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {record['pid']}, `{record['command']}`"
+    except (ValueError, KeyError, OSError):
+        return "a run that is starting"
+
+
+def set_aside_unreadable_state(state_file: Path) -> Path | None:
+    """Rename doit's state file when sqlite or doit could not read it, with one warning,
+    so that the run goes on as if nothing had been built; return the new name."""
+    problem = _state_problem(state_file)
+    if problem is None:
+        return None
+    aside = state_file.with_name(state_file.name + ".unreadable")
+    state_file.replace(aside)
+    print(f"warning: {state_file} is unreadable ({problem}); set aside as {aside.name}. "
+          "What earlier runs recorded is lost, so images are checked as never built.",
+          file=sys.stderr)
+    return aside
+
+
+def _state_problem(state_file: Path) -> str | None:
+    if not state_file.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)) as db:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                return check
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+            if "doit" in tables:
+                for (data,) in db.execute("select task_data from doit"):
+                    json.loads(data)
+    except (sqlite3.DatabaseError, ValueError) as err:
+        return str(err)
+    return None
+
+
+def _clean_up_after_killed_run(proj: project.Project) -> None:
+    """The last building run here did not end (kill -9): stop the builds it left running
+    and remove their working containers. Only builds of this tree carry its owner mark, and
+    no other run of this tree is alive while we hold the lock."""
+    stopped = buildah.kill_orphans(proj.owner)
+    removed = proj.buildah.remove_containers_of(proj.owner)
+    if stopped or removed:
+        print(f"cleaned up after a killed run: stopped {stopped} buildah process group(s), "
+              f"removed {removed} working container(s)", file=sys.stderr)
+
+
+def _config_path(dodo_file: str) -> Path:
+    named = get_var("config")
+    if not named:
+        return Path(dodo_file).resolve().parent / CONFIG_FILE
+    # doit has already changed into dodo.py's folder; the user meant their own cwd.
+    start = getattr(loader, "initial_workdir", None) or os.getcwd()
+    return Path(start, named).resolve()
+
+
+def _flag(name: str) -> bool:
+    return str(get_var(name, "")).lower() in TRUE_WORDS
+
+
+def _words(name: str) -> list[str]:
+    return [word for word in str(get_var(name, "")).split(",") if word]
+
+
+def _selection(proj: project.Project) -> graph.Selection:
+    patterns = _words("images")
+    for profile in _words("profile"):
+        if profile not in proj.config.profiles:
+            known = ", ".join(sorted(proj.config.profiles)) or "none declared"
+            raise InputError(proj.config.path, f"profile '{profile}' is not declared "
+                             f"(known: {known})", fix="add it under `profiles:` or use one "
+                             "of those names")
+        patterns += proj.config.profiles[profile]
+    excludes = proj.config.settings.excludes + _words("exclude")
+    try:
+        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"))
+    except re.error as err:
+        raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
+                         fix="correct `images=` or `exclude=` (Python `re` syntax)") from None

@@ -1,0 +1,111 @@
+"""buildlib.run: doit's argv read once, the run lock, unreadable state; bounded log reading."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from buildlib import buildah, report, run
+
+
+@pytest.mark.parametrize(("argv", "command", "tasks", "jobs", "locks"), [
+    (["build"], "run", ("build",), None, True),
+    (["-n", "4", "build"], "run", ("build",), 4, True),
+    (["-f", "dodo.py", "config=x", "--process=3", "push"], "run", ("push",), 3, True),
+    ([], "run", (), None, True),
+    (["status", "images=nova"], "run", ("status",), None, False),
+    (["graph"], "run", ("graph",), None, False),
+    (["clean"], "clean", (), None, True),
+    (["forget", "build:base"], "forget", (), None, True),
+    (["list", "--all"], "list", (), None, False),
+    (["info", "build:base"], "info", (), None, False),
+])
+def test_argv_is_read_once_as_doit_reads_it(argv: list[str], command: str,
+                                             tasks: tuple[str, ...], jobs: int | None,
+                                             locks: bool) -> None:
+    invocation = run.parse_argv(argv)
+    assert (invocation.command, invocation.tasks, invocation.jobs) == (command, tasks, jobs)
+    assert invocation.takes_lock is locks
+
+
+HOLD_LOCK = textwrap.dedent("""\
+    import sys
+    from pathlib import Path
+    from buildlib import run
+    run.lock_build_dir(Path(sys.argv[1]), run.parse_argv(["-n", "2", "build"]))
+    print("locked", flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_second_run_stops_naming_the_first_and_a_dead_holder_leaves_no_lock(
+        tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    with pytest.raises(run.RunError) as info:
+        run.lock_build_dir(tmp_path, run.parse_argv(["build"]))
+    assert f"another run is using {tmp_path}: pid {holder.pid}, `doit -n 2 build`" \
+        in str(info.value)
+    holder.kill()  # as kill -9: the kernel releases the lock
+    holder.wait()
+    run.lock_build_dir(tmp_path, run.parse_argv(["build"]))
+    assert json.loads((tmp_path / ".lock").read_text())["command"] == "doit build"
+
+
+def doit_state(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("create table doit (task_id text not null primary key, task_data json)")
+        db.execute("insert into doit values ('build:base', ?)", (json.dumps({"x": 1}),))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "bad json"])
+def test_unreadable_state_is_set_aside_with_one_warning(tmp_path: Path, damage: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    state = tmp_path / ".doit.db"
+    doit_state(state)
+    if damage == "garbage":
+        state.write_bytes(b"\x00garbage" * 512)
+    elif damage == "truncated":
+        state.write_bytes(state.read_bytes()[:1500])
+    else:
+        with sqlite3.connect(state) as db:
+            db.execute("update doit set task_data = '{not json'")
+    aside = run.set_aside_unreadable_state(state)
+    assert aside == tmp_path / ".doit.db.unreadable" and aside.exists()
+    assert not state.exists()
+    warning = capsys.readouterr().err
+    assert warning.count("warning: ") == 1 and "set aside as .doit.db.unreadable" in warning
+
+
+def test_readable_state_is_left_alone(tmp_path: Path) -> None:
+    state = tmp_path / ".doit.db"
+    doit_state(state)
+    assert run.set_aside_unreadable_state(state) is None
+    assert state.exists()
+
+
+def test_a_log_is_read_from_its_end_and_its_lines_capped(tmp_path: Path) -> None:
+    log = tmp_path / "x-build.log"
+    with log.open("w") as f:
+        f.write("early line\n" * 100_000)
+        f.write("y" * 5_000_000 + "\n")
+        f.write("Error: the last line\n")
+    tail = report.log_tail(log)
+    assert tail.splitlines()[-1] == "Error: the last line"
+    assert "early line" not in tail  # the 5 MB line pushed it out of the bytes read
+    assert len(tail) < report.LINE_CHARS * report.LOG_TAIL_LINES + 1000
+    assert all(len(line) <= report.LINE_CHARS + len(" [...]") for line in tail.splitlines())
+    assert len(buildah.read_tail(log)) == buildah.TAIL_BYTES
+
+
+def test_echoed_lines_are_capped_across_chunks() -> None:
+    first, shown = buildah.capped_lines("abc\n" + "x" * 8, 0, 5)
+    second, shown = buildah.capped_lines("x" * 8 + "\nok", shown, 5)
+    assert first + second == "abc\nxxxxx [...]\nok" and shown == 2
