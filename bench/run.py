@@ -30,6 +30,7 @@ import random
 import resource
 import shlex
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -691,6 +692,54 @@ def bench_edit(runner: Runner, tree: trees.Tree) -> tuple[dict[str, Any], str]:
 # --- output ---------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_cache(work: Path, runner: Runner, plan: Plan) -> tuple[dict[str, Any], str]:
+    """A fresh machine whose registry holds every image of the Kolla shape: machine A
+    builds and pushes (sleep 0), machine B (its own storage and build dir) runs
+    `doit push cache=registry`: wall time, builds, pushes, pulls, registry requests."""
+    parents = kolla_shape(plan.kolla_size, plan.seed)
+    port = free_port()
+    registry_dir = work / "cache-registry"
+    subprocess.run([sys.executable, REPO / "scripts" / "local-registry", "start", "--port",
+                    str(port), "--dir", registry_dir], check=True, capture_output=True)
+    try:
+        machine_a = trees.write_tree(work / "cache-a", parents, dict.fromkeys(parents, 0),
+                                     work / "storage-cache-a")
+        machine_a.settings(registry=f"127.0.0.1:{port}", tls_verify=False)
+        progress(f"registry cache: machine A builds and pushes {len(parents)} images ...")
+        pushed = runner.doit(machine_a, "-n", str(JOBS), "push")
+        shutil.copytree(machine_a.root, work / "cache-b", ignore=shutil.ignore_patterns("build"))
+        machine_b = trees.Tree(work / "cache-b", machine_a.parents, machine_a.seconds)
+        machine_b.use_storage(work / "storage-cache-b")
+        progress("registry cache: machine B, fresh, pushes with cache=registry ...")
+        fresh = runner.doit(machine_b, "-n", str(JOBS), "push", "cache=registry", logged=True)
+        report = json.loads(machine_b.report_path.read_text())
+    finally:
+        subprocess.run([sys.executable, REPO / "scripts" / "local-registry", "stop", "--dir",
+                        registry_dir], check=False, capture_output=True)
+        remove_storage(work / "storage-cache-a")
+        remove_storage(work / "storage-cache-b")
+    count = {v: sum(verb(c) == v for c in fresh.calls) for v in ("bud", "push", "pull")}
+    found = Counter(entry["found"] for entry in report["images"].values())
+    result = {"images": len(parents), "push_a": pushed.wall, "fresh_b": fresh.wall,
+              "calls_b": count, "found_b": dict(found)}
+    met = "met" if fresh.wall < 3 and count["bud"] == 0 else "MISSED"
+    text = "\n".join([
+        f"5. Registry cache: a fresh machine, every image of the Kolla shape ({len(parents)}, "
+        "sleep 0) already in a loopback registry",
+        table(["run", "wall s", "buildah bud", "buildah push", "buildah pull", "target"], [
+            ["A: doit -n 8 push (build + push)", f"{pushed.wall:.1f}", "-", "-", "-", "-"],
+            ["B: doit -n 8 push cache=registry", f"{fresh.wall:.2f}", str(count["bud"]),
+             str(count["push"]), str(count["pull"]), f"< 3 s, 0 builds: {met}"]]),
+        f"   B found: {dict(found)}; ratio B/A = {fresh.wall / pushed.wall:.3f}"])
+    return result, text
+
+
 def progress(text: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')} {text}", flush=True)
 
@@ -728,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
     parser.add_argument("--seeds", type=int, help="draws of the sleeps in benchmark 1")
     parser.add_argument("--makespan-only", action="store_true", help="benchmark 1 alone")
+    parser.add_argument("--cache-only", action="store_true", help="benchmark 5 alone")
     args = parser.parse_args(argv)
     if REAL_BUILDAH is None:
         print("buildah is not installed: run `make setup`", file=sys.stderr)
@@ -743,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
                                "load_average_start": os.getloadavg()}
     runner = Runner(work)
     try:
+        if args.cache_only:
+            results["cache"], cache_text = bench_cache(work, runner, plan)
+            return finish(results, [cache_text], work, args.keep, started)
         results["makespan"], makespan_text, kolla = bench_makespan(work, runner, plan, seeds)
         results["overhead"], overhead_text = bench_overhead(results["makespan"])
         texts = [makespan_text]
@@ -761,7 +814,8 @@ def main(argv: list[str] | None = None) -> int:
             ", RUN sleep 0 kept" if args.always_run else ", no RUN step"))
         remove_storage(work / "storage-random")
         results["noop"] = noop
-        texts += [noop_text(noop), edit_text, overhead_text]
+        results["cache"], cache_text = bench_cache(work, runner, plan)
+        texts += [noop_text(noop), edit_text, overhead_text, cache_text]
         return finish(results, texts, work, args.keep, started)
     finally:
         unmount_under(work)
