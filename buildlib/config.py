@@ -273,21 +273,22 @@ def _check_build_dir(config: Config) -> None:
     parts = [("images.yaml", config.path)] + [
         (f"template folder {t!r}", config.root / t) for t in config.settings.templates]
     for what, path in parts:
-        if _holds(build, path.resolve()):
+        if holds(build, path.resolve()):
             raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} "
                              f"holds {what}: {path}", fix="use a folder of its own for "
                              "build_dir, e.g. `build_dir: build`")
     for name, image in config.images.items():
         for inner, source in image.files.items():
             path = config.source_path(source).resolve()
-            if _holds(path, build) or _holds(build, path):
+            if holds(path, build) or holds(build, path):
                 raise InputError(config.path, f"files: {inner!r}: {path} "
-                                 f"{'holds' if _holds(path, build) else 'is inside'} build_dir "
+                                 f"{'holds' if holds(path, build) else 'is inside'} build_dir "
                                  f"{build}", image=name, fix="name the files or folders the "
                                  "image needs, outside build_dir (not `/` or the tree's folder)")
 
 
-def _holds(folder: Path, path: Path) -> bool:
+def holds(folder: Path, path: Path) -> bool:
+    """Whether `path` is `folder` or inside it (both resolved)."""
     return path == folder or folder in path.parents
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
-from buildlib.config import Config
+from buildlib.config import Config, holds
 from buildlib.errors import InputError
 from buildlib.graph import Graph
 
@@ -300,7 +300,7 @@ def _context_files(config: Config, name: str, template_path: Path) -> dict[str, 
     """The files beside the template (templates excluded), then the image's `files:`."""
     folder = template_path.parent
     declared = config.images[name].files
-    if _holds(folder.resolve(), config.build_dir.resolve()):
+    if holds(folder.resolve(), config.build_dir.resolve()):
         raise InputError(config.path, f"the template's folder {folder} holds build_dir",
                          image=name, fix="give the image a template folder of its own")
     files = {inner: path for inner, path in _files_under(config, name, folder, declared).items()
@@ -373,7 +373,7 @@ def _files_under(config: Config, name: str, folder: Path,
             target = entry
             if entry.is_symlink():
                 target = _link_target(config, name, folder, inner, entry)
-                if not _holds(top, target):
+                if not holds(top, target):
                     raise InputError(config.path, f"{entry} links to {target}, outside "
                                      f"{folder}", image=name, fix=f"declare it under "
                                      f"`files:` (`{inner}: {target}`), or copy it here")
@@ -400,9 +400,6 @@ def _link_target(config: Config, name: str, folder: Path, inner: str, link: Path
                          ) from None
     return target
 
-
-def _holds(folder: Path, path: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def first_from(dockerfile: str) -> str | None:
