@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from buildlib import buildah, cache, keys, registry
+from buildlib import buildah, cache, keys, registry, render
 from buildlib.buildah import Buildah, BuildahError, Interrupted
 from buildlib.project import ImagePlan, Project
 
@@ -94,45 +94,53 @@ def stale_reason(plan: ImagePlan, saved: dict[str, Any], record: keys.Record,
         return "never built"
     if saved.get("key") != record.key:
         return keys.changes(saved.get("record"), record, plan.parent)
-    if not storage.has(saved["id"], plan.reference):
-        if storage.holds(saved["id"]):
-            return f"image {saved['id']} is not tagged {plan.reference}"
+    if not storage.holds(saved["id"]):
         return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
+    for name in plan.local_names(record.key):  # children build FROM the first
+        if not storage.has(saved["id"], name):
+            return f"image {saved['id']} is not tagged {name}"
     return None
 
 
 def build_image(project: Project, name: str, record: keys.Record, storage: Storage,
-                reason: str | None = None, echo: bool = False) -> dict[str, Any]:
+                reason: str | None = None, echo: bool = False,
+                parent_key: str | None = None) -> dict[str, Any]:
     """The image with this record's key: found in storage by its key tag (and tagged
-    with the reference), or built from a fresh copy of the context. Returns what later
-    runs, children and pushes need."""
+    with the reference), or built from a fresh copy of the context, FROM its parent's
+    key tag when the parent's key is known (exactly that image; and buildah writes the
+    FROM name into the image's history, so a tag there would make the ID depend on the
+    tag). Returns what later runs, children and pushes need."""
     plan = project.plans[name]
     start = time.time()
     with storage.lock_for(record.key):
         found = storage.with_key(record.key)
         if found is not None:
-            missing = [n for n in (plan.reference, plan.key_reference(record.key))
+            missing = [n for n in plan.local_names(record.key)
                        if n not in storage.names(found)]
             if missing:
                 project.buildah.tag(found, *missing)
                 storage.add(found, missing)
             return _values(plan, found, record, "local", start)
-        values = _build(project, plan, record, reason, echo, start)
-        storage.add(values["id"], [plan.reference, plan.key_reference(values["key"])])
+        context = plan.context
+        if parent_key and plan.parent:
+            parent_name = project.plans[plan.parent].local_names(parent_key)[0]
+            context = context.from_parent(plan.parent_reference, parent_name)
+        values = _build(project, plan, context, record, reason, echo, start)
+        storage.add(values["id"], plan.local_names(values["key"]))
         return values
 
 
-def _build(project: Project, plan: ImagePlan, record: keys.Record, reason: str | None,
-           echo: bool, start: float) -> dict[str, Any]:
+def _build(project: Project, plan: ImagePlan, context: render.Context, record: keys.Record,
+           reason: str | None, echo: bool, start: float) -> dict[str, Any]:
     name = plan.name
     plan.own_workdir()
     try:
-        plan.context.write(plan.dockerfile, plan.context_dir)
+        context.write(plan.dockerfile, plan.context_dir)
     except OSError:
         shutil.rmtree(plan.context_dir, ignore_errors=True)  # a full disk: free what we took
         raise
     # What is in the image is the copy: if a file changed since it was hashed, key the copy.
-    copied = plan.context.copied_to(plan.context_dir).file_digests()
+    copied = context.copied_to(plan.context_dir).file_digests()
     if copied != record.files:
         record = plan.record_of(copied).on_parent(record.parent_id)
     image_id = project.buildah.bud(project.bud_argv(name, record), plan.iidfile,
@@ -149,10 +157,8 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
 
 def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage) -> None:
     """Bring an image found in the registry into storage, once, by digest (exactly the
-    image the run settled on), named by its reference and key tag: a child is built on it."""
+    image the run settled on), named as a build names it: a child is built on it."""
     plan = project.plans[name]
-    names = [plan.reference] + ([plan.key_reference(settled["key"])] if settled.get("key")
-                                else [])
     with storage.lock_for(f"pull {name}"):
         if storage.has(settled["id"], plan.reference):
             return
@@ -177,7 +183,11 @@ def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage)
         if image_id != settled["id"]:
             raise BuildahError(f"pulled {settled['pinned']}: image {image_id}, "
                                f"not {settled['id']} as its manifest says")
+        # a pinned image's key is on it; its children build FROM the name made of it
+        settled["key"] = settled.get("key") or project.buildah.label(image_id, keys.KEY_LABEL)
+        names = plan.local_names(settled["key"]) if settled["key"] else [plan.reference]
         project.buildah.tag(image_id, *names)
+        project.buildah.untag(settled["pinned"])  # the pull's name would come first
         storage.add(image_id, names)
 
 

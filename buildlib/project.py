@@ -18,6 +18,8 @@ from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.sources import archives
 
+LOCAL_KEY_REPOSITORY = "localhost/imagebake"
+
 WORKDIR_MARK = ".made-by-imagebake"
 # What a build or push writes in its image's folder (besides the logs and the mark).
 WORKDIR_FILES = {"Dockerfile", "context", "image-id", "pushed-digest", WORKDIR_MARK}
@@ -101,6 +103,13 @@ class ImagePlan:
                            args=self.args, labels=self.labels, volumes=self.volumes,
                            format=self.format, timestamp=self.timestamp)
 
+    def local_names(self, key: str) -> list[str]:
+        """The names a build gives this image in local storage, in this order: a name made
+        of its key alone, then the reference. (buildah writes a parent's first name into a
+        child's history, so that name must not say where images go: with it first, the
+        same inputs give the same ID under any registry, namespace, prefix or tag.)"""
+        return [f"{LOCAL_KEY_REPOSITORY}/{self.name}:{keys.key_tag(key)}", self.reference]
+
     def key_reference(self, key: str) -> str:
         """The reference that names this image by its key, beside the user's tag."""
         return f"{self.reference.rpartition(':')[0]}:{keys.key_tag(key)}"
@@ -161,7 +170,7 @@ class Project:
         labelled with the key."""
         plan = self.plans[name]
         options = buildah.bud_options(
-            [plan.reference, plan.key_reference(record.key)], fmt=record.format,
+            plan.local_names(record.key), fmt=record.format,
             timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
             labels={**record.labels, keys.KEY_LABEL: record.key}, volumes=record.volumes)
         # A child is built on exactly the parent image this run built or checked: never a

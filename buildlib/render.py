@@ -49,14 +49,19 @@ class Context:
         """sha256 of the Dockerfile, its first FROM naming the parent by a placeholder:
         the parent is keyed by its image ID, and where it is stored (registry, tag) is no
         part of what the child is made of."""
-        text = self.dockerfile
-        if parent_reference:
-            lines = text.splitlines(keepends=True)
-            first = next(i for i, line in enumerate(lines)
-                         if line.lstrip().upper().startswith("FROM"))
-            lines[first] = lines[first].replace(parent_reference, PARENT_PLACEHOLDER, 1)
-            text = "".join(lines)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(self.from_parent(parent_reference, PARENT_PLACEHOLDER)
+                              .dockerfile.encode()).hexdigest()
+
+    def from_parent(self, parent_reference: str | None, name: str) -> Context:
+        """This context with its first FROM naming the parent (`parent_reference` in the
+        template) as `name` instead."""
+        if not parent_reference:
+            return self
+        lines = self.dockerfile.splitlines(keepends=True)
+        first = next(i for i, line in enumerate(lines)
+                     if line.lstrip().upper().startswith("FROM"))
+        lines[first] = lines[first].replace(parent_reference, name, 1)
+        return replace(self, dockerfile="".join(lines))
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""

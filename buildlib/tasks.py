@@ -65,7 +65,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "actions": [(_build, [run, name])],
         "task_dep": [parent_task] if parent_task else [],
         "uptodate": [ImageUpToDate(run, name)],
-        "clean": [(_clean, [run.project, name])],
+        "clean": [(_clean, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
         "verbosity": 2 if run.verbose else 1,
     }
@@ -176,8 +176,9 @@ def _build(run: Run, name: str, task: Any) -> Any:
     try:
         if parent and run.images.get(parent, {}).get("found") == "registry":
             builder.pull(proj, parent, run.images[parent], run.storage)
-        values = builder.build_image(proj, name, record, run.storage,
-                                     task.meta.get("reason"), echo=run.verbose)
+        values = builder.build_image(proj, name, record, run.storage, task.meta.get("reason"),
+                                     echo=run.verbose,
+                                     parent_key=run.images.get(parent, {}).get("key"))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
@@ -201,10 +202,12 @@ def _push(run: Run, name: str) -> Any:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
 
-def _clean(proj: project.Project, name: str) -> None:
-    plan = proj.plans[name]
-    with contextlib.suppress(subprocess.CalledProcessError):  # never built or already gone
-        proj.buildah.rmi(plan.reference)
+def _clean(run: Run, name: str) -> None:
+    proj, plan = run.project, run.project.plans[name]
+    image_id = run.storage.id_of(plan.reference)
+    if image_id:  # by ID: the image, with its other names (its key's)
+        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
+            proj.buildah.rmi(image_id)
     if plan.owns_workdir():
         shutil.rmtree(plan.workdir, ignore_errors=True)
     elif plan.workdir.exists():

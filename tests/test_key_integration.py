@@ -24,6 +24,7 @@ def test_same_inputs_same_ids_on_two_machines_and_after_a_wipe(tmp_path: Path) -
     (tmp_path / "b").mkdir()
     machine_a = make_tree(tmp_path / "a")
     machine_b = make_tree(tmp_path / "b")
+    machine_b.settings(tag="v2")  # where an image goes is no part of what it is
     try:
         machine_a.doit("build")
         machine_b.doit("build")
@@ -32,7 +33,8 @@ def test_same_inputs_same_ids_on_two_machines_and_after_a_wipe(tmp_path: Path) -
         names = machine_b.image_ids()
         for name, image_id in ids(machine_b).items():
             key = machine_b.inspect(image_id)["OCIv1"]["config"]["Labels"]["imagebake.key"]
-            assert names[f"localhost:5000/kolla/{name}:ib-{key[:32]}"] == image_id
+            assert names[f"localhost/imagebake/{name}:ib-{key[:32]}"] == image_id
+            assert names[f"localhost:5000/kolla/{name}:v2"] == image_id
         first = ids(machine_b)
 
         machine_b.doit("forget")

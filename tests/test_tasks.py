@@ -106,7 +106,7 @@ def test_a_child_is_up_to_date_on_its_parents_id_only(example: project.Project) 
     """The child's check reads its parent's image ID, and nothing else of the parent's
     result: a parent rebuilt to the same ID (other times, another log) leaves it current."""
     plan = example.plans["nova-api"]
-    storage = FakeStorage({"sha256:api": {plan.reference}})
+    storage = FakeStorage({"sha256:api": names(plan, "sha256:base-1")})
     run = run_of(example, storage)
     run.images["nova-base"] = {"id": "sha256:base-1", "start": 1.0, "end": 2.0}
     check = tasks.ImageUpToDate(run, "nova-api")
@@ -132,9 +132,10 @@ def test_title_shows_the_buildah_command(example: project.Project) -> None:
         assert "--identity-label=false" in argv
         assert option_pairs(argv, "--timestamp") == ["0"]
         key = plan.sources.on_parent(f"sha256:id-of-{plan.parent}" if plan.parent else None).key
-        assert option_pairs(argv, "--tag") == [example.config.reference(name),
-                                               plan.key_reference(key)]
-        assert plan.key_reference(key).endswith(f"/{name}:ib-{key[:32]}")
+        # first a name made of the key alone: buildah writes it into the children's history
+        assert option_pairs(argv, "--tag") == [f"localhost/imagebake/{name}:ib-{key[:32]}",
+                                               example.config.reference(name)]
+        assert plan.key_reference(key) == f"localhost:5000/kolla/{name}:ib-{key[:32]}"
         assert option_pairs(argv, "--label") == [f"imagebake.key={key}"]
         assert option_pairs(argv, "--isolation") == ["chroot"]  # the example sets it
         # a child never pulls (it is built on its parent as this run has it); a root only
@@ -165,7 +166,7 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     argv = title_command(task_dicts(proj)["build:base"])
     assert argv[:6] == ["buildah", "--root", "/tmp/my root", "--storage-driver", "vfs", "bud"]
     assert argv[6:9] == ["--format", "oci", "--layers"]
-    assert option_pairs(argv, "--tag")[0] == "team/base:latest"
+    assert option_pairs(argv, "--tag")[1] == "team/base:latest"
     assert "--isolation" not in argv
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
                                                  f"IMAGEBAKE_OWNER={proj.owner}"]
@@ -254,15 +255,20 @@ def current(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") ->
     return plan.sources.on_parent(parent_id)
 
 
+def names(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") -> set[str]:
+    """The names a build gives an image: its reference and its key's tag."""
+    return set(plan.local_names(current(plan, parent_id).key))
+
+
 def test_up_to_date(nova_api: project.ImagePlan) -> None:
-    storage = FakeStorage({"sha256:built": {nova_api.reference}})
+    storage = FakeStorage({"sha256:built": names(nova_api)})
     assert builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api),
                                 storage) is None
 
 
 def test_root_up_to_date(example: project.Project) -> None:
     base = example.plans["base"]
-    storage = FakeStorage({"sha256:built": {base.reference}})
+    storage = FakeStorage({"sha256:built": names(base, None)})
     assert builder.stale_reason(base, saved_for(base, None), current(base, None),
                                 storage) is None
 
@@ -278,7 +284,7 @@ def test_root_up_to_date(example: project.Project) -> None:
 ], ids=["never-built", "inputs-changed", "parent-rebuilt", "old-key-version", "image-gone"])
 def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: str | None,
                in_storage: bool, says: str) -> None:
-    storage = FakeStorage({"sha256:built": {nova_api.reference}} if in_storage else {})
+    storage = FakeStorage({"sha256:built": names(nova_api)} if in_storage else {})
     reason = builder.stale_reason(nova_api, {**saved_for(nova_api), **saved},
                                   current(nova_api, parent_id), storage)
     assert reason is not None
@@ -286,14 +292,18 @@ def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: st
 
 
 def test_stale_when_no_values_were_saved(nova_api: project.ImagePlan) -> None:
-    storage = FakeStorage({"sha256:built": {nova_api.reference}})
+    storage = FakeStorage({"sha256:built": names(nova_api)})
     assert builder.stale_reason(nova_api, {}, current(nova_api), storage) == "never built"
 
 
 def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> None:
-    storage = FakeStorage({"sha256:built": {"localhost:5000/kolla/other:latest"}})
+    key_name, reference = nova_api.local_names(current(nova_api).key)
+    storage = FakeStorage({"sha256:built": {key_name, "localhost:5000/kolla/other:latest"}})
     reason = builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api), storage)
-    assert reason == f"image sha256:built is not tagged {nova_api.reference}"
+    assert reason == f"image sha256:built is not tagged {reference}"
+    storage = FakeStorage({"sha256:built": {reference}})  # its key's name taken off
+    reason = builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api), storage)
+    assert reason == f"image sha256:built is not tagged {key_name}"
 
 
 def test_storage_finds_an_image_by_its_key_in_any_repository(
@@ -466,7 +476,7 @@ def test_a_folder_the_tool_did_not_make_is_neither_rewritten_nor_cleaned(
                        r"\(notes.txt\)"):
         plan.own_workdir()
     assert not plan.owns_workdir()
-    tasks._clean(example, "nova-api")  # `doit clean` leaves it be
+    tasks._clean(run_of(example, FakeStorage({})), "nova-api")  # `doit clean` leaves it be
     assert (plan.context_dir / "keep.txt").read_text() == "mine\n"
     (plan.workdir / "notes.txt").unlink()  # what an earlier version made is taken over
     plan.own_workdir()
