@@ -54,6 +54,8 @@ def test_fresh_machine_builds_only_what_nobody_pushed(machines: tuple[Tree, Tree
     assert calls(machine_b, "pull") == []  # found means not pulled: no child is built
     assert found(machine_b) == dict.fromkeys(EXAMPLE, "registry")
     assert proxy.counters.requests <= 2 * len(EXAMPLE) + 1, proxy.log  # + the /v2/ check
+    print(f"\nfresh machine B, push cache=registry: {proxy.figures()} for {len(EXAMPLE)} "
+          "images; 0 buildah bud, push or pull")
 
     # B edits a mid-tree template: that subtree is built, on its parent pulled by digest
     machine_b.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
