@@ -64,6 +64,7 @@ class Invocation:
     tasks: tuple[str, ...] = ()
     jobs: int | None = None
     words: tuple[str, ...] = field(default=(), compare=False)
+    program: str = field(default="doit", compare=False)  # or `imagebake`
 
     @property
     def runs_tasks(self) -> bool:
@@ -85,7 +86,7 @@ class Invocation:
         return self.command in CHANGING_COMMANDS and (self.command != "run" or self.builds)
 
 
-def parse_argv(argv: list[str]) -> Invocation:
+def parse_argv(argv: list[str], program: str = "doit") -> Invocation:
     """Read argv as doit reads it: its loader options (`-f dodo.py`) first, variables
     (`config=x`) aside; the first word left names the command, `run` when it names none."""
     try:
@@ -98,12 +99,13 @@ def parse_argv(argv: list[str]) -> Invocation:
     if words and words[0] in commands:
         command, words = words[0], words[1:]
     if command != "run":
-        return Invocation(command, words=tuple(argv))
+        return Invocation(command, words=tuple(argv), program=program)
     try:
         options, tasks = CmdParse([CmdOption(o) for o in DoitRun.cmd_options]).parse(words)
     except CmdParseError:
-        return Invocation(command, words=tuple(argv))
-    return Invocation(command, tuple(tasks), options.get("num_process") or None, tuple(argv))
+        return Invocation(command, words=tuple(argv), program=program)
+    return Invocation(command, tuple(tasks), options.get("num_process") or None, tuple(argv),
+                      program)
 
 
 @dataclass(frozen=True)
@@ -213,13 +215,14 @@ class RunError(Exception):
     """This run cannot start: another holds the tree, or build_dir cannot be written."""
 
 
-def load_run(dodo_file: str, argv: list[str] | None = None) -> Run:
-    """The project named by `config=` (default: images.yaml beside dodo.py) and the run
-    the other variables ask for. Bad input, or a run that cannot start, ends the process
-    here with one message and status 1, before doit could print a traceback."""
-    invocation = parse_argv(sys.argv[1:] if argv is None else argv)
+def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
+    """The project named by `config=` (default: images.yaml in `tree_dir`, dodo.py's folder
+    or the imagebake command's working directory) and the run the other variables ask for.
+    Bad input, or a run that cannot start, ends the process here with one message and
+    status 1, before doit could print a traceback."""
+    invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(dodo_file))
+        proj = project.load(_config_path(tree_dir))
         selection = _selection(proj)
         pins = _pins(proj)
         from_registry = _cache_mode(proj) == "registry"
@@ -311,7 +314,7 @@ def lock_build_dir(build_dir: Path, invocation: Invocation) -> None:
         raise RunError(f"another run is using {build_dir}: {holder}; wait for it to end "
                        "(one run per tree at a time)") from None
     os.ftruncate(fd, 0)
-    record = {"pid": os.getpid(), "command": shlex.join(["doit", *invocation.words])}
+    record = {"pid": os.getpid(), "command": shlex.join([invocation.program, *invocation.words])}
     os.write(fd, (json.dumps(record) + "\n").encode())
     _LOCK_FDS.append(fd)
 
@@ -366,10 +369,10 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
               f"removed {removed} working container(s)", file=sys.stderr)
 
 
-def _config_path(dodo_file: str) -> Path:
+def _config_path(tree_dir: Path) -> Path:
     named = get_var("config")
     if not named:
-        return Path(dodo_file).resolve().parent / CONFIG_FILE
+        return Path(tree_dir).resolve() / CONFIG_FILE
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
     start = getattr(loader, "initial_workdir", None) or os.getcwd()
     return Path(start, named).resolve()

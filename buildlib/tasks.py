@@ -14,7 +14,7 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,25 @@ from buildlib.registry import RegistryError
 from buildlib.run import Run
 
 RESOLVED_FILE = "images.lock.json"
+
+
+def namespace(run: Run) -> dict[str, Any]:
+    """What doit loads tasks from, for dodo.py and the `imagebake` command alike:
+    DOIT_CONFIG and one `task_<name>` creator per entry of `creators`."""
+    return {"DOIT_CONFIG": doit_config(run),
+            **{f"task_{name}": _creator(make, run) for name, make in creators().items()}}
+
+
+def creators() -> dict[str, Callable[[Run], Any]]:
+    return {"build": build_tasks, "push": push_tasks, "status": status_task,
+            "resolve": resolve_task, "graph": graph_task}
+
+
+def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
+    def create() -> Any:
+        return make(run)
+    create.__doc__ = make.__doc__
+    return create
 
 
 def doit_config(run: Run) -> dict[str, Any]:
