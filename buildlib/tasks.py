@@ -58,7 +58,8 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish),
+        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish,
+                                        run.likely_builds),
     }
 
 
