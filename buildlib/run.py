@@ -53,7 +53,8 @@ LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
-READ_ONLY_TASKS = {"status", "graph"}
+# tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
+READ_ONLY_TASKS = {"status", "graph", "watch"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,21 @@ class Invocation:
         """Whether it runs a push task (`doit push`, `doit push:nova-api`), whose up-to-date
         checks ask the registry."""
         return self.runs_tasks and any(t == "push" or t.startswith("push:") for t in self.tasks)
+
+    @property
+    def watches(self) -> bool:
+        return self.runs_tasks and "watch" in self.tasks
+
+    @property
+    def where(self) -> Path:
+        """The folder the command was run in (doit has changed into dodo.py's since)."""
+        return Path(getattr(loader, "initial_workdir", None) or os.getcwd())
+
+    def rerun_as(self, task: str) -> list[str]:
+        """This command line as a child process runs it, with `watch` replaced by `task`."""
+        module = "buildlib.cli" if self.program == "imagebake" else "doit"
+        return [sys.executable, "-m", module,
+                *(task if word == "watch" else word for word in self.words)]
 
     @property
     def takes_lock(self) -> bool:
@@ -266,7 +282,7 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
             if from_registry:
                 threading.Thread(target=cache.walk, daemon=True, args=(
                     proj, selection.selected - set(pins), run.storage, run.lookups)).start()
-    if invocation.builds:
+    if invocation.builds or invocation.watches:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _on_signal)
     return run

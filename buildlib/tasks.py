@@ -38,7 +38,7 @@ def namespace(run: Run) -> dict[str, Any]:
 
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
-            "resolve": resolve_task, "graph": graph_task}
+            "resolve": resolve_task, "graph": graph_task, "watch": watch_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -123,6 +123,23 @@ def status_task(run: Run) -> dict[str, Any]:
         "uptodate": [probe],
         "verbosity": 2,
     }
+
+
+def watch_task(run: Run) -> dict[str, Any]:
+    return {
+        "basename": "watch",
+        "doc": "build, then again on each change to images.yaml, a template or a context file",
+        "actions": [(_watch, [run])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def _watch(run: Run) -> None:
+    from buildlib import watch  # imports watchfiles: only watch mode pays for it
+
+    watch.watch(run.project.config.path, run.invocation.rerun_as("build"),
+                run.invocation.where)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
