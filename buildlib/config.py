@@ -308,7 +308,8 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise InputError(path, f"cannot read the image list: {err.strerror}",
-                         fix="create it, or name another with `doit config=PATH ...`") from None
+                         fix="create it, or name another with `config=PATH` "
+                         "(`imagebake -c PATH`)") from None
     try:
         data = _parse_yaml(path, text)
     except yaml.YAMLError as err:

@@ -103,6 +103,19 @@ def task_priorities(graph: Graph, images: set[str] | frozenset[str],
             | {f"push:{name}": length for name, length in pushes.items()})
 
 
+def expected_durations(images: set[str] | frozenset[str], report: Mapping[str, Any] | None
+                       ) -> dict[str, float]:
+    """`build:<image>` and `push:<image>` -> how long it is expected to take (as above);
+    empty when the report has no build durations to go by."""
+    known = _durations(report, "images")
+    if not known:
+        return {}
+    builds = _expected(images, known)
+    pushes = _expected(images, _durations(report, "pushes"))
+    return ({f"build:{name}": length for name, length in builds.items()}
+            | {f"push:{name}": length for name, length in pushes.items()})
+
+
 def last_report(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())

@@ -29,9 +29,16 @@ def graph_dot(graph: Graph, statuses: dict[str, str | None]) -> str:
         parent = graph.parents[name]
         if parent is not None:
             lines.append(f'  "{parent}" -> "{name}";')
-    legend = " | ".join(f"{s}" for s in COLOURS if s)
-    lines += [f'  label="{legend}"; labelloc=b;', "}"]
+    lines += [f"  label=<{legend_table()}>; labelloc=b;", "}"]
     return "\n".join(lines) + "\n"
+
+
+def legend_table() -> str:
+    """Graphviz's HTML-like label: one cell per status, filled with its colour."""
+    cells = "".join(f'<td bgcolor="{colour}" border="1">{status}</td>'
+                    for status, colour in COLOURS.items() if status)
+    cells += f'<td bgcolor="{COLOURS[None]}" border="1">not built yet</td>'
+    return f'<table border="0" cellspacing="4" cellpadding="4"><tr>{cells}</tr></table>'
 
 
 def write_graph(graph: Graph, report: dict[str, Any] | None, dot_path: Path) -> Path | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import jinja2.sandbox
 
 from buildlib.config import Config, holds
@@ -210,6 +211,33 @@ class Renderer:
             self.render(name)  # raises the InputError that names the folders searched
             raise
         return Path(filename or "")
+
+
+def templates_used(config: Config) -> set[Path]:
+    """Each image's template and every template it extends, imports or includes, where the
+    loader finds them (a name computed while rendering: every template it could find), and
+    kolla's override files. A template that cannot be found or parsed still counts."""
+    env = environment(config)
+    found = {config.source_path(p) for p in (config.kolla.template_overrides
+                                             if config.kolla is not None else [])}
+    queue = [image.template_name for image in config.images.values()]
+    seen: set[str] = set()
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source, filename, _ = env.loader.get_source(env, name)
+            found.add(Path(filename or name))
+            referenced = list(jinja2.meta.find_referenced_templates(env.parse(source)))
+        except jinja2.TemplateError:  # not found, or a syntax error: the build says which
+            continue
+        if None in referenced:
+            found.update(path for folder in config.template_dirs
+                         for path in folder.rglob(f"*{TEMPLATE_SUFFIX}"))
+        queue += [ref for ref in referenced if ref is not None]
+    return found
 
 
 def _override_template(config: Config, env: jinja2.Environment) -> jinja2.Template | None:

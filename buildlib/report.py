@@ -22,8 +22,9 @@ from doit import loader
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from buildlib import buildah, pictures
+from buildlib import buildah, dispatch, pictures
 from buildlib.builder import TRY_LINE
+from buildlib.estimate import Estimate
 from buildlib.graph import Selection
 from buildlib.progress import Progress
 from buildlib.project import Project
@@ -69,6 +70,7 @@ class RunReport:
         self.project = project
         self.command = command
         self.started = time.time()
+        self.estimated: float | None = None  # seconds, at the start, from the last run
         self.sections: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "push": {}}
 
     def entry(self, kind: str, name: str) -> dict[str, Any]:
@@ -94,7 +96,8 @@ class RunReport:
     def as_json(self, jobs: int) -> dict[str, Any]:
         data: dict[str, Any] = {
             "command": self.command, "jobs": jobs, "started": self.started,
-            "finished": time.time(), "images": dict(sorted(self.sections["build"].items())),
+            "finished": time.time(), "estimated": self.estimated,
+            "images": dict(sorted(self.sections["build"].items())),
         }
         if self.sections["push"]:
             data["pushes"] = dict(sorted(self.sections["push"].items()))
@@ -120,7 +123,10 @@ class RunReport:
                 counts = Counter(entry["status"] for entry in section.values())
                 lines.append(f"{PLURAL[kind]}: " + ", ".join(
                     f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
-        lines.append(f"took {elapsed:.1f} s; report: {display_path(self.project.report_path)}")
+        estimated = (f" (estimated {self.estimated:.1f} s at the start)"
+                     if self.estimated is not None else "")
+        lines.append(f"took {elapsed:.1f} s{estimated}; "
+                     f"report: {display_path(self.project.report_path)}")
         for kind, section in self.sections.items():
             failed: dict[str, list[str]] = {}  # error -> the images that failed with it
             for name, entry in sorted(section.items()):
@@ -160,11 +166,15 @@ class RunReport:
 
 
 def reporter_for(proj: Project, selection: Selection, jobs: int,
-                 on_complete: Callable[[], None]) -> type[ConsoleReporter]:
-    """doit's reporter class for this run; `on_complete` runs after the summary."""
+                 on_complete: Callable[[], None],
+                 likely_builds: Callable[[], set[str]] | None = None
+                 ) -> type[ConsoleReporter]:
+    """doit's reporter class for this run; `on_complete` runs after the summary;
+    `likely_builds()` names the images the run is expected to build, for its estimate."""
     return type("ImageReporter", (ImageReporter,),
                 {"project": proj, "selection": selection, "jobs": jobs,
-                 "on_complete": staticmethod(on_complete)})
+                 "on_complete": staticmethod(on_complete),
+                 "likely_builds": staticmethod(likely_builds or (lambda: selection.selected))})
 
 
 class ImageReporter(ConsoleReporter):
@@ -174,6 +184,7 @@ class ImageReporter(ConsoleReporter):
     selection: Selection
     jobs: int
     on_complete: Callable[[], None]
+    likely_builds: Callable[[], set[str]]
     desc = "images: progress, summary, report.json"
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
@@ -189,19 +200,37 @@ class ImageReporter(ConsoleReporter):
             self.report.exclude(set(self.project.plans) - self.selection.selected)
         image_tasks = [t for t in _closure(tasks, selected_tasks) if _image(tasks[t])]
         self.reporting = bool(image_tasks)  # `doit status` and the like leave report.json be
-        self.progress = Progress(self.outstream, total=len(image_tasks))
+        estimate = self._estimate(image_tasks) if self.reporting else None
+        if estimate is not None and estimate.pending:
+            self.report.estimated = estimate.left()
+        self.progress = Progress(self.outstream, total=len(image_tasks), estimate=estimate)
+
+    def _estimate(self, image_tasks: list[str]) -> Estimate | None:
+        """From the last report's durations: every push of the run and the builds of the
+        images expected to build count; None when there is no earlier run to go by."""
+        last = dispatch.last_report(self.project.report_path)
+        expected = dispatch.expected_durations(self.selection.selected, last)
+        if not expected:
+            return None
+        try:
+            builds = {f"build:{name}" for name in self.likely_builds()}
+        except buildah.StorageError:  # the first up-to-date check says so, and stops
+            builds = {f"build:{name}" for name in self.selection.selected}
+        return Estimate(self.project.graph, {t: expected[t] for t in image_tasks if t in expected},
+                        self.jobs, [t for t in image_tasks
+                                    if t in expected and (t in builds or t.startswith("push:"))])
 
     def execute_task(self, task: Any) -> None:
         if _image(task) and not buildah.stop_signal():
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
-            self._progress().begin(_label(task), task.title())
+            self._progress().begin(task.name, _label(task), task.title())
 
     def add_success(self, task: Any) -> None:
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
             entry.update(status=_success(task), end=time.time(),
                          **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
-            self._progress().end(_label(task), f"{entry['status']} {_image(task)}")
+            self._progress().end(task.name, f"{entry['status']} {_image(task)}")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
         if not _image(task):
@@ -212,12 +241,12 @@ class ImageReporter(ConsoleReporter):
         entry = self.report.entry(kind, name)
         if buildah.stop_signal() and not entry["start"]:
             entry.update(status="blocked", error="not run: interrupted")
-            self._progress().skip()
+            self._progress().skip(task.name)
             return
         if isinstance(fail, UnmetDependency):
             cause = self.report.blocked_by(kind, name) or fail.get_msg().strip()
             entry.update(status="blocked", error=f"not run: {cause} failed")
-            self._progress().skip()
+            self._progress().skip(task.name)
             return
         error = buildah.capped_lines(fail.get_msg().strip(), 0, LINE_CHARS)[0]
         entry.update(status="failed", end=time.time(), error=error)
@@ -226,7 +255,7 @@ class ImageReporter(ConsoleReporter):
         # a cause many share (the registry is down) is printed once in full
         first = self.first_failed_with.setdefault((kind, entry["error"]), name)
         said = entry["error"] if first == name else f"as {kind} {first} above"
-        self._progress().end(_label(task), f"FAILED {kind} {name}: {said}")
+        self._progress().end(task.name, f"FAILED {kind} {name}: {said}")
 
     def skip_uptodate(self, task: Any) -> None:
         if _image(task):
@@ -235,7 +264,7 @@ class ImageReporter(ConsoleReporter):
             # what the up-to-date check settled on (doit's saved values may predate it)
             entry.update({key: value for key, value in task.meta.get("settled", {}).items()
                           if key in SAVED_FIELDS[_kind(task)]})
-            self._progress().skip()
+            self._progress().skip(task.name)
 
     def skip_ignore(self, task: Any) -> None:
         pass

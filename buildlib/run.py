@@ -53,7 +53,8 @@ LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
-READ_ONLY_TASKS = {"status", "graph"}
+# tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
+READ_ONLY_TASKS = {"status", "graph", "watch"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Invocation:
     tasks: tuple[str, ...] = ()
     jobs: int | None = None
     words: tuple[str, ...] = field(default=(), compare=False)
+    program: str = field(default="doit", compare=False)  # or `imagebake`
 
     @property
     def runs_tasks(self) -> bool:
@@ -81,11 +83,26 @@ class Invocation:
         return self.runs_tasks and any(t == "push" or t.startswith("push:") for t in self.tasks)
 
     @property
+    def watches(self) -> bool:
+        return self.runs_tasks and "watch" in self.tasks
+
+    @property
+    def where(self) -> Path:
+        """The folder the command was run in (doit has changed into dodo.py's since)."""
+        return Path(getattr(loader, "initial_workdir", None) or os.getcwd())
+
+    def rerun_as(self, task: str) -> list[str]:
+        """This command line as a child process runs it, with `watch` replaced by `task`."""
+        module = "buildlib.cli" if self.program == "imagebake" else "doit"
+        return [sys.executable, "-m", module,
+                *(task if word == "watch" else word for word in self.words)]
+
+    @property
     def takes_lock(self) -> bool:
         return self.command in CHANGING_COMMANDS and (self.command != "run" or self.builds)
 
 
-def parse_argv(argv: list[str]) -> Invocation:
+def parse_argv(argv: list[str], program: str = "doit") -> Invocation:
     """Read argv as doit reads it: its loader options (`-f dodo.py`) first, variables
     (`config=x`) aside; the first word left names the command, `run` when it names none."""
     try:
@@ -98,12 +115,13 @@ def parse_argv(argv: list[str]) -> Invocation:
     if words and words[0] in commands:
         command, words = words[0], words[1:]
     if command != "run":
-        return Invocation(command, words=tuple(argv))
+        return Invocation(command, words=tuple(argv), program=program)
     try:
         options, tasks = CmdParse([CmdOption(o) for o in DoitRun.cmd_options]).parse(words)
     except CmdParseError:
-        return Invocation(command, words=tuple(argv))
-    return Invocation(command, tuple(tasks), options.get("num_process") or None, tuple(argv))
+        return Invocation(command, words=tuple(argv), program=program)
+    return Invocation(command, tuple(tasks), options.get("num_process") or None, tuple(argv),
+                      program)
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,29 @@ class Run:
             return None
         return plan.sources.on_parent(parent_id)
 
+    def likely_builds(self) -> set[str]:
+        """The selected images local storage holds no image of the current key for, judged
+        from the roots as a build judges them (doit's state aside): what this run is
+        expected to build, for its estimate of the time left."""
+        ids: dict[str, str] = {}
+        stale: set[str] = set()
+        for name in self.project.graph.order():
+            if name not in self.selection.selected:
+                continue
+            parent = self.project.plans[name].parent
+            parent_id = (ids.get(parent) if self.parent_task(name)
+                         else self.parent_in_storage(name))
+            if parent in stale or (parent and parent_id is None):
+                stale.add(name)
+                continue
+            found = self.storage.with_key(self.project.plans[name].sources.on_parent(
+                parent_id).key)
+            if found is None:
+                stale.add(name)
+            else:
+                ids[name] = found
+        return stale
+
     def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
         """With cache=registry, the image the registry holds for this key, unless local
         storage has one; a lookup that fails is "not cached", with one warning."""
@@ -213,13 +254,14 @@ class RunError(Exception):
     """This run cannot start: another holds the tree, or build_dir cannot be written."""
 
 
-def load_run(dodo_file: str, argv: list[str] | None = None) -> Run:
-    """The project named by `config=` (default: images.yaml beside dodo.py) and the run
-    the other variables ask for. Bad input, or a run that cannot start, ends the process
-    here with one message and status 1, before doit could print a traceback."""
-    invocation = parse_argv(sys.argv[1:] if argv is None else argv)
+def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
+    """The project named by `config=` (default: images.yaml in `tree_dir`, dodo.py's folder
+    or the imagebake command's working directory) and the run the other variables ask for.
+    Bad input, or a run that cannot start, ends the process here with one message and
+    status 1, before doit could print a traceback."""
+    invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(dodo_file))
+        proj = project.load(_config_path(tree_dir))
         selection = _selection(proj)
         pins = _pins(proj)
         from_registry = _cache_mode(proj) == "registry"
@@ -240,7 +282,7 @@ def load_run(dodo_file: str, argv: list[str] | None = None) -> Run:
             if from_registry:
                 threading.Thread(target=cache.walk, daemon=True, args=(
                     proj, selection.selected - set(pins), run.storage, run.lookups)).start()
-    if invocation.builds:
+    if invocation.builds or invocation.watches:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _on_signal)
     return run
@@ -311,7 +353,7 @@ def lock_build_dir(build_dir: Path, invocation: Invocation) -> None:
         raise RunError(f"another run is using {build_dir}: {holder}; wait for it to end "
                        "(one run per tree at a time)") from None
     os.ftruncate(fd, 0)
-    record = {"pid": os.getpid(), "command": shlex.join(["doit", *invocation.words])}
+    record = {"pid": os.getpid(), "command": shlex.join([invocation.program, *invocation.words])}
     os.write(fd, (json.dumps(record) + "\n").encode())
     _LOCK_FDS.append(fd)
 
@@ -366,10 +408,10 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
               f"removed {removed} working container(s)", file=sys.stderr)
 
 
-def _config_path(dodo_file: str) -> Path:
+def _config_path(tree_dir: Path) -> Path:
     named = get_var("config")
     if not named:
-        return Path(dodo_file).resolve().parent / CONFIG_FILE
+        return Path(tree_dir).resolve() / CONFIG_FILE
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
     start = getattr(loader, "initial_workdir", None) or os.getcwd()
     return Path(start, named).resolve()

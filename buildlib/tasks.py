@@ -14,7 +14,7 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,25 @@ from buildlib.run import Run
 RESOLVED_FILE = "images.lock.json"
 
 
+def namespace(run: Run) -> dict[str, Any]:
+    """What doit loads tasks from, for dodo.py and the `imagebake` command alike:
+    DOIT_CONFIG and one `task_<name>` creator per entry of `creators`."""
+    return {"DOIT_CONFIG": doit_config(run),
+            **{f"task_{name}": _creator(make, run) for name, make in creators().items()}}
+
+
+def creators() -> dict[str, Callable[[Run], Any]]:
+    return {"build": build_tasks, "push": push_tasks, "status": status_task,
+            "resolve": resolve_task, "graph": graph_task, "watch": watch_task}
+
+
+def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
+    def create() -> Any:
+        return make(run)
+    create.__doc__ = make.__doc__
+    return create
+
+
 def doit_config(run: Run) -> dict[str, Any]:
     run.project.build_dir.mkdir(parents=True, exist_ok=True)
     dispatch.install_for(run.project, run.selection.selected)
@@ -39,7 +58,8 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish),
+        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish,
+                                        run.likely_builds),
     }
 
 
@@ -103,6 +123,23 @@ def status_task(run: Run) -> dict[str, Any]:
         "uptodate": [probe],
         "verbosity": 2,
     }
+
+
+def watch_task(run: Run) -> dict[str, Any]:
+    return {
+        "basename": "watch",
+        "doc": "build, then again on each change to images.yaml, a template or a context file",
+        "actions": [(_watch, [run])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def _watch(run: Run) -> None:
+    from buildlib import watch  # imports watchfiles: only watch mode pays for it
+
+    watch.watch(run.project.config.path, run.invocation.rerun_as("build"),
+                run.invocation.where)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:

@@ -99,3 +99,19 @@ def test_a_real_run_writes_trace_timeline_and_graph(tree: Tree) -> None:
         svg = ET.parse(build_dir / "graph.svg").getroot()
         titles = {t.text for t in svg.iter(f"{SVG}title")}
         assert {"base", "cron", "nova-api", "base->cron", "nova-base->nova-api"} <= titles
+
+
+def test_graph_svg_legend_shows_each_status_in_its_colour(tmp_path) -> None:
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz is not installed (make setup installs it)")
+    svg = pictures.write_graph(small_graph(), {"images": {"mid": {"status": "failed"}}},
+                               tmp_path / "graph.dot")
+    root = ET.parse(svg).getroot()
+    fills, fill = {}, None  # the legend's cells: a filled polygon, its border, its word
+    for shape in root.iter():
+        if shape.tag == f"{SVG}polygon" and shape.get("fill") != "none":
+            fill = shape.get("fill")
+        elif shape.tag == f"{SVG}text" and fill is not None:
+            fills[shape.text] = fill
+    for status, colour in pictures.COLOURS.items():
+        assert fills[status or "not built yet"].lower() == colour

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -181,11 +182,17 @@ def test_status_is_a_dry_run(tree: Tree) -> None:
 def test_progress_lines_and_verbose_output(tree: Tree) -> None:
     quiet = tree.doit("build", "images=^base$")
     assert "[1/1] built base in " in quiet.stdout
+    assert " left" not in quiet.stdout and "estimated" not in quiet.stdout  # no last run
     assert "STEP 1/" not in quiet.stdout  # buildah's output goes to the log only
     assert "STEP 1/" in (tree.root / "build/base/base-build.log").read_text()
     tree.edit("templates/base/set_configs.sh", "configuring", "setting up")
-    loud = tree.doit("build", "images=^base$", "verbose=1")
+    loud = tree.doit("build", "images=^cron$", "verbose=1")
     assert "STEP 1/" in loud.stdout
+    # the last run's durations give an estimate: base's, and the median for cron
+    assert re.search(r"^\[1/2\] built base in [0-9.]+ s; about 0:0\d left$", loud.stdout, re.M)
+    assert re.search(r"^took [0-9.]+ s \(estimated [0-9.]+ s at the start\)", loud.stdout,
+                     re.M)
+    assert tree.report()["estimated"] > 0
 
 
 def test_progress_on_a_terminal_updates_one_status_line(tree: Tree) -> None:

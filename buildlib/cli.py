@@ -1,0 +1,65 @@
+"""The `imagebake` command: doit's command line with imagebake's tasks built in, over the
+images.yaml in the working directory (`-c FILE` or `config=FILE` for another).
+
+`imagebake build`, `imagebake -n 8 push`, `imagebake list`, `imagebake info build:x` are
+the doit commands dodo.py gives, on the same task creators (`tasks.namespace`); state
+stays in that tree's build_dir.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from doit import loader
+from doit.cmd_base import NamespaceTaskLoader
+from doit.doit_cmd import DoitMain
+
+from buildlib import run, tasks
+
+PROGRAM = "imagebake"
+CONFIG_OPTIONS = ("-c", "--config")
+
+
+class TreeLoader(NamespaceTaskLoader):
+    """Loads the tasks of the tree in the working directory, once doit has read the
+    command line's variables (`config=`, `images=`, ...)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__()
+        self.argv = argv
+
+    def setup(self, opt_values: dict[str, Any]) -> None:
+        loader.initial_workdir = os.getcwd()  # where relative `config=` paths start
+        this_run = run.load_run(Path.cwd(), self.argv, PROGRAM)
+        os.chdir(this_run.project.config.root)  # as doit does for dodo.py's folder
+        self.namespace = tasks.namespace(this_run)
+
+
+class ImagebakeMain(DoitMain):
+    BIN_NAME = PROGRAM
+
+
+def config_as_variable(argv: list[str]) -> list[str]:
+    """`-c FILE`, `--config FILE` and `--config=FILE` become doit's `config=FILE` (doit's
+    own `-c`, `--continue`, is what imagebake does anyway unless `fail_fast=1`)."""
+    result, words = [], iter(argv)
+    for word in words:
+        if word in CONFIG_OPTIONS:
+            result.append(f"config={next(words, '')}")
+        elif word.startswith("--config="):
+            result.append("config=" + word.removeprefix("--config="))
+        else:
+            result.append(word)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = config_as_variable(sys.argv[1:] if argv is None else argv)
+    return ImagebakeMain(TreeLoader(args)).run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
