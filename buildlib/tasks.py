@@ -1,9 +1,9 @@
 """The only module that knows doit's task dicts: a loaded project -> doit tasks.
 
 Task creators are small generators of plain dicts, as in pydoit's own code. A build
-action returns the built image's ID (and what shaped it) as the task's saved values;
-a child reads its parent's ID through `getargs`, and `ImageUpToDate` compares both
-with what the last successful build recorded.
+action returns the image's ID, key and record as the task's saved values; a child reads
+its parent's ID from the run (`Run.images`, not `getargs`, which would make it depend on
+the parent's whole result), and `ImageUpToDate` compares the current key with the saved.
 
 The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 """
@@ -143,6 +143,7 @@ def _watch(run: Run) -> None:
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
+    """write build/images.lock.json: each image's digest, key and ID in the registry"""
     lock = run.project.build_dir / RESOLVED_FILE
     return {
         "basename": "resolve",
