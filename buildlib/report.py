@@ -63,6 +63,18 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def build_durations(path: Path) -> dict[str, float]:
+    """Seconds each image took to build in the run that wrote this report.json (images it
+    built, not those it found); empty when there is no readable report."""
+    try:
+        images = json.loads(path.read_text()).get("images") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {name: entry["end"] - entry["start"] for name, entry in images.items()
+            if isinstance(entry, dict) and entry.get("status") == "built"
+            and entry.get("start") and entry.get("end")}
+
+
 class RunReport:
     """Every image's outcome in this run, per kind (`build`, `push`)."""
 

@@ -13,6 +13,8 @@ A run is shaped by doit command-line variables (`doit build images=nova profile=
     cache=registry       look images up in the registry by their key before building them
     pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
 
+and `doit export` by its own: format=gha|argo, out=PATH, max_jobs=N, job_start=SECONDS.
+
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
 tree stops at once, naming the first. SIGINT and SIGTERM only set a flag; the running
@@ -54,7 +56,8 @@ UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
 # tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch"}
+READ_ONLY_TASKS = {"status", "graph", "watch", "export"}
+STORAGE_FREE_TASKS = {"export"}  # never read local image storage
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ class Invocation:
     def builds(self) -> bool:
         """Whether it may start buildah to build or push (`doit status` does not)."""
         return self.runs_tasks and not (self.tasks and set(self.tasks) <= READ_ONLY_TASKS)
+
+    @property
+    def reads_storage(self) -> bool:
+        """Whether its up-to-date checks list local images (`doit export` does not)."""
+        return self.runs_tasks and not (self.tasks and set(self.tasks) <= STORAGE_FREE_TASKS)
 
     @property
     def pushes(self) -> bool:
@@ -276,7 +284,8 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)
     if invocation.runs_tasks:
-        run.storage.prefetch()
+        if invocation.reads_storage:
+            run.storage.prefetch()
         if run.lookups is not None:  # ask the registry while doit loads and builds
             run.lookups.client.prefetch_check()
             if from_registry:
@@ -307,6 +316,46 @@ def _pins(proj: project.Project) -> dict[str, str]:
                              fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
         pins[name] = digest
     return pins
+
+
+EXPORT_FORMATS = ("gha", "argo")
+DEFAULT_JOB_START = 30.0  # seconds: a fresh runner's start, checkout and install
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str
+    out: Path | None  # from the user's directory
+    max_jobs: int | None
+    job_start: float
+
+
+def export_options(proj: project.Project) -> ExportOptions:
+    """`doit export`'s variables; read when it runs, so that other commands ignore them."""
+    fmt = str(get_var("format", "") or "")
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(proj.config.path, f"export needs format=gha or format=argo "
+                         f"(got {fmt!r})", fix="`doit export format=gha` (GitHub Actions) "
+                         "or `doit export format=argo` (Argo Workflows)")
+    out = get_var("out")
+    start = getattr(loader, "initial_workdir", None) or os.getcwd()
+    return ExportOptions(fmt, Path(start, out).resolve() if out else None,
+                         _number(proj, "max_jobs", int, None, minimum=1),
+                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0))
+
+
+def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
+    text = get_var(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise InputError(proj.config.path, f"{name}={text!r} is not a number >= {minimum:g}",
+                         fix=f"give {name} a {'whole ' if kind is int else ''}number")
+    return value
 
 
 def _end_building_run(unfinished: Path) -> None:

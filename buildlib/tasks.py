@@ -21,10 +21,11 @@ from typing import Any
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, report
+from buildlib import builder, cache, dispatch, export, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
+from buildlib.errors import InputError
 from buildlib.registry import RegistryError
-from buildlib.run import Run
+from buildlib.run import Run, export_options
 
 RESOLVED_FILE = "images.lock.json"
 
@@ -38,7 +39,8 @@ def namespace(run: Run) -> dict[str, Any]:
 
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
-            "resolve": resolve_task, "graph": graph_task, "watch": watch_task}
+            "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
+            "export": export_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -168,6 +170,90 @@ def _resolve(run: Run, lock: Path) -> Any:
     lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
     print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
     return None
+
+
+TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running now
+
+
+def export_task(run: Run) -> dict[str, Any]:
+    """write the image graph as a GitHub Actions or Argo Workflows workflow (format=gha|argo)"""
+    return {
+        "basename": "export",
+        "doc": "write the image graph as a CI workflow: format=gha|argo [out=PATH max_jobs=N "
+               "job_start=SECONDS]",
+        "actions": [(_export, [run, TOOL_DIR])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+EXPORTERS = {"gha": export.gha, "argo": export.argo}
+UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
+
+
+def _export(run: Run, tool_dir: Path) -> Any:
+    """Partition the selection into jobs, write the workflow, print the estimates."""
+    proj = run.project
+    try:
+        options = export_options(proj)
+        root = _repository_root(proj.config.root)
+        tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
+                           config=_inside(root, proj.config.path, proj, "images.yaml"),
+                           lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
+                                        "build_dir"))
+    except InputError as err:
+        return TaskFailed(f"error: {err}")
+    sub = export.selected_graph(proj.graph, run.selection.selected)
+    measured = report.build_durations(proj.report_path)
+    durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
+    estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
+    target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
+    try:
+        text = EXPORTERS[options.format](estimates.chosen, tool, target,
+                                         whole=not run.selection.excluded)
+    except ModuleNotFoundError as err:  # hera, for format=argo
+        return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
+                          "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
+    path = options.out or (root / ".github" / "workflows" / "images.yml"
+                           if options.format == "gha" else proj.build_dir / "argo-workflow.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    count = len(estimates.chosen.jobs)
+    print(f"wrote {report.display_path(path)}: {count} job{'s' * (count != 1)} for "
+          f"{len(sub.parents)} images ({len(text.encode()) / 1024:.1f} KiB)")
+    known = sum(name in measured for name in sub.parents)
+    print(f"estimated makespan (job start {options.job_start:g} s; build times of {known} "
+          f"images from the last report.json, {UNKNOWN_DURATION:g} s for the others):")
+    for label, part in [(f"this workflow ({count} job{'s' * (count != 1)})", estimates.chosen),
+                        (f"one job per image ({len(estimates.per_image.jobs)} jobs)",
+                         estimates.per_image),
+                        ("one job for everything", estimates.single)]:
+        print(f"  {label:<32} {_duration(part.makespan)}")
+    return None
+
+
+def _repository_root(start: Path) -> Path:
+    """The git work tree holding images.yaml (the workflow checks it out), else its folder."""
+    for folder in [start, *start.parents]:
+        if (folder / ".git").exists():
+            return folder
+    return start
+
+
+def _inside(root: Path, path: Path, proj: project.Project, what: str) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix() or "."
+    except ValueError:
+        raise InputError(proj.config.path, f"{what} at {path} is outside the repository "
+                         f"{root} that the workflow checks out",
+                         fix="keep imagebake, images.yaml and build_dir in the repository "
+                         "that the workflow runs in") from None
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def graph_task(run: Run) -> dict[str, Any]:

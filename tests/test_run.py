@@ -21,6 +21,7 @@ from buildlib import buildah, report, run
     ([], "run", (), None, True),
     (["status", "images=nova"], "run", ("status",), None, False),
     (["graph"], "run", ("graph",), None, False),
+    (["export", "format=gha"], "run", ("export",), None, False),
     (["clean"], "clean", (), None, True),
     (["forget", "build:base"], "forget", (), None, True),
     (["list", "--all"], "list", (), None, False),
@@ -32,6 +33,8 @@ def test_argv_is_read_once_as_doit_reads_it(argv: list[str], command: str,
     invocation = run.parse_argv(argv)
     assert (invocation.command, invocation.tasks, invocation.jobs) == (command, tasks, jobs)
     assert invocation.takes_lock is locks
+    # every run but an export's lists local images (`doit list`, `info` run nothing)
+    assert invocation.reads_storage is (command == "run" and tasks != ("export",))
 
 
 HOLD_LOCK = textwrap.dedent("""\
