@@ -1,0 +1,219 @@
+"""The exported GitHub Actions workflow, replayed job by job (tests/gha_replay.py) against a
+real registry on loopback: every job on a fresh runner of its own, the registry the only
+thing jobs share.
+
+How the replay maps what cannot run here, and nothing else: the `actions/checkout@v5`
+step becomes `git clone` of the tree's repository into the job's empty workspace (what
+the action does), and the `install imagebake` step (apt-get with sudo, pip from PyPI)
+becomes a `.venv` link to this test run's virtualenv, which has this package installed
+(from the same source as the clone). Each runner gets its own buildah storage through
+CONTAINERS_STORAGE_CONF, as a fresh runner has its own default storage. Every other step
+(`buildah login`, `doit push`, `doit resolve`, the digests written to $GITHUB_OUTPUT)
+runs as written in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, Tree, repository_with_tool, unmount_under
+from gha_replay import JobResult, Replay
+from registry import Registry
+
+pytestmark = pytest.mark.integration
+
+sys.path.insert(0, str(REPO / "bench"))
+from trees import kolla_parents, mid_level_image, write_tree  # noqa: E402
+
+VENV = Path(sys.executable).parent.parent
+EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", "neutron-base",
+           "neutron-dhcp-agent", "multipathd", "cron"}
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{runner}/storage/root"
+runroot = "{runner}/storage/run"
+"""
+
+
+def runner_env(runner: Path) -> dict[str, str]:
+    conf = runner / "storage.conf"
+    runner.mkdir(parents=True, exist_ok=True)
+    conf.write_text(STORAGE_CONF.format(runner=runner))
+    return {"CONTAINERS_STORAGE_CONF": str(conf)}
+
+
+def checkout(repository: Path):
+    def clone(workspace: Path) -> None:
+        subprocess.run(["git", "clone", "-q", str(repository), str(workspace)], check=True)
+    return clone
+
+
+def link_venv(workspace: Path) -> None:
+    (workspace / ".venv").symlink_to(VENV)
+
+
+@pytest.fixture
+def runs(tmp_path: Path):
+    """Replays of a tree's exported workflow, each in runner directories of its own."""
+    count = 0
+
+    def replay(tree: Tree, registry: Registry, workflow: Path) -> dict[str, JobResult]:
+        nonlocal count
+        count += 1
+        root = tmp_path / f"replay-{count}"
+        jobs = Replay.of(workflow, root, parallel=4, runner_env=runner_env,
+                         secrets={"REGISTRY_USERNAME": registry.user,
+                                  "REGISTRY_PASSWORD": registry.password},
+                         setup={"actions/checkout@v5": checkout(tree.root),
+                                "install imagebake": link_venv}).run()
+        failed = [job for job in jobs.values() if job.status != "success"]
+        assert not failed, "\n\n".join(f"== job {job.name}: {job.status}\n{job.text}"
+                                       for job in failed)
+        wall = max(j.finished for j in jobs.values()) - min(j.started for j in jobs.values())
+        print(f"replay {count} of {workflow.name}: {len(jobs)} jobs, "
+              f"{sum(built(jobs).values())} builds, {sum(pushed(jobs).values())} pushes, "
+              f"{wall:.0f} s")  # for the record: `pytest -s`
+        return jobs
+
+    yield replay
+    unmount_under(tmp_path)  # the runners' storage and the resolving clone's
+
+
+def prepare(tree: Tree, registry: Registry, namespace: str) -> None:
+    tree.settings(registry=registry.address, namespace=namespace, tls_verify=False,
+                  buildah_args=[])  # a runner's own default storage
+    repository_with_tool(tree)
+
+
+def export(tree: Tree, *variables: str) -> Path:
+    tree.doit("export", "format=gha", *variables)
+    workflow = tree.root / ".github" / "workflows" / "images.yml"
+    commit(tree, "the exported workflow")
+    return workflow
+
+
+def commit(tree: Tree, message: str) -> None:
+    git = ["git", "-C", str(tree.root), "-c", "user.name=test", "-c", "user.email=t@test"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+
+
+def reports(jobs: dict[str, JobResult]) -> dict[str, dict[str, Any]]:
+    """Each job's report.json (the tool's own account of what the job did)."""
+    return {name: json.loads((job.workspace / "build" / "report.json").read_text())
+            for name, job in jobs.items()}
+
+
+def built(jobs: dict[str, JobResult]) -> Counter:
+    """How many times each image was built (with buildah bud) over all jobs."""
+    return Counter(image for report in reports(jobs).values()
+                   for image, entry in report["images"].items() if entry["status"] == "built")
+
+
+def pushed(jobs: dict[str, JobResult]) -> Counter:
+    return Counter(image for report in reports(jobs).values()
+                   for image, entry in (report.get("pushes") or {}).items()
+                   if entry["status"] == "pushed")
+
+
+def resolved(tree: Tree, registry: Registry, tmp_path: Path) -> dict[str, dict[str, str]]:
+    """`doit resolve` from a fresh clone with empty storage: what the registry holds."""
+    clone = tmp_path / "resolve-clone"
+    subprocess.run(["git", "clone", "-q", str(tree.root), str(clone)], check=True)
+    auth = registry.write_authfile(tmp_path / "resolve-auth.json")
+    env = {**tree.env, **runner_env(tmp_path / "resolve-runner"),
+           "REGISTRY_AUTH_FILE": str(auth)}
+    result = subprocess.run([str(Path(sys.executable).parent / "doit"), "-f",
+                             str(clone / "dodo.py"), f"config={clone / 'images.yaml'}",
+                             "resolve"], cwd=clone, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lock = json.loads((clone / "build" / "images.lock.json").read_text())["images"]
+    shutil.rmtree(clone)
+    return lock
+
+
+def assert_registry_matches(registry: Registry, namespace: str, lock: dict, names: set[str]):
+    assert set(lock) == names
+    for name in names:
+        assert registry.digest(f"{namespace}/{name}", "latest") == lock[name]["digest"], name
+
+
+def test_example_tree_replayed_three_times(tree: Tree, auth_registry: Registry, runs,
+                                           tmp_path: Path) -> None:
+    prepare(tree, auth_registry, "kolla")
+    workflow = export(tree)
+    assert len(yaml.safe_load(workflow.read_text())["jobs"]) == 9
+
+    first = runs(tree, auth_registry, workflow)
+    assert built(first) == Counter(EXAMPLE), built(first)  # each image once, in its own job
+    assert pushed(first) == Counter(EXAMPLE)
+    lock = resolved(tree, auth_registry, tmp_path)
+    assert_registry_matches(auth_registry, "kolla", lock, EXAMPLE)
+    assert first["nova-api"].started >= first["nova-base"].finished
+
+    second = runs(tree, auth_registry, workflow)
+    assert built(second) == Counter()
+    assert resolved(tree, auth_registry, tmp_path) == lock
+
+    tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
+              "LABEL edited=yes\n{% endblock %}")
+    commit(tree, "edit nova-base")
+    assert export(tree).read_text() == workflow.read_text()  # the graph did not change
+    third = runs(tree, auth_registry, workflow)
+    assert built(third) == Counter({"nova-base", "nova-api", "nova-conductor"})
+    changed = resolved(tree, auth_registry, tmp_path)
+    assert_registry_matches(auth_registry, "kolla", changed, EXAMPLE)
+    assert {n for n in EXAMPLE if changed[n]["digest"] != lock[n]["digest"]} == \
+        {"nova-base", "nova-api", "nova-conductor"}
+
+
+@pytest.mark.slow
+def test_kolla_shaped_tree_of_40_in_8_jobs(auth_registry: Registry, runs, tmp_path: Path
+                                            ) -> None:
+    parents = kolla_parents()
+    order = [name for name in _dfs(parents)][:40]  # a prefix of a DFS holds its ancestors
+    shape = {name: parents[name] for name in order}
+    bench = write_tree(tmp_path / "tree", shape, dict.fromkeys(shape, 0), tmp_path / "unused")
+    tree = Tree(bench.root, tmp_path / "unused")
+    tree.wrapper_dir.mkdir()
+    prepare(tree, auth_registry, "bench")
+    workflow = export(tree, "max_jobs=8")
+    assert len(yaml.safe_load(workflow.read_text())["jobs"]) == 8
+
+    first = runs(tree, auth_registry, workflow)
+    assert built(first) == Counter(list(shape))  # each image once over the 8 jobs
+    lock = resolved(tree, auth_registry, tmp_path)
+    assert_registry_matches(auth_registry, "bench", lock, set(shape))
+
+    second = runs(tree, auth_registry, workflow)
+    assert built(second) == Counter()
+    assert resolved(tree, auth_registry, tmp_path) == lock
+
+    edited = bench.edit_image(mid_level_image(shape))  # its Dockerfile changes
+    commit(tree, "edit one mid-tree image")
+    third = runs(tree, auth_registry, workflow)
+    assert built(third) == Counter(edited)
+    changed = resolved(tree, auth_registry, tmp_path)
+    assert {n for n in shape if changed[n]["digest"] != lock[n]["digest"]} == edited
+
+
+def _dfs(parents: dict[str, str | None]) -> list[str]:
+    kids: dict[str, list[str]] = {name: [] for name in parents}
+    for name, parent in parents.items():
+        if parent is not None:
+            kids[parent].append(name)
+    found, stack = [], [name for name, parent in parents.items() if parent is None]
+    while stack:
+        name = stack.pop()
+        found.append(name)
+        stack.extend(reversed(kids[name]))
+    return found
