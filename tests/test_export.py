@@ -108,7 +108,7 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
     build = jobs["nova-api"]["steps"][3]
     assert jobs["nova-api"]["needs"] == "nova-base"
     assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova-base }}"
-    assert build["run"] == (".venv/bin/doit -f dodo.py config=images.yaml push cache=registry "
+    assert build["run"] == (".venv/bin/imagebake -c images.yaml push cache=registry "
                             "'images=^nova-api$' \"pin=$PINS\"\n")
     assert jobs["nova-base"]["outputs"] == {
         "nova-base": "${{ steps.digests.outputs.nova-base }}"}

@@ -8,7 +8,8 @@ the action does), and the `install imagebake` step (apt-get with sudo, pip from 
 becomes a `.venv` link to this test run's virtualenv, which has this package installed
 (from the same source as the clone). Each runner gets its own buildah storage through
 CONTAINERS_STORAGE_CONF, as a fresh runner has its own default storage. Every other step
-(`buildah login`, `doit push`, `doit resolve`, the digests written to $GITHUB_OUTPUT)
+(`buildah login`, `imagebake push`, `imagebake resolve`, the digests written to
+$GITHUB_OUTPUT)
 runs as written in the file.
 """
 
