@@ -172,12 +172,12 @@ def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage)
             except BuildahError as err:
                 if registry.permanent_cause(err.output):
                     raise
-                raise registry.TransientPushError(str(err)) from None
+                raise registry.TransientError(str(err)) from None
 
         try:
             image_id = registry.with_retries(attempt, settings.push_retries,
                                              lambda *_: None)
-        except registry.TransientPushError as err:
+        except registry.TransientError as err:
             raise BuildahError(f"still failing after {settings.push_retries} attempts: "
                                f"{err}") from None
         if image_id != settled["id"]:
@@ -246,7 +246,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                 digest = _buildah_push(project, name, built["key"])
                 content = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
                 if content is None:
-                    raise registry.TransientPushError(f"the registry does not serve {digest}, "
+                    raise registry.TransientError(f"the registry does not serve {digest}, "
                                                       "just pushed")
             client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
@@ -261,7 +261,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
 
     try:
         content = registry.with_retries(attempt, settings.push_retries, log_retry)
-    except registry.TransientPushError as err:
+    except registry.TransientError as err:
         raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
     with plan.push_log.open("a") as log:
         log.write(f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
@@ -298,17 +298,17 @@ def _buildah_push(project: Project, name: str, key: str) -> str:
 
 def _request_failed(err: registry.RegistryError, name: str,
                     breaker: registry.Breaker) -> Exception:
-    """A failed registry request as PushFailed or TransientPushError; tells the breaker."""
+    """A failed registry request as PushFailed or TransientError; tells the breaker."""
     if err.unreachable:
         breaker.unreachable(name, err.unreachable)
     if err.transient:
-        return registry.TransientPushError(str(err))
+        return registry.TransientError(str(err))
     cause = registry.permanent_cause(str(err))
     return PushFailed(f"{cause} ({err})" if cause else str(err))
 
 
 def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
-    """A failed `buildah push` as PushFailed (no retry mends it) or TransientPushError,
+    """A failed `buildah push` as PushFailed (no retry mends it) or TransientError,
     in buildah's own error line; tells the breaker whether the registry was there."""
     line = err.reason if err.timed_out else (buildah.error_lines(err.output) or [err.reason])[-1]
     not_there = err.reason if err.timed_out else registry.unreachable(err.output)
@@ -319,4 +319,4 @@ def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> 
     cause = None if err.timed_out else registry.permanent_cause(err.output)
     if cause:
         return PushFailed(f"{cause} ({line})")
-    return registry.TransientPushError(line)
+    return registry.TransientError(line)

@@ -382,8 +382,9 @@ def permanent_cause(output: str) -> str | None:
     return None
 
 
-class TransientPushError(Exception):
-    """A push failure that may pass: connection refused/reset, timeout, HTTP 5xx or 429."""
+class TransientError(Exception):
+    """A push or pull failure that may pass: connection refused/reset, timeout, HTTP 5xx
+    or 429."""
 
 
 T = TypeVar("T")
@@ -396,7 +397,7 @@ def with_retries(attempt: Callable[[], T], attempts: int,
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts),
         wait=tenacity.wait_random_exponential(multiplier=0.5, max=BACKOFF_CAP_SECONDS),
-        retry=tenacity.retry_if_exception_type(TransientPushError),
+        retry=tenacity.retry_if_exception_type(TransientError),
         before_sleep=lambda state: on_retry(state.attempt_number, state.upcoming_sleep,
                                             state.outcome.exception()),
         reraise=True,
