@@ -247,10 +247,8 @@ def _group_alive(group: int) -> bool:
 
 
 def error_line(output: str) -> str:
-    """What buildah said went wrong: its last `Error:` line, else its last line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error:")]
-    return (errors or lines or [""])[-1]
+    """What buildah said went wrong, in one line: the last of `error_lines`."""
+    return (error_lines(output) or [""])[-1]
 
 
 def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,

@@ -247,7 +247,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                 content = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
                 if content is None:
                     raise registry.TransientError(f"the registry does not serve {digest}, "
-                                                      "just pushed")
+                                                  "just pushed")
             client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
@@ -310,7 +310,7 @@ def _request_failed(err: registry.RegistryError, name: str,
 def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
     """A failed `buildah push` as PushFailed (no retry mends it) or TransientError,
     in buildah's own error line; tells the breaker whether the registry was there."""
-    line = err.reason if err.timed_out else (buildah.error_lines(err.output) or [err.reason])[-1]
+    line = err.reason if err.timed_out else (buildah.error_line(err.output) or err.reason)
     not_there = err.reason if err.timed_out else registry.unreachable(err.output)
     if not_there:
         breaker.unreachable(name, not_there)
