@@ -80,35 +80,36 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
     """Ask the registry for every selected image whose key can be known before any
     build: roots, and children of images found in local storage or in the registry.
     Run it in a thread of its own: it waits for answers, parents first."""
-    ids: dict[str, str | None] = {}
-    for name in project.graph.order():
-        plan = project.plans[name]
-        if name not in selected or (plan.parent and ids.get(plan.parent) is None):
-            continue  # not wanted, or its parent is built in this run: asked then
-        key = plan.sources.on_parent(ids.get(plan.parent) if plan.parent else None).key
-        ids[name] = storage.with_key(key)
-        if ids[name] is None:
-            try:
-                found = lookups.find(plan.key_reference(key))
-            except RegistryError:
-                continue  # the check asks again, and says so
-            ids[name] = found.image_id if found else None
+
+    def image_of(name: str, key: str) -> str | None:
+        local = storage.with_key(key)
+        if local is not None:
+            return local
+        try:
+            found = lookups.find(project.plans[name].key_reference(key))
+        except RegistryError:
+            return None  # the check asks again, and says so
+        return found.image_id if found else None
+
+    names = [name for name in project.graph.order() if name in selected]
+    for _ in project.keys_from_roots(names, image_of):
+        pass
 
 
 def resolve(project: Project, names: list[str], lookups: Lookups) -> dict[str, dict | None]:
     """What the registry holds for each image's current key (parents first in `names`):
     its pinned reference, user tag, digest, key and ID; None where it holds nothing."""
+    found: dict[str, Found | None] = {}
+
+    def image_of(name: str, key: str) -> str | None:
+        found[name] = lookups.find(project.plans[name].key_reference(key))
+        return found[name].image_id if found[name] else None
+
     resolved: dict[str, dict | None] = {}
-    ids: dict[str, str | None] = {}
-    for name in names:
-        plan = project.plans[name]
-        if plan.parent and ids.get(plan.parent) is None:
-            resolved[name] = ids[name] = None
-            continue
-        key = plan.sources.on_parent(ids.get(plan.parent) if plan.parent else None).key
-        found = lookups.find(plan.key_reference(key))
-        ids[name] = found.image_id if found else None
-        resolved[name] = found and {"reference": found.pinned, "tag": plan.reference,
-                                    "digest": found.manifest.digest, "key": key,
-                                    "id": found.image_id}
+    for name, key, _ in project.keys_from_roots(names, image_of):
+        image = found.get(name)
+        resolved[name] = image and {"reference": image.pinned,
+                                    "tag": project.plans[name].reference,
+                                    "digest": image.manifest.digest, "key": key,
+                                    "id": image.image_id}
     return resolved

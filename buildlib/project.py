@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -120,6 +120,26 @@ class Project:
     config: config.Config
     graph: Graph
     plans: dict[str, ImagePlan]
+
+    def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
+                        outside: Callable[[str], str | None] = lambda name: None
+                        ) -> Iterator[tuple[str, str | None, str | None]]:
+        """(name, key, image ID) of each image in `names` (parents first): its key on its
+        parent's ID, and the ID `image_of(name, key)` finds for it. A parent outside
+        `names` stands as `outside(name)` says. Key and ID are None below an image that
+        has no ID: its children's keys cannot be known before it is built."""
+        ids: dict[str, str | None] = {}
+        for name in names:
+            parent = self.plans[name].parent
+            parent_id = None if parent is None else (
+                ids.get(parent) if parent in ids else outside(name))
+            if parent is not None and parent_id is None:
+                ids[name] = None
+                yield name, None, None
+                continue
+            key = self.plans[name].sources.on_parent(parent_id).key
+            ids[name] = image_of(name, key)
+            yield name, key, ids[name]
 
     @property
     def build_dir(self) -> Path:

@@ -195,24 +195,10 @@ class Run:
         """The selected images local storage holds no image of the current key for, judged
         from the roots as a build judges them (doit's state aside): what this run is
         expected to build, for its estimate of the time left."""
-        ids: dict[str, str] = {}
-        stale: set[str] = set()
-        for name in self.project.graph.order():
-            if name not in self.selection.selected:
-                continue
-            parent = self.project.plans[name].parent
-            parent_id = (ids.get(parent) if self.parent_task(name)
-                         else self.parent_in_storage(name))
-            if parent in stale or (parent and parent_id is None):
-                stale.add(name)
-                continue
-            found = self.storage.with_key(self.project.plans[name].sources.on_parent(
-                parent_id).key)
-            if found is None:
-                stale.add(name)
-            else:
-                ids[name] = found
-        return stale
+        names = [name for name in self.project.graph.order() if name in self.selection.selected]
+        walked = self.project.keys_from_roots(
+            names, lambda name, key: self.storage.with_key(key), self.parent_in_storage)
+        return {name for name, _, image_id in walked if image_id is None}
 
     def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
         """With cache=registry, the image the registry holds for this key, unless local
