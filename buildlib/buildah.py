@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,9 +102,54 @@ def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
     return options
 
 
+# What decides where buildah keeps its images, besides its global args.
+STORAGE_ENVIRONMENT = ("CONTAINERS_STORAGE_CONF", "STORAGE_DRIVER", "STORAGE_OPTS", "HOME",
+                       "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR")
+STORAGE_CONFS = ("/etc/containers/storage.conf", "/usr/share/containers/storage.conf",
+                 "~/.config/containers/storage.conf")
+
+
+def _store_question(global_args: Sequence[str]) -> list:
+    """Everything that could change where the storage lives: if this is unchanged, so is
+    the answer `buildah info` gave."""
+    confs = []
+    for conf in (*STORAGE_CONFS, os.environ.get("CONTAINERS_STORAGE_CONF", "")):
+        try:
+            stat = os.stat(os.path.expanduser(conf))
+            confs.append([conf, stat.st_mtime_ns, stat.st_size])
+        except OSError:
+            confs.append([conf, None])
+    return [list(global_args), os.getuid(), [os.environ.get(v) for v in STORAGE_ENVIRONMENT],
+            confs, _binary_stamp()]
+
+
+def _binary_stamp() -> list:
+    """Which buildah answers (an upgrade may move its files)."""
+    path = shutil.which(BUILDAH)
+    try:
+        return [path, os.stat(path).st_mtime_ns] if path else [None]
+    except OSError:
+        return [path]
+
+
+def read_image_store(path: Path | None) -> dict[str, set[str]] | None:
+    """containers/storage's list of images (written whole and renamed into place, so it is
+    never read half-written): ID -> names; None when it cannot be read as such."""
+    if path is None:
+        return None
+    try:
+        entries = json.loads(path.read_bytes())
+        return {image_id(entry["id"]): set(entry.get("names") or []) for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class Buildah:
     global_args: tuple[str, ...] = ()
+    # Where the storage's own image list was found for these global args (a file this
+    # tool may write; None: always ask `buildah images`).
+    store_note: Path | None = None
 
     def argv(self, *args: str) -> list[str]:
         return [BUILDAH, *self.global_args, *args]
@@ -138,6 +184,13 @@ class Buildah:
         return digestfile.read_text().strip()
 
     def images(self) -> dict[str, set[str]]:
+        """Every image in local storage: ID -> its names. Read from the storage's own list
+        of images when it can be found (no process, and no image sizes computed: ten to
+        a hundred times faster), else from one `buildah images`."""
+        listing = read_image_store(self._image_store())
+        return listing if listing is not None else self.list_images()
+
+    def list_images(self) -> dict[str, set[str]]:
         """Every image in local storage: ID -> its names (one buildah process)."""
         argv = self.argv("images", "--json", "--no-trunc")
         try:
@@ -150,6 +203,42 @@ class Buildah:
             raise StorageError(f"cannot run buildah: {err}") from None
         return {image_id(entry["id"]): set(entry.get("names") or [])
                 for entry in json.loads(out or "[]")}
+
+    def _image_store(self) -> Path | None:
+        """The file in which containers/storage lists its images (`<graph
+        root>/<driver>-images/images.json`), as `buildah info` names it, remembered in
+        `store_note` for as long as nothing that could move it changes."""
+        if self.store_note is None:
+            return None
+        asked = _store_question(self.global_args)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            note = json.loads(self.store_note.read_text())
+            if note["asked"] == asked:
+                return Path(note["store"]) if note["store"] else None
+        store = self._find_image_store()
+        if store is not False:  # remembered: where it is, or that it cannot be read
+            with contextlib.suppress(OSError):
+                scratch = self.store_note.with_name(self.store_note.name + ".new")
+                scratch.write_text(json.dumps({"asked": asked, "store": store and str(store)}))
+                scratch.replace(self.store_note)
+        return store or None
+
+    def _find_image_store(self) -> Path | None | bool:
+        """Ask `buildah info` where the image list is; None when that file does not list
+        every image buildah counts (extra read-only stores), False when buildah failed
+        (not remembered: `buildah images` will say why)."""
+        try:
+            out = subprocess.run(self.argv("info"), check=True, capture_output=True,
+                                 text=True, stdin=subprocess.DEVNULL, timeout=60).stdout
+            store = json.loads(out)["store"]
+            path = Path(store["GraphRoot"], f"{store['GraphDriverName']}-images", "images.json")
+            count = store["ImageStore"]["number"]
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+            return False
+        if count == 0 and not path.exists():
+            return path  # a storage no image was stored in yet: buildah makes the file
+        listing = read_image_store(path)
+        return path if listing is not None and len(listing) == count else None
 
     def tag(self, image: str, *names: str) -> None:
         """Give an image in storage more names (no build, no copy)."""

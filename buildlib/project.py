@@ -21,6 +21,7 @@ from buildlib.sources import archives
 LOCAL_KEY_REPOSITORY = "localhost/imagebake"
 
 WORKDIR_MARK = ".made-by-imagebake"
+STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
 # What a build or push writes in its image's folder (besides the logs and the mark).
 WORKDIR_FILES = {"Dockerfile", "context", "image-id", "pushed-digest", WORKDIR_MARK}
 
@@ -147,7 +148,8 @@ class Project:
 
     @property
     def buildah(self) -> buildah.Buildah:
-        return buildah.Buildah(tuple(self.config.settings.buildah_args))
+        return buildah.Buildah(tuple(self.config.settings.buildah_args),
+                               store_note=self.build_dir / STORE_NOTE)
 
     @property
     def report_path(self) -> Path:
