@@ -7,33 +7,37 @@ unknown keys; the checks that span keys (references, parents) live in `graph` an
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import (
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    TypeAdapter,
-)
-from pydantic import ValidationError as _PydanticError
 
 from buildlib.errors import InputError
 
-_STRICT = ConfigDict(extra="forbid")
-SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds convention
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter, ValidationError
 
-Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
-PositiveSeconds = Annotated[StrictInt | StrictFloat, Field(gt=0)]
+    from buildlib.fieldtypes import (
+        ImportPath,
+        NonNegativeInt,
+        PositiveInt,
+        PositiveSeconds,
+        Scalar,
+        StrictBool,
+        StrictStr,
+    )
+
+# pydantic (and `fieldtypes`, the field types it checks) is imported only to validate an
+# images.yaml unlike the last one that passed here.
+_STRICT = {"extra": "forbid"}
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds convention
+VALIDATED_NOTE = ".validated-images-yaml"  # in build_dir: the digest of the last valid file
 
 # Grammar of docker/distribution references (reference/regexp.go), one part at a time.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -76,7 +80,6 @@ class Settings:
 
 # `module:attr`, e.g. `kolla.template.filters:customizable`
 IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-ImportPath = Annotated[StrictStr, Field(pattern=IMPORT_PATH_RE.pattern)]
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,25 @@ class Config:
         return int(os.environ.get(SOURCE_DATE_EPOCH) or 0)
 
 
-_FILE_ADAPTER = TypeAdapter(_File)
+@functools.cache
+def _adapter() -> TypeAdapter[_File]:
+    """pydantic's validator of the whole file. pydantic resolves the names in the fields'
+    annotations in the frame that makes the TypeAdapter: they are imported here."""
+    from pydantic import TypeAdapter
+
+    from buildlib.fieldtypes import (  # noqa: F401
+        ImportPath,
+        NonNegativeInt,
+        PositiveInt,
+        PositiveSeconds,
+        Scalar,
+        StrictBool,
+        StrictStr,
+    )
+
+    return TypeAdapter(_File)
+
+
 _ALLOWED_KEYS = {
     (): [f.name for f in fields(_File)],
     ("settings",): [f.name for f in fields(Settings)],
@@ -204,11 +225,11 @@ RESERVED_VARS = ("settings", "image_name", "image", "tag", "parent_name", "paren
 def load(path: Path | str) -> Config:
     """Read and validate images.yaml; raise InputError naming the problem and its fix."""
     path = Path(path).resolve()
-    data = _read_yaml(path)
-    try:
-        parsed = _FILE_ADAPTER.validate_python(data)
-    except _PydanticError as err:
-        raise _input_error(path, err) from None
+    text = _read_text(path)
+    data = _read_yaml(path, text)
+    digest = hashlib.sha256(text.encode() + _schema()).hexdigest()
+    note = _validated_note(path, data)
+    parsed = _built(data) if _read_note(note) == digest else _validated(path, data)
     if parsed.images is None and parsed.kolla is None:
         raise InputError(path, "missing key 'images'",
                          fix="add `images:` to the file (or `kolla:` for Kolla's images)")
@@ -222,7 +243,62 @@ def load(path: Path | str) -> Config:
     _check_vars(config)
     _check_sources(config)
     _check_build_dir(config)
+    if note is not None and note.parent.is_dir():  # only a run makes build_dir
+        with contextlib.suppress(OSError):
+            note.write_text(digest)
     return config
+
+
+def _validated(path: Path, data: Any) -> _File:
+    from pydantic import ValidationError
+
+    try:
+        return _adapter().validate_python(data)
+    except ValidationError as err:
+        raise _input_error(path, err) from None
+
+
+@functools.cache
+def _schema() -> bytes:
+    """This module's source: a change to the schema asks for validation again."""
+    return Path(__file__).read_bytes()
+
+
+def _validated_note(path: Path, data: Any) -> Path | None:
+    """Where the digest of the last images.yaml that passed validation is kept: in
+    build_dir, as the file names it (None when it names none that could be one)."""
+    settings = data.get("settings")
+    build_dir = settings.get("build_dir", "build") if isinstance(settings, dict) else "build"
+    return path.parent / build_dir / VALIDATED_NOTE if isinstance(build_dir, str) else None
+
+
+def _read_note(note: Path | None) -> str | None:
+    try:
+        return note.read_text() if note is not None else None
+    except OSError:
+        return None
+
+
+def _built(data: dict[str, Any]) -> _File:
+    """What `_adapter().validate_python(data)` returns for data that passed it before (the
+    file is unchanged), made without pydantic: the nested dataclasses from their
+    mappings, every other value as YAML gave it (validation is strict: it converts none)."""
+    images = data.get("images")
+    return _File(
+        images=None if images is None else {name: _built_image(image)
+                                            for name, image in images.items()},
+        settings=Settings(**data.get("settings", {})),
+        vars=data.get("vars", {}),
+        profiles=data.get("profiles", {}),
+        jinja=Jinja(**data.get("jinja", {})),
+        kolla=None if data.get("kolla") is None else KollaSource(**data["kolla"]))
+
+
+def _built_image(image: dict[str, Any] | None) -> Image | None:
+    if image is None:
+        return None
+    sources = {name: Source(**source) for name, source in image.get("sources", {}).items()}
+    return Image(**{**image, "sources": sources})
 
 
 def named_image(image: Image, name: str) -> Image:
@@ -303,13 +379,16 @@ def _check_patterns(config: Config) -> None:
                              f"({err})", fix="correct the pattern (Python `re` syntax)") from None
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as err:
         raise InputError(path, f"cannot read the image list: {err.strerror}",
                          fix="create it, or name another with `config=PATH` "
                          "(`imagebake -c PATH`)") from None
+
+
+def _read_yaml(path: Path, text: str) -> Any:
     try:
         data = _parse_yaml(path, text)
     except yaml.YAMLError as err:
@@ -356,7 +435,7 @@ def _check_unique_keys(path: Path, node: yaml.Node | None, where: tuple = ()) ->
             _check_unique_keys(path, item, where)
 
 
-def _input_error(path: Path, err: _PydanticError) -> InputError:
+def _input_error(path: Path, err: ValidationError) -> InputError:
     first = err.errors()[0]
     loc = tuple(first["loc"])
     image = loc[1] if len(loc) > 1 and loc[0] == "images" else None

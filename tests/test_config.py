@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -401,3 +403,74 @@ def test_image_fields_are_read(tmp_path: Path) -> None:
     assert base.vars == {"nested": {"a": [1, 2]}}
     assert base.labels == {"team": "infra"}
     assert base.volumes == ["/cache:/cache"]
+
+
+# --- a file validated before is not validated again -----------------------------------------
+
+EVERY_KEY = """\
+    settings:
+      registry: quay.io
+      namespace: team/images
+      prefix: kolla-
+      tag: "2026.1"
+      format: docker
+      timestamp: 1700000000
+      jobs: 4
+      build_timeout: 12.5
+      push_retries: 3
+      push_timeout: 60
+      tls_verify: false
+      authfile: images.yaml
+      isolation: chroot
+      cache: registry
+      build_dir: out
+      templates: [templates, more]
+      buildah_args: [--storage-driver, vfs]
+      excludes: [^skip]
+      args: {A: 1}
+      labels: {team: infra, ok: true}
+    vars: {maintainer: me, deep: {list: [1, {x: 2.5}]}}
+    profiles: {nova: [^nova]}
+    jinja:
+      filters: {up: "mymod:up"}
+      globals: {now: "mymod:now"}
+    kolla: {base: debian, template_overrides: [over.j2], enable_unbuildable: true,
+            config_file: kolla.conf, options: {profile: [a, b], debug: true}}
+    images:
+      base:
+      nova:
+        template: n.j2
+        parent: base
+        files: {start.sh: scripts/start.sh}
+        args: {WORKERS: 2}
+        vars: {port: 8774}
+        labels: {tier: api}
+        volumes: [/cache:/cache]
+        timeout: 60
+        sources:
+          code: {git: ../nova, ref: stable}
+          wheels: {url: "https://example.org/w.tar.gz", sha256: abc}
+          docs: {local: docs}
+    """
+
+
+@pytest.mark.parametrize("text", [EVERY_KEY, (Path(__file__).parents[1] / "images.yaml")
+                                  .read_text(), "images:\n  base:\n"])
+def test_a_file_validated_before_is_read_as_validation_read_it(text: str) -> None:
+    data = config._parse_yaml(Path("images.yaml"), textwrap.dedent(text))
+    assert config._built(data) == config._adapter().validate_python(data)
+
+
+def test_only_a_changed_file_is_validated_again(tmp_path: Path) -> None:
+    path = write(tmp_path, "images:\n  base:\n  nova: {parent: base}\n")
+    (tmp_path / "build").mkdir()  # a run made it
+    first = config.load(path)
+    assert (tmp_path / "build" / config.VALIDATED_NOTE).exists()
+    check = ("import sys; from buildlib import config; "
+             f"loaded = config.load({str(path)!r}); print('pydantic' in sys.modules, "
+             "sorted(loaded.images))")
+    again = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                           check=True).stdout.split(maxsplit=1)
+    assert again == ["False", str(sorted(first.images)) + "\n"]
+    path.write_text("images:\n  base:\n  nova: {parnt: base}\n")
+    assert "unknown key 'images.nova.parnt'" in load_error(tmp_path, path.read_text(), "nova")
