@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 KEY_VERSION = 1
@@ -40,11 +41,12 @@ class Record:
         return replace(self, parent_id=parent_id)
 
     def as_dict(self) -> dict[str, Any]:
-        fields = asdict(self)
-        fields["volumes"] = list(self.volumes)
-        return {"version": KEY_VERSION, **fields}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(files=dict(self.files), args=dict(self.args), labels=dict(self.labels),
+                      volumes=list(self.volumes))
+        return {"version": KEY_VERSION, **values}
 
-    @property
+    @cached_property
     def key(self) -> str:
         text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import IO
-
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+from typing import IO, TYPE_CHECKING
 
 from buildlib.estimate import Estimate, clock
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
 
 
 class Progress:
@@ -28,16 +29,27 @@ class Progress:
         self.running: dict[str, tuple[str, float]] = {}  # task -> (label, when it began)
         self.estimate = estimate
         self.lock = threading.Lock()
-        self.console = Console(file=out, highlight=False, soft_wrap=True)
+        self.out = out
+        self.console: Console | None = None  # rich, imported only for a terminal
         self.live: Live | None = None
-        if self.console.is_terminal:
+        if out.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.console = Console(file=out, highlight=False, soft_wrap=True)
             self.live = Live(self._status(), console=self.console, refresh_per_second=4,
                              transient=True, get_renderable=self._status)
             self.live.start()
 
     def line(self, text: str) -> None:
         with self.lock:
-            self.console.print(Text(text), soft_wrap=True)
+            if self.console is None:
+                self.out.write(f"{text}\n")
+                self.out.flush()
+            else:
+                from rich.text import Text
+
+                self.console.print(Text(text), soft_wrap=True)
 
     def begin(self, task: str, label: str, title: str) -> None:
         with self.lock:
@@ -78,6 +90,8 @@ class Progress:
         return f"about {clock(self.estimate.left(ran))} left"
 
     def _status(self) -> Text:
+        from rich.text import Text
+
         now = time.monotonic()
         with self.lock:
             running = ", ".join(f"{label} {now - began:.0f}s" for label, began in

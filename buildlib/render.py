@@ -307,12 +307,13 @@ def render_all(config: Config, graph: Graph,
                texts: dict[str, str] | None = None) -> dict[str, Context]:
     """Every image's build context; `texts` are Dockerfiles already rendered (Kolla's)."""
     renderer, texts = Renderer(config), texts or {}
+    folders = _Folders(config)
     contexts = {}
     for name in graph.order():
         text = texts[name] if name in texts else renderer.render(name, graph)
         template_path = renderer.template_path(name)
         _check_from(config, graph, name, text, template_path)
-        contexts[name] = Context(name, text, _context_files(config, name, template_path),
+        contexts[name] = Context(name, text, folders.context_files(name, template_path),
                                  template_path)
     return contexts
 
@@ -329,30 +330,43 @@ def _where_in_template(config: Config) -> str:
     return where
 
 
-def _context_files(config: Config, name: str, template_path: Path) -> dict[str, Path]:
-    """The files beside the template (templates excluded), then the image's `files:`."""
-    folder = template_path.parent
-    declared = config.images[name].files
-    if holds(folder.resolve(), config.build_dir.resolve()):
-        raise InputError(config.path, f"the template's folder {folder} holds build_dir",
-                         image=name, fix="give the image a template folder of its own")
-    files = {inner: path for inner, path in _files_under(config, name, folder, declared).items()
-             if not path.name.endswith(TEMPLATE_SUFFIX) and path != template_path}
-    for inner, source in declared.items():
-        path = config.source_path(source)
-        if not path.exists():
-            raise InputError(config.path, f"context file '{inner}': {path} does not exist",
-                             image=name, fix="correct the path under `files:` (relative "
-                             "paths start at the directory of images.yaml)")
-        if Path(inner).is_absolute() or ".." in Path(inner).parts:
-            raise InputError(config.path, f"context file name '{inner}' leaves the context",
-                             image=name, fix="use a relative name inside the build context")
-        if path.is_dir():
-            files.update({f"{inner}/{rel}": p
-                          for rel, p in _files_under(config, name, path).items()})
-        else:
-            files[inner] = path
-    return files
+class _Folders:
+    """The files of each template folder, listed once however many images share it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.build_dir = config.build_dir.resolve()
+        self.listed: dict[tuple[Path, frozenset[str]], dict[str, Path]] = {}
+
+    def context_files(self, name: str, template_path: Path) -> dict[str, Path]:
+        """The files beside the template (templates excluded), then the image's `files:`."""
+        config = self.config
+        folder = template_path.parent
+        declared = config.images[name].files
+        if holds(folder.resolve(), self.build_dir):
+            raise InputError(config.path, f"the template's folder {folder} holds build_dir",
+                             image=name, fix="give the image a template folder of its own")
+        key = (folder, frozenset(declared))
+        if key not in self.listed:
+            self.listed[key] = _files_under(config, name, folder, declared)
+        files = {inner: path for inner, path in self.listed[key].items()
+                 if not path.name.endswith(TEMPLATE_SUFFIX) and path != template_path}
+        for inner, source in declared.items():
+            path = config.source_path(source)
+            if not path.exists():
+                raise InputError(config.path, f"context file '{inner}': {path} does not "
+                                 "exist", image=name, fix="correct the path under `files:` "
+                                 "(relative paths start at the directory of images.yaml)")
+            if Path(inner).is_absolute() or ".." in Path(inner).parts:
+                raise InputError(config.path, f"context file name '{inner}' leaves the "
+                                 "context", image=name,
+                                 fix="use a relative name inside the build context")
+            if path.is_dir():
+                files.update({f"{inner}/{rel}": p
+                              for rel, p in _files_under(config, name, path).items()})
+            else:
+                files[inner] = path
+        return files
 
 
 def context_sources(dockerfile: str) -> list[tuple[str, str]]:
@@ -398,29 +412,34 @@ def _files_under(config: Config, name: str, folder: Path,
     top = folder.resolve()
     found: dict[str, Path] = {}
 
-    def visit(directory: Path, prefix: str, seen: frozenset[Path]) -> None:
-        for entry in sorted(directory.iterdir()):
+    def visit(directory: Path, real: Path, prefix: str, seen: frozenset[Path]) -> None:
+        with os.scandir(directory) as scan:  # each entry's type comes with its name
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
             inner = f"{prefix}{entry.name}"
             if inner in declared:  # `files:` gives it
                 continue
-            target = entry
+            path = directory / entry.name
             if entry.is_symlink():
-                target = _link_target(config, name, folder, inner, entry)
+                target = _link_target(config, name, folder, inner, path)
                 if not holds(top, target):
-                    raise InputError(config.path, f"{entry} links to {target}, outside "
+                    raise InputError(config.path, f"{path} links to {target}, outside "
                                      f"{folder}", image=name, fix=f"declare it under "
                                      f"`files:` (`{inner}: {target}`), or copy it here")
-            if target.is_dir():
-                real = target.resolve()
-                if real in seen:
-                    raise InputError(config.path, f"{entry} links to a folder that holds "
+                is_dir, is_file, target_real = target.is_dir(), target.is_file(), target
+            else:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+                target, target_real = path, real / entry.name
+            if is_dir:
+                if target_real in seen:
+                    raise InputError(config.path, f"{path} links to a folder that holds "
                                      "it: the context would never end", image=name,
                                      fix="remove the link")
-                visit(target, f"{inner}/", seen | {real})
-            elif target.is_file():
-                found[inner] = entry
+                visit(target, target_real, f"{inner}/", seen | {target_real})
+            elif is_file:
+                found[inner] = path
 
-    visit(folder, "", frozenset({top}))
+    visit(folder, top, "", frozenset({top}))
     return found
 
 
