@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from buildlib.registry import Client, Manifest, RegistryError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from buildlib.builder import Storage
     from buildlib.project import Project
 
@@ -61,6 +62,8 @@ class Lookups:
         with self._lock:
             if reference not in self._asked:
                 if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
                     self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lookup")
                 self._asked[reference] = self._pool.submit(self.client.manifest, reference)
             return self._asked[reference]

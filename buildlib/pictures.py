@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 from buildlib.graph import Graph
 
@@ -112,6 +111,8 @@ def critical_path(graph: Graph, report: dict[str, Any]) -> list[str]:
 
 def timeline_svg(graph: Graph, report: dict[str, Any]) -> str:
     """A Gantt chart: one row per worker lane, one bar per build/push, critical path outlined."""
+    from xml.sax.saxutils import escape  # only pictures need it: not imported by every run
+
     found = spans(report)
     lanes = assign_lanes(found)
     critical = set(critical_path(graph, report))

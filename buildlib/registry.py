@@ -10,22 +10,18 @@ once), remembers which scheme answered, and holds the circuit breaker the pushes
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
-import socket
-import ssl
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import tenacity
+if TYPE_CHECKING:  # imported where requests are made: a run that asks no registry skips them
+    import http.client
+    import urllib.request
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -134,13 +130,19 @@ class Unreachable(RegistryError):
     """The registry is not there: refused, unknown host, no TLS where TLS is asked, timeout."""
 
 
-# The connection was made, then dropped: someone listens, maybe a registry in trouble.
-_DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-            http.client.RemoteDisconnected, http.client.BadStatusLine)
+def _dropped(err: BaseException) -> bool:
+    """The connection was made, then dropped: someone listens, maybe a registry in trouble."""
+    import http.client
+
+    return isinstance(_cause(err), (ConnectionResetError, ConnectionAbortedError,
+                                    BrokenPipeError, http.client.RemoteDisconnected,
+                                    http.client.BadStatusLine))
 
 
 def _cause(err: BaseException) -> BaseException:
     """The socket-level error inside urllib's URLError."""
+    import urllib.error
+
     if isinstance(err, urllib.error.URLError) and isinstance(err.reason, BaseException):
         return err.reason
     return err
@@ -148,6 +150,9 @@ def _cause(err: BaseException) -> BaseException:
 
 def describe(err: BaseException, timeout: float) -> str:
     """A failed request in words, e.g. `connection refused`, `timed out after 15 s`."""
+    import socket
+    import ssl
+
     err = _cause(err)
     if isinstance(err, TimeoutError):
         return f"timed out after {timeout:g} s"
@@ -165,6 +170,9 @@ def describe(err: BaseException, timeout: float) -> str:
 
 
 def _fix_for(err: BaseException) -> str:
+    import socket
+    import ssl
+
     err = _cause(err)
     if isinstance(err, ssl.SSLError):
         return FIX_TLS
@@ -211,6 +219,8 @@ class Client:
         self._checked = False
         self._problem: str | None = None
         self._scheme: str | None = None  # the scheme that answered
+        import ssl
+
         self._context = ssl.create_default_context()
         if not tls_verify:
             self._context.check_hostname, self._context.verify_mode = False, ssl.CERT_NONE
@@ -240,6 +250,8 @@ class Client:
 
     def _ask_v2(self) -> str | None:
         """None when the registry answered; else what happened and what to do."""
+        import ssl
+
         error: BaseException | None = None
         for scheme in self._schemes():
             url = f"{scheme}://{self.host}/v2/"
@@ -255,13 +267,17 @@ class Client:
     def _get(self, url: str) -> BaseException | None:
         """None when `url` answered with any HTTP status, or dropped the connection each
         time (someone listens: the pushes and their retries will tell); else the error."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
         for _ in range(DROPPED_CHECKS):
             try:
                 self._open(urllib.request.Request(url)).close()
             except urllib.error.HTTPError:  # 401 and the like: it answers
                 pass
             except (OSError, http.client.HTTPException) as err:
-                if not isinstance(_cause(err), _DROPPED):
+                if not _dropped(err):
                     return err
                 continue
             return None
@@ -294,6 +310,8 @@ class Client:
 
     def _ask(self, method: str, reference: str, data: bytes | None = None,
              headers: dict[str, str] | None = None) -> _Answer | None:
+        import http.client
+
         self.check()
         ref = Reference.parse(reference)
         url = f"{self._schemes()[0]}://{self.host}/v2/{ref.repository}/manifests/{ref.tag}"
@@ -307,12 +325,17 @@ class Client:
                                 transient=True, unreachable=not_there) from None
 
     def _open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        import urllib.request
+
         return urllib.request.urlopen(request, timeout=self.timeout, context=self._context)
 
     def _request(self, method: str, url: str, data: bytes | None,
                  extra: dict[str, str]) -> _Answer | None:
         """The answer (None for a 404), with our credentials, or a Bearer token fetched
         with them when the registry asks for one."""
+        import urllib.error
+        import urllib.request
+
         basic = credentials(self.host, self.authfile)
         headers = {"Accept": MANIFEST_TYPES, **extra}
         if basic:
@@ -333,6 +356,10 @@ class Client:
         raise RegistryError(f"{method} {url}: credentials refused")
 
     def _token(self, challenge: str, basic: str | None) -> str:
+        import http.client
+        import urllib.parse
+        import urllib.request
+
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm", "")
         url = f"{realm}?{urllib.parse.urlencode(params)}"
@@ -394,6 +421,8 @@ def with_retries(attempt: Callable[[], T], attempts: int,
                  on_retry: Callable[[int, float, BaseException], None]) -> T:
     """Call `attempt` until it succeeds, it raises a non-transient error, or `attempts`
     are used; jittered exponential backoff capped at BACKOFF_CAP_SECONDS between calls."""
+    import tenacity
+
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts),
         wait=tenacity.wait_random_exponential(multiplier=0.5, max=BACKOFF_CAP_SECONDS),

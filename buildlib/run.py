@@ -91,6 +91,13 @@ class Invocation:
         return self.runs_tasks and any(t == "push" or t.startswith("push:") for t in self.tasks)
 
     @property
+    def may_push(self) -> bool:
+        """Whether a push task may run or be shown: anything but `build` or `build:<image>`
+        runs (doit's `list` and `info` show every task)."""
+        return not self.runs_tasks or not all(
+            task == "build" or task.startswith("build:") for task in self.tasks or ("build",))
+
+    @property
     def watches(self) -> bool:
         return self.runs_tasks and "watch" in self.tasks
 

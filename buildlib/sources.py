@@ -13,14 +13,14 @@ import io
 import os
 import shutil
 import subprocess
-import tarfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildlib.config import Config, Source
 from buildlib.errors import InputError
+
+if TYPE_CHECKING:  # imported by the images that have such sources
+    import tarfile
 
 FETCH_TIMEOUT = 120  # seconds for one download
 
@@ -94,6 +94,8 @@ def _local_archive(config: Config, image: str, name: str, source: Source,
 
 
 def _tar_of(folder: Path) -> bytes:
+    import tarfile
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         tar.add(folder, arcname=folder.name, recursive=False, filter=_normalized)
@@ -113,6 +115,10 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
 def _url_archive(config: Config, image: str, name: str, source: Source, folder: Path) -> Path:
     """A tarball by URL: a file:// URL is read at every run; others are downloaded once
     (delete {build_dir}/sources to fetch them again) and checked against `sha256:`."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     url = source.url or ""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":

@@ -97,6 +97,8 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
            "doc": "build what is stale, then push what the registry lacks"}
+    if not run.invocation.may_push:
+        return  # a build: its no-op would pay for tasks it never runs
     for name in _selected_in_order(run):
         yield push_task(run, name)
 

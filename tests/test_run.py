@@ -37,6 +37,15 @@ def test_argv_is_read_once_as_doit_reads_it(argv: list[str], command: str,
     assert invocation.reads_storage is (command == "run" and tasks != ("export",))
 
 
+@pytest.mark.parametrize(("argv", "may_push"), [
+    (["build"], False), ([], False), (["-n", "8", "build:base", "build:cron"], False),
+    (["push"], True), (["build", "push:base"], True), (["status"], True),
+    (["list"], True), (["info", "push:base"], True),
+])
+def test_only_a_build_goes_without_push_tasks(argv: list[str], may_push: bool) -> None:
+    assert run.parse_argv(argv).may_push is may_push
+
+
 HOLD_LOCK = textwrap.dedent("""\
     import sys
     from pathlib import Path
