@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from buildlib.errors import InputError
 
 if TYPE_CHECKING:
+    import yaml
     from pydantic import TypeAdapter, ValidationError
 
     from buildlib.fieldtypes import (
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # images.yaml unlike the last one that passed here.
 _STRICT = {"extra": "forbid"}
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds convention
-VALIDATED_NOTE = ".validated-images-yaml"  # in build_dir: the digest of the last valid file
+VALIDATED_NOTE = ".valid-images-yaml.json"  # in build_dir: the last valid file's data
 
 # Grammar of docker/distribution references (reference/regexp.go), one part at a time.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -226,10 +226,12 @@ def load(path: Path | str) -> Config:
     """Read and validate images.yaml; raise InputError naming the problem and its fix."""
     path = Path(path).resolve()
     text = _read_text(path)
-    data = _read_yaml(path, text)
     digest = hashlib.sha256(text.encode() + _schema()).hexdigest()
-    note = _validated_note(path, data)
-    parsed = _built(data) if _read_note(note) == digest else _validated(path, data)
+    data = _validated_before(path, text, digest)
+    parsed = _built(data) if data is not None else None
+    if parsed is None:
+        data = _read_yaml(path, text)
+        parsed = _validated(path, data)
     if parsed.images is None and parsed.kolla is None:
         raise InputError(path, "missing key 'images'",
                          fix="add `images:` to the file (or `kolla:` for Kolla's images)")
@@ -243,9 +245,7 @@ def load(path: Path | str) -> Config:
     _check_vars(config)
     _check_sources(config)
     _check_build_dir(config)
-    if note is not None and note.parent.is_dir():  # only a run makes build_dir
-        with contextlib.suppress(OSError):
-            note.write_text(digest)
+    _note_valid(config, digest, data)
     return config
 
 
@@ -264,25 +264,54 @@ def _schema() -> bytes:
     return Path(__file__).read_bytes()
 
 
-def _validated_note(path: Path, data: Any) -> Path | None:
-    """Where the digest of the last images.yaml that passed validation is kept: in
-    build_dir, as the file names it (None when it names none that could be one)."""
-    settings = data.get("settings")
-    build_dir = settings.get("build_dir", "build") if isinstance(settings, dict) else "build"
-    return path.parent / build_dir / VALIDATED_NOTE if isinstance(build_dir, str) else None
+# `build_dir: out` anywhere in the text: where a note of this file may be (checked below)
+_BUILD_DIR_LINE = re.compile(r"""\bbuild_dir\s*:\s*["']?([^"'#\s,{}\[\]]+)""")
 
 
-def _read_note(note: Path | None) -> str | None:
+def _validated_before(path: Path, text: str, digest: str) -> dict[str, Any] | None:
+    """The data of this very text (`digest`), as an earlier run parsed and validated it,
+    from the note it left in build_dir; None when there is none. (build_dir is in the
+    text: the candidates are found without parsing it, and the note says which it was.)"""
+    for build_dir in dict.fromkeys([*_BUILD_DIR_LINE.findall(text), "build"]):
+        try:
+            note = json.loads((path.parent / build_dir / VALIDATED_NOTE).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(note, dict) and note.get("digest") == digest and \
+                note.get("build_dir") == build_dir:
+            return note["data"]
+    return None
+
+
+def _note_valid(config: Config, digest: str, data: Any) -> None:
+    """Keep the data of a valid file in build_dir for the next run (when a run has made
+    build_dir, and JSON gives the data back as YAML gave it)."""
+    note = config.build_dir / VALIDATED_NOTE
     try:
-        return note.read_text() if note is not None else None
-    except OSError:
+        text = json.dumps({"digest": digest, "build_dir": config.settings.build_dir,
+                           "data": data})
+    except (TypeError, ValueError):  # e.g. a YAML date among the vars
+        return
+    if json.loads(text)["data"] != data or not config.build_dir.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        scratch = note.with_name(note.name + ".new")
+        scratch.write_text(text)
+        scratch.replace(note)
+
+
+def _built(data: dict[str, Any]) -> _File | None:
+    """What `_adapter().validate_python(data)` returns for data that passed it before (the
+    file is unchanged), made without pydantic: the nested dataclasses from their
+    mappings, every other value as YAML gave it (validation is strict: it converts none).
+    None if the data is not such (a note someone edited)."""
+    try:
+        return _file_of(data)
+    except (TypeError, AttributeError):
         return None
 
 
-def _built(data: dict[str, Any]) -> _File:
-    """What `_adapter().validate_python(data)` returns for data that passed it before (the
-    file is unchanged), made without pydantic: the nested dataclasses from their
-    mappings, every other value as YAML gave it (validation is strict: it converts none)."""
+def _file_of(data: dict[str, Any]) -> _File:
     images = data.get("images")
     return _File(
         images=None if images is None else {name: _built_image(image)
@@ -389,6 +418,8 @@ def _read_text(path: Path) -> str:
 
 
 def _read_yaml(path: Path, text: str) -> Any:
+    import yaml
+
     try:
         data = _parse_yaml(path, text)
     except yaml.YAMLError as err:
@@ -406,6 +437,8 @@ def _read_yaml(path: Path, text: str) -> Any:
 def _parse_yaml(path: Path, text: str) -> Any:
     """Parse once (with libyaml when PyYAML has it: 10x faster on a large tree), checking
     for repeated keys between composing the nodes and constructing the data."""
+    import yaml
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
@@ -417,6 +450,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
 
 def _check_unique_keys(path: Path, node: yaml.Node | None, where: tuple = ()) -> None:
     """PyYAML keeps the last of two equal keys; a second `base:` must not replace the first."""
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:

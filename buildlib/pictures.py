@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from html import escape  # (xml.sax.saxutils's imports urllib.request)
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,6 @@ def critical_path(graph: Graph, report: dict[str, Any]) -> list[str]:
 
 def timeline_svg(graph: Graph, report: dict[str, Any]) -> str:
     """A Gantt chart: one row per worker lane, one bar per build/push, critical path outlined."""
-    from xml.sax.saxutils import escape  # only pictures need it: not imported by every run
-
     found = spans(report)
     lanes = assign_lanes(found)
     critical = set(critical_path(graph, report))

@@ -98,6 +98,7 @@ def environment(config: Config) -> jinja2.Environment:
     options: dict[str, Any] = {
         "loader": jinja2.FileSystemLoader([str(d) for d in config.template_dirs]),
         "autoescape": False,
+        "auto_reload": False,  # a run renders each template as it was when first loaded
     }
     if config.kolla is not None:
         # Kolla's ~190 templates take a second to compile: keep the compiled code between runs.
@@ -173,6 +174,7 @@ class Renderer:
         self.env = environment(config)
         self.settings = asdict(config.settings)
         self.override = _override_template(config, self.env)
+        self.paths: dict[str, Path] = {}  # template name -> its file, as the loader found it
 
     def render(self, name: str, graph: Graph | None = None) -> str:
         """The rendered Dockerfile of one image; any template problem is an InputError."""
@@ -205,12 +207,14 @@ class Renderer:
     def template_path(self, name: str) -> Path:
         """Where the image's template is (found as the loader finds it, not compiled)."""
         template_name = self.config.images[name].template_name
-        try:
-            _, filename, _ = self.env.loader.get_source(self.env, template_name)
-        except jinja2.TemplateNotFound:
-            self.render(name)  # raises the InputError that names the folders searched
-            raise
-        return Path(filename or "")
+        if template_name not in self.paths:
+            try:
+                _, filename, _ = self.env.loader.get_source(self.env, template_name)
+            except jinja2.TemplateNotFound:
+                self.render(name)  # raises the InputError that names the folders searched
+                raise
+            self.paths[template_name] = Path(filename or "")
+        return self.paths[template_name]
 
 
 def templates_used(config: Config) -> set[Path]:

@@ -21,7 +21,7 @@ from typing import Any
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, export, keys, pictures, project, report
+from buildlib import builder, cache, dispatch, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
@@ -189,12 +189,13 @@ def export_task(run: Run) -> dict[str, Any]:
     }
 
 
-EXPORTERS = {"gha": export.gha, "argo": export.argo}
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
 
 
 def _export(run: Run, tool_dir: Path) -> Any:
     """Partition the selection into jobs, write the workflow, print the estimates."""
+    from buildlib import export  # (and a YAML writer): only this task needs them
+
     proj = run.project
     try:
         options = export_options(proj)
@@ -211,8 +212,8 @@ def _export(run: Run, tool_dir: Path) -> Any:
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
     try:
-        text = EXPORTERS[options.format](estimates.chosen, tool, target,
-                                         whole=not run.selection.excluded)
+        exporter = {"gha": export.gha, "argo": export.argo}[options.format]
+        text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)
     except ModuleNotFoundError as err:  # hera, for format=argo
         return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
                           "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
