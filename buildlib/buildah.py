@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -120,16 +119,7 @@ def _store_question(global_args: Sequence[str]) -> list:
         except OSError:
             confs.append([conf, None])
     return [list(global_args), os.getuid(), [os.environ.get(v) for v in STORAGE_ENVIRONMENT],
-            confs, _binary_stamp()]
-
-
-def _binary_stamp() -> list:
-    """Which buildah answers (an upgrade may move its files)."""
-    path = shutil.which(BUILDAH)
-    try:
-        return [path, os.stat(path).st_mtime_ns] if path else [None]
-    except OSError:
-        return [path]
+            confs]
 
 
 def read_image_store(path: Path | None) -> dict[str, set[str]] | None:
