@@ -116,6 +116,9 @@ def expected_durations(images: set[str] | frozenset[str], report: Mapping[str, A
             | {f"push:{name}": length for name, length in pushes.items()})
 
 
+BUILD_SECONDS = "build_seconds"  # in report.json's entry of an image
+
+
 def last_report(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -123,7 +126,23 @@ def last_report(path: Path) -> dict[str, Any] | None:
         return None  # no run yet, or a report cut short: estimate every duration
 
 
+def build_seconds(report: Mapping[str, Any] | None) -> dict[str, float]:
+    """How long each image's last build took, as report.json keeps it: measured in the run
+    that built it and carried by every later run that did not (a no-op keeps them all)."""
+    found = {}
+    for name, entry in ((report or {}).get("images") or {}).items():
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get(BUILD_SECONDS), (int, float)):
+            found[name] = float(entry[BUILD_SECONDS])
+        elif entry.get("status") == "built" and entry.get("start") and entry.get("end"):
+            found[name] = entry["end"] - entry["start"]  # a report written before the field
+    return found
+
+
 def _durations(report: Mapping[str, Any] | None, section: str) -> dict[str, float]:
+    if section == "images":
+        return build_seconds(report)
     entries = (report or {}).get(section) or {}
     return {name: entry["end"] - entry["start"] for name, entry in entries.items()
             if isinstance(entry, dict) and entry.get("start") and entry.get("end")}

@@ -64,26 +64,25 @@ def display_path(path: Path) -> str:
 
 
 def build_durations(path: Path) -> dict[str, float]:
-    """Seconds each image took to build in the run that wrote this report.json (images it
-    built, not those it found); empty when there is no readable report."""
-    try:
-        images = json.loads(path.read_text()).get("images") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {name: entry["end"] - entry["start"] for name, entry in images.items()
-            if isinstance(entry, dict) and entry.get("status") == "built"
-            and entry.get("start") and entry.get("end")}
+    """Seconds each image's last build took, from this report.json (see
+    `dispatch.build_seconds`); empty when there is no readable report."""
+    report = dispatch.last_report(path)
+    return dispatch.build_seconds(report if isinstance(report, dict) else None)
 
 
 class RunReport:
     """Every image's outcome in this run, per kind (`build`, `push`)."""
 
-    def __init__(self, project: Project, command: str = "build") -> None:
+    def __init__(self, project: Project, command: str = "build",
+                 last: dict[str, Any] | None = None) -> None:
+        """`last`: the report.json of the run before, if any."""
         self.project = project
         self.command = command
         self.started = time.time()
         self.estimated: float | None = None  # seconds, at the start, from the last run
         self.sections: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "push": {}}
+        # each image's last build time, carried over for the images this run does not build
+        self.last_build_seconds = dispatch.build_seconds(last)
 
     def entry(self, kind: str, name: str) -> dict[str, Any]:
         plan = self.project.plans[name]
@@ -109,11 +108,19 @@ class RunReport:
         data: dict[str, Any] = {
             "command": self.command, "jobs": jobs, "started": self.started,
             "finished": time.time(), "estimated": self.estimated,
-            "images": dict(sorted(self.sections["build"].items())),
+            "images": {name: self._with_build_seconds(name, entry)
+                       for name, entry in sorted(self.sections["build"].items())},
         }
         if self.sections["push"]:
             data["pushes"] = dict(sorted(self.sections["push"].items()))
         return data
+
+    def _with_build_seconds(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+        if entry["status"] == "built" and entry["start"] and entry["end"]:
+            seconds: float | None = entry["end"] - entry["start"]
+        else:
+            seconds = self.last_build_seconds.get(name)
+        return {**entry, dispatch.BUILD_SECONDS: seconds}
 
     def write(self, jobs: int) -> None:
         """report.json, and the run's trace.json and timeline.svg beside it."""
@@ -201,7 +208,8 @@ class ImageReporter(ConsoleReporter):
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
-        self.report = RunReport(self.project)
+        self.last = dispatch.last_report(self.project.report_path)
+        self.report = RunReport(self.project, last=self.last)
         self.progress: Progress | None = None
         self.first_failed_with: dict[tuple[str, str], str] = {}  # (kind, error) -> image
         self.reporting = True
@@ -220,8 +228,7 @@ class ImageReporter(ConsoleReporter):
     def _estimate(self, image_tasks: list[str]) -> Estimate | None:
         """From the last report's durations: every push of the run and the builds of the
         images expected to build count; None when there is no earlier run to go by."""
-        last = dispatch.last_report(self.project.report_path)
-        expected = dispatch.expected_durations(self.selection.selected, last)
+        expected = dispatch.expected_durations(self.selection.selected, self.last)
         if not expected:
             return None
         try:

@@ -55,9 +55,9 @@ def test_the_same_node_twice_pops_twice_without_comparing_nodes() -> None:
 
 def test_priorities_from_the_last_report_with_estimates_for_the_rest() -> None:
     graph = Graph.build(PARENTS)
-    report = {"images": {"root": {"start": 10.0, "end": 12.0},
-                         "short-c": {"start": 12.0, "end": 21.0},
-                         "zlong-1": {"start": 12.0, "end": 14.0},
+    report = {"images": {"root": {"start": 10.0, "end": 12.0, "status": "built"},
+                         "short-c": {"start": 12.0, "end": 21.0, "status": "built"},
+                         "zlong-1": {"start": 12.0, "end": 14.0, "status": "built"},
                          "short-a": {"start": None, "end": None, "status": "up-to-date"}},
               "pushes": {"short-a": {"start": 30.0, "end": 30.5}}}
     got = dispatch.task_priorities(graph, frozenset(PARENTS), report)
@@ -172,7 +172,8 @@ def test_a_real_build_starts_the_longest_remaining_path_first(tree: Tree) -> Non
     # The last report says short-c took 9 s: now it goes before the chain of three.
     report = tree.report()
     for name, entry in report["images"].items():
-        entry["end"] = entry["start"] + (9.0 if name == "short-c" else 1.0)
+        assert entry["build_seconds"] == entry["end"] - entry["start"]
+        entry["build_seconds"] = 9.0 if name == "short-c" else 1.0
     (tree.root / "build" / "report.json").write_text(json.dumps(report))
     tree.edit("templates/copy/payload.txt", "small", "changed")  # every image rebuilds
     tree.doit("-n", "1", "build")

@@ -56,13 +56,15 @@ def test_a_push_follows_its_build_and_a_surprise_build_counts_once_started() -> 
 
 
 def test_expected_durations_from_the_last_report() -> None:
-    last = {"images": {"base": {"start": 100.0, "end": 110.0},
-                       "mid": {"start": 110.0, "end": 140.0},
-                       "leaf": {"start": 140.0, "end": None}},
+    last = {"images": {"base": {"status": "built", "start": 100.0, "end": 110.0},
+                       "mid": {"status": "up-to-date", "build_seconds": 30.0},
+                       "side": {"status": "up-to-date", "start": 140.0, "end": 140.1},
+                       "leaf": {"status": "failed", "start": 140.0, "end": None}},
             "pushes": {"base": {"start": 150.0, "end": 152.0}}}
     durations = dispatch.expected_durations(set(TREE.parents), last)
     assert durations["build:base"] == 10 and durations["build:mid"] == 30
-    assert durations["build:leaf"] == durations["build:side"] == 20  # the median
+    # found by its key, not built: no build time; the others get the median
+    assert durations["build:leaf"] == durations["build:side"] == 20
     assert durations["push:base"] == 2 and durations["push:side"] == 2
     assert dispatch.expected_durations(set(TREE.parents), None) == {}  # nothing to go by
 
@@ -96,3 +98,19 @@ def test_the_summary_compares_the_run_with_its_estimate(tmp_path: Path) -> None:
     run_report.estimated = 42.25
     took = next(line for line in run_report.summary().splitlines() if line.startswith("took"))
     assert "s (estimated 42.2 s at the start); report: " in took
+
+
+def test_a_run_that_builds_nothing_keeps_the_last_build_times(tmp_path: Path) -> None:
+    proj = project.load(copy_example(tmp_path))
+    last = {"images": {"base": {"status": "built", "start": 100.0, "end": 112.5},
+                       "cron": {"status": "up-to-date", "build_seconds": 7.0}}}
+    noop = report.RunReport(proj, last=last)
+    for name in ("base", "cron", "nova-api"):
+        noop.entry("build", name)["status"] = "up-to-date"
+    written = noop.as_json(jobs=8)["images"]
+    assert {name: entry["build_seconds"] for name, entry in written.items()} == {
+        "base": 12.5, "cron": 7.0, "nova-api": None}
+    rebuild = report.RunReport(proj, last=noop.as_json(jobs=8))
+    rebuild.entry("build", "base").update(status="built", start=200.0, end=203.0)
+    rebuild.entry("build", "cron")["status"] = "up-to-date"
+    assert dispatch.build_seconds(rebuild.as_json(jobs=8)) == {"base": 3.0, "cron": 7.0}
