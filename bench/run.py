@@ -613,7 +613,8 @@ def bench_noop(work: Path, runner: Runner, plan: Plan, tree: trees.Tree,
         result["backends"][backend] = noop_runs(runner, tree, plan.repeats, "--backend",
                                                 backend, "--db-file", str(copy))
     result["phases_wall"] = noop_phases(tree, plan.repeats)
-    result["floor"] = bare_doit_noop(work, tree.parents, plan.repeats)
+    result["floor"] = bare_doit_noop(work / f"floor-{tree.root.name}", tree.parents,
+                                     plan.repeats)
     if profile is not None:
         result["profile"] = str(profile)
         result["phases"] = profile_noop(runner, tree, profile, work)
@@ -658,10 +659,9 @@ def task_build():
 """
 
 
-def bare_doit_noop(work: Path, parents: Mapping[str, str | None], repeats: int
+def bare_doit_noop(folder: Path, parents: Mapping[str, str | None], repeats: int
                    ) -> dict[str, Any]:
-    """A no-op of bare doit on as many tasks, of the same shape (the floor)."""
-    folder = work / f"floor-{len(parents)}"
+    """A no-op of bare doit on as many tasks, of the same shape (the floor), in `folder`."""
     folder.mkdir()
     (folder / "parents.json").write_text(json.dumps(parents))
     dodo = folder / "dodo.py"
