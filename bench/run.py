@@ -481,7 +481,7 @@ PHASES = [  # (label, path suffix, function): cumulative times shown when presen
     ("  render every template", "buildlib/render.py", "render_all"),
     ("hash every image's inputs", "buildlib/project.py", "sources"),
     ("doit: import dodo.py (which loads the project)", "doit/loader.py", "get_module"),
-    ("  import buildlib (and pydantic, jinja2, ...)", "buildlib/tasks.py", "<module>"),
+    ("  import buildlib", "buildlib/tasks.py", "<module>"),
     ("doit: create the tasks", "doit/loader.py", "load_tasks"),
     ("doit: up-to-date checks", "doit/dependency.py", "get_status"),
     ("  our up-to-date check", "buildlib/tasks.py", "__call__"),
