@@ -289,6 +289,23 @@ class Buildah:
         subprocess.run(self.argv("rmi", name), check=True, capture_output=True,
                        stdin=subprocess.DEVNULL)
 
+    def manifest_images(self, reference: str) -> list[str]:
+        """The IDs of the images in storage that a manifest list lists (by their digests)."""
+        listed = json.loads(subprocess.run(
+            self.argv("manifest", "inspect", reference), check=True, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL).stdout)
+        digests = {entry["digest"] for entry in listed.get("manifests") or []}
+        images = json.loads(subprocess.run(
+            self.argv("images", "--json", "--no-trunc"), check=True, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL).stdout or "[]")
+        return [image_id(entry["id"]) for entry in images if entry.get("digest") in digests]
+
+    def manifest_rm(self, *names: str) -> None:
+        """Remove a manifest list by all its names (not the images it lists; `rmi` of a
+        list's ID would remove the image it lists for this machine's platform instead)."""
+        subprocess.run(self.argv("manifest", "rm", *names), check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+
     def rmi(self, *references: str) -> None:
         subprocess.run(self.argv("rmi", "--force", *references), check=True,
                        capture_output=True, stdin=subprocess.DEVNULL)

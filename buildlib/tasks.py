@@ -371,7 +371,13 @@ def _push(run: Run, name: str) -> Any:
 def _clean(run: Run, name: str) -> None:
     proj, plan = run.project, run.project.plans[name]
     image_id = run.storage.id_of(plan.reference)
-    if image_id:  # by ID: the image, with its other names (its key's)
+    if image_id and plan.platforms:  # the manifest list, then the images it lists
+        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
+            images = proj.buildah.manifest_images(plan.reference)
+            proj.buildah.manifest_rm(*sorted(run.storage.names(image_id)))
+            if images:
+                proj.buildah.rmi(*images)
+    elif image_id:  # by ID: the image, with its other names (its key's)
         with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
             proj.buildah.rmi(image_id)
     if plan.owns_workdir():

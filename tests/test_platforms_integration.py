@@ -157,6 +157,13 @@ def test_a_rebuilt_platform_image_of_the_same_id_leaves_the_children_be(
     assert platform_statuses(tree)[("child", "linux/arm64")] == "up-to-date"
     assert tree.statuses()["child"] == "up-to-date"
 
+    current = {image_id for name in ("root", "child")
+               for image_id in platform_ids(tree, name).values()}
+    tree.doit("clean")  # the manifest lists and the images they list
+    left = tree.image_ids()
+    assert not current & set(left.values())
+    assert not [name for name in left if name.endswith(":latest")]
+
 
 def elf_machine(path: Path) -> str | None:
     with path.open("rb") as binary:
