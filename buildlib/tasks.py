@@ -214,6 +214,12 @@ def _export(run: Run, tool_dir: Path) -> Any:
     measured = report.build_durations(proj.report_path)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
+    multi_arch = sorted(name for name in sub.parents if proj.plans[name].platforms)
+    if multi_arch and len(estimates.chosen.jobs) > 1:
+        return TaskFailed(f"error: {', '.join(multi_arch[:5])} are multi-arch (`platforms:`): "
+                          "jobs pass parents by digest (pin=, doit resolve), which do not take "
+                          "manifest lists yet; export them as one job (max_jobs=1), or exclude "
+                          "them")
     target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
     try:
         exporter = {"gha": export.gha, "argo": export.argo}[options.format]
