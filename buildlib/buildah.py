@@ -81,11 +81,17 @@ def command_line(argv: Sequence[str]) -> str:
 
 def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
                 isolation: str | None, args: Mapping[str, str], labels: Mapping[str, str],
-                volumes: Sequence[str]) -> list[str]:
+                volumes: Sequence[str], platform: str | None = None) -> list[str]:
     """The options of `buildah bud` that shape the image (everything but paths).
     `--timestamp` and no identity label make it reproducible: the same inputs on the
-    same parent give the same image ID in any storage."""
-    options = ["--format", fmt, "--layers", "--identity-label=false"]
+    same parent give the same image ID in any storage.
+
+    An image for a named platform is built without the layer cache: buildah 1.28's cache
+    does not tell platforms apart (after a `FROM scratch` build for linux/amd64, one for
+    linux/arm64 took the cached amd64 steps and came out amd64), and without intermediate
+    images its build leaves no step for a native build to take either."""
+    layers = ["--platform", platform, "--layers=false"] if platform else ["--layers"]
+    options = ["--format", fmt, *layers, "--identity-label=false"]
     if timestamp is not None:
         options += ["--timestamp", str(timestamp)]
     for tag in tags:
@@ -151,11 +157,19 @@ class Buildah:
                          "-f", str(dockerfile), str(context_dir))
 
     def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float,
-            note: str = "", echo: bool = False) -> str:
-        """Run a `bud_argv` command with its output in `log`; return the built image ID."""
+            note: str = "", echo: bool = False, append: bool = False) -> str:
+        """Run a `bud_argv` command with its output in `log` (after what it holds, when
+        `append`); return the built image ID."""
         iidfile.unlink(missing_ok=True)
-        run_logged(argv, log, timeout, note=note, echo=echo)
+        run_logged(argv, log, timeout, note=note, echo=echo, append=append)
         return image_id(iidfile.read_text())
+
+    def manifest_create(self, name: str, images: Sequence[str]) -> str:
+        """A manifest list named `name` of these images (each listed under the platform
+        its config names); return the list's ID in storage."""
+        out = subprocess.run(self.argv("manifest", "create", name, *images), check=True,
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+        return image_id(out.strip().splitlines()[-1])
 
     def push_argv(self, reference: str, destination: str, *, fmt: str, digestfile: Path,
                   tls_verify: bool, authfile: Path | None) -> list[str]:
@@ -167,8 +181,20 @@ class Buildah:
             options += ["--authfile", str(authfile)]
         return self.argv("push", *options, reference, f"docker://{destination}")
 
+    def manifest_push_argv(self, reference: str, destination: str, *, fmt: str,
+                           digestfile: Path, tls_verify: bool,
+                           authfile: Path | None) -> list[str]:
+        """`buildah manifest push --all`: the manifest list and every image it lists (it
+        has no --retry: the caller retries)."""
+        options = ["--all", "--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
+                   f"--tls-verify={str(tls_verify).lower()}"]
+        if authfile is not None:
+            options += ["--authfile", str(authfile)]
+        return self.argv("manifest", "push", *options, reference, f"docker://{destination}")
+
     def push(self, argv: Sequence[str], digestfile: Path, log: Path, timeout: float) -> str:
-        """Run a `push_argv` command, its output appended to `log`; return the digest."""
+        """Run a `push_argv` or `manifest_push_argv` command, its output appended to
+        `log`; return the digest."""
         digestfile.unlink(missing_ok=True)
         run_logged(argv, log, timeout, append=True)
         return digestfile.read_text().strip()
@@ -262,6 +288,23 @@ class Buildah:
         """Take one name off an image that has others."""
         subprocess.run(self.argv("rmi", name), check=True, capture_output=True,
                        stdin=subprocess.DEVNULL)
+
+    def manifest_images(self, reference: str) -> list[str]:
+        """The IDs of the images in storage that a manifest list lists (by their digests)."""
+        listed = json.loads(subprocess.run(
+            self.argv("manifest", "inspect", reference), check=True, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL).stdout)
+        digests = {entry["digest"] for entry in listed.get("manifests") or []}
+        images = json.loads(subprocess.run(
+            self.argv("images", "--json", "--no-trunc"), check=True, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL).stdout or "[]")
+        return [image_id(entry["id"]) for entry in images if entry.get("digest") in digests]
+
+    def manifest_rm(self, *names: str) -> None:
+        """Remove a manifest list by all its names (not the images it lists; `rmi` of a
+        list's ID would remove the image it lists for this machine's platform instead)."""
+        subprocess.run(self.argv("manifest", "rm", *names), check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
 
     def rmi(self, *references: str) -> None:
         subprocess.run(self.argv("rmi", "--force", *references), check=True,

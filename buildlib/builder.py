@@ -143,9 +143,12 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
     copied = context.copied_to(plan.context_dir).file_digests()
     if copied != record.files:
         record = plan.record_of(copied).on_parent(record.parent_id)
+    what = f"{name} for {record.platform}" if record.platform else name
+    # a multi-arch image's platforms share its log, one after another
     image_id = project.buildah.bud(project.bud_argv(name, record), plan.iidfile,
                                    plan.build_log, plan.timeout,
-                                   note=f"building {name}: {reason or 'asked to'}", echo=echo)
+                                   note=f"building {what}: {reason or 'asked to'}", echo=echo,
+                                   append=record.platform is not None)
     return _values(plan, image_id, record, "built", start)
 
 
@@ -153,6 +156,72 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
             start: float) -> dict[str, Any]:
     return {"id": image_id, "key": record.key, "record": record.as_dict(), "found": found,
             "image": plan.reference, "start": start, "end": time.time()}
+
+
+def platforms_stale(plan: ImagePlan, saved: dict[str, Any],
+                    records: dict[str, keys.Record], storage: Storage) -> dict[str, str]:
+    """Why each platform's image of a multi-arch image must be built or found by its key
+    (the platforms whose image stands are left out), and under "manifest list" why the
+    list must be made again; empty when the image this task recorded is current."""
+    if saved.get("id") and "platforms" not in saved:
+        return {platform: f"platforms changed: native -> {', '.join(records)}"
+                for platform in records}
+    done = saved.get("platforms") or {}
+    reasons = {platform: reason for platform, record in records.items()
+               if (reason := stale_reason(plan, done.get(platform) or {}, record, storage))}
+    if not reasons:
+        key = keys.list_key({platform: record.key for platform, record in records.items()})
+        missing = [name for name in plan.list_names(key)
+                   if saved.get("key") != key or not storage.has(saved["id"], name)]
+        if missing:
+            reasons["manifest list"] = f"no manifest list named {missing[0]}"
+    return reasons
+
+
+def build_platforms(project: Project, name: str, records: dict[str, keys.Record],
+                    storage: Storage, reasons: dict[str, str], echo: bool = False,
+                    parent_keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """A multi-arch image: each platform's image found by its key or built (`buildah bud
+    --platform`, FROM the parent's image of that platform), one after another, then the
+    manifest list of them, named by its key and the reference. Returns what later runs,
+    children and pushes need; under "platforms", each platform's own values."""
+    plan = project.plans[name]
+    start = time.time()
+    if any(storage.with_key(record.key) is None for record in records.values()):
+        plan.own_workdir()
+        plan.build_log.write_text("")  # the platforms' builds follow one another in it
+    platforms = {platform: build_image(project, name, record, storage,
+                                       reasons.get(platform), echo,
+                                       (parent_keys or {}).get(platform))
+                 for platform, record in records.items()}
+    key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
+    list_id = manifest_list(project, plan, key, [v["id"] for v in platforms.values()],
+                            storage)
+    built = any(values["found"] == "built" for values in platforms.values())
+    return {"id": list_id, "key": key, "found": "built" if built else "local",
+            "image": plan.reference, "start": start, "end": time.time(),
+            "platforms": {platform: {field: values[field] for field in PLATFORM_FIELDS}
+                          for platform, values in platforms.items()}}
+
+
+PLATFORM_FIELDS = ("id", "key", "record", "found")
+
+
+def manifest_list(project: Project, plan: ImagePlan, key: str, image_ids: list[str],
+                  storage: Storage) -> str:
+    """The manifest list of these images (one per platform): found by its key name, or
+    made; named by the reference too. Returns its ID in storage."""
+    names = plan.list_names(key)
+    with storage.lock_for(key):
+        found = storage.with_key(key)
+        if found is None:
+            found = project.buildah.manifest_create(names[0], image_ids)
+            storage.add(found, names[:1])
+        missing = [n for n in names if n not in storage.names(found)]
+        if missing:
+            project.buildah.tag(found, *missing)
+            storage.add(found, missing)
+    return found
 
 
 def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage) -> None:

@@ -86,8 +86,8 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
 
     def image_of(name: str, key: str) -> str | None:
         local = storage.with_key(key)
-        if local is not None:
-            return local
+        if local is not None or project.plans[name].platforms:
+            return local  # multi-arch images are not looked up: they are built
         try:
             found = lookups.find(project.plans[name].key_reference(key))
         except RegistryError:
@@ -105,6 +105,9 @@ def resolve(project: Project, names: list[str], lookups: Lookups) -> dict[str, d
     found: dict[str, Found | None] = {}
 
     def image_of(name: str, key: str) -> str | None:
+        if project.plans[name].platforms:  # not resolved yet (nor are its children)
+            found[name] = None
+            return None
         found[name] = lookups.find(project.plans[name].key_reference(key))
         return found[name].image_id if found[name] else None
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from buildlib.fieldtypes import (
         ImportPath,
         NonNegativeInt,
+        Platforms,
         PositiveInt,
         PositiveSeconds,
         Scalar,
@@ -49,6 +50,10 @@ REGISTRY_RE = re.compile(
 )
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 PREFIX_RE = re.compile(r"^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:[._]|__|-+)?)?$")
+# `os/arch[/variant]`, as `buildah bud --platform` takes it: linux/amd64, linux/arm/v7
+PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
+PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64, linux/arm64]`, "
+                "each once (drop `platforms:` for the native platform only)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Settings:
     excludes: list[StrictStr] = field(default_factory=list)  # regexes: never build these
     args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
+    platforms: Platforms | None = None  # a manifest list of these; None: the native platform
 
 
 # `module:attr`, e.g. `kolla.template.filters:customizable`
@@ -132,6 +138,7 @@ class Image:
     volumes: list[StrictStr] = field(default_factory=list)
     timeout: PositiveSeconds | None = None  # seconds; default: settings.build_timeout
     sources: dict[StrictStr, Source] = field(default_factory=dict)  # -> <name>-archive
+    platforms: Platforms | None = None  # default: the parent's (a root's: settings.platforms)
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -200,6 +207,7 @@ def _adapter() -> TypeAdapter[_File]:
     from buildlib.fieldtypes import (  # noqa: F401
         ImportPath,
         NonNegativeInt,
+        Platforms,
         PositiveInt,
         PositiveSeconds,
         Scalar,
@@ -244,6 +252,7 @@ def load(path: Path | str) -> Config:
     _check_source_date_epoch(path)
     _check_vars(config)
     _check_sources(config)
+    _check_platforms(config)
     _check_build_dir(config)
     _note_valid(config, digest, data)
     return config
@@ -355,6 +364,17 @@ def _check_sources(config: Config) -> None:
                 raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
                                  "source name", image=image.name,
                                  fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_platforms(config: Config) -> None:
+    named = [(None, "settings.platforms", config.settings.platforms)]
+    named += [(name, f"images.{name}.platforms", image.platforms)
+              for name, image in config.images.items()]
+    for image, key, platforms in named:
+        twice = sorted({p for p in platforms or [] if platforms.count(p) > 1})
+        if twice:
+            raise InputError(config.path, f"{key}: {twice[0]} is given twice", image=image,
+                             fix=PLATFORM_FIX)
 
 
 def _check_vars(config: Config) -> None:
@@ -487,6 +507,11 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
                           fix=f"add `{loc[-1]}:` to the file")
     field_loc = _field_loc(loc)
     got = first.get("input")
+    if "platforms" in loc:
+        where = _dotted(loc[:loc.index("platforms") + 1])
+        what = {"too_short": "empty", "list_type": f"{got!r} is not a list"}.get(
+            first["type"], f"{got!r} is not a platform")
+        return InputError(path, f"'{where}': {what}", image=image, fix=PLATFORM_FIX)
     if first["type"] == "string_pattern_mismatch" and loc[0] == "jinja":
         return InputError(path, f"'{_dotted(loc)}': {got!r} is not an import path",
                           fix="write it as `module:attr`, e.g. "

@@ -8,13 +8,15 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from buildlib.config import IMPORT_PATH_RE
+from buildlib.config import IMPORT_PATH_RE, PLATFORM_RE
 
-__all__ = ["ImportPath", "NonNegativeInt", "PositiveInt", "PositiveSeconds", "Scalar",
-           "StrictBool", "StrictStr"]
+__all__ = ["ImportPath", "NonNegativeInt", "Platforms", "PositiveInt", "PositiveSeconds",
+           "Scalar", "StrictBool", "StrictStr"]
 
 Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 PositiveSeconds = Annotated[StrictInt | StrictFloat, Field(gt=0)]
 ImportPath = Annotated[StrictStr, Field(pattern=IMPORT_PATH_RE.pattern)]
+Platforms = Annotated[list[Annotated[StrictStr, Field(pattern=PLATFORM_RE.pattern)]],
+                      Field(min_length=1)]

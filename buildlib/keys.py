@@ -5,7 +5,9 @@ The record holds what changes the image's bytes, the parent's image ID included,
 leaves out where the image goes or is stored (registry, namespace, prefix, tag, global
 buildah flags), so changing those re-tags an image and never rebuilds it. The same key
 is stored in doit's state, as a label on the image and as a tag beside the user's tag,
-so that any storage or registry can tell whether an image is current.
+so that any storage or registry can tell whether an image is current. A multi-arch image
+has one record per platform (its `platform` set, on the parent's image of that platform)
+and its manifest list a key made of theirs.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ class Record:
     def key(self) -> str:
         text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def list_key(platform_keys: Mapping[str, str]) -> str:
+    """The key of a manifest list: of its platforms' keys (each holds its platform), so
+    it changes exactly when one of its images does."""
+    text = json.dumps({"version": KEY_VERSION, "manifest_list": dict(platform_keys)},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def key_tag(key: str) -> str:

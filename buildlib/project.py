@@ -48,6 +48,7 @@ class ImagePlan:
     timestamp: int
     isolation: str | None
     timeout: float
+    platforms: tuple[str, ...] = ()  # a manifest list of one image per platform; (): native
 
     @property
     def dockerfile(self) -> Path:
@@ -104,12 +105,31 @@ class ImagePlan:
                            args=self.args, labels=self.labels, volumes=self.volumes,
                            format=self.format, timestamp=self.timestamp)
 
+    def platform_records(self, parent_ids: Mapping[str, str | None]) -> dict[str, keys.Record]:
+        """A multi-arch image's record per platform, each on its parent's image of that
+        platform (`parent_ids`; a root has none)."""
+        return {platform: replace(self.sources, platform=platform).on_parent(
+                    parent_ids.get(platform) if self.parent else None)
+                for platform in self.platforms}
+
+    def key_name(self, key: str) -> str:
+        """The name made of a key alone, which a build gives an image in local storage."""
+        return f"{LOCAL_KEY_REPOSITORY}/{self.name}:{keys.key_tag(key)}"
+
     def local_names(self, key: str) -> list[str]:
         """The names a build gives this image in local storage, in this order: a name made
         of its key alone, then the reference. (buildah writes a parent's first name into a
         child's history, so that name must not say where images go: with it first, the
-        same inputs give the same ID under any registry, namespace, prefix or tag.)"""
-        return [f"{LOCAL_KEY_REPOSITORY}/{self.name}:{keys.key_tag(key)}", self.reference]
+        same inputs give the same ID under any registry, namespace, prefix or tag.) A
+        platform's image of a multi-arch image has its key name only: the reference names
+        the manifest list (`list_names`)."""
+        if self.platforms:
+            return [self.key_name(key)]
+        return [self.key_name(key), self.reference]
+
+    def list_names(self, key: str) -> list[str]:
+        """The names of a multi-arch image's manifest list: its key name, the reference."""
+        return [self.key_name(key), self.reference]
 
     def key_reference(self, key: str) -> str:
         """The reference that names this image by its key, beside the user's tag."""
@@ -126,21 +146,30 @@ class Project:
                         outside: Callable[[str], str | None] = lambda name: None
                         ) -> Iterator[tuple[str, str | None, str | None]]:
         """(name, key, image ID) of each image in `names` (parents first): its key on its
-        parent's ID, and the ID `image_of(name, key)` finds for it. A parent outside
-        `names` stands as `outside(name)` says. Key and ID are None below an image that
-        has no ID: its children's keys cannot be known before it is built."""
-        ids: dict[str, str | None] = {}
+        parent's ID, and the ID `image_of(name, key)` finds for it; one per platform of a
+        multi-arch image, each on its parent's image of that platform. A parent outside
+        `names` stands as `outside(name)` says (a multi-arch one: unknown). Key and ID are
+        None below an image that has no ID: its children's keys cannot be known before it
+        is built."""
+        ids: dict[str, dict[str | None, str | None]] = {}
         for name in names:
-            parent = self.plans[name].parent
-            parent_id = None if parent is None else (
-                ids.get(parent) if parent in ids else outside(name))
-            if parent is not None and parent_id is None:
-                ids[name] = None
-                yield name, None, None
-                continue
-            key = self.plans[name].sources.on_parent(parent_id).key
-            ids[name] = image_of(name, key)
-            yield name, key, ids[name]
+            plan = self.plans[name]
+            if plan.parent is None:
+                parent_ids: dict[str | None, str | None] = {}
+            elif plan.parent in ids:
+                parent_ids = ids[plan.parent]
+            else:
+                parent_ids = {} if plan.platforms else {None: outside(name)}
+            ids[name] = {}
+            for platform in plan.platforms or (None,):
+                parent_id = parent_ids.get(platform)
+                if plan.parent is not None and parent_id is None:
+                    ids[name][platform] = None
+                    yield name, None, None
+                    continue
+                record = replace(plan.sources, platform=platform).on_parent(parent_id)
+                ids[name][platform] = image_of(name, record.key)
+                yield name, record.key, ids[name][platform]
 
     @property
     def build_dir(self) -> Path:
@@ -180,12 +209,13 @@ class Project:
 
     def push_argv(self, name: str, key: str) -> list[str]:
         """`buildah push` of the image to its key's tag (the user's tag then names the
-        manifest it pushed)."""
+        manifest it pushed); of a multi-arch image, `buildah manifest push --all` of its
+        manifest list with every platform's image."""
         settings, plan = self.config.settings, self.plans[name]
-        return self.buildah.push_argv(plan.reference, plan.key_reference(key),
-                                      fmt=settings.format,
-                                      digestfile=self.plans[name].digestfile,
-                                      tls_verify=settings.tls_verify, authfile=self.authfile)
+        push = self.buildah.manifest_push_argv if plan.platforms else self.buildah.push_argv
+        return push(plan.reference, plan.key_reference(key), fmt=settings.format,
+                    digestfile=self.plans[name].digestfile, tls_verify=settings.tls_verify,
+                    authfile=self.authfile)
 
     def bud_argv(self, name: str, record: keys.Record) -> list[str]:
         """`buildah bud` of this record: tagged with the reference and the key, and
@@ -194,7 +224,8 @@ class Project:
         options = buildah.bud_options(
             plan.local_names(record.key), fmt=record.format,
             timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
-            labels={**record.labels, keys.KEY_LABEL: record.key}, volumes=record.volumes)
+            labels={**record.labels, keys.KEY_LABEL: record.key}, volumes=record.volumes,
+            platform=record.platform)
         # A child is built on exactly the parent image this run built or checked: never a
         # pull during its build, so a registry serving an older parent (or not answering)
         # cannot change it. A root image's FROM (e.g. debian:bookworm) is pulled only when
@@ -219,11 +250,33 @@ def load(path: Path | str) -> Project:
             context = contexts[name]
             contexts[name] = replace(context, files={**context.files,
                                                      **archives(cfg, name)})
-    plans = {name: _plan(cfg, graph, contexts[name]) for name in graph.order()}
+    plans: dict[str, ImagePlan] = {}
+    for name in graph.order():  # parents first: a child's platforms default to its parent's
+        plans[name] = _plan(cfg, graph, contexts[name], plans)
     return Project(cfg, graph, plans)
 
 
-def _plan(cfg: config.Config, graph: Graph, context: render.Context) -> ImagePlan:
+def _platforms(cfg: config.Config, name: str, parent: ImagePlan | None) -> tuple[str, ...]:
+    """The image's own `platforms:`, else its parent's, else (a root) settings.platforms;
+    a child's must be among its parent's, whose images it is built on."""
+    own = cfg.images[name].platforms
+    if parent is None:
+        return tuple(own or cfg.settings.platforms or ())
+    if own is None:
+        return parent.platforms
+    missing = [p for p in own if p not in parent.platforms]
+    if missing:
+        built = (f"is built for {', '.join(parent.platforms)}" if parent.platforms
+                 else "has no `platforms:` (it is built for the native platform only)")
+        raise InputError(cfg.path, f"images.{name}.platforms: {', '.join(missing)} is not a "
+                         f"platform of its parent '{parent.name}', which {built}", image=name,
+                         fix=f"add {', '.join(missing)} to the `platforms:` of "
+                         f"'{parent.name}', or drop it from '{name}'")
+    return tuple(own)
+
+
+def _plan(cfg: config.Config, graph: Graph, context: render.Context,
+          plans: Mapping[str, ImagePlan]) -> ImagePlan:
     name, settings = context.name, cfg.settings
     image = cfg.images[name]
     parent = graph.parents[name]
@@ -234,7 +287,8 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context) -> ImagePla
                      labels=_spelled({**settings.labels, **image.labels}),
                      volumes=tuple(image.volumes), format=settings.format,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
-                     timeout=image.timeout or settings.build_timeout)
+                     timeout=image.timeout or settings.build_timeout,
+                     platforms=_platforms(cfg, name, plans[parent] if parent else None))
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:

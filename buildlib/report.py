@@ -142,6 +142,7 @@ class RunReport:
                 counts = Counter(entry["status"] for entry in section.values())
                 lines.append(f"{PLURAL[kind]}: " + ", ".join(
                     f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
+        lines += self._platform_counts()
         estimated = (f" (estimated {self.estimated:.1f} s at the start)"
                      if self.estimated is not None else "")
         lines.append(f"took {elapsed:.1f} s{estimated}; "
@@ -158,6 +159,18 @@ class RunReport:
                     lines += [line for name in names
                               for line in self._failure(kind, name, section[name])]
         return "\n".join(lines) + "\n"
+
+    def _platform_counts(self) -> list[str]:
+        """`platform images: 3 built, 1 up-to-date (linux/amd64, linux/arm64)` when the run
+        has multi-arch images."""
+        done = [(platform, entry["status"]) for section in self.sections.values()
+                for image in section.values()
+                for platform, entry in (image.get("platforms") or {}).items()]
+        if not done:
+            return []
+        counts = Counter(status for _, status in done)
+        shown = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])
+        return [f"platform images: {shown} ({', '.join(sorted({p for p, _ in done}))})"]
 
     def _failure(self, kind: str, name: str, entry: dict[str, Any]) -> list[str]:
         log = self.project.config.root / entry["log"]
@@ -249,6 +262,8 @@ class ImageReporter(ConsoleReporter):
             entry = self.report.entry(_kind(task), _image(task))
             entry.update(status=_success(task), end=time.time(),
                          **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
+            if task.values.get("platforms") and _kind(task) == "build":
+                entry["platforms"] = platform_entries(task.values["platforms"])
             self._progress().end(task.name, f"{entry['status']} {_image(task)}")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
@@ -281,8 +296,11 @@ class ImageReporter(ConsoleReporter):
             entry = self.report.entry(_kind(task), _image(task))
             entry["status"] = "up-to-date"
             # what the up-to-date check settled on (doit's saved values may predate it)
-            entry.update({key: value for key, value in task.meta.get("settled", {}).items()
+            settled = task.meta.get("settled", {})
+            entry.update({key: value for key, value in settled.items()
                           if key in SAVED_FIELDS[_kind(task)]})
+            if settled.get("platforms") and _kind(task) == "build":
+                entry["platforms"] = platform_entries(settled["platforms"], up_to_date=True)
             self._progress().skip(task.name)
 
     def skip_ignore(self, task: Any) -> None:
@@ -316,6 +334,15 @@ class ImageReporter(ConsoleReporter):
         if self.progress is None:  # doit calls initialize first; this is a fallback
             self.progress = Progress(self.outstream, total=0)
         return self.progress
+
+
+def platform_entries(platforms: dict[str, dict[str, Any]],
+                     up_to_date: bool = False) -> dict[str, dict[str, Any]]:
+    """report.json's entry of each platform of a multi-arch image: its ID, key and status."""
+    return {platform: {"id": values.get("id"), "key": values.get("key"),
+                       "status": "built" if values.get("found") == "built" and not up_to_date
+                       else "up-to-date"}
+            for platform, values in platforms.items()}
 
 
 def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:

@@ -198,6 +198,29 @@ class Run:
             return None
         return plan.sources.on_parent(parent_id)
 
+    def platform_records(self, name: str, saved: Callable[[str], dict[str, Any]] | None = None
+                         ) -> dict[str, keys.Record] | None:
+        """A multi-arch image's record per platform, each on its parent's image of that
+        platform as the parent's task settled it (see `parent_id`); None when the parent
+        has none to stand on, as with skip_parents: a manifest list in storage is not
+        followed to its images."""
+        plan = self.project.plans[name]
+        parent_task = self.parent_task(name)
+        if plan.parent is None:
+            return plan.platform_records({})
+        if parent_task is None:
+            return None
+        if plan.parent in self.images:
+            values = self.images[plan.parent]
+        else:
+            values = saved(parent_task) if saved else {}
+        done = values.get("platforms") or {}
+        parent_ids = {platform: (done.get(platform) or {}).get("id")
+                      for platform in plan.platforms}
+        if not all(parent_ids.values()):
+            return None
+        return plan.platform_records(parent_ids)
+
     def likely_builds(self) -> set[str]:
         """The selected images local storage holds no image of the current key for, judged
         from the roots as a build judges them (doit's state aside): what this run is
@@ -210,8 +233,9 @@ class Run:
     def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
         """With cache=registry, the image the registry holds for this key, unless local
         storage has one; a lookup that fails is "not cached", with one warning."""
-        if not self.from_registry or self.lookups is None or self.storage.with_key(record.key):
-            return None
+        if (not self.from_registry or self.lookups is None or self.project.plans[name].platforms
+                or self.storage.with_key(record.key)):
+            return None  # (multi-arch images are not looked up: they are built)
         try:
             return self.lookups.find(self.project.plans[name].key_reference(record.key))
         except RegistryError as err:
@@ -230,7 +254,7 @@ class Run:
         if not self.from_registry or self.lookups is None:
             return
         for child in self.project.graph.children[name]:
-            if child in self.selection.selected:
+            if child in self.selection.selected and not self.project.plans[child].platforms:
                 plan = self.project.plans[child]
                 key = plan.sources.on_parent(self.images[name]["id"]).key
                 if not self.storage.with_key(key):
@@ -307,6 +331,10 @@ def _pins(proj: project.Project) -> dict[str, str]:
             raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
                              "at a digest", image=name if name in proj.plans else None,
                              fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
+        if proj.plans[name].platforms:
+            raise InputError(proj.config.path, f"pin={word}: {name} is a multi-arch image "
+                             "(`platforms:`), which pin= cannot take yet", image=name,
+                             fix=f"drop {name} from pin= (it is then built or found by key)")
         pins[name] = digest
     return pins
 

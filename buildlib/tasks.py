@@ -164,6 +164,10 @@ def _resolve(run: Run, lock: Path) -> Any:
         resolved = cache.resolve(run.project, _selected_in_order(run), lookups)
     except RegistryError as err:
         return TaskFailed(str(err))
+    multi_arch = sorted(name for name in resolved if run.project.plans[name].platforms)
+    if multi_arch:
+        return TaskFailed(f"resolve does not read manifest lists yet: {', '.join(multi_arch)} "
+                          "(`platforms:`); select the other images (`images=`, `exclude=`)")
     missing = sorted(name for name, entry in resolved.items() if entry is None)
     if missing:
         return TaskFailed(f"not in the registry for their current keys: {', '.join(missing)}; "
@@ -210,6 +214,12 @@ def _export(run: Run, tool_dir: Path) -> Any:
     measured = report.build_durations(proj.report_path)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
+    multi_arch = sorted(name for name in sub.parents if proj.plans[name].platforms)
+    if multi_arch and len(estimates.chosen.jobs) > 1:
+        return TaskFailed(f"error: {', '.join(multi_arch[:5])} are multi-arch (`platforms:`): "
+                          "jobs pass parents by digest (pin=, doit resolve), which do not take "
+                          "manifest lists yet; export them as one job (max_jobs=1), or exclude "
+                          "them")
     target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
     try:
         exporter = {"gha": export.gha, "argo": export.argo}[options.format]
@@ -279,12 +289,26 @@ def _draw_graph(proj: project.Project, dot: Path) -> None:
 
 
 def _build_title(run: Run, name: str, task: Any) -> str:
+    if run.project.plans[name].platforms:
+        return _platforms_title(run, name, task)
     record = task.meta.get("record") or run.record(name)
     if record is None:
         return f"building {name}"
     if run.storage.with_key(record.key):
         return f"found {name} in local storage by its key {keys.key_tag(record.key)}"
     return f"building {name}: {command_line(run.project.bud_argv(name, record))}"
+
+
+def _platforms_title(run: Run, name: str, task: Any) -> str:
+    records = task.meta.get("records") or run.platform_records(name)
+    if records is None:
+        return f"building {name}"
+    lines = [f"found {name} for {platform} in local storage by its key" if
+             run.storage.with_key(record.key) else
+             f"building {name} for {platform}: "
+             f"{command_line(run.project.bud_argv(name, record))}"
+             for platform, record in records.items()]
+    return "\n.  ".join(lines)
 
 
 def _build(run: Run, name: str, task: Any) -> Any:
@@ -295,6 +319,8 @@ def _build(run: Run, name: str, task: Any) -> Any:
     if missing:
         return TaskFailed(f"cannot build {name}: its build context lacks {', '.join(missing)}"
                           f"\n  fix: {MISSING_SOURCES_FIX}")
+    if proj.plans[name].platforms:
+        return _build_platforms(run, name, task)
     record = task.meta.get("record") or run.record(name)
     if record is None:  # skip_parents, and no parent image in storage
         return TaskFailed(f"cannot build {name}: its parent image "
@@ -311,6 +337,25 @@ def _build(run: Run, name: str, task: Any) -> Any:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.images[name] = values
     run.ask_for_children(name)
+    return values
+
+
+def _build_platforms(run: Run, name: str, task: Any) -> Any:
+    proj, parent = run.project, run.project.plans[name].parent
+    records = task.meta.get("records") or run.platform_records(name)
+    if records is None:
+        return TaskFailed(f"cannot build {name}: its parent '{parent}' is multi-arch and was "
+                          "not built or checked in this run (skip_parents follows no "
+                          f"manifest list); drop skip_parents, or `doit build:{name}`")
+    parent_done = run.images.get(parent, {}).get("platforms") or {}
+    try:
+        values = builder.build_platforms(
+            proj, name, records, run.storage, task.meta.get("reasons") or {}, echo=run.verbose,
+            parent_keys={platform: done["key"] for platform, done in parent_done.items()})
+    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
+            OSError) as err:
+        return TaskFailed(str(err))
+    run.images[name] = values
     return values
 
 
@@ -332,7 +377,13 @@ def _push(run: Run, name: str) -> Any:
 def _clean(run: Run, name: str) -> None:
     proj, plan = run.project, run.project.plans[name]
     image_id = run.storage.id_of(plan.reference)
-    if image_id:  # by ID: the image, with its other names (its key's)
+    if image_id and plan.platforms:  # the manifest list, then the images it lists
+        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
+            images = proj.buildah.manifest_images(plan.reference)
+            proj.buildah.manifest_rm(*sorted(run.storage.names(image_id)))
+            if images:
+                proj.buildah.rmi(*images)
+    elif image_id:  # by ID: the image, with its other names (its key's)
         with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
             proj.buildah.rmi(image_id)
     if plan.owns_workdir():
@@ -383,6 +434,8 @@ def _dry_run(run: Run, name: str, saved: dict[str, Any], rebuilding: set[str]) -
     parent = run.project.plans[name].parent
     if parent in rebuilding:
         return f"parent '{parent}' would be rebuilt"
+    if run.project.plans[name].platforms:
+        return _dry_run_platforms(run, name, saved)
     record = run.record(name)
     if record is None:
         return f"parent '{parent}' is not in local storage"
@@ -392,6 +445,21 @@ def _dry_run(run: Run, name: str, saved: dict[str, Any], rebuilding: set[str]) -
         return reason
     run.images[name] = {"id": found, "key": record.key}
     return None
+
+
+def _dry_run_platforms(run: Run, name: str, saved: dict[str, Any]) -> str | None:
+    """`_dry_run` of a multi-arch image: the platforms that would build, and why."""
+    records = run.platform_records(name)
+    if records is None:
+        return f"parent '{run.project.plans[name].parent}' has no image of its platforms"
+    reasons = builder.platforms_stale(run.project.plans[name], saved, records, run.storage)
+    found = {platform: run.storage.with_key(record.key) for platform, record in records.items()}
+    building = [f"{platform}: {reason}" for platform, reason in reasons.items()
+                if platform in found and found[platform] is None]
+    if not building:
+        run.images[name] = {"platforms": {platform: {"id": found[platform], "key": record.key}
+                                          for platform, record in records.items()}}
+    return "; ".join(building) or None
 
 
 class StateProbe(UptodateCalculator):
@@ -424,6 +492,8 @@ class ImageUpToDate(UptodateCalculator):
         _check_storage(self.run)
         if self.name in self.run.pins:
             return self._pinned(task)
+        if self.run.project.plans[self.name].platforms:
+            return self._platforms(task, values)
         record = self.run.record(self.name,
                                  lambda task_name: self.get_val(task_name, "_values_:") or {})
         if record is None:
@@ -440,6 +510,25 @@ class ImageUpToDate(UptodateCalculator):
         if found is None:
             return False
         task.meta["settled"] = self.run.settle(self.name, found, record.key)
+        return True
+
+    def _platforms(self, task: Any, values: dict[str, Any]) -> bool:
+        """A multi-arch image: up to date when each platform's recorded image carries its
+        current key and the manifest list of them is named by the reference. (Not looked up
+        in the registry: built.)"""
+        records = self.run.platform_records(
+            self.name, lambda task_name: self.get_val(task_name, "_values_:") or {})
+        if records is None:
+            return False  # the build says why
+        task.meta["records"] = records
+        reasons = builder.platforms_stale(self.run.project.plans[self.name], values, records,
+                                          self.run.storage)
+        task.meta["reasons"] = reasons
+        if reasons:
+            return False
+        self.run.images[self.name] = values
+        task.meta["settled"] = {"id": values["id"], "found": "local",
+                                "platforms": values["platforms"]}
         return True
 
     def _pinned(self, task: Any) -> bool:

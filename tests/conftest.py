@@ -156,12 +156,17 @@ def make_tree(tmp_path: Path, source: Path = REPO) -> Tree:
     shutil.copytree(source / "templates", root / "templates", symlinks=True)
     tree = Tree(root, tmp_path / "storage")
     tree.settings(isolation="chroot", buildah_args=tree.global_args)
+    install_wrapper(tree)
+    return tree
+
+
+def install_wrapper(tree: Tree) -> None:
+    """The buildah wrapper that logs each call, first on the PATH of the tree's runs."""
     tree.wrapper_dir.mkdir()
     wrapper = tree.wrapper_dir / "buildah"
     wrapper.write_text(BUILDAH_WRAPPER.format(python=sys.executable, log=str(tree.calls_log),
                                               real=REAL_BUILDAH))
     wrapper.chmod(0o755)
-    return tree
 
 
 def unmount_under(path: Path) -> None:

@@ -206,3 +206,15 @@ def test_doit_export_takes_build_times_from_the_last_report(example: Tree) -> No
     jobs = yaml.safe_load((example.root / ".github/workflows/images.yml").read_text())["jobs"]
     assert jobs["nova-api"]["name"] == "nova-api"  # alone
     assert jobs["nova-api"]["needs"] == "base"
+
+
+def test_multi_arch_images_export_as_one_job_only(example: Tree) -> None:
+    """pin= and resolve take no manifest lists yet: a multi-arch tree is one job."""
+    example.settings(platforms=["linux/amd64", "linux/arm64"])
+    split = example.doit("export", "format=gha", check=False)
+    said = split.stdout + split.stderr
+    assert split.returncode != 0
+    assert "multi-arch" in said and "max_jobs=1" in said
+    whole = example.doit("export", "format=gha", "max_jobs=1")
+    assert "1 job for 9 images" in whole.stdout
+    assert actionlint(example.root / ".github" / "workflows" / "images.yml") == []

@@ -1,0 +1,194 @@
+"""Multi-arch images without buildah: `platforms:` validated, inherited and checked against
+the parent's; one key per platform and a list key of theirs; what buildah is asked."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from buildlib import buildah, config, keys, project
+from buildlib.errors import InputError
+
+PLATFORMS = ["linux/amd64", "linux/arm64"]
+
+
+def tree(tmp_path: Path, images_yaml: str) -> Path:
+    """A COPY-only tree: `root` FROM scratch, every other image COPYs onto its parent."""
+    path = tmp_path / "images.yaml"
+    path.write_text(textwrap.dedent(images_yaml))
+    for name in ("root", "child", "grandchild", "other"):
+        folder = tmp_path / "templates" / name
+        folder.mkdir(parents=True)
+        (folder / f"{name}.txt").write_text(f"{name}\n")
+        first = "FROM scratch" if name in ("root", "other") else "FROM {{ parent_image }}"
+        (folder / "Dockerfile.j2").write_text(f"{first}\nCOPY {name}.txt /{name}.txt\n")
+    return path
+
+
+def load_error(path: Path, image: str | None) -> str:
+    with pytest.raises(InputError) as info:
+        project.load(path)
+    message = str(info.value)
+    assert str(path.resolve()) in message and "fix:" in message, message
+    assert info.value.image == image, message
+    return message
+
+
+@pytest.mark.parametrize(("platforms", "shown"), [
+    ("[linux]", "'linux' is not a platform"),
+    ("[linux/amd64, amd64]", "'amd64' is not a platform"),
+    ("[Linux/AMD64]", "'Linux/AMD64' is not a platform"),
+    ("[linux/amd64/v2/x]", "is not a platform"),
+    ("[]", "empty"),
+    ("linux/amd64", "is not a list"),
+    ("[linux/amd64, linux/arm64, linux/amd64]", "linux/amd64 is given twice"),
+])
+def test_a_bad_platform_is_one_error_naming_the_image_and_the_fix(
+        tmp_path: Path, platforms: str, shown: str) -> None:
+    path = tree(tmp_path, f"images:\n  root: {{platforms: {platforms}}}\n")
+    message = load_error(path, "root")
+    assert shown in message, message
+    assert "images.root.platforms" in message
+    assert "os/arch[/variant]" in message
+
+
+def test_a_bad_platform_in_settings_names_settings(tmp_path: Path) -> None:
+    path = tree(tmp_path, "settings: {platforms: [linux/amd64, linux/amd64]}\n"
+                          "images:\n  root: {}\n")
+    message = load_error(path, None)
+    assert "settings.platforms: linux/amd64 is given twice" in message
+
+
+def test_variants_and_other_systems_load(tmp_path: Path) -> None:
+    path = tree(tmp_path, "images:\n  root: {platforms: [linux/arm/v7, linux/s390x, "
+                          "windows/amd64]}\n")
+    assert config.load(path).images["root"].platforms == ["linux/arm/v7", "linux/s390x",
+                                                          "windows/amd64"]
+
+
+def test_platforms_come_from_the_image_else_its_parent_else_settings(tmp_path: Path) -> None:
+    path = tree(tmp_path, """\
+        settings: {platforms: [linux/amd64, linux/arm64]}
+        images:
+          root: {}
+          child: {parent: root, platforms: [linux/arm64]}
+          grandchild: {parent: child}
+          other: {platforms: [linux/s390x]}
+        """)
+    plans = project.load(path).plans
+    assert plans["root"].platforms == tuple(PLATFORMS)
+    assert plans["child"].platforms == ("linux/arm64",)
+    assert plans["grandchild"].platforms == ("linux/arm64",)
+    assert plans["other"].platforms == ("linux/s390x",)
+
+
+def test_no_platforms_is_the_native_image_as_before(tmp_path: Path) -> None:
+    path = tree(tmp_path, "images:\n  root: {}\n  child: {parent: root}\n")
+    plan = project.load(path).plans["child"]
+    assert plan.platforms == ()
+    assert plan.local_names("ab" * 32) == [f"localhost/imagebake/child:ib-{'ab' * 16}",
+                                           plan.reference]
+    assert plan.sources.platform is None
+
+
+def test_a_child_platform_its_parent_lacks_names_both(tmp_path: Path) -> None:
+    path = tree(tmp_path, """\
+        images:
+          root: {platforms: [linux/amd64]}
+          child: {parent: root, platforms: [linux/amd64, linux/arm64]}
+        """)
+    message = load_error(path, "child")
+    assert "linux/arm64 is not a platform of its parent 'root'" in message
+    assert "'root'" in message and "'child'" in message
+
+
+def test_a_multi_arch_child_of_a_native_parent_is_an_error(tmp_path: Path) -> None:
+    path = tree(tmp_path, """\
+        images:
+          root: {}
+          child: {parent: root, platforms: [linux/amd64]}
+        """)
+    message = load_error(path, "child")
+    assert "built for the native platform only" in message
+
+
+def test_one_key_per_platform_on_the_parent_image_of_that_platform(tmp_path: Path) -> None:
+    path = tree(tmp_path, """\
+        settings: {platforms: [linux/amd64, linux/arm64]}
+        images:
+          root: {}
+          child: {parent: root}
+        """)
+    plans = project.load(path).plans
+    roots = plans["root"].platform_records({})
+    assert {p: r.platform for p, r in roots.items()} == {p: p for p in PLATFORMS}
+    assert len({r.key for r in roots.values()} | {plans["root"].sources.key}) == 3
+    assert all(r.parent_id is None for r in roots.values())
+
+    parent_ids = {"linux/amd64": "sha256:amd", "linux/arm64": "sha256:arm"}
+    children = plans["child"].platform_records(parent_ids)
+    assert {p: r.parent_id for p, r in children.items()} == parent_ids
+    moved = plans["child"].platform_records({**parent_ids, "linux/arm64": "sha256:arm2"})
+    assert moved["linux/amd64"].key == children["linux/amd64"].key  # cut-off per platform
+    assert moved["linux/arm64"].key != children["linux/arm64"].key
+    assert "platform changed: linux/amd64 -> linux/arm64" in keys.changes(
+        children["linux/amd64"].as_dict(), children["linux/arm64"], "root")
+
+
+def test_the_list_key_changes_with_any_platform_key_and_only_then() -> None:
+    one = keys.list_key({"linux/amd64": "a" * 64, "linux/arm64": "b" * 64})
+    assert one == keys.list_key({"linux/arm64": "b" * 64, "linux/amd64": "a" * 64})
+    assert one != keys.list_key({"linux/amd64": "a" * 64, "linux/arm64": "c" * 64})
+    assert one != keys.list_key({"linux/amd64": "a" * 64})
+    assert one not in ("a" * 64, "b" * 64)
+
+
+def test_a_platform_image_is_named_by_its_key_and_the_reference_names_the_list(
+        tmp_path: Path) -> None:
+    path = tree(tmp_path, "settings: {platforms: [linux/amd64, linux/arm64]}\n"
+                          "images:\n  root: {}\n")
+    proj = project.load(path)
+    plan = proj.plans["root"]
+    record = plan.platform_records({})["linux/arm64"]
+    assert plan.local_names(record.key) == [f"localhost/imagebake/root:ib-{record.key[:32]}"]
+    assert plan.list_names("c" * 64) == [f"localhost/imagebake/root:ib-{'c' * 32}",
+                                         plan.reference]
+    argv = proj.bud_argv("root", record)
+    assert argv[argv.index("--platform") + 1] == "linux/arm64"
+    assert "--layers=false" in argv and "--layers" not in argv
+    assert argv[argv.index("--tag") + 1] == plan.local_names(record.key)[0]
+    assert plan.reference not in argv
+
+    push = proj.push_argv("root", "c" * 64)
+    assert push[push.index("manifest"):push.index("manifest") + 3] == ["manifest", "push",
+                                                                       "--all"]
+    assert push[-2:] == [plan.reference, f"docker://{plan.key_reference('c' * 64)}"]
+
+
+def test_a_native_build_keeps_its_options() -> None:
+    options = buildah.bud_options(["x"], fmt="oci", timestamp=0, isolation=None, args={},
+                                  labels={}, volumes=[])
+    assert options[:4] == ["--format", "oci", "--layers", "--identity-label=false"]
+    assert "--platform" not in options
+
+
+def test_keys_from_roots_walks_each_platform(tmp_path: Path) -> None:
+    path = tree(tmp_path, """\
+        settings: {platforms: [linux/amd64, linux/arm64]}
+        images:
+          root: {}
+          child: {parent: root}
+        """)
+    proj = project.load(path)
+    in_storage = {record.key: f"sha256:{platform[6:]}" for platform, record
+                  in proj.plans["root"].platform_records({}).items()}
+    walked = list(proj.keys_from_roots(["root", "child"],
+                                       lambda name, key: in_storage.get(key)))
+    assert [(name, image_id) for name, _, image_id in walked] == [
+        ("root", "sha256:amd64"), ("root", "sha256:arm64"), ("child", None), ("child", None)]
+    expected = proj.plans["child"].platform_records(
+        {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"})
+    assert [key for name, key, _ in walked if name == "child"] == [
+        r.key for r in expected.values()]
