@@ -105,11 +105,16 @@ class ImagePlan:
                            args=self.args, labels=self.labels, volumes=self.volumes,
                            format=self.format, timestamp=self.timestamp)
 
+    def record_on(self, parent_id: str | None, platform: str | None = None) -> keys.Record:
+        """The record of this image built on that parent image (for that platform)."""
+        own = self.sources if platform is None else replace(self.sources, platform=platform)
+        return own.on_parent(parent_id)
+
     def platform_records(self, parent_ids: Mapping[str, str | None]) -> dict[str, keys.Record]:
         """A multi-arch image's record per platform, each on its parent's image of that
         platform (`parent_ids`; a root has none)."""
-        return {platform: replace(self.sources, platform=platform).on_parent(
-                    parent_ids.get(platform) if self.parent else None)
+        return {platform: self.record_on(parent_ids.get(platform) if self.parent else None,
+                                         platform)
                 for platform in self.platforms}
 
     def key_name(self, key: str) -> str:
@@ -167,9 +172,9 @@ class Project:
                     ids[name][platform] = None
                     yield name, None, None
                     continue
-                record = replace(plan.sources, platform=platform).on_parent(parent_id)
-                ids[name][platform] = image_of(name, record.key)
-                yield name, record.key, ids[name][platform]
+                key = plan.record_on(parent_id, platform).key
+                ids[name][platform] = image_of(name, key)
+                yield name, key, ids[name][platform]
 
     @property
     def build_dir(self) -> Path:

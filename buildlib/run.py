@@ -196,7 +196,7 @@ class Run:
         parent_id = self.parent_id(name, saved)
         if plan.parent and parent_id is None:
             return None
-        return plan.sources.on_parent(parent_id)
+        return plan.record_on(parent_id)
 
     def platform_records(self, name: str, saved: Callable[[str], dict[str, Any]] | None = None
                          ) -> dict[str, keys.Record] | None:
@@ -256,7 +256,7 @@ class Run:
         for child in self.project.graph.children[name]:
             if child in self.selection.selected and not self.project.plans[child].platforms:
                 plan = self.project.plans[child]
-                key = plan.sources.on_parent(self.images[name]["id"]).key
+                key = plan.record_on(self.images[name]["id"]).key
                 if not self.storage.with_key(key):
                     self.lookups.ask(plan.key_reference(key))
 

@@ -494,8 +494,7 @@ class ImageUpToDate(UptodateCalculator):
             return self._pinned(task)
         if self.run.project.plans[self.name].platforms:
             return self._platforms(task, values)
-        record = self.run.record(self.name,
-                                 lambda task_name: self.get_val(task_name, "_values_:") or {})
+        record = self.run.record(self.name, self._saved)
         if record is None:
             return False  # the build says why
         task.meta["record"] = record
@@ -512,12 +511,15 @@ class ImageUpToDate(UptodateCalculator):
         task.meta["settled"] = self.run.settle(self.name, found, record.key)
         return True
 
+    def _saved(self, task_name: str) -> dict[str, Any]:
+        """What another task saved when it last ran (outside a run: its values)."""
+        return self.get_val(task_name, "_values_:") or {}
+
     def _platforms(self, task: Any, values: dict[str, Any]) -> bool:
         """A multi-arch image: up to date when each platform's recorded image carries its
         current key and the manifest list of them is named by the reference. (Not looked up
         in the registry: built.)"""
-        records = self.run.platform_records(
-            self.name, lambda task_name: self.get_val(task_name, "_values_:") or {})
+        records = self.run.platform_records(self.name, self._saved)
         if records is None:
             return False  # the build says why
         task.meta["records"] = records
