@@ -303,7 +303,7 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     tree.use_storage(storage, build_dir="build" if kept else "build-cp")
     tree.build_dir.mkdir(parents=True)
     tree.report_path.write_text(fifo_report)
-    critical = runner.doit(tree, "-n", str(JOBS), "build")
+    critical = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=critical-path")
     expect_all(tree, "built")
     if not kept:
         remove_storage(storage)

@@ -52,7 +52,7 @@ def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
 
 def doit_config(run: Run) -> dict[str, Any]:
     run.project.build_dir.mkdir(parents=True, exist_ok=True)
-    dispatch.install_for(run.project, run.selection.selected)
+    dispatch.install_for(run.project, run.selection.selected, run.jobs)
     return {
         "default_tasks": ["build"],
         "num_process": run.project.config.settings.jobs,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
@@ -185,3 +186,9 @@ def test_a_real_build_starts_the_longest_remaining_path_first(tree: Tree) -> Non
     assert "dispatch=sideways" in result.stderr and "dispatch=fifo" in result.stderr
     assert "Traceback" not in result.stderr
 
+
+
+def test_the_default_order_is_fifo_once_the_jobs_outnumber_the_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert dispatch.default_strategy(cores) == "critical-path"
+    assert dispatch.default_strategy(cores + 1) == "fifo"
