@@ -237,6 +237,7 @@ def load(path: Path | str) -> Config:
     digest = hashlib.sha256(text.encode() + _schema()).hexdigest()
     data = _validated_before(path, text, digest)
     parsed = _built(data) if data is not None else None
+    noted = parsed is not None
     if parsed is None:
         data = _read_yaml(path, text)
         parsed = _validated(path, data)
@@ -254,7 +255,8 @@ def load(path: Path | str) -> Config:
     _check_sources(config)
     _check_platforms(config)
     _check_build_dir(config)
-    _note_valid(config, digest, data)
+    if not noted:
+        _note_valid(config, digest, data)
     return config
 
 
