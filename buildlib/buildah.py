@@ -128,6 +128,14 @@ def _store_question(global_args: Sequence[str]) -> list:
             confs]
 
 
+def _push_options(fmt: str, digestfile: Path, tls_verify: bool,
+                  authfile: Path | None) -> list[str]:
+    """The options `buildah push` and `buildah manifest push` share."""
+    options = ["--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
+               f"--tls-verify={str(tls_verify).lower()}"]
+    return options + (["--authfile", str(authfile)] if authfile is not None else [])
+
+
 def read_image_store(path: Path | None) -> dict[str, set[str]] | None:
     """containers/storage's list of images (written whole and renamed into place, so it is
     never read half-written): ID -> names; None when it cannot be read as such."""
@@ -175,22 +183,17 @@ class Buildah:
                   tls_verify: bool, authfile: Path | None) -> list[str]:
         # --retry 0: the caller retries with its own policy. (buildah 1.28 still retries
         # a dropped or refused connection 3 times within one push, and says so in the log.)
-        options = ["--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
-                   f"--tls-verify={str(tls_verify).lower()}", "--retry", "0"]
-        if authfile is not None:
-            options += ["--authfile", str(authfile)]
-        return self.argv("push", *options, reference, f"docker://{destination}")
+        options = _push_options(fmt, digestfile, tls_verify, authfile)
+        return self.argv("push", *options, "--retry", "0", reference, f"docker://{destination}")
 
     def manifest_push_argv(self, reference: str, destination: str, *, fmt: str,
                            digestfile: Path, tls_verify: bool,
                            authfile: Path | None) -> list[str]:
         """`buildah manifest push --all`: the manifest list and every image it lists (it
         has no --retry: the caller retries)."""
-        options = ["--all", "--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
-                   f"--tls-verify={str(tls_verify).lower()}"]
-        if authfile is not None:
-            options += ["--authfile", str(authfile)]
-        return self.argv("manifest", "push", *options, reference, f"docker://{destination}")
+        options = _push_options(fmt, digestfile, tls_verify, authfile)
+        return self.argv("manifest", "push", "--all", *options, reference,
+                         f"docker://{destination}")
 
     def push(self, argv: Sequence[str], digestfile: Path, log: Path, timeout: float) -> str:
         """Run a `push_argv` or `manifest_push_argv` command, its output appended to
