@@ -8,8 +8,9 @@ children come out of a `set`, so a long chain may start last. `install` puts a p
 queue in place of that deque, through a `TaskControl` subclass that doit's `run` command
 uses; tests/test_dispatch.py fails if a doit upgrade changes these internals.
 
-Expected durations are each image's start-to-end time in the last report.json; an image
-without one is estimated as the median of the known ones (1 s when none is known). A push
+Expected durations are each image's `build_seconds` in the last report.json (its last
+real build, carried over by runs that did not build it); an image without one is
+estimated as the median of the known ones (1 s when none is known). A push
 blocks nothing, so its remaining path is its own last push time (estimated likewise):
 it waits while builds with longer remaining paths are ready. Group tasks (`build`,
 `push`) take no time and go first, so that doit learns every task early.
@@ -107,8 +108,8 @@ def task_priorities(graph: Graph, images: set[str] | frozenset[str],
                     report: Mapping[str, Any] | None) -> dict[str, float]:
     """`build:<image>` -> its remaining path over `images` (the ones this run may build);
     `push:<image>` -> its expected push time."""
-    builds = _expected(images, _durations(report, "images"))
-    pushes = _expected(images, _durations(report, "pushes"))
+    builds = _expected(images, build_seconds(report))
+    pushes = _expected(images, _push_seconds(report))
     remaining = graph.longest_path(builds).remaining
     return ({f"build:{name}": length for name, length in remaining.items()}
             | {f"push:{name}": length for name, length in pushes.items()})
@@ -118,11 +119,11 @@ def expected_durations(images: set[str] | frozenset[str], report: Mapping[str, A
                        ) -> dict[str, float]:
     """`build:<image>` and `push:<image>` -> how long it is expected to take (as above);
     empty when the report has no build durations to go by."""
-    known = _durations(report, "images")
+    known = build_seconds(report)
     if not known:
         return {}
     builds = _expected(images, known)
-    pushes = _expected(images, _durations(report, "pushes"))
+    pushes = _expected(images, _push_seconds(report))
     return ({f"build:{name}": length for name, length in builds.items()}
             | {f"push:{name}": length for name, length in pushes.items()})
 
@@ -131,10 +132,13 @@ BUILD_SECONDS = "build_seconds"  # in report.json's entry of an image
 
 
 def last_report(path: Path) -> dict[str, Any] | None:
+    """The last run's report.json; None when there is no run yet, or a report cut short
+    or not a report at all: every duration is estimated then."""
     try:
-        return json.loads(path.read_text())
+        report = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None  # no run yet, or a report cut short: estimate every duration
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def build_seconds(report: Mapping[str, Any] | None) -> dict[str, float]:
@@ -151,10 +155,9 @@ def build_seconds(report: Mapping[str, Any] | None) -> dict[str, float]:
     return found
 
 
-def _durations(report: Mapping[str, Any] | None, section: str) -> dict[str, float]:
-    if section == "images":
-        return build_seconds(report)
-    entries = (report or {}).get(section) or {}
+def _push_seconds(report: Mapping[str, Any] | None) -> dict[str, float]:
+    """How long each push of the last run took."""
+    entries = (report or {}).get("pushes") or {}
     return {name: entry["end"] - entry["start"] for name, entry in entries.items()
             if isinstance(entry, dict) and entry.get("start") and entry.get("end")}
 

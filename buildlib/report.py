@@ -66,8 +66,7 @@ def display_path(path: Path) -> str:
 def build_durations(path: Path) -> dict[str, float]:
     """Seconds each image's last build took, from this report.json (see
     `dispatch.build_seconds`); empty when there is no readable report."""
-    report = dispatch.last_report(path)
-    return dispatch.build_seconds(report if isinstance(report, dict) else None)
+    return dispatch.build_seconds(dispatch.last_report(path))
 
 
 class RunReport:
