@@ -295,6 +295,7 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     fifo = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=fifo")
     expect_all(tree, "built")
     fifo_report = tree.report_path.read_text()
+    fifo_slots = slot_use(json.loads(fifo_report), seconds, fifo.wall)
     remove_storage(work / "storage-fifo")
     progress(f"seed {seed}: FIFO {fifo.wall:.1f} s")
 
@@ -305,6 +306,7 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     tree.report_path.write_text(fifo_report)
     critical = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=critical-path")
     expect_all(tree, "built")
+    critical_slots = slot_use(json.loads(tree.report_path.read_text()), seconds, critical.wall)
     if not kept:
         remove_storage(storage)
     progress(f"seed {seed}: critical-path-first {critical.wall:.1f} s")
@@ -318,10 +320,21 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     if kept:
         tree.use_storage(work / "storage-a", build_dir="build")
     result = {"seed": seed, "sleep_total": tree.total_seconds,
-              "fifo": {"wall": fifo.wall, "cpu": fifo.cpu},
-              "critical_path_first": {"wall": critical.wall, "cpu": critical.cpu},
+              "fifo": {"wall": fifo.wall, "cpu": fifo.cpu, **fifo_slots},
+              "critical_path_first": {"wall": critical.wall, "cpu": critical.cpu,
+                                      **critical_slots},
               "levels": {"wall": levels.wall, "cpu": levels.cpu, "levels": level_spans}}
     return result, tree
+
+
+def slot_use(report: Mapping[str, Any], seconds: Mapping[str, float], wall: float
+             ) -> dict[str, float]:
+    """How full the run kept its job slots (the builds' summed durations over jobs x wall
+    time), and each build's median time beyond its sleep: with the slots full, only
+    builds that take less time can end the run sooner."""
+    spans = {name: entry["end"] - entry["start"] for name, entry in report["images"].items()}
+    return {"slots_busy": sum(spans.values()) / (JOBS * wall),
+            "beyond_sleep": statistics.median(spans[name] - seconds[name] for name in spans)}
 
 
 VARIANTS = (("fifo", "FIFO"), ("critical_path_first", "critical-path-first"),
@@ -384,6 +397,10 @@ def bench_makespan(work: Path, runner: Runner, plan: Plan, seeds: int
              f"sample's median build time beyond its sleep; CPU time is "
              f"{isolated['cpu_per_image']:.2f} s per image, the sample's raw `buildah bud` "
              f"CPU time per image.",
+             "job slots busy, and each build's median time beyond its sleep: " + "; ".join(
+                 f"seed {r['seed']}: " + ", ".join(
+                     f"{label} {r[key]['slots_busy']:.0%}, {r[key]['beyond_sleep']:.2f} s"
+                     for key, label in VARIANTS[:2]) for r in runs),
              "CPU of the runs (s): " + "; ".join(
                  f"seed {r['seed']}: " + ", ".join(f"{label} {r[key]['cpu']:.0f}"
                                                    for key, label in VARIANTS) for r in runs),

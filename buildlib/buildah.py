@@ -16,11 +16,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 BUILDAH = "buildah"
 KILL_GRACE_SECONDS = 10
 POLL_SECONDS = 0.25  # how soon a running build notices a stop request
+WAIT_STEP_SECONDS = 0.05  # at most this long between two looks at whether buildah ended
 PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
 # A build arg no Dockerfile declares: it does not shape the image (buildah warns that it
 # was not consumed) but buildah records it in the working container, which tells our
@@ -148,6 +149,13 @@ def read_image_store(path: Path | None) -> dict[str, set[str]] | None:
         return None
 
 
+class Built(NamedTuple):
+    """What one `buildah bud` made, and the CPU seconds it took."""
+
+    id: str
+    cpu_seconds: float
+
+
 @dataclass(frozen=True)
 class Buildah:
     global_args: tuple[str, ...] = ()
@@ -165,12 +173,12 @@ class Buildah:
                          "-f", str(dockerfile), str(context_dir))
 
     def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float,
-            note: str = "", echo: bool = False, append: bool = False) -> str:
+            note: str = "", echo: bool = False, append: bool = False) -> Built:
         """Run a `bud_argv` command with its output in `log` (after what it holds, when
-        `append`); return the built image ID."""
+        `append`)."""
         iidfile.unlink(missing_ok=True)
-        run_logged(argv, log, timeout, note=note, echo=echo, append=append)
-        return image_id(iidfile.read_text())
+        cpu_seconds = run_logged(argv, log, timeout, note=note, echo=echo, append=append)
+        return Built(image_id(iidfile.read_text()), cpu_seconds)
 
     def manifest_create(self, name: str, images: Sequence[str]) -> str:
         """A manifest list named `name` of these images (each listed under the platform
@@ -377,10 +385,11 @@ def error_line(output: str) -> str:
 
 
 def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,
-               note: str = "", echo: bool = False) -> None:
+               note: str = "", echo: bool = False) -> float:
     """Run argv with stdout and stderr in `log` (after `# note` and the command line),
     and on our stdout too when `echo`; kill its whole process group on timeout or when
-    the run is asked to stop. A failure raises BuildahError carrying this run's output."""
+    the run is asked to stop. A failure raises BuildahError carrying this run's output.
+    Returns the CPU seconds the command took (with every process it waited for)."""
     if stop_signal():
         raise Interrupted("interrupted", log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -398,7 +407,7 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
         if echo:
             tee.start()
         try:
-            code = _wait(proc, timeout)
+            code, cpu_seconds = _wait(proc, timeout)
         except BaseException:
             _kill_group(proc)
             raise
@@ -412,21 +421,29 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
                            timed_out=True)
     if code != 0:
         raise BuildahError(f"exit code {code}", log, read_tail(log, start))
+    return cpu_seconds
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> int | str:
-    """proc's exit code; or kill its group and say why ("timed out", "interrupted")."""
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | str, float]:
+    """proc's exit code and the CPU seconds it and the processes it waited for used; or
+    kill its group and say why ("timed out", "interrupted")."""
     deadline = time.monotonic() + timeout
+    delay = 0.001
     while True:
         if stop_signal():
             _kill_group(proc)
-            return "interrupted"
+            return "interrupted", 0.0
         left = deadline - time.monotonic()
         if left <= 0:
             _kill_group(proc)
-            return "timed out"
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return proc.wait(timeout=min(POLL_SECONDS, left))
+            return "timed out", 0.0
+        # os.wait4, not proc.wait: only it tells how much CPU the build took
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, WAIT_STEP_SECONDS)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

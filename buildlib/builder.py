@@ -145,17 +145,19 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
         record = plan.record_of(copied).on_parent(record.parent_id)
     what = f"{name} for {record.platform}" if record.platform else name
     # a multi-arch image's platforms share its log, one after another
-    image_id = project.buildah.bud(project.bud_argv(name, record), plan.iidfile,
-                                   plan.build_log, plan.timeout,
-                                   note=f"building {what}: {reason or 'asked to'}", echo=echo,
-                                   append=record.platform is not None)
-    return _values(plan, image_id, record, "built", start)
+    built = project.buildah.bud(project.bud_argv(name, record), plan.iidfile,
+                                plan.build_log, plan.timeout,
+                                note=f"building {what}: {reason or 'asked to'}", echo=echo,
+                                append=record.platform is not None)
+    return _values(plan, built.id, record, "built", start, built.cpu_seconds)
 
 
 def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
-            start: float) -> dict[str, Any]:
+            start: float, cpu_seconds: float = 0.0) -> dict[str, Any]:
+    """`cpu_seconds`: what buildah took to build it (0 for an image found by its key)."""
     return {"id": image_id, "key": record.key, "record": record.as_dict(), "found": found,
-            "image": plan.reference, "start": start, "end": time.time()}
+            "image": plan.reference, "start": start, "end": time.time(),
+            "cpu_seconds": cpu_seconds}
 
 
 def platforms_stale(plan: ImagePlan, saved: dict[str, Any],
@@ -200,6 +202,7 @@ def build_platforms(project: Project, name: str, records: dict[str, keys.Record]
     built = any(values["found"] == "built" for values in platforms.values())
     return {"id": list_id, "key": key, "found": "built" if built else "local",
             "image": plan.reference, "start": start, "end": time.time(),
+            "cpu_seconds": sum(values["cpu_seconds"] for values in platforms.values()),
             "platforms": {platform: {field: values[field] for field in PLATFORM_FIELDS}
                           for platform, values in platforms.items()}}
 

@@ -80,8 +80,11 @@ class RunReport:
         self.started = time.time()
         self.estimated: float | None = None  # seconds, at the start, from the last run
         self.sections: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "push": {}}
-        # each image's last build time, carried over for the images this run does not build
+        # each image's last build time and CPU time, carried over for the images this run
+        # does not build
         self.last_build_seconds = dispatch.build_seconds(last)
+        self.last_build_cpu = dispatch.build_cpu_seconds(last)
+        self.cpu_seconds: dict[str, float] = {}  # of the images this run built
 
     def entry(self, kind: str, name: str) -> dict[str, Any]:
         plan = self.project.plans[name]
@@ -117,9 +120,11 @@ class RunReport:
     def _with_build_seconds(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         if entry["status"] == "built" and entry["start"] and entry["end"]:
             seconds: float | None = entry["end"] - entry["start"]
+            cpu: float | None = self.cpu_seconds.get(name)
         else:
             seconds = self.last_build_seconds.get(name)
-        return {**entry, dispatch.BUILD_SECONDS: seconds}
+            cpu = self.last_build_cpu.get(name)
+        return {**entry, dispatch.BUILD_SECONDS: seconds, dispatch.BUILD_CPU_SECONDS: cpu}
 
     def write(self, jobs: int) -> None:
         """report.json, and the run's trace.json and timeline.svg beside it."""
@@ -198,12 +203,14 @@ class RunReport:
 
 def reporter_for(proj: Project, selection: Selection, jobs: int,
                  on_complete: Callable[[], None],
-                 likely_builds: Callable[[], set[str]] | None = None
-                 ) -> type[ConsoleReporter]:
+                 likely_builds: Callable[[], set[str]] | None = None,
+                 running: dispatch.Running | None = None) -> type[ConsoleReporter]:
     """doit's reporter class for this run; `on_complete` runs after the summary;
-    `likely_builds()` names the images the run is expected to build, for its estimate."""
+    `likely_builds()` names the images the run is expected to build, for its estimate;
+    `running` is told which image tasks start and end, for dispatch."""
     return type("ImageReporter", (ImageReporter,),
                 {"project": proj, "selection": selection, "jobs": jobs,
+                 "running": running or dispatch.Running(),
                  "on_complete": staticmethod(on_complete),
                  "likely_builds": staticmethod(likely_builds or (lambda: selection.selected))})
 
@@ -216,6 +223,7 @@ class ImageReporter(ConsoleReporter):
     jobs: int
     on_complete: Callable[[], None]
     likely_builds: Callable[[], set[str]]
+    running: dispatch.Running
     desc = "images: progress, summary, report.json"
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
@@ -253,19 +261,24 @@ class ImageReporter(ConsoleReporter):
 
     def execute_task(self, task: Any) -> None:
         if _image(task) and not buildah.stop_signal():
+            self.running.started(task.name)
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
             self._progress().begin(task.name, _label(task), task.title())
 
     def add_success(self, task: Any) -> None:
+        self.running.ended(task.name)
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
             entry.update(status=_success(task), end=time.time(),
                          **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
+            if entry["status"] == "built" and task.values.get("cpu_seconds") is not None:
+                self.report.cpu_seconds[_image(task)] = task.values["cpu_seconds"]
             if task.values.get("platforms") and _kind(task) == "build":
                 entry["platforms"] = platform_entries(task.values["platforms"])
             self._progress().end(task.name, f"{entry['status']} {_image(task)}")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
+        self.running.ended(task.name)
         if not _image(task):
             if task.actions:  # a group task fails only through its images, reported already
                 super().add_failure(task, fail)

@@ -45,7 +45,7 @@ from doit.cmd_run import Run as DoitRun
 from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.doit_cmd import DoitMain
 
-from buildlib import buildah, builder, cache, graph, keys, project
+from buildlib import buildah, builder, cache, dispatch, graph, keys, project
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
 
@@ -159,6 +159,7 @@ class Run:
     from_registry: bool = False  # cache=registry: look images up before building them
     pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
     warnings: set[str] = field(default_factory=set)
+    running: dispatch.Running = field(default_factory=dispatch.Running)  # what dispatch minds
 
     @property
     def jobs(self) -> int:

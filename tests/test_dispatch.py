@@ -36,7 +36,7 @@ def node(name: str) -> SimpleNamespace:
 
 def test_queue_pops_the_highest_priority_first_then_by_name() -> None:
     priority = {"b": 2.0, "a": 2.0, "c": 5.0, "d": 0.5}
-    queue = dispatch.ReadyQueue(lambda name: priority.get(name, dispatch.FIRST))
+    queue = dispatch.ReadyQueue(priority)
     assert not queue
     for name in ("d", "b", "group", "a", "c"):
         queue.append(node(name))
@@ -47,11 +47,46 @@ def test_queue_pops_the_highest_priority_first_then_by_name() -> None:
 
 
 def test_the_same_node_twice_pops_twice_without_comparing_nodes() -> None:
-    queue = dispatch.ReadyQueue(lambda name: 1.0)
+    queue = dispatch.ReadyQueue({"x": 1.0})
     same = node("x")
     queue.append(same)
     queue.append(same)
     assert [queue.popleft(), queue.popleft()] == [same, same]
+
+
+def test_while_the_cores_have_busy_builds_enough_an_idle_build_goes_first() -> None:
+    """2 cores, 8 jobs: a build busy on a CPU for more than 2/8 of its time is "busy"."""
+    priority = {"build:busy-long": 9.0, "build:busy-short": 3.0, "build:idle-long": 8.0,
+                "build:idle-short": 2.0, "build:running-1": 1.0, "build:running-2": 1.0}
+    share = {"build:busy-long": 0.9, "build:busy-short": 0.6, "build:idle-long": 0.1,
+             "build:idle-short": 0.2, "build:running-1": 0.5, "build:running-2": 0.5}
+    running = dispatch.Running()
+    queue = dispatch.CpuAwareQueue(priority, share, running, cores=2, jobs=8)
+    for name in ("build:idle-short", "build", "build:busy-short", "build:idle-long",
+                 "build:busy-long"):
+        queue.append(node(name))
+    assert len(queue) == 5
+    assert queue.popleft().task.name == "build"  # a group task first, always
+    running.started("build:running-1")
+    assert queue.popleft().task.name == "build:busy-long"  # one busy build: a core is free
+    running.started("build:running-2")
+    assert queue.popleft().task.name == "build:idle-long"  # two: the cores are taken
+    running.ended("build:running-1")
+    assert queue.popleft().task.name == "build:busy-short"
+    assert queue.popleft().task.name == "build:idle-short"  # no busy build is left: any
+    assert not queue
+
+
+def test_cpu_shares_from_the_last_report() -> None:
+    report = {"images": {"root": {"build_seconds": 4.0, "build_cpu_seconds": 1.0},
+                         "short-a": {"build_seconds": 2.0, "build_cpu_seconds": 3.0},
+                         "short-b": {"build_seconds": 8.0}}}
+    got = dispatch.cpu_shares(frozenset({"root", "short-a", "short-b", "short-c"}), report)
+    # short-b: CPU unknown, the median 2.0 over 8 s; short-c: both medians, 2.0 / 4.0
+    assert got == {"build:root": 0.25, "build:short-a": 1.0, "build:short-b": 0.25,
+                   "build:short-c": 0.5}
+    assert dispatch.cpu_shares(frozenset(PARENTS), {"images": {"root": {"build_seconds": 1}}}
+                               ) == {}
 
 
 def test_priorities_from_the_last_report_with_estimates_for_the_rest() -> None:
@@ -122,7 +157,7 @@ def test_installed_queue_orders_doit_run(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(cmd_run, "TaskControl", cmd_run.TaskControl)  # undone after
     asked: set[str] = set()
     priorities = dispatch.task_priorities(Graph.build(PARENTS), frozenset(PARENTS), None)
-    dispatch.install(lambda: _Spy(priorities, asked))
+    dispatch.install(lambda: dispatch.ReadyQueue(_Spy(priorities, asked)))
     assert _run_doit(tmp_path, PARENTS, *args) == BY_DEPTH
     assert asked >= {f"build:{name}" for name in PARENTS}, "doit did not use the queue"
 
@@ -174,6 +209,7 @@ def test_a_real_build_starts_the_longest_remaining_path_first(tree: Tree) -> Non
     report = tree.report()
     for name, entry in report["images"].items():
         assert entry["build_seconds"] == entry["end"] - entry["start"]
+        assert 0 < entry["build_cpu_seconds"] < 4 * entry["build_seconds"]  # buildah's CPU
         entry["build_seconds"] = 9.0 if name == "short-c" else 1.0
     (tree.root / "build" / "report.json").write_text(json.dumps(report))
     tree.edit("templates/copy/payload.txt", "small", "changed")  # every image rebuilds
@@ -188,7 +224,11 @@ def test_a_real_build_starts_the_longest_remaining_path_first(tree: Tree) -> Non
 
 
 
-def test_the_default_order_is_fifo_once_the_jobs_outnumber_the_cores() -> None:
+def test_more_jobs_than_cores_need_cpu_times_for_critical_path_first() -> None:
     cores = len(os.sched_getaffinity(0))
-    assert dispatch.default_strategy(cores) == "critical-path"
-    assert dispatch.default_strategy(cores + 1) == "fifo"
+    no_cpu = {"images": {"root": {"build_seconds": 2.0}}}
+    with_cpu = {"images": {"root": {"build_seconds": 2.0, "build_cpu_seconds": 1.5}}}
+    assert dispatch.default_strategy(cores, None) == "critical-path"
+    assert dispatch.default_strategy(cores + 1, None) == "fifo"
+    assert dispatch.default_strategy(cores + 1, no_cpu) == "fifo"
+    assert dispatch.default_strategy(cores + 1, with_cpu) == "critical-path"

@@ -112,5 +112,10 @@ def test_a_run_that_builds_nothing_keeps_the_last_build_times(tmp_path: Path) ->
         "base": 12.5, "cron": 7.0, "nova-api": None}
     rebuild = report.RunReport(proj, last=noop.as_json(jobs=8))
     rebuild.entry("build", "base").update(status="built", start=200.0, end=203.0)
+    rebuild.cpu_seconds["base"] = 1.25
     rebuild.entry("build", "cron")["status"] = "up-to-date"
     assert dispatch.build_seconds(rebuild.as_json(jobs=8)) == {"base": 3.0, "cron": 7.0}
+    assert dispatch.build_cpu_seconds(rebuild.as_json(jobs=8)) == {"base": 1.25}
+    later = report.RunReport(proj, last=rebuild.as_json(jobs=8))
+    later.entry("build", "base")["status"] = "up-to-date"
+    assert dispatch.build_cpu_seconds(later.as_json(jobs=8)) == {"base": 1.25}
