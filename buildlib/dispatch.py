@@ -70,7 +70,8 @@ class ReadyQueue:
 
 
 class Running:
-    """The image tasks running now, as doit's reporter sees them start and end."""
+    """The tasks doit dispatched and has not seen end, as its reporter is told (in doit's
+    main thread, where the ready queue is used too)."""
 
     def __init__(self) -> None:
         self.tasks: set[str] = set()

@@ -259,9 +259,13 @@ class ImageReporter(ConsoleReporter):
                         self.jobs, [t for t in image_tasks
                                     if t in expected and (t in builds or t.startswith("push:"))])
 
+    def get_status(self, task: Any) -> None:
+        # doit asks this in its main thread of each task it dispatched, right before its
+        # up-to-date check; every outcome below ends it
+        self.running.started(task.name)
+
     def execute_task(self, task: Any) -> None:
         if _image(task) and not buildah.stop_signal():
-            self.running.started(task.name)
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
             self._progress().begin(task.name, _label(task), task.title())
 
@@ -304,6 +308,7 @@ class ImageReporter(ConsoleReporter):
         self._progress().end(task.name, f"FAILED {kind} {name}: {said}")
 
     def skip_uptodate(self, task: Any) -> None:
+        self.running.ended(task.name)
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
             entry["status"] = "up-to-date"
@@ -316,7 +321,7 @@ class ImageReporter(ConsoleReporter):
             self._progress().skip(task.name)
 
     def skip_ignore(self, task: Any) -> None:
-        pass
+        self.running.ended(task.name)
 
     def complete_run(self) -> None:
         self._progress().stop()

@@ -18,9 +18,10 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.control import TaskControl, TaskDispatcher
 from doit.doit_cmd import DoitMain
 from doit.task import Task
+from test_tasks import copy_example
 
-from buildlib import dispatch
-from buildlib.graph import Graph
+from buildlib import dispatch, project, report
+from buildlib.graph import Graph, Selection
 
 # A root, three short leaves declared first, then a chain of three: FIFO may well start
 # the chain after the leaves; the longest remaining path goes first.
@@ -160,6 +161,38 @@ def test_installed_queue_orders_doit_run(tmp_path: Path, monkeypatch: pytest.Mon
     dispatch.install(lambda: dispatch.ReadyQueue(_Spy(priorities, asked)))
     assert _run_doit(tmp_path, PARENTS, *args) == BY_DEPTH
     assert asked >= {f"build:{name}" for name in PARENTS}, "doit did not use the queue"
+
+
+def test_the_reporter_tells_what_runs_from_dispatch_to_every_outcome(tmp_path: Path) -> None:
+    """Through doit's thread runner: a build runs while counted; up-to-date, failed and
+    blocked tasks are counted no more once doit settles them; nothing is left at the end."""
+    proj = project.load(copy_example(tmp_path))
+    names = list(proj.graph.order())
+    failing, up_to_date = "nova-base", "cron"  # nova-api and nova-conductor are blocked
+    running = dispatch.Running()
+    seen: dict[str, set[str]] = {}
+
+    def build(name: str) -> bool:
+        seen[name] = set(running.tasks)
+        return name != failing
+
+    def task_build():
+        for name in names:
+            parent = proj.graph.parents[name]
+            yield {"name": name, "actions": [(build, [name])], "verbosity": 0,
+                   "uptodate": [name == up_to_date],
+                   "task_dep": [f"build:{parent}"] if parent else [],
+                   "meta": {"image": name, "kind": "build"}}
+
+    reporter = report.reporter_for(proj, Selection(frozenset(names), frozenset()), 2,
+                                   lambda: None, running=running)
+    loader = ModuleTaskLoader({"task_build": task_build,
+                               "DOIT_CONFIG": {"dep_file": str(tmp_path / "state.json"),
+                                               "backend": "json", "reporter": reporter}})
+    DoitMain(loader).run(["-n", "2", "-P", "thread", "--continue"])
+    assert seen and all(f"build:{name}" in tasks for name, tasks in seen.items())
+    assert up_to_date not in seen and "nova-api" not in seen and failing in seen
+    assert running.tasks == set()
 
 
 class _Spy(dict):
