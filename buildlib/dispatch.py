@@ -137,13 +137,13 @@ def default_strategy(jobs: int, report: Mapping[str, Any] | None) -> str:
     return "fifo"
 
 
-def install_for(proj: Project, images: frozenset[str], jobs: int, running: Running) -> None:
+def install_for(proj: Project, images: frozenset[str], jobs: int, running: Running,
+                report: Mapping[str, Any] | None) -> None:
     """Dispatch as the `dispatch=` variable says (default: `default_strategy`): by each
-    task's priority over `images` (the selected ones), from the project's last report,
+    task's priority over `images` (the selected ones), from the last run's report,
     minding the cores (`CpuAwareQueue`) when the jobs outnumber them and the report has
     the builds' CPU times. A strategy we do not know ends the process with one message
     and status 1."""
-    report = last_report(proj.report_path)
     strategy = get_var("dispatch") or default_strategy(jobs, report)
     if strategy not in STRATEGIES:
         err = InputError(proj.config.path, f"dispatch={strategy} on the command line is not a "

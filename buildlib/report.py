@@ -204,12 +204,14 @@ class RunReport:
 def reporter_for(proj: Project, selection: Selection, jobs: int,
                  on_complete: Callable[[], None],
                  likely_builds: Callable[[], set[str]] | None = None,
-                 running: dispatch.Running | None = None) -> type[ConsoleReporter]:
+                 running: dispatch.Running | None = None,
+                 last: dict[str, Any] | None = None) -> type[ConsoleReporter]:
     """doit's reporter class for this run; `on_complete` runs after the summary;
     `likely_builds()` names the images the run is expected to build, for its estimate;
-    `running` is told which image tasks start and end, for dispatch."""
+    `running` is told which tasks start and end, for dispatch; `last` is the report.json
+    of the run before."""
     return type("ImageReporter", (ImageReporter,),
-                {"project": proj, "selection": selection, "jobs": jobs,
+                {"project": proj, "selection": selection, "jobs": jobs, "last": last,
                  "running": running or dispatch.Running(),
                  "on_complete": staticmethod(on_complete),
                  "likely_builds": staticmethod(likely_builds or (lambda: selection.selected))})
@@ -224,11 +226,11 @@ class ImageReporter(ConsoleReporter):
     on_complete: Callable[[], None]
     likely_builds: Callable[[], set[str]]
     running: dispatch.Running
+    last: dict[str, Any] | None
     desc = "images: progress, summary, report.json"
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
-        self.last = dispatch.last_report(self.project.report_path)
         self.report = RunReport(self.project, last=self.last)
         self.progress: Progress | None = None
         self.first_failed_with: dict[tuple[str, str], str] = {}  # (kind, error) -> image

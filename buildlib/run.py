@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -160,6 +161,11 @@ class Run:
     pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
     warnings: set[str] = field(default_factory=set)
     running: dispatch.Running = field(default_factory=dispatch.Running)  # what dispatch minds
+
+    @functools.cached_property
+    def last_report(self) -> dict[str, Any] | None:
+        """The report.json of the run before, read once for dispatch and the reporter."""
+        return dispatch.last_report(self.project.report_path)
 
     @property
     def jobs(self) -> int:
