@@ -204,15 +204,12 @@ class RunReport:
 def reporter_for(proj: Project, selection: Selection, jobs: int,
                  on_complete: Callable[[], None],
                  likely_builds: Callable[[], set[str]] | None = None,
-                 running: dispatch.Running | None = None,
                  last: dict[str, Any] | None = None) -> type[ConsoleReporter]:
     """doit's reporter class for this run; `on_complete` runs after the summary;
     `likely_builds()` names the images the run is expected to build, for its estimate;
-    `running` is told which tasks start and end, for dispatch; `last` is the report.json
-    of the run before."""
+    `last` is the report.json of the run before."""
     return type("ImageReporter", (ImageReporter,),
                 {"project": proj, "selection": selection, "jobs": jobs, "last": last,
-                 "running": running or dispatch.Running(),
                  "on_complete": staticmethod(on_complete),
                  "likely_builds": staticmethod(likely_builds or (lambda: selection.selected))})
 
@@ -225,7 +222,6 @@ class ImageReporter(ConsoleReporter):
     jobs: int
     on_complete: Callable[[], None]
     likely_builds: Callable[[], set[str]]
-    running: dispatch.Running
     last: dict[str, Any] | None
     desc = "images: progress, summary, report.json"
 
@@ -261,18 +257,12 @@ class ImageReporter(ConsoleReporter):
                         self.jobs, [t for t in image_tasks
                                     if t in expected and (t in builds or t.startswith("push:"))])
 
-    def get_status(self, task: Any) -> None:
-        # doit asks this in its main thread of each task it dispatched, right before its
-        # up-to-date check; every outcome below ends it
-        self.running.started(task.name)
-
     def execute_task(self, task: Any) -> None:
         if _image(task) and not buildah.stop_signal():
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
             self._progress().begin(task.name, _label(task), task.title())
 
     def add_success(self, task: Any) -> None:
-        self.running.ended(task.name)
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
             entry.update(status=_success(task), end=time.time(),
@@ -284,7 +274,6 @@ class ImageReporter(ConsoleReporter):
             self._progress().end(task.name, f"{entry['status']} {_image(task)}")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
-        self.running.ended(task.name)
         if not _image(task):
             if task.actions:  # a group task fails only through its images, reported already
                 super().add_failure(task, fail)
@@ -310,7 +299,6 @@ class ImageReporter(ConsoleReporter):
         self._progress().end(task.name, f"FAILED {kind} {name}: {said}")
 
     def skip_uptodate(self, task: Any) -> None:
-        self.running.ended(task.name)
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
             entry["status"] = "up-to-date"
@@ -323,7 +311,7 @@ class ImageReporter(ConsoleReporter):
             self._progress().skip(task.name)
 
     def skip_ignore(self, task: Any) -> None:
-        self.running.ended(task.name)
+        pass
 
     def complete_run(self) -> None:
         self._progress().stop()

@@ -160,7 +160,6 @@ class Run:
     from_registry: bool = False  # cache=registry: look images up before building them
     pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
     warnings: set[str] = field(default_factory=set)
-    running: dispatch.Running = field(default_factory=dispatch.Running)  # what dispatch minds
 
     @functools.cached_property
     def last_report(self) -> dict[str, Any] | None:

@@ -52,8 +52,7 @@ def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
 
 def doit_config(run: Run) -> dict[str, Any]:
     run.project.build_dir.mkdir(parents=True, exist_ok=True)
-    dispatch.install_for(run.project, run.selection.selected, run.jobs, run.running,
-                         run.last_report)
+    dispatch.install_for(run.project, run.selection.selected, run.jobs, run.last_report)
     return {
         "default_tasks": ["build"],
         "num_process": run.project.config.settings.jobs,
@@ -62,7 +61,7 @@ def doit_config(run: Run) -> dict[str, Any]:
         "backend": "sqlite3",
         "continue": not run.fail_fast,
         "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish,
-                                        run.likely_builds, run.running, run.last_report),
+                                        run.likely_builds, run.last_report),
     }
 
 

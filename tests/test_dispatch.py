@@ -18,10 +18,9 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.control import TaskControl, TaskDispatcher
 from doit.doit_cmd import DoitMain
 from doit.task import Task
-from test_tasks import copy_example
 
-from buildlib import dispatch, project, report
-from buildlib.graph import Graph, Selection
+from buildlib import dispatch
+from buildlib.graph import Graph
 
 # A root, three short leaves declared first, then a chain of three: FIFO may well start
 # the chain after the leaves; the longest remaining path goes first.
@@ -53,41 +52,6 @@ def test_the_same_node_twice_pops_twice_without_comparing_nodes() -> None:
     queue.append(same)
     queue.append(same)
     assert [queue.popleft(), queue.popleft()] == [same, same]
-
-
-def test_while_the_cores_have_busy_builds_enough_an_idle_build_goes_first() -> None:
-    """2 cores, 8 jobs: a build busy on a CPU for more than 2/8 of its time is "busy"."""
-    priority = {"build:busy-long": 9.0, "build:busy-short": 3.0, "build:idle-long": 8.0,
-                "build:idle-short": 2.0, "build:running-1": 1.0, "build:running-2": 1.0}
-    share = {"build:busy-long": 0.9, "build:busy-short": 0.6, "build:idle-long": 0.1,
-             "build:idle-short": 0.2, "build:running-1": 0.5, "build:running-2": 0.5}
-    running = dispatch.Running()
-    queue = dispatch.CpuAwareQueue(priority, share, running, cores=2, jobs=8)
-    for name in ("build:idle-short", "build", "build:busy-short", "build:idle-long",
-                 "build:busy-long"):
-        queue.append(node(name))
-    assert len(queue) == 5
-    assert queue.popleft().task.name == "build"  # a group task first, always
-    running.started("build:running-1")
-    assert queue.popleft().task.name == "build:busy-long"  # one busy build: a core is free
-    running.started("build:running-2")
-    assert queue.popleft().task.name == "build:idle-long"  # two: the cores are taken
-    running.ended("build:running-1")
-    assert queue.popleft().task.name == "build:busy-short"
-    assert queue.popleft().task.name == "build:idle-short"  # no busy build is left: any
-    assert not queue
-
-
-def test_cpu_shares_from_the_last_report() -> None:
-    report = {"images": {"root": {"build_seconds": 4.0, "build_cpu_seconds": 1.0},
-                         "short-a": {"build_seconds": 2.0, "build_cpu_seconds": 3.0},
-                         "short-b": {"build_seconds": 8.0}}}
-    got = dispatch.cpu_shares(frozenset({"root", "short-a", "short-b", "short-c"}), report)
-    # short-b: CPU unknown, the median 2.0 over 8 s; short-c: both medians, 2.0 / 4.0
-    assert got == {"build:root": 0.25, "build:short-a": 1.0, "build:short-b": 0.25,
-                   "build:short-c": 0.5}
-    assert dispatch.cpu_shares(frozenset(PARENTS), {"images": {"root": {"build_seconds": 1}}}
-                               ) == {}
 
 
 def test_priorities_from_the_last_report_with_estimates_for_the_rest() -> None:
@@ -163,38 +127,6 @@ def test_installed_queue_orders_doit_run(tmp_path: Path, monkeypatch: pytest.Mon
     assert asked >= {f"build:{name}" for name in PARENTS}, "doit did not use the queue"
 
 
-def test_the_reporter_tells_what_runs_from_dispatch_to_every_outcome(tmp_path: Path) -> None:
-    """Through doit's thread runner: a build runs while counted; up-to-date, failed and
-    blocked tasks are counted no more once doit settles them; nothing is left at the end."""
-    proj = project.load(copy_example(tmp_path))
-    names = list(proj.graph.order())
-    failing, up_to_date = "nova-base", "cron"  # nova-api and nova-conductor are blocked
-    running = dispatch.Running()
-    seen: dict[str, set[str]] = {}
-
-    def build(name: str) -> bool:
-        seen[name] = set(running.tasks)
-        return name != failing
-
-    def task_build():
-        for name in names:
-            parent = proj.graph.parents[name]
-            yield {"name": name, "actions": [(build, [name])], "verbosity": 0,
-                   "uptodate": [name == up_to_date],
-                   "task_dep": [f"build:{parent}"] if parent else [],
-                   "meta": {"image": name, "kind": "build"}}
-
-    reporter = report.reporter_for(proj, Selection(frozenset(names), frozenset()), 2,
-                                   lambda: None, running=running)
-    loader = ModuleTaskLoader({"task_build": task_build,
-                               "DOIT_CONFIG": {"dep_file": str(tmp_path / "state.json"),
-                                               "backend": "json", "reporter": reporter}})
-    DoitMain(loader).run(["-n", "2", "-P", "thread", "--continue"])
-    assert seen and all(f"build:{name}" in tasks for name, tasks in seen.items())
-    assert up_to_date not in seen and "nova-api" not in seen and failing in seen
-    assert running.tasks == set()
-
-
 class _Spy(dict):
     """Priorities that note which task names the queue asked for."""
 
@@ -257,11 +189,7 @@ def test_a_real_build_starts_the_longest_remaining_path_first(tree: Tree) -> Non
 
 
 
-def test_more_jobs_than_cores_need_cpu_times_for_critical_path_first() -> None:
+def test_the_default_order_is_fifo_once_the_jobs_outnumber_the_cores() -> None:
     cores = len(os.sched_getaffinity(0))
-    no_cpu = {"images": {"root": {"build_seconds": 2.0}}}
-    with_cpu = {"images": {"root": {"build_seconds": 2.0, "build_cpu_seconds": 1.5}}}
-    assert dispatch.default_strategy(cores, None) == "critical-path"
-    assert dispatch.default_strategy(cores + 1, None) == "fifo"
-    assert dispatch.default_strategy(cores + 1, no_cpu) == "fifo"
-    assert dispatch.default_strategy(cores + 1, with_cpu) == "critical-path"
+    assert dispatch.default_strategy(cores) == "critical-path"
+    assert dispatch.default_strategy(cores + 1) == "fifo"
