@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dbm
 import fcntl
 import functools
 import json
@@ -44,6 +45,7 @@ from doit import get_var, loader
 from doit.cmd_base import DodoTaskLoader
 from doit.cmd_run import Run as DoitRun
 from doit.cmdparse import CmdOption, CmdParse, CmdParseError
+from doit.dependency import Dependency
 from doit.doit_cmd import DoitMain
 
 from buildlib import buildah, builder, cache, dispatch, graph, keys, project
@@ -272,17 +274,46 @@ class Run:
             print(message, file=sys.stderr)
 
     def finish(self) -> None:
-        """The end of a run, after its summary: an interrupted run exits 128 + signal."""
+        """The end of a run, after its summary: an interrupted run exits 128 + signal; a
+        run whose state doit could not save says so and exits 1."""
         signum = buildah.stop_signal()
         if signum:
             # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(128 + signum)
+        if _unsaved_state:
+            print(f"error: {self.project.state_file}: doit could not save this run's state: "
+                  f"{_unsaved_state[0]}\n  fix: make room or fix what the error names; "
+                  "what this run built is not lost: each image is in local storage under "
+                  "its key, where the next run finds it instead of building it again",
+                  file=sys.stderr)
+            sys.exit(1)
 
 
 class RunError(Exception):
     """This run cannot start: another holds the tree, or build_dir cannot be written."""
+
+
+_unsaved_state: list[Exception] = []  # why doit could not save this run's state
+
+
+def _report_unsaved_state() -> None:
+    """doit saves its state when the run ends, before its reporter's summary; a full disk
+    there raised a traceback and lost the summary and report.json. Keep the error for
+    `Run.finish` instead."""
+    close = Dependency.close
+    if getattr(close, "keeps_errors", False):
+        return
+
+    def close_keeping_errors(self: Dependency) -> None:
+        try:
+            close(self)
+        except (sqlite3.Error, OSError, *dbm.error) as err:
+            _unsaved_state.append(err)
+
+    close_keeping_errors.keeps_errors = True  # type: ignore[attr-defined]
+    Dependency.close = close_keeping_errors  # type: ignore[method-assign]
 
 
 def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
@@ -307,6 +338,7 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)
     if invocation.runs_tasks:
+        _report_unsaved_state()
         if invocation.reads_storage:
             run.storage.prefetch()
         if run.lookups is not None:  # ask the registry while doit loads and builds

@@ -180,16 +180,48 @@ def test_a_full_build_dir_is_one_clear_error_with_the_summary(tree: Tree) -> Non
         assert statuses(tree) == {"base": "failed"}
         assert not (build / "base" / "context").exists()  # the partial copy is gone
 
-        # full to the last byte
-        with (build / "filler").open("wb", buffering=0) as filler, \
-                contextlib.suppress(OSError):
-            while True:
-                filler.write(b"\0" * 4096)
+        fill(build)  # to the last byte
         result = tree.doit("build", check=False)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr == (f"error: cannot write in {build}: No space left on device; "
                                  "free some space there or choose a writable "
                                  "settings.build_dir\n")
+    finally:
+        subprocess.run(["umount", "-l", str(build)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> None:
+    """Write a file in `folder` until its disk is full to the last byte, then give back
+    `leave` bytes."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 4096)
+    os.truncate(filler, max(filler.stat().st_size - leave, 0))
+
+
+def test_a_disk_full_when_doit_saves_its_state_loses_nothing_built(tree: Tree) -> None:
+    build = tree.root / "build"
+    build.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(build)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        tree.doit("build")
+        tree.edit("images.yaml", "kolla_uid: 42400", "kolla_uid: 42401")  # every image
+        fill(build, leave=12 * 1024)  # room for the Dockerfiles, not for doit's state
+        result = tree.doit("build", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+        assert "builds: 9 built" in result.stdout  # the summary still comes
+        assert result.stderr.startswith(f"error: {build}/.doit.db: doit could not save this "
+                                        "run's state: database or disk is full\n")
+        assert "the next run finds it instead of building it again" in result.stderr
+
+        (build / "filler").unlink()
+        again = tree.doit("build")
+        assert "builds: 9 up-to-date" in again.stdout
+        assert not [call for call in tree.buildah_calls() if "bud" in call], "built again"
     finally:
         subprocess.run(["umount", "-l", str(build)], check=False)
 
