@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,27 +166,18 @@ def test_unreadable_state_is_set_aside_and_the_run_goes_on(tree: Tree) -> None:
     assert tree.doit("build").stderr == ""  # the new state reads fine
 
 
-def test_a_full_build_dir_is_one_clear_error_with_the_summary(tree: Tree) -> None:
+@contextlib.contextmanager
+def small_build_dir(tree: Tree, size: str) -> Iterator[Path]:
+    """The tree's build dir on a tmpfs of `size` (skips the test where none can be
+    mounted)."""
     build = tree.root / "build"
     build.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(build)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(build)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
-        only(tree)  # base's context holds busybox: 2 MB
-        result = tree.doit("build", check=False)
-        assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
-        assert "FAILED build base: [Errno 28] No space left on device" in result.stdout
-        assert statuses(tree) == {"base": "failed"}
-        assert not (build / "base" / "context").exists()  # the partial copy is gone
-
-        fill(build)  # to the last byte
-        result = tree.doit("build", check=False)
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        assert result.stderr == (f"error: cannot write in {build}: No space left on device; "
-                                 "free some space there or choose a writable "
-                                 "settings.build_dir\n")
+        yield build
     finally:
         subprocess.run(["umount", "-l", str(build)], check=False)
 
@@ -200,14 +192,25 @@ def fill(folder: Path, leave: int = 0) -> None:
     os.truncate(filler, max(filler.stat().st_size - leave, 0))
 
 
+def test_a_full_build_dir_is_one_clear_error_with_the_summary(tree: Tree) -> None:
+    with small_build_dir(tree, "1m") as build:
+        only(tree)  # base's context holds busybox: 2 MB
+        result = tree.doit("build", check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+        assert "FAILED build base: [Errno 28] No space left on device" in result.stdout
+        assert statuses(tree) == {"base": "failed"}
+        assert not (build / "base" / "context").exists()  # the partial copy is gone
+
+        fill(build)  # to the last byte
+        result = tree.doit("build", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr == (f"error: cannot write in {build}: No space left on device; "
+                                 "free some space there or choose a writable "
+                                 "settings.build_dir\n")
+
+
 def test_a_disk_full_when_doit_saves_its_state_loses_nothing_built(tree: Tree) -> None:
-    build = tree.root / "build"
-    build.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(build)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_build_dir(tree, "8m") as build:
         tree.doit("build")
         tree.edit("images.yaml", "kolla_uid: 42400", "kolla_uid: 42401")  # every image
         fill(build, leave=12 * 1024)  # room for the Dockerfiles, not for doit's state
@@ -222,8 +225,6 @@ def test_a_disk_full_when_doit_saves_its_state_loses_nothing_built(tree: Tree) -
         again = tree.doit("build")
         assert "builds: 9 up-to-date" in again.stdout
         assert not [call for call in tree.buildah_calls() if "bud" in call], "built again"
-    finally:
-        subprocess.run(["umount", "-l", str(build)], check=False)
 
 
 def test_huge_output_is_read_from_the_end_and_capped(tree: Tree) -> None:
