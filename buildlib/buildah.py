@@ -20,8 +20,8 @@ from typing import IO, NamedTuple
 
 BUILDAH = "buildah"
 KILL_GRACE_SECONDS = 10
-POLL_SECONDS = 0.25  # how soon a running build notices a stop request
-WAIT_STEP_SECONDS = 0.05  # at most this long between two looks at whether buildah ended
+POLL_SECONDS = 0.25  # how often a wait for processes to go looks again
+WAIT_STEP_SECONDS = 0.05  # a running build looks this often (at most) for its end or a stop
 PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
 # A build arg no Dockerfile declares: it does not shape the image (buildah warns that it
 # was not consumed) but buildah records it in the working container, which tells our
