@@ -327,6 +327,17 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     return result, tree
 
 
+def fifo_again(work: Path, runner: Runner, tree: trees.Tree, first: dict[str, Any]) -> float:
+    """FIFO on the last seed's tree once more, on a fresh storage root: how far apart two
+    runs of the same order land on this machine."""
+    tree.use_storage(work / "storage-again", build_dir="build-again")
+    again = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=fifo")
+    expect_all(tree, "built")
+    remove_storage(work / "storage-again")
+    progress(f"seed {first['seed']}: FIFO again {again.wall:.1f} s")
+    return again.wall
+
+
 def slot_use(report: Mapping[str, Any], seconds: Mapping[str, float], wall: float
              ) -> dict[str, float]:
     """How full the run kept its job slots (the builds' summed durations over jobs x wall
@@ -370,6 +381,9 @@ def bench_makespan(work: Path, runner: Runner, plan: Plan, seeds: int
         if seed == plan.seed:
             kept = tree
     assert kept is not None
+    again = fifo_again(work, runner, tree, runs[-1])
+    if tree is kept:  # one seed: later benchmarks use its built storage
+        kept.use_storage(work / "storage-a", build_dir="build")
 
     def cell(run: dict[str, Any], key: str) -> str:
         return f"{run[key]['wall']:.1f} ({run[key]['ratio']:.2f}x)"
@@ -401,6 +415,10 @@ def bench_makespan(work: Path, runner: Runner, plan: Plan, seeds: int
                  f"seed {r['seed']}: " + ", ".join(
                      f"{label} {r[key]['slots_busy']:.0%}, {r[key]['beyond_sleep']:.2f} s"
                      for key, label in VARIANTS[:2]) for r in runs),
+             f"run-to-run spread: FIFO on seed {runs[-1]['seed']} again took {again:.1f} s "
+             f"(first {runs[-1]['fifo']['wall']:.1f} s, "
+             f"{abs(again / runs[-1]['fifo']['wall'] - 1):.0%} apart): differences between "
+             "orders smaller than that are noise on this machine",
              "CPU of the runs (s): " + "; ".join(
                  f"seed {r['seed']}: " + ", ".join(f"{label} {r[key]['cpu']:.0f}"
                                                    for key, label in VARIANTS) for r in runs),
@@ -409,6 +427,7 @@ def bench_makespan(work: Path, runner: Runner, plan: Plan, seeds: int
     data = {"images": n, "levels": shape, "sleep_lognormal": {"median": median,
                                                               "sigma": sigma},
             "jobs": JOBS, "cores": cores, "seeds": runs, "isolated": isolated,
+            "fifo_again": {"seed": runs[-1]["seed"], "wall": again},
             "targets": {"never_slower_than_fifo": never_slower,
                         "median_ratio_to_bound": median_ratio}}
     return data, "\n".join(lines), kept
