@@ -84,7 +84,6 @@ class RunReport:
         # does not build
         self.last_build_seconds = dispatch.build_seconds(last)
         self.last_build_cpu = dispatch.build_cpu_seconds(last)
-        self.cpu_seconds: dict[str, float] = {}  # of the images this run built
 
     def entry(self, kind: str, name: str) -> dict[str, Any]:
         plan = self.project.plans[name]
@@ -120,7 +119,7 @@ class RunReport:
     def _with_build_seconds(self, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         if entry["status"] == "built" and entry["start"] and entry["end"]:
             seconds: float | None = entry["end"] - entry["start"]
-            cpu: float | None = self.cpu_seconds.get(name)
+            cpu: float | None = entry.get(dispatch.BUILD_CPU_SECONDS)
         else:
             seconds = self.last_build_seconds.get(name)
             cpu = self.last_build_cpu.get(name)
@@ -267,8 +266,8 @@ class ImageReporter(ConsoleReporter):
             entry = self.report.entry(_kind(task), _image(task))
             entry.update(status=_success(task), end=time.time(),
                          **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
-            if entry["status"] == "built" and task.values.get("cpu_seconds") is not None:
-                self.report.cpu_seconds[_image(task)] = task.values["cpu_seconds"]
+            if entry["status"] == "built":
+                entry[dispatch.BUILD_CPU_SECONDS] = task.values.get("cpu_seconds")
             if task.values.get("platforms") and _kind(task) == "build":
                 entry["platforms"] = platform_entries(task.values["platforms"])
             self._progress().end(task.name, f"{entry['status']} {_image(task)}")

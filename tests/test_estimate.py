@@ -111,8 +111,8 @@ def test_a_run_that_builds_nothing_keeps_the_last_build_times(tmp_path: Path) ->
     assert {name: entry["build_seconds"] for name, entry in written.items()} == {
         "base": 12.5, "cron": 7.0, "nova-api": None}
     rebuild = report.RunReport(proj, last=noop.as_json(jobs=8))
-    rebuild.entry("build", "base").update(status="built", start=200.0, end=203.0)
-    rebuild.cpu_seconds["base"] = 1.25
+    rebuild.entry("build", "base").update(status="built", start=200.0, end=203.0,
+                                          build_cpu_seconds=1.25)
     rebuild.entry("build", "cron")["status"] = "up-to-date"
     assert dispatch.build_seconds(rebuild.as_json(jobs=8)) == {"base": 3.0, "cron": 7.0}
     assert dispatch.build_cpu_seconds(rebuild.as_json(jobs=8)) == {"base": 1.25}
