@@ -63,12 +63,6 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def build_durations(path: Path) -> dict[str, float]:
-    """Seconds each image's last build took, from this report.json (see
-    `dispatch.build_seconds`); empty when there is no readable report."""
-    return dispatch.build_seconds(dispatch.last_report(path))
-
-
 class RunReport:
     """Every image's outcome in this run, per kind (`build`, `push`)."""
 

@@ -211,7 +211,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
     except InputError as err:
         return TaskFailed(f"error: {err}")
     sub = export.selected_graph(proj.graph, run.selection.selected)
-    measured = report.build_durations(proj.report_path)
+    measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     multi_arch = sorted(name for name in sub.parents if proj.plans[name].platforms)
