@@ -10,6 +10,7 @@ from typing import Any
 from buildlib import buildah, cache, keys, registry, render
 from buildlib.buildah import Buildah, BuildahError, Interrupted
 from buildlib.project import ImagePlan, Project
+from buildlib.reference import ImageRef
 
 
 class Storage:
@@ -54,7 +55,15 @@ class Storage:
         return image_id in self._listing()
 
     def id_of(self, reference: str) -> str | None:
-        return next((i for i, names in self._listing().items() if reference in names), None)
+        return self.id_named([reference])
+
+    def id_named(self, names: list[str]) -> str | None:
+        """The image with the first of these names that storage holds."""
+        for name in names:
+            found = next((i for i, held in self._listing().items() if name in held), None)
+            if found is not None:
+                return found
+        return None
 
     def with_key(self, key: str) -> str | None:
         """The image named by this key's tag, in any repository (it was built with this
@@ -93,7 +102,7 @@ def stale_reason(plan: ImagePlan, saved: dict[str, Any], record: keys.Record,
     if not saved.get("id"):
         return "never built"
     if saved.get("key") != record.key:
-        return keys.changes(saved.get("record"), record, plan.parent)
+        return keys.changes(saved.get("record"), record, plan.built_on)
     if not storage.holds(saved["id"]):
         return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
     for name in plan.local_names(record.key):  # children build FROM the first
@@ -104,12 +113,13 @@ def stale_reason(plan: ImagePlan, saved: dict[str, Any], record: keys.Record,
 
 def build_image(project: Project, name: str, record: keys.Record, storage: Storage,
                 reason: str | None = None, echo: bool = False,
-                parent_key: str | None = None) -> dict[str, Any]:
+                parent_name: str | None = None) -> dict[str, Any]:
     """The image with this record's key: found in storage by its key tag (and tagged
-    with the reference), or built from a fresh copy of the context, FROM its parent's
-    key tag when the parent's key is known (exactly that image; and buildah writes the
-    FROM name into the image's history, so a tag there would make the ID depend on the
-    tag). Returns what later runs, children and pushes need."""
+    with the reference), or built from a fresh copy of the context, FROM `parent_name`:
+    the parent's key name, or the digest reference of a pinned parent that carries no key
+    (exactly that image; and buildah writes the FROM name into the image's history, so a
+    tag there would make the ID depend on the tag). Returns what later runs, children and
+    pushes need."""
     plan = project.plans[name]
     start = time.time()
     with storage.lock_for(record.key):
@@ -122,8 +132,7 @@ def build_image(project: Project, name: str, record: keys.Record, storage: Stora
                 storage.add(found, missing)
             return _values(plan, found, record, "local", start)
         context = plan.context
-        if parent_key and plan.parent:
-            parent_name = project.plans[plan.parent].local_names(parent_key)[0]
+        if parent_name and plan.parent:
             context = context.from_parent(plan.parent_reference, parent_name)
         values = _build(project, plan, context, record, reason, echo, start)
         storage.add(values["id"], plan.local_names(values["key"]))
@@ -192,9 +201,10 @@ def build_platforms(project: Project, name: str, records: dict[str, keys.Record]
     if any(storage.with_key(record.key) is None for record in records.values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
+    parent_names = {platform: project.plans[plan.parent].key_name(key)
+                    for platform, key in (parent_keys or {}).items()} if plan.parent else {}
     platforms = {platform: build_image(project, name, record, storage,
-                                       reasons.get(platform), echo,
-                                       (parent_keys or {}).get(platform))
+                                       reasons.get(platform), echo, parent_names.get(platform))
                  for platform, record in records.items()}
     key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
     list_id = manifest_list(project, plan, key, [v["id"] for v in platforms.values()],
@@ -232,7 +242,7 @@ def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage)
     image the run settled on), named as a build names it: a child is built on it."""
     plan = project.plans[name]
     with storage.lock_for(f"pull {name}"):
-        if storage.has(settled["id"], plan.reference):
+        if storage.has(settled["id"], build_from(plan, settled) or plan.reference):
             return
         settings = project.config.settings
 
@@ -255,12 +265,32 @@ def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage)
         if image_id != settled["id"]:
             raise BuildahError(f"pulled {settled['pinned']}: image {image_id}, "
                                f"not {settled['id']} as its manifest says")
-        # a pinned image's key is on it; its children build FROM the name made of it
-        settled["key"] = settled.get("key") or project.buildah.label(image_id, keys.KEY_LABEL)
-        names = plan.local_names(settled["key"]) if settled["key"] else [plan.reference]
+        if not settled.get("key"):  # named by its digest alone: children build FROM that
+            storage.add(image_id, [settled["pinned"]])
+            return
+        # an image that verifiably carries its key: named as a build names it
+        names = plan.local_names(settled["key"])
         project.buildah.tag(image_id, *names)
         project.buildah.untag(settled["pinned"])  # the pull's name would come first
         storage.add(image_id, names)
+
+
+def build_from(plan: ImagePlan, settled: dict[str, Any]) -> str | None:
+    """The name a child of this image is built FROM: its key name, or for an image taken
+    by a pin that carries no key, its digest reference."""
+    return plan.key_name(settled["key"]) if settled.get("key") else settled.get("pinned")
+
+
+def pull_base(project: Project, reference: str) -> tuple[str | None, str]:
+    """`buildah pull` a root's base image (TLS and credentials as settings say); the IDs
+    its name had in storage before and has now."""
+    settings = project.config.settings
+    ref = ImageRef.parse(reference)
+    before = Storage(project.buildah).id_named(ref.storage_names())
+    after = project.buildah.pull(
+        str(ref), tls_verify=settings.tls_verify, timeout=settings.push_timeout,
+        authfile=registry.find_authfile(ref.domain, settings.authfile, project.config.root))
+    return before, after
 
 
 class PushFailed(Exception):
@@ -277,6 +307,9 @@ def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
         content = lookups.find(key_reference)
         if content is None:
             return f"not in the registry yet ({key_reference})"
+        problem = _key_tag_problem(plan, built, content)
+        if problem:
+            return f"{key_reference} {problem}: this run's image is pushed over it"
         tagged = lookups.find(plan.reference)
     except registry.RegistryError as err:
         return str(err)
@@ -284,6 +317,13 @@ def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
         served = tagged.manifest.digest if tagged else "nothing"
         return f"{plan.reference} names {served}, not {content.manifest.digest}"
     return None
+
+
+def _key_tag_problem(plan: ImagePlan, built: dict[str, Any], found: cache.Found) -> str | None:
+    """Why what the key's tag names is not the image this run built or checked."""
+    problem = found.problem(built["key"], multi_arch=bool(plan.platforms),
+                            local_id=built.get("id"))
+    return f"names {found.manifest.digest}, which {problem}" if problem else None
 
 
 def push_image(project: Project, name: str, built: dict[str, Any],
@@ -299,14 +339,14 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     key_reference = plan.key_reference(built["key"])
     plan.own_workdir()
     plan.push_log.write_text("")
-    start, attempts = time.time(), 0
+    start, attempts, replaced = time.time(), 0, None
     try:
         client.check()
     except registry.RegistryError as err:
         raise _give_up(plan, str(err)) from None
 
     def attempt() -> registry.Manifest:
-        nonlocal attempts
+        nonlocal attempts, replaced
         if client.breaker.cause:
             raise _give_up(plan, client.breaker.cause)
         attempts += 1
@@ -314,12 +354,11 @@ def push_image(project: Project, name: str, built: dict[str, Any],
             log.write(f"{report_try_line(attempts)}\n")
         try:
             content = client.manifest(key_reference)
-            if content is None:
-                digest = _buildah_push(project, name, built["key"])
-                content = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
-                if content is None:
-                    raise registry.TransientError(f"the registry does not serve {digest}, "
-                                                  "just pushed")
+            problem = content and _key_tag_problem(
+                plan, built, cache.Found(cache.repository_of(key_reference), content))
+            if content is None or problem:
+                replaced = problem or None
+                content = _pushed_with_key(project, name, built["key"])
             client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
@@ -336,10 +375,26 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     except registry.TransientError as err:
         raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
     with plan.push_log.open("a") as log:
+        if replaced:
+            log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
         log.write(f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
     return {"id": built.get("id"), "key": built["key"], "digest": content.digest,
             "image": plan.reference, "start": start, "end": time.time(),
-            "attempts": attempts}
+            "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
+
+
+def _pushed_with_key(project: Project, name: str, key: str) -> registry.Manifest:
+    """`buildah push` to the key's tag, then that manifest annotated with the key (which
+    the image config cannot hold without changing the image ID) put back under the tag:
+    what a lookup checks before it takes the image as the key's."""
+    client, key_reference = project.registry_client, project.plans[name].key_reference(key)
+    digest = _buildah_push(project, name, key)
+    pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
+    if pushed is None:
+        raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
+    content = pushed.annotated({keys.KEY_ANNOTATION: key})
+    client.put_manifest(key_reference, content)
+    return content
 
 
 TRY_LINE = "# try"

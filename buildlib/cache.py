@@ -12,17 +12,20 @@ is built in this run) is asked when that parent is done.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from buildlib.keys import KEY_ANNOTATION
+from buildlib.reference import ImageRef
 from buildlib.registry import Client, Manifest, RegistryError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from buildlib.builder import Storage
-    from buildlib.project import Project
+    from buildlib.project import ImagePlan, Project
 
 WORKERS = 8
 
@@ -42,6 +45,26 @@ class Found:
     def pinned(self) -> str:
         """`repo@sha256:...`: exactly this image, whatever a tag points at by then."""
         return f"{self.repository}@{self.manifest.digest}"
+
+    @property
+    def key(self) -> str | None:
+        """The key the pushed manifest carries (a push annotates it), if any."""
+        return self.manifest.annotations.get(KEY_ANNOTATION)
+
+    def problem(self, key: str, *, multi_arch: bool = False,
+                local_id: str | None = None) -> str | None:
+        """Why this is not the image of `key`, or None when it carries that key, is what
+        the image is (one image, or a manifest list) and, where this machine has the key's
+        image, has its ID. (The registry is trusted as far as its push rights go.)"""
+        if self.key != key:
+            return (f"carries another key ({self.key[:32]}...)" if self.key
+                    else "carries no imagebake key (pushed by something else)")
+        if self.manifest.is_index != multi_arch:
+            return ("is a manifest list, not one image" if self.manifest.is_index
+                    else "is one image, not a manifest list")
+        if local_id and not multi_arch and self.image_id != local_id:
+            return f"is image {self.image_id}, not {local_id} as built here for that key"
+        return None
 
 
 def repository_of(reference: str) -> str:
@@ -78,8 +101,25 @@ class Lookups:
         return len(self._asked)
 
 
+def find_by_key(lookups: Lookups, plan: ImagePlan, key: str,
+                warn: Callable[[str], None]) -> Found | None:
+    """The image the registry holds under the key's tag, when it verifiably is that key's
+    image; anything else there is "not cached", with one warning. Raises RegistryError
+    when the registry could not say."""
+    reference = plan.key_reference(key)
+    found = lookups.find(reference)
+    if found is None:
+        return None
+    problem = found.problem(key, multi_arch=bool(plan.platforms))
+    if problem:
+        warn(f"warning: registry {lookups.client.host}: {reference} names "
+             f"{found.manifest.digest}, which {problem}; not taken as {plan.name}'s image")
+        return None
+    return found
+
+
 def walk(project: Project, selected: Collection[str], storage: Storage,
-         lookups: Lookups) -> None:
+         lookups: Lookups, bases: BaseImages, warn: Callable[[str], None]) -> None:
     """Ask the registry for every selected image whose key can be known before any
     build: roots, and children of images found in local storage or in the registry.
     Run it in a thread of its own: it waits for answers, parents first."""
@@ -89,17 +129,19 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
         if local is not None or project.plans[name].platforms:
             return local  # multi-arch images are not looked up: they are built
         try:
-            found = lookups.find(project.plans[name].key_reference(key))
+            found = find_by_key(lookups, project.plans[name], key, warn)
         except RegistryError:
             return None  # the check asks again, and says so
         return found.image_id if found else None
 
     names = [name for name in project.graph.order() if name in selected]
-    for _ in project.keys_from_roots(names, image_of):
+    base_of = lambda name: bases.id_of(project.plans[name].base)  # noqa: E731
+    for _ in project.keys_from_roots(names, image_of, base_of=base_of):
         pass
 
 
-def resolve(project: Project, names: list[str], lookups: Lookups) -> dict[str, dict | None]:
+def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseImages,
+            warn: Callable[[str], None]) -> dict[str, dict | None]:
     """What the registry holds for each image's current key (parents first in `names`):
     its pinned reference, user tag, digest, key and ID; None where it holds nothing."""
     found: dict[str, Found | None] = {}
@@ -108,14 +150,68 @@ def resolve(project: Project, names: list[str], lookups: Lookups) -> dict[str, d
         if project.plans[name].platforms:  # not resolved yet (nor are its children)
             found[name] = None
             return None
-        found[name] = lookups.find(project.plans[name].key_reference(key))
+        found[name] = find_by_key(lookups, project.plans[name], key, warn)
         return found[name].image_id if found[name] else None
 
     resolved: dict[str, dict | None] = {}
-    for name, key, _ in project.keys_from_roots(names, image_of):
+    base_of = lambda name: bases.id_of(project.plans[name].base)  # noqa: E731
+    for name, key, _ in project.keys_from_roots(names, image_of, base_of=base_of):
         image = found.get(name)
         resolved[name] = image and {"reference": image.pinned,
                                     "tag": project.plans[name].reference,
                                     "digest": image.manifest.digest, "key": key,
                                     "id": image.image_id}
     return resolved
+
+
+NATIVE_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "ppc64le": "ppc64le",
+                 "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def native_platform() -> str:
+    import platform
+
+    machine = platform.machine()
+    return f"linux/{NATIVE_ARCHES.get(machine, machine)}"
+
+
+class BaseImages:
+    """The image ID of each root's base image (its FROM): as local storage holds it; on a
+    machine that lacks it, with the registry cache on, as the base's registry names it for
+    this machine's platform (its manifest's config digest: nothing pulled); else unknown,
+    and the build pulls it first."""
+
+    def __init__(self, storage: Storage, tls_verify: bool,
+                 authfile_for: Callable[[str], Path | None], from_registry: bool) -> None:
+        self.storage, self.tls_verify = storage, tls_verify
+        self.authfile_for, self.from_registry = authfile_for, from_registry
+        self._lock = threading.Lock()
+        self._asked: dict[str, str | None] = {}
+
+    def id_of(self, reference: str | None) -> str | None:
+        if reference is None:
+            return None
+        local = self.storage.id_named(ImageRef.parse(reference).storage_names())
+        if local is not None or not self.from_registry:
+            return local
+        with self._lock:
+            if reference not in self._asked:
+                self._asked[reference] = self._in_registry(ImageRef.parse(reference))
+            return self._asked[reference]
+
+    def _in_registry(self, ref: ImageRef) -> str | None:
+        client = Client(api_host(ref.domain), tls_verify=self.tls_verify,
+                        authfile=self.authfile_for(ref.domain))
+        try:
+            manifest = client.manifest(str(ref))
+            if manifest is not None and manifest.is_index:
+                digest = manifest.platform_digest(native_platform())
+                manifest = digest and client.manifest(f"{ref.repository}@{digest}")
+        except RegistryError:
+            return None  # unknown: the build pulls it, and says why it fails
+        return manifest.config_digest if manifest else None
+
+
+def api_host(domain: str) -> str:
+    """Where a registry's API answers (docker.io's is elsewhere)."""
+    return "registry-1.docker.io" if domain == "docker.io" else domain

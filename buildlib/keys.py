@@ -1,13 +1,16 @@
 """The content key of an image: one versioned record of what makes it, hashed to one hex key.
 
 Pure: no I/O (the caller hands in digests of the Dockerfile and of each context file).
-The record holds what changes the image's bytes, the parent's image ID included, and
-leaves out where the image goes or is stored (registry, namespace, prefix, tag, global
-buildah flags), so changing those re-tags an image and never rebuilds it. The same key
-is stored in doit's state, as a label on the image and as a tag beside the user's tag,
-so that any storage or registry can tell whether an image is current. A multi-arch image
-has one record per platform (its `platform` set, on the parent's image of that platform)
-and its manifest list a key made of theirs.
+The record holds what can change the image's bytes: the Dockerfile as buildah parses it
+(comments left out), the context files a COPY/ADD can read, args, labels, volumes, format,
+timestamp, platform, and the ID of the image it is built FROM (its parent's, or for a root
+its base image's). It leaves out where the image goes or is stored (registry, namespace,
+prefix, tag, global buildah flags), so changing those re-tags an image and never rebuilds
+it. The key is kept beside the image, never inside it (a label would change the image ID
+with every key, and no rebuild could ever end in the same ID): in the image's key name in
+local storage, in doit's state, and in the registry as the key tag and an annotation of
+the pushed manifest. A multi-arch image has one record per platform (its `platform` set,
+on the parent's image of that platform) and its manifest list a key made of theirs.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-KEY_VERSION = 1
-KEY_LABEL = "imagebake.key"
+KEY_VERSION = 2  # 2: comments and unread context files out, a root's base image ID in
+KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
 KEY_TAG_PREFIX = "ib-"
 KEY_TAG_HEX = 32  # 128 bits: the tag that names an image by its key
 
@@ -37,7 +40,7 @@ class Record:
     format: str = "oci"
     timestamp: int | None = 0
     platform: str | None = None
-    parent_id: str | None = None
+    parent_id: str | None = None  # the image it is built FROM: its parent, or its base
 
     def on_parent(self, parent_id: str | None) -> Record:
         return replace(self, parent_id=parent_id)
@@ -67,8 +70,9 @@ def key_tag(key: str) -> str:
     return f"{KEY_TAG_PREFIX}{key[:KEY_TAG_HEX]}"
 
 
-def changes(saved: Mapping[str, Any] | None, current: Record, parent: str | None) -> str:
-    """Why `current` differs from a saved record (`Record.as_dict`), in words."""
+def changes(saved: Mapping[str, Any] | None, current: Record, built_on: str) -> str:
+    """Why `current` differs from a saved record (`Record.as_dict`), in words; `built_on`
+    names what `parent_id` is the ID of (`parent 'nova-base'`, `base image 'debian:12'`)."""
     if not saved:
         return "never built"
     if saved.get("version") != KEY_VERSION:
@@ -86,8 +90,7 @@ def changes(saved: Mapping[str, Any] | None, current: Record, parent: str | None
         if saved.get(name) != now[name]:
             found.append(f"{name} changed: {saved.get(name)} -> {now[name]}")
     if saved.get("parent_id") != now["parent_id"]:
-        found.append(f"parent '{parent}' changed: {saved.get('parent_id')} -> "
-                     f"{now['parent_id']}")
+        found.append(f"{built_on} changed: {saved.get('parent_id')} -> {now['parent_id']}")
     return "; ".join(found) or "inputs changed"
 
 

@@ -49,6 +49,7 @@ class ImagePlan:
     isolation: str | None
     timeout: float
     platforms: tuple[str, ...] = ()  # a manifest list of one image per platform; (): native
+    base: str | None = None  # a root's FROM image (its ID is in the key); None: scratch
 
     @property
     def dockerfile(self) -> Path:
@@ -112,10 +113,14 @@ class ImagePlan:
 
     def platform_records(self, parent_ids: Mapping[str, str | None]) -> dict[str, keys.Record]:
         """A multi-arch image's record per platform, each on its parent's image of that
-        platform (`parent_ids`; a root has none)."""
-        return {platform: self.record_on(parent_ids.get(platform) if self.parent else None,
-                                         platform)
+        platform (`parent_ids`; of a root, its base image's ID for each)."""
+        return {platform: self.record_on(parent_ids.get(platform), platform)
                 for platform in self.platforms}
+
+    @property
+    def built_on(self) -> str:
+        """What the record's `parent_id` is the ID of, in words."""
+        return f"parent '{self.parent}'" if self.parent else f"base image '{self.base}'"
 
     def key_name(self, key: str) -> str:
         """The name made of a key alone, which a build gives an image in local storage."""
@@ -148,19 +153,22 @@ class Project:
     plans: dict[str, ImagePlan]
 
     def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
-                        outside: Callable[[str], str | None] = lambda name: None
+                        outside: Callable[[str], str | None] = lambda name: None,
+                        base_of: Callable[[str], str | None] = lambda name: None
                         ) -> Iterator[tuple[str, str | None, str | None]]:
         """(name, key, image ID) of each image in `names` (parents first): its key on its
         parent's ID, and the ID `image_of(name, key)` finds for it; one per platform of a
         multi-arch image, each on its parent's image of that platform. A parent outside
-        `names` stands as `outside(name)` says (a multi-arch one: unknown). Key and ID are
-        None below an image that has no ID: its children's keys cannot be known before it
-        is built."""
+        `names` stands as `outside(name)` says (a multi-arch one: unknown), a root's base
+        image as `base_of(name)` says. Key and ID are None below an image that has no ID:
+        its children's keys cannot be known before it is built."""
         ids: dict[str, dict[str | None, str | None]] = {}
         for name in names:
             plan = self.plans[name]
             if plan.parent is None:
-                parent_ids: dict[str | None, str | None] = {}
+                base_id = base_of(name) if plan.base else None
+                parent_ids: dict[str | None, str | None] = dict.fromkeys(
+                    plan.platforms or (None,), base_id)
             elif plan.parent in ids:
                 parent_ids = ids[plan.parent]
             else:
@@ -168,7 +176,7 @@ class Project:
             ids[name] = {}
             for platform in plan.platforms or (None,):
                 parent_id = parent_ids.get(platform)
-                if plan.parent is not None and parent_id is None:
+                if (plan.parent or plan.base) and parent_id is None:
                     ids[name][platform] = None
                     yield name, None, None
                     continue
@@ -223,22 +231,22 @@ class Project:
                     authfile=self.authfile)
 
     def bud_argv(self, name: str, record: keys.Record) -> list[str]:
-        """`buildah bud` of this record: tagged with the reference and the key, and
-        labelled with the key."""
+        """`buildah bud` of this record, tagged with the key name and the reference (the
+        key is no label: it would change the image ID)."""
         plan = self.plans[name]
         options = buildah.bud_options(
             plan.local_names(record.key), fmt=record.format,
             timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
-            labels={**record.labels, keys.KEY_LABEL: record.key}, volumes=record.volumes,
-            platform=record.platform)
-        # A child is built on exactly the parent image this run built or checked: never a
-        # pull during its build, so a registry serving an older parent (or not answering)
-        # cannot change it. A root image's FROM (e.g. debian:bookworm) is pulled only when
-        # storage lacks it: a rebuild then uses the base it was built on before, not
-        # whatever the registry serves today (`buildah pull` it to move on).
+            labels=record.labels, volumes=record.volumes, platform=record.platform)
+        # An image is built on exactly the image its key names: its parent as this run
+        # built or checked it, or for a root the base image in storage (pulled before the
+        # key was made, when storage lacked it). Never a pull during the build, so a
+        # registry serving another image under that name (or not answering) changes nothing.
+        # (A FROM of a variable without a default is unknown here: buildah finds it.)
+        unknown = plan.parent is None and plan.base is None and (
+            render.first_from(plan.context.dockerfile) or "").lower() != "scratch"
         return self.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
-                                     pull="never" if plan.parent else "missing",
-                                     owner=self.owner)
+                                     pull="missing" if unknown else "never", owner=self.owner)
 
 
 def load(path: Path | str) -> Project:
@@ -293,7 +301,8 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
                      volumes=tuple(image.volumes), format=settings.format,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout,
-                     platforms=_platforms(cfg, name, plans[parent] if parent else None))
+                     platforms=_platforms(cfg, name, plans[parent] if parent else None),
+                     base=None if parent else render.base_image(context.dockerfile))
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:

@@ -14,10 +14,12 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from buildlib.reference import ImageRef
 
 if TYPE_CHECKING:  # imported where requests are made: a run that asks no registry skips them
     import http.client
@@ -40,22 +42,6 @@ FIX_UNREACHABLE = ("start it (for the example tree `make registry` starts one on
 FIX_HOST = "correct `registry:` under settings in images.yaml"
 FIX_TLS = ("if it is a plain-HTTP or self-signed registry you trust, mark it insecure with "
            "`tls_verify: false` under settings")
-
-
-@dataclass(frozen=True)
-class Reference:
-    registry: str
-    repository: str
-    tag: str
-
-    @classmethod
-    def parse(cls, reference: str) -> Reference:
-        """`host[:port]/repo/path:tag` or `...@sha256:...` (the references this project
-        composes); `tag` is then the tag or the digest."""
-        name, at, digest = reference.partition("@")
-        name, _, tag = (name, "", digest) if at else reference.rpartition(":")
-        registry, _, repository = name.partition("/")
-        return cls(registry, repository, tag)
 
 
 def find_authfile(registry: str, named: str | None, root: Path) -> Path | None:
@@ -100,6 +86,33 @@ class Manifest:
     media_type: str
     body: bytes
     config_digest: str | None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_index(self) -> bool:
+        """A manifest list (OCI index): it names images, not one image's config."""
+        return self.config_digest is None
+
+    def annotated(self, extra: Mapping[str, str]) -> Manifest:
+        """This manifest with more annotations (written in the same JSON spelling every
+        time, so the same image and key give the same digest anywhere)."""
+        document = json.loads(self.body)
+        document["annotations"] = {**(document.get("annotations") or {}), **extra}
+        body = json.dumps(document, indent=3).encode()
+        return replace(self, digest=_sha256(body), body=body,
+                       annotations=document["annotations"])
+
+    def platform_digest(self, platform: str) -> str | None:
+        """In a manifest list, the digest of the image for `os/arch[/variant]`."""
+        wanted = platform.split("/")
+        for entry in json.loads(self.body).get("manifests") or []:
+            entry_platform = entry.get("platform") or {}
+            found = [entry_platform.get("os"), entry_platform.get("architecture")]
+            if entry_platform.get("variant") and len(wanted) > 2:
+                found.append(entry_platform["variant"])
+            if found == wanted:
+                return entry.get("digest")
+        return None
 
 
 @dataclass(frozen=True)
@@ -299,10 +312,12 @@ class Client:
         digest = found.headers.get("Docker-Content-Digest") or _sha256(body)
         media_type = found.headers.get("Content-Type", "").split(";")[0]
         try:
-            config = json.loads(body).get("config", {}).get("digest")
+            document = json.loads(body)
+            config = (document.get("config") or {}).get("digest")
+            annotations = {str(k): str(v) for k, v in (document.get("annotations") or {}).items()}
         except (ValueError, AttributeError):
-            config = None
-        return Manifest(digest, media_type, body, config)
+            config, annotations = None, {}
+        return Manifest(digest, media_type, body, config, annotations)
 
     def put_manifest(self, reference: str, manifest: Manifest) -> None:
         """Tag `reference` with an existing manifest (no image data moves)."""
@@ -313,8 +328,9 @@ class Client:
         import http.client
 
         self.check()
-        ref = Reference.parse(reference)
-        url = f"{self._schemes()[0]}://{self.host}/v2/{ref.repository}/manifests/{ref.tag}"
+        ref = ImageRef.parse(reference)
+        url = (f"{self._schemes()[0]}://{self.host}/v2/{ref.registry_path}/manifests/"
+               f"{ref.reference}")
         try:
             return self._request(method, url, data, headers or {})
         except (OSError, http.client.HTTPException) as err:

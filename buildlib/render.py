@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,14 @@ class Context:
     template: Path
 
     def file_digests(self) -> dict[str, str]:
-        """Each context file (its path inside the context) -> sha256 of its mode and bytes."""
+        """Each context file the build can read (its path inside the context) -> sha256 of
+        its mode and bytes. A file no COPY, ADD or bind mount can name changes no byte of
+        the image, so it is no part of the key."""
         digests = {}
+        read = read_by(self.dockerfile)
         for inner, source in sorted(self.files.items()):
+            if not read(inner):
+                continue
             h = hashlib.sha256(f"{os.stat(source).st_mode & 0o7777:o}\0".encode())
             h.update(source.read_bytes())
             digests[inner] = h.hexdigest()
@@ -50,8 +55,8 @@ class Context:
         """sha256 of the Dockerfile, its first FROM naming the parent by a placeholder:
         the parent is keyed by its image ID, and where it is stored (registry, tag) is no
         part of what the child is made of."""
-        return hashlib.sha256(self.from_parent(parent_reference, PARENT_PLACEHOLDER)
-                              .dockerfile.encode()).hexdigest()
+        text = self.from_parent(parent_reference, PARENT_PLACEHOLDER).dockerfile
+        return hashlib.sha256(without_comments(text).encode()).hexdigest()
 
     def from_parent(self, parent_reference: str | None, name: str) -> Context:
         """This context with its first FROM naming the parent (`parent_reference` in the
@@ -373,9 +378,10 @@ class _Folders:
         return files
 
 
-def context_sources(dockerfile: str) -> list[tuple[str, str]]:
+def context_sources(dockerfile: str, variables: bool = False) -> list[tuple[str, str]]:
     """(COPY|ADD, source path inside the context) for each source a build takes from its
-    context: not URLs, other stages (`--from`), here-documents or `$VARIABLE` paths."""
+    context: not URLs, other stages (`--from`), here-documents, nor `$VARIABLE` paths
+    unless `variables`."""
     found = []
     for line in _instructions(dockerfile):
         keyword, rest = (line.split(None, 1) + [""])[:2]
@@ -387,12 +393,90 @@ def context_sources(dockerfile: str) -> list[tuple[str, str]]:
             continue
         paths = [w for w in words if not w.startswith("--")][:-1]  # the last is the target
         for path in paths:
-            if "$" in path or path.startswith("<<") or re.match(r"^[a-z][a-z0-9+.-]*://", path) \
-                    or path.startswith("git@"):
+            if ("$" in path and not variables) or path.startswith("<<") \
+                    or re.match(r"^[a-z][a-z0-9+.-]*://", path) or path.startswith("git@"):
                 continue
             found.append((keyword, os.path.normpath(path.lstrip("/")) if path.strip("/")
                           else "."))
     return found
+
+
+def read_by(dockerfile: str) -> Callable[[str], bool]:
+    """Whether a build of this Dockerfile can read a context file (by its path inside the
+    context): some COPY/ADD source or `RUN --mount=type=bind` source names it, the file or
+    a folder above it, with buildah's wildcards (`*`, `?`, `[...]` within one path part).
+    A source built from a variable can name anything, and so can a here-document's
+    Dockerfile, which this reader does not take apart; ignore files decide what is sent
+    and are always read."""
+    if "<<" in dockerfile:
+        return lambda inner: True
+    patterns = [path for _, path in context_sources(dockerfile, variables=True)]
+    patterns += _bind_mount_sources(dockerfile)
+    if any("$" in p or p == "." for p in patterns):
+        return lambda inner: True
+    exact = {p for p in patterns if not _is_glob(p)}
+    globs = [_glob(p) for p in patterns if _is_glob(p)]
+
+    def read(inner: str) -> bool:
+        if inner in IGNORE_FILES:
+            return True
+        parts = inner.split("/")
+        above = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(a in exact for a in above) or any(
+            g.fullmatch(a) for g in globs for a in above)
+
+    return read
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A path wildcard as Go's filepath.Match reads it: no wildcard crosses a `/`."""
+    parts = re.split(r"(\*|\?|\[[^\]]*\])", pattern)
+    return re.compile("".join(
+        "[^/]*" if part == "*" else "[^/]" if part == "?" else
+        part if part.startswith("[") and part.endswith("]") and len(part) > 2
+        else re.escape(part) for part in parts))
+
+
+IGNORE_FILES = {".dockerignore", ".containerignore"}
+
+
+def _bind_mount_sources(dockerfile: str) -> list[str]:
+    """The context paths `RUN --mount=type=bind,source=...` mounts (no `from=`)."""
+    found = []
+    for line in _instructions(dockerfile):
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        if keyword.upper() != "RUN":
+            continue
+        for word in rest.split():
+            if not word.startswith("--mount="):
+                break
+            fields = dict(f.partition("=")[::2] for f in word[len("--mount="):].split(","))
+            if fields.get("type", "bind") == "bind" and "from" not in fields:
+                source = fields.get("source") or fields.get("src") or "."
+                found.append(os.path.normpath(source.lstrip("/")) if source.strip("/")
+                             else ".")
+    return found
+
+
+DIRECTIVE = re.compile(r"#\s*[a-zA-Z]+\s*=")
+
+
+def without_comments(dockerfile: str) -> str:
+    """The Dockerfile as buildah's parser sees it: comment and blank lines dropped (they
+    change no byte of the image), parser directives at the top (`# syntax=`) kept. A
+    Dockerfile with here-documents, whose lines may be data, is kept whole."""
+    if "<<" in dockerfile:
+        return dockerfile
+    kept, directives = [], True
+    for line in dockerfile.splitlines():
+        stripped = line.strip()
+        if directives and DIRECTIVE.match(stripped):
+            kept.append(line)
+            continue
+        directives = False
+        if stripped and not stripped.startswith("#"):
+            kept.append(line)
+    return "\n".join(kept) + "\n"
 
 
 def _arguments(rest: str) -> list[str]:
@@ -470,6 +554,24 @@ def first_from(dockerfile: str) -> str | None:
         words = [w for w in rest.split() if not w.startswith("--")]
         return words[0] if words else None
     return None
+
+
+def base_image(dockerfile: str) -> str | None:
+    """The image a root's first FROM names (with the defaults of the ARGs before it), or
+    None for `scratch` and for a name no default makes whole."""
+    defaults: dict[str, str] = {}
+    for line in _instructions(dockerfile):
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        if keyword.upper() == "ARG":
+            name, _, value = rest.strip().partition("=")
+            defaults[name] = value.strip().strip('"').strip("'")
+        elif keyword.upper() == "FROM":
+            break
+    found = first_from(dockerfile)
+    if found is None:
+        return None
+    found = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), found)
+    return None if "$" in found or found.lower() == "scratch" else found
 
 
 def _instructions(dockerfile: str) -> list[str]:

@@ -35,7 +35,7 @@ LOG_TAIL_BYTES = 16 * 1024
 LINE_CHARS = 300  # a summary line shows at most this much of a log line or an error
 SUCCESS = {"build": "built", "push": "pushed"}
 PLURAL = {"build": "builds", "push": "pushes"}
-SAVED_FIELDS = {"build": ("id", "found"), "push": ("digest", "attempts")}
+SAVED_FIELDS = {"build": ("id", "key", "found"), "push": ("digest", "attempts", "replaced")}
 STATUS_ORDER = ("built", "pushed", "up-to-date", "failed", "blocked", "excluded")
 
 
@@ -140,6 +140,9 @@ class RunReport:
                 lines.append(f"{PLURAL[kind]}: " + ", ".join(
                     f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]))
         lines += self._platform_counts()
+        lines += [f"key tag replaced for {name}: {entry['replaced']}"
+                  for name, entry in sorted(self.sections["push"].items())
+                  if entry.get("replaced")]
         estimated = (f" (estimated {self.estimated:.1f} s at the start)"
                      if self.estimated is not None else "")
         lines.append(f"took {elapsed:.1f} s{estimated}; "

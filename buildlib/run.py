@@ -48,7 +48,7 @@ from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import Dependency
 from doit.doit_cmd import DoitMain
 
-from buildlib import buildah, builder, cache, dispatch, graph, keys, project
+from buildlib import buildah, builder, cache, dispatch, graph, keys, project, registry
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
 
@@ -164,6 +164,15 @@ class Run:
     warnings: set[str] = field(default_factory=set)
 
     @functools.cached_property
+    def bases(self) -> cache.BaseImages:
+        """The roots' base images' IDs (storage, else the registry with cache=registry)."""
+        settings, root = self.project.config.settings, self.project.config.root
+        return cache.BaseImages(
+            self.storage, settings.tls_verify,
+            lambda host: registry.find_authfile(host, settings.authfile, root),
+            self.from_registry)
+
+    @functools.cached_property
     def last_report(self) -> dict[str, Any] | None:
         """The report.json of the run before, read once for dispatch and the reporter."""
         return dispatch.last_report(self.project.report_path)
@@ -184,7 +193,7 @@ class Run:
         parent = self.project.plans[name].parent
         parent_task = self.parent_task(name)
         if parent is None:
-            return None
+            return self.bases.id_of(self.project.plans[name].base)
         if parent_task is None:
             return self.parent_in_storage(name)
         if parent in self.images:
@@ -202,7 +211,7 @@ class Run:
         parent has none to stand on."""
         plan = self.project.plans[name]
         parent_id = self.parent_id(name, saved)
-        if plan.parent and parent_id is None:
+        if (plan.parent or plan.base) and parent_id is None:
             return None
         return plan.record_on(parent_id)
 
@@ -215,7 +224,10 @@ class Run:
         plan = self.project.plans[name]
         parent_task = self.parent_task(name)
         if plan.parent is None:
-            return plan.platform_records({})
+            base_id = self.bases.id_of(plan.base)
+            if plan.base and base_id is None:
+                return None
+            return plan.platform_records(dict.fromkeys(plan.platforms, base_id))
         if parent_task is None:
             return None
         if plan.parent in self.images:
@@ -235,7 +247,8 @@ class Run:
         expected to build, for its estimate of the time left."""
         names = [name for name in self.project.graph.order() if name in self.selection.selected]
         walked = self.project.keys_from_roots(
-            names, lambda name, key: self.storage.with_key(key), self.parent_in_storage)
+            names, lambda name, key: self.storage.with_key(key), self.parent_in_storage,
+            self.base_id)
         return {name for name, _, image_id in walked if image_id is None}
 
     def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
@@ -245,10 +258,14 @@ class Run:
                 or self.storage.with_key(record.key)):
             return None  # (multi-arch images are not looked up: they are built)
         try:
-            return self.lookups.find(self.project.plans[name].key_reference(record.key))
+            return cache.find_by_key(self.lookups, self.project.plans[name], record.key,
+                                     self.warn)
         except RegistryError as err:
             self.warn(f"warning: the registry cache could not be asked, building instead: {err}")
             return None
+
+    def base_id(self, name: str) -> str | None:
+        return self.bases.id_of(self.project.plans[name].base)
 
     def settle(self, name: str, found: cache.Found, key: str | None) -> dict[str, Any]:
         """Take the image the registry holds: children build on its ID, pulled if needed."""
@@ -332,6 +349,8 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    if invocation.builds and str(get_var("bases", "")) == "pull":
+        _pull_bases(proj, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
     run = Run(proj, selection, builder.Storage(proj.buildah), fail_fast=_flag("fail_fast"),
               verbose=_flag("verbose"), invocation=invocation,
@@ -345,11 +364,30 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
             run.lookups.client.prefetch_check()
             if from_registry:
                 threading.Thread(target=cache.walk, daemon=True, args=(
-                    proj, selection.selected - set(pins), run.storage, run.lookups)).start()
+                    proj, selection.selected - set(pins), run.storage, run.lookups,
+                    run.bases, run.warn)).start()
     if invocation.builds or invocation.watches:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _on_signal)
     return run
+
+
+def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> None:
+    """`bases=pull`: every selected root's base image pulled anew (the run then builds what
+    a changed base changed): the "rebuild on today's base" run that security fixes need.
+    A base that cannot be pulled stops the run before any build."""
+    wanted = sorted({plan.base for name, plan in proj.plans.items()
+                     if name in selected and plan.base})
+    for base in wanted:
+        try:
+            before, after = builder.pull_base(proj, base)
+        except buildah.BuildahError as err:
+            print(f"error: cannot pull base image {base!r} (bases=pull): {err}\n  fix: check "
+                  f"the FROM line's name, the registry and its credentials, or run without "
+                  f"bases=pull to build on the base in local storage", file=sys.stderr)
+            sys.exit(1)
+        said = "unchanged" if before == after else f"{before or 'not in storage'} -> {after}"
+        print(f"pulled base image {base}: {said}")
 
 
 def _cache_mode(proj: project.Project) -> str:
@@ -362,13 +400,17 @@ def _cache_mode(proj: project.Project) -> str:
 
 def _pins(proj: project.Project) -> dict[str, str]:
     """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
-    pins = {}
+    pins: dict[str, str] = {}
     for word in _words("pin"):
         name, _, digest = word.partition("@")
         if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
                              "at a digest", image=name if name in proj.plans else None,
                              fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
+        if pins.get(name, digest) != digest:
+            raise InputError(proj.config.path, f"pin= names two digests for {name}: "
+                             f"{pins[name]} and {digest}", image=name,
+                             fix=f"pin {name} once")
         if proj.plans[name].platforms:
             raise InputError(proj.config.path, f"pin={word}: {name} is a multi-arch image "
                              "(`platforms:`), which pin= cannot take yet", image=name,

@@ -24,6 +24,7 @@ from doit.exceptions import TaskFailed
 from buildlib import builder, cache, dispatch, keys, pictures, project, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
+from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
 from buildlib.run import Run, export_options
 
@@ -161,7 +162,8 @@ def resolve_task(run: Run) -> dict[str, Any]:
 def _resolve(run: Run, lock: Path) -> Any:
     lookups = run.lookups or cache.Lookups(run.project.registry_client)
     try:
-        resolved = cache.resolve(run.project, _selected_in_order(run), lookups)
+        resolved = cache.resolve(run.project, _selected_in_order(run), lookups, run.bases,
+                                 run.warn)
     except RegistryError as err:
         return TaskFailed(str(err))
     multi_arch = sorted(name for name in resolved if run.project.plans[name].platforms)
@@ -319,9 +321,12 @@ def _build(run: Run, name: str, task: Any) -> Any:
     if missing:
         return TaskFailed(f"cannot build {name}: its build context lacks {', '.join(missing)}"
                           f"\n  fix: {MISSING_SOURCES_FIX}")
+    base_error = _base_in_storage(run, name)
+    if base_error:
+        return TaskFailed(base_error)
     if proj.plans[name].platforms:
         return _build_platforms(run, name, task)
-    record = task.meta.get("record") or run.record(name)
+    record = run.record(name)
     if record is None:  # skip_parents, and no parent image in storage
         return TaskFailed(f"cannot build {name}: its parent image "
                           f"{proj.plans[parent].reference} is not in local storage; "
@@ -329,9 +334,10 @@ def _build(run: Run, name: str, task: Any) -> Any:
     try:
         if parent and run.images.get(parent, {}).get("found") == "registry":
             builder.pull(proj, parent, run.images[parent], run.storage)
+        parent_name = (builder.build_from(proj.plans[parent], run.images[parent])
+                       if parent in run.images else None)
         values = builder.build_image(proj, name, record, run.storage, task.meta.get("reason"),
-                                     echo=run.verbose,
-                                     parent_key=run.images.get(parent, {}).get("key"))
+                                     echo=run.verbose, parent_name=parent_name)
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
@@ -340,9 +346,26 @@ def _build(run: Run, name: str, task: Any) -> Any:
     return values
 
 
+def _base_in_storage(run: Run, name: str) -> str | None:
+    """A root's base image pulled when local storage lacks it (it is built on exactly the
+    image its key names, with `--pull=never`); the error, when it cannot be pulled."""
+    plan = run.project.plans[name]
+    if plan.parent or not plan.base or run.storage.id_named(
+            ImageRef.parse(plan.base).storage_names()):
+        return None
+    try:
+        _, image_id = builder.pull_base(run.project, plan.base)
+    except BuildahError as err:
+        return (f"cannot build {name}: its base image {plan.base!r} is not in local storage "
+                f"and could not be pulled: {err}\n  fix: correct its FROM line, or pull or "
+                "build that image first")
+    run.storage.add(image_id, ImageRef.parse(plan.base).storage_names()[-1:])
+    return None
+
+
 def _build_platforms(run: Run, name: str, task: Any) -> Any:
     proj, parent = run.project, run.project.plans[name].parent
-    records = task.meta.get("records") or run.platform_records(name)
+    records = run.platform_records(name)
     if records is None:
         return TaskFailed(f"cannot build {name}: its parent '{parent}' is multi-arch and was "
                           "not built or checked in this run (skip_parents follows no "
@@ -503,7 +526,7 @@ class ImageUpToDate(UptodateCalculator):
         task.meta["reason"] = reason
         if reason is None:
             self.run.images[self.name] = values
-            task.meta["settled"] = {"id": values["id"], "found": "local"}
+            task.meta["settled"] = {"id": values["id"], "key": values["key"], "found": "local"}
             return True
         found = self.run.in_registry(self.name, record)
         if found is None:
@@ -529,7 +552,7 @@ class ImageUpToDate(UptodateCalculator):
         if reasons:
             return False
         self.run.images[self.name] = values
-        task.meta["settled"] = {"id": values["id"], "found": "local",
+        task.meta["settled"] = {"id": values["id"], "key": values["key"], "found": "local",
                                 "platforms": values["platforms"]}
         return True
 
@@ -544,8 +567,23 @@ class ImageUpToDate(UptodateCalculator):
             task.meta.setdefault("pin_error", f"pin {reference}: the registry has no such "
                                  "image; correct pin= or push it first")
             return False
-        task.meta["settled"] = self.run.settle(self.name, found, None)
+        if found.manifest.is_index:
+            task.meta["pin_error"] = (f"pin {reference}: a manifest list; {self.name} is one "
+                                      "image (no `platforms:`): pin an image's digest")
+            return False
+        task.meta["settled"] = self.run.settle(self.name, found, self._key_of(found))
         return True
+
+    def _key_of(self, found: cache.Found) -> str | None:
+        """The key a pinned image verifiably carries (its manifest's annotation, unless
+        this machine holds another image under that key), else None: then it is used by
+        its digest reference only, and given no key name."""
+        local = found.key and self.run.storage.with_key(found.key)
+        if local and local != found.image_id:
+            self.run.warn(f"warning: pin {found.pinned} carries key {found.key[:32]}..., "
+                          f"whose image here is {local}: used by its digest only")
+            return None
+        return found.key
 
 
 def _check_storage(run: Run) -> None:

@@ -32,7 +32,7 @@ def test_same_inputs_same_ids_on_two_machines_and_after_a_wipe(tmp_path: Path) -
         assert set(ids(machine_a)) == EXAMPLE
         names = machine_b.image_ids()
         for name, image_id in ids(machine_b).items():
-            key = machine_b.inspect(image_id)["OCIv1"]["config"]["Labels"]["imagebake.key"]
+            key = machine_b.report()["images"][name]["key"]
             assert names[f"localhost/imagebake/{name}:ib-{key[:32]}"] == image_id
             assert names[f"localhost:5000/kolla/{name}:v2"] == image_id
         first = ids(machine_b)

@@ -457,9 +457,48 @@ def test_context_write_leaves_no_stale_files(context_tree: Path, tmp_path: Path)
     assert (out / "context" / "start.sh").exists()
 
 
-def key_of(context: render.Context) -> str:
-    """The content key of this context alone (as keys.Record hashes it for a build)."""
+def key_of(context: render.Context, reads_all: bool = True) -> str:
+    """The content key of this context alone (as keys.Record hashes it for a build); with
+    `reads_all`, of its Dockerfile with a COPY of the whole context added."""
+    if reads_all:
+        context = dataclasses.replace(context, dockerfile=context.dockerfile + "COPY . /all\n")
     return keys.Record(context.dockerfile_digest(), context.file_digests()).key
+
+
+def test_files_no_copy_reads_and_comments_are_no_part_of_the_key(context_tree: Path) -> None:
+    before = key_of(base_context(context_tree), reads_all=False)  # COPY start.sh only
+    (context_tree.parent / "templates/base/conf/app.conf").write_text("unread\n")
+    (context_tree.parent / "templates/base/new.txt").write_text("unread\n")
+    template = context_tree.parent / "templates/base/Dockerfile.j2"
+    template.write_text("# a comment\n\n" + template.read_text().replace(
+        "COPY", "  # another\nCOPY") + "#end\n")
+    assert key_of(base_context(context_tree), reads_all=False) == before
+    (context_tree.parent / "templates/base/start.sh").write_text("read\n")
+    assert key_of(base_context(context_tree), reads_all=False) != before
+
+
+@pytest.mark.parametrize(("dockerfile", "read"), [
+    ("COPY conf /etc/conf\n", {"conf/app.conf"}),
+    ("COPY ./conf/ /etc/\n", {"conf/app.conf"}),
+    ("ADD [\"tool\", \"data/*.txt\", \"/x/\"]\n", {"tool", "data/a.txt"}),
+    ("COPY d*/ /x/\n", {"data/a.txt", "data/sub/b.txt"}),
+    ("COPY --from=builder /all /\nCOPY --chown=1:1 start.sh /\n", {"start.sh"}),
+    ("ARG F=tool\nCOPY ${F} /x\n", {"start.sh", "tool", "conf/app.conf", "data/a.txt",
+                                    "data/sub/b.txt"}),
+    ("RUN --mount=type=bind,source=data/sub,target=/s cat /s/b.txt\n", {"data/sub/b.txt"}),
+    ("RUN --mount=type=bind,from=other,source=/x,target=/s true\n", set()),
+])
+def test_read_by_follows_copy_add_and_bind_sources(dockerfile: str, read: set[str]) -> None:
+    files = ["start.sh", "tool", "conf/app.conf", "data/a.txt", "data/sub/b.txt"]
+    reads = render.read_by("FROM scratch\n" + dockerfile)
+    assert {f for f in files if reads(f)} == read
+
+
+def test_without_comments_keeps_directives_and_here_documents() -> None:
+    assert render.without_comments("# syntax=x\n# note\nFROM a\n\n  # b\nRUN c \\\n"
+                                   "  # d\n  e\n") == "# syntax=x\nFROM a\nRUN c \\\n  e\n"
+    here = "FROM a\nRUN <<EOF\n# data\nEOF\n"
+    assert render.without_comments(here) == here
 
 
 def test_digest_is_stable(context_tree: Path) -> None:
@@ -606,7 +645,7 @@ def test_missing_sources(tmp_path: Path) -> None:
 
 def linked_tree(tmp_path: Path, files: str = "{}") -> Path:
     return make_tree(tmp_path, f"images:\n  base: {{files: {files}}}\n", {
-        "templates/base/Dockerfile.j2": "FROM scratch\n",
+        "templates/base/Dockerfile.j2": "FROM scratch\nCOPY . /\n",
         "templates/base/conf/app.conf": "[app]\n",
     })
 
