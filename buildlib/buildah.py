@@ -273,9 +273,11 @@ class Buildah:
                        stdin=subprocess.DEVNULL)
 
     def pull(self, reference: str, *, tls_verify: bool, authfile: Path | None,
-             timeout: float) -> str:
-        """Pull `reference` (by digest: exactly that image) into storage; return its ID."""
-        options = [f"--tls-verify={str(tls_verify).lower()}", "--quiet"]
+             timeout: float, anew: bool = False) -> str:
+        """Pull `reference` (by digest: exactly that image) into storage, unless storage
+        holds it already or, `anew`, whatever storage holds; return its ID."""
+        options = [f"--tls-verify={str(tls_verify).lower()}", "--quiet",
+                   f"--policy={'always' if anew else 'missing'}"]
         if authfile is not None:
             options += ["--authfile", str(authfile)]
         argv = self.argv("pull", *options, reference)

@@ -380,7 +380,7 @@ def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> N
                      if name in selected and plan.base})
     for base in wanted:
         try:
-            before, after = builder.pull_base(proj, base)
+            before, after = builder.pull_base(proj, base, anew=True)
         except buildah.BuildahError as err:
             print(f"error: cannot pull base image {base!r} (bases=pull): {err}\n  fix: check "
                   f"the FROM line's name, the registry and its credentials, or run without "
