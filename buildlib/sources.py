@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -43,14 +44,18 @@ def _archive(config: Config, image: str, name: str, source: Source, folder: Path
 
 def _git_archive(config: Config, image: str, name: str, source: Source, folder: Path) -> Path:
     """`git archive` of the commit the ref names now, under `<name>-archive-<ref>/` (as
-    kolla-build's clone directory is named); one archive per commit, made once."""
+    kolla-build's clone directory is named); of the folder `git:` names, which may be a
+    subfolder of its repository. Made once per content: the archive's file name holds
+    everything that selects what is in it (folder, ref, commit, prefix)."""
     repository = _location(config, source.git)
     ref = source.ref
     commit = _git(config, image, name, repository, "rev-parse", "--verify", "--quiet",
                   f"{ref}^{{commit}}").strip()
-    target = folder / f"{name}-{commit}.tar"
+    prefix = f"{name}-archive-{ref.replace('/', '-')}/"
+    # `git -C <subfolder> archive` archives that subfolder only: the folder is part of it
+    selects = [os.path.realpath(repository), ref, commit, prefix]
+    target = folder / f"{name}-{commit[:12]}-{_digest_of(selects)}.tar"
     if not target.exists():
-        prefix = f"{name}-archive-{ref.replace('/', '-')}/"
         data = _git(config, image, name, repository, "archive", "--format=tar",
                     f"--prefix={prefix}", commit, text=False)
         _write_atomically(target, data)
@@ -147,6 +152,10 @@ def _check_sha256(config: Config, image: str, name: str, source: Source, data: b
         raise InputError(config.path, f"sources.{name}: {source.url} has sha256 {digest}, "
                          f"not {source.sha256}", image=image,
                          fix="correct `sha256:` if the new tarball is the one you want")
+
+
+def _digest_of(values: list[str]) -> str:
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
 
 
 def _location(config: Config, value: str) -> str:
