@@ -317,9 +317,11 @@ class Buildah:
         subprocess.run(self.argv("manifest", "rm", *names), check=True,
                        capture_output=True, stdin=subprocess.DEVNULL)
 
-    def rmi(self, *references: str) -> None:
-        subprocess.run(self.argv("rmi", "--force", *references), check=True,
-                       capture_output=True, stdin=subprocess.DEVNULL)
+    def remove_names(self, *names: str) -> None:
+        """Take these names off their images (`buildah rmi NAME`, no --force): an image
+        whose last name goes is removed; one with other names keeps them."""
+        subprocess.run(self.argv("rmi", *names), check=True, capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL)
 
     def remove_containers_of(self, owner: str) -> int:
         """Remove the working containers of builds run with our OWNER_ARG (a killed run's

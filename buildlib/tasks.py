@@ -10,7 +10,6 @@ The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
 from buildlib import builder, cache, dispatch, keys, pictures, project, report
-from buildlib.buildah import BuildahError, StorageError, command_line
+from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
 from buildlib.run import Run, export_options
@@ -375,21 +374,32 @@ def _push(run: Run, name: str) -> Any:
 
 
 def _clean(run: Run, name: str) -> None:
+    """Take off the names imagebake gave the image (its key names and its reference): an
+    image goes with the last of them, so one that a user named too stays, by that name."""
     proj, plan = run.project, run.project.plans[name]
     image_id = run.storage.id_of(plan.reference)
-    if image_id and plan.platforms:  # the manifest list, then the images it lists
-        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
+    try:
+        if image_id and plan.platforms:  # the manifest list, then the images it lists
             images = proj.buildah.manifest_images(plan.reference)
-            proj.buildah.manifest_rm(*sorted(run.storage.names(image_id)))
-            if images:
-                proj.buildah.rmi(*images)
-    elif image_id:  # by ID: the image, with its other names (its key's)
-        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
-            proj.buildah.rmi(image_id)
+            proj.buildah.manifest_rm(*_names_made(plan, run.storage.names(image_id)))
+            for image in images:
+                if made := _names_made(plan, run.storage.names(image)):
+                    proj.buildah.remove_names(*made)
+        elif image_id:
+            proj.buildah.remove_names(*_names_made(plan, run.storage.names(image_id)))
+    except subprocess.CalledProcessError as err:  # gone meanwhile, or a container uses it
+        print(f"left {plan.reference} in local storage: {error_line(err.stderr or '')}")
     if plan.owns_workdir():
         shutil.rmtree(plan.workdir, ignore_errors=True)
     elif plan.workdir.exists():
         print(f"left {plan.workdir} alone: imagebake did not make it")
+
+
+def _names_made(plan: project.ImagePlan, names: set[str]) -> list[str]:
+    """Those of an image's names that builds of this image give: its reference, and the
+    names made of its keys (`localhost/imagebake/<name>:ib-<key>`)."""
+    key_names = f"{project.LOCAL_KEY_REPOSITORY}/{plan.name}:{keys.KEY_TAG_PREFIX}"
+    return sorted(n for n in names if n == plan.reference or n.startswith(key_names))
 
 
 def _print_status(run: Run, probe: StateProbe) -> Any:

@@ -223,3 +223,16 @@ def test_an_image_whose_context_lacks_a_copied_file_fails_before_buildah(tree: T
     assert tree.statuses() == {"base": "built", "cron": "failed"}
     assert "its build context lacks COPY 'crontab'" in tree.report()["images"]["cron"]["error"]
     assert not any("bud" in call and "cron" in " ".join(call) for call in tree.buildah_calls())
+
+
+def test_clean_removes_the_names_it_made_and_leaves_a_users_tag(tree: Tree) -> None:
+    tree.doit("build", "images=^cron$")  # base and cron
+    images = tree.report()["images"]
+    cron, base = images["cron"], images["base"]
+    tree.buildah("tag", cron["image"], "myorg/release:1.0")
+    tree.doit("clean")
+    left = tree.image_ids()
+    # the user's image under the user's name only; base, which no one else named, is gone
+    assert left == {"localhost/myorg/release:1.0": cron["id"]}
+    assert base["id"] not in json.dumps(json.loads(tree.buildah("images", "--json",
+                                                                "--no-trunc")))
