@@ -20,7 +20,7 @@ from typing import Any
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, report
+from buildlib import builder, cache, dispatch, keys, pictures, project, report, sources
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
@@ -403,12 +403,16 @@ def _names_made(plan: project.ImagePlan, names: set[str]) -> list[str]:
 
 
 def _print_status(run: Run, probe: StateProbe) -> Any:
-    proj, rebuilding, failing = run.project, set(), set()
+    proj, rebuilding, failing, fetching = run.project, set(), set(), set()
     rows = [("IMAGE", "PARENT", "STATUS")]
     for name in proj.graph.order():
         plan = proj.plans[name]
         if name not in run.selection.selected:
             rows.append((name, plan.parent or "-", "excluded"))
+            continue
+        if fetch := _would_fetch(run, name, fetching):  # (status downloads nothing)
+            fetching.add(name)
+            rows.append((name, plan.parent or "-", fetch))
             continue
         missing = plan.context.missing_sources()
         if missing or plan.parent in failing:
@@ -425,13 +429,24 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for image, parent, status in rows:
         print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
-    print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build")
+    print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build"
+          + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
+             if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
     if failed:
         return TaskFailed(f"{len(failed)} images would fail, their build context lacks what "
                           f"their Dockerfile copies: {', '.join(failed)}\n  fix: "
                           f"{MISSING_SOURCES_FIX}")
     return None
+
+
+def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
+    """What a build would download before it could judge this image by its key."""
+    urls = sources.unfetched(run.project.config, name)
+    if urls:
+        return f"would fetch {', '.join(urls)}, then build if it changed"
+    parent = run.project.plans[name].parent
+    return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 
 
 MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "

@@ -30,7 +30,7 @@ def tree_inputs(config_path: Path, previous: frozenset[Path] = frozenset()) -> f
     """The files the tree's images are made of, build_dir's aside. A tree that does not
     load (bad input) keeps what was watched before, plus its config and templates."""
     try:
-        proj = project.load(config_path)
+        proj = project.load(config_path, fetch=False)  # each build fetches for itself
     except InputError:
         try:
             cfg = config.load(config_path)
