@@ -185,12 +185,16 @@ class Buildah:
             cpu_seconds = run_logged(argv, log, timeout, note=note, echo=echo, append=append)
         except Interrupted:
             raise  # the run is ending: its next run removes what is left (the killed mark)
-        except BuildahError:
+        except BuildahError as err:
             # buildah keeps a failed build's working container, mounted (a killed one too)
             with contextlib.suppress(subprocess.SubprocessError, OSError, ValueError,
                                      KeyError):
                 self.remove_containers(BUILD_ARG, str(iidfile))
-            raise
+            said = "" if err.timed_out else error_line(err.output)
+            if not said:
+                raise
+            # the report's error: buildah's `Error: ...` line, which the exit code is not
+            raise BuildahError(f"{err.reason}: {said}", err.log, err.output) from None
         return Built(image_id(iidfile.read_text()), cpu_seconds)
 
     def manifest_create(self, name: str, images: Sequence[str]) -> str:
@@ -440,9 +444,7 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
         raise BuildahError(f"timed out after {timeout:g} s", log, read_tail(log, start),
                            timed_out=True)
     if code != 0:
-        output = read_tail(log, start)
-        said = error_line(output)  # buildah's `Error: ...`, which the exit code is not
-        raise BuildahError(f"exit code {code}" + (f": {said}" if said else ""), log, output)
+        raise BuildahError(f"exit code {code}", log, read_tail(log, start))
     return cpu_seconds
 
 
