@@ -146,7 +146,8 @@ def _url_archive(config: Config, image: str, name: str, source: Source, folder: 
         if not path.is_file():
             raise InputError(config.path, f"sources.{name}: {url} does not exist",
                              image=image, fix="correct `url:`")
-        _check_sha256(config, image, name, source, hashlib.sha256(path.read_bytes()).hexdigest())
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        _check_sha256(config, image, name, source, digest)
         return path
     target = _url_target(folder, name, url)
     if target.exists() or not fetch:
@@ -226,7 +227,9 @@ class _Download:
             self.error = str(err)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             self.error = str(err) or type(err).__name__
-        finally:
+        finally:  # (the caller may have given up before this thread made the file)
+            if self.error or self.cancelled:
+                self.partial.unlink(missing_ok=True)
             self.done.set()
 
     def _fetch(self) -> None:
