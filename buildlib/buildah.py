@@ -27,6 +27,9 @@ PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
 # was not consumed) but buildah records it in the working container, which tells our
 # leftovers from other users' containers in a shared storage.
 OWNER_ARG = "IMAGEBAKE_OWNER"
+# ... and which build of the tree: its iidfile, one per image (a multi-arch image's
+# platforms build one after another), so that a failed build removes its own container.
+BUILD_ARG = "IMAGEBAKE_BUILD"
 TAIL_BYTES = 64 * 1024  # at most this much of a log's end is ever read back
 ECHO_LINE_CHARS = 2000  # verbose=1 shows at most this much of each output line
 
@@ -169,7 +172,8 @@ class Buildah:
     def bud_argv(self, options: Sequence[str], dockerfile: Path, context_dir: Path,
                  iidfile: Path, *, pull: str, owner: str) -> list[str]:
         return self.argv("bud", *options, f"--pull={pull}", "--build-arg",
-                         f"{OWNER_ARG}={owner}", "--iidfile", str(iidfile),
+                         f"{OWNER_ARG}={owner}", "--build-arg", f"{BUILD_ARG}={iidfile}",
+                         "--iidfile", str(iidfile),
                          "-f", str(dockerfile), str(context_dir))
 
     def bud(self, argv: Sequence[str], iidfile: Path, log: Path, timeout: float,
@@ -177,7 +181,20 @@ class Buildah:
         """Run a `bud_argv` command with its output in `log` (after what it holds, when
         `append`)."""
         iidfile.unlink(missing_ok=True)
-        cpu_seconds = run_logged(argv, log, timeout, note=note, echo=echo, append=append)
+        try:
+            cpu_seconds = run_logged(argv, log, timeout, note=note, echo=echo, append=append)
+        except Interrupted:
+            raise  # the run is ending: its next run removes what is left (the killed mark)
+        except BuildahError as err:
+            # buildah keeps a failed build's working container, mounted (a killed one too)
+            with contextlib.suppress(subprocess.SubprocessError, OSError, ValueError,
+                                     KeyError):
+                self.remove_containers(BUILD_ARG, str(iidfile))
+            said = "" if err.timed_out else error_line(err.output)
+            if not said:
+                raise
+            # the report's error: buildah's `Error: ...` line, which the exit code is not
+            raise BuildahError(f"{err.reason}: {said}", err.log, err.output) from None
         return Built(image_id(iidfile.read_text()), cpu_seconds)
 
     def manifest_create(self, name: str, images: Sequence[str]) -> str:
@@ -319,13 +336,20 @@ class Buildah:
         subprocess.run(self.argv("manifest", "rm", *names), check=True,
                        capture_output=True, stdin=subprocess.DEVNULL)
 
-    def rmi(self, *references: str) -> None:
-        subprocess.run(self.argv("rmi", "--force", *references), check=True,
-                       capture_output=True, stdin=subprocess.DEVNULL)
+    def remove_names(self, *names: str) -> None:
+        """Take these names off their images (`buildah rmi NAME`, no --force): an image
+        whose last name goes is removed; one with other names keeps them."""
+        subprocess.run(self.argv("rmi", *names), check=True, capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL)
 
     def remove_containers_of(self, owner: str) -> int:
         """Remove the working containers of builds run with our OWNER_ARG (a killed run's
         leftovers, with their mounts); return how many."""
+        return self.remove_containers(OWNER_ARG, owner)
+
+    def remove_containers(self, arg: str, value: str) -> int:
+        """Remove the working containers of builds run with `--build-arg arg=value`;
+        return how many."""
         listed = subprocess.run(self.argv("containers", "--json"), check=True,
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
         containers = json.loads(listed.stdout or "[]")
@@ -337,7 +361,7 @@ class Buildah:
         records = Path(store["GraphRoot"]) / f"{store['GraphDriverName']}-containers"
         ours = [c["id"] for c in containers
                 if _build_args(records / c["id"] / "userdata" / "buildah.json")
-                .get(OWNER_ARG) == owner]
+                .get(arg) == value]
         if ours:
             subprocess.run(self.argv("rm", *ours), check=True, capture_output=True,
                            stdin=subprocess.DEVNULL)

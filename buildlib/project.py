@@ -249,7 +249,9 @@ class Project:
                                      pull="missing" if unknown else "never", owner=self.owner)
 
 
-def load(path: Path | str) -> Project:
+def load(path: Path | str, fetch: bool = True) -> Project:
+    """The project of this images.yaml; `fetch=False` downloads no `url:` source (a
+    context then lacks a tarball not downloaded yet: `sources.unfetched`)."""
     cfg, texts = config.load(path), {}
     if cfg.kolla is not None:
         cfg, texts = kolla.expand(cfg)
@@ -262,7 +264,7 @@ def load(path: Path | str) -> Project:
         if image.sources:
             context = contexts[name]
             contexts[name] = replace(context, files={**context.files,
-                                                     **archives(cfg, name)})
+                                                     **archives(cfg, name, fetch)})
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
         plans[name] = _plan(cfg, graph, contexts[name], plans)

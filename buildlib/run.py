@@ -337,10 +337,11 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     """The project named by `config=` (default: images.yaml in `tree_dir`, dodo.py's folder
     or the imagebake command's working directory) and the run the other variables ask for.
     Bad input, or a run that cannot start, ends the process here with one message and
-    status 1, before doit could print a traceback."""
+    status 1, before doit could print a traceback; Ctrl-C while loading (a slow download)
+    with one line and status 130. Only a run that builds downloads `url:` sources."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(tree_dir))
+        proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
         selection = _selection(proj)
         pins = _pins(proj)
         from_registry = _cache_mode(proj) == "registry"
@@ -349,6 +350,9 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # before any build: nothing to stop, nothing to keep
+        print("interrupted while loading the tree; nothing was built", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     if invocation.builds and str(get_var("bases", "")) == "pull":
         _pull_bases(proj, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes

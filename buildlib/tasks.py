@@ -10,7 +10,6 @@ The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -21,8 +20,8 @@ from typing import Any
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, report
-from buildlib.buildah import BuildahError, StorageError, command_line
+from buildlib import builder, cache, dispatch, keys, pictures, project, report, sources
+from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.errors import InputError
 from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
@@ -398,30 +397,45 @@ def _push(run: Run, name: str) -> Any:
 
 
 def _clean(run: Run, name: str) -> None:
+    """Take off the names imagebake gave the image (its key names and its reference): an
+    image goes with the last of them, so one that a user named too stays, by that name."""
     proj, plan = run.project, run.project.plans[name]
     image_id = run.storage.id_of(plan.reference)
-    if image_id and plan.platforms:  # the manifest list, then the images it lists
-        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
+    try:
+        if image_id and plan.platforms:  # the manifest list, then the images it lists
             images = proj.buildah.manifest_images(plan.reference)
-            proj.buildah.manifest_rm(*sorted(run.storage.names(image_id)))
-            if images:
-                proj.buildah.rmi(*images)
-    elif image_id:  # by ID: the image, with its other names (its key's)
-        with contextlib.suppress(subprocess.CalledProcessError):  # gone meanwhile
-            proj.buildah.rmi(image_id)
+            proj.buildah.manifest_rm(*_names_made(plan, run.storage.names(image_id)))
+            for image in images:
+                if made := _names_made(plan, run.storage.names(image)):
+                    proj.buildah.remove_names(*made)
+        elif image_id:
+            proj.buildah.remove_names(*_names_made(plan, run.storage.names(image_id)))
+    except subprocess.CalledProcessError as err:  # gone meanwhile, or a container uses it
+        print(f"left {plan.reference} in local storage: {error_line(err.stderr or '')}")
     if plan.owns_workdir():
         shutil.rmtree(plan.workdir, ignore_errors=True)
     elif plan.workdir.exists():
         print(f"left {plan.workdir} alone: imagebake did not make it")
 
 
+def _names_made(plan: project.ImagePlan, names: set[str]) -> list[str]:
+    """Those of an image's names that builds of this image give: its reference, and the
+    names made of its keys (`localhost/imagebake/<name>:ib-<key>`)."""
+    key_names = f"{project.LOCAL_KEY_REPOSITORY}/{plan.name}:{keys.KEY_TAG_PREFIX}"
+    return sorted(n for n in names if n == plan.reference or n.startswith(key_names))
+
+
 def _print_status(run: Run, probe: StateProbe) -> Any:
-    proj, rebuilding, failing = run.project, set(), set()
+    proj, rebuilding, failing, fetching = run.project, set(), set(), set()
     rows = [("IMAGE", "PARENT", "STATUS")]
     for name in proj.graph.order():
         plan = proj.plans[name]
         if name not in run.selection.selected:
             rows.append((name, plan.parent or "-", "excluded"))
+            continue
+        if fetch := _would_fetch(run, name, fetching):  # (status downloads nothing)
+            fetching.add(name)
+            rows.append((name, plan.parent or "-", fetch))
             continue
         missing = plan.context.missing_sources()
         if missing or plan.parent in failing:
@@ -438,13 +452,24 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for image, parent, status in rows:
         print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
-    print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build")
+    print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build"
+          + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
+             if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
     if failed:
         return TaskFailed(f"{len(failed)} images would fail, their build context lacks what "
                           f"their Dockerfile copies: {', '.join(failed)}\n  fix: "
                           f"{MISSING_SOURCES_FIX}")
     return None
+
+
+def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
+    """What a build would download before it could judge this image by its key."""
+    urls = sources.unfetched(run.project.config, name)
+    if urls:
+        return f"would fetch {', '.join(urls)}, then build if it changed"
+    parent = run.project.plans[name].parent
+    return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 
 
 MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "

@@ -30,7 +30,7 @@ def tree_inputs(config_path: Path, previous: frozenset[Path] = frozenset()) -> f
     """The files the tree's images are made of, build_dir's aside. A tree that does not
     load (bad input) keeps what was watched before, plus its config and templates."""
     try:
-        proj = project.load(config_path)
+        proj = project.load(config_path, fetch=False)  # each build fetches for itself
     except InputError:
         try:
             cfg = config.load(config_path)
@@ -41,6 +41,13 @@ def tree_inputs(config_path: Path, previous: frozenset[Path] = frozenset()) -> f
     for plan in proj.plans.values():
         files.update(plan.context.files.values())
     return _outside(proj.build_dir, files)
+
+
+def watched_paths(inputs: Iterable[Path]) -> set[str]:
+    """The paths whose changes matter: each input, and each folder on the way to one (a
+    template folder renamed away, or back, changes no file in it that inotify reports)."""
+    return {str(path) for path in inputs} | {str(folder) for path in inputs
+                                             for folder in path.parents}
 
 
 def _outside(build_dir: Path, files: Iterable[Path]) -> frozenset[Path]:
@@ -72,7 +79,7 @@ def watch(config_path: Path, build_argv: list[str], cwd: Path) -> None:
 
     inputs = tree_inputs(config_path)
     _build(build_argv, cwd)
-    watched = {str(path) for path in inputs}
+    watched = watched_paths(inputs)
     while not _StopRequested().is_set():
         roots = folders_to_watch(config_path.parent, inputs)
         _say(f"watching {len(inputs)} files (images.yaml, templates, context files) for "
@@ -87,7 +94,7 @@ def watch(config_path: Path, build_argv: list[str], cwd: Path) -> None:
             failed = _build(build_argv, cwd)
             inputs = tree_inputs(config_path, inputs)
             watched.clear()
-            watched.update(str(path) for path in inputs)
+            watched.update(watched_paths(inputs))
             if folders_to_watch(config_path.parent, inputs) != roots:
                 break  # watch the new folders (a file outside the tree joined it)
             if not failed:

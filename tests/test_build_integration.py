@@ -223,3 +223,39 @@ def test_an_image_whose_context_lacks_a_copied_file_fails_before_buildah(tree: T
     assert tree.statuses() == {"base": "built", "cron": "failed"}
     assert "its build context lacks COPY 'crontab'" in tree.report()["images"]["cron"]["error"]
     assert not any("bud" in call and "cron" in " ".join(call) for call in tree.buildah_calls())
+
+
+def test_clean_removes_the_names_it_made_and_leaves_a_users_tag(tree: Tree) -> None:
+    tree.doit("build", "images=^cron$")  # base and cron
+    images = tree.report()["images"]
+    cron, base = images["cron"], images["base"]
+    tree.buildah("tag", cron["image"], "myorg/release:1.0")
+    tree.doit("clean")
+    left = tree.image_ids()
+    # the user's image under the user's name only; base, which no one else named, is gone
+    assert left == {"localhost/myorg/release:1.0": cron["id"]}
+    assert base["id"] not in json.dumps(json.loads(tree.buildah("images", "--json",
+                                                                "--no-trunc")))
+
+
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        return [line.split()[1] for line in mounts
+                if line.split()[1].startswith(f"{path.resolve()}/")]
+
+
+def test_a_failed_or_timed_out_build_removes_its_working_container(tree: Tree) -> None:
+    tree.edit("templates/cron/Dockerfile.j2", "{% block footer %}",
+              "{% block footer %}\nRUN echo cron is broken && exit 3")
+    tree.edit("templates/multipathd/Dockerfile.j2", "{% endblock %}",
+              "RUN sleep 60\n{% endblock %}")
+    tree.edit_yaml(lambda d: d["images"]["multipathd"].update(timeout=3))
+    assert tree.doit("build", "images=^(cron|multipathd)$", check=False).returncode != 0
+    assert {n: s for n, s in tree.statuses().items() if s != "excluded"} == {
+        "base": "built", "cron": "failed", "multipathd": "failed"}
+    assert json.loads(tree.buildah("containers", "--json") or "[]") in ([], None)
+    assert not [m for m in mounts_under(tree.storage) if "/merged" in m]
+    # buildah's own reason in the report, not only its exit status
+    error = tree.report()["images"]["cron"]["error"]
+    assert error.startswith("exit code ") and "Error: building at STEP" in error
+    assert tree.report()["images"]["multipathd"]["error"] == "timed out after 3 s"

@@ -165,3 +165,43 @@ def test_a_new_commit_rebuilds_exactly_its_images(tree, tmp_path: Path, repo: Pa
                            tree.buildah("from", "localhost:5000/kolla/nova-api:latest").strip(),
                            "ls", "/nova-base-source/nova-base-archive-main")
     assert "nova.py" in listing
+
+
+def two_images_with(tmp_path: Path, first: dict, second: dict) -> Path:
+    """Two children of base, each with its own source named `src`."""
+    for name in ("base", "svc-a", "svc-b"):
+        template = tmp_path / "templates" / name / "Dockerfile.j2"
+        template.parent.mkdir(parents=True, exist_ok=True)
+        template.write_text("FROM scratch\n" if name == "base" else
+                            "FROM {{ parent_image }}\nADD src-archive /src\n")
+    data = {"images": {"base": None,
+                       "svc-a": {"parent": "base", "sources": {"src": first}},
+                       "svc-b": {"parent": "base", "sources": {"src": second}}}}
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def test_two_folders_of_one_repository_at_one_commit_are_two_archives(tmp_path: Path,
+                                                                       repo: Path) -> None:
+    for service in ("svc-a", "svc-b"):
+        (repo / service).mkdir()
+        commit(repo, f"{service}/{service}.py", f"print('{service}')\n")
+    config = two_images_with(tmp_path, {"git": str(repo / "svc-a")},
+                             {"git": str(repo / "svc-b")})
+    plans = project.load(config).plans
+    assert set(members(plans["svc-a"].context.files["src-archive"])) - {"src-archive-HEAD"} == {
+        "src-archive-HEAD/svc-a.py"}
+    assert set(members(plans["svc-b"].context.files["src-archive"])) - {"src-archive-HEAD"} == {
+        "src-archive-HEAD/svc-b.py"}
+    assert plans["svc-a"].sources.key != plans["svc-b"].sources.key
+
+
+def test_two_refs_at_one_commit_are_archived_under_their_own_names(tmp_path: Path,
+                                                                   repo: Path) -> None:
+    git(repo, "tag", "v1")  # main and v1 name one commit
+    config = two_images_with(tmp_path, {"git": str(repo), "ref": "main"},
+                             {"git": str(repo), "ref": "v1"})
+    plans = project.load(config).plans
+    assert "src-archive-main/README" in members(plans["svc-a"].context.files["src-archive"])
+    assert "src-archive-v1/README" in members(plans["svc-b"].context.files["src-archive"])

@@ -141,7 +141,8 @@ def test_title_shows_the_buildah_command(example: project.Project) -> None:
         # no build pulls: it is built on its parent as this run has it, or on its base as
         # storage holds it (the example's root is FROM scratch)
         assert "--pull=never" in argv
-        assert option_pairs(argv, "--build-arg") == [f"IMAGEBAKE_OWNER={example.owner}"]
+        assert option_pairs(argv, "--build-arg") == [f"IMAGEBAKE_OWNER={example.owner}",
+                                                     f"IMAGEBAKE_BUILD={plan.iidfile}"]
         assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
         assert plan.dockerfile.parent == example.build_dir / name
 
@@ -166,13 +167,14 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     argv = title_command(task_dicts(proj)["build:base"])
     assert argv[:6] == ["buildah", "--root", "/tmp/my root", "--storage-driver", "vfs", "bud"]
     assert argv[6:9] == ["--format", "oci", "--layers"]
+    plan = proj.plans["base"]
     assert option_pairs(argv, "--tag")[1] == "team/base:latest"
     assert "--isolation" not in argv
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
-                                                 f"IMAGEBAKE_OWNER={proj.owner}"]
+                                                 f"IMAGEBAKE_OWNER={proj.owner}",
+                                                 f"IMAGEBAKE_BUILD={plan.iidfile}"]
     assert option_pairs(argv, "--label") == ["team=infra"]
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
-    plan = proj.plans["base"]
     assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
 
 
@@ -183,7 +185,8 @@ def test_boolean_build_arg_and_label_are_yaml_spelled(tmp_path: Path) -> None:
     config.write_text("images:\n  base: {args: {DEBUG: true}, labels: {beta: false}}\n")
     proj = project.load(config)
     argv = title_command(task_dicts(proj)["build:base"])
-    assert option_pairs(argv, "--build-arg") == ["DEBUG=true", f"IMAGEBAKE_OWNER={proj.owner}"]
+    assert option_pairs(argv, "--build-arg") == ["DEBUG=true", f"IMAGEBAKE_OWNER={proj.owner}",
+                                                 f"IMAGEBAKE_BUILD={proj.plans['base'].iidfile}"]
     assert "beta=false" in option_pairs(argv, "--label")
 
 

@@ -98,6 +98,31 @@ def test_watch_rebuilds_the_stale_subtree_once_per_burst_survives_errors_and_sto
     assert not any(f"--root {tree.storage}" in _cmdline(pid) for pid in _pids())
 
 
+def test_a_template_folder_renamed_away_is_a_broken_tree_until_it_is_back(
+        tree: Tree) -> None:
+    small_tree(tree)
+    watcher = Watcher(tree)
+    folder, aside = tree.root / "templates" / "cron", tree.root / "templates" / "cron.old"
+    try:
+        watcher.wait_for(r"watching \d+ files")
+        folder.rename(aside)  # no watched file changes: its folder goes
+        broken = watcher.wait_for(r"waiting for the next change", timeout=30)
+        assert "error:" in broken and "cron" in broken and built(broken) == []
+        aside.rename(folder)
+        tree.edit("templates/cron/Dockerfile.j2",
+                  "{% block footer %}", "{% block footer %}\nLABEL back=1")
+        fixed = watcher.wait_for(r"watching for changes", timeout=60)
+        assert built(fixed) == ["cron"]
+    finally:
+        watcher.proc.send_signal(signal.SIGINT)
+        try:
+            watcher.proc.wait(timeout=60)
+        finally:
+            if watcher.proc.poll() is None:
+                watcher.proc.kill()
+            watcher.out.close()
+
+
 def _pids() -> list[str]:
     return [name for name in os.listdir("/proc") if name.isdigit()]
 

@@ -1,0 +1,170 @@
+"""`url:` sources from a loopback HTTP server started here, which may send one byte at a
+time: a download has one deadline and a size limit; list, status and the other commands
+that build nothing download nothing; Ctrl-C while a build loads exits 130 in one line."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Tree
+
+from buildlib import project, sources
+from buildlib.errors import InputError
+
+TRICKLE_SECONDS = 30  # the slow server stops by itself after this long
+TRICKLE_STEP = 0.5  # ... sending one byte this often meanwhile
+BIG_BYTES = 64 * 1024
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.server.asked.set()
+        try:
+            if self.path == "/slow.tar":
+                self._trickle()
+            elif self.path in ("/big.tar", "/big-unsized.tar"):
+                self._big(sized=self.path == "/big.tar")
+            else:
+                self.send_error(404)
+        except OSError:  # the client gave up
+            pass
+
+    def _trickle(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(10 ** 6))
+        self.end_headers()
+        ends = time.monotonic() + TRICKLE_SECONDS
+        while time.monotonic() < ends and not self.server.stop.wait(TRICKLE_STEP):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+
+    def _big(self, sized: bool) -> None:
+        self.send_response(200)
+        if sized:
+            self.send_header("Content-Length", str(BIG_BYTES))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"y" * BIG_BYTES)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.stop, self.asked = threading.Event(), threading.Event()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    served = Server()
+    threading.Thread(target=served.serve_forever, daemon=True).start()
+    yield served
+    served.stop.set()
+    served.shutdown()
+    served.server_close()
+
+
+def tree_with_url(tmp_path: Path, url: str) -> Path:
+    for name, text in {"base": "FROM scratch\n",
+                       "app": "FROM {{ parent_image }}\nADD app-archive /app\n"}.items():
+        template = tmp_path / "templates" / name / "Dockerfile.j2"
+        template.parent.mkdir(parents=True)
+        template.write_text(text)
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump({"images": {
+        "base": None, "app": {"parent": "base", "sources": {"app": {"url": url}}}}}))
+    return config
+
+
+def left_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_download_has_one_deadline_however_often_bytes_come(
+        tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "FETCH_DEADLINE", 1.5)
+    config = tree_with_url(tmp_path, server.url("/slow.tar"))
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert "cannot download" in str(info.value) and "not done within 1.5 s" in str(info.value)
+    assert info.value.image == "app"
+    assert left_in(tmp_path / "build" / "sources") == []  # nothing half-written
+
+
+@pytest.mark.parametrize("path, said", [("/big.tar", f"it is {BIG_BYTES} bytes"),
+                                        ("/big-unsized.tar", "more than the limit")])
+def test_a_download_has_a_size_limit(tmp_path: Path, server: Server, path: str, said: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "MAX_DOWNLOAD_BYTES", 4096)
+    config = tree_with_url(tmp_path, server.url(path))
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert said in str(info.value) and "4096" in str(info.value)
+    assert left_in(tmp_path / "build" / "sources") == []
+
+
+def test_download_writes_the_file_whole_and_says_its_digest(tmp_path: Path,
+                                                            server: Server) -> None:
+    import hashlib
+
+    target = tmp_path / "big.tar"
+    digest = sources.download(server.url("/big-unsized.tar"), target, deadline=30)
+    assert target.read_bytes() == b"y" * BIG_BYTES
+    assert digest == hashlib.sha256(b"y" * BIG_BYTES).hexdigest()
+    assert left_in(tmp_path) == ["big.tar"]
+
+
+def slow_source(tree: Tree, server: Server) -> None:
+    tree.edit("templates/cron/Dockerfile.j2", "{% block footer %}",
+              "{% block footer %}\nADD cron-archive /cron-source")
+    tree.edit_yaml(lambda d: d["images"]["cron"].update(
+        sources={"cron": {"url": server.url("/slow.tar")}}))
+
+
+@pytest.mark.integration
+def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server) -> None:
+    slow_source(tree, server)
+    listed = tree.doit("list", timeout=60)
+    assert "build" in listed.stdout
+    status = tree.doit("status", timeout=60)
+    row = next(line for line in status.stdout.splitlines() if line.startswith("cron "))
+    assert f"would fetch {server.url('/slow.tar')}, then build if it changed" in row
+    assert "1 would first fetch a source" in status.stdout
+    tree.doit("graph", timeout=60)
+    assert not server.asked.is_set()
+
+
+@pytest.mark.integration
+def test_ctrl_c_while_a_build_downloads_ends_it_in_one_line(tree: Tree,
+                                                            server: Server) -> None:
+    slow_source(tree, server)
+    build = subprocess.Popen(tree.argv("build"), cwd=tree.root, env=tree.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.asked.wait(30), "the build never asked for its source"
+        build.send_signal(signal.SIGINT)
+        out, err = build.communicate(timeout=30)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert build.returncode == 130
+    assert err.strip() == "interrupted while loading the tree; nothing was built"
+    assert "Traceback" not in out + err
+    assert left_in(tree.root / "build" / "sources") == []
