@@ -319,16 +319,27 @@ class Buildah:
         subprocess.run(self.argv("rmi", name), check=True, capture_output=True,
                        stdin=subprocess.DEVNULL)
 
-    def manifest_images(self, reference: str) -> list[str]:
-        """The IDs of the images in storage that a manifest list lists (by their digests)."""
+    def manifest_platform_ids(self, reference: str) -> dict[str | None, str | None]:
+        """`os/arch[/variant]` -> the ID of the image in storage that a manifest list lists
+        for it (by its digest)."""
         listed = json.loads(subprocess.run(
             self.argv("manifest", "inspect", reference), check=True, capture_output=True,
             text=True, stdin=subprocess.DEVNULL).stdout)
-        digests = {entry["digest"] for entry in listed.get("manifests") or []}
         images = json.loads(subprocess.run(
             self.argv("images", "--json", "--no-trunc"), check=True, capture_output=True,
             text=True, stdin=subprocess.DEVNULL).stdout or "[]")
-        return [image_id(entry["id"]) for entry in images if entry.get("digest") in digests]
+        by_digest = {entry.get("digest"): image_id(entry["id"]) for entry in images}
+        found: dict[str | None, str | None] = {}
+        for entry in listed.get("manifests") or []:
+            platform = entry.get("platform") or {}
+            name = "/".join(part for part in (platform.get("os"), platform.get("architecture"),
+                                              platform.get("variant")) if part)
+            found[name] = by_digest.get(entry["digest"])
+        return found
+
+    def manifest_images(self, reference: str) -> list[str]:
+        """The IDs of the images in storage that a manifest list lists."""
+        return [i for i in self.manifest_platform_ids(reference).values() if i]
 
     def manifest_rm(self, *names: str) -> None:
         """Remove a manifest list by all its names (not the images it lists; `rmi` of a

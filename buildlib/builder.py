@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from buildlib import buildah, cache, keys, registry, render
@@ -95,22 +97,6 @@ class Storage:
         return self._listing().get(image_id, set())
 
 
-def stale_reason(plan: ImagePlan, saved: dict[str, Any], record: keys.Record,
-                 storage: Storage) -> str | None:
-    """Why the image must be built (or found by its key), or None when the image this
-    task recorded carries the current key and is still in storage under its reference."""
-    if not saved.get("id"):
-        return "never built"
-    if saved.get("key") != record.key:
-        return keys.changes(saved.get("record"), record, plan.built_on)
-    if not storage.holds(saved["id"]):
-        return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
-    for name in plan.local_names(record.key):  # children build FROM the first
-        if not storage.has(saved["id"], name):
-            return f"image {saved['id']} is not tagged {name}"
-    return None
-
-
 def build_image(project: Project, name: str, record: keys.Record, storage: Storage,
                 reason: str | None = None, echo: bool = False,
                 parent_name: str | None = None) -> dict[str, Any]:
@@ -169,42 +155,25 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
             "cpu_seconds": cpu_seconds}
 
 
-def platforms_stale(plan: ImagePlan, saved: dict[str, Any],
-                    records: dict[str, keys.Record], storage: Storage) -> dict[str, str]:
-    """Why each platform's image of a multi-arch image must be built or found by its key
-    (the platforms whose image stands are left out), and under "manifest list" why the
-    list must be made again; empty when the image this task recorded is current."""
-    if saved.get("id") and "platforms" not in saved:
-        return {platform: f"platforms changed: native -> {', '.join(records)}"
-                for platform in records}
-    done = saved.get("platforms") or {}
-    reasons = {platform: reason for platform, record in records.items()
-               if (reason := stale_reason(plan, done.get(platform) or {}, record, storage))}
-    if not reasons:
-        key = keys.list_key({platform: record.key for platform, record in records.items()})
-        missing = [name for name in plan.list_names(key)
-                   if saved.get("key") != key or not storage.has(saved["id"], name)]
-        if missing:
-            reasons["manifest list"] = f"no manifest list named {missing[0]}"
-    return reasons
-
-
-def build_platforms(project: Project, name: str, records: dict[str, keys.Record],
-                    storage: Storage, reasons: dict[str, str], echo: bool = False,
-                    parent_keys: dict[str, str] | None = None) -> dict[str, Any]:
-    """A multi-arch image: each platform's image found by its key or built (`buildah bud
-    --platform`, FROM the parent's image of that platform), one after another, then the
-    manifest list of them, named by its key and the reference. Returns what later runs,
-    children and pushes need; under "platforms", each platform's own values."""
+def build(project: Project, name: str, records: Mapping[str | None, keys.Record],
+          storage: Storage, reasons: str, echo: bool = False,
+          parent_names: Mapping[str | None, str | None] | None = None) -> dict[str, Any]:
+    """The image of these records (one per platform; `None`: a native image's one), each
+    found by its key or built on `parent_names[platform]`, one after another into one log;
+    of a multi-arch image, then the manifest list of them, named by its key and the
+    reference. Returns what later runs, children and pushes need (a multi-arch image's
+    per platform under "platforms")."""
     plan = project.plans[name]
+    parent_names = parent_names or {}
+    if not plan.platforms:
+        return build_image(project, name, records[None], storage, reasons, echo,
+                           parent_names.get(None))
     start = time.time()
     if any(storage.with_key(record.key) is None for record in records.values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
-    parent_names = {platform: project.plans[plan.parent].key_name(key)
-                    for platform, key in (parent_keys or {}).items()} if plan.parent else {}
-    platforms = {platform: build_image(project, name, record, storage,
-                                       reasons.get(platform), echo, parent_names.get(platform))
+    platforms = {platform: build_image(project, name, record, storage, reasons, echo,
+                                       parent_names.get(platform))
                  for platform, record in records.items()}
     key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
     list_id = manifest_list(project, plan, key, [v["id"] for v in platforms.values()],
@@ -237,45 +206,51 @@ def manifest_list(project: Project, plan: ImagePlan, key: str, image_ids: list[s
     return found
 
 
-def pull(project: Project, name: str, settled: dict[str, Any], storage: Storage) -> None:
+def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Storage) -> None:
     """Bring an image found in the registry into storage, once, by digest (exactly the
-    image the run settled on), named as a build names it: a child is built on it."""
+    image the run settled on; of a multi-arch image, each platform's), named as a build
+    names it: a child is built on it."""
     plan = project.plans[name]
-    with storage.lock_for(f"pull {name}"):
-        if storage.has(settled["id"], build_from(plan, settled) or plan.reference):
-            return
-        settings = project.config.settings
+    for values in (settled.get("platforms") or {None: settled}).values():
+        with storage.lock_for(f"pull {values['pinned']}"):
+            if not storage.has(values["id"], build_from(plan, values) or plan.reference):
+                _pull_one(project, plan, values, storage)
 
-        def attempt() -> str:
-            try:
-                return project.buildah.pull(settled["pinned"], tls_verify=settings.tls_verify,
-                                            authfile=project.authfile,
-                                            timeout=settings.push_timeout)
-            except BuildahError as err:
-                if registry.permanent_cause(err.output):
-                    raise
-                raise registry.TransientError(str(err)) from None
 
+def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
+              storage: Storage) -> None:
+    settings = project.config.settings
+
+    def attempt() -> str:
         try:
-            image_id = registry.with_retries(attempt, settings.push_retries,
-                                             lambda *_: None)
-        except registry.TransientError as err:
-            raise BuildahError(f"still failing after {settings.push_retries} attempts: "
-                               f"{err}") from None
-        if image_id != settled["id"]:
-            raise BuildahError(f"pulled {settled['pinned']}: image {image_id}, "
-                               f"not {settled['id']} as its manifest says")
-        if not settled.get("key"):  # named by its digest alone: children build FROM that
-            storage.add(image_id, [settled["pinned"]])
-            return
-        # an image that verifiably carries its key: named as a build names it
-        names = plan.local_names(settled["key"])
-        project.buildah.tag(image_id, *names)
-        project.buildah.untag(settled["pinned"])  # the pull's name would come first
-        storage.add(image_id, names)
+            return project.buildah.pull(values["pinned"], tls_verify=settings.tls_verify,
+                                        authfile=project.authfile,
+                                        timeout=settings.push_timeout)
+        except BuildahError as err:
+            if registry.permanent_cause(err.output):
+                raise
+            raise registry.TransientError(str(err)) from None
+
+    try:
+        image_id = registry.with_retries(attempt, settings.push_retries, lambda *_: None)
+    except registry.TransientError as err:
+        raise BuildahError(f"still failing after {settings.push_retries} attempts: "
+                           f"{err}") from None
+    if image_id != values["id"]:
+        raise BuildahError(f"pulled {values['pinned']}: image {image_id}, "
+                           f"not {values['id']} as its manifest says")
+    if not values.get("key"):  # named by its digest alone: children build FROM that
+        storage.add(image_id, [values["pinned"]])
+        return
+    # an image that verifiably carries its key: named as a build names it (a platform's
+    # image by its key name only: the reference names the list)
+    names = plan.local_names(values["key"])
+    project.buildah.tag(image_id, *names)
+    project.buildah.untag(values["pinned"])  # the pull's name would come first
+    storage.add(image_id, names)
 
 
-def build_from(plan: ImagePlan, settled: dict[str, Any]) -> str | None:
+def build_from(plan: ImagePlan, settled: Mapping[str, Any]) -> str | None:
     """The name a child of this image is built FROM: its key name, or for an image taken
     by a pin that carries no key, its digest reference."""
     return plan.key_name(settled["key"]) if settled.get("key") else settled.get("pinned")
@@ -358,7 +333,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                 plan, built, cache.Found(cache.repository_of(key_reference), content))
             if content is None or problem:
                 replaced = problem or None
-                content = _pushed_with_key(project, name, built["key"])
+                content = _pushed_with_key(project, name, built)
             client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
@@ -383,16 +358,24 @@ def push_image(project: Project, name: str, built: dict[str, Any],
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
 
 
-def _pushed_with_key(project: Project, name: str, key: str) -> registry.Manifest:
+def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any]
+                     ) -> registry.Manifest:
     """`buildah push` to the key's tag, then that manifest annotated with the key (which
-    the image config cannot hold without changing the image ID) put back under the tag:
-    what a lookup checks before it takes the image as the key's."""
+    the image config cannot hold without changing the image ID; a manifest list also with
+    its images' keys) put back under the tag: what a lookup checks before it takes the
+    image as the key's."""
+    key = built["key"]
     client, key_reference = project.registry_client, project.plans[name].key_reference(key)
     digest = _buildah_push(project, name, key)
     pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
     if pushed is None:
         raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
-    content = pushed.annotated({keys.KEY_ANNOTATION: key})
+    annotations = {keys.KEY_ANNOTATION: key}
+    if built.get("platforms"):
+        annotations[keys.PLATFORM_KEYS_ANNOTATION] = json.dumps(
+            {platform: values["key"] for platform, values in built["platforms"].items()},
+            sort_keys=True)
+    content = pushed.annotated(annotations)
     client.put_manifest(key_reference, content)
     return content
 

@@ -11,13 +11,15 @@ is built in this run) is asked when that parent is done.
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from buildlib.keys import KEY_ANNOTATION
+from buildlib import keys
+from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
 from buildlib.registry import Client, Manifest, RegistryError
 
@@ -50,6 +52,17 @@ class Found:
     def key(self) -> str | None:
         """The key the pushed manifest carries (a push annotates it), if any."""
         return self.manifest.annotations.get(KEY_ANNOTATION)
+
+    def platform_keys(self, key: str | None) -> dict[str, str] | None:
+        """A manifest list's platforms' keys as its annotation gives them, when they are
+        the ones its key is made of."""
+        try:
+            platform_keys = json.loads(self.manifest.annotations.get(PLATFORM_KEYS_ANNOTATION, ""))
+        except ValueError:
+            return None
+        if isinstance(platform_keys, dict) and key and keys.list_key(platform_keys) == key:
+            return platform_keys
+        return None
 
     def problem(self, key: str, *, multi_arch: bool = False,
                 local_id: str | None = None) -> str | None:
@@ -116,6 +129,41 @@ def find_by_key(lookups: Lookups, plan: ImagePlan, key: str,
              f"{found.manifest.digest}, which {problem}; not taken as {plan.name}'s image")
         return None
     return found
+
+
+def find_image(lookups: Lookups, plan: ImagePlan, records: Mapping[str | None, Record],
+               warn: Callable[[str], None]) -> dict[str, Any] | None:
+    """What the registry verifiably holds for these records (one per platform): the values
+    of its image (of a multi-arch image, its manifest list and each platform's image), as
+    a task settles them; None when it holds nothing of that key."""
+    platform_keys = {p: r.key for p, r in records.items()}
+    key = keys.list_key(platform_keys) if plan.platforms else platform_keys[None]
+    found = find_by_key(lookups, plan, key, warn)
+    return settled_from(lookups, plan, found, key, platform_keys) if found else None
+
+
+def settled_from(lookups: Lookups, plan: ImagePlan, found: Found, key: str | None,
+                 platform_keys: Mapping[str | None, str] | None = None) -> dict[str, Any]:
+    """The values of an image the registry holds, as a task settles them (children are
+    built on its ID, pulled by digest when one must be built). A multi-arch image's per
+    platform: each image the list names for it, its ID read from that image's manifest;
+    its key from `platform_keys`, else from the list's annotation when that agrees with
+    the list's key."""
+    values: dict[str, Any] = {"id": found.image_id, "key": key, "found": "registry",
+                              "digest": found.manifest.digest, "pinned": found.pinned,
+                              "image": plan.reference}
+    if plan.platforms:
+        platform_keys = platform_keys or found.platform_keys(key)
+        values["platforms"] = {}
+        for platform in plan.platforms:
+            digest = found.manifest.platform_digest(platform)
+            image = digest and lookups.find(f"{found.repository}@{digest}")
+            if not image:
+                raise RegistryError(f"{found.pinned} lists no image for {platform}")
+            values["platforms"][platform] = {
+                "id": image.image_id, "key": (platform_keys or {}).get(platform),
+                "found": "registry", "pinned": image.pinned}
+    return values
 
 
 def walk(project: Project, selected: Collection[str], storage: Storage,

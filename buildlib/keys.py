@@ -24,6 +24,7 @@ from typing import Any
 
 KEY_VERSION = 2  # 2: comments and unread context files out, a root's base image ID in
 KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
+PLATFORM_KEYS_ANNOTATION = "org.imagebake.platform-keys"  # on a pushed list: its images' keys
 KEY_TAG_PREFIX = "ib-"
 KEY_TAG_HEX = 32  # 128 bits: the tag that names an image by its key
 

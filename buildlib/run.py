@@ -36,7 +36,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,8 @@ from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import Dependency
 from doit.doit_cmd import DoitMain
 
-from buildlib import buildah, builder, cache, dispatch, graph, keys, project, registry
+from buildlib import buildah, builder, cache, dispatch, graph, project, registry
 from buildlib.errors import InputError
-from buildlib.registry import RegistryError
 
 CONFIG_FILE = "images.yaml"
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -185,61 +184,54 @@ class Run:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
 
-    def parent_id(self, name: str,
-                  saved: Callable[[str], dict[str, Any]] | None = None) -> str | None:
-        """The parent image this image stands on: the one its parent's task settled in
-        this run (else, outside a run as in `doit info`, what it recorded: `saved(task)`),
-        or with skip_parents the parent image as it is in storage."""
-        parent = self.project.plans[name].parent
+    def stands_on(self, name: str, saved_of: Callable[[str], Mapping[str, Any]] | None = None
+                  ) -> dict[str | None, str | None] | str:
+        """The ID of the image each platform of this image is built on (`None`: a native
+        image's one platform; the ID None: `FROM scratch`), or why it cannot be known
+        (starting "cannot" when the build must fail): its parent as its task settled it in
+        this run (outside a run, as in `doit info`, as it recorded it: `saved_of(task)`),
+        with skip_parents as local storage holds it, or for a root its base image."""
+        plan = self.project.plans[name]
+        platforms = plan.platforms or (None,)
+        if plan.parent is None:
+            base_id = self.bases.id_of(plan.base)
+            if plan.base and base_id is None:
+                return f"base image '{plan.base}' is not in local storage (pulled first)"
+            return dict.fromkeys(platforms, base_id)
         parent_task = self.parent_task(name)
-        if parent is None:
-            return self.bases.id_of(self.project.plans[name].base)
         if parent_task is None:
-            return self.parent_in_storage(name)
-        if parent in self.images:
-            return self.images[parent].get("id")
-        return saved(parent_task).get("id") if saved else None
+            return self._parent_in_storage(name)
+        if plan.parent in self.images:
+            values: Mapping[str, Any] = self.images[plan.parent]
+        elif saved_of is not None:
+            values = saved_of(parent_task)
+        else:
+            return f"parent '{plan.parent}' would be rebuilt"
+        ids = {p: (values.get("platforms") or {}).get(p, {}).get("id") if p else values.get("id")
+               for p in platforms}
+        if not all(ids.values()):
+            return f"parent '{plan.parent}' has no image of {', '.join(map(str, platforms))}"
+        return ids
+
+    def _parent_in_storage(self, name: str) -> dict[str | None, str | None] | str:
+        """skip_parents: the parent's image (of each platform) as local storage holds it."""
+        plan = self.project.plans[name]
+        reference = self.project.plans[plan.parent].reference
+        ids: dict[str | None, str | None] = (
+            self.project.buildah.manifest_platform_ids(reference) if plan.platforms
+            and self.storage.id_of(reference) else {None: self.storage.id_of(reference)})
+        missing = [p for p in plan.platforms or (None,) if not ids.get(p)]
+        if missing:
+            return (f"cannot build {name}: its parent image {reference} is not in local "
+                    f"storage" + (f" for {', '.join(map(str, missing))}" if plan.platforms
+                                  else "") + f"; build it first (`doit build:{plan.parent}`)"
+                    " or drop skip_parents")
+        return {p: ids[p] for p in plan.platforms or (None,)}
 
     def parent_in_storage(self, name: str) -> str | None:
         """The ID of the parent image as local storage holds it now (skip_parents)."""
         parent = self.project.plans[name].parent
         return self.storage.id_of(self.project.plans[parent].reference) if parent else None
-
-    def record(self, name: str,
-               saved: Callable[[str], dict[str, Any]] | None = None) -> keys.Record | None:
-        """What makes the image now, on its parent's current ID; None when an image with a
-        parent has none to stand on."""
-        plan = self.project.plans[name]
-        parent_id = self.parent_id(name, saved)
-        if (plan.parent or plan.base) and parent_id is None:
-            return None
-        return plan.record_on(parent_id)
-
-    def platform_records(self, name: str, saved: Callable[[str], dict[str, Any]] | None = None
-                         ) -> dict[str, keys.Record] | None:
-        """A multi-arch image's record per platform, each on its parent's image of that
-        platform as the parent's task settled it (see `parent_id`); None when the parent
-        has none to stand on, as with skip_parents: a manifest list in storage is not
-        followed to its images."""
-        plan = self.project.plans[name]
-        parent_task = self.parent_task(name)
-        if plan.parent is None:
-            base_id = self.bases.id_of(plan.base)
-            if plan.base and base_id is None:
-                return None
-            return plan.platform_records(dict.fromkeys(plan.platforms, base_id))
-        if parent_task is None:
-            return None
-        if plan.parent in self.images:
-            values = self.images[plan.parent]
-        else:
-            values = saved(parent_task) if saved else {}
-        done = values.get("platforms") or {}
-        parent_ids = {platform: (done.get(platform) or {}).get("id")
-                      for platform in plan.platforms}
-        if not all(parent_ids.values()):
-            return None
-        return plan.platform_records(parent_ids)
 
     def likely_builds(self) -> set[str]:
         """The selected images local storage holds no image of the current key for, judged
@@ -251,28 +243,14 @@ class Run:
             self.base_id)
         return {name for name, _, image_id in walked if image_id is None}
 
-    def in_registry(self, name: str, record: keys.Record) -> cache.Found | None:
-        """With cache=registry, the image the registry holds for this key, unless local
-        storage has one; a lookup that fails is "not cached", with one warning."""
-        if (not self.from_registry or self.lookups is None or self.project.plans[name].platforms
-                or self.storage.with_key(record.key)):
-            return None  # (multi-arch images are not looked up: they are built)
-        try:
-            return cache.find_by_key(self.lookups, self.project.plans[name], record.key,
-                                     self.warn)
-        except RegistryError as err:
-            self.warn(f"warning: the registry cache could not be asked, building instead: {err}")
-            return None
-
     def base_id(self, name: str) -> str | None:
         return self.bases.id_of(self.project.plans[name].base)
 
-    def settle(self, name: str, found: cache.Found, key: str | None) -> dict[str, Any]:
-        """Take the image the registry holds: children build on its ID, pulled if needed."""
-        self.images[name] = {"id": found.image_id, "key": key, "found": "registry",
-                             "digest": found.manifest.digest, "pinned": found.pinned,
-                             "image": self.project.plans[name].reference}
-        return self.images[name]
+    def settle(self, name: str, values: Mapping[str, Any]) -> None:
+        """What this image's task settled on (its ID and key: built, found, pinned): what
+        its children are judged and built on, and its push pushes. The one writer of
+        `images`."""
+        self.images[name] = dict(values)
 
     def ask_for_children(self, name: str) -> None:
         """Once an image is built, its children's keys are known: ask the registry now."""

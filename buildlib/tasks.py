@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from buildlib.errors import InputError
 from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
 from buildlib.run import Run, export_options
+from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
 
@@ -290,59 +292,59 @@ def _draw_graph(proj: project.Project, dot: Path) -> None:
 
 
 def _build_title(run: Run, name: str, task: Any) -> str:
-    if run.project.plans[name].platforms:
-        return _platforms_title(run, name, task)
-    record = task.meta.get("record") or run.record(name)
-    if record is None:
+    """What the build does, from its verdict: per platform, found by its key or the exact
+    buildah command."""
+    found: Verdict = task.meta.get("verdict") or judge(run, name, {})
+    if not found.records:
         return f"building {name}"
-    if run.storage.with_key(record.key):
-        return f"found {name} in local storage by its key {keys.key_tag(record.key)}"
-    return f"building {name}: {command_line(run.project.bud_argv(name, record))}"
-
-
-def _platforms_title(run: Run, name: str, task: Any) -> str:
-    records = task.meta.get("records") or run.platform_records(name)
-    if records is None:
-        return f"building {name}"
-    lines = [f"found {name} for {platform} in local storage by its key" if
-             run.storage.with_key(record.key) else
-             f"building {name} for {platform}: "
-             f"{command_line(run.project.bud_argv(name, record))}"
-             for platform, record in records.items()]
+    lines = []
+    for platform, record in found.records.items():
+        what = f"{name} for {platform}" if platform else name
+        lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
+                     if run.storage.with_key(record.key) else
+                     f"building {what}: {command_line(run.project.bud_argv(name, record))}")
     return "\n.  ".join(lines)
 
 
 def _build(run: Run, name: str, task: Any) -> Any:
-    proj, parent = run.project, run.project.plans[name].parent
-    if name in run.pins:
-        return TaskFailed(task.meta.get("pin_error") or f"pin {name}: not found")
-    missing = proj.plans[name].context.missing_sources()
-    if missing:
-        return TaskFailed(f"cannot build {name}: its build context lacks {', '.join(missing)}"
-                          f"\n  fix: {MISSING_SOURCES_FIX}")
-    base_error = _base_in_storage(run, name)
-    if base_error:
-        return TaskFailed(base_error)
-    if proj.plans[name].platforms:
-        return _build_platforms(run, name, task)
-    record = run.record(name)
-    if record is None:  # skip_parents, and no parent image in storage
-        return TaskFailed(f"cannot build {name}: its parent image "
-                          f"{proj.plans[parent].reference} is not in local storage; "
-                          f"build it first (`doit build:{parent}`) or drop skip_parents")
+    """Build the image as its verdict says (or find it in storage by its key)."""
+    proj, plan = run.project, run.project.plans[name]
+    found: Verdict = task.meta.get("verdict") or judge(run, name, {})
+    if found.outcome is Outcome.FAIL:
+        fix = f"\n  fix: {MISSING_SOURCES_FIX}" if found.why.startswith("context lacks") else ""
+        return TaskFailed(f"cannot build {name}: {found.why}{fix}")
+    if found.records is None:  # a root whose base image storage lacks: pulled first
+        base_error = _base_in_storage(run, name)
+        if base_error:
+            return TaskFailed(base_error)
+        found = judge(run, name, {})
+        if found.records is None:
+            return TaskFailed(f"cannot build {name}: {found.why}")
+    parent = plan.parent
     try:
-        if parent and run.images.get(parent, {}).get("found") == "registry":
+        if parent and run.images[parent].get("found") == "registry":
             builder.pull(proj, parent, run.images[parent], run.storage)
-        parent_name = (builder.build_from(proj.plans[parent], run.images[parent])
-                       if parent in run.images else None)
-        values = builder.build_image(proj, name, record, run.storage, task.meta.get("reason"),
-                                     echo=run.verbose, parent_name=parent_name)
+        values = builder.build(proj, name, found.records, run.storage, found.why,
+                               echo=run.verbose, parent_names=_parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
-    run.images[name] = values
+    run.settle(name, values)
     run.ask_for_children(name)
     return values
+
+
+def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
+    """The name each platform's image is built FROM: its parent's (of that platform) as
+    this run settled it; none with skip_parents (FROM the reference)."""
+    plan = run.project.plans[name]
+    settled = run.images.get(plan.parent) if plan.parent else None
+    if not settled:
+        return {}
+    parent_plan = run.project.plans[plan.parent]
+    per_platform = settled.get("platforms") or {None: settled}
+    return {platform: builder.build_from(parent_plan, per_platform.get(platform) or {})
+            for platform in plan.platforms or (None,)}
 
 
 def _base_in_storage(run: Run, name: str) -> str | None:
@@ -360,25 +362,6 @@ def _base_in_storage(run: Run, name: str) -> str | None:
                 "build that image first")
     run.storage.add(image_id, ImageRef.parse(plan.base).storage_names()[-1:])
     return None
-
-
-def _build_platforms(run: Run, name: str, task: Any) -> Any:
-    proj, parent = run.project, run.project.plans[name].parent
-    records = run.platform_records(name)
-    if records is None:
-        return TaskFailed(f"cannot build {name}: its parent '{parent}' is multi-arch and was "
-                          "not built or checked in this run (skip_parents follows no "
-                          f"manifest list); drop skip_parents, or `doit build:{name}`")
-    parent_done = run.images.get(parent, {}).get("platforms") or {}
-    try:
-        values = builder.build_platforms(
-            proj, name, records, run.storage, task.meta.get("reasons") or {}, echo=run.verbose,
-            parent_keys={platform: done["key"] for platform, done in parent_done.items()})
-    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
-            OSError) as err:
-        return TaskFailed(str(err))
-    run.images[name] = values
-    return values
 
 
 def _push_title(run: Run, name: str) -> str:
@@ -426,7 +409,10 @@ def _names_made(plan: project.ImagePlan, names: set[str]) -> list[str]:
 
 
 def _print_status(run: Run, probe: StateProbe) -> Any:
-    proj, rebuilding, failing, fetching = run.project, set(), set(), set()
+    """Each image's verdict, judged parents first as a build judges it (what it settles on
+    is what its children are judged on): exactly what `doit build` with the same variables
+    does."""
+    proj, counts, failing, fetching = run.project, Counter(), set(), set()
     rows = [("IMAGE", "PARENT", "STATUS")]
     for name in proj.graph.order():
         plan = proj.plans[name]
@@ -437,22 +423,23 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
             fetching.add(name)
             rows.append((name, plan.parent or "-", fetch))
             continue
-        missing = plan.context.missing_sources()
-        if missing or plan.parent in failing:
+        if plan.parent in failing:
             failing.add(name)
-            rows.append((name, plan.parent or "-", f"would fail: context lacks "
-                         f"{', '.join(missing)}" if missing else
-                         f"blocked: parent '{plan.parent}' would fail"))
+            rows.append((name, plan.parent, f"blocked: parent '{plan.parent}' would fail"))
             continue
-        reason = _dry_run(run, name, probe.values(f"build:{name}"), rebuilding)
-        if reason:
-            rebuilding.add(name)
-        rows.append((name, plan.parent or "-", f"would build: {reason}" if reason
-                     else "up-to-date"))
+        found = judge(run, name, probe.values(f"build:{name}"))
+        counts[found.outcome] += 1
+        if found.outcome is Outcome.FAIL:
+            failing.add(name)
+        elif found.settled is not None:
+            run.settle(name, found.settled)
+        rows.append((name, plan.parent or "-", found.line()))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for image, parent, status in rows:
         print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
-    print(f"{len(rebuilding)} of {len(run.selection.selected)} selected images would build"
+    print(f"{counts[Outcome.BUILD]} of {len(run.selection.selected)} selected images would "
+          "build" + "".join(f", {counts[o]} {o.value}" for o in (
+              Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED) if counts[o])
           + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
              if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
@@ -460,6 +447,8 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
         return TaskFailed(f"{len(failed)} images would fail, their build context lacks what "
                           f"their Dockerfile copies: {', '.join(failed)}\n  fix: "
                           f"{MISSING_SOURCES_FIX}")
+    if counts[Outcome.FAIL]:
+        return TaskFailed(f"{counts[Outcome.FAIL]} images would fail (above)")
     return None
 
 
@@ -474,40 +463,6 @@ def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
 
 MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
                        "under `files:` in images.yaml), or correct the COPY/ADD")
-
-
-def _dry_run(run: Run, name: str, saved: dict[str, Any], rebuilding: set[str]) -> str | None:
-    """Why a build would build this image, or None; settles its ID in `run.images` as a
-    build would, so that its children are judged on it."""
-    parent = run.project.plans[name].parent
-    if parent in rebuilding:
-        return f"parent '{parent}' would be rebuilt"
-    if run.project.plans[name].platforms:
-        return _dry_run_platforms(run, name, saved)
-    record = run.record(name)
-    if record is None:
-        return f"parent '{parent}' is not in local storage"
-    reason = builder.stale_reason(run.project.plans[name], saved, record, run.storage)
-    found = saved.get("id") if reason is None else run.storage.with_key(record.key)
-    if found is None:
-        return reason
-    run.images[name] = {"id": found, "key": record.key}
-    return None
-
-
-def _dry_run_platforms(run: Run, name: str, saved: dict[str, Any]) -> str | None:
-    """`_dry_run` of a multi-arch image: the platforms that would build, and why."""
-    records = run.platform_records(name)
-    if records is None:
-        return f"parent '{run.project.plans[name].parent}' has no image of its platforms"
-    reasons = builder.platforms_stale(run.project.plans[name], saved, records, run.storage)
-    found = {platform: run.storage.with_key(record.key) for platform, record in records.items()}
-    building = [f"{platform}: {reason}" for platform, reason in reasons.items()
-                if platform in found and found[platform] is None]
-    if not building:
-        run.images[name] = {"platforms": {platform: {"id": found[platform], "key": record.key}
-                                          for platform, record in records.items()}}
-    return "; ".join(building) or None
 
 
 class StateProbe(UptodateCalculator):
@@ -528,9 +483,9 @@ class StateProbe(UptodateCalculator):
 
 
 class ImageUpToDate(UptodateCalculator):
-    """Up to date when the image this task recorded carries the current key (the parent's
-    ID in this run included) and is still in storage under its reference; or, with
-    cache=registry, when the registry holds an image of that key."""
+    """Up to date when the image's verdict needs no action: the image this task recorded
+    carries the current key, or the registry holds it (cache=registry), or it is pinned.
+    What it settled on is what the children are judged on."""
 
     def __init__(self, run: Run, name: str) -> None:
         super().__init__()
@@ -538,77 +493,20 @@ class ImageUpToDate(UptodateCalculator):
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         _check_storage(self.run)
-        if self.name in self.run.pins:
-            return self._pinned(task)
-        if self.run.project.plans[self.name].platforms:
-            return self._platforms(task, values)
-        record = self.run.record(self.name, self._saved)
-        if record is None:
-            return False  # the build says why
-        task.meta["record"] = record
-        reason = builder.stale_reason(self.run.project.plans[self.name], values, record,
-                                      self.run.storage)
-        task.meta["reason"] = reason
-        if reason is None:
-            self.run.images[self.name] = values
-            task.meta["settled"] = {"id": values["id"], "key": values["key"], "found": "local"}
-            return True
-        found = self.run.in_registry(self.name, record)
-        if found is None:
+        found = judge(self.run, self.name, values, self._saved)
+        task.meta["verdict"] = found
+        if found.runs_action:
             return False
-        task.meta["settled"] = self.run.settle(self.name, found, record.key)
+        settled = found.settled or {}
+        if found.outcome is Outcome.CURRENT:
+            settled = {**settled, "found": "local"}
+        self.run.settle(self.name, settled)
+        task.meta["settled"] = settled
         return True
 
     def _saved(self, task_name: str) -> dict[str, Any]:
         """What another task saved when it last ran (outside a run: its values)."""
         return self.get_val(task_name, "_values_:") or {}
-
-    def _platforms(self, task: Any, values: dict[str, Any]) -> bool:
-        """A multi-arch image: up to date when each platform's recorded image carries its
-        current key and the manifest list of them is named by the reference. (Not looked up
-        in the registry: built.)"""
-        records = self.run.platform_records(self.name, self._saved)
-        if records is None:
-            return False  # the build says why
-        task.meta["records"] = records
-        reasons = builder.platforms_stale(self.run.project.plans[self.name], values, records,
-                                          self.run.storage)
-        task.meta["reasons"] = reasons
-        if reasons:
-            return False
-        self.run.images[self.name] = values
-        task.meta["settled"] = {"id": values["id"], "key": values["key"], "found": "local",
-                                "platforms": values["platforms"]}
-        return True
-
-    def _pinned(self, task: Any) -> bool:
-        repository = cache.repository_of(self.run.project.plans[self.name].reference)
-        reference = f"{repository}@{self.run.pins[self.name]}"
-        try:
-            found = self.run.lookups.find(reference) if self.run.lookups else None
-        except RegistryError as err:
-            found, task.meta["pin_error"] = None, f"pin {reference}: {err}"
-        if found is None:
-            task.meta.setdefault("pin_error", f"pin {reference}: the registry has no such "
-                                 "image; correct pin= or push it first")
-            return False
-        if found.manifest.is_index:
-            task.meta["pin_error"] = (f"pin {reference}: a manifest list; {self.name} is one "
-                                      "image (no `platforms:`): pin an image's digest")
-            return False
-        task.meta["settled"] = self.run.settle(self.name, found, self._key_of(found))
-        return True
-
-    def _key_of(self, found: cache.Found) -> str | None:
-        """The key a pinned image verifiably carries (its manifest's annotation, unless
-        this machine holds another image under that key), else None: then it is used by
-        its digest reference only, and given no key name."""
-        local = found.key and self.run.storage.with_key(found.key)
-        if local and local != found.image_id:
-            self.run.warn(f"warning: pin {found.pinned} carries key {found.key[:32]}..., "
-                          f"whose image here is {local}: used by its digest only")
-            return None
-        return found.key
 
 
 def _check_storage(run: Run) -> None:

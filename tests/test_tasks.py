@@ -1,4 +1,4 @@
-"""buildlib.tasks: project -> doit tasks; builder.stale_reason; bad input through `doit`."""
+"""buildlib.tasks: project -> doit tasks; verdict.stale_image; bad input through `doit`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, builder, graph, keys, project, run, tasks
+from buildlib import buildah, builder, graph, keys, project, run, tasks, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
@@ -118,7 +118,7 @@ def test_a_child_is_up_to_date_on_its_parents_id_only(example: project.Project) 
     run.images["nova-base"] = {"id": "sha256:base-2", "start": 1.0, "end": 2.0}
     task = SimpleNamespace(meta={})
     assert check(task, saved) is False
-    assert task.meta["reason"] == "parent 'nova-base' changed: sha256:base-1 -> sha256:base-2"
+    assert task.meta["verdict"].why == "parent 'nova-base' changed: sha256:base-1 -> sha256:base-2"
 
 
 def test_title_shows_the_buildah_command(example: project.Project) -> None:
@@ -264,14 +264,14 @@ def names(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") -> s
 
 def test_up_to_date(nova_api: project.ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)})
-    assert builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api),
+    assert verdict.stale_image(nova_api, saved_for(nova_api), current(nova_api),
                                 storage) is None
 
 
 def test_root_up_to_date(example: project.Project) -> None:
     base = example.plans["base"]
     storage = FakeStorage({"sha256:built": names(base, None)})
-    assert builder.stale_reason(base, saved_for(base, None), current(base, None),
+    assert verdict.stale_image(base, saved_for(base, None), current(base, None),
                                 storage) is None
 
 
@@ -287,7 +287,7 @@ def test_root_up_to_date(example: project.Project) -> None:
 def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: str | None,
                in_storage: bool, says: str) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)} if in_storage else {})
-    reason = builder.stale_reason(nova_api, {**saved_for(nova_api), **saved},
+    reason = verdict.stale_image(nova_api, {**saved_for(nova_api), **saved},
                                   current(nova_api, parent_id), storage)
     assert reason is not None
     assert says in reason
@@ -295,16 +295,16 @@ def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: st
 
 def test_stale_when_no_values_were_saved(nova_api: project.ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)})
-    assert builder.stale_reason(nova_api, {}, current(nova_api), storage) == "never built"
+    assert verdict.stale_image(nova_api, {}, current(nova_api), storage) == "never built"
 
 
 def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> None:
     key_name, reference = nova_api.local_names(current(nova_api).key)
     storage = FakeStorage({"sha256:built": {key_name, "localhost:5000/kolla/other:latest"}})
-    reason = builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api), storage)
+    reason = verdict.stale_image(nova_api, saved_for(nova_api), current(nova_api), storage)
     assert reason == f"image sha256:built is not tagged {reference}"
     storage = FakeStorage({"sha256:built": {reference}})  # its key's name taken off
-    reason = builder.stale_reason(nova_api, saved_for(nova_api), current(nova_api), storage)
+    reason = verdict.stale_image(nova_api, saved_for(nova_api), current(nova_api), storage)
     assert reason == f"image sha256:built is not tagged {key_name}"
 
 

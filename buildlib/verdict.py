@@ -1,0 +1,187 @@
+"""One verdict per image: what a build with this run's variables does with it, and why.
+
+Every "is this image current?" is answered here, once: doit's up-to-date check, `doit
+status`, the task titles and the build action all read the same `Verdict`. As pydoit's
+`DependencyStatus`, it is one object to which each source adds its reasons: the saved
+state, the key in local storage, the registry (cache=registry), `pin=`. A native image is a
+tree with one platform (`None`): its records, like a multi-arch image's, are per platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from buildlib import cache, keys
+from buildlib.reference import ImageRef
+from buildlib.registry import RegistryError
+
+if TYPE_CHECKING:
+    from buildlib.builder import Storage
+    from buildlib.project import ImagePlan
+    from buildlib.run import Run
+
+Platform = str | None  # None: the machine's own platform (an image with no `platforms:`)
+
+
+class Outcome(Enum):
+    CURRENT = "up-to-date"  # the image this task recorded carries the current key
+    FOUND_LOCAL = "found locally"  # an image of the current key is in local storage
+    FOUND_REGISTRY = "found in the registry"  # cache=registry: the registry holds it
+    PINNED = "pinned"  # pin=NAME@DIGEST
+    BUILD = "would build"
+    FAIL = "would fail"
+
+
+@dataclass
+class Verdict:
+    name: str
+    outcome: Outcome = Outcome.BUILD
+    reasons: list[str] = field(default_factory=list)
+    # each platform's record, when the image it is built on is known
+    records: dict[Platform, keys.Record] | None = None
+    # what children stand on when no build is needed (id, key, found, ...)
+    settled: dict[str, Any] | None = None
+
+    def add(self, outcome: Outcome, reason: str) -> Verdict:
+        self.outcome = outcome
+        self.reasons.append(reason)
+        return self
+
+    @property
+    def runs_action(self) -> bool:
+        """Whether doit must run the build action: to build, to tag what storage holds
+        under the key, or to fail with the reason."""
+        return self.outcome in (Outcome.BUILD, Outcome.FOUND_LOCAL, Outcome.FAIL)
+
+    @property
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+    def line(self) -> str:
+        """How `doit status` shows it."""
+        if self.outcome is Outcome.CURRENT:
+            return "up-to-date"
+        return f"{self.outcome.value}: {self.why}" if self.reasons else self.outcome.value
+
+
+def judge(run: Run, name: str, saved: Mapping[str, Any],
+          saved_of: Callable[[str], Mapping[str, Any]] | None = None) -> Verdict:
+    """What a build does with this image now. `saved`: the values its task saved when it
+    last ran; `saved_of(task)`: another task's, outside a run (e.g. `doit info`)."""
+    plan = run.project.plans[name]
+    verdict = Verdict(name)
+    if name in run.pins:
+        return _pinned(run, plan, verdict)
+    missing = plan.context.missing_sources()
+    if missing:
+        return verdict.add(Outcome.FAIL, f"context lacks {', '.join(missing)}")
+    standing = run.stands_on(name, saved_of)
+    if isinstance(standing, str):
+        outcome = Outcome.FAIL if standing.startswith("cannot") else Outcome.BUILD
+        return verdict.add(outcome, standing)
+    verdict.records = {platform: plan.record_on(parent_id, platform)
+                       for platform, parent_id in standing.items()}
+    stale = _stale(plan, saved, verdict.records, run.storage)
+    if not stale:
+        verdict.outcome, verdict.settled = Outcome.CURRENT, dict(saved)
+        return verdict
+    found = {p: run.storage.with_key(r.key) for p, r in verdict.records.items()}
+    if all(found.values()):
+        return verdict.add(Outcome.FOUND_LOCAL, "; ".join(
+            f"{_on(p)}found in local storage by its key {keys.key_tag(verdict.records[p].key)}"
+            for p in verdict.records))
+    if run.from_registry and run.lookups is not None:
+        try:
+            in_registry = cache.find_image(run.lookups, plan, verdict.records, run.warn)
+        except RegistryError as err:
+            run.warn(f"warning: the registry cache could not be asked, building instead: "
+                     f"{err}")
+            in_registry = None
+        if in_registry is not None:
+            verdict.settled = in_registry
+            return verdict.add(Outcome.FOUND_REGISTRY, f"{in_registry['pinned']}")
+    for platform, reason in stale.items():
+        if platform == "manifest list" or not found.get(platform):
+            verdict.reasons.append(f"{_on(platform)}{reason}")
+    verdict.outcome = Outcome.BUILD
+    return verdict
+
+
+def _on(platform: Platform | str) -> str:
+    return f"{platform}: " if platform else ""
+
+
+def _pinned(run: Run, plan: ImagePlan, verdict: Verdict) -> Verdict:
+    reference = f"{ImageRef.parse(plan.reference).repository}@{run.pins[plan.name]}"
+    try:
+        found = run.lookups.find(reference) if run.lookups else None
+    except RegistryError as err:
+        return verdict.add(Outcome.FAIL, f"pin {reference}: {err}")
+    if found is None:
+        return verdict.add(Outcome.FAIL, f"pin {reference}: the registry has no such image; "
+                           "correct pin= or push it first")
+    if found.manifest.is_index != bool(plan.platforms):
+        what = "a manifest list" if found.manifest.is_index else "one image"
+        return verdict.add(Outcome.FAIL, f"pin {reference}: {what}, but {plan.name} is "
+                           + ("multi-arch (`platforms:`)" if plan.platforms else
+                              "one image (no `platforms:`)"))
+    try:
+        verdict.settled = cache.settled_from(run.lookups, plan, found, _key_of(run, found),
+                                             run.storage)
+    except RegistryError as err:
+        return verdict.add(Outcome.FAIL, f"pin {reference}: {err}")
+    return verdict.add(Outcome.PINNED, reference)
+
+
+def _key_of(run: Run, found: cache.Found) -> str | None:
+    """The key a pinned image verifiably carries (its manifest's annotation, unless this
+    machine holds another image under that key), else None: then it is used by its digest
+    reference only, and given no key name."""
+    local = found.key and run.storage.with_key(found.key)
+    if local and local != found.image_id and not found.manifest.is_index:
+        run.warn(f"warning: pin {found.pinned} carries key {found.key[:32]}..., whose "
+                 f"image here is {local}: used by its digest only")
+        return None
+    return found.key
+
+
+def _stale(plan: ImagePlan, saved: Mapping[str, Any], records: Mapping[Platform, keys.Record],
+           storage: Storage) -> dict[Platform | str, str]:
+    """Why each platform's recorded image no longer stands (the ones that do are left
+    out), and under "manifest list" why a multi-arch image's list must be made again;
+    empty when the image this task recorded is current."""
+    if not plan.platforms:
+        reason = stale_image(plan, saved, records[None], storage)
+        return {None: reason} if reason else {}
+    if saved.get("id") and "platforms" not in saved:
+        return {p: f"platforms changed: native -> {', '.join(records)}" for p in records}
+    done = saved.get("platforms") or {}
+    reasons: dict[Platform | str, str] = {
+        p: reason for p, record in records.items()
+        if (reason := stale_image(plan, done.get(p) or {}, record, storage))}
+    if not reasons:
+        key = keys.list_key({p: record.key for p, record in records.items()})
+        missing = [n for n in plan.list_names(key)
+                   if saved.get("key") != key or not storage.has(saved["id"], n)]
+        if missing:
+            reasons["manifest list"] = f"no manifest list named {missing[0]}"
+    return reasons
+
+
+def stale_image(plan: ImagePlan, saved: Mapping[str, Any], record: keys.Record,
+                 storage: Storage) -> str | None:
+    """Why the image must be built (or found by its key), or None when the image this
+    task recorded carries the current key and is still in storage under its names."""
+    if not saved.get("id"):
+        return "never built"
+    if saved.get("key") != record.key:
+        return keys.changes(saved.get("record"), record, plan.built_on)
+    if not storage.holds(saved["id"]):
+        return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
+    for name in plan.local_names(record.key):  # children build FROM the first
+        if not storage.has(saved["id"], name):
+            return f"image {saved['id']} is not tagged {name}"
+    return None
