@@ -156,7 +156,7 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
 
 
 def build(project: Project, name: str, records: Mapping[str | None, keys.Record],
-          storage: Storage, reasons: str, echo: bool = False,
+          storage: Storage, reasons: Mapping[str | None, str], echo: bool = False,
           parent_names: Mapping[str | None, str | None] | None = None) -> dict[str, Any]:
     """The image of these records (one per platform; `None`: a native image's one), each
     found by its key or built on `parent_names[platform]`, one after another into one log;
@@ -166,14 +166,14 @@ def build(project: Project, name: str, records: Mapping[str | None, keys.Record]
     plan = project.plans[name]
     parent_names = parent_names or {}
     if not plan.platforms:
-        return build_image(project, name, records[None], storage, reasons, echo,
+        return build_image(project, name, records[None], storage, reasons.get(None), echo,
                            parent_names.get(None))
     start = time.time()
     if any(storage.with_key(record.key) is None for record in records.values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
-    platforms = {platform: build_image(project, name, record, storage, reasons, echo,
-                                       parent_names.get(platform))
+    platforms = {platform: build_image(project, name, record, storage,
+                                       reasons.get(platform), echo, parent_names.get(platform))
                  for platform, record in records.items()}
     key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
     list_id = manifest_list(project, plan, key, [v["id"] for v in platforms.values()],

@@ -182,8 +182,10 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
             return None  # the check asks again, and says so
         return found.image_id if found else None
 
+    def base_of(name: str) -> str | None:
+        return bases.id_of(project.plans[name].base)
+
     names = [name for name in project.graph.order() if name in selected]
-    base_of = lambda name: bases.id_of(project.plans[name].base)  # noqa: E731
     for _ in project.keys_from_roots(names, image_of, base_of=base_of):
         pass
 
@@ -191,24 +193,29 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
 def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseImages,
             warn: Callable[[str], None]) -> dict[str, dict | None]:
     """What the registry holds for each image's current key (parents first in `names`):
-    its pinned reference, user tag, digest, key and ID; None where it holds nothing."""
-    found: dict[str, Found | None] = {}
-
-    def image_of(name: str, key: str) -> str | None:
-        if project.plans[name].platforms:  # not resolved yet (nor are its children)
-            found[name] = None
-            return None
-        found[name] = find_by_key(lookups, project.plans[name], key, warn)
-        return found[name].image_id if found[name] else None
-
+    its pinned reference, user tag, digest (of a multi-arch image, its index's), key and
+    image ID (per platform under "platforms"); None where it holds nothing."""
+    settled: dict[str, dict[str, Any] | None] = {}
     resolved: dict[str, dict | None] = {}
-    base_of = lambda name: bases.id_of(project.plans[name].base)  # noqa: E731
-    for name, key, _ in project.keys_from_roots(names, image_of, base_of=base_of):
-        image = found.get(name)
-        resolved[name] = image and {"reference": image.pinned,
-                                    "tag": project.plans[name].reference,
-                                    "digest": image.manifest.digest, "key": key,
-                                    "id": image.image_id}
+    for name in names:
+        plan = project.plans[name]
+        platforms = plan.platforms or (None,)
+        if plan.parent is None:
+            parent_ids = dict.fromkeys(platforms, bases.id_of(plan.base))
+        else:
+            parent = settled.get(plan.parent) or {}
+            per_platform = parent.get("platforms") or {None: parent}
+            parent_ids = {p: (per_platform.get(p) or {}).get("id") for p in platforms}
+        known = all(parent_ids.values()) or (plan.parent is None and plan.base is None)
+        found = settled[name] = find_image(lookups, plan, {
+            p: plan.record_on(parent_id, p) for p, parent_id in parent_ids.items()},
+            warn) if known else None
+        resolved[name] = found and {
+            "reference": found["pinned"], "tag": plan.reference, "digest": found["digest"],
+            "key": found["key"], "id": found["id"],
+            **({"platforms": {p: {"id": v["id"], "key": v["key"], "reference": v["pinned"]}
+                              for p, v in found["platforms"].items()}}
+               if plan.platforms else {})}
     return resolved
 
 

@@ -140,21 +140,22 @@ class Selection:
     def parent_dependency(self, graph: Graph, name: str) -> str | None:
         """The parent this image waits for in this run (None: use the parent image as is)."""
         parent = graph.parents[name]
-        if parent is None or (self.skip_parents and parent not in self.selected):
-            return None
-        return parent
+        return parent if parent in self.selected else None
 
 
 def select(graph: Graph, patterns: list[str], excludes: list[str],
-           skip_parents: bool = False) -> Selection:
+           skip_parents: bool = False, taken: frozenset[str] = frozenset()) -> Selection:
     """Images whose name matches a pattern (every image when there is none), with their
-    ancestors unless `skip_parents`; images matching an exclude, and their descendants,
-    are never built. Patterns are regular expressions searched in the name."""
+    ancestors unless `skip_parents` (but not those of an image `taken` as it is, by a
+    pin: nothing of it is built); images matching an exclude, and their descendants, are
+    never built. Patterns are regular expressions searched in the name."""
     matched = {n for n in graph.parents if not patterns or _matches(n, patterns)}
     wanted = set(matched)
     if not skip_parents:
         for name in matched:
-            wanted.update(graph.ancestors(name))
+            while name not in taken and graph.parents[name] is not None:
+                name = graph.parents[name]
+                wanted.add(name)
     dropped = {n for n in graph.parents if _matches(n, excludes)}
     for name in list(dropped):
         dropped.update(graph.descendants(name))

@@ -320,8 +320,8 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
         proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
-        selection = _selection(proj)
         pins = _pins(proj)
+        selection = _selection(proj, frozenset(pins))
         from_registry = _cache_mode(proj) == "registry"
         if invocation.takes_lock:
             _take_over(proj, invocation)
@@ -393,10 +393,6 @@ def _pins(proj: project.Project) -> dict[str, str]:
             raise InputError(proj.config.path, f"pin= names two digests for {name}: "
                              f"{pins[name]} and {digest}", image=name,
                              fix=f"pin {name} once")
-        if proj.plans[name].platforms:
-            raise InputError(proj.config.path, f"pin={word}: {name} is a multi-arch image "
-                             "(`platforms:`), which pin= cannot take yet", image=name,
-                             fix=f"drop {name} from pin= (it is then built or found by key)")
         pins[name] = digest
     return pins
 
@@ -557,7 +553,7 @@ def _words(name: str) -> list[str]:
     return [word for word in str(get_var(name, "")).split(",") if word]
 
 
-def _selection(proj: project.Project) -> graph.Selection:
+def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:
     patterns = _words("images")
     for profile in _words("profile"):
         if profile not in proj.config.profiles:
@@ -568,7 +564,7 @@ def _selection(proj: project.Project) -> graph.Selection:
         patterns += proj.config.profiles[profile]
     excludes = proj.config.settings.excludes + _words("exclude")
     try:
-        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"))
+        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"), pinned)
     except re.error as err:
         raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
                          fix="correct `images=` or `exclude=` (Python `re` syntax)") from None

@@ -167,10 +167,6 @@ def _resolve(run: Run, lock: Path) -> Any:
                                  run.warn)
     except RegistryError as err:
         return TaskFailed(str(err))
-    multi_arch = sorted(name for name in resolved if run.project.plans[name].platforms)
-    if multi_arch:
-        return TaskFailed(f"resolve does not read manifest lists yet: {', '.join(multi_arch)} "
-                          "(`platforms:`); select the other images (`images=`, `exclude=`)")
     missing = sorted(name for name, entry in resolved.items() if entry is None)
     if missing:
         return TaskFailed(f"not in the registry for their current keys: {', '.join(missing)}; "
@@ -217,12 +213,6 @@ def _export(run: Run, tool_dir: Path) -> Any:
     measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
-    multi_arch = sorted(name for name in sub.parents if proj.plans[name].platforms)
-    if multi_arch and len(estimates.chosen.jobs) > 1:
-        return TaskFailed(f"error: {', '.join(multi_arch[:5])} are multi-arch (`platforms:`): "
-                          "jobs pass parents by digest (pin=, doit resolve), which do not take "
-                          "manifest lists yet; export them as one job (max_jobs=1), or exclude "
-                          "them")
     target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
     try:
         exporter = {"gha": export.gha, "argo": export.argo}[options.format]
@@ -311,7 +301,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
     proj, plan = run.project, run.project.plans[name]
     found: Verdict = task.meta.get("verdict") or judge(run, name, {})
     if found.outcome is Outcome.FAIL:
-        fix = f"\n  fix: {MISSING_SOURCES_FIX}" if found.why.startswith("context lacks") else ""
+        fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
         return TaskFailed(f"cannot build {name}: {found.why}{fix}")
     if found.records is None:  # a root whose base image storage lacks: pulled first
         base_error = _base_in_storage(run, name)
@@ -324,7 +314,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
     try:
         if parent and run.images[parent].get("found") == "registry":
             builder.pull(proj, parent, run.images[parent], run.storage)
-        values = builder.build(proj, name, found.records, run.storage, found.why,
+        values = builder.build(proj, name, found.records, run.storage, found.stale,
                                echo=run.verbose, parent_names=_parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:

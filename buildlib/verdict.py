@@ -44,6 +44,8 @@ class Verdict:
     records: dict[Platform, keys.Record] | None = None
     # what children stand on when no build is needed (id, key, found, ...)
     settled: dict[str, Any] | None = None
+    # why each platform's image must be built (what its build log's first line says)
+    stale: dict[Platform, str] = field(default_factory=dict)
 
     def add(self, outcome: Outcome, reason: str) -> Verdict:
         self.outcome = outcome
@@ -77,7 +79,7 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
         return _pinned(run, plan, verdict)
     missing = plan.context.missing_sources()
     if missing:
-        return verdict.add(Outcome.FAIL, f"context lacks {', '.join(missing)}")
+        return verdict.add(Outcome.FAIL, f"its build context lacks {', '.join(missing)}")
     standing = run.stands_on(name, saved_of)
     if isinstance(standing, str):
         outcome = Outcome.FAIL if standing.startswith("cannot") else Outcome.BUILD
@@ -90,6 +92,7 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
         return verdict
     found = {p: run.storage.with_key(r.key) for p, r in verdict.records.items()}
     if all(found.values()):
+        verdict.settled = _found_locally(plan, verdict.records, found)
         return verdict.add(Outcome.FOUND_LOCAL, "; ".join(
             f"{_on(p)}found in local storage by its key {keys.key_tag(verdict.records[p].key)}"
             for p in verdict.records))
@@ -106,8 +109,19 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
     for platform, reason in stale.items():
         if platform == "manifest list" or not found.get(platform):
             verdict.reasons.append(f"{_on(platform)}{reason}")
+            verdict.stale[platform] = reason
     verdict.outcome = Outcome.BUILD
     return verdict
+
+
+def _found_locally(plan: ImagePlan, records: Mapping[Platform, keys.Record],
+                   found: Mapping[Platform, str | None]) -> dict[str, Any]:
+    """The values a build that finds these images by their keys settles on."""
+    if not plan.platforms:
+        return {"id": found[None], "key": records[None].key, "found": "local"}
+    return {"key": keys.list_key({p: r.key for p, r in records.items()}), "found": "local",
+            "platforms": {p: {"id": found[p], "key": r.key, "found": "local"}
+                          for p, r in records.items()}}
 
 
 def _on(platform: Platform | str) -> str:
@@ -129,8 +143,7 @@ def _pinned(run: Run, plan: ImagePlan, verdict: Verdict) -> Verdict:
                            + ("multi-arch (`platforms:`)" if plan.platforms else
                               "one image (no `platforms:`)"))
     try:
-        verdict.settled = cache.settled_from(run.lookups, plan, found, _key_of(run, found),
-                                             run.storage)
+        verdict.settled = cache.settled_from(run.lookups, plan, found, _key_of(run, found))
     except RegistryError as err:
         return verdict.add(Outcome.FAIL, f"pin {reference}: {err}")
     return verdict.add(Outcome.PINNED, reference)

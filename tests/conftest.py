@@ -184,4 +184,19 @@ def tree(tmp_path: Path) -> Iterator[Tree]:
         pytest.fail("buildah is not installed: run `make test`, which installs it")
     yield make_tree(tmp_path)
     unmount_under(tmp_path)
+
+
+@pytest.fixture
+def machines(tmp_path: Path, registry: Any) -> Iterator[tuple[Tree, Tree]]:
+    """Machine A and machine B: the same tree, each its own storage and state."""
+    pair = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        tree = make_tree(tmp_path / name)
+        tree.settings(registry=registry.address, tls_verify=False)
+        pair.append(tree)
+    yield pair[0], pair[1]
+    unmount_under(tmp_path)
+
+
 from registry import *  # noqa: E402,F401,F403

@@ -217,7 +217,7 @@ def test_an_image_whose_context_lacks_a_copied_file_fails_before_buildah(tree: T
               "{% block footer %}\nCOPY crontab /etc/crontab")
     status = tree.doit("status", check=False)
     assert status.returncode == 1
-    assert "would fail: context lacks COPY 'crontab'" in status.stdout
+    assert "would fail: its build context lacks COPY 'crontab'" in status.stdout
     result = tree.doit("build:cron", check=False)
     assert result.returncode != 0
     assert tree.statuses() == {"base": "built", "cron": "failed"}

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import Tree, make_tree, unmount_under
+from conftest import Tree
 from registry import FlakyProxy, Registry
 from test_build_integration import EXAMPLE, NOVA_SUBTREE
 
@@ -24,19 +22,6 @@ def calls(tree: Tree, verb: str) -> list[list[str]]:
 
 def found(tree: Tree) -> dict[str, str]:
     return {name: entry["found"] for name, entry in tree.report()["images"].items()}
-
-
-@pytest.fixture
-def machines(tmp_path: Path, registry: Registry) -> Iterator[tuple[Tree, Tree]]:
-    """Machine A and machine B: the same tree, each its own storage and state."""
-    pair = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        tree = make_tree(tmp_path / name)
-        tree.settings(registry=registry.address, tls_verify=False)
-        pair.append(tree)
-    yield pair[0], pair[1]
-    unmount_under(tmp_path)
 
 
 def test_fresh_machine_builds_only_what_nobody_pushed(machines: tuple[Tree, Tree],

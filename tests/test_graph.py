@@ -229,3 +229,14 @@ def test_kolla_with_a_cycle_added(kolla: dict[str, str | None]) -> None:
         Graph.build({**kolla, "base": "nova-api"})
     assert info.value.image in {"base", "openstack-base", "nova-base", "nova-api"}
     assert "nova-api" in info.value.problem
+
+
+def test_select_takes_no_ancestor_of_a_pinned_image(small: Graph) -> None:
+    from buildlib.graph import select
+
+    chain_of_api = ["nova-api", "nova-base", "openstack-base", "base"]
+    assert select(small, ["^nova-api$"], []).selected == set(chain_of_api)
+    pinned = select(small, ["^nova-api$"], [], taken=frozenset({"nova-base"}))
+    assert pinned.selected == {"nova-api", "nova-base"}
+    assert pinned.parent_dependency(small, "nova-base") is None
+    assert pinned.parent_dependency(small, "nova-api") == "nova-base"

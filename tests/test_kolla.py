@@ -245,8 +245,8 @@ def test_status_lists_every_image_and_fails_those_lacking_an_archive(kolla_tree:
     for name, parent in graph.parents.items():
         assert rows[name][0] == (parent or "-"), name
     assert rows["cron"][1] == "would build: parent 'base' would be rebuilt"
-    assert rows["openstack-base"][1] == ("would fail: context lacks ADD 'openstack-base-archive', "
-                                         "ADD 'plugins-archive'")
+    assert rows["openstack-base"][1] == ("would fail: its build context lacks ADD "
+                                         "'openstack-base-archive', ADD 'plugins-archive'")
     assert rows["nova-api"][1] == "blocked: parent 'nova-base' would fail"
     assert rows["ovsdpdk"][1] == "excluded"  # unbuildable on rocky
     assert "images would fail, their build context lacks what their Dockerfile copies" \

@@ -6,27 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import Tree, make_tree, unmount_under
+from conftest import Tree
 from registry import Registry
 from test_build_integration import EXAMPLE, built, ids
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def machines(tmp_path: Path, registry: Registry) -> Iterator[tuple[Tree, Tree]]:
-    pair = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        tree = make_tree(tmp_path / name)
-        tree.settings(registry=registry.address, tls_verify=False)
-        pair.append(tree)
-    yield pair[0], pair[1]
-    unmount_under(tmp_path)
 
 
 def plant(tree: Tree, registry: Registry, destination: str, forged_key: str | None) -> str:
