@@ -111,7 +111,7 @@ class SavedValuesCalculator(UptodateCalculator):
         """The values `task_name` saved when it last ran; {} when none (or before setup)."""
         if self.dep_manager is None:
             return {}
-        return self.dep_manager.get_values(task_name) or {}
+        return self.dep_manager.get_values(task_name)
 
 
 # --- doit's command line ----------------------------------------------------------------
