@@ -141,6 +141,7 @@ def test_an_up_to_date_check_reads_what_another_task_saved(tmp_path: Path) -> No
     status = state.get_status(child, {t.name: t for t in (parent, child)})
     assert status.status == "run"
     assert check.seen == {"id": "sha256:abc", "key": "k1"}
+    assert set(check.tasks_dict) == {"build:parent", "build:child"}  # StateProbe reads it
     assert never_ran.seen == {}
     assert doit_seam.SavedValuesCalculator().saved_values("build:parent") == {}  # no setup
 
