@@ -13,17 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from doit import loader
-from doit.cmd_base import NamespaceTaskLoader
 from doit.doit_cmd import DoitMain
 
-from buildlib import run, tasks
+from buildlib import doit_seam, run, tasks
 
 PROGRAM = "imagebake"
 CONFIG_OPTIONS = ("-c", "--config")
 
 
-class TreeLoader(NamespaceTaskLoader):
+class TreeLoader(doit_seam.NamespaceLoader):
     """Loads the tasks of the tree in the working directory, once doit has read the
     command line's variables (`config=`, `images=`, ...)."""
 
@@ -31,11 +29,11 @@ class TreeLoader(NamespaceTaskLoader):
         super().__init__()
         self.argv = argv
 
-    def setup(self, opt_values: dict[str, Any]) -> None:
-        loader.initial_workdir = os.getcwd()  # where relative `config=` paths start
+    def make_namespace(self, opt_values: dict[str, Any]) -> dict[str, Any]:
+        doit_seam.remember_initial_workdir(os.getcwd())  # where relative `config=` starts
         this_run = run.load_run(Path.cwd(), self.argv, PROGRAM)
         os.chdir(this_run.project.config.root)  # as doit does for dodo.py's folder
-        self.namespace = tasks.namespace(this_run)
+        return tasks.namespace(this_run)
 
 
 class ImagebakeMain(DoitMain):

@@ -50,8 +50,7 @@ REGISTRY_RE = re.compile(
 )
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 PREFIX_RE = re.compile(r"^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:[._]|__|-+)?)?$")
-# `os/arch[/variant]`, as `buildah bud --platform` takes it: linux/amd64, linux/arm/v7
-PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
+# `platforms:` as `fieldtypes.Platforms` checks them: os/arch[/variant]
 PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64, linux/arm64]`, "
                 "each once (drop `platforms:` for the native platform only)")
 
@@ -82,10 +81,6 @@ class Settings:
     args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     platforms: Platforms | None = None  # a manifest list of these; None: the native platform
-
-
-# `module:attr`, e.g. `kolla.template.filters:customizable`
-IMPORT_PATH_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 @dataclass(frozen=True)

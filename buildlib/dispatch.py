@@ -2,11 +2,11 @@
 longest remaining path first (its own expected duration plus the longest chain of its
 descendants' durations), ties broken by name.
 
-doit has no hook for this. Its `TaskDispatcher` keeps ready tasks in a FIFO `deque`
-(`ready`, used through `append`, `popleft` and truth only) and a finished task's waiting
-children come out of a `set`, so a long chain may start last. `install` puts a priority
-queue in place of that deque, through a `TaskControl` subclass that doit's `run` command
-uses; tests/test_dispatch.py fails if a doit upgrade changes these internals.
+doit has no hook for this. Its `TaskDispatcher` keeps ready tasks in a FIFO `deque` and a
+finished task's waiting children come out of a `set`, so a long chain may start last.
+`install_for` puts a `ReadyQueue` in place of that deque through `doit_seam` (which uses
+doit's internals; tests/test_doit_seam.py fails if a doit upgrade changes them), when a
+run is loaded (`run.load_run`), for the life of that process.
 
 Expected durations are each image's `build_seconds` in the last report.json (its last
 real build, carried over by runs that did not build it); an image without one is
@@ -27,13 +27,13 @@ import itertools
 import json
 import os
 import statistics
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doit import cmd_run, control, get_var
+from doit import get_var
 
+from buildlib import doit_seam
 from buildlib.errors import InputError
 from buildlib.graph import Graph
 
@@ -78,34 +78,26 @@ def default_strategy(jobs: int) -> str:
     return "critical-path" if jobs <= len(os.sched_getaffinity(0)) else "fifo"
 
 
-def install_for(proj: Project, images: frozenset[str], jobs: int,
-                report: Mapping[str, Any] | None) -> None:
-    """Dispatch as the `dispatch=` variable says (default: `default_strategy`): by each
-    task's priority over `images` (the selected ones), from the last run's report. A
-    strategy we do not know ends the process with one message and status 1."""
+def chosen_strategy(proj: Project, jobs: int) -> str:
+    """The `dispatch=` variable's strategy (default: `default_strategy`); InputError when it
+    names none we know."""
     strategy = get_var("dispatch") or default_strategy(jobs)
     if strategy not in STRATEGIES:
-        err = InputError(proj.config.path, f"dispatch={strategy} on the command line is not a "
-                         "dispatch strategy", fix="use dispatch=critical-path (the default "
+        raise InputError(proj.config.path, f"dispatch={strategy} on the command line is not "
+                         "a dispatch strategy", fix="use dispatch=critical-path (the default "
                          "while jobs do not outnumber cores) or dispatch=fifo (doit's own "
                          "order)")
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    return strategy
+
+
+def install_for(strategy: str, graph: Graph, images: frozenset[str],
+                report: Mapping[str, Any] | None) -> None:
+    """Dispatch as `strategy` says: critical-path orders the ready tasks by each task's
+    priority over `images` (the selected ones), from the last run's report, from now on
+    in this process; fifo leaves doit's own order."""
     if strategy == "critical-path":
-        install(lambda: ReadyQueue(task_priorities(proj.graph, images, report)))
-
-
-def install(make_queue: Callable[[], Any]) -> None:
-    """Make doit's `run` command keep its ready tasks in `make_queue()`, made once, when
-    the run starts dispatching."""
-
-    class PriorityControl(control.TaskControl):
-        def task_dispatcher(self) -> control.TaskDispatcher:
-            dispatcher = super().task_dispatcher()
-            dispatcher.ready = make_queue()
-            return dispatcher
-
-    cmd_run.TaskControl = PriorityControl
+        doit_seam.install_ready_queue(
+            lambda: ReadyQueue(task_priorities(graph, images, report)))
 
 
 def task_priorities(graph: Graph, images: set[str] | frozenset[str],

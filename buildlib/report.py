@@ -18,11 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doit import loader
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from buildlib import buildah, dispatch, pictures
+from buildlib import buildah, dispatch, doit_seam, pictures
 from buildlib.builder import TRY_LINE
 from buildlib.estimate import Estimate
 from buildlib.graph import Selection
@@ -56,7 +55,7 @@ def attempts_in(push_log: Path) -> int:
 def display_path(path: Path) -> str:
     """Relative to the user's directory when under it, else absolute (doit has changed
     into dodo.py's folder; its loader remembers where the user was)."""
-    where = Path(getattr(loader, "initial_workdir", None) or Path.cwd()).resolve()
+    where = doit_seam.user_workdir().resolve()
     try:
         return str(path.resolve().relative_to(where))
     except ValueError:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dbm
 import fcntl
 import functools
 import json
@@ -41,14 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doit import get_var, loader
-from doit.cmd_base import DodoTaskLoader
-from doit.cmd_run import Run as DoitRun
-from doit.cmdparse import CmdOption, CmdParse, CmdParseError
-from doit.dependency import Dependency
-from doit.doit_cmd import DoitMain
+from doit import get_var
 
-from buildlib import buildah, builder, cache, dispatch, graph, project, registry
+from buildlib import buildah, builder, cache, dispatch, doit_seam, graph, project, registry
 from buildlib.errors import InputError
 
 CONFIG_FILE = "images.yaml"
@@ -106,7 +100,7 @@ class Invocation:
     @property
     def where(self) -> Path:
         """The folder the command was run in (doit has changed into dodo.py's since)."""
-        return Path(getattr(loader, "initial_workdir", None) or os.getcwd())
+        return doit_seam.user_workdir()
 
     def rerun_as(self, task: str) -> list[str]:
         """This command line as a child process runs it, with `watch` replaced by `task`."""
@@ -122,23 +116,16 @@ class Invocation:
 def parse_argv(argv: list[str], program: str = "doit") -> Invocation:
     """Read argv as doit reads it: its loader options (`-f dodo.py`) first, variables
     (`config=x`) aside; the first word left names the command, `run` when it names none."""
-    try:
-        _, rest = CmdParse([CmdOption(o) for o in DodoTaskLoader.cmd_options]).parse_only(argv)
-    except CmdParseError:
-        rest = argv
+    rest = doit_seam.strip_loader_options(argv)
     words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
-    commands = {command.get_name() for command in DoitMain.DOIT_CMDS}
     command = "run"
-    if words and words[0] in commands:
+    if words and words[0] in doit_seam.command_names():
         command, words = words[0], words[1:]
-    if command != "run":
+    parsed = doit_seam.run_options(words) if command == "run" else None
+    if parsed is None:
         return Invocation(command, words=tuple(argv), program=program)
-    try:
-        options, tasks = CmdParse([CmdOption(o) for o in DoitRun.cmd_options]).parse(words)
-    except CmdParseError:
-        return Invocation(command, words=tuple(argv), program=program)
-    return Invocation(command, tuple(tasks), options.get("num_process") or None, tuple(argv),
-                      program)
+    jobs, tasks = parsed
+    return Invocation(command, tuple(tasks), jobs, tuple(argv), program)
 
 
 @dataclass(frozen=True)
@@ -290,25 +277,10 @@ class RunError(Exception):
     """This run cannot start: another holds the tree, or build_dir cannot be written."""
 
 
-_unsaved_state: list[Exception] = []  # why doit could not save this run's state
-
-
-def _report_unsaved_state() -> None:
-    """doit saves its state when the run ends, before its reporter's summary; a full disk
-    there raised a traceback and lost the summary and report.json. Keep the error for
-    `Run.finish` instead."""
-    close = Dependency.close
-    if getattr(close, "keeps_errors", False):
-        return
-
-    def close_keeping_errors(self: Dependency) -> None:
-        try:
-            close(self)
-        except (sqlite3.Error, OSError, *dbm.error) as err:
-            _unsaved_state.append(err)
-
-    close_keeping_errors.keeps_errors = True  # type: ignore[attr-defined]
-    Dependency.close = close_keeping_errors  # type: ignore[method-assign]
+# Why doit could not save this run's state. doit saves it when the run ends, before its
+# reporter's summary; a full disk there raised a traceback and lost the summary and
+# report.json: the error is kept for `Run.finish` instead.
+_unsaved_state: list[Exception] = []
 
 
 def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
@@ -323,6 +295,7 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         from_registry = _cache_mode(proj) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
             _take_over(proj, invocation)
     except (InputError, RunError) as err:
@@ -338,8 +311,9 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
               verbose=_flag("verbose"), invocation=invocation,
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)
+    dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:
-        _report_unsaved_state()
+        doit_seam.keep_state_save_errors(_unsaved_state)
         if invocation.reads_storage:
             run.storage.prefetch()
         if run.lookups is not None:  # ask the registry while doit loads and builds
@@ -417,8 +391,7 @@ def export_options(proj: project.Project) -> ExportOptions:
                          f"(got {fmt!r})", fix="`doit export format=gha` (GitHub Actions) "
                          "or `doit export format=argo` (Argo Workflows)")
     out = get_var("out")
-    start = getattr(loader, "initial_workdir", None) or os.getcwd()
-    return ExportOptions(fmt, Path(start, out).resolve() if out else None,
+    return ExportOptions(fmt, (doit_seam.user_workdir() / out).resolve() if out else None,
                          _number(proj, "max_jobs", int, None, minimum=1),
                          _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0))
 
@@ -541,8 +514,7 @@ def _config_path(tree_dir: Path) -> Path:
     if not named:
         return Path(tree_dir).resolve() / CONFIG_FILE
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
-    start = getattr(loader, "initial_workdir", None) or os.getcwd()
-    return Path(start, named).resolve()
+    return (doit_seam.user_workdir() / named).resolve()
 
 
 def _flag(name: str) -> bool:

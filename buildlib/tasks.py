@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
 from buildlib import builder, cache, dispatch, keys, pictures, project, report, sources
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
+from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
@@ -54,7 +54,6 @@ def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
 
 def doit_config(run: Run) -> dict[str, Any]:
     run.project.build_dir.mkdir(parents=True, exist_ok=True)
-    dispatch.install_for(run.project, run.selection.selected, run.jobs, run.last_report)
     return {
         "default_tasks": ["build"],
         "num_process": run.project.config.settings.jobs,
@@ -455,7 +454,7 @@ MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its
                        "under `files:` in images.yaml), or correct the COPY/ADD")
 
 
-class StateProbe(UptodateCalculator):
+class StateProbe(SavedValuesCalculator):
     """Never up to date; reads every build task's saved values for its own task's action
     (in doit's main thread: the state database may be used by that thread only)."""
 
@@ -464,7 +463,7 @@ class StateProbe(UptodateCalculator):
         self.saved: dict[str, dict[str, Any]] = {}
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        self.saved = {name: self.get_val(name, "_values_:") or {}
+        self.saved = {name: self.saved_values(name)
                       for name in self.tasks_dict if name.startswith("build:")}
         return False
 
@@ -472,7 +471,7 @@ class StateProbe(UptodateCalculator):
         return self.saved.get(task_name, {})
 
 
-class ImageUpToDate(UptodateCalculator):
+class ImageUpToDate(SavedValuesCalculator):
     """Up to date when the image's verdict needs no action: the image this task recorded
     carries the current key, or the registry holds it (cache=registry), or it is pinned.
     What it settled on is what the children are judged on."""
@@ -496,7 +495,7 @@ class ImageUpToDate(UptodateCalculator):
 
     def _saved(self, task_name: str) -> dict[str, Any]:
         """What another task saved when it last ran (outside a run: its values)."""
-        return self.get_val(task_name, "_values_:") or {}
+        return self.saved_values(task_name)
 
 
 def _check_storage(run: Run) -> None:

@@ -178,6 +178,14 @@ def unmount_under(path: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def _doit_as_installed() -> Iterator[None]:
+    """What a test installs in doit (a ready queue, state errors kept) ends with it."""
+    from buildlib import doit_seam
+    with doit_seam.undone_after():
+        yield
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[Tree]:
     if REAL_BUILDAH is None:

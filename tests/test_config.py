@@ -477,3 +477,12 @@ def test_only_a_changed_file_is_parsed_and_validated_again(tmp_path: Path,
     assert again == ["False False", repr(first)]  # read from the note, and the same
     path.write_text(text.replace("{parent: base}", "{parnt: base}"))
     assert "unknown key 'images.nova.parnt'" in load_error(tmp_path, path.read_text(), "nova")
+
+
+def test_field_types_import_no_other_module_of_buildlib() -> None:
+    """No import circle: `config` imports `fieldtypes` (to validate), not the reverse."""
+    check = ("import sys; import buildlib.fieldtypes; "
+             "print(sorted(m for m in sys.modules if m.startswith('buildlib.')))")
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "['buildlib.fieldtypes']"

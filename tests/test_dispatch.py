@@ -1,25 +1,20 @@
-"""Critical-path-first dispatch: the queue's order, the priorities from a report, doit's
-internals it relies on (a doit upgrade that changes them fails here), and the order of a
-real build at -n 1."""
+"""Critical-path-first dispatch: the queue's order, the priorities from a report, the order
+of a doit run with the queue installed (doit's internals it relies on: test_doit_seam.py),
+and the order of a real build at -n 1."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import Tree
-from doit import cmd_run
 from doit.cmd_base import ModuleTaskLoader
-from doit.control import TaskControl, TaskDispatcher
 from doit.doit_cmd import DoitMain
-from doit.task import Task
 
-from buildlib import dispatch
+from buildlib import dispatch, doit_seam
 from buildlib.graph import Graph
 
 # A root, three short leaves declared first, then a chain of three: FIFO may well start
@@ -78,19 +73,7 @@ def test_priorities_without_a_report_follow_depth_and_skip_unselected_images() -
     assert "build:zlong-3" not in got
 
 
-# --- doit's internals that dispatch.install relies on ---------------------------------
-
-
-def test_doit_internals_the_priority_queue_relies_on() -> None:
-    """`ready` is a deque used through append and popleft, made by TaskDispatcher, which
-    TaskControl.task_dispatcher returns and the run command's TaskControl makes."""
-    task = Task("t", actions=[])
-    dispatcher = TaskDispatcher({"t": task}, {}, ["t"])
-    assert isinstance(dispatcher.ready, deque), "doit no longer keeps ready tasks in a deque"
-    assert cmd_run.TaskControl is TaskControl or issubclass(cmd_run.TaskControl, TaskControl)
-    assert "self.ready.append(" in inspect.getsource(TaskDispatcher._update_waiting)
-    assert "ready.popleft()" in inspect.getsource(TaskDispatcher._get_next_node)
-    assert "TaskControl(" in inspect.getsource(cmd_run.Run._execute)
+# --- in a doit run -------------------------------------------------------------------
 
 
 def _run_doit(tmp_path: Path, parents: dict[str, str | None], *args: str) -> list[str]:
@@ -117,12 +100,10 @@ def _run_doit(tmp_path: Path, parents: dict[str, str | None], *args: str) -> lis
 
 @pytest.mark.parametrize("args", [("-n", "1", "-P", "thread"), ()],
                          ids=["thread runner -n 1", "sequential runner"])
-def test_installed_queue_orders_doit_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         args: tuple[str, ...]) -> None:
-    monkeypatch.setattr(cmd_run, "TaskControl", cmd_run.TaskControl)  # undone after
+def test_installed_queue_orders_doit_run(tmp_path: Path, args: tuple[str, ...]) -> None:
     asked: set[str] = set()
     priorities = dispatch.task_priorities(Graph.build(PARENTS), frozenset(PARENTS), None)
-    dispatch.install(lambda: dispatch.ReadyQueue(_Spy(priorities, asked)))
+    doit_seam.install_ready_queue(lambda: dispatch.ReadyQueue(_Spy(priorities, asked)))
     assert _run_doit(tmp_path, PARENTS, *args) == BY_DEPTH
     assert asked >= {f"build:{name}" for name in PARENTS}, "doit did not use the queue"
 

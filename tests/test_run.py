@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import buildah, report, run
+from buildlib import buildah, cli, doit_seam, report, run
 
 
 @pytest.mark.parametrize(("argv", "command", "tasks", "jobs", "locks"), [
@@ -121,3 +122,17 @@ def test_echoed_lines_are_capped_across_chunks() -> None:
     first, shown = buildah.capped_lines("abc\n" + "x" * 8, 0, 5)
     second, shown = buildah.capped_lines("x" * 8 + "\nok", shown, 5)
     assert first + second == "abc\nxxxxx [...]\nok" and shown == 2
+
+
+@pytest.mark.parametrize(("jobs", "installed"), [(1, True), (len(os.sched_getaffinity(0)) + 1,
+                                                           False)])
+def test_loading_a_run_installs_the_critical_path_queue_while_jobs_fit_the_cores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        jobs: int, installed: bool) -> None:
+    from test_tasks import copy_example
+
+    config = copy_example(tmp_path, jobs=jobs)
+    monkeypatch.chdir(config.parent)
+    assert cli.main(["list"]) == 0  # in this process: doit reads the variables, loads the run
+    assert "build every image that is out of date" in capsys.readouterr().out
+    assert doit_seam.ready_queue_installed() is installed

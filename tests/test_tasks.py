@@ -16,7 +16,7 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, builder, graph, keys, project, run, tasks, verdict
+from buildlib import buildah, builder, doit_seam, graph, keys, project, run, tasks, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
@@ -483,3 +483,11 @@ def test_a_folder_the_tool_did_not_make_is_neither_rewritten_nor_cleaned(
     (plan.workdir / "notes.txt").unlink()  # what an earlier version made is taken over
     plan.own_workdir()
     assert plan.owns_workdir()
+
+
+def test_task_dicts_install_no_dispatcher(tmp_path: Path) -> None:
+    """Only a loaded run installs the critical-path queue (`run.load_run`): tasks made in
+    a test leave doit's own order to the next test."""
+    proj = project.load(copy_example(tmp_path, jobs=1))  # jobs <= cores: critical-path
+    tasks.namespace(run_of(proj))
+    assert not doit_seam.ready_queue_installed()
