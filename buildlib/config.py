@@ -234,7 +234,7 @@ def load(path: Path | str) -> Config:
     """Read and validate images.yaml; raise InputError naming the problem and its fix."""
     path = Path(path).resolve()
     text = _read_text(path)
-    digest = hashlib.sha256(text.encode() + _schema()).hexdigest()
+    digest = _digest(path, text)
     data = _validated_before(path, text, digest)
     parsed = _built(data) if data is not None else None
     noted = parsed is not None
@@ -275,23 +275,53 @@ def _schema() -> bytes:
     return Path(__file__).read_bytes()
 
 
+def _digest(path: Path, text: str) -> str:
+    """What a note is bound to: this text, at this place (the resolved path of images.yaml:
+    a note copied from another tree does not match), under this schema."""
+    return hashlib.sha256(b"\0".join([str(path).encode(), text.encode(), _schema()])
+                          ).hexdigest()
+
+
 # `build_dir: out` anywhere in the text: where a note of this file may be (checked below)
 _BUILD_DIR_LINE = re.compile(r"""\bbuild_dir\s*:\s*["']?([^"'#\s,{}\[\]]+)""")
 
 
 def _validated_before(path: Path, text: str, digest: str) -> dict[str, Any] | None:
-    """The data of this very text (`digest`), as an earlier run parsed and validated it,
-    from the note it left in build_dir; None when there is none. (build_dir is in the
-    text: the candidates are found without parsing it, and the note says which it was.)"""
+    """The data of this very text in this tree (`digest`), as an earlier run parsed and
+    validated it, from the note it left in build_dir; None when there is none. build_dir
+    is in the text: the candidates are found without parsing it (comments too), so a note
+    counts only from a folder inside the tree, written by this user, and only when its data
+    names that folder as build_dir."""
     for build_dir in dict.fromkeys([*_BUILD_DIR_LINE.findall(text), "build"]):
-        try:
-            note = json.loads((path.parent / build_dir / VALIDATED_NOTE).read_bytes())
-        except (OSError, ValueError):
+        folder = (path.parent / build_dir).resolve()
+        if path.parent not in folder.parents:
             continue
-        if isinstance(note, dict) and note.get("digest") == digest and \
-                note.get("build_dir") == build_dir:
-            return note["data"]
+        data = _note_data(folder / VALIDATED_NOTE, digest)
+        if data is not None and _noted_build_dir(data) == build_dir:
+            return data
     return None
+
+
+def _note_data(note: Path, digest: str) -> Any:
+    """The data of the note at `note` if it is this user's and bound to `digest`, else None."""
+    try:
+        with note.open("rb") as file:
+            if os.fstat(file.fileno()).st_uid != os.geteuid():
+                return None
+            content = json.loads(file.read())
+    except (OSError, ValueError):
+        return None
+    if isinstance(content, dict) and content.get("digest") == digest:
+        return content.get("data")
+    return None
+
+
+def _noted_build_dir(data: Any) -> Any:
+    """settings.build_dir as noted data gives it; None for data of another shape."""
+    if not isinstance(data, dict):
+        return None
+    settings = data.get("settings", {})
+    return settings.get("build_dir", "build") if isinstance(settings, dict) else None
 
 
 def _note_valid(config: Config, digest: str, data: Any) -> None:
@@ -299,8 +329,7 @@ def _note_valid(config: Config, digest: str, data: Any) -> None:
     build_dir, and JSON gives the data back as YAML gave it)."""
     note = config.build_dir / VALIDATED_NOTE
     try:
-        text = json.dumps({"digest": digest, "build_dir": config.settings.build_dir,
-                           "data": data})
+        text = json.dumps({"digest": digest, "data": data})
     except (TypeError, ValueError):  # e.g. a YAML date among the vars
         return
     if json.loads(text)["data"] != data or not config.build_dir.is_dir():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -477,3 +479,45 @@ def test_only_a_changed_file_is_parsed_and_validated_again(tmp_path: Path,
     assert again == ["False False", repr(first)]  # read from the note, and the same
     path.write_text(text.replace("{parent: base}", "{parnt: base}"))
     assert "unknown key 'images.nova.parnt'" in load_error(tmp_path, path.read_text(), "nova")
+
+# --- what a note may not do: trust a file from elsewhere -------------------------------------
+
+NOTED = "# build_dir: ../other/build\nimages:\n  base:\n"
+
+
+def forged_note(tree: Path, build_dir: str) -> dict:
+    """The note a valid run left for NOTED in `tree`, with code added to its data."""
+    write(tree, NOTED)
+    (tree / "build").mkdir(exist_ok=True)
+    config.load(tree / "images.yaml")
+    note = json.loads((tree / "build" / config.VALIDATED_NOTE).read_text())
+    note["data"]["jinja"] = {"globals": {"system": "os:system"}}
+    note["data"]["settings"] = {"build_dir": build_dir}
+    note["build_dir"] = build_dir
+    return note
+
+
+def test_a_note_from_another_tree_or_user_is_not_trusted(tmp_path: Path) -> None:
+    """Another user's note ran `os:system` as a template global: a note counts only from
+    build_dir inside the tree, bound to this file in this tree, written by this user."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    # named by a comment, outside the tree
+    note = forged_note(other, "../other/build")
+    (other / "build" / config.VALIDATED_NOTE).write_text(json.dumps(note))
+    write(mine, NOTED)
+    assert config.load(mine / "images.yaml").jinja.globals == {}
+    # copied from the other tree into this one
+    (mine / "build").mkdir()
+    (mine / "build" / config.VALIDATED_NOTE).write_text(json.dumps(forged_note(other, "build")))
+    assert config.load(mine / "images.yaml").jinja.globals == {}
+    # this tree's own note, edited by another user
+    own = mine / "build" / config.VALIDATED_NOTE
+    own.unlink()
+    config.load(mine / "images.yaml")
+    note = json.loads(own.read_text())
+    note["data"]["jinja"] = {"globals": {"system": "os:system"}}
+    own.write_text(json.dumps(note))
+    os.chown(own, 65534, 65534)
+    assert config.load(mine / "images.yaml").jinja.globals == {}
