@@ -487,38 +487,78 @@ def _read_yaml(path: Path, text: str) -> Any:
 
 def _parse_yaml(path: Path, text: str) -> Any:
     """Parse once (with libyaml when PyYAML has it: 10x faster on a large tree), checking
-    for repeated keys between composing the nodes and constructing the data."""
+    the composed nodes (`_check_nodes`) before constructing the data."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
-        _check_unique_keys(path, node)
+        if node is not None:
+            _check_nodes(path, node)
         return None if node is None else loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _check_unique_keys(path: Path, node: yaml.Node | None, where: tuple = ()) -> None:
-    """PyYAML keeps the last of two equal keys; a second `base:` must not replace the first."""
+# Nodes that aliases may add to the data: far more than anchors for shared settings need,
+# far less than an alias bomb's billions (9 levels of 9 aliases in 721 bytes).
+ALIAS_NODES_LIMIT = 100_000
+
+
+def _check_nodes(path: Path, root: yaml.Node) -> None:
+    """Each node once (an alias is the node its anchor names, not a copy): a key given
+    twice, an alias inside its own anchor, and aliases that expand the data past
+    ALIAS_NODES_LIMIT nodes are input errors."""
     import yaml
 
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                image = where[1] if len(where) > 1 and where[0] == "images" else (
-                    key if where == ("images",) else None)
-                raise InputError(path, f"key '{_dotted(where + (key,))}' is given twice "
-                                 f"(again at line {line})", image=image,
-                                 fix="keep one of them, or rename one")
-            seen.add(key)
-            _check_unique_keys(path, value_node, where + (key,))
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_unique_keys(path, item, where)
+    sizes: dict[int, int] = {}  # id(node) -> nodes of its data with aliases expanded; -1 open
+
+    def size(node: yaml.Node, where: tuple) -> int:
+        known = sizes.get(id(node))
+        if known == -1:
+            raise InputError(path, f"'{_dotted(where) or 'the top level'}' holds itself (an "
+                             "alias `*name` inside the value its anchor `&name` marks)",
+                             image=_image_at(where),
+                             fix="remove the alias, or point it at another value")
+        if known is not None:
+            return known
+        sizes[id(node)] = -1
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(path, node, where)
+            total += sum(size(key, where) + size(value, where + (key.value,))
+                         for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, where) for item in node.value)
+        sizes[id(node)] = total
+        return total
+
+    expanded = size(root, ())
+    if expanded - len(sizes) > ALIAS_NODES_LIMIT:
+        raise InputError(path, f"aliases (`*name`) expand the {len(sizes):,} values the file "
+                         f"spells out to {expanded:,} (aliases may add at most "
+                         f"{ALIAS_NODES_LIMIT:,})", fix="write the values out, or use aliases "
+                         "that do not nest aliases many times over")
+
+
+def _check_unique_keys(path: Path, node: yaml.MappingNode, where: tuple) -> None:
+    """PyYAML keeps the last of two equal keys; a second `base:` must not replace the first."""
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        key = key_node.value
+        if not isinstance(key, str):  # a complex key: construction rejects it
+            continue
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise InputError(path, f"key '{_dotted(where + (key,))}' is given twice "
+                             f"(again at line {line})", image=_image_at(where + (key,)),
+                             fix="keep one of them, or rename one")
+        seen.add(key)
+
+
+def _image_at(where: tuple) -> str | None:
+    """The image whose part of the file `where` (a path of keys) is in, if any."""
+    return where[1] if len(where) > 1 and where[0] == "images" else None
 
 
 def _input_error(path: Path, err: ValidationError) -> InputError:

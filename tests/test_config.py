@@ -521,3 +521,25 @@ def test_a_note_from_another_tree_or_user_is_not_trusted(tmp_path: Path) -> None
     own.write_text(json.dumps(note))
     os.chown(own, 65534, 65534)
     assert config.load(mine / "images.yaml").jinja.globals == {}
+
+
+# 9 levels of 9 aliases: 382 bytes, 9**9 strings
+ALIAS_BOMB = "images: {base: }\nvars:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" \
+    + "".join(f"  {level}: &{level} [{', '.join(['*' + below] * 9)}]\n"
+              for below, level in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("text, said", [
+    (ALIAS_BOMB, "aliases (`*name`) expand the 34 values the file spells out to 490,329,070"),
+    ("images: {base: }\nvars:\n  loop: &loop [*loop]\n", "'vars.loop' holds itself"),
+])
+def test_aliases_that_never_end_are_refused(tmp_path: Path, text: str, said: str) -> None:
+    """A 721-byte alias bomb ran `list` for minutes; an alias inside its own anchor
+    overflowed the stack."""
+    path = write(tmp_path, text)
+    result = subprocess.run([str(Path(sys.executable).parent / "imagebake"), "-c", str(path),
+                             "list"], capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert said in output and str(path) in output and "fix:" in output, output
+    assert "Traceback" not in output
