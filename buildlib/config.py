@@ -49,6 +49,7 @@ REGISTRY_RE = re.compile(
     r"(?::[0-9]+)?$"
 )
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: never in a folder name
 PREFIX_RE = re.compile(r"^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:[._]|__|-+)?)?$")
 # `os/arch[/variant]`, as `buildah bud --platform` takes it: linux/amd64, linux/arm/v7
 PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
@@ -421,6 +422,10 @@ def _check_vars(config: Config) -> None:
 def _check_build_dir(config: Config) -> None:
     """build_dir is the tool's own: inside the tree's folder, holding none of the tree, and
     no `files:` source holds it (copying a folder that holds build_dir never ends)."""
+    if CONTROL_RE.search(config.settings.build_dir):
+        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} holds a "
+                         "control character", fix="name a folder without control characters "
+                         "(newline, tab, ...), e.g. `build_dir: build`")
     build, root = config.build_dir.resolve(), config.root.resolve()
     if root not in build.parents:
         raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} is "

@@ -543,3 +543,8 @@ def test_aliases_that_never_end_are_refused(tmp_path: Path, text: str, said: str
     assert result.returncode == 1, output
     assert said in output and str(path) in output and "fix:" in output, output
     assert "Traceback" not in output
+
+
+def test_build_dir_may_not_hold_a_control_character(tmp_path: Path) -> None:
+    message = load_error(tmp_path, 'settings: {build_dir: "b\\nx"}\nimages: {base: }\n')
+    assert "settings.build_dir 'b\\nx' holds a control character" in message
