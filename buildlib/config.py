@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from buildlib.errors import InputError
+from buildlib.registry import find_authfile
 
 if TYPE_CHECKING:
     import yaml
@@ -624,12 +625,24 @@ def _check_references(config: Config) -> None:
     for pattern, value, key, expected in checks:
         if value and not pattern.fullmatch(value):
             raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
-    if s.authfile and not config.source_path(s.authfile).is_file():
-        raise InputError(path, f"settings.authfile {s.authfile!r}: "
-                         f"{config.source_path(s.authfile)} does not exist",
-                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`) "
-                         "or correct the path (relative to the directory of images.yaml)")
+    _check_authfile(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
             raise InputError(path, f"invalid image name {name!r}", image=name,
                              fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_authfile(config: Config) -> None:
+    """settings.authfile, or what stands in for it when the file is absent (a CI job logs
+    in to REGISTRY_AUTH_FILE: the checkout lacks the named file), must exist."""
+    s = config.settings
+    if not s.authfile:
+        return
+    found = find_authfile(s.registry, s.authfile, config.root)
+    if found is None or not found.is_file():
+        raise InputError(config.path, f"settings.authfile {s.authfile!r}: "
+                         f"{config.source_path(s.authfile)} does not exist, and no "
+                         "REGISTRY_AUTH_FILE names a file that does",
+                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
+                         "correct the path (relative to the directory of images.yaml), or set "
+                         "REGISTRY_AUTH_FILE to an authfile")

@@ -548,3 +548,16 @@ def test_aliases_that_never_end_are_refused(tmp_path: Path, text: str, said: str
 def test_build_dir_may_not_hold_a_control_character(tmp_path: Path) -> None:
     message = load_error(tmp_path, 'settings: {build_dir: "b\\nx"}\nimages: {base: }\n')
     assert "settings.build_dir 'b\\nx' holds a control character" in message
+
+
+def test_a_missing_authfile_setting_is_replaced_by_registry_auth_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI checkout lacks the authfile the setting names; the job logs in to
+    REGISTRY_AUTH_FILE instead."""
+    text = "settings: {authfile: secrets/auth.json}\nimages: {base: }\n"
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    assert "settings.authfile 'secrets/auth.json'" in load_error(tmp_path, text)
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "ci-auth.json"))
+    assert "REGISTRY_AUTH_FILE" in load_error(tmp_path, text)  # named, but not there
+    (tmp_path / "ci-auth.json").write_text('{"auths": {}}')
+    assert config.load(write(tmp_path, text)).settings.authfile == "secrets/auth.json"
