@@ -208,6 +208,13 @@ def _export(run: Run, tool_dir: Path) -> Any:
                            config=_inside(root, proj.config.path, proj, "images.yaml"),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
+        target = export.Target(proj.config.settings.registry,
+                               proj.config.settings.tls_verify)
+        unsafe = export.unsafe(tool, target)
+        if unsafe:
+            raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
+                             fix="rename that folder (or build_dir) without `{{` and "
+                             "control characters")
     except InputError as err:
         return TaskFailed(f"error: {err}")
     sub = export.selected_graph(proj.graph, run.selection.selected)
@@ -220,7 +227,6 @@ def _export(run: Run, tool_dir: Path) -> Any:
                           "jobs pass parents by digest (pin=, doit resolve), which do not take "
                           "manifest lists yet; export them as one job (max_jobs=1), or exclude "
                           "them")
-    target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
     try:
         exporter = {"gha": export.gha, "argo": export.argo}[options.format]
         text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)
