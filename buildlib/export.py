@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,16 +75,19 @@ class Tool:
         return " ".join([".venv/bin/imagebake", "-c", '"$IMAGEBAKE_CONFIG"', *words])
 
 
-def unsafe(tool: Tool, target: Target) -> str | None:
-    """Which path or setting cannot go into a workflow file, and why; None if all can."""
-    named = {"images.yaml": tool.config, "build_dir": tool.lock,
-             "the imagebake checkout": tool.directory, "settings.registry": target.registry}
-    for what, value in named.items():
+def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None:
+    """Which path, setting or image name cannot go into a workflow file, and why; None if
+    all can. (Names from images.yaml match the reference grammar; Kolla's are its folders'.)"""
+    named = [("the path of images.yaml", tool.config), ("the path of build_dir", tool.lock),
+             ("the path of the imagebake checkout", tool.directory),
+             ("settings.registry", target.registry),
+             *(("the image name", name) for name in images)]
+    for what, value in named:
         found = UNSAFE.search(value)
         if found:
             why = "`{{` (an expression GitHub Actions and Argo would evaluate)" \
                 if found.group() == "{{" else f"the control character {found.group()!r}"
-            return f"{what} at {value!r} holds {why}"
+            return f"{what} {value!r} holds {why}"
     return None
 
 

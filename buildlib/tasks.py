@@ -210,14 +210,14 @@ def _export(run: Run, tool_dir: Path) -> Any:
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
                                proj.config.settings.tls_verify)
-        unsafe = export.unsafe(tool, target)
+        sub = export.selected_graph(proj.graph, run.selection.selected)
+        unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
             raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
                              fix="rename that folder (or build_dir) without `{{` and "
                              "control characters")
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    sub = export.selected_graph(proj.graph, run.selection.selected)
     measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)

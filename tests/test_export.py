@@ -349,3 +349,12 @@ def test_paths_no_quoting_makes_safe_are_refused(tmp_path: Path, folder: str, fm
     assert str(tree.config) in output and "fix:" in output and "Traceback" not in output
     assert not (tmp_path / "repo" / ".github").exists()
     assert not (tree.root / "build" / "argo-workflow.yaml").exists()
+
+
+def test_unsafe_names_what_no_quoting_makes_safe() -> None:
+    """Image names too: Kolla's are its folders' names, not checked against the grammar."""
+    assert export.unsafe(TOOL, TARGET, ["nova-api", "a.b_c"]) is None
+    assert export.unsafe(TOOL, TARGET, ["nova", "x${{ secrets.A }}"]) == (
+        "the image name 'x${{ secrets.A }}' holds `{{` (an expression GitHub Actions and "
+        "Argo would evaluate)")
+    assert "control character '\\t'" in export.unsafe(TOOL, TARGET, ["a\tb"])
