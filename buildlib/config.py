@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from buildlib.errors import InputError
+from buildlib.registry import find_authfile
 
 if TYPE_CHECKING:
     import yaml
@@ -49,6 +50,7 @@ REGISTRY_RE = re.compile(
     r"(?::[0-9]+)?$"
 )
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: never in a folder name
 PREFIX_RE = re.compile(r"^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:[._]|__|-+)?)?$")
 # `platforms:` as `fieldtypes.Platforms` checks them: os/arch[/variant]
 PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64, linux/arm64]`, "
@@ -229,7 +231,7 @@ def load(path: Path | str) -> Config:
     """Read and validate images.yaml; raise InputError naming the problem and its fix."""
     path = Path(path).resolve()
     text = _read_text(path)
-    digest = hashlib.sha256(text.encode() + _schema()).hexdigest()
+    digest = _digest(path, text)
     data = _validated_before(path, text, digest)
     parsed = _built(data) if data is not None else None
     noted = parsed is not None
@@ -270,23 +272,53 @@ def _schema() -> bytes:
     return Path(__file__).read_bytes()
 
 
+def _digest(path: Path, text: str) -> str:
+    """What a note is bound to: this text, at this place (the resolved path of images.yaml:
+    a note copied from another tree does not match), under this schema."""
+    return hashlib.sha256(b"\0".join([str(path).encode(), text.encode(), _schema()])
+                          ).hexdigest()
+
+
 # `build_dir: out` anywhere in the text: where a note of this file may be (checked below)
 _BUILD_DIR_LINE = re.compile(r"""\bbuild_dir\s*:\s*["']?([^"'#\s,{}\[\]]+)""")
 
 
 def _validated_before(path: Path, text: str, digest: str) -> dict[str, Any] | None:
-    """The data of this very text (`digest`), as an earlier run parsed and validated it,
-    from the note it left in build_dir; None when there is none. (build_dir is in the
-    text: the candidates are found without parsing it, and the note says which it was.)"""
+    """The data of this very text in this tree (`digest`), as an earlier run parsed and
+    validated it, from the note it left in build_dir; None when there is none. build_dir
+    is in the text: the candidates are found without parsing it (comments too), so a note
+    counts only from a folder inside the tree, written by this user, and only when its data
+    names that folder as build_dir."""
     for build_dir in dict.fromkeys([*_BUILD_DIR_LINE.findall(text), "build"]):
-        try:
-            note = json.loads((path.parent / build_dir / VALIDATED_NOTE).read_bytes())
-        except (OSError, ValueError):
+        folder = (path.parent / build_dir).resolve()
+        if path.parent not in folder.parents:
             continue
-        if isinstance(note, dict) and note.get("digest") == digest and \
-                note.get("build_dir") == build_dir:
-            return note["data"]
+        data = _note_data(folder / VALIDATED_NOTE, digest)
+        if data is not None and _noted_build_dir(data) == build_dir:
+            return data
     return None
+
+
+def _note_data(note: Path, digest: str) -> Any:
+    """The data of the note at `note` if it is this user's and bound to `digest`, else None."""
+    try:
+        with note.open("rb") as file:
+            if os.fstat(file.fileno()).st_uid != os.geteuid():
+                return None
+            content = json.loads(file.read())
+    except (OSError, ValueError):
+        return None
+    if isinstance(content, dict) and content.get("digest") == digest:
+        return content.get("data")
+    return None
+
+
+def _noted_build_dir(data: Any) -> Any:
+    """settings.build_dir as noted data gives it; None for data of another shape."""
+    if not isinstance(data, dict):
+        return None
+    settings = data.get("settings", {})
+    return settings.get("build_dir", "build") if isinstance(settings, dict) else None
 
 
 def _note_valid(config: Config, digest: str, data: Any) -> None:
@@ -294,8 +326,7 @@ def _note_valid(config: Config, digest: str, data: Any) -> None:
     build_dir, and JSON gives the data back as YAML gave it)."""
     note = config.build_dir / VALIDATED_NOTE
     try:
-        text = json.dumps({"digest": digest, "build_dir": config.settings.build_dir,
-                           "data": data})
+        text = json.dumps({"digest": digest, "data": data})
     except (TypeError, ValueError):  # e.g. a YAML date among the vars
         return
     if json.loads(text)["data"] != data or not config.build_dir.is_dir():
@@ -387,6 +418,10 @@ def _check_vars(config: Config) -> None:
 def _check_build_dir(config: Config) -> None:
     """build_dir is the tool's own: inside the tree's folder, holding none of the tree, and
     no `files:` source holds it (copying a folder that holds build_dir never ends)."""
+    if CONTROL_RE.search(config.settings.build_dir):
+        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} holds a "
+                         "control character", fix="name a folder without control characters "
+                         "(newline, tab, ...), e.g. `build_dir: build`")
     build, root = config.build_dir.resolve(), config.root.resolve()
     if root not in build.parents:
         raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} is "
@@ -453,38 +488,78 @@ def _read_yaml(path: Path, text: str) -> Any:
 
 def _parse_yaml(path: Path, text: str) -> Any:
     """Parse once (with libyaml when PyYAML has it: 10x faster on a large tree), checking
-    for repeated keys between composing the nodes and constructing the data."""
+    the composed nodes (`_check_nodes`) before constructing the data."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
-        _check_unique_keys(path, node)
+        if node is not None:
+            _check_nodes(path, node)
         return None if node is None else loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _check_unique_keys(path: Path, node: yaml.Node | None, where: tuple = ()) -> None:
-    """PyYAML keeps the last of two equal keys; a second `base:` must not replace the first."""
+# Nodes that aliases may add to the data: far more than anchors for shared settings need,
+# far less than an alias bomb's billions (9 levels of 9 aliases in 721 bytes).
+ALIAS_NODES_LIMIT = 100_000
+
+
+def _check_nodes(path: Path, root: yaml.Node) -> None:
+    """Each node once (an alias is the node its anchor names, not a copy): a key given
+    twice, an alias inside its own anchor, and aliases that expand the data past
+    ALIAS_NODES_LIMIT nodes are input errors."""
     import yaml
 
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                image = where[1] if len(where) > 1 and where[0] == "images" else (
-                    key if where == ("images",) else None)
-                raise InputError(path, f"key '{_dotted(where + (key,))}' is given twice "
-                                 f"(again at line {line})", image=image,
-                                 fix="keep one of them, or rename one")
-            seen.add(key)
-            _check_unique_keys(path, value_node, where + (key,))
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_unique_keys(path, item, where)
+    sizes: dict[int, int] = {}  # id(node) -> nodes of its data with aliases expanded; -1 open
+
+    def size(node: yaml.Node, where: tuple) -> int:
+        known = sizes.get(id(node))
+        if known == -1:
+            raise InputError(path, f"'{_dotted(where) or 'the top level'}' holds itself (an "
+                             "alias `*name` inside the value its anchor `&name` marks)",
+                             image=_image_at(where),
+                             fix="remove the alias, or point it at another value")
+        if known is not None:
+            return known
+        sizes[id(node)] = -1
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(path, node, where)
+            total += sum(size(key, where) + size(value, where + (key.value,))
+                         for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, where) for item in node.value)
+        sizes[id(node)] = total
+        return total
+
+    expanded = size(root, ())
+    if expanded - len(sizes) > ALIAS_NODES_LIMIT:
+        raise InputError(path, f"aliases (`*name`) expand the {len(sizes):,} values the file "
+                         f"spells out to {expanded:,} (aliases may add at most "
+                         f"{ALIAS_NODES_LIMIT:,})", fix="write the values out, or use aliases "
+                         "that do not nest aliases many times over")
+
+
+def _check_unique_keys(path: Path, node: yaml.MappingNode, where: tuple) -> None:
+    """PyYAML keeps the last of two equal keys; a second `base:` must not replace the first."""
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        key = key_node.value
+        if not isinstance(key, str):  # a complex key: construction rejects it
+            continue
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise InputError(path, f"key '{_dotted(where + (key,))}' is given twice "
+                             f"(again at line {line})", image=_image_at(where + (key,)),
+                             fix="keep one of them, or rename one")
+        seen.add(key)
+
+
+def _image_at(where: tuple) -> str | None:
+    """The image whose part of the file `where` (a path of keys) is in, if any."""
+    return where[1] if len(where) > 1 and where[0] == "images" else None
 
 
 def _input_error(path: Path, err: ValidationError) -> InputError:
@@ -545,12 +620,24 @@ def _check_references(config: Config) -> None:
     for pattern, value, key, expected in checks:
         if value and not pattern.fullmatch(value):
             raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
-    if s.authfile and not config.source_path(s.authfile).is_file():
-        raise InputError(path, f"settings.authfile {s.authfile!r}: "
-                         f"{config.source_path(s.authfile)} does not exist",
-                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`) "
-                         "or correct the path (relative to the directory of images.yaml)")
+    _check_authfile(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
             raise InputError(path, f"invalid image name {name!r}", image=name,
                              fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_authfile(config: Config) -> None:
+    """settings.authfile, or what stands in for it when the file is absent (a CI job logs
+    in to REGISTRY_AUTH_FILE: the checkout lacks the named file), must exist."""
+    s = config.settings
+    if not s.authfile:
+        return
+    found = find_authfile(s.registry, s.authfile, config.root)
+    if found is None or not found.is_file():
+        raise InputError(config.path, f"settings.authfile {s.authfile!r}: "
+                         f"{config.source_path(s.authfile)} does not exist, and no "
+                         "REGISTRY_AUTH_FILE names a file that does",
+                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
+                         "correct the path (relative to the directory of images.yaml), or set "
+                         "REGISTRY_AUTH_FILE to an authfile")

@@ -46,11 +46,15 @@ FIX_TLS = ("if it is a plain-HTTP or self-signed registry you trust, mark it ins
 
 def find_authfile(registry: str, named: str | None, root: Path) -> Path | None:
     """The one authfile of a run, for `buildah push --authfile` and our own requests alike:
-    `named` (settings.authfile, relative to `root`), else REGISTRY_AUTH_FILE, else the first
-    of buildah's default places that holds credentials for this registry."""
-    named = named or os.environ.get("REGISTRY_AUTH_FILE")
-    if named:
+    `named` (settings.authfile, relative to `root`) if that file exists, else
+    REGISTRY_AUTH_FILE (a CI job's login: the checkout lacks the named file), else `named`
+    (missing: config.load says so), else the first of buildah's default places that holds
+    credentials for this registry."""
+    from_env = os.environ.get("REGISTRY_AUTH_FILE")
+    if named and ((root / named).is_file() or not from_env):
         return root / named
+    if from_env:
+        return root / from_env
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
     config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     defaults = [

@@ -206,13 +206,19 @@ def _export(run: Run, tool_dir: Path) -> Any:
                            config=_inside(root, proj.config.path, proj, "images.yaml"),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
+        target = export.Target(proj.config.settings.registry,
+                               proj.config.settings.tls_verify)
+        sub = export.selected_graph(proj.graph, run.selection.selected)
+        unsafe = export.unsafe(tool, target, sub.parents)
+        if unsafe:
+            raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
+                             fix="rename that folder (or build_dir) without `{{` and "
+                             "control characters")
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    sub = export.selected_graph(proj.graph, run.selection.selected)
     measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
-    target = export.Target(proj.config.settings.registry, proj.config.settings.tls_verify)
     try:
         exporter = {"gha": export.gha, "argo": export.argo}[options.format]
         text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)

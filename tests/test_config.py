@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -486,3 +488,86 @@ def test_field_types_import_no_other_module_of_buildlib() -> None:
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "['buildlib.fieldtypes']"
+
+
+# --- what a note may not do: trust a file from elsewhere -------------------------------------
+
+NOTED = "# build_dir: ../other/build\nimages:\n  base:\n"
+
+
+def forged_note(tree: Path, build_dir: str) -> dict:
+    """The note a valid run left for NOTED in `tree`, with code added to its data."""
+    write(tree, NOTED)
+    (tree / "build").mkdir(exist_ok=True)
+    config.load(tree / "images.yaml")
+    note = json.loads((tree / "build" / config.VALIDATED_NOTE).read_text())
+    note["data"]["jinja"] = {"globals": {"system": "os:system"}}
+    note["data"]["settings"] = {"build_dir": build_dir}
+    note["build_dir"] = build_dir
+    return note
+
+
+def test_a_note_from_another_tree_or_user_is_not_trusted(tmp_path: Path) -> None:
+    """Another user's note ran `os:system` as a template global: a note counts only from
+    build_dir inside the tree, bound to this file in this tree, written by this user."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    # named by a comment, outside the tree
+    note = forged_note(other, "../other/build")
+    (other / "build" / config.VALIDATED_NOTE).write_text(json.dumps(note))
+    write(mine, NOTED)
+    assert config.load(mine / "images.yaml").jinja.globals == {}
+    # copied from the other tree into this one
+    (mine / "build").mkdir()
+    (mine / "build" / config.VALIDATED_NOTE).write_text(json.dumps(forged_note(other, "build")))
+    assert config.load(mine / "images.yaml").jinja.globals == {}
+    # this tree's own note, edited by another user
+    own = mine / "build" / config.VALIDATED_NOTE
+    own.unlink()
+    config.load(mine / "images.yaml")
+    note = json.loads(own.read_text())
+    note["data"]["jinja"] = {"globals": {"system": "os:system"}}
+    own.write_text(json.dumps(note))
+    os.chown(own, 65534, 65534)
+    assert config.load(mine / "images.yaml").jinja.globals == {}
+
+
+# 9 levels of 9 aliases: 382 bytes, 9**9 strings
+ALIAS_BOMB = "images: {base: }\nvars:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" \
+    + "".join(f"  {level}: &{level} [{', '.join(['*' + below] * 9)}]\n"
+              for below, level in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("text, said", [
+    (ALIAS_BOMB, "aliases (`*name`) expand the 34 values the file spells out to 490,329,070"),
+    ("images: {base: }\nvars:\n  loop: &loop [*loop]\n", "'vars.loop' holds itself"),
+])
+def test_aliases_that_never_end_are_refused(tmp_path: Path, text: str, said: str) -> None:
+    """A 721-byte alias bomb ran `list` for minutes; an alias inside its own anchor
+    overflowed the stack."""
+    path = write(tmp_path, text)
+    result = subprocess.run([str(Path(sys.executable).parent / "imagebake"), "-c", str(path),
+                             "list"], capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert said in output and str(path) in output and "fix:" in output, output
+    assert "Traceback" not in output
+
+
+def test_build_dir_may_not_hold_a_control_character(tmp_path: Path) -> None:
+    message = load_error(tmp_path, 'settings: {build_dir: "b\\nx"}\nimages: {base: }\n')
+    assert "settings.build_dir 'b\\nx' holds a control character" in message
+
+
+def test_a_missing_authfile_setting_is_replaced_by_registry_auth_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI checkout lacks the authfile the setting names; the job logs in to
+    REGISTRY_AUTH_FILE instead."""
+    text = "settings: {authfile: secrets/auth.json}\nimages: {base: }\n"
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    assert "settings.authfile 'secrets/auth.json'" in load_error(tmp_path, text)
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "ci-auth.json"))
+    assert "REGISTRY_AUTH_FILE" in load_error(tmp_path, text)  # named, but not there
+    (tmp_path / "ci-auth.json").write_text('{"auths": {}}')
+    assert config.load(write(tmp_path, text)).settings.authfile == "secrets/auth.json"

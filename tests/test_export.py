@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import KOLLA_TREE, Tree, actionlint, repository_with_tool
+from conftest import (
+    KOLLA_TREE,
+    REPO,
+    TOOL_FILES,
+    Tree,
+    actionlint,
+    install_wrapper,
+    repository_with_tool,
+)
+from gha_replay import Replay
 from hera.workflows import Workflow
 
 from buildlib import export
@@ -108,7 +121,7 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
     build = jobs["nova-api"]["steps"][3]
     assert jobs["nova-api"]["needs"] == "nova-base"
     assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova-base }}"
-    assert build["run"] == (".venv/bin/imagebake -c images.yaml push cache=registry "
+    assert build["run"] == (".venv/bin/imagebake -c \"$IMAGEBAKE_CONFIG\" push cache=registry "
                             "'images=^nova-api$' \"pin=$PINS\"\n")
     assert jobs["nova-base"]["outputs"] == {
         "nova-base": "${{ steps.digests.outputs.nova-base }}"}
@@ -208,13 +221,136 @@ def test_doit_export_takes_build_times_from_the_last_report(example: Tree) -> No
     assert jobs["nova-api"]["needs"] == "base"
 
 
-def test_multi_arch_images_export_as_one_job_only(example: Tree) -> None:
-    """pin= and resolve take no manifest lists yet: a multi-arch tree is one job."""
+def test_multi_arch_images_export_as_any_tree(example: Tree) -> None:
+    """pin= and resolve take manifest lists: a multi-arch tree splits into jobs."""
     example.settings(platforms=["linux/amd64", "linux/arm64"])
-    split = example.doit("export", "format=gha", check=False)
-    said = split.stdout + split.stderr
-    assert split.returncode != 0
-    assert "multi-arch" in said and "max_jobs=1" in said
-    whole = example.doit("export", "format=gha", "max_jobs=1")
-    assert "1 job for 9 images" in whole.stdout
+    split = example.doit("export", "format=gha")
+    assert "9 jobs for 9 images" in split.stdout, split.stdout
     assert actionlint(example.root / ".github" / "workflows" / "images.yml") == []
+
+
+# -- names that are data, not shell -------------------------------------------------------------
+
+HOSTILE = "t $(touch PWNED)"  # a folder name
+HOSTILE_BUILD_DIR = "b;touch PWNED_B;#"
+PLANTED = {"PWNED", "PWNED_B"}
+# Records its name and arguments (one JSON line) instead of doing anything.
+STUB = """#!{python}
+import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+"""
+STUBBED = ("sudo", "apt-get", "python3", "buildah")
+
+
+def tree_in(folder: Path, storage: Path) -> Tree:
+    """The example tree and imagebake in `folder`, inside a git repository one level up
+    (so a workflow names the folder in every path)."""
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "images.yaml", folder / "images.yaml")
+    shutil.copytree(REPO / "templates", folder / "templates", symlinks=True)
+    tree = Tree(folder, storage)
+    tree.settings(isolation="chroot", buildah_args=tree.global_args)
+    install_wrapper(tree)
+    for name in TOOL_FILES:
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, folder / name)
+    tree.dodo = folder / "dodo.py"
+    (folder.parent / ".gitignore").write_text("build/\nwrapper-bin/\nbuildah-calls.log\n")
+    git = ["git", "-C", str(folder.parent), "-c", "user.name=test", "-c", "user.email=t@test"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(folder.parent)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the tree"], check=True)
+    return tree
+
+
+def stubs(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*STUBBED, "imagebake", "pip"):
+        (folder / name).write_text(STUB.format(python=sys.executable))
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def stub_venv(bin_dir: Path):
+    """The checkout step of a replay: an empty workspace whose .venv holds the stubs."""
+    def checkout(workspace: Path) -> None:
+        (workspace / ".venv").mkdir()
+        (workspace / ".venv" / "bin").symlink_to(bin_dir)
+    return checkout
+
+
+def calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_hostile_paths_reach_the_shell_as_data(tmp_path: Path) -> None:
+    """A tree in a folder named `t $(touch PWNED)` with `build_dir: 'b;touch PWNED_B;#'`:
+    every `run:` step of the exported workflow, and every Argo script, executed by bash
+    (with apt-get, buildah, python3 and imagebake stubbed), creates nothing and hands
+    each path to the command as one word."""
+    tree = tree_in(tmp_path / "repo" / HOSTILE, tmp_path / "storage")
+    tree.settings(build_dir=HOSTILE_BUILD_DIR)
+    tree.doit("export", "format=gha", "max_jobs=3")
+    tree.doit("export", "format=argo", "max_jobs=3")
+    workflow = tmp_path / "repo" / ".github" / "workflows" / "images.yml"
+    assert actionlint(workflow) == []
+    bin_dir = stubs(tmp_path / "stubs")
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    jobs = Replay.of(workflow, tmp_path / "runners",
+                     runner_env=lambda runner: {"PATH": path, "STUB_LOG": str(runner / "log")},
+                     setup={"actions/checkout@v5": stub_venv(bin_dir)}).run()
+    argo = yaml.safe_load((tree.root / HOSTILE_BUILD_DIR / "argo-workflow.yaml").read_text())
+    for template in argo["spec"]["templates"][1:]:
+        run_argo_script(template["script"], tmp_path / "pods" / template["name"], path)
+    assert not [found for found in tmp_path.rglob("*") if found.name in PLANTED]
+    for pod in (tmp_path / "pods").iterdir():
+        assert (pod / "exit").read_text().startswith("0\n"), (pod / "exit").read_text()
+    assert {job.status for job in jobs.values()} == {"success"}, \
+        "\n".join(job.text for job in jobs.values())
+    said = [call for log in tmp_path.rglob("log") for call in calls(log)]
+    config, lock = f"{HOSTILE}/images.yaml", f"{HOSTILE}/{HOSTILE_BUILD_DIR}/images.lock.json"
+    assert ["pip", "install", "-q", f"./{HOSTILE}"] in said
+    assert {tuple(call[:4]) for call in said if call[0] == "imagebake"} == {
+        ("imagebake", "-c", config, "push"), ("imagebake", "-c", config, "resolve")}
+    assert any(call[:3] == ["python3", "-", lock] for call in said)
+
+
+def run_argo_script(script: dict, pod: Path, path: str) -> None:
+    """An Argo script template's source run by bash as its pod would: in the checkout,
+    with the template's environment (its secrets unset: none given)."""
+    (pod / "src").mkdir(parents=True)
+    stub_venv(Path(path.split(":")[0]))(pod / "src")
+    env = {item["name"]: item["value"] for item in script["env"] if "value" in item}
+    env.update(PATH=path, STUB_LOG=str(pod / "log"),
+               REGISTRY_AUTH_FILE=str(pod / "registry-auth.json"))
+    source = script["source"].replace("/tmp/digests", str(pod / "digests"))  # the pod's /tmp
+    done = subprocess.run(["bash", "-c", source], cwd=pod / "src", env=env,
+                          capture_output=True, text=True, timeout=60)
+    (pod / "exit").write_text(f"{done.returncode}\n{done.stdout}{done.stderr}")
+
+
+@pytest.mark.parametrize("folder, fmt, said", [
+    ("t${{ github.token }}", "gha", "holds `{{`"),
+    ("t{{workflow.name}}", "argo", "holds `{{`"),
+    ("t\nx", "gha", "holds the control character '\\n'"),
+])
+def test_paths_no_quoting_makes_safe_are_refused(tmp_path: Path, folder: str, fmt: str,
+                                                 said: str) -> None:
+    tree = tree_in(tmp_path / "repo" / folder, tmp_path / "storage")
+    result = tree.doit("export", f"format={fmt}", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert said in output and "cannot write it into a workflow" in output, output
+    assert str(tree.config) in output and "fix:" in output and "Traceback" not in output
+    assert not (tmp_path / "repo" / ".github").exists()
+    assert not (tree.root / "build" / "argo-workflow.yaml").exists()
+
+
+def test_unsafe_names_what_no_quoting_makes_safe() -> None:
+    """Image names too: Kolla's are its folders' names, not checked against the grammar."""
+    assert export.unsafe(TOOL, TARGET, ["nova-api", "a.b_c"]) is None
+    assert export.unsafe(TOOL, TARGET, ["nova", "x${{ secrets.A }}"]) == (
+        "the image name 'x${{ secrets.A }}' holds `{{` (an expression GitHub Actions and "
+        "Argo would evaluate)")
+    assert "control character '\\t'" in export.unsafe(TOOL, TARGET, ["a\tb"])

@@ -28,6 +28,7 @@ import yaml
 from conftest import REPO, Tree, repository_with_tool, unmount_under
 from gha_replay import JobResult, Replay
 from registry import Registry
+from test_export import tree_in
 
 pytestmark = pytest.mark.integration
 
@@ -68,20 +69,24 @@ def runs(tmp_path: Path):
     count = 0
 
     def replay(tree: Tree, registry: Registry, workflow: Path) -> dict[str, JobResult]:
+        """`workflow` of the repository holding `tree`, with the registry's credentials as
+        the secrets (none for a registry without auth)."""
         nonlocal count
         count += 1
         root = tmp_path / f"replay-{count}"
+        secrets = {"REGISTRY_USERNAME": registry.user, "REGISTRY_PASSWORD": registry.password}
         jobs = Replay.of(workflow, root, parallel=4, runner_env=runner_env,
-                         secrets={"REGISTRY_USERNAME": registry.user,
-                                  "REGISTRY_PASSWORD": registry.password},
-                         setup={"actions/checkout@v5": checkout(tree.root),
+                         secrets={k: v for k, v in secrets.items() if v is not None},
+                         setup={"actions/checkout@v5": checkout(repository(tree)),
                                 "install imagebake": link_venv}).run()
         failed = [job for job in jobs.values() if job.status != "success"]
         assert not failed, "\n\n".join(f"== job {job.name}: {job.status}\n{job.text}"
                                        for job in failed)
         wall = max(j.finished for j in jobs.values()) - min(j.started for j in jobs.values())
+        folder = tree.root.relative_to(repository(tree)).as_posix()
         print(f"replay {count} of {workflow.name}: {len(jobs)} jobs, "
-              f"{sum(built(jobs).values())} builds, {sum(pushed(jobs).values())} pushes, "
+              f"{sum(built(jobs, folder).values())} builds, "
+              f"{sum(pushed(jobs, folder).values())} pushes, "
               f"{wall:.0f} s")  # for the record: `pytest -s`
         return jobs
 
@@ -92,12 +97,18 @@ def runs(tmp_path: Path):
 def prepare(tree: Tree, registry: Registry, namespace: str) -> None:
     tree.settings(registry=registry.address, namespace=namespace, tls_verify=False,
                   buildah_args=[])  # a runner's own default storage
-    repository_with_tool(tree)
+    if not (repository(tree) / ".git").exists():
+        repository_with_tool(tree)
+
+
+def repository(tree: Tree) -> Path:
+    """The git repository holding the tree: its own folder, or the one above (`tree_in`)."""
+    return tree.root if (tree.root / ".git").exists() else tree.root.parent
 
 
 def export(tree: Tree, *variables: str) -> Path:
     tree.doit("export", "format=gha", *variables)
-    workflow = tree.root / ".github" / "workflows" / "images.yml"
+    workflow = repository(tree) / ".github" / "workflows" / "images.yml"
     commit(tree, "the exported workflow")
     return workflow
 
@@ -108,20 +119,21 @@ def commit(tree: Tree, message: str) -> None:
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
 
 
-def reports(jobs: dict[str, JobResult]) -> dict[str, dict[str, Any]]:
-    """Each job's report.json (the tool's own account of what the job did)."""
-    return {name: json.loads((job.workspace / "build" / "report.json").read_text())
+def reports(jobs: dict[str, JobResult], folder: str = ".") -> dict[str, dict[str, Any]]:
+    """Each job's report.json (the tool's own account of what the job did), of the tree in
+    `folder` of the repository."""
+    return {name: json.loads((job.workspace / folder / "build" / "report.json").read_text())
             for name, job in jobs.items()}
 
 
-def built(jobs: dict[str, JobResult]) -> Counter:
+def built(jobs: dict[str, JobResult], folder: str = ".") -> Counter:
     """How many times each image was built (with buildah bud) over all jobs."""
-    return Counter(image for report in reports(jobs).values()
+    return Counter(image for report in reports(jobs, folder).values()
                    for image, entry in report["images"].items() if entry["status"] == "built")
 
 
-def pushed(jobs: dict[str, JobResult]) -> Counter:
-    return Counter(image for report in reports(jobs).values()
+def pushed(jobs: dict[str, JobResult], folder: str = ".") -> Counter:
+    return Counter(image for report in reports(jobs, folder).values()
                    for image, entry in (report.get("pushes") or {}).items()
                    if entry["status"] == "pushed")
 
@@ -175,6 +187,46 @@ def test_example_tree_replayed_three_times(tree: Tree, auth_registry: Registry, 
     assert_registry_matches(auth_registry, "kolla", changed, EXAMPLE)
     assert {n for n in EXAMPLE if changed[n]["digest"] != lock[n]["digest"]} == \
         {"nova-base", "nova-api", "nova-conductor"}
+
+
+def test_a_tree_in_a_folder_with_a_space_replays(auth_registry: Registry, runs,
+                                                 tmp_path: Path) -> None:
+    """`-c my images/images.yaml` was two words: the workflow's paths are data now."""
+    tree = tree_in(tmp_path / "repo" / "my images", tmp_path / "storage")
+    prepare(tree, auth_registry, "spaced")
+    workflow = export(tree, "images=^(base|openstack-base)$")
+    assert workflow == tmp_path / "repo" / ".github" / "workflows" / "images.yml"
+    jobs = runs(tree, auth_registry, workflow)
+    assert set(jobs) == {"base", "openstack-base"}  # the child pinned to the parent's digest
+    assert built(jobs, "my images") == Counter(["base", "openstack-base"])
+    for name in ("base", "openstack-base"):
+        assert auth_registry.digest(f"spaced/{name}", "latest") is not None, name
+
+
+def test_settings_authfile_left_out_of_the_checkout(tree: Tree, auth_registry: Registry,
+                                                    runs) -> None:
+    """The authfile the tree names is not checked in: the job's login stands in for it."""
+    prepare(tree, auth_registry, "authfile")
+    (tree.root / "secrets").mkdir()
+    auth_registry.write_authfile(tree.root / "secrets" / "auth.json")
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write("secrets/\n")
+    tree.settings(authfile="secrets/auth.json")
+    jobs = runs(tree, auth_registry, export(tree, "images=^base$"))
+    assert not (jobs["base"].workspace / "secrets").exists()
+    assert pushed(jobs) == Counter(["base"])
+    assert auth_registry.digest("authfile/base", "latest") is not None
+
+
+def test_a_registry_without_auth_needs_no_secrets(tree: Tree, registry: Registry,
+                                                  runs) -> None:
+    """No REGISTRY_USERNAME secret: the job does not log in (`buildah login` without
+    credentials failed: 'Must provide --username') and pushes."""
+    prepare(tree, registry, "open")
+    jobs = runs(tree, registry, export(tree, "images=^base$"))
+    assert "no REGISTRY_USERNAME given" in jobs["base"].text
+    assert pushed(jobs) == Counter(["base"])
+    assert registry.digest("open/base", "latest") is not None
 
 
 @pytest.mark.slow

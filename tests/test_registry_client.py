@@ -158,6 +158,9 @@ def test_one_authfile_for_buildah_and_requests(tmp_path: Path,
     # REGISTRY_AUTH_FILE, then settings.authfile (relative to images.yaml's folder) win
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "env.json"))
     assert registry.find_authfile("r:5000", None, root) == tmp_path / "env.json"
+    # ... the setting while its file exists; a CI checkout lacks it: REGISTRY_AUTH_FILE
+    assert registry.find_authfile("r:5000", "auth.json", root) == tmp_path / "env.json"
+    write_auth(root / "auth.json", "r:5000")
     assert registry.find_authfile("r:5000", "auth.json", root) == root / "auth.json"
     assert registry.credentials("r:5000", config) == "dXNlcjpwdw=="
 
