@@ -26,8 +26,8 @@ from buildlib.registry import Client, Manifest, RegistryError
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from buildlib.builder import Storage
     from buildlib.project import ImagePlan, Project
+    from buildlib.storage import Storage
 
 WORKERS = 8
 

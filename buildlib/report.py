@@ -22,11 +22,11 @@ from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 from buildlib import buildah, dispatch, doit_seam, pictures
-from buildlib.builder import TRY_LINE
 from buildlib.estimate import Estimate
 from buildlib.graph import Selection
 from buildlib.progress import Progress
 from buildlib.project import Project
+from buildlib.publish import TRY_LINE
 
 LOG_TAIL_LINES = 15
 NAMES_SHOWN = 12  # of the images that failed with one cause
@@ -45,7 +45,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def attempts_in(push_log: Path) -> int:
-    """How many tries a push log records (`builder.report_try_line`)."""
+    """How many tries a push log records (`publish.report_try_line`)."""
     try:
         return sum(line.startswith(TRY_LINE) for line in push_log.read_text().splitlines())
     except OSError:

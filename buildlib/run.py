@@ -42,7 +42,17 @@ from typing import Any
 
 from doit import get_var
 
-from buildlib import buildah, builder, cache, dispatch, doit_seam, graph, project, registry
+from buildlib import (
+    buildah,
+    builder,
+    cache,
+    dispatch,
+    doit_seam,
+    graph,
+    project,
+    registry,
+    storage,
+)
 from buildlib.errors import InputError
 
 CONFIG_FILE = "images.yaml"
@@ -139,7 +149,7 @@ class Run:
 
     project: project.Project
     selection: graph.Selection
-    storage: builder.Storage
+    storage: storage.Storage
     fail_fast: bool = False
     verbose: bool = False
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -307,7 +317,7 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     if invocation.builds and str(get_var("bases", "")) == "pull":
         _pull_bases(proj, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
-    run = Run(proj, selection, builder.Storage(proj.buildah), fail_fast=_flag("fail_fast"),
+    run = Run(proj, selection, storage.Storage(proj.buildah), fail_fast=_flag("fail_fast"),
               verbose=_flag("verbose"), invocation=invocation,
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)

@@ -20,7 +20,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, report, sources
+from buildlib import builder, cache, dispatch, keys, pictures, project, publish, report, sources
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
@@ -318,7 +318,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
     parent = plan.parent
     try:
         if parent and run.images[parent].get("found") == "registry":
-            builder.pull(proj, parent, run.images[parent], run.storage)
+            publish.pull(proj, parent, run.images[parent], run.storage)
         values = builder.build(proj, name, found.records, run.storage, found.stale,
                                echo=run.verbose, parent_names=_parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
@@ -369,8 +369,8 @@ def _push_title(run: Run, name: str) -> str:
 def _push(run: Run, name: str) -> Any:
     assert run.lookups is not None  # a run with pushes asks the registry
     try:
-        return builder.push_image(run.project, name, run.images.get(name, {}), run.lookups)
-    except (builder.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
+        return publish.push_image(run.project, name, run.images.get(name, {}), run.lookups)
+    except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
 
@@ -530,7 +530,7 @@ class PushUpToDate:
             return True
         assert self.run.lookups is not None  # a run with pushes asks the registry
         plan = self.run.project.plans[self.name]
-        reason = builder.push_stale_reason(plan, built, self.run.lookups)
+        reason = publish.push_stale_reason(plan, built, self.run.lookups)
         task.meta["reason"] = reason
         if reason is None:
             digest = self.run.lookups.find(plan.reference).manifest.digest

@@ -19,9 +19,9 @@ from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
 
 if TYPE_CHECKING:
-    from buildlib.builder import Storage
     from buildlib.project import ImagePlan
     from buildlib.run import Run
+    from buildlib.storage import Storage
 
 Platform = str | None  # None: the machine's own platform (an image with no `platforms:`)
 

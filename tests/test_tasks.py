@@ -16,7 +16,8 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, builder, doit_seam, graph, keys, project, run, tasks, verdict
+from buildlib import buildah, doit_seam, graph, keys, project, run, tasks, verdict
+from buildlib.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
 DODO = REPO / "dodo.py"
@@ -46,7 +47,7 @@ def example(tmp_path: Path) -> project.Project:
 def run_of(proj: project.Project, storage: Any = None) -> tasks.Run:
     """A run of every image; each image's parent settled as `sha256:id-of-<parent>`."""
     run = tasks.Run(proj, graph.select(proj.graph, [], []),
-                    storage or builder.Storage(proj.buildah))
+                    storage or Storage(proj.buildah))
     run.images.update({name: {"id": f"sha256:id-of-{name}"} for name in proj.plans})
     return run
 
@@ -233,7 +234,7 @@ def test_doit_config_default_jobs(example: project.Project) -> None:
 # --- is a build still good? -----------------------------------------------------------------
 
 
-class FakeStorage(builder.Storage):
+class FakeStorage(Storage):
     """Local storage as listed: image ID -> its names (no buildah)."""
 
     def __init__(self, images: dict[str, set[str]]) -> None:
@@ -376,10 +377,10 @@ def test_storage_lists_images_once() -> None:
             return {"sha256:a": {"x:latest"}}
 
     fake = CountingBuildah()
-    storage = builder.Storage(fake)  # type: ignore[arg-type]
-    assert storage.has("sha256:a", "x:latest")
-    assert not storage.has("sha256:a", "y:latest")
-    assert not storage.has("sha256:b", "x:latest")
+    listed = Storage(fake)  # type: ignore[arg-type]
+    assert listed.has("sha256:a", "x:latest")
+    assert not listed.has("sha256:a", "y:latest")
+    assert not listed.has("sha256:b", "x:latest")
     assert fake.calls == 1
 
 

@@ -1,0 +1,224 @@
+"""An image and the registry: pull one the run settled on (by digest), push one under its
+key's tag (annotated with the key) and set the user's tag to that manifest; retry what may
+pass, and read what buildah's and the registry's errors mean."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from buildlib import buildah, cache, keys, registry
+from buildlib.buildah import BuildahError, Interrupted
+from buildlib.builder import build_from
+from buildlib.project import ImagePlan, Project
+from buildlib.storage import Storage
+
+
+def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Storage) -> None:
+    """Bring an image found in the registry into storage, once, by digest (exactly the
+    image the run settled on; of a multi-arch image, each platform's), named as a build
+    names it: a child is built on it."""
+    plan = project.plans[name]
+    for values in (settled.get("platforms") or {None: settled}).values():
+        with storage.lock_for(f"pull {values['pinned']}"):
+            if not storage.has(values["id"], build_from(plan, values) or plan.reference):
+                _pull_one(project, plan, values, storage)
+
+
+def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
+              storage: Storage) -> None:
+    settings = project.config.settings
+
+    def attempt() -> str:
+        try:
+            return project.buildah.pull(values["pinned"], tls_verify=settings.tls_verify,
+                                        authfile=project.authfile,
+                                        timeout=settings.push_timeout)
+        except BuildahError as err:
+            if registry.permanent_cause(err.output):
+                raise
+            raise registry.TransientError(str(err)) from None
+
+    try:
+        image_id = registry.with_retries(attempt, settings.push_retries, lambda *_: None)
+    except registry.TransientError as err:
+        raise BuildahError(f"still failing after {settings.push_retries} attempts: "
+                           f"{err}") from None
+    if image_id != values["id"]:
+        raise BuildahError(f"pulled {values['pinned']}: image {image_id}, "
+                           f"not {values['id']} as its manifest says")
+    if not values.get("key"):  # named by its digest alone: children build FROM that
+        storage.add(image_id, [values["pinned"]])
+        return
+    # an image that verifiably carries its key: named as a build names it (a platform's
+    # image by its key name only: the reference names the list)
+    names = plan.local_names(values["key"])
+    project.buildah.tag(image_id, *names)
+    project.buildah.untag(values["pinned"])  # the pull's name would come first
+    storage.add(image_id, names)
+
+
+class PushFailed(Exception):
+    """A push that failed for good: a permanent error, or every attempt used."""
+
+
+def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
+                      lookups: cache.Lookups) -> str | None:
+    """Why the image must be pushed, or None when the registry holds it under its key's
+    tag and the user's tag names that same manifest. (Asked of the registry each time:
+    what another machine pushed counts, and so does a tag moved since.)"""
+    key_reference = plan.key_reference(built["key"])
+    try:
+        content = lookups.find(key_reference)
+        if content is None:
+            return f"not in the registry yet ({key_reference})"
+        problem = _key_tag_problem(plan, built, content)
+        if problem:
+            return f"{key_reference} {problem}: this run's image is pushed over it"
+        tagged = lookups.find(plan.reference)
+    except registry.RegistryError as err:
+        return str(err)
+    if tagged is None or tagged.manifest.digest != content.manifest.digest:
+        served = tagged.manifest.digest if tagged else "nothing"
+        return f"{plan.reference} names {served}, not {content.manifest.digest}"
+    return None
+
+
+def _key_tag_problem(plan: ImagePlan, built: dict[str, Any], found: cache.Found) -> str | None:
+    """Why what the key's tag names is not the image this run built or checked."""
+    problem = found.problem(built["key"], multi_arch=bool(plan.platforms),
+                            local_id=built.get("id"))
+    return f"names {found.manifest.digest}, which {problem}" if problem else None
+
+
+def push_image(project: Project, name: str, built: dict[str, Any],
+               lookups: cache.Lookups) -> dict[str, Any]:
+    """The image in the registry under its key's tag (`buildah push`, unless the registry
+    holds it already), then the user's tag set to that manifest; tried again on
+    transient failures. Returns the digest and the tries it took.
+
+    Nothing is tried when the registry's check failed, or when the run's other pushes
+    found it unreachable several in a row (the shared circuit breaker)."""
+    plan, settings = project.plans[name], project.config.settings
+    client = lookups.client
+    key_reference = plan.key_reference(built["key"])
+    plan.own_workdir()
+    plan.push_log.write_text("")
+    start, attempts, replaced = time.time(), 0, None
+    try:
+        client.check()
+    except registry.RegistryError as err:
+        raise _give_up(plan, str(err)) from None
+
+    def attempt() -> registry.Manifest:
+        nonlocal attempts, replaced
+        if client.breaker.cause:
+            raise _give_up(plan, client.breaker.cause)
+        attempts += 1
+        with plan.push_log.open("a") as log:
+            log.write(f"{report_try_line(attempts)}\n")
+        try:
+            content = client.manifest(key_reference)
+            problem = content and _key_tag_problem(
+                plan, built, cache.Found(cache.repository_of(key_reference), content))
+            if content is None or problem:
+                replaced = problem or None
+                content = _pushed_with_key(project, name, built)
+            client.put_manifest(plan.reference, content)
+        except registry.RegistryError as err:
+            raise _request_failed(err, name, client.breaker) from None
+        client.breaker.answered()
+        return content
+
+    def log_retry(number: int, sleep: float, error: BaseException | None) -> None:
+        with plan.push_log.open("a") as log:
+            log.write(f"retry {number + 1}/{settings.push_retries} after {sleep:.1f} s: "
+                      f"{error}\n")
+
+    try:
+        content = registry.with_retries(attempt, settings.push_retries, log_retry)
+    except registry.TransientError as err:
+        raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
+    with plan.push_log.open("a") as log:
+        if replaced:
+            log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
+        log.write(f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
+    return {"id": built.get("id"), "key": built["key"], "digest": content.digest,
+            "image": plan.reference, "start": start, "end": time.time(),
+            "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
+
+
+def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any]
+                     ) -> registry.Manifest:
+    """`buildah push` to the key's tag, then that manifest annotated with the key (which
+    the image config cannot hold without changing the image ID; a manifest list also with
+    its images' keys) put back under the tag: what a lookup checks before it takes the
+    image as the key's."""
+    key = built["key"]
+    client, key_reference = project.registry_client, project.plans[name].key_reference(key)
+    digest = _buildah_push(project, name, key)
+    pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
+    if pushed is None:
+        raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
+    annotations = {keys.KEY_ANNOTATION: key}
+    if built.get("platforms"):
+        annotations[keys.PLATFORM_KEYS_ANNOTATION] = json.dumps(
+            {platform: values["key"] for platform, values in built["platforms"].items()},
+            sort_keys=True)
+    content = pushed.annotated(annotations)
+    client.put_manifest(key_reference, content)
+    return content
+
+
+TRY_LINE = "# try"
+
+
+def report_try_line(number: int) -> str:
+    """How a push log marks each try (`report.attempts_in` counts them)."""
+    return f"{TRY_LINE} {number}"
+
+
+def _give_up(plan: ImagePlan, message: str) -> PushFailed:
+    with plan.push_log.open("a") as log:
+        log.write(f"# {message}\n")
+    return PushFailed(message)
+
+
+def _buildah_push(project: Project, name: str, key: str) -> str:
+    """One `buildah push` to the key's tag; the pushed digest."""
+    plan = project.plans[name]
+    try:
+        return project.buildah.push(project.push_argv(name, key), plan.digestfile,
+                                    plan.push_log, project.config.settings.push_timeout)
+    except Interrupted:
+        raise PushFailed("interrupted") from None
+    except BuildahError as err:
+        raise _attempt_failed(err, name, project.registry_client.breaker) from None
+
+
+def _request_failed(err: registry.RegistryError, name: str,
+                    breaker: registry.Breaker) -> Exception:
+    """A failed registry request as PushFailed or TransientError; tells the breaker."""
+    if err.unreachable:
+        breaker.unreachable(name, err.unreachable)
+    if err.transient:
+        return registry.TransientError(str(err))
+    cause = registry.permanent_cause(str(err))
+    return PushFailed(f"{cause} ({err})" if cause else str(err))
+
+
+def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
+    """A failed `buildah push` as PushFailed (no retry mends it) or TransientError,
+    in buildah's own error line; tells the breaker whether the registry was there."""
+    line = err.reason if err.timed_out else (buildah.error_line(err.output) or err.reason)
+    not_there = err.reason if err.timed_out else registry.unreachable(err.output)
+    if not_there:
+        breaker.unreachable(name, not_there)
+    else:
+        breaker.answered()
+    cause = None if err.timed_out else registry.permanent_cause(err.output)
+    if cause:
+        return PushFailed(f"{cause} ({line})")
+    return registry.TransientError(line)
