@@ -82,7 +82,7 @@ class Found:
 
 def repository_of(reference: str) -> str:
     """`host:port/ns/name` of `host:port/ns/name:tag` or `...@sha256:...`."""
-    return reference.partition("@")[0] if "@" in reference else reference.rpartition(":")[0]
+    return ImageRef.parse(reference).repository
 
 
 class Lookups:

@@ -198,20 +198,14 @@ class Config:
 @functools.cache
 def _adapter() -> TypeAdapter[_File]:
     """pydantic's validator of the whole file. pydantic resolves the names in the fields'
-    annotations in the frame that makes the TypeAdapter: they are imported here."""
+    annotations among this module's globals, where the field types (imported only for
+    type checkers above) are put now."""
     from pydantic import TypeAdapter
 
-    from buildlib.fieldtypes import (  # noqa: F401
-        ImportPath,
-        NonNegativeInt,
-        Platforms,
-        PositiveInt,
-        PositiveSeconds,
-        Scalar,
-        StrictBool,
-        StrictStr,
-    )
+    from buildlib import fieldtypes
 
+    for name, value in vars(fieldtypes).items():
+        globals().setdefault(name, value)
     return TypeAdapter(_File)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from buildlib import buildah, config, keys, kolla, registry, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
+from buildlib.reference import ImageRef
 from buildlib.sources import archives
 
 LOCAL_KEY_REPOSITORY = "localhost/imagebake"
@@ -143,7 +144,7 @@ class ImagePlan:
 
     def key_reference(self, key: str) -> str:
         """The reference that names this image by its key, beside the user's tag."""
-        return f"{self.reference.rpartition(':')[0]}:{keys.key_tag(key)}"
+        return str(replace(ImageRef.parse(self.reference), tag=keys.key_tag(key)))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from buildlib import cache, keys
-from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
 
 if TYPE_CHECKING:
@@ -129,7 +128,7 @@ def _on(platform: Platform | str) -> str:
 
 
 def _pinned(run: Run, plan: ImagePlan, verdict: Verdict) -> Verdict:
-    reference = f"{ImageRef.parse(plan.reference).repository}@{run.pins[plan.name]}"
+    reference = f"{cache.repository_of(plan.reference)}@{run.pins[plan.name]}"
     try:
         found = run.lookups.find(reference) if run.lookups else None
     except RegistryError as err:
