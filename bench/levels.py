@@ -9,7 +9,7 @@ reading of it. (tripleo's own grouping puts each parent's children in a separate
 which only adds barriers; its `max(2, cpu_count)` would give 2 workers on a 2-core machine.)
 
 Each image is built exactly as our tool builds it: the same rendered context, written by
-`plan.context.write`, and the same `buildah bud` argument list, `Project.bud_argv`.
+`plan.context.write`, and the same `buildah bud` argument list, `builder.bud_argv`.
 
     python bench/levels.py CONFIG [--jobs 8] [--report levels.json]
 """
@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from buildlib import buildah, project
+from buildlib import buildah, builder, project
 
 
 def bud_argv(proj: project.Project, name: str) -> list[str]:
@@ -33,7 +33,7 @@ def bud_argv(proj: project.Project, name: str) -> list[str]:
     plan = proj.plans[name]
     parent_id = (buildah.image_id(proj.plans[plan.parent].iidfile.read_text())
                  if plan.parent else None)
-    return proj.bud_argv(name, plan.sources.on_parent(parent_id))
+    return builder.bud_argv(proj, name, plan.sources.on_parent(parent_id))
 
 
 def build_one(proj: project.Project, name: str) -> dict[str, Any]:

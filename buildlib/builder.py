@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from buildlib import keys, registry, render
+from buildlib import buildah, keys, registry, render
 from buildlib.project import ImagePlan, Project
 from buildlib.reference import ImageRef
 from buildlib.storage import Storage
@@ -57,11 +57,30 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
         record = plan.record_of(copied).on_parent(record.parent_id)
     what = f"{name} for {record.platform}" if record.platform else name
     # a multi-arch image's platforms share its log, one after another
-    built = project.buildah.bud(project.bud_argv(name, record), plan.iidfile,
+    built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
                                 plan.build_log, plan.timeout,
                                 note=f"building {what}: {reason or 'asked to'}", echo=echo,
                                 append=record.platform is not None)
     return _values(plan, built.id, record, "built", start, built.cpu_seconds)
+
+
+def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
+    """`buildah bud` of this record, tagged with the key name and the reference (the
+    key is no label: it would change the image ID)."""
+    plan = project.plans[name]
+    options = buildah.bud_options(
+        plan.local_names(record.key), fmt=record.format,
+        timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
+        labels=record.labels, volumes=record.volumes, platform=record.platform)
+    # An image is built on exactly the image its key names: its parent as this run
+    # built or checked it, or for a root the base image in storage (pulled before the
+    # key was made, when storage lacked it). Never a pull during the build, so a
+    # registry serving another image under that name (or not answering) changes nothing.
+    # (A FROM of a variable without a default is unknown here: buildah finds it.)
+    unknown = plan.parent is None and plan.base is None and (
+        render.first_from(plan.context.dockerfile) or "").lower() != "scratch"
+    return project.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
+                                 pull="missing" if unknown else "never", owner=project.owner)
 
 
 def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,

@@ -221,35 +221,6 @@ class Project:
         return registry.Client(settings.registry, tls_verify=settings.tls_verify,
                                authfile=self.authfile, timeout=settings.push_timeout)
 
-    def push_argv(self, name: str, key: str) -> list[str]:
-        """`buildah push` of the image to its key's tag (the user's tag then names the
-        manifest it pushed); of a multi-arch image, `buildah manifest push --all` of its
-        manifest list with every platform's image."""
-        settings, plan = self.config.settings, self.plans[name]
-        push = self.buildah.manifest_push_argv if plan.platforms else self.buildah.push_argv
-        return push(plan.reference, plan.key_reference(key), fmt=settings.format,
-                    digestfile=self.plans[name].digestfile, tls_verify=settings.tls_verify,
-                    authfile=self.authfile)
-
-    def bud_argv(self, name: str, record: keys.Record) -> list[str]:
-        """`buildah bud` of this record, tagged with the key name and the reference (the
-        key is no label: it would change the image ID)."""
-        plan = self.plans[name]
-        options = buildah.bud_options(
-            plan.local_names(record.key), fmt=record.format,
-            timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
-            labels=record.labels, volumes=record.volumes, platform=record.platform)
-        # An image is built on exactly the image its key names: its parent as this run
-        # built or checked it, or for a root the base image in storage (pulled before the
-        # key was made, when storage lacked it). Never a pull during the build, so a
-        # registry serving another image under that name (or not answering) changes nothing.
-        # (A FROM of a variable without a default is unknown here: buildah finds it.)
-        unknown = plan.parent is None and plan.base is None and (
-            render.first_from(plan.context.dockerfile) or "").lower() != "scratch"
-        return self.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
-                                     pull="missing" if unknown else "never", owner=self.owner)
-
-
 def load(path: Path | str, fetch: bool = True) -> Project:
     """The project of this images.yaml; `fetch=False` downloads no `url:` source (a
     context then lacks a tarball not downloaded yet: `sources.unfetched`)."""

@@ -180,6 +180,17 @@ def report_try_line(number: int) -> str:
     return f"{TRY_LINE} {number}"
 
 
+def push_argv(project: Project, name: str, key: str) -> list[str]:
+    """`buildah push` of the image to its key's tag (the user's tag then names the
+    manifest it pushed); of a multi-arch image, `buildah manifest push --all` of its
+    manifest list with every platform's image."""
+    settings, plan = project.config.settings, project.plans[name]
+    push = project.buildah.manifest_push_argv if plan.platforms else project.buildah.push_argv
+    return push(plan.reference, plan.key_reference(key), fmt=settings.format,
+                digestfile=project.plans[name].digestfile, tls_verify=settings.tls_verify,
+                authfile=project.authfile)
+
+
 def _give_up(plan: ImagePlan, message: str) -> PushFailed:
     with plan.push_log.open("a") as log:
         log.write(f"# {message}\n")
@@ -190,7 +201,7 @@ def _buildah_push(project: Project, name: str, key: str) -> str:
     """One `buildah push` to the key's tag; the pushed digest."""
     plan = project.plans[name]
     try:
-        return project.buildah.push(project.push_argv(name, key), plan.digestfile,
+        return project.buildah.push(push_argv(project, name, key), plan.digestfile,
                                     plan.push_log, project.config.settings.push_timeout)
     except Interrupted:
         raise PushFailed("interrupted") from None

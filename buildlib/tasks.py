@@ -295,9 +295,10 @@ def _build_title(run: Run, name: str, task: Any) -> str:
     lines = []
     for platform, record in found.records.items():
         what = f"{name} for {platform}" if platform else name
+        argv = builder.bud_argv(run.project, name, record)
         lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
                      if run.storage.with_key(record.key) else
-                     f"building {what}: {command_line(run.project.bud_argv(name, record))}")
+                     f"building {what}: {command_line(argv)}")
     return "\n.  ".join(lines)
 
 
@@ -363,7 +364,7 @@ def _push_title(run: Run, name: str) -> str:
     built = run.images.get(name, {})
     if built.get("found") == "registry" or not built.get("key"):
         return f"tagging {run.project.plans[name].reference}"
-    return f"pushing {name}: {command_line(run.project.push_argv(name, built['key']))}"
+    return f"pushing {name}: {command_line(publish.push_argv(run.project, name, built['key']))}"
 
 
 def _push(run: Run, name: str) -> Any:
