@@ -532,7 +532,6 @@ class PushUpToDate:
         assert self.run.lookups is not None  # a run with pushes asks the registry
         plan = self.run.project.plans[self.name]
         reason = publish.push_stale_reason(plan, built, self.run.lookups)
-        task.meta["reason"] = reason
         if reason is None:
             digest = self.run.lookups.find(plan.reference).manifest.digest
             task.meta["settled"] = {"digest": digest, "attempts": 0}
