@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from buildlib import buildah, keys, registry, render
+from buildlib.buildah import BuildahError
 from buildlib.project import ImagePlan, Project
 from buildlib.reference import ImageRef
 from buildlib.storage import Storage
@@ -56,21 +57,33 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
     if copied != record.files:
         record = plan.record_of(copied).on_parent(record.parent_id)
     what = f"{name} for {record.platform}" if record.platform else name
-    # a multi-arch image's platforms share its log, one after another
-    built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
-                                plan.build_log, plan.timeout,
-                                note=f"building {what}: {reason or 'asked to'}", echo=echo,
-                                append=record.platform is not None)
+    note = f"building {what}: {reason or 'asked to'}"
+    try:  # a multi-arch image's platforms share its log, one after another
+        built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
+                                    plan.build_log, plan.timeout, note=note, echo=echo,
+                                    append=record.platform is not None)
+    except BuildahError as err:
+        if SAME_IMAGE_RACE not in err.output:
+            raise
+        # Two keys of one image ID (inputs that change no byte) committed at once; the
+        # other build's image is there now, and the layer cache makes this one quick.
+        built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
+                                    plan.build_log, plan.timeout, note=f"{note} (again)",
+                                    echo=echo, append=True)
     return _values(plan, built.id, record, "built", start, built.cpu_seconds)
+
+
+SAME_IMAGE_RACE = "locating just-written image"  # buildah 1.28, one ID committed twice
 
 
 def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
     """`buildah bud` of this record, tagged with the key name and the reference (the
-    key is no label: it would change the image ID)."""
+    key is no label: it would change the image ID; every build arg is given, those no
+    ARG reads are no part of the key)."""
     plan = project.plans[name]
     options = buildah.bud_options(
         plan.local_names(record.key), fmt=record.format,
-        timestamp=record.timestamp, isolation=plan.isolation, args=record.args,
+        timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         labels=record.labels, volumes=record.volumes, platform=record.platform)
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the

@@ -102,9 +102,11 @@ class ImagePlan:
 
     def record_of(self, file_digests: Mapping[str, str]) -> keys.Record:
         """The record with these context file digests, and no parent yet."""
+        read = render.args_read_by(self.context.dockerfile)
         return keys.Record(dockerfile=self.context.dockerfile_digest(self.parent_reference),
                            files=file_digests,
-                           args=self.args, labels=self.labels, volumes=self.volumes,
+                           args={name: value for name, value in self.args.items() if read(name)},
+                           labels=self.labels, volumes=self.volumes,
                            format=self.format, timestamp=self.timestamp)
 
     def record_on(self, parent_id: str | None, platform: str | None = None) -> keys.Record:

@@ -440,6 +440,26 @@ def _glob(pattern: str) -> re.Pattern[str]:
 IGNORE_FILES = {".dockerignore", ".containerignore"}
 
 
+# Build args buildah gives RUN steps without an ARG instruction.
+PREDEFINED_ARGS = frozenset(name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY",
+                                               "NO_PROXY", "ALL_PROXY")
+                            for name in (proxy, proxy.lower()))
+
+
+def args_read_by(dockerfile: str) -> Callable[[str], bool]:
+    """Whether a build of this Dockerfile can read a build arg: one an ARG instruction
+    declares, or one buildah gives every RUN step (the proxies). Any other is "not
+    consumed" (buildah says so) and changes no byte of the image."""
+    if "<<" in dockerfile:
+        return lambda name: True
+    declared = set(PREDEFINED_ARGS)
+    for line in _instructions(dockerfile):
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        if keyword.upper() == "ARG":
+            declared.update(word.partition("=")[0] for word in rest.split())
+    return declared.__contains__
+
+
 def _bind_mount_sources(dockerfile: str) -> list[str]:
     """The context paths `RUN --mount=type=bind,source=...` mounts (no `from=`)."""
     found = []

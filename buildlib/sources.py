@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from buildlib.config import Config, Source
 from buildlib.errors import InputError
@@ -189,7 +189,9 @@ def download(url: str, target: Path, *, deadline: float | None = None,
     deadline = FETCH_DEADLINE if deadline is None else deadline
     max_bytes = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
-    job = _Download(url, partial, max_bytes, min(deadline, READ_TIMEOUT))
+    # made here, so that the `finally` below always removes it, even when the process
+    # ends (Ctrl-C) while the thread still writes to it
+    job = _Download(url, partial.open("wb"), max_bytes, min(deadline, READ_TIMEOUT))
     threading.Thread(target=job.run, daemon=True, name=f"download {url}").start()
     try:
         if not job.done.wait(deadline):
@@ -207,10 +209,10 @@ def download(url: str, target: Path, *, deadline: float | None = None,
 class _Download:
     """One download to a file in a worker thread; `done` is set when it ends either way."""
 
-    def __init__(self, url: str, partial: Path, max_bytes: int, read_timeout: float) -> None:
+    def __init__(self, url: str, out: BinaryIO, max_bytes: int, read_timeout: float) -> None:
         import threading
 
-        self.url, self.partial, self.max_bytes = url, partial, max_bytes
+        self.url, self.out, self.max_bytes = url, out, max_bytes
         self.read_timeout = read_timeout
         self.done = threading.Event()
         self.cancelled = False
@@ -227,17 +229,16 @@ class _Download:
             self.error = str(err)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             self.error = str(err) or type(err).__name__
-        finally:  # (the caller may have given up before this thread made the file)
-            if self.error or self.cancelled:
-                self.partial.unlink(missing_ok=True)
+        finally:  # (the caller removes the file unless it is whole)
+            self.out.close()
             self.done.set()
 
     def _fetch(self) -> None:
         import urllib.request
 
         size = 0
-        with urllib.request.urlopen(self.url, timeout=self.read_timeout) as response, \
-                self.partial.open("wb") as out:
+        out = self.out
+        with urllib.request.urlopen(self.url, timeout=self.read_timeout) as response:
             length = response.headers.get("Content-Length") or ""
             if length.isdigit() and int(length) > self.max_bytes:
                 raise DownloadError(f"it is {int(length)} bytes, more than the limit of "

@@ -318,7 +318,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
             return TaskFailed(f"cannot build {name}: {found.why}")
     parent = plan.parent
     try:
-        if parent and run.images[parent].get("found") == "registry":
+        if parent and run.images.get(parent, {}).get("found") == "registry":
             publish.pull(proj, parent, run.images[parent], run.storage)
         values = builder.build(proj, name, found.records, run.storage, found.stale,
                                echo=run.verbose, parent_names=_parent_names(run, name))

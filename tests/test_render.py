@@ -720,3 +720,9 @@ def test_build_dir_must_be_inside_the_tree_and_hold_none_of_it(tmp_path: Path, b
     with pytest.raises(InputError) as info:
         project.load(config)
     assert problem in str(info.value) and "fix: " in str(info.value)
+
+
+def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
+    reads = render.args_read_by("FROM scratch\nARG A B=2\nRUN echo $A\n")
+    assert [name for name in ("A", "B", "C", "HTTP_PROXY", "no_proxy") if reads(name)] == [
+        "A", "B", "HTTP_PROXY", "no_proxy"]

@@ -255,8 +255,12 @@ def test_args_labels_volumes_and_oci_format_reach_the_image(tree: Tree) -> None:
 
 @pytest.mark.slow
 def test_eight_concurrent_builds_on_one_storage_do_not_trip_over_locks(tree: Tree) -> None:
-    add_leaf_template(tree)
-    # each its own inputs: leaves of equal inputs would be one image, built once
+    folder = tree.root / "templates" / "leaf"
+    folder.mkdir()
+    (folder / "Dockerfile.j2").write_text(
+        "FROM {{ parent_image }}\nARG ROUND LEAF\nRUN echo $ROUND $LEAF > /leaf\n")
+    # each its own inputs (args the Dockerfile reads): leaves of equal inputs would be one
+    # image, built once
     wide = {f"leaf-{i:02d}": leaf("base", 0, args={"ROUND": 0, "LEAF": i}) for i in range(16)}
     tree.edit_yaml(lambda d: d.__setitem__("images", {"base": d["images"]["base"], **wide}))
     for round_number in range(1, 4):

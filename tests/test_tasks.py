@@ -325,7 +325,8 @@ SMALL_TREE = {
 
 
 @pytest.mark.parametrize(("change", "rebuilds"), [
-    ({"args": {"X": 1}}, True),
+    ({"args": {"X": 1}}, False),  # no ARG reads it: buildah says "not consumed"
+    ({"args": {"HTTP_PROXY": "http://proxy:3128"}}, True),  # every RUN step reads it
     ({"labels": {"team": "infra"}}, True),
     ({"volumes": ["/cache:/cache"]}, True),
     ({"vars": {"port": 9999}}, True),  # changes the rendered Dockerfile
