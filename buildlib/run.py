@@ -59,8 +59,8 @@ UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
 # tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch", "export"}
-STORAGE_FREE_TASKS = {"export"}  # never read local image storage
+READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render"}
+STORAGE_FREE_TASKS = {"export", "render"}  # never read local image storage
 
 
 @dataclass(frozen=True)

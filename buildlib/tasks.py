@@ -40,7 +40,7 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task}
+            "export": export_task, "render": render_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -127,6 +127,33 @@ def status_task(run: Run) -> dict[str, Any]:
         "uptodate": [probe],
         "verbosity": 2,
     }
+
+
+def render_task(run: Run) -> dict[str, Any]:
+    """Build nothing; write each selected image's Dockerfile and build context."""
+    return {
+        "basename": "render",
+        "doc": "write {build_dir}/<image>/Dockerfile and context/ of every selected image "
+               "(kolla-build --template-only); builds nothing",
+        "actions": [(_render, [run])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def _render(run: Run) -> Any:
+    """The Dockerfile as its template renders it (its own FROM line), and its context."""
+    names = _selected_in_order(run)
+    for name in names:
+        plan = run.project.plans[name]
+        try:
+            plan.own_workdir()
+        except project.ForeignFolder as err:
+            return TaskFailed(f"cannot render {name}: {err}")
+        plan.context.write(plan.dockerfile, plan.context_dir)
+    where = report.display_path(run.project.build_dir)
+    print(f"wrote the Dockerfile and context of {len(names)} images under {where}/<image>/")
+    return None
 
 
 def watch_task(run: Run) -> dict[str, Any]:
