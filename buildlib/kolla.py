@@ -24,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from buildlib import render
+from buildlib import kolla_sources, render
 from buildlib.config import Config, Image, Jinja, named_image
 from buildlib.errors import InputError
 
@@ -64,9 +64,11 @@ class Probe:
         return "\n".join(lines)
 
 
-def expand(config: Config) -> tuple[Config, dict[str, str]]:
-    """The config with Kolla's images, variables, filters, profiles and exclusions, and
-    each image's rendered Dockerfile (which kolla-build writes with --template-only)."""
+def expand(config: Config
+           ) -> tuple[Config, dict[str, str], dict[str, kolla_sources.Sourced]]:
+    """The config with Kolla's images, variables, filters, profiles, exclusions, labels,
+    build args and source archives; each image's rendered Dockerfile (which kolla-build
+    writes with --template-only); and what each image's sources would fetch."""
     source = config.kolla
     assert source is not None
     _require_kolla(config)
@@ -92,11 +94,14 @@ def expand(config: Config) -> tuple[Config, dict[str, str]]:
         texts = {name: probe.finish(renderer.render(name)) for name in images}
     parents = {name: _parent(expanded, name, texts[name]) for name in images}
     with _quiet_kolla():
-        made = _as_kolla_build_makes(expanded, conf, worker, templates)
-    images = {name: named_image(replace(image, parent=parents[name], **made.get(name, {})),
-                                name)
-              if name in templates else image for name, image in images.items()}
-    return replace(expanded, images=images), texts
+        kolla_images = _kolla_images(worker, templates)
+    made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name])
+            for name, image in kolla_images.items()}
+    images = {name: named_image(replace(image, parent=parents[name], labels=made[name].labels,
+                                        args=made[name].args, files=made[name].files), name)
+              if name in made else image for name, image in images.items()}
+    return replace(expanded, images=images), texts, \
+        {name: made[name].sourced for name in made}
 
 
 @contextlib.contextmanager
@@ -171,12 +176,9 @@ def _utc(timestamp: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
 
 
-def _as_kolla_build_makes(config: Config, conf: Any, worker: Any,
-                          templates: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per image, the labels and build args kolla-build gives its build (its own
-    `build_image_list` and `update_buildargs`), under images.yaml's own."""
-    from kolla.image.tasks import BuildTask
-
+def _kolla_images(worker: Any, templates: dict[str, str]) -> dict[str, Any]:
+    """kolla-build's own Image of each template (`build_image_list`): its source, plugins,
+    additions and labels as kolla reads them from its configuration."""
     with tempfile.TemporaryDirectory(prefix="imagebake-kolla-") as tmp:
         paths = []
         for name in templates:  # kolla reads only the FROM line of each
@@ -185,15 +187,42 @@ def _as_kolla_build_makes(config: Config, conf: Any, worker: Any,
             paths.append(str(Path(tmp) / name))
         worker.docker_build_paths, worker.images = paths, []
         worker.build_image_list()
+    return {image.name: image for image in worker.images}
+
+
+@dataclass(frozen=True)
+class Made:
+    """What kolla-build gives one image's build besides its Dockerfile."""
+
+    labels: dict[str, Any]
+    args: dict[str, Any]
+    files: dict[str, str]
+    sourced: kolla_sources.Sourced
+
+
+def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str) -> Made:
+    """The labels and build args kolla-build gives the image's build (`update_buildargs`)
+    and the archives of its sources its Dockerfile reads, under images.yaml's own."""
+    from kolla.image.tasks import BuildTask
+
     args = BuildTask.update_buildargs(SimpleNamespace(conf=conf)) or {}
-    settings, made = config.settings, {}
-    for image in worker.images:
-        own = config.images[image.name]
-        made[image.name] = {
-            "labels": {**_kolla_labels(config, image), **settings.labels, **own.labels},
-            "args": {**args, **settings.args, **own.args},
-        }
-    return made
+    settings, own = config.settings, config.images[image.name]
+    wanted = {path for _, path in render.context_sources(dockerfile)} \
+        - {f"{name}-archive" for name in own.sources}  # images.yaml's `sources:` win
+    sourced = kolla_sources.sourced(config, image, wanted, _debian_arch(conf))
+    return Made(labels={**_kolla_labels(config, image), **settings.labels, **own.labels},
+                args={**args, **settings.args, **own.args},
+                files={**{inner: str(path) for inner, path in sourced.files.items()},
+                       **own.files},
+                sourced=sourced)
+
+
+def _debian_arch(conf: Any) -> str:
+    """kolla's arch name of a `sha256` pin (its option in newer releases)."""
+    try:
+        return conf.debian_arch
+    except Exception:  # an older release: derived from base_arch as kolla derives it
+        return "arm64" if conf.base_arch == "aarch64" else "amd64"
 
 
 def _kolla_labels(config: Config, image: Any) -> dict[str, str]:

@@ -48,7 +48,7 @@ from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import Dependency
 from doit.doit_cmd import DoitMain
 
-from buildlib import buildah, builder, cache, dispatch, graph, keys, project
+from buildlib import buildah, builder, cache, dispatch, graph, keys, kolla_sources, project
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
 
@@ -323,7 +323,8 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     status 1, before doit could print a traceback."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(tree_dir))
+        with kolla_sources.fetching(invocation.builds):  # read-only commands download nothing
+            proj = project.load(_config_path(tree_dir))
         selection = _selection(proj)
         pins = _pins(proj)
         from_registry = _cache_mode(proj) == "registry"

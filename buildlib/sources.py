@@ -32,6 +32,11 @@ def archives(config: Config, image: str) -> dict[str, Path]:
             for name, source in config.images[image].sources.items()}
 
 
+def archive(config: Config, image: str, name: str, source: Source) -> Path:
+    """One source archived as `archives` archives it (Kolla's sources come this way)."""
+    return _archive(config, image, name, source, config.build_dir / "sources")
+
+
 def _archive(config: Config, image: str, name: str, source: Source, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if source.git is not None:

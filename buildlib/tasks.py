@@ -434,6 +434,11 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
                          f"{', '.join(missing)}" if missing else
                          f"blocked: parent '{plan.parent}' would fail"))
             continue
+        if plan.context.fetches:  # a build fetches them first: their content is not known
+            rebuilding.add(name)
+            rows.append((name, plan.parent or "-", "would build: would fetch "
+                         + ", ".join(plan.context.fetches.values())))
+            continue
         reason = _dry_run(run, name, probe.values(f"build:{name}"), rebuilding)
         if reason:
             rebuilding.add(name)
