@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,6 +40,29 @@ CAPTURE = "imagebake_capture"
 # that follows this machine's checkout, not the image, so it is left out.
 MACHINE_LABELS = ("org.opencontainers.image.revision", "org.opencontainers.image.source")
 CREATED_LABEL = "org.opencontainers.image.created"
+# kolla-build options imagebake does not follow, and what to use instead where there is one.
+NOT_USED = {
+    **dict.fromkeys(("engine", "podman_base_url", "buildkit", "buildkit_builder", "cache",
+                     "debug", "quiet", "keep", "logs_dir", "work_dir", "list_images",
+                     "list_dependencies", "save_dependency", "summary", "summary_json_file",
+                     "template_only", "squash", "squash_cleanup", "squash_tmp_dir",
+                     "network_mode", "retries", "allowed_to_fail", "skip_existing",
+                     "skip_parents"), "imagebake does not use it"),
+    "docker_dir": "imagebake does not merge extra template folders (use kolla.docker)",
+    "apt_sources_list": "imagebake does not copy it into base's context (use "
+                        "images.base.files: {sources.list: PATH})",
+    "apt_preferences": "imagebake does not copy it into base's context (use "
+                       "images.base.files: {apt_preferences: PATH})",
+    "patches_path": "imagebake does not copy patches into the contexts",
+    "push": "use `imagebake push`", "push_threads": "imagebake does not use it",
+    "threads": "use `-n N` or settings.jobs", "pull": "imagebake pulls a base only when "
+    "storage lacks it", "timeout": "imagebake's downloads keep their own deadline",
+    "platform": "use settings.platforms", "format": "use settings.format",
+    "regex": "use `images=`", "profile": "use `profile=`",
+    "enable_unbuildable": "use kolla.enable_unbuildable",
+    "template_override": "use kolla.template_overrides",
+}
+SOURCE_OPTIONS = {"type", "location", "reference", "enabled", "sha256", "version"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,8 @@ def expand(config: Config
     parents = {name: _parent(expanded, name, texts[name]) for name in images}
     with _quiet_kolla():
         kolla_images = _kolla_images(worker, templates)
+    for warning in _not_used(config, conf, set(templates)):
+        print(f"warning: {warning}", file=sys.stderr)
     made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name])
             for name, image in kolla_images.items()}
     images = {name: named_image(replace(image, parent=parents[name], labels=made[name].labels,
@@ -124,6 +150,8 @@ def _worker(config: Config, conf: Any) -> Any:
                           ("tag", settings.tag), ("image_name_prefix", settings.prefix)):
         conf.set_override(option, value)
     conf.set_override("template_override", None)  # kolla.template_overrides: ours to render
+    with contextlib.suppress(Exception):  # buildah builds: kolla's engine client stays unused
+        conf.set_override("engine", "docker")
     try:
         return KollaWorker(conf)
     except Exception as err:  # kolla's own exceptions, e.g. KollaDirNotFoundException
@@ -389,6 +417,49 @@ def _ini(options: dict[str, Any]) -> str:
         return str(value)
     return "[DEFAULT]\n" + "".join(f"{k.replace('-', '_')} = {word(v)}\n"
                                    for k, v in options.items())
+
+
+def _not_used(config: Config, conf: Any, images: set[str]) -> list[str]:
+    """What kolla-build.conf and kolla.options say that imagebake does not follow: options
+    it leaves to kolla-build, options kolla-build does not know, sections naming no image."""
+    import configparser
+
+    source = config.kolla
+    assert source is not None
+    said: list[tuple[str, str, str]] = [  # (where, section, option)
+        ("images.yaml kolla.options", "DEFAULT", option.replace("-", "_"))
+        for option in source.options]
+    if source.config_file:
+        path = config.source_path(source.config_file)
+        parser = configparser.ConfigParser(interpolation=None, strict=False,
+                                           default_section="\0")
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error:
+            return []  # oslo read it; what it refused was said there
+        said += [(str(path), section, option) for section in parser.sections()
+                 for option in parser[section]]
+    warnings = []
+    for where, section, option in said:
+        problem = _option_problem(conf, images, section, option)
+        if problem:
+            place = f"[{section}] {option}" if option else f"[{section}]"
+            warnings.append(f"{where}: {place}: {problem}")
+    return list(dict.fromkeys(warnings))
+
+
+def _option_problem(conf: Any, images: set[str], section: str, option: str) -> str | None:
+    if section == "DEFAULT":
+        if option in NOT_USED:
+            return NOT_USED[option]
+        return None if option in conf else "kolla-build has no such option"
+    if section == "profiles" or section.endswith("-user"):
+        return None
+    if section in images or any(section.startswith(f"{image}-{kind}-")
+                                for image in images for kind in ("plugin", "additions")):
+        return None if option in SOURCE_OPTIONS else (
+            "not a source option (" + ", ".join(sorted(SOURCE_OPTIONS)) + ")")
+    return "names no image of Kolla's tree, nor a plugin or addition of one"
 
 
 def _unbuildable(conf: Any, source: Any) -> list[str]:

@@ -9,8 +9,8 @@ kolla's own code reads the sections (`KollaWorker.build_image_list`); one source
 and archived by `buildlib.sources` (a tarball downloaded once, a git commit by `git
 archive`, a local folder under its own name). Archives are made only for what a
 Dockerfile ADDs or COPYs, written byte for byte the same for the same content, so the
-image's key follows the content. A download or clone happens only in runs that build
-(`fetching(True)`); others use what is already here and say what a build would fetch.
+image's key follows the content. A download or clone happens only for the images a run builds
+(`fetching`); others use what is already here and say what a build would fetch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import io
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,18 +36,25 @@ if TYPE_CHECKING:
 
 COMBINED = ("plugins", "additions")  # kolla-build's archives of several sources
 GIT_TIMEOUT = 600  # seconds for one clone or fetch of a remote git source
-_fetching: contextvars.ContextVar[bool] = contextvars.ContextVar("fetching", default=False)
+_fetching: contextvars.ContextVar[Collection[str] | bool] = contextvars.ContextVar(
+    "fetching", default=False)
 
 
 @contextlib.contextmanager
-def fetching(allowed: bool) -> Iterator[None]:
-    """Whether loads in this block may download tarballs and clone repositories (a run
-    that builds); otherwise a source not here yet is one that a build would fetch."""
+def fetching(allowed: Collection[str] | bool) -> Iterator[None]:
+    """Whether loads in this block may download tarballs and clone repositories (True,
+    or for these images: a run that builds them); otherwise a source not here yet is one
+    that a build would fetch."""
     token = _fetching.set(allowed)
     try:
         yield
     finally:
         _fetching.reset(token)
+
+
+def _may_fetch(image: str) -> bool:
+    allowed = _fetching.get()
+    return allowed if isinstance(allowed, bool) else image in allowed
 
 
 class _NotFetched(Exception):
@@ -104,7 +111,7 @@ def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str
     if kind == "url":
         pinned = (entry.get("sha256") or {}).get(debian_arch)
         source = Source(url=location, sha256=pinned)
-        if not _fetching.get() and not location.startswith("file:") \
+        if not _may_fetch(image) and not location.startswith("file:") \
                 and not _downloaded(config, name, location):
             raise _NotFetched(location)
     elif kind == "git":
@@ -131,12 +138,12 @@ def _downloaded(config: Config, name: str, url: str) -> bool:
 
 def _git_repository(config: Config, image: str, name: str, location: str) -> str:
     """A local repository as it is; a remote one mirrored under {build_dir}/sources/git
-    (cloned once, fetched again by each run that builds), as kolla-build clones it."""
+    (cloned once, fetched again by each run that builds the image), as kolla-build clones it."""
     if Path(os.path.expanduser(location)).is_dir():
         return os.path.expanduser(location)
     mirror = config.build_dir / "sources" / "git" / \
         f"{hashlib.sha256(location.encode()).hexdigest()[:16]}.git"
-    if not _fetching.get():
+    if not _may_fetch(image):
         if mirror.is_dir():
             return str(mirror)
         raise _NotFetched(location)

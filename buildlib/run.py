@@ -323,9 +323,13 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     status 1, before doit could print a traceback."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        with kolla_sources.fetching(invocation.builds):  # read-only commands download nothing
-            proj = project.load(_config_path(tree_dir))
+        proj = project.load(_config_path(tree_dir))  # read-only: downloads nothing
         selection = _selection(proj)
+        if invocation.builds and any(proj.plans[name].context.fetches
+                                     for name in selection.selected):
+            with kolla_sources.fetching(selection.selected):  # Kolla's sources it builds
+                proj = project.load(_config_path(tree_dir))
+            selection = _selection(proj)
         pins = _pins(proj)
         from_registry = _cache_mode(proj) == "registry"
         if invocation.takes_lock:
