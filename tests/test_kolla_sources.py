@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildlib import kolla_sources, project
+from buildlib import kolla_sources, project, watch
 from buildlib.errors import InputError
 
 NOVA = ("nova-base", "nova-base-plugin-blazar")
@@ -168,6 +168,7 @@ location = {extra}
     assert [m[0] for m in members(context.files["additions-archive"])] == [
         "additions", "additions/extra", "additions/extra/notes.txt"]
     assert context.follows == (checkout, extra)  # `imagebake watch` follows these
+    assert {checkout / "setup.py", extra / "notes.txt"} <= watch.tree_inputs(path)
 
     # editing the checkout changes nova-base's key, and no other image's own inputs
     before = {name: plan.sources.key for name, plan in project.load(path).plans.items()}
