@@ -118,7 +118,7 @@ def expand(config: Config
         texts = {name: probe.finish(renderer.render(name)) for name in images}
     parents = {name: _parent(expanded, name, texts[name]) for name in images}
     with _quiet_kolla():
-        kolla_images = _kolla_images(worker, templates)
+        kolla_images = _kolla_images(config, worker, templates)
     for warning in _not_used(config, conf, set(templates)):
         print(f"warning: {warning}", file=sys.stderr)
     made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name])
@@ -204,9 +204,11 @@ def _utc(timestamp: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
 
 
-def _kolla_images(worker: Any, templates: dict[str, str]) -> dict[str, Any]:
+def _kolla_images(config: Config, worker: Any, templates: dict[str, str]) -> dict[str, Any]:
     """kolla-build's own Image of each template (`build_image_list`): its source, plugins,
     additions and labels as kolla reads them from its configuration."""
+    from oslo_config import cfg
+
     with tempfile.TemporaryDirectory(prefix="imagebake-kolla-") as tmp:
         paths = []
         for name in templates:  # kolla reads only the FROM line of each
@@ -214,7 +216,12 @@ def _kolla_images(worker: Any, templates: dict[str, str]) -> dict[str, Any]:
             (Path(tmp) / name / "Dockerfile").write_text(f"FROM {PROBE}\n", encoding="utf-8")
             paths.append(str(Path(tmp) / name))
         worker.docker_build_paths, worker.images = paths, []
-        worker.build_image_list()
+        try:
+            worker.build_image_list()
+        except (cfg.Error, ValueError) as err:  # e.g. `type = svn` in a source section
+            raise InputError(config.path, f"kolla: kolla-build's configuration refuses it: "
+                             f"{err}", fix="correct the section of kolla-build.conf it "
+                             "names") from None
     return {image.name: image for image in worker.images}
 
 

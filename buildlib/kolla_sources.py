@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 
 COMBINED = ("plugins", "additions")  # kolla-build's archives of several sources
 GIT_TIMEOUT = 600  # seconds for one clone or fetch of a remote git source
+FIXES = {
+    "url": "correct `location` (or `sha256`) in [{name}] of kolla-build.conf, or "
+           "tarballs_base (kolla.options or [DEFAULT]); or check the network",
+    "git": "correct `location` or `reference` in [{name}] of kolla-build.conf",
+    "local": "correct `location` in [{name}] of kolla-build.conf: an existing folder or "
+             "file (a relative path starts at the directory of images.yaml)",
+}
 _fetching: contextvars.ContextVar[Collection[str] | bool] = contextvars.ContextVar(
     "fetching", default=False)
 
@@ -124,10 +131,9 @@ def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str
     try:
         return sources.archive(config, image, name, source)
     except InputError as err:
-        raise InputError(config.path, f"kolla source [{name}] ({kind} {location}): "
-                         f"{err.problem}", image=image,
-                         fix=f"correct [{name}] in kolla-build.conf (or kolla.options "
-                         f"for tarballs_base), or: {err.fix}") from None
+        problem = err.problem.removeprefix(f"sources.{name}: ")
+        raise InputError(config.path, f"kolla source [{name}] ({kind} {location}): {problem}",
+                         image=image, fix=FIXES[kind].format(name=name)) from None
 
 
 def _downloaded(config: Config, name: str, url: str) -> bool:

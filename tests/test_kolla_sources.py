@@ -224,3 +224,16 @@ type = local
     assert f"warning: {conf}: [no-such-image] type: names no image" in err
     assert "warning: images.yaml kolla.options: [DEFAULT] threads: use `-n N`" in err
     assert "[nova-base] type" not in err
+
+
+def test_a_bad_source_section_is_one_error_naming_it(tmp_path: Path) -> None:
+    path = tree(tmp_path, "[nova-base]\ntype = svn\nlocation = /x\n")
+    with pytest.raises(InputError) as info:
+        project.load(path)
+    assert "'svn'" in info.value.problem and "kolla-build.conf" in info.value.fix
+    path = tree(tmp_path, f"[nova-base]\ntype = local\nlocation = {tmp_path / 'gone'}\n")
+    with pytest.raises(InputError) as info:
+        project.load(path)
+    assert info.value.image == "nova-base"
+    assert f"kolla source [nova-base] (local {tmp_path / 'gone'})" in info.value.problem
+    assert "`location` in [nova-base]" in info.value.fix
