@@ -121,7 +121,8 @@ def expand(config: Config
         kolla_images = _kolla_images(config, worker, templates)
     for warning in _not_used(config, conf, set(templates)):
         print(f"warning: {warning}", file=sys.stderr)
-    made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name])
+    args = _build_args(conf)
+    made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name], args)
             for name, image in kolla_images.items()}
     images = {name: named_image(replace(image, parent=parents[name], labels=made[name].labels,
                                         args=made[name].args, files=made[name].files), name)
@@ -235,12 +236,18 @@ class Made:
     sourced: kolla_sources.Sourced
 
 
-def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str) -> Made:
-    """The labels and build args kolla-build gives the image's build (`update_buildargs`)
-    and the archives of its sources its Dockerfile reads, under images.yaml's own."""
+def _build_args(conf: Any) -> dict[str, str]:
+    """kolla-build's build args (its own `update_buildargs`): `build_args`, the proxy
+    variables of the environment, the pip index options."""
     from kolla.image.tasks import BuildTask
 
-    args = BuildTask.update_buildargs(SimpleNamespace(conf=conf)) or {}
+    return BuildTask.update_buildargs(SimpleNamespace(conf=conf)) or {}
+
+
+def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str,
+                          args: dict[str, str]) -> Made:
+    """The labels and build args kolla-build gives the image's build and the archives of
+    its sources its Dockerfile reads, under images.yaml's own."""
     settings, own = config.settings, config.images[image.name]
     wanted = {path for _, path in render.context_sources(dockerfile)} \
         - {f"{name}-archive" for name in own.sources}  # images.yaml's `sources:` win
