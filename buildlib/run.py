@@ -325,9 +325,9 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     try:
         proj = project.load(_config_path(tree_dir))  # read-only: downloads nothing
         selection = _selection(proj)
-        if invocation.builds and any(proj.plans[name].context.fetches
-                                     for name in selection.selected):
-            with kolla_sources.fetching(selection.selected):  # Kolla's sources it builds
+        building = _building(proj, selection, invocation) if invocation.builds else set()
+        if any(proj.plans[name].context.fetches for name in building):
+            with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
                 proj = project.load(_config_path(tree_dir))
             selection = _selection(proj)
         pins = _pins(proj)
@@ -355,6 +355,21 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _on_signal)
     return run
+
+
+def _building(proj: project.Project, selection: graph.Selection,
+              invocation: Invocation) -> set[str]:
+    """The images a building run may build: the selection, or, when it names only
+    `build:<image>`/`push:<image>` tasks, those images and their ancestors in it."""
+    named = [task.partition(":")[2] for task in invocation.tasks]
+    if not invocation.tasks or not all(named):
+        return set(selection.selected)
+    wanted: set[str] = set()
+    for name in named:
+        while name in proj.graph.parents and name not in wanted:
+            wanted.add(name)
+            name = proj.graph.parents[name]
+    return wanted & selection.selected
 
 
 def _cache_mode(proj: project.Project) -> str:

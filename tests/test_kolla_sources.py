@@ -237,3 +237,20 @@ def test_a_bad_source_section_is_one_error_naming_it(tmp_path: Path) -> None:
     assert info.value.image == "nova-base"
     assert f"kolla source [nova-base] (local {tmp_path / 'gone'})" in info.value.problem
     assert "`location` in [nova-base]" in info.value.fix
+
+
+def test_a_run_fetches_for_the_images_its_tasks_build() -> None:
+    from conftest import REPO
+
+    from buildlib import graph, run
+
+    proj = project.load(REPO / "images.yaml")
+    everything = graph.select(proj.graph, [], [])
+
+    def building(*argv: str) -> set[str]:
+        return run._building(proj, everything, run.parse_argv(list(argv)))
+
+    assert building("build:nova-api") == {"nova-api", "nova-base", "openstack-base", "base"}
+    assert building("push:cron", "build:cron") == {"cron", "base"}
+    assert building("build") == building() == building("build:cron", "push") \
+        == set(proj.graph.parents)
