@@ -131,10 +131,11 @@ def status_task(run: Run) -> dict[str, Any]:
 
 def render_task(run: Run) -> dict[str, Any]:
     """Build nothing; write each selected image's Dockerfile and build context."""
+    where = report.display_path(run.project.build_dir)
     return {
         "basename": "render",
-        "doc": "write {build_dir}/<image>/Dockerfile and context/ of every selected image "
-               "(kolla-build --template-only); builds nothing",
+        "doc": f"write {where}/<image>/Dockerfile and context/ of each selected image, build "
+               "nothing (kolla-build --template-only)",
         "actions": [(_render, [run])],
         "uptodate": [False],
         "verbosity": 2,
