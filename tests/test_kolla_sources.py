@@ -254,3 +254,30 @@ def test_a_run_fetches_for_the_images_its_tasks_build() -> None:
     assert building("push:cron", "build:cron") == {"cron", "base"}
     assert building("build") == building() == building("build:cron", "push") \
         == set(proj.graph.parents)
+
+
+def test_a_remote_git_source_is_mirrored_and_followed_by_building_runs(tmp_path: Path) -> None:
+    upstream = tmp_path / "upstream" / "gnocchi"
+    upstream.mkdir(parents=True)
+    git(upstream, "init", "-q", "-b", "main")
+    (upstream / "setup.py").write_text("# gnocchi 1\n")
+    git(upstream, "add", "setup.py")
+    git(upstream, "commit", "-q", "-m", "one")
+    path = tree(tmp_path, f"[gnocchi-base]\ntype = git\nlocation = file://{upstream}\n"
+                          "reference = main\n")
+
+    assert project.load(path).plans["gnocchi-base"].context.fetches == {
+        "gnocchi-base-archive": f"file://{upstream}"}  # a dry run clones nothing
+    with kolla_sources.fetching({"gnocchi-base"}):
+        first = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+    with tarfile.open(first) as tar:  # as kolla-build names its clone
+        assert tar.extractfile("gnocchi-base-archive-main/setup.py").read() == b"# gnocchi 1\n"
+
+    (upstream / "setup.py").write_text("# gnocchi 2\n")
+    git(upstream, "commit", "-q", "-am", "two")
+    stale = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+    assert stale == first  # a dry run uses the mirror as it is
+    with kolla_sources.fetching({"gnocchi-base"}):
+        second = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+    with tarfile.open(second) as tar:
+        assert tar.extractfile("gnocchi-base-archive-main/setup.py").read() == b"# gnocchi 2\n"
