@@ -261,9 +261,11 @@ def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str
 
 def _debian_arch(conf: Any) -> str:
     """kolla's arch name of a `sha256` pin (its option in newer releases)."""
+    from oslo_config import cfg
+
     try:
         return conf.debian_arch
-    except Exception:  # an older release: derived from base_arch as kolla derives it
+    except cfg.NoSuchOptError:  # an older release: derived from base_arch as kolla does
         return "arm64" if conf.base_arch == "aarch64" else "amd64"
 
 
