@@ -118,8 +118,7 @@ def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str
     if kind == "url":
         pinned = (entry.get("sha256") or {}).get(debian_arch)
         source = Source(url=location, sha256=pinned)
-        if not _may_fetch(image) and not location.startswith("file:") \
-                and not _downloaded(config, name, location):
+        if not _may_fetch(image) and not _here(config, name, location):
             raise _NotFetched(location)
     elif kind == "git":
         source = Source(git=_git_repository(config, image, name, location), ref=entry["reference"])
@@ -136,8 +135,15 @@ def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str
                          image=image, fix=FIXES[kind].format(name=name)) from None
 
 
-def _downloaded(config: Config, name: str, url: str) -> bool:
-    """Whether `buildlib.sources` has this tarball already (its download's file name)."""
+def _here(config: Config, name: str, url: str) -> bool:
+    """Whether the tarball is on this machine: a file:// URL's file, or a download
+    `buildlib.sources` made already (its file name)."""
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path)).is_file()
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return (config.build_dir / "sources" / f"{name}-{digest}.tar").exists()
 

@@ -281,3 +281,18 @@ def test_a_remote_git_source_is_mirrored_and_followed_by_building_runs(tmp_path:
         second = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
     with tarfile.open(second) as tar:
         assert tar.extractfile("gnocchi-base-archive-main/setup.py").read() == b"# gnocchi 2\n"
+
+
+def test_a_file_tarballs_base_is_read_where_it_is_and_missing_only_for_what_is_built(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "tarballs"
+    path = tree(tmp_path, tarballs_base=f"file://{folder}")
+    release = branch(path)
+    nova = tarball(folder / f"openstack/nova/nova-{release}.tar.gz", "nova-1", {"a": "b"})
+    plans = project.load(path).plans
+    assert plans["nova-base"].context.files["nova-base-archive"].read_bytes() == nova
+    assert plans["aodh-base"].context.fetches == {  # not there: only a build of it fails
+        "aodh-base-archive": f"file://{folder}/openstack/aodh/aodh-{release}.tar.gz"}
+    with pytest.raises(InputError) as info, kolla_sources.fetching({"aodh-base"}):
+        project.load(path)
+    assert info.value.image == "aodh-base" and "does not exist" in info.value.problem
