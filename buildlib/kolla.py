@@ -11,74 +11,309 @@ as kolla-build reads it. Nothing of Kolla is copied here: it is all imported.
 from __future__ import annotations
 
 import contextlib
-import functools
+import datetime
 import importlib.util
+import logging
 import os
 import pickle
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from buildlib import render
+from buildlib import kolla_sources, render
 from buildlib.config import Config, Image, Jinja, named_image
 from buildlib.errors import InputError
 
 TEMPLATE = "Dockerfile.j2"
-FILTERS = {"customizable": "kolla.template.filters:customizable"}
-GLOBALS = {name: f"kolla.template.methods:{name}" for name in
-           ("debian_package_install", "handle_repos", "cleanup_repos", "raise_error")}
 # kolla-build options that imagebake's settings decide, so that references agree.
 FROM_SETTINGS = {"registry": "registry", "namespace": "namespace", "tag": "tag",
                  "image_name_prefix": "prefix"}
 INSTALL_FIX = "install it with `pip install .[kolla]` (or `pip install kolla`)"
+PROBE = "imagebake-probe"
+CAPTURE = "imagebake_capture"
+# kolla-build labels an image with the git commit of the folder kolla is installed in;
+# that follows this machine's checkout, not the image, so it is left out.
+MACHINE_LABELS = ("org.opencontainers.image.revision", "org.opencontainers.image.source")
+CREATED_LABEL = "org.opencontainers.image.created"
+# kolla-build options imagebake does not follow, and what to use instead where there is one.
+NOT_USED = {
+    **dict.fromkeys(("engine", "podman_base_url", "buildkit", "buildkit_builder", "cache",
+                     "debug", "quiet", "keep", "logs_dir", "work_dir", "list_images",
+                     "list_dependencies", "save_dependency", "summary", "summary_json_file",
+                     "template_only", "squash", "squash_cleanup", "squash_tmp_dir",
+                     "network_mode", "retries", "allowed_to_fail", "skip_existing",
+                     "skip_parents"), "imagebake does not use it"),
+    "docker_dir": "imagebake does not merge extra template folders (use kolla.docker)",
+    "apt_sources_list": "imagebake does not copy it into base's context (use "
+                        "images.base.files: {sources.list: PATH})",
+    "apt_preferences": "imagebake does not copy it into base's context (use "
+                       "images.base.files: {apt_preferences: PATH})",
+    "patches_path": "imagebake does not copy patches into the contexts",
+    "push": "use `imagebake push`", "push_threads": "imagebake does not use it",
+    "threads": "use `-n N` or settings.jobs", "pull": "imagebake pulls a base only when "
+    "storage lacks it", "timeout": "imagebake's downloads keep their own deadline",
+    "platform": "use settings.platforms", "format": "use settings.format",
+    "regex": "use `images=`", "profile": "use `profile=`",
+    "enable_unbuildable": "use kolla.enable_unbuildable",
+    "template_override": "use kolla.template_overrides",
+}
+SOURCE_OPTIONS = {"type", "location", "reference", "enabled", "sha256", "version"}
 
 
-def expand(config: Config) -> tuple[Config, dict[str, str]]:
-    """The config with Kolla's images, variables, filters, profiles and exclusions, and
-    each image's rendered Dockerfile (which kolla-build writes with --template-only)."""
+@dataclass(frozen=True)
+class Probe:
+    """What the installed kolla's own `create_dockerfiles` gives every template, learnt by
+    letting it render one probe template: the values, the filters and functions (as
+    import paths), and the lines it inserts after the first FROM (`ARG PIP_INDEX_URL`...)."""
+
+    values: dict[str, Any]
+    filters: dict[str, str]
+    globals: dict[str, str]
+    after_from: list[str]
+
+    def finish(self, text: str) -> str:
+        """A rendered Dockerfile as kolla-build writes it: the lines after its first FROM."""
+        if not self.after_from:
+            return text
+        lines = text.split("\n")
+        for index, line in enumerate(lines):
+            if re.match(r"^FROM\s", line, re.IGNORECASE):
+                lines[index + 1:index + 1] = self.after_from
+                break
+        return "\n".join(lines)
+
+
+def expand(config: Config
+           ) -> tuple[Config, dict[str, str], dict[str, kolla_sources.Sourced]]:
+    """The config with Kolla's images, variables, filters, profiles, exclusions, labels,
+    build args and source archives; each image's rendered Dockerfile (which kolla-build
+    writes with --template-only); and what each image's sources would fetch."""
     source = config.kolla
     assert source is not None
     _require_kolla(config)
-    docker = _docker_dir(config)
     conf = _kolla_options(config)
+    with _quiet_kolla():
+        worker = _worker(config, conf)
+        docker = _docker_dir(config, worker)
+        probe = _probe(config, worker)
     templates = _find_templates(config, docker)
     images = _images(config, templates)
     expanded = replace(
         config,
         settings=replace(config.settings, templates=[str(docker)],
                          excludes=config.settings.excludes + _unbuildable(conf, source)),
-        vars={**template_values(config, conf), **config.vars},
+        vars={**probe.values, **config.vars},
         images=images,
         profiles={**_profiles(conf), **config.profiles},
-        jinja=Jinja(filters={**FILTERS, **config.jinja.filters},
-                    globals={**GLOBALS, **config.jinja.globals}),
+        jinja=Jinja(filters={**probe.filters, **config.jinja.filters},
+                    globals={**probe.globals, **config.jinja.globals}),
     )
     renderer = render.Renderer(expanded)
     with _repos_read_once():
-        texts = {name: _with_pip_args(renderer.render(name), conf) for name in images}
+        texts = {name: probe.finish(renderer.render(name)) for name in images}
     parents = {name: _parent(expanded, name, texts[name]) for name in images}
-    images = {name: named_image(replace(image, parent=parents[name]), name)
-              if name in templates else image for name, image in images.items()}
-    return replace(expanded, images=images), texts
+    with _quiet_kolla():
+        kolla_images = _kolla_images(config, worker, templates)
+    for warning in _not_used(config, conf, set(templates)):
+        print(f"warning: {warning}", file=sys.stderr)
+    args = _build_args(conf)
+    made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name], args)
+            for name, image in kolla_images.items()}
+    images = {name: named_image(replace(image, parent=parents[name], labels=made[name].labels,
+                                        args=made[name].args, files=made[name].files), name)
+              if name in made else image for name, image in images.items()}
+    return replace(expanded, images=images), texts, \
+        {name: made[name].sourced for name in made}
+
+
+@contextlib.contextmanager
+def _quiet_kolla() -> Iterator[None]:
+    """kolla logs what it finds at INFO (e.g. its templates folder): not ours to print."""
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _worker(config: Config, conf: Any) -> Any:
+    """kolla-build's own KollaWorker for these options, as `--template-only` makes it (no
+    container engine needed), with the image reference's parts from settings."""
+    from kolla.image.kolla_worker import KollaWorker
+
+    settings = config.settings
+    for option, value in (("registry", settings.registry), ("namespace", settings.namespace),
+                          ("tag", settings.tag), ("image_name_prefix", settings.prefix)):
+        conf.set_override(option, value)
+    conf.set_override("template_override", None)  # kolla.template_overrides: ours to render
+    with contextlib.suppress(Exception):  # buildah builds: kolla's engine client stays unused
+        conf.set_override("engine", "docker")
+    try:
+        return KollaWorker(conf)
+    except Exception as err:  # kolla's own exceptions, e.g. KollaDirNotFoundException
+        raise InputError(config.path, f"kolla: kolla-build cannot start: "
+                         f"{type(err).__name__}: {err}",
+                         fix="correct kolla.options or kolla.config_file, or reinstall "
+                         "kolla") from None
+
+
+def _probe(config: Config, worker: Any) -> Probe:
+    """Let kolla's `create_dockerfiles` render one template that records what it sees."""
+    import jinja2
+
+    captured: dict[str, Any] = {}
+
+    @jinja2.pass_context
+    def capture(context: Any) -> str:
+        shadowed = context.environment.globals
+        captured.update({key: value for key, value in context.get_all().items()
+                         if key not in shadowed or shadowed[key] is not value})
+        return ""
+
+    filters, methods = worker._get_filters(), worker._get_methods()
+    with tempfile.TemporaryDirectory(prefix="imagebake-kolla-") as tmp:
+        folder = Path(tmp) / PROBE
+        folder.mkdir()
+        (folder / TEMPLATE).write_text(f"FROM {PROBE}\n{{{{ {CAPTURE}() }}}}END",
+                                       encoding="utf-8")
+        worker.working_dir, worker.docker_build_paths = tmp, [str(folder)]
+        worker._get_methods = lambda: {**methods, CAPTURE: capture}
+        try:
+            worker.create_dockerfiles()
+        finally:
+            del worker._get_methods
+        written = (folder / "Dockerfile").read_text(encoding="utf-8").split("\n")
+    values = {key: value for key, value in captured.items() if key != "image_name"}
+    values["env"] = dict(values.get("env", os.environ))
+    if "build_date" in values:  # kolla-build: today's date; here the build timestamp's
+        values["build_date"] = _utc(config.timestamp).strftime("%Y%m%d")
+    return Probe(values=values, filters=_import_paths(filters),
+                 globals=_import_paths(methods), after_from=written[1:-1])
+
+
+def _import_paths(functions: dict[str, Any]) -> dict[str, str]:
+    return {name: f"{function.__module__}:{function.__qualname__}"
+            for name, function in functions.items()}
+
+
+def _utc(timestamp: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+
+
+def _kolla_images(config: Config, worker: Any, templates: dict[str, str]) -> dict[str, Any]:
+    """kolla-build's own Image of each template (`build_image_list`): its source, plugins,
+    additions and labels as kolla reads them from its configuration."""
+    from oslo_config import cfg
+
+    with tempfile.TemporaryDirectory(prefix="imagebake-kolla-") as tmp:
+        paths = []
+        for name in templates:  # kolla reads only the FROM line of each
+            (Path(tmp) / name).mkdir()
+            (Path(tmp) / name / "Dockerfile").write_text(f"FROM {PROBE}\n", encoding="utf-8")
+            paths.append(str(Path(tmp) / name))
+        worker.docker_build_paths, worker.images = paths, []
+        try:
+            worker.build_image_list()
+        except (cfg.Error, ValueError) as err:  # e.g. `type = svn` in a source section
+            raise InputError(config.path, f"kolla: kolla-build's configuration refuses it: "
+                             f"{err}", fix="correct the section of kolla-build.conf it "
+                             "names") from None
+    return {image.name: image for image in worker.images}
+
+
+@dataclass(frozen=True)
+class Made:
+    """What kolla-build gives one image's build besides its Dockerfile."""
+
+    labels: dict[str, Any]
+    args: dict[str, Any]
+    files: dict[str, str]
+    sourced: kolla_sources.Sourced
+
+
+def _build_args(conf: Any) -> dict[str, str]:
+    """kolla-build's build args (its own `update_buildargs`): `build_args`, the proxy
+    variables of the environment, the pip index options."""
+    from kolla.image.tasks import BuildTask
+
+    return BuildTask.update_buildargs(SimpleNamespace(conf=conf)) or {}
+
+
+def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str,
+                          args: dict[str, str]) -> Made:
+    """The labels and build args kolla-build gives the image's build and the archives of
+    its sources its Dockerfile reads, under images.yaml's own."""
+    settings, own = config.settings, config.images[image.name]
+    wanted = {path for _, path in render.context_sources(dockerfile)} \
+        - {f"{name}-archive" for name in own.sources}  # images.yaml's `sources:` win
+    sourced = kolla_sources.sourced(config, image, wanted, _debian_arch(conf))
+    return Made(labels={**_kolla_labels(config, image), **settings.labels, **own.labels},
+                args={**args, **settings.args, **own.args},
+                files={**{inner: str(path) for inner, path in sourced.files.items()},
+                       **own.files},
+                sourced=sourced)
+
+
+def _debian_arch(conf: Any) -> str:
+    """kolla's arch name of a `sha256` pin (its option in newer releases)."""
+    from oslo_config import cfg
+
+    try:
+        return conf.debian_arch
+    except cfg.NoSuchOptError:  # an older release: derived from base_arch as kolla does
+        return "arm64" if conf.base_arch == "aarch64" else "amd64"
+
+
+def _kolla_labels(config: Config, image: Any) -> dict[str, str]:
+    """The labels kolla-build sets on an image (none in releases that set none), with
+    the build timestamp for its build time."""
+    if not hasattr(image, "labels"):
+        return {}
+    labels = {key: value for key, value in image.labels.items() if key not in MACHINE_LABELS}
+    created = _utc(config.timestamp)
+    if CREATED_LABEL in labels:
+        labels[CREATED_LABEL] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    labels["build-date"] = created.strftime("%Y%m%d")  # kolla-build: when the build starts
+    return labels
 
 
 @contextlib.contextmanager
 def _repos_read_once() -> Iterator[None]:
-    """kolla's `handle_repos`/`cleanup_repos` parse repos.yaml (pure-Python YAML) at every
-    call: 480 parses, 8 s for one tree. While we render, they read each file once and get
-    a fresh copy of it per call; their own logic is untouched."""
+    """kolla's `handle_repos` parses repos.yaml (pure-Python YAML) at every call: 480
+    parses, 8 s for one tree. While we render, its YAML reader reads each file once and
+    hands out a fresh copy of it per call; kolla's own logic is untouched."""
     from kolla.template import methods
 
-    original = methods._load_repos
-    cached = functools.lru_cache(maxsize=None)(lambda override: pickle.dumps(original(override)))
-    methods._load_repos = lambda override=None: pickle.loads(cached(override))  # a fresh copy
+    original = methods.yaml
+    methods.yaml = _YamlReadOnce(original)
     try:
         yield
     finally:
-        methods._load_repos = original
+        methods.yaml = original
+
+
+class _YamlReadOnce:
+    """The yaml module, with `safe_load` of a named file parsed once (a fresh copy each)."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.parsed: dict[str, bytes] = {}
+
+    def safe_load(self, stream: Any) -> Any:
+        name = getattr(stream, "name", None)
+        if not isinstance(name, str):
+            return self.module.safe_load(stream)
+        if name not in self.parsed:
+            self.parsed[name] = pickle.dumps(self.module.safe_load(stream))
+        return pickle.loads(self.parsed[name])
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.module, attribute)
 
 
 def _require_kolla(config: Config) -> None:
@@ -87,12 +322,13 @@ def _require_kolla(config: Config) -> None:
                          "not installed", fix=INSTALL_FIX)
 
 
-def _docker_dir(config: Config) -> Path:
+def _docker_dir(config: Config, worker: Any) -> Path:
+    """`package`: where kolla-build finds its templates (its own search, which differs
+    by release: inside the package, or under <prefix>/share/kolla); else the path."""
     source = config.kolla
     assert source is not None
     if source.docker == "package":
-        import kolla  # the installed package keeps its templates in kolla/docker
-        folder = Path(kolla.__file__).parent / "docker"
+        folder = Path(worker.images_dir)
     else:
         folder = config.source_path(source.docker)
     if not (folder / "base" / TEMPLATE).is_file():
@@ -167,7 +403,8 @@ def _kolla_options(config: Config) -> Any:
             options_file.write_text(_ini(source.options), encoding="utf-8")
             files.append(str(options_file))
         try:
-            kolla_config.parse(conf, ["--base", source.base], prog="kolla-build",
+            kolla_config.parse(conf, ["--base", source.base, "--template-only"],
+                               prog="kolla-build",
                                default_config_files=files)
         except (cfg.Error, ValueError) as err:
             raise InputError(config.path, f"kolla: kolla-build's options refuse it: {err}",
@@ -198,63 +435,47 @@ def _ini(options: dict[str, Any]) -> str:
                                    for k, v in options.items())
 
 
-def template_values(config: Config, conf: Any) -> dict[str, Any]:
-    """What kolla-build passes to every template (KollaWorker.create_dockerfiles), with
-    the image reference's parts from settings; `image_name` and `tag` come per image."""
-    from kolla import version
-    from kolla.common import config as kolla_config
+def _not_used(config: Config, conf: Any, images: set[str]) -> list[str]:
+    """What kolla-build.conf and kolla.options say that imagebake does not follow: options
+    it leaves to kolla-build, options kolla-build does not know, sections naming no image."""
+    import configparser
 
-    settings = config.settings
-    package_type, package_manager = {"rocky": ("rpm", "dnf")}.get(conf.base, ("deb", "apt"))
-    return {
-        "base_distro": conf.base,
-        "base_image": conf.base_image,
-        "base_distro_tag": conf.base_tag,
-        "base_arch": conf.base_arch,
-        "repos_yaml": conf.repos_yaml,
-        "use_dumb_init": conf.use_dumb_init,
-        "base_package_type": conf.base_package_type or package_type,
-        "debian_arch": {"aarch64": "arm64", "x86_64": "amd64"}.get(conf.base_arch,
-                                                                    conf.base_arch),
-        "docker_healthchecks": conf.docker_healthchecks,
-        "supported_distro_name": kolla_config.DISTRO_PRETTY_NAME.get(conf.base),
-        "image_prefix": settings.prefix,
-        "namespace": "/".join(p for p in (settings.registry, settings.namespace) if p),
-        "openstack_release": conf.openstack_release,
-        "openstack_release_codename": conf.openstack_release_codename,
-        "openstack_branch": conf.openstack_branch,
-        "openstack_branch_slashed": conf.openstack_branch_slashed,
-        "maintainer": conf.maintainer,
-        "kolla_version": version.git_info or version.version_info.cached_version_string(),
-        "users": _users(conf),
-        "distro_package_manager": conf.distro_package_manager or package_manager,
-        "rpm_setup": _rpm_setup(conf),
-        "clean_package_cache": conf.clean_package_cache,
-        "patches_path": conf.patches_path,
-        "env": dict(os.environ),
-    }
+    source = config.kolla
+    assert source is not None
+    said: list[tuple[str, str, str]] = [  # (where, section, option)
+        ("images.yaml kolla.options", "DEFAULT", option.replace("-", "_"))
+        for option in source.options]
+    if source.config_file:
+        path = config.source_path(source.config_file)
+        parser = configparser.ConfigParser(interpolation=None, strict=False,
+                                           default_section="\0")
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error:
+            return []  # oslo read it; what it refused was said there
+        said += [(str(path), section, option) for section in parser.sections()
+                 for option in parser[section]]
+    warnings = []
+    for where, section, option in said:
+        problem = _option_problem(conf, images, section, option)
+        if problem:
+            place = f"[{section}] {option}" if option else f"[{section}]"
+            warnings.append(f"{where}: {place}: {problem}")
+    return list(dict.fromkeys(warnings))
 
 
-def _users(conf: Any) -> dict[str, dict[str, Any]]:
-    """Every `<name>-user` section, kolla's own and the config file's: uid, gid, group."""
-    from kolla.common import config as kolla_config
-
-    sections = {s for s in conf.list_all_sections() if s.endswith("-user")}
-    for section in sections - set(conf):
-        conf.register_opts(kolla_config.get_user_opts(None, None, group=section[:-5]),
-                           group=section)
-    names = sections | {name for name, _ in kolla_config.gen_all_user_opts()}
-    return {name[:-5]: {"uid": conf[name].uid, "gid": conf[name].gid,
-                        "group": conf[name].group} for name in names}
-
-
-def _rpm_setup(conf: Any) -> list[str]:
-    wanted = [repo for repo in conf.rpm_setup_config if repo is not None]
-    if not wanted:
-        return []
-    from kolla.image.kolla_worker import KollaWorker  # heavy: only when it is needed
-
-    return KollaWorker.build_rpm_setup(None, wanted)
+def _option_problem(conf: Any, images: set[str], section: str, option: str) -> str | None:
+    if section == "DEFAULT":
+        if option in NOT_USED:
+            return NOT_USED[option]
+        return None if option in conf else "kolla-build has no such option"
+    if section == "profiles" or section.endswith("-user"):
+        return None
+    if section in images or any(section.startswith(f"{image}-{kind}-")
+                                for image in images for kind in ("plugin", "additions")):
+        return None if option in SOURCE_OPTIONS else (
+            "not a source option (" + ", ".join(sorted(SOURCE_OPTIONS)) + ")")
+    return "names no image of Kolla's tree, nor a plugin or addition of one"
 
 
 def _unbuildable(conf: Any, source: Any) -> list[str]:
@@ -272,21 +493,6 @@ def _unbuildable(conf: Any, source: Any) -> list[str]:
 
 def _profiles(conf: Any) -> dict[str, list[str]]:
     return {name: list(conf.profiles[name]) for name in conf.profiles}
-
-
-def _with_pip_args(text: str, conf: Any) -> str:
-    """kolla-build's `ARG PIP_INDEX_URL` (and friends) after the first FROM, when set."""
-    args = [f"ARG {name}" for name, value in (
-        ("PIP_INDEX_URL", conf.pip_index_url), ("PIP_TRUSTED_HOST", conf.pip_trusted_host),
-        ("PIP_EXTRA_INDEX_URL", conf.pip_extra_index_url)) if value]
-    if not args:
-        return text
-    lines = text.split("\n")
-    for index, line in enumerate(lines):
-        if re.match(r"^FROM\s", line, re.IGNORECASE):
-            lines[index + 1:index + 1] = args
-            break
-    return "\n".join(lines)
 
 
 def _parent(config: Config, name: str, text: str) -> str | None:

@@ -226,14 +226,16 @@ class Project:
 def load(path: Path | str, fetch: bool = True) -> Project:
     """The project of this images.yaml; `fetch=False` downloads no `url:` source (a
     context then lacks a tarball not downloaded yet: `sources.unfetched`)."""
-    cfg, texts = config.load(path), {}
+    cfg, texts, sourced = config.load(path), {}, {}
     if cfg.kolla is not None:
-        cfg, texts = kolla.expand(cfg)
+        cfg, texts, sourced = kolla.expand(cfg)
     try:
         graph = Graph.build({name: image.parent for name, image in cfg.images.items()})
     except GraphError as err:
         raise InputError(cfg.path, err.problem, image=err.image, fix=err.fix) from None
     contexts = render.render_all(cfg, graph, texts)
+    for name, made in sourced.items():  # what Kolla's sources would fetch, and are made of
+        contexts[name] = replace(contexts[name], fetches=made.fetches, follows=made.folders)
     for name, image in cfg.images.items():
         if image.sources:
             context = contexts[name]

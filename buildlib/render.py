@@ -12,7 +12,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Container, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class Context:
     dockerfile: str
     files: dict[str, Path]  # each file's path inside the context -> its source on disk
     template: Path
+    fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
+    follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
@@ -76,7 +78,7 @@ class Context:
     def missing_sources(self) -> list[str]:
         """What the Dockerfile's COPY/ADD take from the context but the context lacks,
         e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
-        present = {"."}
+        present = {".", *self.fetches}
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))

@@ -49,6 +49,7 @@ from buildlib import (
     dispatch,
     doit_seam,
     graph,
+    kolla_sources,
     project,
     registry,
     storage,
@@ -62,8 +63,8 @@ UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
 # tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch", "export"}
-STORAGE_FREE_TASKS = {"export"}  # never read local image storage
+READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render"}
+STORAGE_FREE_TASKS = {"export", "render"}  # never read local image storage
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,11 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
         proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+        selection = _selection(proj, frozenset(_pins(proj)))
+        building = _building(proj, selection, invocation) if invocation.builds else set()
+        if any(proj.plans[name].context.fetches for name in building):
+            with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
+                proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         from_registry = _cache_mode(proj) == "registry"
@@ -354,6 +360,21 @@ def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> N
             sys.exit(1)
         said = "unchanged" if before == after else f"{before or 'not in storage'} -> {after}"
         print(f"pulled base image {base}: {said}")
+
+
+def _building(proj: project.Project, selection: graph.Selection,
+              invocation: Invocation) -> set[str]:
+    """The images a building run may build: the selection, or, when it names only
+    `build:<image>`/`push:<image>` tasks, those images and their ancestors in it."""
+    named = [task.partition(":")[2] for task in invocation.tasks]
+    if not invocation.tasks or not all(named):
+        return set(selection.selected)
+    wanted: set[str] = set()
+    for name in named:
+        while name in proj.graph.parents and name not in wanted:
+            wanted.add(name)
+            name = proj.graph.parents[name]
+    return wanted & selection.selected
 
 
 def _cache_mode(proj: project.Project) -> str:

@@ -46,6 +46,13 @@ def unfetched(config: Config, image: str) -> list[str]:
             and not _url_target(folder, name, source.url).exists()]
 
 
+def archive(config: Config, image: str, name: str, source: Source) -> Path:
+    """One source archived as `archives` archives it (Kolla's sources come this way)."""
+    found = _archive(config, image, name, source, config.build_dir / "sources", True)
+    assert found is not None  # (fetched)
+    return found
+
+
 def _archive(config: Config, image: str, name: str, source: Source, folder: Path,
              fetch: bool) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task}
+            "export": export_task, "render": render_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -128,6 +128,34 @@ def status_task(run: Run) -> dict[str, Any]:
         "uptodate": [probe],
         "verbosity": 2,
     }
+
+
+def render_task(run: Run) -> dict[str, Any]:
+    """Build nothing; write each selected image's Dockerfile and build context."""
+    where = report.display_path(run.project.build_dir)
+    return {
+        "basename": "render",
+        "doc": f"write {where}/<image>/Dockerfile and context/ of each selected image, build "
+               "nothing (kolla-build --template-only)",
+        "actions": [(_render, [run])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def _render(run: Run) -> Any:
+    """The Dockerfile as its template renders it (its own FROM line), and its context."""
+    names = _selected_in_order(run)
+    for name in names:
+        plan = run.project.plans[name]
+        try:
+            plan.own_workdir()
+        except project.ForeignFolder as err:
+            return TaskFailed(f"cannot render {name}: {err}")
+        plan.context.write(plan.dockerfile, plan.context_dir)
+    where = report.display_path(run.project.build_dir)
+    print(f"wrote the Dockerfile and context of {len(names)} images under {where}/<image>/")
+    return None
 
 
 def watch_task(run: Run) -> dict[str, Any]:

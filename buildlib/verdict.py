@@ -79,6 +79,8 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
     missing = plan.context.missing_sources()
     if missing:
         return verdict.add(Outcome.FAIL, f"its build context lacks {', '.join(missing)}")
+    if plan.context.fetches:  # (a run that builds fetches them first: their content decides)
+        return verdict.add(Outcome.BUILD, f"would fetch {', '.join(plan.context.fetches.values())}")
     standing = run.stands_on(name, saved_of)
     if isinstance(standing, str):
         outcome = Outcome.FAIL if standing.startswith("cannot") else Outcome.BUILD

@@ -40,6 +40,8 @@ def tree_inputs(config_path: Path, previous: frozenset[Path] = frozenset()) -> f
     files = {config_path} | render.templates_used(proj.config)
     for plan in proj.plans.values():
         files.update(plan.context.files.values())
+        for folder in plan.context.follows:  # a local source's checkout (Kolla's `local`)
+            files.update(path for path in folder.rglob("*") if path.is_file())
     return _outside(proj.build_dir, files)
 
 
