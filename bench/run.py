@@ -861,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="draws of the sleeps in benchmark 1")
     parser.add_argument("--makespan-only", action="store_true", help="benchmark 1 alone")
     parser.add_argument("--cache-only", action="store_true", help="benchmark 5 alone")
+    parser.add_argument("--noop-only", action="store_true",
+                        help="the no-op rows of the trees without RUN layers alone")
     args = parser.parse_args(argv)
     if REAL_BUILDAH is None:
         print("buildah is not installed: run `make setup`", file=sys.stderr)
@@ -883,6 +885,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache_only:
             results["cache"], cache_text = bench_cache(work, runner, plan)
             return finish(results, [cache_text], work, args.keep, started)
+        if args.noop_only:
+            parents = kolla_shape(plan.kolla_size, plan.seed)
+            results["noop"] = bench_sleepless(work, runner, plan, parents, args.always_run)
+            return finish(results, [noop_text(results["noop"])], work, args.keep, started)
         results["makespan"], makespan_text, kolla = bench_makespan(work, runner, plan, seeds)
         results["overhead"], overhead_text = bench_overhead(results["makespan"])
         texts = [makespan_text]
@@ -894,14 +900,7 @@ def main(argv: list[str] | None = None) -> int:
             build_how="critical-path-first in 1, RUN sleep included")
         results["edit"], edit_text = bench_edit(runner, kolla)
         remove_storage(work / "storage-a")
-        sleepless = [("kolla-no-run", kolla.parents, False, None),
-                     ("random", trees.random_parents(plan.noop_random, plan.seed),
-                      args.always_run, BENCH / f"profile-noop-{plan.noop_random}.txt")]
-        for label, parents, always_run, profile in sleepless:
-            built = build_sleepless(work, runner, label, parents, always_run)
-            noop[label] = bench_noop(work, runner, plan, built["tree"], profile)
-            noop[label].update(build_wall=built["wall"], build_how=built["how"])
-            remove_storage(work / f"storage-{label}")
+        noop.update(bench_sleepless(work, runner, plan, kolla.parents, args.always_run))
         results["noop"] = noop
         results["cache"], cache_text = bench_cache(work, runner, plan)
         texts += [noop_text(noop), edit_text, overhead_text, cache_text]
@@ -912,6 +911,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_sleepless(work: Path, runner: Runner, plan: Plan,
+                    kolla_parents: Mapping[str, str | None], always_run: bool
+                    ) -> dict[str, Any]:
+    """The no-op of Kolla's shape without RUN layers and of the random tree."""
+    noop = {}
+    sleepless = [("kolla-no-run", kolla_parents, False, None),
+                 ("random", trees.random_parents(plan.noop_random, plan.seed),
+                  always_run, BENCH / f"profile-noop-{plan.noop_random}.txt")]
+    for label, parents, run_steps, profile in sleepless:
+        built = build_sleepless(work, runner, label, parents, run_steps)
+        noop[label] = bench_noop(work, runner, plan, built["tree"], profile)
+        noop[label].update(build_wall=built["wall"], build_how=built["how"])
+        remove_storage(work / f"storage-{label}")
+    return noop
 
 
 def finish(results: dict[str, Any], texts: list[str], work: Path, keep: bool,
