@@ -99,7 +99,7 @@ def test_template_edit_rebuilds_exactly_that_subtree(tree: Tree) -> None:
 
 @pytest.mark.parametrize(("change", "rebuilt", "reason"), [
     ("context file", {"nova-api"}, "context file changed: start.sh"),
-    ("build arg", {"nova-conductor"}, "build arg changed: +WORKERS=4"),
+    ("build arg", {"nova-conductor"}, "build arg changed: +HTTP_PROXY=http://proxy:3128"),
     ("image var", {"nova-api"}, "rendered Dockerfile changed (template or vars)"),
     ("global var", EXAMPLE, "rendered Dockerfile changed (template or vars)"),
     ("label", {"cron"}, "label changed: +tier=infra"),
@@ -110,7 +110,9 @@ def test_each_kind_of_input_change_rebuilds_its_subtree(tree: Tree, change: str,
     if change == "context file":
         tree.edit("templates/nova-api/start.sh", "exec", "echo starting; exec")
     elif change == "build arg":
-        tree.edit_yaml(lambda d: d["images"]["nova-conductor"].update(args={"WORKERS": 4}))
+        # (a proxy: buildah gives every RUN step; an arg no ARG reads changes nothing)
+        tree.edit_yaml(lambda d: d["images"]["nova-conductor"].update(
+            args={"HTTP_PROXY": "http://proxy:3128", "UNREAD": 1}))
     elif change == "image var":
         tree.edit_yaml(lambda d: d["images"]["nova-api"]["vars"].update(port=8775))
     elif change == "global var":
