@@ -255,7 +255,7 @@ class BaseImages:
             return self._asked[reference]
 
     def _in_registry(self, ref: ImageRef) -> str | None:
-        client = Client(api_host(ref.domain), tls_verify=self.tls_verify,
+        client = Client(ref.api_host, tls_verify=self.tls_verify,
                         authfile=self.authfile_for(ref.domain))
         try:
             manifest = client.manifest(str(ref))
@@ -266,7 +266,3 @@ class BaseImages:
             return None  # unknown: the build pulls it, and says why it fails
         return manifest.config_digest if manifest else None
 
-
-def api_host(domain: str) -> str:
-    """Where a registry's API answers (docker.io's is elsewhere)."""
-    return "registry-1.docker.io" if domain == "docker.io" else domain

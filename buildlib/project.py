@@ -220,8 +220,10 @@ class Project:
     def registry_client(self) -> registry.Client:
         """The registry of this run's pushes: checked once, shared by every push."""
         settings = self.config.settings
-        return registry.Client(settings.registry, tls_verify=settings.tls_verify,
+        host = ImageRef.parse(next(iter(self.plans.values())).reference).api_host
+        return registry.Client(host, tls_verify=settings.tls_verify,
                                authfile=self.authfile, timeout=settings.push_timeout)
+
 
 def load(path: Path | str, fetch: bool = True) -> Project:
     """The project of this images.yaml; `fetch=False` downloads no `url:` source (a

@@ -39,6 +39,11 @@ class ImageRef:
         return cls(DEFAULT_DOMAIN, name, tag, digest or None, short=True)
 
     @property
+    def api_host(self) -> str:
+        """Where the registry's API answers (docker.io's is elsewhere)."""
+        return "registry-1.docker.io" if self.domain == DEFAULT_DOMAIN else self.domain
+
+    @property
     def repository(self) -> str:
         """`domain/path`, with docker.io's `library/` where a short name needs it."""
         return f"{self.domain}/{self.registry_path}"
