@@ -82,6 +82,8 @@ class Settings:
     args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     platforms: Platforms | None = None  # a manifest list of these; None: the native platform
+    keep_keys: NonNegativeInt | None = None  # prune after each build, keeping N old keys
+    push_jobs: PositiveInt = 4  # pushes at once, in their own pool beside the build jobs
 
 
 # `module:attr`, e.g. `kolla.template.filters:customizable`

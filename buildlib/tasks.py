@@ -18,14 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from doit import get_var
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, report
+from buildlib import builder, cache, dispatch, keys, pictures, project, prune, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
-from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options
+from buildlib.registry import DeletionRefused, RegistryError
+from buildlib.run import TRUE_WORDS, Run, export_options
 
 RESOLVED_FILE = "images.lock.json"
 
@@ -40,7 +41,7 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task}
+            "export": export_task, "prune": prune_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -68,7 +69,7 @@ def doit_config(run: Run) -> dict[str, Any]:
 def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`build` (every selected image) and one `build:<image>` per selected image."""
     yield {"basename": "build", "name": None,
-           "doc": "build every image that is out of date"}
+           "doc": "build every image that is out of date", **_prune_after(run)}
     for name in _selected_in_order(run):
         yield build_task(run, name)
 
@@ -96,7 +97,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
 def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
-           "doc": "build what is stale, then push what the registry lacks"}
+           "doc": "build what is stale, then push what the registry lacks", **_prune_after(run)}
     if not run.invocation.may_push:
         return  # a build: its no-op would pay for tasks it never runs
     for name in _selected_in_order(run):
@@ -175,6 +176,141 @@ def _resolve(run: Run, lock: Path) -> Any:
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
     print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
+    return None
+
+
+def prune_task(run: Run) -> dict[str, Any]:
+    """remove the images of old keys from local storage (keep=N dry=1 registry=1)"""
+    probe = StateProbe()
+    return {
+        "basename": "prune",
+        "doc": "remove this tree's images of old keys from local storage: keep=N (old keys "
+               "to keep per image), dry=1 (list only), registry=1 (the registry's key tags too)",
+        "actions": [(_prune, [run, probe])],
+        "uptodate": [probe],
+        "verbosity": 2,
+    }
+
+
+def _prune(run: Run, probe: StateProbe) -> Any:
+    try:
+        keep = _prune_keep(run.project)
+    except InputError as err:
+        return TaskFailed(f"error: {err}")
+    return prune_tree(run, keep, dry=_yes("dry"), registry=_yes("registry"),
+                      saved=lambda name: probe.values(f"build:{name}"))
+
+
+def _yes(name: str) -> bool:
+    return str(get_var(name, "")).lower() in TRUE_WORDS
+
+
+def _prune_keep(proj: project.Project) -> int:
+    text = str(get_var("keep", "") or "")
+    if not text:
+        return proj.config.settings.keep_keys or 0
+    if not text.isdigit():
+        raise InputError(proj.config.path, f"keep={text!r} is not a whole number >= 0",
+                         fix="write keep=N: how many old keys of each image to keep")
+    return int(text)
+
+
+def _prune_after(run: Run) -> dict[str, Any]:
+    """With `settings.keep_keys`, the group task of a run prunes once every image of it
+    succeeded (doit runs a group's action after all its tasks, and not when one failed)."""
+    keep = run.project.config.settings.keep_keys
+    if keep is None or not run.invocation.builds:
+        return {}
+    return {"actions": [(_prune_after_build, [run, keep])], "verbosity": 2}
+
+
+def _prune_after_build(run: Run, keep: int) -> Any:
+    print(f"pruning old keys (settings.keep_keys: {keep})")
+    return prune_tree(run, keep, dry=False, registry=False,
+                      saved=lambda name: run.images.get(name, {}))
+
+
+def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
+               saved: Callable[[str], dict[str, Any]]) -> Any:
+    """Prune the selected images' old keys: the registry's first when asked (the record
+    of this tree's keys still lists the keys local storage loses), then local storage."""
+    proj, names = run.project, _selected_in_order(run)
+    try:
+        contents = proj.buildah.contents()
+    except (StorageError, subprocess.CalledProcessError, OSError) as err:
+        return TaskFailed(f"error: cannot read local image storage: {err}")
+    record = prune.recorded(proj)
+    kept = prune.kept_tags(names, prune.current_tags(proj, names, contents, saved), record,
+                           keep)
+    failure = _prune_registry(run, names, kept, record, dry) if registry else None
+    plan = prune.plan_local(proj, names, contents, kept, record)
+    for line in prune.describe_local(plan, contents, dry):
+        print(line)
+    if dry:
+        print(f"would remove {len(plan.remove)} images of old keys and "
+              f"{len(plan.intermediates)} intermediate images, untag {len(plan.untag)} "
+              f"names; would free {_freed(plan.frees, contents)}")
+        return failure
+    result = prune.prune_local(proj, plan, contents)
+    print(f"removed {result.named} images of old keys and {result.images - result.named} "
+          f"intermediate images, untagged {result.untagged} names; freed "
+          f"{_freed(result.freed, contents)}")
+    _compact_record(proj, record)
+    if result.errors:
+        shown = "\n  ".join(result.errors[:10])
+        return TaskFailed(f"prune could not remove everything:\n  {shown}")
+    return failure
+
+
+def _freed(count: int, contents: Any) -> str:
+    if not contents.complete:
+        return "an unknown amount (storage lists no layers: extra read-only stores?)"
+    return prune.size(count)
+
+
+def _compact_record(proj: project.Project, record: dict[str, list[str]]) -> None:
+    """One line per key: still in local storage, or maybe in the registry (a registry prune
+    drops those it deleted)."""
+    prune.rewrite_record(proj, record)
+
+
+def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
+                    record: dict[str, list[str]], dry: bool) -> Any:
+    """Delete the manifests of old key tags of the selected images' repositories."""
+    from buildlib.registry import Reference
+
+    proj = run.project
+    client = proj.registry_client
+    repositories = {name: Reference.parse(proj.plans[name].reference).repository
+                    for name in names}
+    try:
+        tags = {name: {tag: client.digest(f"{proj.config.settings.registry}/{repo}:{tag}")
+                       for tag in client.tags(repo)}
+                for name, repo in repositories.items()}
+    except RegistryError as err:
+        return TaskFailed(f"error: registry prune: {err}")
+    plan = prune.plan_registry(repositories, tags, kept, record)
+    host = proj.config.settings.registry
+    for where, why in sorted(plan.kept.items()):
+        print(f"kept {host}/{where}: {why}")
+    deleted: set[tuple[str, str]] = set()
+    for where, old in sorted(plan.delete.items()):
+        repo, _, digest = where.partition("@")
+        print(f"{'would delete' if dry else 'deleting'} {host}/{where} (tags {', '.join(old)})")
+        if dry:
+            continue
+        try:
+            client.delete_manifest(repo, digest)
+        except DeletionRefused as err:
+            return TaskFailed(f"error: {err}")
+        except RegistryError as err:
+            return TaskFailed(f"error: registry prune: {err}")
+        name = next(n for n, r in repositories.items() if r == repo)
+        deleted.update((name, tag) for tag in old)
+    print(f"{'would delete' if dry else 'deleted'} {len(plan.delete)} manifests of old keys "
+          f"from {host} (its storage frees their blobs at its garbage collection)")
+    for name, tag in deleted:
+        record[name].remove(tag)
     return None
 
 
@@ -336,6 +472,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.images[name] = values
+    prune.remember(proj, name, values)
     run.ask_for_children(name)
     return values
 
@@ -356,6 +493,7 @@ def _build_platforms(run: Run, name: str, task: Any) -> Any:
             OSError) as err:
         return TaskFailed(str(err))
     run.images[name] = values
+    prune.remember(proj, name, values)
     return values
 
 

@@ -49,7 +49,7 @@ storage:
   filesystem:
     rootdirectory: {storage}
   delete:
-    enabled: true
+    enabled: {deletion}
   maintenance:
     uploadpurging:
       enabled: false
@@ -86,6 +86,7 @@ class Registry:
     user: str | None = None
     password: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+    deletion: bool = True  # `storage: delete: enabled`: manifests may be deleted
 
     @property
     def address(self) -> str:
@@ -107,7 +108,8 @@ class Registry:
             pytest.fail("docker-registry is not installed: run `make test`, which installs it")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = CONFIG.format(storage=self.workdir / "storage", port=self.port,
-                               secret=secrets.token_hex(16))
+                               secret=secrets.token_hex(16),
+                               deletion=str(self.deletion).lower())
         if self.user is not None:
             import bcrypt  # the test extra; only the auth fixture needs it
 
@@ -233,13 +235,15 @@ class Registry:
         return json.loads(self.request("GET", "/v2/_catalog").body).get("repositories") or []
 
 
-def start_registry(workdir: Path, auth: bool = False) -> Registry:
-    """Start a registry on a free port (retrying if another process took the port meanwhile)."""
+def start_registry(workdir: Path, auth: bool = False, deletion: bool = True) -> Registry:
+    """Start a registry on a free port (retrying if another process took the port meanwhile);
+    `deletion=False`: one that refuses to delete manifests (HTTP 405 UNSUPPORTED)."""
     user, password = (f"user-{secrets.token_hex(3)}", secrets.token_urlsafe(18)) if auth \
         else (None, None)
     error: Exception | None = None
     for attempt in range(3):
-        registry = Registry(workdir / f"registry-{attempt}", free_port(), user, password)
+        registry = Registry(workdir / f"registry-{attempt}", free_port(), user, password,
+                            deletion=deletion)
         try:
             return registry.start()
         except RuntimeError as exc:
