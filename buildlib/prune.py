@@ -36,6 +36,7 @@ RECORD_FILE = "keys.jsonl"
 KEY_NAME = re.compile(rf"^{re.escape(LOCAL_KEY_REPOSITORY)}/(?P<image>[^:]+):"
                       rf"(?P<tag>{keys.KEY_TAG_PREFIX}[0-9a-f]+)$")
 _record_lock = threading.Lock()
+remembered: set[str] = set()  # the images this process built or found by their key
 
 
 # -- the tree's record of its keys --------------------------------------------------------
@@ -55,6 +56,7 @@ def remember(proj: Project, name: str, values: Mapping[str, Any]) -> None:
                     for tag in tags)
     with _record_lock, record_path(proj).open("a") as out:
         out.write(lines)
+        remembered.add(name)
 
 
 def recorded(proj: Project) -> dict[str, list[str]]:

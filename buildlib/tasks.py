@@ -14,6 +14,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from doit import get_var
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, prune, report
+from buildlib import buildah, builder, cache, dispatch, keys, pictures, project, prune, report
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
 from buildlib.registry import DeletionRefused, RegistryError
@@ -61,7 +62,8 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish,
+        "reporter": report.reporter_for(run.project, run.selection, run.jobs,
+                                        lambda: _finish(run),
                                         run.likely_builds, run.last_report),
     }
 
@@ -69,7 +71,7 @@ def doit_config(run: Run) -> dict[str, Any]:
 def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`build` (every selected image) and one `build:<image>` per selected image."""
     yield {"basename": "build", "name": None,
-           "doc": "build every image that is out of date", **_prune_after(run)}
+           "doc": "build every image that is out of date"}
     for name in _selected_in_order(run):
         yield build_task(run, name)
 
@@ -97,7 +99,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
 def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`push` (every selected image) and one `push:<image>` each, after its build."""
     yield {"basename": "push", "name": None,
-           "doc": "build what is stale, then push what the registry lacks", **_prune_after(run)}
+           "doc": "build what is stale, then push what the registry lacks"}
     if not run.invocation.may_push:
         return  # a build: its no-op would pay for tasks it never runs
     for name in _selected_in_order(run):
@@ -215,19 +217,19 @@ def _prune_keep(proj: project.Project) -> int:
     return int(text)
 
 
-def _prune_after(run: Run) -> dict[str, Any]:
-    """With `settings.keep_keys`, the group task of a run prunes once every image of it
-    succeeded (doit runs a group's action after all its tasks, and not when one failed)."""
+def _finish(run: Run) -> None:
+    """The end of a run, after its summary: with `settings.keep_keys`, a run that built
+    something and in which every selected image was built or found prunes old keys; then
+    `Run.finish`."""
     keep = run.project.config.settings.keep_keys
-    if keep is None or not run.invocation.builds:
-        return {}
-    return {"actions": [(_prune_after_build, [run, keep])], "verbosity": 2}
-
-
-def _prune_after_build(run: Run, keep: int) -> Any:
-    print(f"pruning old keys (settings.keep_keys: {keep})")
-    return prune_tree(run, keep, dry=False, registry=False,
-                      saved=lambda name: run.images.get(name, {}))
+    if (keep is not None and prune.remembered and not buildah.stop_signal()
+            and run.selection.selected <= set(run.images)):
+        print(f"pruning old keys (settings.keep_keys: {keep})")
+        failed = prune_tree(run, keep, dry=False, registry=False,
+                            saved=lambda name: run.images.get(name, {}))
+        if isinstance(failed, TaskFailed):
+            print(f"warning: {failed.message}", file=sys.stderr)
+    run.finish()
 
 
 def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,

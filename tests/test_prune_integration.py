@@ -155,3 +155,20 @@ def test_registry_prune_says_when_the_registry_refuses_deletion(tree: Tree,
         assert sorted(server.tags("kolla/base")) == sorted(before)
     finally:
         server.stop()
+
+
+def test_keep_keys_prunes_after_each_build_keeping_that_many_old_keys(tree: Tree) -> None:
+    tree.edit_yaml(lambda data: data.update(images={"base": data["images"]["base"],
+                                                   "cron": data["images"]["cron"]}))
+    tree.settings(keep_keys=1)
+    for generation in range(3):
+        edit_base(tree, generation)
+        result = tree.doit("build")
+    assert "pruning old keys (settings.keep_keys: 1)" in result.stdout
+    by_image: dict[str, int] = {}
+    for name in key_names(tree):
+        image = KEY_NAME.match(name)["image"]
+        by_image[image] = by_image.get(image, 0) + 1
+    assert by_image == {"base": 2, "cron": 2}  # the current key and the one before
+    tree.doit("build")
+    assert set(tree.statuses().values()) == {"up-to-date"}
