@@ -23,7 +23,18 @@ from doit import get_var
 from doit.dependency import UptodateCalculator
 from doit.exceptions import TaskFailed
 
-from buildlib import buildah, builder, cache, dispatch, keys, pictures, project, prune, report
+from buildlib import (
+    buildah,
+    builder,
+    cache,
+    dispatch,
+    keys,
+    pictures,
+    project,
+    prune,
+    pushpool,
+    report,
+)
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.errors import InputError
 from buildlib.registry import DeletionRefused, RegistryError
@@ -62,9 +73,9 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection, run.jobs,
-                                        lambda: _finish(run),
-                                        run.likely_builds, run.last_report),
+        "reporter": _pooled_pushes(run, report.reporter_for(
+            run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
+            run.last_report)),
     }
 
 
@@ -112,10 +123,10 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "name": name,
         "doc": f"push {plan.reference}",
         "title": lambda task: _push_title(run, name),
-        "actions": [(_push, [run, name])],
+        "actions": [(_hand_over_push, [run, name])],
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
-        "meta": {"image": name, "kind": "push", "log": plan.push_log},
+        "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": True},
         "verbosity": 2 if run.verbose else 1,
     }
 
@@ -230,6 +241,8 @@ def _finish(run: Run) -> None:
         if isinstance(failed, TaskFailed):
             print(f"warning: {failed.message}", file=sys.stderr)
     run.finish()
+    if push_pool(run).failed:  # doit saw each push handed over, not how it ended
+        sys.exit(1)
 
 
 def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
@@ -504,6 +517,89 @@ def _push_title(run: Run, name: str) -> str:
     if built.get("found") == "registry" or not built.get("key"):
         return f"tagging {run.project.plans[name].reference}"
     return f"pushing {name}: {command_line(run.project.push_argv(name, built['key']))}"
+
+
+_POOLS: dict[int, pushpool.PushPool] = {}
+
+
+def push_pool(run: Run) -> pushpool.PushPool:
+    """The run's pool of pushes (`settings.push_jobs` at once)."""
+    return _POOLS.setdefault(id(run), pushpool.PushPool(run.project.config.settings.push_jobs))
+
+
+def _hand_over_push(run: Run, name: str, task: Any) -> None:
+    """A push task's action: the push goes to the run's push pool, and the task ends at
+    once, so that its job slot goes to the next build. The reporter hears of the push
+    when it starts and ends in the pool, and the run's end waits for it."""
+    push_pool(run).submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
+
+
+class _PushFailed(Exception):
+    def __init__(self, failure: TaskFailed) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def _failed_raises(result: Any) -> Any:
+    """A push's result, its TaskFailed raised (the pool counts what raises as failed)."""
+    if isinstance(result, TaskFailed):
+        raise _PushFailed(result)
+    return result
+
+
+def _stopped() -> BaseException | None:
+    return buildah.Interrupted("interrupted") if buildah.stop_signal() else None
+
+
+def _pooled_pushes(run: Run, reporter: type) -> type:
+    """The run's reporter, told of pooled pushes by the pool (when each really starts and
+    ends) instead of by doit (when it was handed over), one event at a time; its end
+    waits for the pushes, before the summary and report.json."""
+    pool = push_pool(run)
+
+    class PooledPushes(reporter):  # type: ignore[misc,valid-type]
+        def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+            super().__init__(outstream, options)
+            pool.listener = self
+
+        def execute_task(self, task: Any) -> None:
+            if not _pooled(task):
+                with pool.lock:
+                    super().execute_task(task)
+
+        def add_success(self, task: Any) -> None:
+            if not _pooled(task):
+                with pool.lock:
+                    super().add_success(task)
+
+        def add_failure(self, task: Any, fail: Any) -> None:
+            with pool.lock:  # (a pooled push fails here only when it was never handed over)
+                super().add_failure(task, fail)
+
+        def skip_uptodate(self, task: Any) -> None:
+            with pool.lock:
+                super().skip_uptodate(task)
+
+        def started(self, task: Any) -> None:
+            super().execute_task(task)
+
+        def finished(self, task: Any, result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                super().add_failure(task, error.failure if isinstance(error, _PushFailed)
+                                    else TaskFailed(str(error)))
+                return
+            task.values.update(result or {})
+            super().add_success(task)
+
+        def complete_run(self) -> None:
+            pool.wait()
+            super().complete_run()
+
+    return PooledPushes
+
+
+def _pooled(task: Any) -> bool:
+    return bool((task.meta or {}).get("pooled"))
 
 
 def _push(run: Run, name: str) -> Any:

@@ -308,7 +308,8 @@ class ProxyCounters:
 
 
 class FlakyProxy:
-    """A reverse proxy on 127.0.0.1 in front of a registry that fails a share of requests.
+    """A reverse proxy on 127.0.0.1 in front of a registry that fails a share of requests
+    (and, with `upload_delay`, holds each blob upload a while: a slow link).
 
     For each request a seeded RNG decides: answer 503, drop the connection without an answer
     (after reading the request), or forward it (method, path, headers incl. Host, body) and
@@ -323,7 +324,7 @@ class FlakyProxy:
                  drop_share: float = 0.5, max_failures: int = 30,
                  max_per_repository: int | None = None,
                  repositories: set[str] | None = None, status: int = 503,
-                 seed: int = 4) -> None:
+                 seed: int = 4, upload_delay: float = 0.0) -> None:
         assert 0 <= failure_rate <= 1 and 0 <= drop_share <= 1
         self.upstream = upstream
         self.failure_rate, self.drop_share, self.max_failures = (failure_rate, drop_share,
@@ -331,6 +332,9 @@ class FlakyProxy:
         self.max_per_repository = max_per_repository
         self.repositories = repositories
         self.status = status  # what a failed request is answered with (not dropped)
+        # seconds each blob upload request (PATCH/PUT .../blobs/uploads/...) waits before it
+        # goes on: a slow link, for pushes that take a while
+        self.upload_delay = upload_delay
         self.random = random.Random(seed)
         self.counters = ProxyCounters()
         self.lock = threading.Lock()
@@ -401,6 +405,9 @@ class FlakyProxy:
                     self.reply(proxy.status, [("Content-Type", "application/json")],
                                error_body(proxy.status), close=True)
                     return
+                if (proxy.upload_delay and self.command in ("PATCH", "PUT")
+                        and "/blobs/uploads/" in self.path):
+                    time.sleep(proxy.upload_delay)
                 self.forward(body)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
