@@ -83,7 +83,8 @@ class Settings:
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     platforms: Platforms | None = None  # a manifest list of these; None: the native platform
     keep_keys: NonNegativeInt | None = None  # prune after each build, keeping N old keys
-    push_jobs: PositiveInt = 4  # pushes at once, in their own pool beside the build jobs
+    # pushes at once, in their own pool beside the build jobs (0: in the build jobs' slots)
+    push_jobs: NonNegativeInt = 4
 
 
 # `module:attr`, e.g. `kolla.template.filters:customizable`

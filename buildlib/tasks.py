@@ -119,14 +119,15 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
 
 def push_task(run: Run, name: str) -> dict[str, Any]:
     plan = run.project.plans[name]
+    pooled = run.project.config.settings.push_jobs > 0  # 0: pushes take build job slots
     return {
         "name": name,
         "doc": f"push {plan.reference}",
         "title": lambda task: _push_title(run, name),
-        "actions": [(_hand_over_push, [run, name])],
+        "actions": [(_hand_over_push, [run, name]) if pooled else (_push, [run, name])],
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
-        "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": True},
+        "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
         "verbosity": 2 if run.verbose else 1,
     }
 
