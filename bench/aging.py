@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,28 @@ def probes(measure: Callable[..., Any], buildah: str, storage: Path, work: Path,
                          "--timestamp", "0", str(context)])
         result[f"bud{layers.replace('=', '_').replace('--', '_')}_cpu"] = built.cpu
         subprocess.run([buildah, *args, "rmi", tag], capture_output=True, check=False)
+    if shutil.which("strace"):
+        result["syscalls"] = syscalls(buildah, args, context, label)
     return result
+
+
+def syscalls(buildah: str, args: list[str], context: Path, label: str) -> dict[str, int]:
+    """The system calls of one `bud --layers` (strace -f -c), the most frequent ones and
+    the total: what a bigger storage makes buildah do more of."""
+    (context / "file").write_text(f"{label} strace\n")
+    counts = context / "strace.txt"
+    tag = f"localhost/probe:{label}-strace"
+    subprocess.run(["strace", "-f", "-c", "-o", str(counts), buildah, *args, "bud",
+                    "--layers=true", "--pull=never", "-t", tag, "--timestamp", "0",
+                    str(context)], capture_output=True, check=False)
+    subprocess.run([buildah, *args, "rmi", tag], capture_output=True, check=False)
+    calls: dict[str, int] = {}
+    for line in counts.read_text().splitlines():
+        words = line.split()
+        if len(words) >= 5 and words[-1] != "total" and words[3].isdigit():
+            calls[words[-1]] = int(words[3])
+    top = dict(sorted(calls.items(), key=lambda item: -item[1])[:6])
+    return {"total": sum(calls.values()), **top}
 
 
 def bench_aged(work: Path, runner: Any, measure: Callable[..., Any], buildah: str,
@@ -128,7 +150,9 @@ def bench_aged(work: Path, runner: Any, measure: Callable[..., Any], buildah: st
         f"{pruned_run.wall:.1f} s; after prune within 10% of fresh: "
         f"{'met' if within else 'MISSED'}",
         f"   ageing builds: {result['ageing_cpu_first_third']:.2f} s CPU per build in the "
-        f"first third, {result['ageing_cpu_last_third']:.2f} s in the last"])
+        f"first third, {result['ageing_cpu_last_third']:.2f} s in the last",
+        *[f"   system calls of one bud --layers, {label}: {s.get('syscalls')}"
+          for label, s in (("fresh", fresh), ("aged", aged), ("pruned", pruned))]])
     return result, text
 
 

@@ -172,3 +172,11 @@ def test_keep_keys_prunes_after_each_build_keeping_that_many_old_keys(tree: Tree
     assert by_image == {"base": 2, "cron": 2}  # the current key and the one before
     tree.doit("build")
     assert set(tree.statuses().values()) == {"up-to-date"}
+
+
+def test_a_bad_keep_is_one_clear_error_and_removes_nothing(tree: Tree) -> None:
+    result = tree.doit("prune", "keep=two", check=False)
+    assert result.returncode == 1
+    said = result.stdout + result.stderr
+    assert "keep='two' is not a whole number" in said and "Traceback" not in said
+    assert not [call for call in tree.buildah_calls() if "rmi" in call]
