@@ -89,7 +89,7 @@ class Plan:
 
 
 FULL = Plan(kolla_size=None, sleep=(1.0, 1.3), seeds=3, isolated=16, noop_random=1000,
-            repeats=5)
+            repeats=5, upload_delay=1.0)
 QUICK = Plan(kolla_size=20, sleep=(0.5, 1.0), seeds=2, isolated=5, noop_random=100, repeats=3,
              aged_keys=400)
 TARGETS = {188: 0.3, 1000: 1.0}  # no-op seconds, by tree size (issue 13)
