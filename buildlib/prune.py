@@ -145,10 +145,6 @@ class LocalPlan:
     unknown: list[str] = field(default_factory=list)  # key names this tree has no record of
     frees: int = 0  # bytes of the layers only what is removed uses
 
-    @property
-    def removed_names(self) -> set[str]:
-        return {name for image in self.remove for name in image.names} | set(self.untag)
-
 
 def plan_local(proj: Project, names: Iterable[str], contents: StorageContents,
                kept: Mapping[str, set[str]], record: Mapping[str, list[str]]) -> LocalPlan:
@@ -251,7 +247,7 @@ def prune_local(proj: Project, plan: LocalPlan, before: StorageContents) -> Loca
     waiting = [image.id.removeprefix("sha256:") for image in plan.intermediates]
     while waiting:
         buildah.remove(*waiting)
-        left = buildah.contents().images
+        left = buildah.images()
         still = [i for i in waiting if f"sha256:{i}" in left]
         if len(still) == len(waiting):
             errors.append(f"{len(still)} intermediate images could not be removed")
