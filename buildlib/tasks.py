@@ -263,19 +263,23 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     for line in prune.describe_local(plan, contents, dry):
         print(line)
     if dry:
-        print(f"would remove {len(plan.remove)} images of old keys and "
-              f"{len(plan.intermediates)} intermediate images, untag {len(plan.untag)} "
-              f"names; would free {_freed(plan.frees, contents)}")
+        print(f"would remove {_count(len(plan.remove), 'image')} of old keys and "
+              f"{_count(len(plan.intermediates), 'intermediate image')}, untag "
+              f"{_count(len(plan.untag), 'name')}; would free {_freed(plan.frees, contents)}")
         return failure
     result = prune.prune_local(proj, plan, contents)
-    print(f"removed {result.named} images of old keys and {result.images - result.named} "
-          f"intermediate images, untagged {result.untagged} names; freed "
-          f"{_freed(result.freed, contents)}")
+    print(f"removed {_count(result.named, 'image')} of old keys and "
+          f"{_count(result.images - result.named, 'intermediate image')}, untagged "
+          f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
     _compact_record(proj, record)
     if result.errors:
         shown = "\n  ".join(result.errors[:10])
         return TaskFailed(f"prune could not remove everything:\n  {shown}")
     return failure
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' * (number != 1)}"
 
 
 def _freed(count: int, contents: Any) -> str:
