@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aging
 import levels
 import trees
 from doit import dependency
@@ -81,11 +82,16 @@ class Plan:
     noop_random: int  # images of the random tree for the no-op benchmark (sleep 0)
     repeats: int  # no-op runs per variant (the median is reported)
     seed: int = 1
+    aged_images: int = 40  # the tree rebuilt in fresh, aged and pruned storage (benchmark 6)
+    aged_keys: int = 2000  # images of old keys the aged storage holds
+    push_sleep: tuple[float, float] = (0.3, 1.0)  # benchmark 7's build sleeps
+    upload_delay: float = 0.3  # seconds each blob upload waits in benchmark 7
 
 
 FULL = Plan(kolla_size=None, sleep=(1.0, 1.3), seeds=3, isolated=16, noop_random=1000,
-            repeats=5)
-QUICK = Plan(kolla_size=20, sleep=(0.5, 1.0), seeds=2, isolated=5, noop_random=100, repeats=3)
+            repeats=5, upload_delay=1.0)
+QUICK = Plan(kolla_size=20, sleep=(0.5, 1.0), seeds=2, isolated=5, noop_random=100, repeats=3,
+             aged_keys=400)
 TARGETS = {188: 0.3, 1000: 1.0}  # no-op seconds, by tree size (issue 13)
 
 
@@ -823,6 +829,20 @@ def bench_cache(work: Path, runner: Runner, plan: Plan) -> tuple[dict[str, Any],
     return result, text
 
 
+def bench_aging(work: Path, runner: Runner, plan: Plan, results: dict[str, Any]) -> list[str]:
+    """Benchmarks 6 (aged storage, prune) and 7 (the push pool): bench/aging.py."""
+    results["aged"], aged_text = aging.bench_aged(
+        work, runner, measure, REAL_BUILDAH or "buildah", plan.aged_images, plan.aged_keys,
+        JOBS, progress, table)
+    remove_storage(work / "storage-aged")
+    results["push_pool"], pool_text = aging.bench_push_pool(
+        work, runner, kolla_shape(plan.kolla_size, plan.seed), plan.push_sleep,
+        plan.upload_delay, JOBS, progress, table)
+    remove_storage(work / "storage-push-pool")
+    remove_storage(work / "storage-push-shared")
+    return [aged_text, pool_text]
+
+
 def progress(text: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')} {text}", flush=True)
 
@@ -863,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-only", action="store_true", help="benchmark 5 alone")
     parser.add_argument("--noop-only", action="store_true",
                         help="the no-op rows of the trees without RUN layers alone")
+    parser.add_argument("--aging-only", action="store_true", help="benchmarks 6 and 7 alone")
     args = parser.parse_args(argv)
     if REAL_BUILDAH is None:
         print("buildah is not installed: run `make setup`", file=sys.stderr)
@@ -889,6 +910,9 @@ def main(argv: list[str] | None = None) -> int:
             parents = kolla_shape(plan.kolla_size, plan.seed)
             results["noop"] = bench_sleepless(work, runner, plan, parents, args.always_run)
             return finish(results, [noop_text(results["noop"])], work, args.keep, started)
+        if args.aging_only:
+            return finish(results, bench_aging(work, runner, plan, results), work, args.keep,
+                          started)
         results["makespan"], makespan_text, kolla = bench_makespan(work, runner, plan, seeds)
         results["overhead"], overhead_text = bench_overhead(results["makespan"])
         texts = [makespan_text]
@@ -903,7 +927,8 @@ def main(argv: list[str] | None = None) -> int:
         noop.update(bench_sleepless(work, runner, plan, kolla.parents, args.always_run))
         results["noop"] = noop
         results["cache"], cache_text = bench_cache(work, runner, plan)
-        texts += [noop_text(noop), edit_text, overhead_text, cache_text]
+        texts += [noop_text(noop), edit_text, overhead_text, cache_text,
+                  *bench_aging(work, runner, plan, results)]
         return finish(results, texts, work, args.keep, started)
     finally:
         unmount_under(work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import json
@@ -32,6 +33,7 @@ OWNER_ARG = "IMAGEBAKE_OWNER"
 BUILD_ARG = "IMAGEBAKE_BUILD"
 TAIL_BYTES = 64 * 1024  # at most this much of a log's end is ever read back
 ECHO_LINE_CHARS = 2000  # verbose=1 shows at most this much of each output line
+RMI_BATCH = 500  # names per `buildah rmi`: well within the limit of one command line
 
 # Set by signal handlers (plain assignments only, no locks); read by running builds.
 _stop = {"signal": 0, "count": 0}
@@ -149,6 +151,84 @@ def read_image_store(path: Path | None) -> dict[str, set[str]] | None:
         entries = json.loads(path.read_bytes())
         return {image_id(entry["id"]): set(entry.get("names") or []) for entry in entries}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One image record of local storage, as prune reads it."""
+
+    id: str
+    names: frozenset[str]
+    layer: str | None  # its top layer (None: an image of metadata only)
+    is_list: bool  # a manifest list (removed with `manifest rm`, never `rmi`)
+    # its config's history entries and layer digests (None: unread), which tell the
+    # steps it was built through: buildah's layer cache keeps one image per step
+    history: tuple[str, ...] | None = None
+    diff_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageContents:
+    """Images, layers and what working containers stand on: what prune decides from."""
+
+    images: dict[str, StoredImage]
+    layers: dict[str, tuple[str | None, int]]  # layer ID -> (its parent, its diff size)
+    in_use: frozenset[str]  # image IDs that working containers stand on
+    complete: bool  # False: read through `buildah images` (no layers, no containers)
+
+    def chain(self, layer: str | None) -> list[str]:
+        """A layer and every layer below it."""
+        chain: list[str] = []
+        while layer and layer not in chain:
+            chain.append(layer)
+            layer = self.layers.get(layer, (None, 0))[0]
+        return chain
+
+
+def _read_json(path: Path) -> list | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def _steps(folder: Path, bare_id: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """An image's config history (each entry as canonical JSON) and layer digests, from
+    the config containers/storage keeps beside it (`=<base64 of its digest>`)."""
+    name = "=" + base64.b64encode(f"sha256:{bare_id}".encode()).decode()
+    try:
+        config = json.loads((folder / name).read_bytes())
+        history = tuple(json.dumps(entry, sort_keys=True) for entry in config["history"])
+        return history, tuple(config.get("rootfs", {}).get("diff_ids") or ())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, ()
+
+
+def read_storage_contents(images_file: Path) -> StorageContents | None:
+    """The storage's own lists beside its images.json (`<driver>-layers/layers.json`,
+    `<driver>-containers/containers.json`); None when one cannot be read."""
+    driver = images_file.parent.name.removesuffix("-images")
+    root = images_file.parent.parent
+    images = _read_json(images_file)
+    layers = _read_json(root / f"{driver}-layers" / "layers.json")
+    containers = _read_json(root / f"{driver}-containers" / "containers.json")
+    if images is None or layers is None or containers is None:
+        return None
+    try:
+        return StorageContents(
+            images={image_id(e["id"]): StoredImage(
+                image_id(e["id"]), frozenset(e.get("names") or ()), e.get("layer") or None,
+                "instances.json" in (e.get("big-data-names") or ()),
+                *_steps(images_file.parent / e["id"], e["id"])) for e in images},
+            layers={e["id"]: (e.get("parent") or None, int(e.get("diff-size") or 0))
+                    for e in layers},
+            in_use=frozenset(image_id(e["image"]) for e in containers if e.get("image")),
+            complete=True)
+    except (KeyError, TypeError, AttributeError, ValueError):
         return None
 
 
@@ -352,6 +432,42 @@ class Buildah:
         whose last name goes is removed; one with other names keeps them."""
         subprocess.run(self.argv("rmi", *names), check=True, capture_output=True,
                        text=True, stdin=subprocess.DEVNULL)
+
+    def contents(self) -> StorageContents:
+        """Every image with its top layer, every layer with its size, and the images that
+        working containers use, from the storage's own files; else (extra read-only
+        stores, files it cannot read) the images alone, from `buildah images`."""
+        store = self._image_store()
+        contents = read_storage_contents(store) if store is not None else None
+        if contents is not None:
+            return contents
+        return StorageContents({i: StoredImage(i, frozenset(names), None, False)
+                                for i, names in self.list_images().items()},
+                               {}, frozenset(), complete=False)
+
+    def remove(self, *names_or_ids: str) -> list[str]:
+        """`buildah rmi` without --force (an image a container uses stays, and so does one
+        with dependent images); every name or ID is tried. Returns buildah's error lines."""
+        errors: list[str] = []
+        for start in range(0, len(names_or_ids), RMI_BATCH):
+            batch = names_or_ids[start:start + RMI_BATCH]
+            done = subprocess.run(self.argv("rmi", *batch), capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                errors += [line.strip().removeprefix("* ")
+                           for line in done.stderr.splitlines() if line.strip().startswith("*")]
+                errors += [] if errors else [error_line(done.stderr)]
+        return errors
+
+    def remove_lists(self, *names: str) -> list[str]:
+        """`buildah manifest rm` of manifest lists by name (the images they list stay)."""
+        errors = []
+        for name in names:
+            done = subprocess.run(self.argv("manifest", "rm", name), capture_output=True,
+                                  text=True, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                errors.append(f"{name}: {error_line(done.stderr)}")
+        return errors
 
     def remove_containers_of(self, owner: str) -> int:
         """Remove the working containers of builds run with our OWNER_ARG (a killed run's

@@ -83,6 +83,9 @@ class Settings:
     args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
     platforms: Platforms | None = None  # a manifest list of these; None: the native platform
+    keep_keys: NonNegativeInt | None = None  # prune after each build, keeping N old keys
+    # pushes at once, in their own pool beside the build jobs (0: in the build jobs' slots)
+    push_jobs: NonNegativeInt = 4
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ MANIFEST_TYPES = ", ".join([
 HTTP_TIMEOUT_SECONDS = 15  # at most, per request; less when settings.push_timeout is less
 BACKOFF_CAP_SECONDS = 15
 BREAKER_PUSHES = 3  # pushes in a row that found the registry unreachable: the rest give up
+TAGS_PAGE = 1000  # tags per page of a tag list
 DROPPED_CHECKS = 3  # a /v2/ check whose connection is dropped is asked again, this often
 
 FIX_UNREACHABLE = ("start it (for the example tree `make registry` starts one on "
@@ -141,6 +142,10 @@ class RegistryError(Exception):
                  unreachable: str | None = None) -> None:
         super().__init__(message)
         self.transient, self.unreachable = transient, unreachable
+
+
+class DeletionRefused(RegistryError):
+    """The registry does not allow deleting manifests (HTTP 405 UNSUPPORTED)."""
 
 
 class Unreachable(RegistryError):
@@ -326,6 +331,50 @@ class Client:
     def put_manifest(self, reference: str, manifest: Manifest) -> None:
         """Tag `reference` with an existing manifest (no image data moves)."""
         self._ask("PUT", reference, manifest.body, {"Content-Type": manifest.media_type})
+
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of `repository` (path without the host; [] when it has none), following
+        the registry's pages. Raises RegistryError when it cannot be asked."""
+        import http.client
+        import urllib.parse
+
+        self.check()
+        base = f"{self._schemes()[0]}://{self.host}"
+        url: str | None = f"{base}/v2/{repository}/tags/list?n={TAGS_PAGE}"
+        tags: list[str] = []
+        while url:
+            try:
+                answer = self._request("GET", url, None, {"Accept": "application/json"})
+            except (OSError, http.client.HTTPException) as err:
+                raise RegistryError(f"cannot list the tags of {repository} on {self.host}: "
+                                    f"{describe(err, self.timeout)}", transient=True) from None
+            if answer is None:
+                return tags
+            tags += json.loads(answer.body or b"{}").get("tags") or []
+            link = re.match(r'\s*<([^>]+)>\s*;\s*rel="next"', answer.headers.get("Link") or "")
+            url = urllib.parse.urljoin(base, link.group(1)) if link else None
+        return tags
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete one manifest by digest, and with it every tag that names it. Raises
+        DeletionRefused when the registry does not allow deletion, RegistryError else."""
+        import http.client
+
+        self.check()
+        url = f"{self._schemes()[0]}://{self.host}/v2/{repository}/manifests/{digest}"
+        try:
+            self._request("DELETE", url, None, {})
+        except RegistryError as err:
+            if re.search(r"HTTP 405$", str(err)):
+                raise DeletionRefused(
+                    f"registry {self.host} does not allow deleting manifests (HTTP 405, "
+                    "UNSUPPORTED); enable deletion in its configuration (docker-registry: "
+                    "`storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED="
+                    "true) and prune again") from None
+            raise
+        except (OSError, http.client.HTTPException) as err:
+            raise RegistryError(f"cannot delete {repository}@{digest} on {self.host}: "
+                                f"{describe(err, self.timeout)}", transient=True) from None
 
     def _ask(self, method: str, reference: str, data: bytes | None = None,
              headers: dict[str, str] | None = None) -> _Answer | None:

@@ -13,20 +13,35 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from doit import get_var
 from doit.exceptions import TaskFailed
 
-from buildlib import builder, cache, dispatch, keys, pictures, project, publish, report, sources
+from buildlib import (
+    buildah,
+    builder,
+    cache,
+    dispatch,
+    keys,
+    pictures,
+    project,
+    prune,
+    publish,
+    pushpool,
+    report,
+    sources,
+)
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.reference import ImageRef
-from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options
+from buildlib.registry import DeletionRefused, RegistryError
+from buildlib.run import TRUE_WORDS, Run, export_options
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -42,7 +57,7 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task, "render": render_task}
+            "export": export_task, "render": render_task, "prune": prune_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -61,8 +76,9 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": report.reporter_for(run.project, run.selection, run.jobs, run.finish,
-                                        run.likely_builds, run.last_report),
+        "reporter": _pooled_pushes(run, report.reporter_for(
+            run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
+            run.last_report)),
     }
 
 
@@ -106,14 +122,15 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
 
 def push_task(run: Run, name: str) -> dict[str, Any]:
     plan = run.project.plans[name]
+    pooled = run.project.config.settings.push_jobs > 0  # 0: pushes take build job slots
     return {
         "name": name,
         "doc": f"push {plan.reference}",
         "title": lambda task: _push_title(run, name),
-        "actions": [(_push, [run, name])],
+        "actions": [(_hand_over_push, [run, name]) if pooled else (_push, [run, name])],
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
-        "meta": {"image": name, "kind": "push", "log": plan.push_log},
+        "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
         "verbosity": 2 if run.verbose else 1,
     }
 
@@ -201,6 +218,145 @@ def _resolve(run: Run, lock: Path) -> Any:
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
     print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
+    return None
+
+
+def prune_task(run: Run) -> dict[str, Any]:
+    """remove the images of old keys from local storage (keep=N dry=1 registry=1)"""
+    probe = StateProbe()
+    return {
+        "basename": "prune",
+        "doc": "remove this tree's images of old keys from local storage: keep=N (old keys "
+               "to keep per image), dry=1 (list only), registry=1 (the registry's key tags too)",
+        "actions": [(_prune, [run, probe])],
+        "uptodate": [probe],
+        "verbosity": 2,
+    }
+
+
+def _prune(run: Run, probe: StateProbe) -> Any:
+    try:
+        keep = _prune_keep(run.project)
+    except InputError as err:
+        return TaskFailed(f"error: {err}")
+    return prune_tree(run, keep, dry=_yes("dry"), registry=_yes("registry"),
+                      saved=lambda name: probe.values(f"build:{name}"))
+
+
+def _yes(name: str) -> bool:
+    return str(get_var(name, "")).lower() in TRUE_WORDS
+
+
+def _prune_keep(proj: project.Project) -> int:
+    text = str(get_var("keep", "") or "")
+    if not text:
+        return proj.config.settings.keep_keys or 0
+    if not text.isdigit():
+        raise InputError(proj.config.path, f"keep={text!r} is not a whole number >= 0",
+                         fix="write keep=N: how many old keys of each image to keep")
+    return int(text)
+
+
+def _finish(run: Run) -> None:
+    """The end of a run, after its summary: with `settings.keep_keys`, a run that built
+    something and in which every selected image was built or found prunes old keys; then
+    `Run.finish`."""
+    keep = run.project.config.settings.keep_keys
+    if (keep is not None and prune.remembered and not buildah.stop_signal()
+            and run.selection.selected <= set(run.images)):
+        print(f"pruning old keys (settings.keep_keys: {keep})")
+        failed = prune_tree(run, keep, dry=False, registry=False,
+                            saved=lambda name: run.images.get(name, {}))
+        if isinstance(failed, TaskFailed):
+            print(f"warning: {failed.message}", file=sys.stderr)
+    run.finish()
+    if push_pool(run).failed:  # doit saw each push handed over, not how it ended
+        sys.exit(1)
+
+
+def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
+               saved: Callable[[str], dict[str, Any]]) -> Any:
+    """Prune the selected images' old keys: the registry's first when asked (the record
+    of this tree's keys still lists the keys local storage loses), then local storage."""
+    proj, names = run.project, _selected_in_order(run)
+    try:
+        contents = proj.buildah.contents()
+    except (StorageError, subprocess.CalledProcessError, OSError) as err:
+        return TaskFailed(f"error: cannot read local image storage: {err}")
+    record = prune.recorded(proj)
+    kept = prune.kept_tags(names, prune.current_tags(proj, names, contents, saved), record,
+                           keep)
+    failure = _prune_registry(run, names, kept, record, dry) if registry else None
+    plan = prune.plan_local(proj, names, contents, kept, record)
+    for line in prune.describe_local(plan, contents, dry):
+        print(line)
+    if dry:
+        print(f"would remove {_count(len(plan.remove), 'image')} of old keys and "
+              f"{_count(len(plan.intermediates), 'intermediate image')}, untag "
+              f"{_count(len(plan.untag), 'name')}; would free {_freed(plan.frees, contents)}")
+        return failure
+    result = prune.prune_local(proj, plan, contents)
+    print(f"removed {_count(result.named, 'image')} of old keys and "
+          f"{_count(result.images - result.named, 'intermediate image')}, untagged "
+          f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
+    _compact_record(proj, record)
+    if result.errors:
+        shown = "\n  ".join(result.errors[:10])
+        return TaskFailed(f"prune could not remove everything:\n  {shown}")
+    return failure
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' * (number != 1)}"
+
+
+def _freed(count: int, contents: Any) -> str:
+    if not contents.complete:
+        return "an unknown amount (storage lists no layers: extra read-only stores?)"
+    return prune.size(count)
+
+
+def _compact_record(proj: project.Project, record: dict[str, list[str]]) -> None:
+    """One line per key: still in local storage, or maybe in the registry (a registry prune
+    drops those it deleted)."""
+    prune.rewrite_record(proj, record)
+
+
+def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
+                    record: dict[str, list[str]], dry: bool) -> Any:
+    """Delete the manifests of old key tags of the selected images' repositories."""
+    proj = run.project
+    client = proj.registry_client
+    repositories = {name: ImageRef.parse(proj.plans[name].reference).registry_path
+                    for name in names}
+    try:
+        tags = {name: {tag: client.digest(f"{proj.config.settings.registry}/{repo}:{tag}")
+                       for tag in client.tags(repo)}
+                for name, repo in repositories.items()}
+    except RegistryError as err:
+        return TaskFailed(f"error: registry prune: {err}")
+    plan = prune.plan_registry(repositories, tags, kept, record)
+    host = proj.config.settings.registry
+    for where, why in sorted(plan.kept.items()):
+        print(f"kept {host}/{where}: {why}")
+    deleted: set[tuple[str, str]] = set()
+    for where, old in sorted(plan.delete.items()):
+        repo, _, digest = where.partition("@")
+        print(f"{'would delete' if dry else 'deleting'} {host}/{where} (tags {', '.join(old)})")
+        if dry:
+            continue
+        try:
+            client.delete_manifest(repo, digest)
+        except DeletionRefused as err:
+            return TaskFailed(f"error: {err}")
+        except RegistryError as err:
+            return TaskFailed(f"error: registry prune: {err}")
+        name = next(n for n, r in repositories.items() if r == repo)
+        deleted.update((name, tag) for tag in old)
+    print(f"{'would delete' if dry else 'deleted'} {len(plan.delete)} manifests of old keys "
+          f"from {host} (its storage frees their blobs at its garbage collection)")
+    for name, tag in deleted:
+        record[name].remove(tag)
     return None
 
 
@@ -354,6 +510,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.settle(name, values)
+    prune.remember(proj, name, values)
     run.ask_for_children(name)
     return values
 
@@ -393,6 +550,89 @@ def _push_title(run: Run, name: str) -> str:
     if built.get("found") == "registry" or not built.get("key"):
         return f"tagging {run.project.plans[name].reference}"
     return f"pushing {name}: {command_line(publish.push_argv(run.project, name, built['key']))}"
+
+
+_POOLS: dict[int, pushpool.PushPool] = {}
+
+
+def push_pool(run: Run) -> pushpool.PushPool:
+    """The run's pool of pushes (`settings.push_jobs` at once)."""
+    return _POOLS.setdefault(id(run), pushpool.PushPool(run.project.config.settings.push_jobs))
+
+
+def _hand_over_push(run: Run, name: str, task: Any) -> None:
+    """A push task's action: the push goes to the run's push pool, and the task ends at
+    once, so that its job slot goes to the next build. The reporter hears of the push
+    when it starts and ends in the pool, and the run's end waits for it."""
+    push_pool(run).submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
+
+
+class _PushFailed(Exception):
+    def __init__(self, failure: TaskFailed) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def _failed_raises(result: Any) -> Any:
+    """A push's result, its TaskFailed raised (the pool counts what raises as failed)."""
+    if isinstance(result, TaskFailed):
+        raise _PushFailed(result)
+    return result
+
+
+def _stopped() -> BaseException | None:
+    return buildah.Interrupted("interrupted") if buildah.stop_signal() else None
+
+
+def _pooled_pushes(run: Run, reporter: type) -> type:
+    """The run's reporter, told of pooled pushes by the pool (when each really starts and
+    ends) instead of by doit (when it was handed over), one event at a time; its end
+    waits for the pushes, before the summary and report.json."""
+    pool = push_pool(run)
+
+    class PooledPushes(reporter):  # type: ignore[misc,valid-type]
+        def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+            super().__init__(outstream, options)
+            pool.listener = self
+
+        def execute_task(self, task: Any) -> None:
+            if not _pooled(task):
+                with pool.lock:
+                    super().execute_task(task)
+
+        def add_success(self, task: Any) -> None:
+            if not _pooled(task):
+                with pool.lock:
+                    super().add_success(task)
+
+        def add_failure(self, task: Any, fail: Any) -> None:
+            with pool.lock:  # (a pooled push fails here only when it was never handed over)
+                super().add_failure(task, fail)
+
+        def skip_uptodate(self, task: Any) -> None:
+            with pool.lock:
+                super().skip_uptodate(task)
+
+        def started(self, task: Any) -> None:
+            super().execute_task(task)
+
+        def finished(self, task: Any, result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                super().add_failure(task, error.failure if isinstance(error, _PushFailed)
+                                    else TaskFailed(str(error)))
+                return
+            task.values.update(result or {})
+            super().add_success(task)
+
+        def complete_run(self) -> None:
+            pool.wait()
+            super().complete_run()
+
+    return PooledPushes
+
+
+def _pooled(task: Any) -> bool:
+    return bool((task.meta or {}).get("pooled"))
 
 
 def _push(run: Run, name: str) -> Any:

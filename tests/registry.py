@@ -49,7 +49,7 @@ storage:
   filesystem:
     rootdirectory: {storage}
   delete:
-    enabled: true
+    enabled: {deletion}
   maintenance:
     uploadpurging:
       enabled: false
@@ -86,6 +86,7 @@ class Registry:
     user: str | None = None
     password: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+    deletion: bool = True  # `storage: delete: enabled`: manifests may be deleted
 
     @property
     def address(self) -> str:
@@ -107,7 +108,8 @@ class Registry:
             pytest.fail("docker-registry is not installed: run `make test`, which installs it")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = CONFIG.format(storage=self.workdir / "storage", port=self.port,
-                               secret=secrets.token_hex(16))
+                               secret=secrets.token_hex(16),
+                               deletion=str(self.deletion).lower())
         if self.user is not None:
             import bcrypt  # the test extra; only the auth fixture needs it
 
@@ -233,13 +235,15 @@ class Registry:
         return json.loads(self.request("GET", "/v2/_catalog").body).get("repositories") or []
 
 
-def start_registry(workdir: Path, auth: bool = False) -> Registry:
-    """Start a registry on a free port (retrying if another process took the port meanwhile)."""
+def start_registry(workdir: Path, auth: bool = False, deletion: bool = True) -> Registry:
+    """Start a registry on a free port (retrying if another process took the port meanwhile);
+    `deletion=False`: one that refuses to delete manifests (HTTP 405 UNSUPPORTED)."""
     user, password = (f"user-{secrets.token_hex(3)}", secrets.token_urlsafe(18)) if auth \
         else (None, None)
     error: Exception | None = None
     for attempt in range(3):
-        registry = Registry(workdir / f"registry-{attempt}", free_port(), user, password)
+        registry = Registry(workdir / f"registry-{attempt}", free_port(), user, password,
+                            deletion=deletion)
         try:
             return registry.start()
         except RuntimeError as exc:
@@ -304,7 +308,8 @@ class ProxyCounters:
 
 
 class FlakyProxy:
-    """A reverse proxy on 127.0.0.1 in front of a registry that fails a share of requests.
+    """A reverse proxy on 127.0.0.1 in front of a registry that fails a share of requests
+    (and, with `upload_delay`, holds each blob upload a while: a slow link).
 
     For each request a seeded RNG decides: answer 503, drop the connection without an answer
     (after reading the request), or forward it (method, path, headers incl. Host, body) and
@@ -319,7 +324,7 @@ class FlakyProxy:
                  drop_share: float = 0.5, max_failures: int = 30,
                  max_per_repository: int | None = None,
                  repositories: set[str] | None = None, status: int = 503,
-                 seed: int = 4) -> None:
+                 seed: int = 4, upload_delay: float = 0.0) -> None:
         assert 0 <= failure_rate <= 1 and 0 <= drop_share <= 1
         self.upstream = upstream
         self.failure_rate, self.drop_share, self.max_failures = (failure_rate, drop_share,
@@ -327,6 +332,9 @@ class FlakyProxy:
         self.max_per_repository = max_per_repository
         self.repositories = repositories
         self.status = status  # what a failed request is answered with (not dropped)
+        # seconds each blob upload request (PATCH/PUT .../blobs/uploads/...) waits before it
+        # goes on: a slow link, for pushes that take a while
+        self.upload_delay = upload_delay
         self.random = random.Random(seed)
         self.counters = ProxyCounters()
         self.lock = threading.Lock()
@@ -397,6 +405,9 @@ class FlakyProxy:
                     self.reply(proxy.status, [("Content-Type", "application/json")],
                                error_body(proxy.status), close=True)
                     return
+                if (proxy.upload_delay and self.command in ("PATCH", "PUT")
+                        and "/blobs/uploads/" in self.path):
+                    time.sleep(proxy.upload_delay)
                 self.forward(body)
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
