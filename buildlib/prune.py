@@ -21,16 +21,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buildlib import keys
-from buildlib.buildah import StorageContents, StoredImage
+from buildlib.buildah import StorageContents, StorageError, StoredImage
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
+from buildlib.reference import ImageRef
+from buildlib.registry import DeletionRefused, RegistryError
+
+if TYPE_CHECKING:
+    from buildlib.run import Run
 
 RECORD_FILE = "keys.jsonl"
 KEY_NAME = re.compile(rf"^{re.escape(LOCAL_KEY_REPOSITORY)}/(?P<image>[^:]+):"
@@ -318,3 +324,91 @@ def plan_registry(repositories: Mapping[str, str], tags: Mapping[str, dict[str, 
             else:
                 plan.delete.setdefault(f"{repository}@{digest}", []).append(tag)
     return plan
+
+
+def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
+               saved: Callable[[str], dict[str, Any]]) -> str | None:
+    """Prune the selected images' old keys: the registry's first when asked (the record
+    of this tree's keys still lists the keys local storage loses), then local storage.
+    Returns what went wrong, if anything."""
+    proj = run.project
+    names = [name for name in proj.graph.order() if name in run.selection.selected]
+    try:
+        contents = proj.buildah.contents()
+    except (StorageError, subprocess.CalledProcessError, OSError) as err:
+        return f"error: cannot read local image storage: {err}"
+    record = recorded(proj)
+    kept = kept_tags(names, current_tags(proj, names, contents, saved), record,
+                           keep)
+    failure = _prune_registry(run, names, kept, record, dry) if registry else None
+    plan = plan_local(proj, names, contents, kept, record)
+    for line in describe_local(plan, contents, dry):
+        print(line)
+    if dry:
+        print(f"would remove {_count(len(plan.remove), 'image')} of old keys and "
+              f"{_count(len(plan.intermediates), 'intermediate image')}, untag "
+              f"{_count(len(plan.untag), 'name')}; would free {_freed(plan.frees, contents)}")
+        return failure
+    result = prune_local(proj, plan, contents)
+    print(f"removed {_count(result.named, 'image')} of old keys and "
+          f"{_count(result.images - result.named, 'intermediate image')}, untagged "
+          f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
+    _compact_record(proj, record)
+    if result.errors:
+        shown = "\n  ".join(result.errors[:10])
+        return f"prune could not remove everything:\n  {shown}"
+    return failure
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' * (number != 1)}"
+
+
+def _freed(count: int, contents: Any) -> str:
+    if not contents.complete:
+        return "an unknown amount (storage lists no layers: extra read-only stores?)"
+    return size(count)
+
+
+def _compact_record(proj: Project, record: dict[str, list[str]]) -> None:
+    """One line per key: still in local storage, or maybe in the registry (a registry prune
+    drops those it deleted)."""
+    rewrite_record(proj, record)
+
+
+def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
+                    record: dict[str, list[str]], dry: bool) -> str | None:
+    """Delete the manifests of old key tags of the selected images' repositories."""
+    proj = run.project
+    client = proj.registry_client
+    repositories = {name: ImageRef.parse(proj.plans[name].reference).registry_path
+                    for name in names}
+    try:
+        tags = {name: {tag: client.digest(f"{proj.config.settings.registry}/{repo}:{tag}")
+                       for tag in client.tags(repo)}
+                for name, repo in repositories.items()}
+    except RegistryError as err:
+        return f"error: registry prune: {err}"
+    plan = plan_registry(repositories, tags, kept, record)
+    host = proj.config.settings.registry
+    for where, why in sorted(plan.kept.items()):
+        print(f"kept {host}/{where}: {why}")
+    deleted: set[tuple[str, str]] = set()
+    for where, old in sorted(plan.delete.items()):
+        repo, _, digest = where.partition("@")
+        print(f"{'would delete' if dry else 'deleting'} {host}/{where} (tags {', '.join(old)})")
+        if dry:
+            continue
+        try:
+            client.delete_manifest(repo, digest)
+        except DeletionRefused as err:
+            return f"error: {err}"
+        except RegistryError as err:
+            return f"error: registry prune: {err}"
+        name = next(n for n, r in repositories.items() if r == repo)
+        deleted.update((name, tag) for tag in old)
+    print(f"{'would delete' if dry else 'deleted'} {len(plan.delete)} manifests of old keys "
+          f"from {host} (its storage frees their blobs at its garbage collection)")
+    for name, tag in deleted:
+        record[name].remove(tag)
+    return None

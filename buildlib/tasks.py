@@ -40,7 +40,7 @@ from buildlib.buildah import BuildahError, StorageError, command_line, error_lin
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.reference import ImageRef
-from buildlib.registry import DeletionRefused, RegistryError
+from buildlib.registry import RegistryError
 from buildlib.run import TRUE_WORDS, Run, export_options
 from buildlib.verdict import Outcome, Verdict, judge
 
@@ -239,8 +239,9 @@ def _prune(run: Run, probe: StateProbe) -> Any:
         keep = _prune_keep(run.project)
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    return prune_tree(run, keep, dry=_yes("dry"), registry=_yes("registry"),
-                      saved=lambda name: probe.values(f"build:{name}"))
+    error = prune.prune_tree(run, keep, dry=_yes("dry"), registry=_yes("registry"),
+                             saved=lambda name: probe.values(f"build:{name}"))
+    return TaskFailed(error) if error else None
 
 
 def _yes(name: str) -> bool:
@@ -265,99 +266,13 @@ def _finish(run: Run) -> None:
     if (keep is not None and prune.remembered and not buildah.stop_signal()
             and run.selection.selected <= set(run.images)):
         print(f"pruning old keys (settings.keep_keys: {keep})")
-        failed = prune_tree(run, keep, dry=False, registry=False,
-                            saved=lambda name: run.images.get(name, {}))
-        if isinstance(failed, TaskFailed):
-            print(f"warning: {failed.message}", file=sys.stderr)
+        failed = prune.prune_tree(run, keep, dry=False, registry=False,
+                                  saved=lambda name: run.images.get(name, {}))
+        if failed:
+            print(f"warning: {failed}", file=sys.stderr)
     run.finish()
     if push_pool(run).failed:  # doit saw each push handed over, not how it ended
         sys.exit(1)
-
-
-def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
-               saved: Callable[[str], dict[str, Any]]) -> Any:
-    """Prune the selected images' old keys: the registry's first when asked (the record
-    of this tree's keys still lists the keys local storage loses), then local storage."""
-    proj, names = run.project, _selected_in_order(run)
-    try:
-        contents = proj.buildah.contents()
-    except (StorageError, subprocess.CalledProcessError, OSError) as err:
-        return TaskFailed(f"error: cannot read local image storage: {err}")
-    record = prune.recorded(proj)
-    kept = prune.kept_tags(names, prune.current_tags(proj, names, contents, saved), record,
-                           keep)
-    failure = _prune_registry(run, names, kept, record, dry) if registry else None
-    plan = prune.plan_local(proj, names, contents, kept, record)
-    for line in prune.describe_local(plan, contents, dry):
-        print(line)
-    if dry:
-        print(f"would remove {_count(len(plan.remove), 'image')} of old keys and "
-              f"{_count(len(plan.intermediates), 'intermediate image')}, untag "
-              f"{_count(len(plan.untag), 'name')}; would free {_freed(plan.frees, contents)}")
-        return failure
-    result = prune.prune_local(proj, plan, contents)
-    print(f"removed {_count(result.named, 'image')} of old keys and "
-          f"{_count(result.images - result.named, 'intermediate image')}, untagged "
-          f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
-    _compact_record(proj, record)
-    if result.errors:
-        shown = "\n  ".join(result.errors[:10])
-        return TaskFailed(f"prune could not remove everything:\n  {shown}")
-    return failure
-
-
-def _count(number: int, thing: str) -> str:
-    return f"{number} {thing}{'s' * (number != 1)}"
-
-
-def _freed(count: int, contents: Any) -> str:
-    if not contents.complete:
-        return "an unknown amount (storage lists no layers: extra read-only stores?)"
-    return prune.size(count)
-
-
-def _compact_record(proj: project.Project, record: dict[str, list[str]]) -> None:
-    """One line per key: still in local storage, or maybe in the registry (a registry prune
-    drops those it deleted)."""
-    prune.rewrite_record(proj, record)
-
-
-def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
-                    record: dict[str, list[str]], dry: bool) -> Any:
-    """Delete the manifests of old key tags of the selected images' repositories."""
-    proj = run.project
-    client = proj.registry_client
-    repositories = {name: ImageRef.parse(proj.plans[name].reference).registry_path
-                    for name in names}
-    try:
-        tags = {name: {tag: client.digest(f"{proj.config.settings.registry}/{repo}:{tag}")
-                       for tag in client.tags(repo)}
-                for name, repo in repositories.items()}
-    except RegistryError as err:
-        return TaskFailed(f"error: registry prune: {err}")
-    plan = prune.plan_registry(repositories, tags, kept, record)
-    host = proj.config.settings.registry
-    for where, why in sorted(plan.kept.items()):
-        print(f"kept {host}/{where}: {why}")
-    deleted: set[tuple[str, str]] = set()
-    for where, old in sorted(plan.delete.items()):
-        repo, _, digest = where.partition("@")
-        print(f"{'would delete' if dry else 'deleting'} {host}/{where} (tags {', '.join(old)})")
-        if dry:
-            continue
-        try:
-            client.delete_manifest(repo, digest)
-        except DeletionRefused as err:
-            return TaskFailed(f"error: {err}")
-        except RegistryError as err:
-            return TaskFailed(f"error: registry prune: {err}")
-        name = next(n for n, r in repositories.items() if r == repo)
-        deleted.update((name, tag) for tag in old)
-    print(f"{'would delete' if dry else 'deleted'} {len(plan.delete)} manifests of old keys "
-          f"from {host} (its storage frees their blobs at its garbage collection)")
-    for name, tag in deleted:
-        record[name].remove(tag)
-    return None
 
 
 TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running now
