@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: setup lint
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=15
 
 bench: setup
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
