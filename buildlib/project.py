@@ -31,6 +31,11 @@ class ForeignFolder(Exception):
     """`{build_dir}/{name}` holds files this tool did not make: it is left alone."""
 
 
+def _in_workdir(file_name: str) -> property:
+    """A file of the image's folder in build_dir (`{name}`: the image's name)."""
+    return property(lambda plan: plan.workdir / file_name.format(name=plan.name))
+
+
 @dataclass(frozen=True)
 class ImagePlan:
     """How to build one image, and the record of what makes it (its key, once the
@@ -52,29 +57,12 @@ class ImagePlan:
     platforms: tuple[str, ...] = ()  # a manifest list of one image per platform; (): native
     base: str | None = None  # a root's FROM image (its ID is in the key); None: scratch
 
-    @property
-    def dockerfile(self) -> Path:
-        return self.workdir / "Dockerfile"
-
-    @property
-    def context_dir(self) -> Path:
-        return self.workdir / "context"
-
-    @property
-    def iidfile(self) -> Path:
-        return self.workdir / "image-id"
-
-    @property
-    def build_log(self) -> Path:
-        return self.workdir / f"{self.name}-build.log"
-
-    @property
-    def push_log(self) -> Path:
-        return self.workdir / f"{self.name}-push.log"
-
-    @property
-    def digestfile(self) -> Path:
-        return self.workdir / "pushed-digest"
+    dockerfile = _in_workdir("Dockerfile")
+    context_dir = _in_workdir("context")
+    iidfile = _in_workdir("image-id")
+    build_log = _in_workdir("{name}-build.log")
+    push_log = _in_workdir("{name}-push.log")
+    digestfile = _in_workdir("pushed-digest")
 
     def own_workdir(self) -> None:
         """Make `{build_dir}/{name}` (marked as ours), or check that the one there is ours:

@@ -82,6 +82,12 @@ def doit_config(run: Run) -> dict[str, Any]:
     }
 
 
+def _command(basename: str, doc: str, action: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    """A task that runs each time it is asked for, its output on the terminal."""
+    return {"basename": basename, "doc": doc, "actions": [(action, list(args))],
+            "uptodate": [False], "verbosity": 2}
+
+
 def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`build` (every selected image) and one `build:<image>` per selected image."""
     yield {"basename": "build", "name": None,
@@ -150,14 +156,9 @@ def status_task(run: Run) -> dict[str, Any]:
 def render_task(run: Run) -> dict[str, Any]:
     """Build nothing; write each selected image's Dockerfile and build context."""
     where = report.display_path(run.project.build_dir)
-    return {
-        "basename": "render",
-        "doc": f"write {where}/<image>/Dockerfile and context/ of each selected image, build "
-               "nothing (kolla-build --template-only)",
-        "actions": [(_render, [run])],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+    return _command("render", f"write {where}/<image>/Dockerfile and context/ of each "
+                    "selected image, build nothing (kolla-build --template-only)",
+                    _render, run)
 
 
 def _render(run: Run) -> Any:
@@ -176,13 +177,8 @@ def _render(run: Run) -> Any:
 
 
 def watch_task(run: Run) -> dict[str, Any]:
-    return {
-        "basename": "watch",
-        "doc": "build, then again on each change to images.yaml, a template or a context file",
-        "actions": [(_watch, [run])],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+    return _command("watch", "build, then again on each change to images.yaml, a template "
+                    "or a context file", _watch, run)
 
 
 def _watch(run: Run) -> None:
@@ -195,13 +191,8 @@ def _watch(run: Run) -> None:
 def resolve_task(run: Run) -> dict[str, Any]:
     """write build/images.lock.json: each image's digest, key and ID in the registry"""
     lock = run.project.build_dir / RESOLVED_FILE
-    return {
-        "basename": "resolve",
-        "doc": f"write {lock.name}: each selected image's digest, key and ID in the registry",
-        "actions": [(_resolve, [run, lock])],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+    return _command("resolve", f"write {lock.name}: each selected image's digest, key and ID "
+                    "in the registry", _resolve, run, lock)
 
 
 def _resolve(run: Run, lock: Path) -> Any:
@@ -280,14 +271,8 @@ TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running
 
 def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions or Argo Workflows workflow (format=gha|argo)"""
-    return {
-        "basename": "export",
-        "doc": "write the image graph as a CI workflow: format=gha|argo [out=PATH max_jobs=N "
-               "job_start=SECONDS]",
-        "actions": [(_export, [run, TOOL_DIR])],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+    return _command("export", "write the image graph as a CI workflow: format=gha|argo "
+                    "[out=PATH max_jobs=N job_start=SECONDS]", _export, run, TOOL_DIR)
 
 
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
@@ -369,13 +354,8 @@ def _duration(seconds: float) -> str:
 def graph_task(run: Run) -> dict[str, Any]:
     proj = run.project
     dot = proj.build_dir / "graph.dot"
-    return {
-        "basename": "graph",
-        "doc": f"draw the image graph, coloured by last status: {dot} and graph.svg",
-        "actions": [(_draw_graph, [proj, dot])],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+    return _command("graph", f"draw the image graph, coloured by last status: {dot} and "
+                    "graph.svg", _draw_graph, proj, dot)
 
 
 def _draw_graph(proj: project.Project, dot: Path) -> None:
