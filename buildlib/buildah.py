@@ -388,12 +388,6 @@ class Buildah:
             raise BuildahError(f"`{command_line(argv)}` timed out after {timeout:g} s") from None
         return image_id(out.strip().splitlines()[-1])
 
-    def label(self, image: str, name: str) -> str | None:
-        """The value of one label of an image in storage (None when it has none)."""
-        out = subprocess.run(self.argv("inspect", "--type", "image", image), check=True,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
-        return (json.loads(out).get("OCIv1", {}).get("config", {}).get("Labels") or {}).get(name)
-
     def untag(self, name: str) -> None:
         """Take one name off an image that has others."""
         subprocess.run(self.argv("rmi", name), check=True, capture_output=True,
