@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # imported by the first push: a run without pushes skips thread pools
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class Listener(Protocol):
@@ -37,6 +39,8 @@ class PushPool:
         """Push later, in the pool. `stopped()` says why a push not yet started must not
         start (the run was interrupted), or None."""
         if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._executor = ThreadPoolExecutor(self.jobs, thread_name_prefix="push")
         self._futures.append(self._executor.submit(self._run, job, push, stopped))
 
@@ -60,8 +64,10 @@ class PushPool:
 
     def wait(self) -> None:
         """Until every push handed over has ended (and been told)."""
-        wait(self._futures)
         if self._executor is not None:
+            from concurrent.futures import wait
+
+            wait(self._futures)
             self._executor.shutdown()
 
     @property
