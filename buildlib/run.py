@@ -51,6 +51,7 @@ from buildlib import (
     graph,
     kolla_sources,
     project,
+    pushpool,
     registry,
     storage,
 )
@@ -168,6 +169,11 @@ class Run:
             self.storage, settings.tls_verify,
             lambda host: registry.find_authfile(host, settings.authfile, root),
             self.from_registry)
+
+    @functools.cached_property
+    def push_pool(self) -> pushpool.PushPool:
+        """The run's pool of pushes (`settings.push_jobs` at once)."""
+        return pushpool.PushPool(self.project.config.settings.push_jobs)
 
     @functools.cached_property
     def last_report(self) -> dict[str, Any] | None:
@@ -323,8 +329,8 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     if invocation.builds and str(get_var("bases", "")) == "pull":
         _pull_bases(proj, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
-    run = Run(proj, selection, storage.Storage(proj.buildah), fail_fast=_flag("fail_fast"),
-              verbose=_flag("verbose"), invocation=invocation,
+    run = Run(proj, selection, storage.Storage(proj.buildah), fail_fast=flag("fail_fast"),
+              verbose=flag("verbose"), invocation=invocation,
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
@@ -548,7 +554,8 @@ def _config_path(tree_dir: Path) -> Path:
     return (doit_seam.user_workdir() / named).resolve()
 
 
-def _flag(name: str) -> bool:
+def flag(name: str) -> bool:
+    """A yes/no command-line variable (`dry=1`, `verbose=yes`)."""
     return str(get_var(name, "")).lower() in TRUE_WORDS
 
 
@@ -567,7 +574,7 @@ def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> g
         patterns += proj.config.profiles[profile]
     excludes = proj.config.settings.excludes + _words("exclude")
     try:
-        return graph.select(proj.graph, patterns, excludes, _flag("skip_parents"), pinned)
+        return graph.select(proj.graph, patterns, excludes, flag("skip_parents"), pinned)
     except re.error as err:
         raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
                          fix="correct `images=` or `exclude=` (Python `re` syntax)") from None

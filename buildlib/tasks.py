@@ -32,7 +32,6 @@ from buildlib import (
     project,
     prune,
     publish,
-    pushpool,
     report,
     sources,
 )
@@ -41,7 +40,7 @@ from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
-from buildlib.run import TRUE_WORDS, Run, export_options
+from buildlib.run import Run, export_options, flag
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -230,13 +229,9 @@ def _prune(run: Run, probe: StateProbe) -> Any:
         keep = _prune_keep(run.project)
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    error = prune.prune_tree(run, keep, dry=_yes("dry"), registry=_yes("registry"),
+    error = prune.prune_tree(run, keep, dry=flag("dry"), registry=flag("registry"),
                              saved=lambda name: probe.values(f"build:{name}"))
     return TaskFailed(error) if error else None
-
-
-def _yes(name: str) -> bool:
-    return str(get_var(name, "")).lower() in TRUE_WORDS
 
 
 def _prune_keep(proj: project.Project) -> int:
@@ -262,7 +257,7 @@ def _finish(run: Run) -> None:
         if failed:
             print(f"warning: {failed}", file=sys.stderr)
     run.finish()
-    if push_pool(run).failed:  # doit saw each push handed over, not how it ended
+    if run.push_pool.failed:  # doit saw each push handed over, not how it ended
         sys.exit(1)
 
 
@@ -447,19 +442,11 @@ def _push_title(run: Run, name: str) -> str:
     return f"pushing {name}: {command_line(publish.push_argv(run.project, name, built['key']))}"
 
 
-_POOLS: dict[int, pushpool.PushPool] = {}
-
-
-def push_pool(run: Run) -> pushpool.PushPool:
-    """The run's pool of pushes (`settings.push_jobs` at once)."""
-    return _POOLS.setdefault(id(run), pushpool.PushPool(run.project.config.settings.push_jobs))
-
-
 def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A push task's action: the push goes to the run's push pool, and the task ends at
     once, so that its job slot goes to the next build. The reporter hears of the push
     when it starts and ends in the pool, and the run's end waits for it."""
-    push_pool(run).submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
+    run.push_pool.submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
 
 
 class _PushFailed(Exception):
@@ -483,7 +470,7 @@ def _pooled_pushes(run: Run, reporter: type) -> type:
     """The run's reporter, told of pooled pushes by the pool (when each really starts and
     ends) instead of by doit (when it was handed over), one event at a time; its end
     waits for the pushes, before the summary and report.json."""
-    pool = push_pool(run)
+    pool = run.push_pool
 
     class PooledPushes(reporter):  # type: ignore[misc,valid-type]
         def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
