@@ -161,13 +161,15 @@ def build_from(plan: ImagePlan, settled: Mapping[str, Any]) -> str | None:
     return plan.key_name(settled["key"]) if settled.get("key") else settled.get("pinned")
 
 
-def pull_base(project: Project, reference: str, anew: bool = False) -> tuple[str | None, str]:
+def pull_base(project: Project, reference: str, storage: Storage,
+              anew: bool = False) -> tuple[str | None, str]:
     """`buildah pull` a root's base image (TLS and credentials as settings say), when
     storage lacks it or `anew`; the IDs its name had in storage before and has now."""
     settings = project.config.settings
     ref = ImageRef.parse(reference)
-    before = Storage(project.buildah).id_named(ref.storage_names())
+    before = storage.id_of_image(reference)
     after = project.buildah.pull(
         str(ref), tls_verify=settings.tls_verify, timeout=settings.push_timeout, anew=anew,
         authfile=registry.find_authfile(ref.domain, settings.authfile, project.config.root))
+    storage.add(after, [str(ref)])
     return before, after

@@ -246,7 +246,7 @@ class BaseImages:
     def id_of(self, reference: str | None) -> str | None:
         if reference is None:
             return None
-        local = self.storage.id_named(ImageRef.parse(reference).storage_names())
+        local = self.storage.id_of_image(reference)
         if local is not None or not self.from_registry:
             return local
         with self._lock:

@@ -356,9 +356,10 @@ def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> N
     A base that cannot be pulled stops the run before any build."""
     wanted = sorted({plan.base for name, plan in proj.plans.items()
                      if name in selected and plan.base})
+    listed = storage.Storage(proj.buildah)  # (the run lists storage anew, after the pulls)
     for base in wanted:
         try:
-            before, after = builder.pull_base(proj, base, anew=True)
+            before, after = builder.pull_base(proj, base, listed, anew=True)
         except buildah.BuildahError as err:
             print(f"error: cannot pull base image {base!r} (bases=pull): {err}\n  fix: check "
                   f"the FROM line's name, the registry and its credentials, or run without "

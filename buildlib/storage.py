@@ -7,6 +7,7 @@ import threading
 
 from buildlib import keys
 from buildlib.buildah import Buildah
+from buildlib.reference import ImageRef
 
 
 class Storage:
@@ -52,6 +53,11 @@ class Storage:
 
     def id_of(self, reference: str) -> str | None:
         return self.id_named([reference])
+
+    def id_of_image(self, reference: str) -> str | None:
+        """The image a reference names as buildah finds it here (a short name also under
+        `localhost/`)."""
+        return self.id_named(ImageRef.parse(reference).storage_names())
 
     def id_named(self, names: list[str]) -> str | None:
         """The image with the first of these names that storage holds."""

@@ -38,7 +38,6 @@ from buildlib import (
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
-from buildlib.reference import ImageRef
 from buildlib.registry import RegistryError
 from buildlib.run import Run, export_options, flag
 from buildlib.verdict import Outcome, Verdict, judge
@@ -422,16 +421,14 @@ def _base_in_storage(run: Run, name: str) -> str | None:
     """A root's base image pulled when local storage lacks it (it is built on exactly the
     image its key names, with `--pull=never`); the error, when it cannot be pulled."""
     plan = run.project.plans[name]
-    if plan.parent or not plan.base or run.storage.id_named(
-            ImageRef.parse(plan.base).storage_names()):
+    if plan.parent or not plan.base or run.storage.id_of_image(plan.base):
         return None
     try:
-        _, image_id = builder.pull_base(run.project, plan.base)
+        builder.pull_base(run.project, plan.base, run.storage)
     except BuildahError as err:
         return (f"cannot build {name}: its base image {plan.base!r} is not in local storage "
                 f"and could not be pulled: {err}\n  fix: correct its FROM line, or pull or "
                 "build that image first")
-    run.storage.add(image_id, ImageRef.parse(plan.base).storage_names()[-1:])
     return None
 
 
