@@ -155,6 +155,12 @@ def manifest_list(project: Project, plan: ImagePlan, key: str, image_ids: list[s
     return found
 
 
+def per_platform(values: Mapping[str, Any]) -> Mapping[str | None, Mapping[str, Any]]:
+    """What an image's task settled on, per platform: a multi-arch image's "platforms", a
+    native image's own values under `None`."""
+    return values.get("platforms") or {None: values}
+
+
 def build_from(plan: ImagePlan, settled: Mapping[str, Any]) -> str | None:
     """The name a child of this image is built FROM: its key name, or for an image taken
     by a pin that carries no key, its digest reference."""

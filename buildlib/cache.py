@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildlib import keys
+from buildlib.builder import per_platform
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
 from buildlib.registry import Client, Manifest, RegistryError
@@ -203,9 +204,8 @@ def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseIma
         if plan.parent is None:
             parent_ids = dict.fromkeys(platforms, bases.id_of(plan.base))
         else:
-            parent = settled.get(plan.parent) or {}
-            per_platform = parent.get("platforms") or {None: parent}
-            parent_ids = {p: (per_platform.get(p) or {}).get("id") for p in platforms}
+            parent = per_platform(settled.get(plan.parent) or {})
+            parent_ids = {p: (parent.get(p) or {}).get("id") for p in platforms}
         known = all(parent_ids.values()) or (plan.parent is None and plan.base is None)
         found = settled[name] = find_image(lookups, plan, {
             p: plan.record_on(parent_id, p) for p, parent_id in parent_ids.items()},

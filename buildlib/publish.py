@@ -11,7 +11,7 @@ from typing import Any
 
 from buildlib import buildah, cache, keys, registry
 from buildlib.buildah import BuildahError, Interrupted
-from buildlib.builder import build_from
+from buildlib.builder import build_from, per_platform
 from buildlib.project import ImagePlan, Project
 from buildlib.storage import Storage
 
@@ -21,7 +21,7 @@ def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Stora
     image the run settled on; of a multi-arch image, each platform's), named as a build
     names it: a child is built on it."""
     plan = project.plans[name]
-    for values in (settled.get("platforms") or {None: settled}).values():
+    for values in per_platform(settled).values():
         with storage.lock_for(f"pull {values['pinned']}"):
             if not storage.has(values["id"], build_from(plan, values) or plan.reference):
                 _pull_one(project, plan, values, storage)

@@ -211,8 +211,7 @@ class Run:
             values = saved_of(parent_task)
         else:
             return f"parent '{plan.parent}' would be rebuilt"
-        ids = {p: (values.get("platforms") or {}).get(p, {}).get("id") if p else values.get("id")
-               for p in platforms}
+        ids = {p: (builder.per_platform(values).get(p) or {}).get("id") for p in platforms}
         if not all(ids.values()):
             return f"parent '{plan.parent}' has no image of {', '.join(map(str, platforms))}"
         return ids

@@ -412,8 +412,8 @@ def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
     if not settled:
         return {}
     parent_plan = run.project.plans[plan.parent]
-    per_platform = settled.get("platforms") or {None: settled}
-    return {platform: builder.build_from(parent_plan, per_platform.get(platform) or {})
+    parent = builder.per_platform(settled)
+    return {platform: builder.build_from(parent_plan, parent.get(platform) or {})
             for platform in plan.platforms or (None,)}
 
 
