@@ -176,7 +176,7 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
     def image_of(name: str, key: str) -> str | None:
         local = storage.with_key(key)
         if local is not None or project.plans[name].platforms:
-            return local  # multi-arch images are not looked up: they are built
+            return local  # (a multi-arch image is looked up by its list key when judged)
         try:
             found = find_by_key(lookups, project.plans[name], key, warn)
         except RegistryError:

@@ -353,7 +353,7 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     print(f"removed {_count(result.named, 'image')} of old keys and "
           f"{_count(result.images - result.named, 'intermediate image')}, untagged "
           f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
-    _compact_record(proj, record)
+    rewrite_record(proj, record)  # one line per key still held, here or in the registry
     if result.errors:
         shown = "\n  ".join(result.errors[:10])
         return f"prune could not remove everything:\n  {shown}"
@@ -368,12 +368,6 @@ def _freed(count: int, contents: Any) -> str:
     if not contents.complete:
         return "an unknown amount (storage lists no layers: extra read-only stores?)"
     return size(count)
-
-
-def _compact_record(proj: Project, record: dict[str, list[str]]) -> None:
-    """One line per key: still in local storage, or maybe in the registry (a registry prune
-    drops those it deleted)."""
-    rewrite_record(proj, record)
 
 
 def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],

@@ -308,13 +308,12 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
         proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
-        selection = _selection(proj, frozenset(_pins(proj)))
+        pins = _pins(proj)
+        selection = _selection(proj, frozenset(pins))
         building = _building(proj, selection, invocation) if invocation.builds else set()
         if any(proj.plans[name].context.fetches for name in building):
             with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
                 proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
-        pins = _pins(proj)
-        selection = _selection(proj, frozenset(pins))
         from_registry = _cache_mode(proj) == "registry"
         strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
