@@ -87,16 +87,21 @@ def command_line(argv: Sequence[str]) -> str:
 
 def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
                 isolation: str | None, args: Mapping[str, str], labels: Mapping[str, str],
-                volumes: Sequence[str], platform: str | None = None) -> list[str]:
+                volumes: Sequence[str], platform: str | None = None,
+                layer_cache: bool = True) -> list[str]:
     """The options of `buildah bud` that shape the image (everything but paths).
     `--timestamp` and no identity label make it reproducible: the same inputs on the
     same parent give the same image ID in any storage.
+
+    Without `layer_cache`, `--no-cache`: every step runs, and the image has the same
+    layers, so the same ID, as a build that found nothing in the cache.
 
     An image for a named platform is built without the layer cache: buildah 1.28's cache
     does not tell platforms apart (after a `FROM scratch` build for linux/amd64, one for
     linux/arm64 took the cached amd64 steps and came out amd64), and without intermediate
     images its build leaves no step for a native build to take either."""
-    layers = ["--platform", platform, "--layers=false"] if platform else ["--layers"]
+    layers = (["--platform", platform, "--layers=false"] if platform else
+              ["--layers"] if layer_cache else ["--layers", "--no-cache"])
     options = ["--format", fmt, *layers, "--identity-label=false"]
     if timestamp is not None:
         options += ["--timestamp", str(timestamp)]

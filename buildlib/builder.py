@@ -58,6 +58,9 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
         record = plan.record_of(copied).on_parent(record.parent_id)
     what = f"{name} for {record.platform}" if record.platform else name
     note = f"building {what}: {reason or 'asked to'}"
+    blind = cache_blind_reads(plan, record)
+    if blind:
+        note += f" (without buildah's layer cache, blind to {'; '.join(blind)})"
     try:  # a multi-arch image's platforms share its log, one after another
         built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
                                     plan.build_log, plan.timeout, note=note, echo=echo,
@@ -84,7 +87,8 @@ def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
     options = buildah.bud_options(
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
-        labels=record.labels, volumes=record.volumes, platform=record.platform)
+        labels=record.labels, volumes=record.volumes, platform=record.platform,
+        layer_cache=not cache_blind_reads(plan, record))
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the
     # key was made, when storage lacked it). Never a pull during the build, so a
@@ -94,6 +98,12 @@ def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
         render.first_from(plan.context.dockerfile) or "").lower() != "scratch"
     return project.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
                                  pull="missing" if unknown else "never", owner=project.owner)
+
+
+def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
+    """What this image's build reads that buildah's layer cache does not look at: when
+    any, it is built without that cache (else a new key could take old bytes)."""
+    return render.cache_blind_reads(plan.context.dockerfile, plan.args, record.volumes)
 
 
 def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -454,30 +454,67 @@ def args_read_by(dockerfile: str) -> Callable[[str], bool]:
     consumed" (buildah says so) and changes no byte of the image."""
     if "<<" in dockerfile:
         return lambda name: True
-    declared = set(PREDEFINED_ARGS)
+    return (PREDEFINED_ARGS | _declared_args(dockerfile)).__contains__
+
+
+def _declared_args(dockerfile: str) -> frozenset[str]:
+    """The build args the Dockerfile's ARG instructions declare."""
+    declared = set()
     for line in _instructions(dockerfile):
         keyword, rest = (line.split(None, 1) + [""])[:2]
         if keyword.upper() == "ARG":
             declared.update(word.partition("=")[0] for word in rest.split())
-    return declared.__contains__
+    return frozenset(declared)
 
 
 def _bind_mount_sources(dockerfile: str) -> list[str]:
     """The context paths `RUN --mount=type=bind,source=...` mounts (no `from=`)."""
+    found = []
+    for _, fields in _run_mounts(dockerfile):
+        if fields.get("type", "bind") == "bind" and "from" not in fields:
+            source = fields.get("source") or fields.get("src") or "."
+            found.append(os.path.normpath(source.lstrip("/")) if source.strip("/") else ".")
+    return found
+
+
+def _run_mounts(dockerfile: str) -> list[tuple[str, dict[str, str]]]:
+    """(the `--mount=...` word, its fields) of each mount of each RUN (its flags come
+    before the command: `RUN --network=none --mount=... cmd`)."""
     found = []
     for line in _instructions(dockerfile):
         keyword, rest = (line.split(None, 1) + [""])[:2]
         if keyword.upper() != "RUN":
             continue
         for word in rest.split():
-            if not word.startswith("--mount="):
+            if not word.startswith("--"):
                 break
-            fields = dict(f.partition("=")[::2] for f in word[len("--mount="):].split(","))
-            if fields.get("type", "bind") == "bind" and "from" not in fields:
-                source = fields.get("source") or fields.get("src") or "."
-                found.append(os.path.normpath(source.lstrip("/")) if source.strip("/")
-                             else ".")
+            if word.startswith("--mount="):
+                found.append((word, dict(f.partition("=")[::2]
+                                          for f in word[len("--mount="):].split(","))))
     return found
+
+
+# Mounts whose content buildah 1.28's layer cache looks at: only a tmpfs has none.
+CACHE_SEEN_MOUNTS = frozenset({"tmpfs"})
+
+
+def cache_blind_reads(dockerfile: str, args: Mapping[str, str],
+                      volumes: Sequence[str]) -> list[str]:
+    """What a build of this Dockerfile reads that buildah 1.28's layer cache does not
+    look at, one phrase each; when any, the image must be built without that cache.
+    buildah reuses a step when its parent and its text (with the build args its ARGs
+    declare) are the same, so a step that reads anything else takes the old bytes under
+    a new key (checked with real buildah, each: a RUN's bind mount of a context file, of
+    `from=` a stage or an image; a cache mount; a secret; a `--volume`; a proxy build
+    arg no ARG declares, which buildah keeps out of the step's history). COPY and ADD
+    (of the context, `--from=` a stage or an image, a URL) are compared by content."""
+    blind = [f"RUN {word}" for word, fields in _run_mounts(dockerfile)
+             if fields.get("type", "bind") not in CACHE_SEEN_MOUNTS]
+    blind += [f"volume {volume}" for volume in volumes]
+    declared = _declared_args(dockerfile)
+    blind += [f"build arg {name} (no ARG declares it)" for name in sorted(args)
+              if name in PREDEFINED_ARGS and name not in declared]
+    return blind
 
 
 DIRECTIVE = re.compile(r"#\s*[a-zA-Z]+\s*=")

@@ -192,3 +192,10 @@ def test_keys_from_roots_walks_each_platform(tmp_path: Path) -> None:
         {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"})
     assert [key for name, key, _ in walked if name == "child"] == [
         r.key for r in expected.values()]
+
+
+def test_a_build_without_the_layer_cache_keeps_its_layers() -> None:
+    options = buildah.bud_options(["x"], fmt="oci", timestamp=0, isolation=None, args={},
+                                  labels={}, volumes=[], layer_cache=False)
+    assert options[:5] == ["--format", "oci", "--layers", "--no-cache",
+                           "--identity-label=false"]

@@ -726,3 +726,26 @@ def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
     reads = render.args_read_by("FROM scratch\nARG A B=2\nRUN echo $A\n")
     assert [name for name in ("A", "B", "C", "HTTP_PROXY", "no_proxy") if reads(name)] == [
         "A", "B", "HTTP_PROXY", "no_proxy"]
+
+
+@pytest.mark.parametrize(("dockerfile", "args", "volumes", "blind"), [
+    # what buildah 1.28's layer cache compares by content, or does not need to
+    ("FROM b\nCOPY s /s\nADD http://h/u /u\nCOPY --from=x:1 /x /x\nRUN cat /s\n",
+     {}, [], []),
+    ("FROM b\nRUN --mount=type=tmpfs,target=/t touch /t/x\n", {}, [], []),
+    ("FROM b\nARG HTTP_PROXY\nRUN echo $HTTP_PROXY > /f\n", {"HTTP_PROXY": "p"}, [], []),
+    # what it reuses a step for, whatever the content read
+    ("FROM b\nRUN --mount=type=bind,source=s,target=/m cp /m /f\n", {}, [],
+     ["RUN --mount=type=bind,source=s,target=/m"]),
+    ("FROM b\nRUN --network=none --mount=target=/m,from=x:1 \\\n  cp /m/x /f\n", {}, [],
+     ["RUN --mount=target=/m,from=x:1"]),
+    ("FROM b\nRUN --mount=type=cache,target=/c true\n"
+     "RUN --mount=type=secret,id=k cat /run/secrets/k\n", {}, [],
+     ["RUN --mount=type=cache,target=/c", "RUN --mount=type=secret,id=k"]),
+    ("FROM b\nRUN cat /v/x\n", {}, ["/srv:/v:ro"], ["volume /srv:/v:ro"]),
+    ("FROM b\nRUN echo $http_proxy > /f\n", {"http_proxy": "p", "OTHER": "o"}, [],
+     ["build arg http_proxy (no ARG declares it)"]),
+])
+def test_cache_blind_reads(dockerfile: str, args: dict[str, str], volumes: list[str],
+                           blind: list[str]) -> None:
+    assert render.cache_blind_reads(dockerfile, args, volumes) == blind
