@@ -86,7 +86,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
-                isolation: str | None, args: Mapping[str, str], labels: Mapping[str, str],
+                isolation: str | None, args: Mapping[str, str],
                 volumes: Sequence[str], platform: str | None = None,
                 layer_cache: bool = True) -> list[str]:
     """The options of `buildah bud` that shape the image (everything but paths).
@@ -111,8 +111,6 @@ def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
         options += ["--isolation", isolation]
     for key, value in sorted(args.items()):
         options += ["--build-arg", f"{key}={value}"]
-    for key, value in sorted(labels.items()):
-        options += ["--label", f"{key}={value}"]
     for volume in volumes:
         options += ["--volume", volume]
     return options

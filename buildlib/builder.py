@@ -48,7 +48,7 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
     name = plan.name
     plan.own_workdir()
     try:
-        context.write(plan.dockerfile, plan.context_dir)
+        context.labelled(record.labels).write(plan.dockerfile, plan.context_dir)
     except OSError:
         shutil.rmtree(plan.context_dir, ignore_errors=True)  # a full disk: free what we took
         raise
@@ -82,12 +82,12 @@ SAME_IMAGE_RACE = "locating just-written image"  # buildah 1.28, one ID committe
 def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
     """`buildah bud` of this record, tagged with the key name and the reference (the
     key is no label: it would change the image ID; every build arg is given, those no
-    ARG reads are no part of the key)."""
+    ARG reads are no part of the key; the labels are in the Dockerfile it writes)."""
     plan = project.plans[name]
     options = buildah.bud_options(
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
-        labels=record.labels, volumes=record.volumes, platform=record.platform,
+        volumes=record.volumes, platform=record.platform,
         layer_cache=not cache_blind_reads(plan, record))
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the

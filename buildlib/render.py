@@ -71,6 +71,10 @@ class Context:
         lines[first] = lines[first].replace(parent_reference, name, 1)
         return replace(self, dockerfile="".join(lines))
 
+    def labelled(self, labels: Mapping[str, str]) -> Context:
+        """This context with the labels as the Dockerfile's last instruction."""
+        return replace(self, dockerfile=labelled(self.dockerfile, labels))
+
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
         return replace(self, files={inner: context_dir / inner for inner in self.files})
@@ -477,6 +481,24 @@ def _bind_mount_sources(dockerfile: str) -> list[str]:
     return found
 
 
+def labelled(dockerfile: str, labels: Mapping[str, str]) -> str:
+    """The Dockerfile with the image's labels as its last instruction, spelled as buildah
+    records `--label k=v` (`LABEL "k"="v"`; `\\`, `"` and `$` escaped by a backslash,
+    which buildah 1.28's LABEL reads under any `# escape=`). Not `--label`: buildah writes
+    those into every intermediate image too, and each step's history names the image
+    before it (`FROM <id>`), so a step its layer cache took from a build with other labels
+    gave the same files under another image ID than a clean build's."""
+    if not labels:
+        return dockerfile
+    words = " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in sorted(labels.items()))
+    return f"{dockerfile.rstrip(chr(10))}\nLABEL {words}\n"
+
+
+def _quoted(word: str) -> str:
+    escaped = "".join(f"\\{c}" if c in '\\"$' else c for c in word)
+    return f'"{escaped}"'
+
+
 def _run_mounts(dockerfile: str) -> list[tuple[str, dict[str, str]]]:
     """(the `--mount=...` word, its fields) of each mount of each RUN (its flags come
     before the command: `RUN --network=none --mount=... cmd`)."""
@@ -507,7 +529,9 @@ def cache_blind_reads(dockerfile: str, args: Mapping[str, str],
     a new key (checked with real buildah, each: a RUN's bind mount of a context file, of
     `from=` a stage or an image; a cache mount; a secret; a `--volume`; a proxy build
     arg no ARG declares, which buildah keeps out of the step's history). COPY and ADD
-    (of the context, `--from=` a stage or an image, a URL) are compared by content."""
+    (of the context, `--from=` a stage or an image, a URL) are compared by content.
+
+    (Labels are no such read: `labelled` makes them a step of their own.)"""
     blind = [f"RUN {word}" for word, fields in _run_mounts(dockerfile)
              if fields.get("type", "bind") not in CACHE_SEEN_MOUNTS]
     blind += [f"volume {volume}" for volume in volumes]

@@ -58,3 +58,20 @@ def config(global_args: Sequence[str], image: str) -> dict[str, Any]:
     found = json.loads(_buildah(global_args, "inspect", "--type", "image", image))
     values = found["OCIv1"].get("config") or {}
     return {name: values.get(name) or None for name in CONFIG_FIELDS}
+
+
+def why_ids_differ(global_args: Sequence[str], image: str, other_args: Sequence[str],
+                   other: str) -> str:
+    """The first part of two images' OCI configs that differs (the config digest is the
+    image ID): a history entry, a layer, another field."""
+    mine, theirs = (json.loads(_buildah(args, "inspect", "--type", "image", name))["OCIv1"]
+                    for args, name in ((global_args, image), (other_args, other)))
+    pairs = [(f"history[{i}]", a, b) for i, (a, b) in enumerate(
+        zip(mine.get("history") or [], theirs.get("history") or [], strict=False))]
+    pairs += [(f"layer {i}", a, b) for i, (a, b) in enumerate(
+        zip(mine["rootfs"]["diff_ids"], theirs["rootfs"]["diff_ids"], strict=False))]
+    for where, a, b in pairs:
+        if a != b:
+            return f"{where}: {a} != {b}"
+    return ", ".join(f"{k}: {mine.get(k)} != {theirs.get(k)}"
+                     for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k))

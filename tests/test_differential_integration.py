@@ -7,7 +7,8 @@ image ID.
 
 The oracle reads the inputs itself, as the README says a build reads them: images.yaml,
 the template's folder (every file of it) with `{{ parent_image }}` as the only template
-text, `files:`, `sources:` (archived as kolla-build does), args, labels and volumes. It
+text, `files:`, `sources:` (archived as kolla-build does), args, labels (a last `LABEL`
+step) and volumes. It
 takes one thing from imagebake's report: the key of an image's parent, which spells the
 child's FROM name (buildah writes that name into the child's history, so the ID depends
 on it).
@@ -147,18 +148,20 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
         parent = entry.get("parent")
         if parent:
             text = text.replace(PARENT, KEY_NAME.format(name=parent, key=keys[parent][:32]))
-        (context / "Dockerfile").write_text(text)
+        labels = {**settings.get("labels", {}), **entry.get("labels", {})}
+        if labels:  # as the README says: a last step `LABEL "k"="v" ...`, sorted
+            text += "LABEL " + " ".join(f'"{k}"="{v}"' for k, v in sorted(labels.items()))
+        dockerfile = storage / "dockerfiles" / name  # not in the context: no COPY sees it
+        dockerfile.parent.mkdir(parents=True, exist_ok=True)
+        dockerfile.write_text(text + "\n")
         for inner, source in (entry.get("files") or {}).items():
             shutil.copy2(world.tree.root / source, context / inner)
         for source_name, source in (entry.get("sources") or {}).items():
             oracle_archive(world, source_name, source, context / f"{source_name}-archive")
         argv = ["buildah", *global_args, "bud", *BUILD, "--no-cache", "--file",
-                str(context / "Dockerfile")]
-        for option, values in (("--build-arg", {**settings.get("args", {}),
-                                                **entry.get("args", {})}),
-                               ("--label", {**settings.get("labels", {}),
-                                            **entry.get("labels", {})})):
-            argv += [a for k, v in sorted(values.items()) for a in (option, f"{k}={v}")]
+                str(dockerfile)]
+        args = {**settings.get("args", {}), **entry.get("args", {})}
+        argv += [a for k, v in sorted(args.items()) for a in ("--build-arg", f"{k}={v}")]
         argv += [a for volume in entry.get("volumes", []) for a in ("--volume", volume)]
         result = subprocess.run([*argv, str(context)], capture_output=True, text=True)
         built[name] = (f"sha256:{result.stdout.strip().splitlines()[-1]}"
@@ -173,12 +176,22 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
 
 def oracle_archive(world: World, name: str, source: dict[str, str], target: Path) -> None:
     """`<name>-archive` as the README says kolla-build makes it: a folder as a tar under
-    its own name, a git repository's ref by `git archive` under `<name>-archive-<ref>/`,
-    a tarball as it is."""
+    its own name (sorted, owner root, mtime 0, so that its bytes follow its content), a
+    git repository's ref by `git archive` under `<name>-archive-<ref>/`, a tarball as it
+    is."""
     if "local" in source:
         folder = world.tree.root / source["local"]
-        with tarfile.open(target, "w") as tar:
-            tar.add(folder, arcname=folder.name)
+        with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tar:
+            for path in [folder, *sorted(folder.rglob("*"))]:
+                info = tar.gettarinfo(path, f"{folder.name}/{path.relative_to(folder)}"
+                                      .removesuffix("/."))
+                info.uid = info.gid = info.mtime = 0
+                info.uname = info.gname = "root"
+                if path.is_file():
+                    with path.open("rb") as data:
+                        tar.addfile(info, data)
+                else:
+                    tar.addfile(info)
     elif "git" in source:
         ref = source["ref"]
         data = subprocess.run(["git", "-C", str(world.tree.root / source["git"]), "archive",
@@ -198,7 +211,9 @@ def differences(world: World, ours: dict[str, Any], oracle_args: list[str],
         return [theirs]
     found = []
     if ours["id"] != theirs:
-        found.append(f"image ID {ours['id'][:12]} (imagebake) != {theirs[:12]} (buildah)")
+        found.append(f"image ID {ours['id'][:19]} (imagebake) != {theirs[:19]} (buildah): "
+                     + rootfs.why_ids_differ(world.tree.global_args, ours["id"],
+                                             oracle_args, theirs))
     mine = rootfs.files(world.tree.global_args, ours["id"])
     other = rootfs.files(oracle_args, theirs)
     for path in sorted(mine.keys() | other.keys()):

@@ -169,7 +169,7 @@ def test_a_platform_image_is_named_by_its_key_and_the_reference_names_the_list(
 
 def test_a_native_build_keeps_its_options() -> None:
     options = buildah.bud_options(["x"], fmt="oci", timestamp=0, isolation=None, args={},
-                                  labels={}, volumes=[])
+                                  volumes=[])
     assert options[:4] == ["--format", "oci", "--layers", "--identity-label=false"]
     assert "--platform" not in options
 
@@ -196,6 +196,6 @@ def test_keys_from_roots_walks_each_platform(tmp_path: Path) -> None:
 
 def test_a_build_without_the_layer_cache_keeps_its_layers() -> None:
     options = buildah.bud_options(["x"], fmt="oci", timestamp=0, isolation=None, args={},
-                                  labels={}, volumes=[], layer_cache=False)
+                                  volumes=[], layer_cache=False)
     assert options[:5] == ["--format", "oci", "--layers", "--no-cache",
                            "--identity-label=false"]

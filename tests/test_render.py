@@ -749,3 +749,9 @@ def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
 def test_cache_blind_reads(dockerfile: str, args: dict[str, str], volumes: list[str],
                            blind: list[str]) -> None:
     assert render.cache_blind_reads(dockerfile, args, volumes) == blind
+
+
+def test_labels_are_the_dockerfile_s_last_step_as_buildah_reads_it() -> None:
+    assert render.labelled("FROM b\nRUN true\n\n", {}) == "FROM b\nRUN true\n\n"
+    assert render.labelled("FROM b\n", {"tier": "api", 'q"\\': "$HOME x=y"}) == (
+        'FROM b\nLABEL "q\\"\\\\"="\\$HOME x=y" "tier"="api"\n')

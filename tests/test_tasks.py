@@ -174,7 +174,8 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
                                                  f"IMAGEBAKE_OWNER={proj.owner}",
                                                  f"IMAGEBAKE_BUILD={plan.iidfile}"]
-    assert option_pairs(argv, "--label") == ["team=infra"]
+    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see render.labelled
+    assert plan.labels == {"team": "infra"}
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
     assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
 
@@ -188,7 +189,7 @@ def test_boolean_build_arg_and_label_are_yaml_spelled(tmp_path: Path) -> None:
     argv = title_command(task_dicts(proj)["build:base"])
     assert option_pairs(argv, "--build-arg") == ["DEBUG=true", f"IMAGEBAKE_OWNER={proj.owner}",
                                                  f"IMAGEBAKE_BUILD={proj.plans['base'].iidfile}"]
-    assert "beta=false" in option_pairs(argv, "--label")
+    assert proj.plans["base"].labels == {"beta": "false"}
 
 
 def test_build_action_runs_the_command_in_the_title(example: project.Project,
