@@ -60,7 +60,7 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
     note = f"building {what}: {reason or 'asked to'}"
     blind = cache_blind_reads(plan, record)
     if blind:
-        note += f" (without buildah's layer cache, blind to {'; '.join(blind)})"
+        note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
         built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
                                     plan.build_log, plan.timeout, note=note, echo=echo,
