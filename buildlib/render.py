@@ -528,8 +528,9 @@ def cache_blind_reads(dockerfile: str, args: Mapping[str, str],
     declare) are the same, so a step that reads anything else takes the old bytes under
     a new key (checked with real buildah, each: a RUN's bind mount of a context file, of
     `from=` a stage or an image; a cache mount; a secret; a `--volume`; a proxy build
-    arg no ARG declares, which buildah keeps out of the step's history). COPY and ADD
-    (of the context, `--from=` a stage or an image, a URL) are compared by content.
+    arg no ARG declares, which buildah keeps out of the step's history; a given build
+    arg read by a step but RUN). COPY and ADD (of the context, `--from=` a stage or an
+    image, a URL) are compared by content.
 
     (Labels are no such read: `labelled` makes them a step of their own.)"""
     blind = [f"RUN {word}" for word, fields in _run_mounts(dockerfile)
@@ -538,7 +539,27 @@ def cache_blind_reads(dockerfile: str, args: Mapping[str, str],
     declared = _declared_args(dockerfile)
     blind += [f"build arg {name} (no ARG declares it)" for name in sorted(args)
               if name in PREDEFINED_ARGS and name not in declared]
-    return blind
+    return blind + _args_in_unexpanded_steps(dockerfile, declared, args)
+
+
+def _args_in_unexpanded_steps(dockerfile: str, declared: frozenset[str],
+                              args: Mapping[str, str]) -> list[str]:
+    """The steps but RUN that read a build arg, when args give one: buildah 1.28 keys them
+    by their text before substitution, so after `ENV E=${F}`, `LABEL`, `WORKDIR`, ...
+    with F given a new value it takes the cached step, whose config holds the old one
+    (and a later step's history names that step's image: another image ID)."""
+    if not declared & set(args):
+        return []
+    found = []
+    for line in _instructions(dockerfile):
+        keyword, rest = (line.split(None, 1) + [""])[:2]
+        if keyword.upper() in ("RUN", "FROM", "ARG"):  # RUN's history records the args
+            continue
+        names = sorted(set(re.findall(r"\$\{?(\w+)", rest)) & declared)
+        if names:
+            found.append(f"{keyword.upper()} with build arg {', '.join(names)} "
+                         "(cached by its text before substitution)")
+    return found
 
 
 DIRECTIVE = re.compile(r"#\s*[a-zA-Z]+\s*=")

@@ -63,7 +63,7 @@ class Case:
 @dataclass
 class External:
     """An image outside the tree (a base, a `COPY --from` image), built by plain buildah
-    in imagebake's storage and in the oracle's."""
+    in imagebake's storage and copied into the oracle's."""
 
     name: str
     files: dict[str, str]
@@ -109,7 +109,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def build_external(global_args: list[str], image: External, scratch: Path) -> str:
+def build_external(global_args: list[str], image: External, scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     for inner, text in image.files.items():
@@ -117,10 +117,8 @@ def build_external(global_args: list[str], image: External, scratch: Path) -> st
     if image.name == BB:
         shutil.copy2("/bin/busybox", scratch / "busybox")
     options = [o if o != "oci" else image.fmt for o in BUILD]
-    out = subprocess.run(["buildah", *global_args, "bud", *options, "--no-cache",
-                          "--tag", image.name, str(scratch)],
-                         check=True, capture_output=True, text=True).stdout
-    return out.strip().splitlines()[-1]
+    subprocess.run(["buildah", *global_args, "bud", *options, "--no-cache", "--tag",
+                    image.name, str(scratch)], check=True, capture_output=True)
 
 
 # --- the oracle ---------------------------------------------------------------------------
@@ -135,8 +133,10 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
     order (parents first), as images.yaml and the template folders say now. Returns
     name -> image ID (or the error buildah gave)."""
     global_args = storage_args(storage)
-    for image in world.externals.values():
-        build_external(global_args, image, storage / "external")
+    fresh = f"containers-storage:[overlay@{storage / 'root'}+{storage / 'run'}]"
+    for name in world.externals:  # as they are, as a registry would give them
+        subprocess.run(["buildah", *world.tree.global_args, "push", name, fresh + name],
+                       check=True, capture_output=True)
     data = yaml.safe_load(world.tree.config.read_text())
     settings = data.get("settings") or {}
     built = {}

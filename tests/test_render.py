@@ -745,6 +745,12 @@ def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
     ("FROM b\nRUN cat /v/x\n", {}, ["/srv:/v:ro"], ["volume /srv:/v:ro"]),
     ("FROM b\nRUN echo $http_proxy > /f\n", {"http_proxy": "p", "OTHER": "o"}, [],
      ["build arg http_proxy (no ARG declares it)"]),
+    # a build arg read by a step buildah caches by its text before substitution
+    ("FROM b\nARG F=a\nARG G\nENV E=${F}-env\nRUN echo $G\nWORKDIR /w$G\n", {"F": "x"}, [],
+     ["ENV with build arg F (cached by its text before substitution)",
+      "WORKDIR with build arg G (cached by its text before substitution)"]),
+    ("FROM b\nARG F=a\nENV E=${F}-env\n", {}, [], []),  # the default is in the text
+    ("FROM b\nARG F=a\nRUN echo $F > /f\nENV E=$HOME\n", {"F": "x"}, [], []),
 ])
 def test_cache_blind_reads(dockerfile: str, args: dict[str, str], volumes: list[str],
                            blind: list[str]) -> None:
