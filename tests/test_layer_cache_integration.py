@@ -65,3 +65,15 @@ def test_a_volume_s_new_content_is_built(tree: Tree, tmp_path: Path) -> None:
     assert rootfs.read(tree.global_args, image, "/f") == b"two"
     log = (tree.root / "build" / "probe" / "probe-build.log").read_text()
     assert f"without buildah's layer cache, blind to volume {volume}:/v:ro" in log
+
+
+def test_a_build_arg_s_new_value_reaches_env_label_and_workdir(tree: Tree) -> None:
+    """buildah caches ENV, LABEL, WORKDIR by their text before substitution."""
+    probe_tree(tree, "ARG F\nENV E=${F}-env\nLABEL l=${F}\nWORKDIR /w-${F}\n")
+    for value in ("one", "two"):
+        tree.edit_yaml(lambda data, v=value: data["images"]["probe"].update(args={"F": v}))
+        tree.doit("build")
+        config = rootfs.config(tree.global_args, tree.report()["images"]["probe"]["id"])
+        assert f"E={value}-env" in config["Env"]
+        assert config["Labels"]["l"] == value
+        assert config["WorkingDir"] == f"/w-{value}"
