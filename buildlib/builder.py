@@ -48,7 +48,7 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
     name = plan.name
     plan.own_workdir()
     try:
-        context.labelled(record.labels).write(plan.dockerfile, plan.context_dir)
+        context.as_built(record.labels).write(plan.dockerfile, plan.context_dir)
     except OSError:
         shutil.rmtree(plan.context_dir, ignore_errors=True)  # a full disk: free what we took
         raise

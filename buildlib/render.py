@@ -71,9 +71,9 @@ class Context:
         lines[first] = lines[first].replace(parent_reference, name, 1)
         return replace(self, dockerfile="".join(lines))
 
-    def labelled(self, labels: Mapping[str, str]) -> Context:
-        """This context with the labels as the Dockerfile's last instruction."""
-        return replace(self, dockerfile=labelled(self.dockerfile, labels))
+    def as_built(self, labels: Mapping[str, str]) -> Context:
+        """This context with the Dockerfile a build writes (`as_built`)."""
+        return replace(self, dockerfile=as_built(self.dockerfile, labels))
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
@@ -481,17 +481,28 @@ def _bind_mount_sources(dockerfile: str) -> list[str]:
     return found
 
 
-def labelled(dockerfile: str, labels: Mapping[str, str]) -> str:
-    """The Dockerfile with the image's labels as its last instruction, spelled as buildah
-    records `--label k=v` (`LABEL "k"="v"`; `\\`, `"` and `$` escaped by a backslash,
-    which buildah 1.28's LABEL reads under any `# escape=`). Not `--label`: buildah writes
-    those into every intermediate image too, and each step's history names the image
-    before it (`FROM <id>`), so a step its layer cache took from a build with other labels
-    gave the same files under another image ID than a clean build's."""
-    if not labels:
-        return dockerfile
-    words = " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in sorted(labels.items()))
-    return f"{dockerfile.rstrip(chr(10))}\nLABEL {words}\n"
+# The last step of a Dockerfile as built when the image has no labels (see `as_built`).
+LAST_STEP = "ARG IMAGEBAKE_END"
+
+
+def as_built(dockerfile: str, labels: Mapping[str, str]) -> str:
+    """The Dockerfile a build writes: the rendered one, then a last step of its own: the
+    image's labels, spelled as buildah records `--label k=v` (`LABEL "k"="v"`; `\\`, `"`
+    and `$` escaped by a backslash, which buildah 1.28's LABEL reads under any
+    `# escape=`), or without labels LAST_STEP. Two ways buildah 1.28's layer cache gave
+    the same files under another image ID than a clean build's, as each step's history
+    names the image it started from (`FROM <name or ID>`):
+    - `--label`s are written into every intermediate image, so a step taken from a build
+      with other labels named another image;
+    - the image a build ends in is tagged (its key name), and a later build whose
+      Dockerfile goes on after those steps started its next step from it, named so. A
+      last step of its own keeps every step of the user's Dockerfile an untagged one."""
+    if labels:
+        last = "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}"
+                                   for k, v in sorted(labels.items()))
+    else:
+        last = LAST_STEP
+    return f"{dockerfile.rstrip(chr(10))}\n{last}\n"
 
 
 def _quoted(word: str) -> str:
@@ -532,7 +543,7 @@ def cache_blind_reads(dockerfile: str, args: Mapping[str, str],
     arg read by a step but RUN). COPY and ADD (of the context, `--from=` a stage or an
     image, a URL) are compared by content.
 
-    (Labels are no such read: `labelled` makes them a step of their own.)"""
+    (Labels are no such read: `as_built` makes them a step of their own.)"""
     blind = [f"RUN {word}" for word, fields in _run_mounts(dockerfile)
              if fields.get("type", "bind") not in CACHE_SEEN_MOUNTS]
     blind += [f"volume {volume}" for volume in volumes]

@@ -7,8 +7,8 @@ image ID.
 
 The oracle reads the inputs itself, as the README says a build reads them: images.yaml,
 the template's folder (every file of it) with `{{ parent_image }}` as the only template
-text, `files:`, `sources:` (archived as kolla-build does), args, labels (a last `LABEL`
-step) and volumes. It
+text, `files:`, `sources:` (archived as kolla-build does), args, labels (the last step
+the README describes) and volumes. It
 takes one thing from imagebake's report: the key of an image's parent, which spells the
 child's FROM name (buildah writes that name into the child's history, so the ID depends
 on it).
@@ -149,8 +149,9 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
         if parent:
             text = text.replace(PARENT, KEY_NAME.format(name=parent, key=keys[parent][:32]))
         labels = {**settings.get("labels", {}), **entry.get("labels", {})}
-        if labels:  # as the README says: a last step `LABEL "k"="v" ...`, sorted
-            text += "LABEL " + " ".join(f'"{k}"="{v}"' for k, v in sorted(labels.items()))
+        # as the README says: a last step, the labels (`LABEL "k"="v" ...`, sorted) or
+        text += ("LABEL " + " ".join(f'"{k}"="{v}"' for k, v in sorted(labels.items()))
+                 if labels else "ARG IMAGEBAKE_END")  # (without labels)
         dockerfile = storage / "dockerfiles" / name  # not in the context: no COPY sees it
         dockerfile.parent.mkdir(parents=True, exist_ok=True)
         dockerfile.write_text(text + "\n")

@@ -757,7 +757,7 @@ def test_cache_blind_reads(dockerfile: str, args: dict[str, str], volumes: list[
     assert render.cache_blind_reads(dockerfile, args, volumes) == blind
 
 
-def test_labels_are_the_dockerfile_s_last_step_as_buildah_reads_it() -> None:
-    assert render.labelled("FROM b\nRUN true\n\n", {}) == "FROM b\nRUN true\n\n"
-    assert render.labelled("FROM b\n", {"tier": "api", 'q"\\': "$HOME x=y"}) == (
+def test_a_build_s_dockerfile_ends_in_a_step_of_its_own() -> None:
+    assert render.as_built("FROM b\nRUN true\n\n", {}) == "FROM b\nRUN true\nARG IMAGEBAKE_END\n"
+    assert render.as_built("FROM b\n", {"tier": "api", 'q"\\': "$HOME x=y"}) == (
         'FROM b\nLABEL "q\\"\\\\"="\\$HOME x=y" "tier"="api"\n')

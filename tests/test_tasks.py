@@ -174,7 +174,7 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
                                                  f"IMAGEBAKE_OWNER={proj.owner}",
                                                  f"IMAGEBAKE_BUILD={plan.iidfile}"]
-    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see render.labelled
+    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see render.as_built
     assert plan.labels == {"team": "infra"}
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
     assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
