@@ -16,7 +16,7 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, doit_seam, graph, keys, project, run, tasks, verdict
+from buildlib import buildah, doit_seam, graph, keys, project, render, run, tasks, verdict
 from buildlib.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_build_action_runs_the_command_in_the_title(example: project.Project,
     assert values["key"] == plan.sources.on_parent("sha256:id-of-nova-base").key
     assert values["found"] == "built"
     assert run.images["nova-api"] == values  # what its children and its push read
-    assert plan.dockerfile.read_text() == plan.context.dockerfile
+    assert plan.dockerfile.read_text() == render.as_built(plan.context.dockerfile, plan.labels)
     assert (plan.context_dir / "start.sh").exists()
 
 
