@@ -138,3 +138,26 @@ def test_nothing_in_the_repository_names_a_folder_beside_it() -> None:
     for path in [*DOC_FILES, *(REPO / "buildlib").glob("*.py"), *(REPO / "tests").glob("*.py"),
                  *(REPO / "bench").glob("*.py"), REPO / "Makefile"]:
         assert "../" + "shared" not in path.read_text(), path
+
+
+def keys_used(data: dict[str, Any]) -> set[str]:
+    """Every key an images.yaml example sets, spelt as the reference spells it."""
+    used = {key for key in data}
+    sections = {"settings": "settings.", "jinja": "jinja.", "kolla": "kolla."}
+    for section, prefix in sections.items():
+        used |= {prefix + key for key in data.get(section) or {}}
+    for image in (data.get("images") or {}).values():
+        used |= {"images.NAME." + key for key in image or {}}
+        for source in ((image or {}).get("sources") or {}).values():
+            used |= {"images.NAME.sources.NAME." + key for key in source}
+    return used
+
+
+def test_writing_images_yaml_shows_every_field_in_an_example() -> None:
+    shown: set[str] = set()
+    for where, data in doc_examples():
+        if where.startswith(("docs/images-yaml.md", "docs/kolla.md")):
+            shown |= keys_used(data)
+    fields = {prefix + field.name for _, prefix, model in reference_docs.SECTIONS
+              for field in reference_docs.dataclasses.fields(model) if field.init}
+    assert fields - shown == set(), "give each of these an example in docs/images-yaml.md"
