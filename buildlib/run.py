@@ -1,19 +1,8 @@
 """One doit run: its command line read once, the images it selects, the run lock, signals.
 
-A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
-
-    config=PATH          another images.yaml (default: the one beside dodo.py)
-    images=RE[,RE...]    build only images whose name matches, with their ancestors
-    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
-    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
-    skip_parents=1       build the selected images on their parents as they are in storage
-    fail_fast=1          stop at the first failure instead of building everything else
-    verbose=1            show buildah's output as it builds (it always goes to the logs)
-    dispatch=fifo        doit's own order of ready builds, not the longest path first
-    cache=registry       look images up in the registry by their key before building them
-    pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
-
-and `doit export` by its own: format=gha|argo, out=PATH, max_jobs=N, job_start=SECONDS.
+A run is shaped by doit command-line variables (`doit build images=nova profile=x`): each
+is a row of `variables.VARIABLES` (their table, and docs/reference/variables.md), read
+through `variables` alone.
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
