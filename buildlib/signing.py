@@ -244,6 +244,11 @@ class Layer:
     def digest(self) -> str:
         return "sha256:" + hashlib.sha256(self.data).hexdigest()
 
+    def descriptor(self) -> dict[str, Any]:
+        """How the manifest names it."""
+        return {**_descriptor(self.media_type, self.data),
+                "annotations": dict(self.annotations)}
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -278,8 +283,7 @@ def artifact(layers: Sequence[Layer]) -> Artifact:
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": _descriptor(OCI_CONFIG, config),
-        "layers": [{**_descriptor(layer.media_type, layer.data),
-                    "annotations": dict(layer.annotations)} for layer in layers],
+        "layers": [layer.descriptor() for layer in layers],
     }, separators=(",", ":")).encode()
     return Artifact(manifest, config, tuple(layers))
 
