@@ -91,16 +91,18 @@ def check_signature(client: Client, repository: str, digest: str,
     if not layers:
         return UNSIGNED
     path = ImageRef.parse(repository).registry_path
+    named = False  # some payload there vouches for this digest in this repository
     for layer in sorted(layers, key=lambda layer: layer.digest != _digest(expected)):
         message = (expected if layer.digest == _digest(expected)
                    else client.blob(path, layer.digest))
         if message is None or signing.signed_digest(
                 message, docker_reference(repository)) != digest:
             continue
+        named = True
         signature = layer.annotations.get(signing.SIGNATURE_ANNOTATION, "")
         if any(signing.verify(key, message, signature) for key in keys):
             return SIGNED
-    return UNKNOWN_KEY
+    return UNKNOWN_KEY if named else UNSIGNED
 
 
 def find_provenance(client: Client, repository: str, digest: str,
