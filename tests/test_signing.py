@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import Tree
 
 from buildlib import signing
 
@@ -175,3 +176,21 @@ def test_the_password_comes_from_cosign_password() -> None:
     assert signing.password({"COSIGN_PASSWORD": ""}) == b""
     with pytest.raises(signing.SigningError, match="COSIGN_PASSWORD is not set"):
         signing.password({})
+
+
+def test_keygen_writes_a_pair_beside_images_yaml_once(tree: Tree,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    refused = tree.doit("keygen", check=False)
+    assert refused.returncode == 1 and "COSIGN_PASSWORD is not set" in refused.stdout + \
+        refused.stderr
+    assert not (tree.root / "cosign.key").exists()
+
+    tree.doit("keygen", env={"COSIGN_PASSWORD": "tree password"})
+    private = (tree.root / "cosign.key").read_bytes()
+    key = signing.load_private(private, b"tree password")
+    assert signing.public_pem(key.public_key()) == (tree.root / "cosign.pub").read_bytes()
+
+    again = tree.doit("keygen", check=False, env={"COSIGN_PASSWORD": "other"})
+    assert again.returncode == 1 and "already exist" in again.stdout + again.stderr
+    assert (tree.root / "cosign.key").read_bytes() == private
