@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Tree
 
-from buildlib import signing
+from buildlib import signatures, signing
 
 # Keys written by cosign itself, from sigstore/cosign pkg/cosign/keys_test.go (Apache-2.0),
 # all encrypted with the password "hello". The first two are ECDSA P-256 in PKCS#8 under
@@ -194,3 +194,17 @@ def test_keygen_writes_a_pair_beside_images_yaml_once(tree: Tree,
     again = tree.doit("keygen", check=False, env={"COSIGN_PASSWORD": "other"})
     assert again.returncode == 1 and "already exist" in again.stdout + again.stderr
     assert (tree.root / "cosign.key").read_bytes() == private
+
+
+def test_the_payload_is_byte_for_byte_cosigns() -> None:
+    """cosign's pkg/cosign/obsolete_test.go: the exact bytes cosign signs for an image (the
+    payload's digest is how a check recognises it without fetching it)."""
+    digest = "sha256:4aa3054270f7a70b4528f2064ee90961788e1e1518703592ae4463de3b889dec"
+    reference = signatures.docker_reference("docker.io/namespace/image")
+    assert signing.payload(reference, digest) == (
+        b'{"critical":{"identity":{"docker-reference":"index.docker.io/namespace/image"},'
+        b'"image":{"docker-manifest-digest":"sha256:4aa3054270f7a70b4528f2064ee90961788e1e'
+        b'1518703592ae4463de3b889dec"},"type":"cosign container image signature"},'
+        b'"optional":null}')
+    assert signatures.docker_reference("alpine") == "index.docker.io/library/alpine"
+    assert signatures.docker_reference("127.0.0.1:5000/a/b") == "127.0.0.1:5000/a/b"
