@@ -118,12 +118,25 @@ def seal(private_key: EllipticCurvePrivateKey, secret: bytes) -> bytes:
 def load_private(pem: bytes, secret: bytes, where: str = "the key") -> EllipticCurvePrivateKey:
     """The ECDSA P-256 private key in cosign's encrypted PEM (either label).
     SigningError, naming `where`, when it is not such a file or the password is wrong."""
-    import nacl.exceptions
-    import nacl.secret
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    body = _unpem(pem, PRIVATE_LABELS, where)
+    der = _unseal(_unpem(pem, PRIVATE_LABELS, where), secret, where)
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except ValueError as err:
+        raise SigningError(f"{where} does not hold a PKCS#8 private key: {err}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise SigningError(f"{where} holds a {type(key).__name__}, not an ECDSA P-256 key "
+                           "(the kind cosign generate-key-pair makes)")
+    return key
+
+
+def _unseal(body: bytes, secret: bytes, where: str) -> bytes:
+    """The plaintext of go-securesystemslib's encrypted JSON, as its Decrypt checks it."""
+    import nacl.exceptions
+    import nacl.secret
+
     try:
         document = json.loads(body)
         kdf, cipher = document["kdf"], document["cipher"]
@@ -138,19 +151,11 @@ def load_private(pem: bytes, secret: bytes, where: str = "the key") -> EllipticC
     if (params.get("N") not in SCRYPT_NS or params.get("r") != SCRYPT_R
             or params.get("p") != SCRYPT_P):
         raise SigningError(f"{where}: unsupported scrypt parameters {params}")
-    box = nacl.secret.SecretBox(_derive(secret, salt, params["N"]))
     try:
-        der = box.decrypt(ciphertext, nonce)
+        return nacl.secret.SecretBox(_derive(secret, salt, params["N"])).decrypt(ciphertext,
+                                                                                 nonce)
     except (nacl.exceptions.CryptoError, ValueError):
         raise SigningError(f"{where}: wrong password (from {PASSWORD_VARIABLE})") from None
-    try:
-        key = serialization.load_der_private_key(der, password=None)
-    except ValueError as err:
-        raise SigningError(f"{where} does not hold a PKCS#8 private key: {err}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise SigningError(f"{where} holds a {type(key).__name__}, not an ECDSA P-256 key "
-                           "(the kind cosign generate-key-pair makes)")
-    return key
 
 
 def load_public(pem: bytes, where: str = "the public key") -> EllipticCurvePublicKey:

@@ -208,3 +208,20 @@ def test_the_payload_is_byte_for_byte_cosigns() -> None:
         b'"optional":null}')
     assert signatures.docker_reference("alpine") == "index.docker.io/library/alpine"
     assert signatures.docker_reference("127.0.0.1:5000/a/b") == "127.0.0.1:5000/a/b"
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda body: body["kdf"]["params"].update(N=1024), "unsupported scrypt parameters"),
+    (lambda body: body["cipher"].update(name="aes-gcm"), "unknown kdf 'scrypt' or cipher"),
+    (lambda body: body.pop("ciphertext"), "is not a cosign private key"),
+], ids=["weak-scrypt", "other-cipher", "no-ciphertext"])
+def test_a_key_file_cosign_would_refuse_is_refused(pair: signing.KeyPair, change,  # type: ignore[no-untyped-def]
+                                                   said: str) -> None:
+    lines = pair.private_pem.decode().splitlines()
+    body = json.loads(base64.b64decode("".join(lines[1:-1])))
+    change(body)
+    text = base64.b64encode(json.dumps(body).encode()).decode()
+    pem = (f"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{text}\n"
+           "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n").encode()
+    with pytest.raises(signing.SigningError, match=said):
+        signing.load_private(pem, b"correct horse", "cosign.key")
