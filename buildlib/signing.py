@@ -94,6 +94,23 @@ def write_pair(folder: Path, secret: bytes) -> tuple[Path, Path]:
     return private_path, public_path
 
 
+def read_private(path: Path, environ: Mapping[str, str] | None = None) -> EllipticCurvePrivateKey:
+    """The signing key in the file `path`, opened with COSIGN_PASSWORD."""
+    return load_private(_read(path), password(environ), str(path))
+
+
+def read_public(path: Path) -> EllipticCurvePublicKey:
+    """The public key in the file `path` (a cosign.pub)."""
+    return load_public(_read(path), str(path))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise SigningError(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def seal(private_key: EllipticCurvePrivateKey, secret: bytes) -> bytes:
     """The private key as cosign's encrypted PEM."""
     import nacl.secret

@@ -225,3 +225,16 @@ def test_a_key_file_cosign_would_refuse_is_refused(pair: signing.KeyPair, change
            "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n").encode()
     with pytest.raises(signing.SigningError, match=said):
         signing.load_private(pem, b"correct horse", "cosign.key")
+
+
+def test_key_files_are_read_with_the_password_and_named_when_wrong(tmp_path: Path) -> None:
+    private, public = signing.write_pair(tmp_path, b"pw")
+    key = signing.read_private(private, {"COSIGN_PASSWORD": "pw"})
+    assert signing.public_pem(signing.read_public(public)) == signing.public_pem(
+        key.public_key())
+    with pytest.raises(signing.SigningError, match=f"{private}: wrong password"):
+        signing.read_private(private, {"COSIGN_PASSWORD": "nope"})
+    with pytest.raises(signing.SigningError, match="cannot read .*missing.pub: No such file"):
+        signing.read_public(tmp_path / "missing.pub")
+    with pytest.raises(signing.SigningError, match=f"{public} is not a cosign private key"):
+        signing.read_private(public, {"COSIGN_PASSWORD": "pw"})
