@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     )
 
 COSIGN_DOCKER_DOMAIN = "index.docker.io"  # how cosign names docker.io in a payload
+# Whoever can push can add layers to a `.sig` or `.att` manifest: a check reads at most
+# this many of them, and no signature payload bigger than a payload can be.
+MOST_LAYERS_READ = 16
+MOST_PAYLOAD_BYTES = 64 * 1024
 
 
 def docker_reference(repository: str) -> str:
@@ -60,7 +64,7 @@ def sign_image(client: Client, repository: str, digest: str,
     message = signing.payload(docker_reference(repository), digest)
     tag = signing.signature_tag(digest)
     existing = client.manifest(f"{repository}:{tag}")
-    layers = _layers(existing)
+    layers = pushed_layers(existing)
     if existing and any(layer.digest == _digest(message) and signing.verify(
             key.public_key(), message, layer.annotations.get(signing.SIGNATURE_ANNOTATION, ""))
             for layer in layers):
@@ -75,7 +79,7 @@ def attest_image(client: Client, repository: str, digest: str, statement: Mappin
     ones already there; the `.att` manifest's digest."""
     sealed = provenance.envelope(statement, key)
     tag = signing.attestation_tag(digest)
-    layers = _layers(client.manifest(f"{repository}:{tag}"))
+    layers = pushed_layers(client.manifest(f"{repository}:{tag}"))
     layers.append(provenance.attestation_layer(sealed))
     return _push(client, repository, tag, layers, {_digest(sealed): sealed})
 
@@ -86,13 +90,15 @@ def check_signature(client: Client, repository: str, digest: str,
     of `keys` for this repository and digest."""
     found = client.manifest(f"{repository}:{signing.signature_tag(digest)}")
     expected = signing.payload(docker_reference(repository), digest)
-    layers = [layer for layer in _layers(found)
-              if layer.media_type == signing.SIMPLE_SIGNING_TYPE]
+    layers = [layer for layer in pushed_layers(found)
+              if layer.media_type == signing.SIMPLE_SIGNING_TYPE
+              and _size(layer) <= MOST_PAYLOAD_BYTES]
     if not layers:
         return UNSIGNED
     path = ImageRef.parse(repository).registry_path
     named = False  # some payload there vouches for this digest in this repository
-    for layer in sorted(layers, key=lambda layer: layer.digest != _digest(expected)):
+    ours_first = sorted(layers, key=lambda layer: layer.digest != _digest(expected))
+    for layer in ours_first[:MOST_LAYERS_READ]:
         message = (expected if layer.digest == _digest(expected)
                    else client.blob(path, layer.digest))
         if message is None or signing.signed_digest(
@@ -110,7 +116,7 @@ def find_provenance(client: Client, repository: str, digest: str,
     """The newest SLSA provenance statement about `digest` signed by one of `keys`."""
     found = client.manifest(f"{repository}:{signing.attestation_tag(digest)}")
     path = ImageRef.parse(repository).registry_path
-    for layer in reversed(_layers(found)):
+    for layer in list(reversed(pushed_layers(found)))[:MOST_LAYERS_READ]:
         if (layer.media_type != provenance.ENVELOPE_TYPE or layer.annotations.get(
                 provenance.PREDICATE_ANNOTATION) != provenance.PREDICATE_TYPE):
             continue
@@ -136,12 +142,18 @@ class _Pushed(signing.Layer):
         return dict(self.known)
 
 
-def _layers(found: Manifest | None) -> list[signing.Layer]:
+def pushed_layers(found: Manifest | None) -> list[signing.Layer]:
+    """The layers of a `.sig` or `.att` manifest read from the registry ([] for none)."""
     if found is None:
         return []
     return [_Pushed(b"", str(layer.get("mediaType")),
                     {str(k): str(v) for k, v in (layer.get("annotations") or {}).items()},
                     layer) for layer in signing.layers_of(found.body)]
+
+
+def _size(layer: signing.Layer) -> int:
+    size = layer.descriptor().get("size")
+    return size if isinstance(size, int) else MOST_PAYLOAD_BYTES + 1
 
 
 def _push(client: Client, repository: str, tag: str, layers: Sequence[signing.Layer],

@@ -15,7 +15,7 @@ from conftest import Tree
 from registry import Registry
 
 from buildlib import provenance, signatures, signing
-from buildlib.registry import Client
+from buildlib.registry import Client, Manifest
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +189,26 @@ def test_checking_a_signature_takes_one_request_and_names_what_is_wrong(
     assert (check.valid, check.why) == (False, "signed by an unknown key")
     check = signatures.check_signature(client, repository, unsigned, [ours.public_key()])
     assert (check.valid, check.why) == (False, "unsigned")
+
+    # junk layers pushed before ours cost nothing: ours is recognised by its digest
+    junk = [signing.Layer(b"junk %d" % n, signing.SIMPLE_SIGNING_TYPE,
+                          {signing.SIGNATURE_ANNOTATION: "AAAA"}) for n in range(40)]
+    current = client.manifest(f"{repository}:{signing.signature_tag(signed)}")
+    assert current is not None
+    layers = signatures.pushed_layers(current)
+    padded = signing.artifact([*junk, *layers])
+    for blob in [padded.config, *(layer.data for layer in junk)]:
+        client.put_blob(REPOSITORY, blob)
+    client.put_manifest(f"{repository}:{signing.signature_tag(signed)}", Manifest(
+        "sha256:" + hashlib.sha256(padded.manifest).hexdigest(), signing.OCI_MANIFEST,
+        padded.manifest, None))
+    client.requests.clear()
+    assert signatures.check_signature(client, repository, signed, [ours.public_key()]).valid
+    assert len(client.requests) == 1, client.requests
+    client.requests.clear()
+    check = signatures.check_signature(client, repository, signed, [theirs.public_key()])
+    assert check.why == "signed by an unknown key"
+    assert len(client.requests) == 1 + signatures.MOST_LAYERS_READ - 1  # at most 15 blobs
 
     # a signature copied onto another image does not vouch for it: the payload names the digest
     sig_tag = signing.signature_tag(signed)
