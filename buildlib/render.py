@@ -38,6 +38,7 @@ class Context:
     template: Path
     fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
     follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
+    failures: dict[str, str] = field(default_factory=dict)  # path -> why its source failed
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
@@ -78,7 +79,7 @@ class Context:
     def missing_sources(self) -> list[str]:
         """What the Dockerfile's COPY/ADD take from the context but the context lacks,
         e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
-        present = {".", *self.fetches}
+        present = {".", *self.fetches, *self.failures}
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))

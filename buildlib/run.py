@@ -49,7 +49,6 @@ from buildlib import (
     dispatch,
     doit_seam,
     graph,
-    kolla_sources,
     project,
     pushpool,
     registry,
@@ -304,20 +303,21 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     or the imagebake command's working directory) and the run the other variables ask for.
     Bad input, or a run that cannot start, ends the process here with one message and
     status 1, before doit could print a traceback; Ctrl-C while loading (a slow download)
-    with one line and status 130. Only a run that builds downloads `url:` sources."""
+    with one line and status 130. Only a run that builds makes sources (downloads, clones,
+    archives), and only those of the images it builds."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+        proj = project.load(_config_path(tree_dir), fetch=False)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         building = _building(proj, selection, invocation) if invocation.builds else set()
-        if any(proj.plans[name].context.fetches for name in building):
-            with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
-                proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
-        from_registry = _cache_mode(proj) == "registry"
-        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
             _take_over(proj, invocation)
+        if any(proj.plans[name].context.fetches for name in building):
+            # the sources of the images it builds, and of no other (under the lock)
+            proj = project.load(_config_path(tree_dir), fetch=building)
+        from_registry = _cache_mode(proj) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -597,9 +597,9 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
 
 def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
     """What a build would download before it could judge this image by its key."""
-    urls = sources.unfetched(run.project.config, name)
-    if urls:
-        return f"would fetch {', '.join(urls)}, then build if it changed"
+    fetches = run.project.plans[name].context.fetches
+    if fetches:
+        return f"would {sources.doing(fetches)}, then build if it changed"
     parent = run.project.plans[name].parent
     return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 
