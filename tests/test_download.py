@@ -33,6 +33,18 @@ class Handler(BaseHTTPRequestHandler):
                 self._trickle()
             elif self.path in ("/big.tar", "/big-unsized.tar"):
                 self._big(sized=self.path == "/big.tar")
+            elif self.path == "/short.tar":  # says 10240 bytes, sends 5120, closes
+                self.send_response(200)
+                self.send_header("Content-Length", "10240")
+                self.end_headers()
+                self.wfile.write(b"s" * 5120)
+                self.wfile.flush()
+                self.close_connection = True
+            elif self.path == "/served.tar":  # what the test serves now
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(self.server.served)))
+                self.end_headers()
+                self.wfile.write(self.server.served)
             else:
                 self.send_error(404)
         except OSError:  # the client gave up
@@ -65,6 +77,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.stop, self.asked = threading.Event(), threading.Event()
+        self.served = b""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
@@ -80,16 +93,20 @@ def server() -> Iterator[Server]:
     served.server_close()
 
 
-def tree_with_url(tmp_path: Path, url: str) -> Path:
+def tree_with_url(tmp_path: Path, url: str, sha256: str | None = None) -> Path:
     for name, text in {"base": "FROM scratch\n",
                        "app": "FROM {{ parent_image }}\nADD app-archive /app\n"}.items():
         template = tmp_path / "templates" / name / "Dockerfile.j2"
-        template.parent.mkdir(parents=True)
+        template.parent.mkdir(parents=True, exist_ok=True)
         template.write_text(text)
-    config = tmp_path / "images.yaml"
+    declare_sha256(tmp_path / "images.yaml", url, sha256)
+    return tmp_path / "images.yaml"
+
+
+def declare_sha256(config: Path, url: str, sha256: str | None) -> None:
+    source = {"url": url, **({"sha256": sha256} if sha256 else {})}
     config.write_text(yaml.safe_dump({"images": {
-        "base": None, "app": {"parent": "base", "sources": {"app": {"url": url}}}}}))
-    return config
+        "base": None, "app": {"parent": "base", "sources": {"app": source}}}}))
 
 
 def failure_of(config: Path) -> str:
@@ -171,3 +188,58 @@ def test_ctrl_c_while_a_build_downloads_ends_it_in_one_line(tree: Tree,
     assert err.strip() == "interrupted while loading the tree; nothing was built"
     assert "Traceback" not in out + err
     assert left_in(tree.root / "build" / "sources") == []
+
+
+def test_a_new_declared_sha256_is_checked_and_fetched_again(tmp_path: Path,
+                                                           server: Server) -> None:
+    """The cache holds what a URL served under a declared sha256: a new declaration is
+    never answered by the old tarball (issue 28: the build kept the OLD tarball)."""
+    import hashlib
+
+    url = server.url("/served.tar")
+    server.served = b"version 1\n"
+    config = tree_with_url(tmp_path, url, hashlib.sha256(b"version 1\n").hexdigest().upper())
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert archive.read_bytes() == b"version 1\n"  # (an upper-case sha256 is the same)
+
+    server.served = b"version 2\n"
+    declare_sha256(config, url, hashlib.sha256(b"version 2\n").hexdigest())
+    context = project.load(config).plans["app"].context  # a dry run: not here yet
+    assert context.fetches == {"app-archive": url}
+    context = project.load(config, fetch=True).plans["app"].context
+    assert context.files["app-archive"].read_bytes() == b"version 2\n"
+
+    declare_sha256(config, url, "deadbeef" * 8)  # served: version 2
+    failure = failure_of(config)
+    assert f"{url}: has sha256 {hashlib.sha256(b'version 2' + bytes([10])).hexdigest()}" \
+        in failure
+    assert "not the declared " + "deadbeef" * 8 in failure
+    assert not any(p.name.endswith(".download") for p in (tmp_path / "build/sources").iterdir())
+
+
+def test_a_download_cut_off_is_an_error_never_an_archive(tmp_path: Path,
+                                                        server: Server) -> None:
+    config = tree_with_url(tmp_path, server.url("/short.tar"))
+    assert "cannot download it: cut off: 5120 of its 10240 bytes came" in failure_of(config)
+    assert left_in(tmp_path / "build" / "sources") == []
+    assert "cut off" in failure_of(config)  # asked again: nothing was kept
+
+
+def test_a_relative_file_url_is_read_from_the_folder_of_images_yaml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    tree = tmp_path / "tree"
+    config = tree_with_url(tree, "file:v.tar")
+    (tree / "v.tar").write_bytes(b"the tree's\n")
+    declare_sha256(config, "file:v.tar", hashlib.sha256(b"the tree's\n").hexdigest())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "v.tar").write_bytes(b"another\n")
+    monkeypatch.chdir(elsewhere)
+    context = project.load(config, fetch=True).plans["app"].context
+    assert context.files["app-archive"] == tree / "v.tar"
+    assert context.file_digests()["app-archive"] == project.load(
+        config).plans["app"].context.file_digests()["app-archive"]
+    declare_sha256(config, "file:v.tar", hashlib.sha256(b"another\n").hexdigest())
+    assert "has sha256" in failure_of(config)  # checked against the tree's file too

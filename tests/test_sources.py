@@ -126,14 +126,25 @@ def test_file_url_tarball(tmp_path: Path) -> None:
     ({"local": "no-such-folder"}, "does not exist"),
     ({"local": ".", "url": "file:///x.tar"}, "local and url given"),
     ({"ref": "main"}, "nothing given"),
-], ids=["no-repo", "no-ref", "no-folder", "two-kinds", "none"])
+    ({"url": "file:///x.tar", "sha256": "deadbeef"}, "'deadbeef' is not a sha256"),
+    ({"local": "."}, "sources.app.local: TREE holds build_dir"),
+    ({"git": "TREE"}, "TREE is not in a git repository"),
+    ({"git": "REPO/untracked"}, "git tracks no file in REPO/untracked"),
+], ids=["no-repo", "no-ref", "no-folder", "two-kinds", "none", "sha256", "holds-build-dir",
+        "no-git", "untracked"])
 def test_source_errors(tmp_path: Path, repo: Path, source: dict, problem: str) -> None:
-    source = {k: str(repo) if v == "REPO" else v for k, v in source.items()}
-    config = make_tree(tmp_path, source)
+    (repo / "untracked").mkdir()
+    (repo / "untracked" / "new.py").write_text("# not added\n")
+
+    def named(text: str) -> str:
+        return text.replace("REPO", str(repo)).replace("TREE", str(tmp_path))
+
+    config = make_tree(tmp_path, {k: named(v) for k, v in source.items()})
     with pytest.raises(InputError) as info:
         project.load(config, fetch=True)
     message = str(info.value)
-    assert problem in message and "sources.app" in message
+    assert named(problem) in message
+    assert "sources.app" in message
     assert info.value.image == "app" and info.value.fix
 
 
