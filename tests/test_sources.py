@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 import textwrap
@@ -215,3 +216,69 @@ def test_two_refs_at_one_commit_are_archived_under_their_own_names(tmp_path: Pat
     plans = project.load(config, fetch=True).plans
     assert "src-archive-main/README" in members(plans["svc-a"].context.files["src-archive"])
     assert "src-archive-v1/README" in members(plans["svc-b"].context.files["src-archive"])
+
+
+def pbr_project(path: Path) -> Path:
+    """A project versioned by pbr, tagged 1.2.3, as OpenStack's are."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "setup.cfg").write_text("[metadata]\nname = demo\n\n[files]\npackages = demo\n")
+    (path / "setup.py").write_text("import setuptools\n"
+                                   "setuptools.setup(setup_requires=['pbr'], pbr=True)\n")
+    (path / "demo").mkdir()
+    (path / "demo" / "__init__.py").write_text("")
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "one")
+    git(path, "tag", "-a", "1.2.3", "-m", "1.2.3")
+    return path
+
+
+def pbr_version_of(archive: Path, tmp_path: Path, without: str = "") -> str:
+    """The version pbr (this venv's, with its setuptools) finds in the unpacked archive,
+    as `pip install --no-build-isolation .` asks it: no network, no PBR_VERSION; or the
+    end of its error."""
+    import sys
+
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="tar")
+    (top,) = unpacked.iterdir()
+    if without:
+        (top / without).unlink()
+    env = {k: v for k, v in os.environ.items() if k not in ("PBR_VERSION", "OSLO_PACKAGE_VERSION")}
+    done = subprocess.run([sys.executable, "setup.py", "-q", "--version"], cwd=top, env=env,
+                          capture_output=True, text=True)
+    shutil.rmtree(unpacked)
+    return done.stdout.strip().splitlines()[-1] if done.returncode == 0 else \
+        done.stderr.strip().splitlines()[-1]
+
+
+def test_a_git_source_of_a_pbr_project_installs_with_the_tag_s_version(tmp_path: Path) -> None:
+    upstream = pbr_project(tmp_path / "upstream")
+    checkout = tmp_path / "demo"
+    subprocess.run(["git", "clone", "-q", str(upstream), str(checkout)], check=True)
+    config = make_tree(tmp_path, {"git": str(checkout), "ref": "1.2.3"})
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert members(archive)["app-archive-1.2.3/PKG-INFO"] == \
+        b"Metadata-Version: 1.1\nName: demo\nVersion: 1.2.3\n"
+    assert not any("/.git" in name for name in members(archive))
+    assert pbr_version_of(archive, tmp_path) == "1.2.3"
+    assert "Versioning for this project requires" in pbr_version_of(  # what it was before
+        archive, tmp_path, without="PKG-INFO")
+
+    before = digests(config)  # a gc or a fetch that moves nothing rebuilds nothing
+    git(checkout, "gc", "-q", "--aggressive", "--prune=now")
+    git(checkout, "fetch", "-q", "origin")
+    git(checkout, "status")
+    assert digests(config) == before
+    assert members(project.load(config, fetch=True).plans["app"].context.files[
+        "app-archive"]) == members(archive)
+
+    commit(upstream, "demo/more.py", "# more\n")  # a new commit, fetched: main moves
+    config = make_tree(tmp_path, {"git": str(checkout), "ref": "origin/main"})
+    main_before = digests(config)
+    git(checkout, "fetch", "-q", "origin")
+    after = digests(config)
+    assert {name for name in after if after[name] != main_before[name]} == {"app"}
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert b"Version: 1.2.4.dev1\n" in members(archive)["app-archive-origin-main/PKG-INFO"]
