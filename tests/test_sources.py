@@ -282,3 +282,83 @@ def test_a_git_source_of_a_pbr_project_installs_with_the_tag_s_version(tmp_path:
     assert {name for name in after if after[name] != main_before[name]} == {"app"}
     archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
     assert b"Version: 1.2.4.dev1\n" in members(archive)["app-archive-origin-main/PKG-INFO"]
+
+
+def test_a_local_checkout_is_archived_as_git_would_take_it(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    checkout = pbr_project(tmp_path / "upstream")
+    (checkout / ".gitignore").write_text(".tox/\n")
+    (checkout / ".tox").mkdir()
+    (checkout / ".tox" / "huge").write_text("a virtualenv\n")
+    (checkout / "new.py").write_text("# untracked, not ignored\n")
+    config = make_tree(tmp_path, {"local": str(checkout)})
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert sorted(members(archive)) == [
+        "upstream", "upstream/.gitignore", "upstream/PKG-INFO", "upstream/demo",
+        "upstream/demo/__init__.py", "upstream/new.py", "upstream/setup.cfg",
+        "upstream/setup.py"]
+    assert members(archive)["upstream/PKG-INFO"].endswith(b"Version: 1.2.3\n")
+    assert pbr_version_of(archive, tmp_path) == "1.2.3"
+
+    before = digests(config)
+    opened: list[Path] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: (opened.append(self),
+                                                             real_open(self, *a, **k))[1])
+    os.utime(checkout / "setup.py")  # touch, then what git status, gc, fetch write
+    git(checkout, "status")
+    git(checkout, "gc", "-q", "--prune=now")
+    git(checkout, "fetch", "-q", str(checkout))
+    opened.clear()
+    assert digests(config) == before
+    read = {p.relative_to(checkout) for p in opened if checkout in p.parents}
+    assert Path("setup.py") in read  # touched: read again (pbr reads setup.cfg too)
+    assert not read & {Path("demo/__init__.py"), Path("new.py"), Path(".gitignore")}
+
+    (checkout / "demo" / "__init__.py").write_text("VALUE = 2\n")  # an edit of a tracked file
+    after = digests(config)
+    assert {name for name in after if after[name] != before[name]} == {"app"}
+
+
+def test_a_plain_folder_follows_its_dockerignore_and_a_link_to_it_is_a_folder(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    (folder / ".tox" / "lib").mkdir(parents=True)
+    (folder / ".tox" / "lib" / "big").write_text("ignored\n")
+    (folder / "src").mkdir()
+    (folder / "src" / "a.py").write_text("a\n")
+    (folder / "src" / "a.pyc").write_text("compiled\n")
+    (folder / "src" / "keep.pyc").write_text("kept\n")
+    (folder / ".dockerignore").write_text("# comment\n.tox\n**/*.pyc\n!src/keep.pyc\n")
+    (tmp_path / "link").symlink_to(folder)
+    config = make_tree(tmp_path, {"local": "link"})
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    with tarfile.open(archive) as tar:
+        assert [(m.name, m.isdir()) for m in tar] == [
+            ("link", True), ("link/.dockerignore", False), ("link/src", True),
+            ("link/src/a.py", False), ("link/src/keep.pyc", False)]
+
+
+def test_commands_that_build_nothing_archive_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    with (folder / "big").open("wb") as big:  # 1 GiB (sparse: no disk)
+        big.truncate(1024 ** 3)
+    config = make_tree(tmp_path, {"local": str(folder)})
+    context = project.load(config).plans["app"].context  # as list, status, graph load it
+    assert context.fetches == {"app-archive": f"archive {folder}"}
+    assert not (tmp_path / "build" / "sources").exists()
+
+
+def test_a_files_entry_and_a_source_archive_with_one_context_path_is_an_error(
+        tmp_path: Path) -> None:
+    (tmp_path / "other.tar").write_text("x\n")
+    config = make_tree(tmp_path, {"url": "file:other.tar"})
+    data = yaml.safe_load(config.read_text())
+    data["images"]["app"]["files"] = {"app-archive": "other.tar"}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert "'app-archive' is both a file of the context and the archive of source 'app'" \
+        in info.value.problem
+    assert info.value.image == "app"
