@@ -35,7 +35,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,6 +306,37 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     with one line and status 130. Only a run that builds makes sources (downloads, clones,
     archives), and only those of the images it builds."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
+    with _terminated_while_loading():
+        return _load_run(tree_dir, invocation)
+
+
+class _Terminated(Exception):
+    """SIGTERM while the tree loads (a download): the loading code's `finally` blocks run."""
+
+
+@contextlib.contextmanager
+def _terminated_while_loading() -> Iterator[None]:
+    """SIGTERM while loading ends the process with one line and status 143, after the
+    loading code cleaned up (a download's partial file), as Ctrl-C does."""
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: nothing to catch there
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        print("terminated while loading the tree (SIGTERM); nothing was built", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
         proj = project.load(_config_path(tree_dir), fetch=False)
         pins = _pins(proj)

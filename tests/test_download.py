@@ -172,20 +172,23 @@ def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server
 
 
 @pytest.mark.integration
-def test_ctrl_c_while_a_build_downloads_ends_it_in_one_line(tree: Tree,
-                                                            server: Server) -> None:
+@pytest.mark.parametrize("sent, said", [
+    (signal.SIGINT, "interrupted while loading the tree; nothing was built"),
+    (signal.SIGTERM, "terminated while loading the tree (SIGTERM); nothing was built")])
+def test_a_signal_while_a_build_downloads_ends_it_in_one_line(
+        tree: Tree, server: Server, sent: signal.Signals, said: str) -> None:
     slow_source(tree, server)
     build = subprocess.Popen(tree.argv("build"), cwd=tree.root, env=tree.env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.asked.wait(30), "the build never asked for its source"
-        build.send_signal(signal.SIGINT)
+        build.send_signal(sent)
         out, err = build.communicate(timeout=30)
     finally:
         if build.poll() is None:
             build.kill()
-    assert build.returncode == 130
-    assert err.strip() == "interrupted while loading the tree; nothing was built"
+    assert build.returncode == 128 + sent
+    assert err.strip() == said
     assert "Traceback" not in out + err
     assert left_in(tree.root / "build" / "sources") == []
 
