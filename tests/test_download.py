@@ -28,6 +28,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self.server.asked.set()
+        self.server.paths.append(self.path)
         try:
             if self.path == "/slow.tar":
                 self._trickle()
@@ -78,6 +79,7 @@ class Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.stop, self.asked = threading.Event(), threading.Event()
         self.served = b""
+        self.paths: list[str] = []  # asked for, in order
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
@@ -246,3 +248,27 @@ def test_a_relative_file_url_is_read_from_the_folder_of_images_yaml(
         config).plans["app"].context.file_digests()["app-archive"]
     declare_sha256(config, "file:v.tar", hashlib.sha256(b"another\n").hexdigest())
     assert "has sha256" in failure_of(config)  # checked against the tree's file too
+
+
+@pytest.mark.integration
+def test_a_source_that_cannot_be_fetched_fails_only_the_images_that_need_it(
+        tree: Tree, server: Server) -> None:
+    missing = server.url("/missing.tar")
+    tree.edit("templates/nova-base/Dockerfile.j2", "{% block install %}",
+              "{% block install %}\nADD nova-base-archive /nova-base-source")
+    tree.edit_yaml(lambda d: d["images"]["nova-base"].update(
+        sources={"nova-base": {"url": missing}}))
+    tree.edit_yaml(lambda d: d["images"]["multipathd"].update(  # excluded: never asked
+        sources={"gone": {"url": server.url("/excluded.tar")}}))
+    result = tree.doit("build", "exclude=multipathd", check=False, timeout=600)
+    assert result.returncode != 0
+    statuses = tree.statuses()
+    assert statuses.pop("nova-base") == "failed"
+    assert statuses.pop("nova-api") == statuses.pop("nova-conductor") == "blocked"
+    assert statuses.pop("multipathd") == "excluded"
+    assert set(statuses.values()) == {"built"}, statuses
+    assert server.paths == ["/missing.tar"]
+    error = tree.report()["images"]["nova-base"]["error"]
+    assert f"source nova-base: {missing}: cannot download it: HTTP Error 404" in error
+    assert f"FAILED build nova-base: cannot build nova-base: source nova-base: {missing}" \
+        in result.stdout + result.stderr
