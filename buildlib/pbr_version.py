@@ -33,8 +33,11 @@ def pkg_info(repository: str | Path, commit: str) -> str | None:
     """The PKG-INFO for the folder `repository` (of a git repository) at `commit`, or
     None when the folder holds no pbr project there (no setup.cfg naming it, or no
     setup.py / pyproject.toml that uses pbr)."""
+    folder = subprocess.run(["git", "-C", str(repository), "rev-parse", "--show-prefix"],
+                            capture_output=True, text=True).stdout.strip()  # ("" when bare)
+
     def shown(name: str) -> str | None:
-        done = subprocess.run(["git", "-C", str(repository), "show", f"{commit}:./{name}"],
+        done = subprocess.run(["git", "-C", str(repository), "show", f"{commit}:{folder}{name}"],
                               capture_output=True, text=True, errors="replace")
         return done.stdout if done.returncode == 0 else None
 
@@ -99,5 +102,11 @@ def _version(git_dir: str, commit: str, tags: str, pre_version: str) -> str:
         done = subprocess.run([sys.executable, "-c", _PBR_CODE, pre_version], cwd=clone,
                               capture_output=True, text=True, timeout=PBR_TIMEOUT)
     if done.returncode != 0:
-        return ""
+        said = done.stderr.strip().splitlines()
+        raise PbrError(f"pbr cannot compute the version of {commit[:12]}: "
+                       f"{said[-1] if said else f'exit status {done.returncode}'}")
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+class PbrError(Exception):
+    """pbr could not compute a pbr project's version (pbr missing, a tag it cannot read)."""

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -128,7 +128,7 @@ def _git_archive(config: Config, image: str, name: str, source: Source, folder: 
     commit = _git(config, image, name, repository, "rev-parse", "--verify", "--quiet",
                   f"{ref}^{{commit}}").strip()
     prefix = f"{name}-archive-{ref.replace('/', '-')}/"
-    metadata = pbr_version.pkg_info(repository, commit)
+    metadata = _pkg_info(config, image, name, lambda: pbr_version.pkg_info(repository, commit))
     # `git -C <subfolder> archive` archives that subfolder only: the folder is part of it
     selects = [os.path.realpath(repository), ref, commit, prefix, metadata or ""]
     target = folder / f"{name}-{commit[:12]}-{_digest_of(selects)}.tar"
@@ -204,7 +204,7 @@ def _local_archive(config: Config, image: str, name: str, source: Source,
     stats = StatCache.of(folder / "stat-cache.json")
     root = path.resolve()  # a link to a folder: the folder's files, under the link's name
     entries = folder_entries(root, path.name)
-    metadata = pbr_version.pkg_info_of_checkout(root)
+    metadata = _pkg_info(config, image, name, lambda: pbr_version.pkg_info_of_checkout(root))
     if metadata:
         entries = _with_pkg_info(entries, path.name, metadata)
     manifest = stats.manifest(entries, read=making)
@@ -220,6 +220,16 @@ def _local_archive(config: Config, image: str, name: str, source: Source,
             old.unlink(missing_ok=True)
     stats.save()
     return target
+
+
+def _pkg_info(config: Config, image: str, name: str, made: Callable[[], str | None]
+              ) -> str | None:
+    try:
+        return made()
+    except pbr_version.PbrError as err:
+        raise InputError(config.path, f"sources.{name}: {err}", image=image,
+                         fix="install pbr (`pip install pbr`), or tag the repository with "
+                         "versions pbr reads (e.g. 1.2.3)") from None
 
 
 def _with_pkg_info(entries: list[Entry], top: str, metadata: str) -> list[Entry]:

@@ -300,3 +300,16 @@ def test_a_file_tarballs_base_is_read_where_it_is_and_missing_only_for_what_is_b
     with kolla_sources.fetching({"aodh-base"}):
         failures = project.load(path).plans["aodh-base"].context.failures
     assert "does not exist" in failures["aodh-base-archive"]
+
+
+def test_a_git_source_of_a_pbr_project_carries_pbr_s_version(tmp_path: Path) -> None:
+    """kolla-build.conf `type = git`, cloned: the archive needs no `.git` for pbr."""
+    from test_sources import pbr_project, pbr_version_of
+
+    upstream = pbr_project(tmp_path / "upstream" / "gnocchi")
+    path = tree(tmp_path, f"[gnocchi-base]\ntype = git\nlocation = file://{upstream}\n"
+                          "reference = 1.2.3\n")
+    with kolla_sources.fetching({"gnocchi-base"}):
+        plans = project.load(path).plans
+    archive = plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+    assert pbr_version_of(archive, tmp_path) == "1.2.3"
