@@ -50,7 +50,9 @@ class Context:
             if not read(inner):
                 continue
             h = hashlib.sha256(f"{os.stat(source).st_mode & 0o7777:o}\0".encode())
-            h.update(source.read_bytes())
+            with source.open("rb") as file:  # (a source's archive may be gigabytes)
+                while chunk := file.read(1024 * 1024):
+                    h.update(chunk)
             digests[inner] = h.hexdigest()
         return digests
 
