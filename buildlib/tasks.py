@@ -583,7 +583,8 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
     print(f"{counts[Outcome.BUILD]} of {len(run.selection.selected)} selected images would "
           "build" + "".join(f", {counts[o]} {o.value}" for o in (
               Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED) if counts[o])
-          + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
+          + (f"; {len(fetching)} would first fetch or archive a source (then build "
+             "if it changed)"
              if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
     if failed:

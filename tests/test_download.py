@@ -163,14 +163,24 @@ def slow_source(tree: Tree, server: Server) -> None:
 @pytest.mark.integration
 def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server) -> None:
     slow_source(tree, server)
+    checkout = tree.root / "checkout"  # and archive no local folder
+    checkout.mkdir()
+    (checkout / "file").write_text("data\n")
+    tree.edit("templates/multipathd/Dockerfile.j2", "{% block footer %}",
+              "{% block footer %}\nADD m-archive /m-source")
+    tree.edit_yaml(lambda d: d["images"]["multipathd"].update(
+        sources={"m": {"local": "checkout"}}))
     listed = tree.doit("list", timeout=60)
     assert "build" in listed.stdout
     status = tree.doit("status", timeout=60)
     row = next(line for line in status.stdout.splitlines() if line.startswith("cron "))
     assert f"would fetch {server.url('/slow.tar')}, then build if it changed" in row
-    assert "1 would first fetch a source" in status.stdout
+    assert "2 would first fetch or archive a source" in status.stdout
     tree.doit("graph", timeout=60)
     assert not server.asked.is_set()
+    row = next(line for line in status.stdout.splitlines() if line.startswith("multipathd "))
+    assert f"would archive {checkout}, then build if it changed" in row
+    assert not (tree.root / "build" / "sources").exists()
 
 
 @pytest.mark.integration
