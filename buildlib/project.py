@@ -255,7 +255,8 @@ def _with_sources(cfg: config.Config, context: render.Context) -> render.Context
                          "or the source")
     return replace(context, files={**context.files, **made.files},
                    fetches={**context.fetches, **made.fetches},
-                   failures={**context.failures, **made.failures})
+                   failures={**context.failures, **made.failures},
+                   digests={**context.digests, **made.digests})
 
 
 def _platforms(cfg: config.Config, name: str, parent: ImagePlan | None) -> tuple[str, ...]:

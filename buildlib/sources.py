@@ -83,10 +83,12 @@ class Made:
     files: dict[str, Path] = field(default_factory=dict)  # context name -> archive on disk
     fetches: dict[str, str] = field(default_factory=dict)  # context name -> what a build does
     failures: dict[str, str] = field(default_factory=dict)  # context name -> why it failed
+    digests: dict[str, str] = field(default_factory=dict)  # context name -> its key digest
 
 
 def archives(config: Config, image: str) -> Made:
-    """Every source of the image, archived (as far as this run may make them)."""
+    """Every source of the image, archived (as far as this run may make them), with each
+    archive's digest as the key takes it (read again only when the archive changed)."""
     made = Made()
     for name, source in config.images[image].sources.items():
         inner = f"{name}-archive"
@@ -96,7 +98,18 @@ def archives(config: Config, image: str) -> Made:
             made.fetches[inner] = err.where
         except SourceFailed as err:
             made.failures[inner] = f"source {name}: {err}"
+    stats = _stat_cache(config)
+    for inner, path in made.files.items():
+        info = os.stat(path)
+        mode = f"{info.st_mode & 0o7777:o}\0".encode()  # (as render.Context.file_digests)
+        made.digests[inner] = stats.digest(path, info, read=True, prefix=mode) or ""
+    if may_fetch(image):
+        stats.save()
     return made
+
+
+def _stat_cache(config: Config) -> StatCache:
+    return StatCache.of(config.build_dir / "sources" / "stat-cache.json")
 
 
 def doing(fetches: Mapping[str, str]) -> str:
@@ -201,7 +214,7 @@ def _local_archive(config: Config, image: str, name: str, source: Source,
     if path.is_file():
         return path
     making = may_fetch(image)
-    stats = StatCache.of(folder / "stat-cache.json")
+    stats = _stat_cache(config)
     root = path.resolve()  # a link to a folder: the folder's files, under the link's name
     entries = folder_entries(root, path.name)
     metadata = _pkg_info(config, image, name, lambda: pbr_version.pkg_info_of_checkout(root))

@@ -139,19 +139,22 @@ class StatCache:
             cls._loaded[file] = cls(file)
         return cls._loaded[file]
 
-    def digest(self, path: Path, info: os.stat_result, read: bool) -> str | None:
-        """The file's sha256; None when it must be read for it and `read` is False."""
+    def digest(self, path: Path, info: os.stat_result, read: bool,
+               prefix: bytes = b"") -> str | None:
+        """The file's sha256 (of `prefix` and its bytes); None when it must be read for it
+        and `read` is False."""
         signature = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
-        known = self.digests.get(str(path))
+        name = f"{path}\0{prefix.hex()}" if prefix else str(path)
+        known = self.digests.get(name)
         if known and known[:4] == signature:
             return known[4]
         if not read:
             return None
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(prefix)
         with path.open("rb") as file:
             while chunk := file.read(CHUNK_BYTES):
                 digest.update(chunk)
-        self.digests[str(path)] = [*signature, digest.hexdigest()]
+        self.digests[name] = [*signature, digest.hexdigest()]
         self.changed = True
         return digest.hexdigest()
 

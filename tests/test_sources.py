@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tarfile
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,9 @@ def test_a_local_checkout_is_archived_as_git_would_take_it(tmp_path: Path,
     assert members(archive)["upstream/PKG-INFO"].endswith(b"Version: 1.2.3\n")
     assert pbr_version_of(archive, tmp_path) == "1.2.3"
 
+    context = project.load(config).plans["app"].context  # the archive's digest, as hashed
+    assert context.digests["app-archive"] == replace(context, digests={}).file_digests()[
+        "app-archive"]
     before = digests(config)
     opened: list[Path] = []
     real_open = Path.open
@@ -314,6 +318,7 @@ def test_a_local_checkout_is_archived_as_git_would_take_it(tmp_path: Path,
     read = {p.relative_to(checkout) for p in opened if checkout in p.parents}
     assert Path("setup.py") in read  # touched: read again (pbr reads setup.cfg too)
     assert not read & {Path("demo/__init__.py"), Path("new.py"), Path(".gitignore")}
+    assert archive not in opened  # nor the archive, to key it
 
     (checkout / "demo" / "__init__.py").write_text("VALUE = 2\n")  # an edit of a tracked file
     after = digests(config)
