@@ -64,7 +64,8 @@ def _git_files(root: Path) -> list[str] | None:
     listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "-co",
                              "--exclude-standard", "--", "."],
                             check=True, capture_output=True).stdout
-    return sorted({os.fsdecode(p) for p in listed.split(b"\0") if p})
+    files = sorted({os.fsdecode(p).rstrip("/") for p in listed.split(b"\0") if p})
+    return files or None  # (a folder git ignores whole is taken as a plain folder)
 
 
 def _walked(root: Path) -> list[str]:
