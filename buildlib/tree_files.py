@@ -183,8 +183,11 @@ class StatCache:
         return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
     def save(self) -> None:
+        """Write the cache, without the files that are gone."""
         if not self.changed:
             return
+        self.digests = {name: known for name, known in self.digests.items()
+                        if os.path.lexists(name.partition("\0")[0])}
         self.file.parent.mkdir(parents=True, exist_ok=True)
         partial = self.file.with_name(f"{self.file.name}.partial-{os.getpid()}")
         partial.write_text(json.dumps(self.digests))
