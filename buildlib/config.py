@@ -152,15 +152,19 @@ class Source:
 
     __pydantic_config__ = _STRICT
     local: StrictStr | None = None
-    """A folder (archived) or a file (taken as it is)."""
+    """A folder (archived: in a git checkout the files git would take, else all but what
+    its `.dockerignore` excludes) or a file (taken as it is)."""
     git: StrictStr | None = None
-    """A local git repository (or a folder inside one), archived at `ref`."""
+    """A local git repository (or a folder inside one), archived at `ref` (a pbr project
+    with the PKG-INFO of its version)."""
     ref: StrictStr = "HEAD"
     """The branch, tag or commit of `git`."""
     url: StrictStr | None = None
-    """A tarball: file://, http:// or https://, downloaded once by a run that builds."""
+    """A tarball: file: (a relative path from the folder of images.yaml), http:// or
+    https://, downloaded once per URL and `sha256` by a run that builds the image."""
     sha256: StrictStr | None = None
-    """The sha256 of the tarball at `url`, checked after download."""
+    """The sha256 of the tarball at `url` (64 hex digits, either case): a tarball with
+    another fails the images that need it."""
 
     @property
     def kinds(self) -> list[str]:
