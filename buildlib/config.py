@@ -152,15 +152,19 @@ class Source:
 
     __pydantic_config__ = _STRICT
     local: StrictStr | None = None
-    """A folder (archived) or a file (taken as it is)."""
+    """A folder (archived: in a git checkout the files git would take, else all but what
+    its `.dockerignore` excludes) or a file (taken as it is)."""
     git: StrictStr | None = None
-    """A local git repository (or a folder inside one), archived at `ref`."""
+    """A local git repository (or a folder inside one), archived at `ref` (a pbr project
+    with the PKG-INFO of its version)."""
     ref: StrictStr = "HEAD"
     """The branch, tag or commit of `git`."""
     url: StrictStr | None = None
-    """A tarball: file://, http:// or https://, downloaded once by a run that builds."""
+    """A tarball: file: (a relative path from the folder of images.yaml), http:// or
+    https://, downloaded once per URL and `sha256` by a run that builds the image."""
     sha256: StrictStr | None = None
-    """The sha256 of the tarball at `url`, checked after download."""
+    """The sha256 of the tarball at `url` (64 hex digits, either case): a tarball with
+    another fails the images that need it."""
 
     @property
     def kinds(self) -> list[str]:
@@ -450,6 +454,12 @@ def _check_sources(config: Config) -> None:
                 raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
                                  "source name", image=image.name,
                                  fix="use lowercase letters and digits separated by . _ or -")
+            if source.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}",
+                                                               source.sha256):
+                raise InputError(config.path, f"images.{image.name}.sources.{name}.sha256: "
+                                 f"{source.sha256!r} is not a sha256 (64 hex digits)",
+                                 image=image.name, fix="give the tarball's sha256 "
+                                 "(`sha256sum FILE`), or leave `sha256:` out")
 
 
 def _check_platforms(config: Config) -> None:
@@ -493,10 +503,13 @@ def _check_build_dir(config: Config) -> None:
                              f"holds {what}: {path}", fix="use a folder of its own for "
                              "build_dir, e.g. `build_dir: build`")
     for name, image in config.images.items():
-        for inner, source in image.files.items():
+        named = [(f"files: {inner!r}", source) for inner, source in image.files.items()]
+        named += [(f"sources.{inner}.local", os.path.expanduser(source.local))
+                  for inner, source in image.sources.items() if source.local is not None]
+        for what, source in named:
             path = config.source_path(source).resolve()
             if holds(path, build) or holds(build, path):
-                raise InputError(config.path, f"files: {inner!r}: {path} "
+                raise InputError(config.path, f"{what}: {path} "
                                  f"{'holds' if holds(path, build) else 'is inside'} build_dir "
                                  f"{build}", image=name, fix="name the files or folders the "
                                  "image needs, outside build_dir (not `/` or the tree's folder)")
