@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-KEY_VERSION = 2  # 2: comments and unread context files out, a root's base image ID in
+KEY_VERSION = 3  # 3: the Dockerfile as buildah 1.28 reads it (parser directives)
 KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
 PLATFORM_KEYS_ANNOTATION = "org.imagebake.platform-keys"  # on a pushed list: its images' keys
 KEY_TAG_PREFIX = "ib-"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, kolla, registry, render
+from buildlib import buildah, config, dockerfile, keys, kolla, registry, render
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
@@ -90,7 +90,7 @@ class ImagePlan:
 
     def record_of(self, file_digests: Mapping[str, str]) -> keys.Record:
         """The record with these context file digests, and no parent yet."""
-        read = render.args_read_by(self.context.dockerfile)
+        read = dockerfile.args_read(self.context.dockerfile)
         return keys.Record(dockerfile=self.context.dockerfile_digest(self.parent_reference),
                            files=file_digests,
                            args={name: value for name, value in self.args.items() if read(name)},
@@ -261,16 +261,17 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
     name, settings = context.name, cfg.settings
     image = cfg.images[name]
     parent = graph.parents[name]
+    args = _spelled({**settings.args, **image.args})
     return ImagePlan(name=name, parent=parent, reference=cfg.reference(name),
                      parent_reference=cfg.reference(parent) if parent else None,
                      context=context, workdir=cfg.build_dir / name,
-                     args=_spelled({**settings.args, **image.args}),
+                     args=args,
                      labels=_spelled({**settings.labels, **image.labels}),
                      volumes=tuple(image.volumes), format=settings.format,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout,
                      platforms=_platforms(cfg, name, plans[parent] if parent else None),
-                     base=None if parent else render.base_image(context.dockerfile))
+                     base=None if parent else dockerfile.base_image(context.dockerfile, args))
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:
