@@ -659,6 +659,19 @@ def args_read(text: str) -> Callable[[str], bool]:
     return (declared_args(read(text)) | PREDEFINED_ARGS).__contains__
 
 
+def onbuild_triggers(text: str) -> tuple[Instruction, ...]:
+    """The ONBUILD instructions of the last stage, which an image built FROM this one runs
+    first (when its format keeps them)."""
+    stages = read(text).stages()
+    return tuple(i.trigger for i in (stages[-1].instructions if stages else [])
+                 if i.keyword == "onbuild" and i.trigger is not None)
+
+
+def config_triggers(lines: list[str]) -> tuple[Instruction, ...]:
+    """The ONBUILD instructions an image's config holds, read as buildah reads them."""
+    return read("\n".join(lines)).instructions
+
+
 def unknown_instructions(text: str) -> list[Instruction]:
     """Instructions buildah 1.28 fails on when it reaches them (a here-document's lines
     among them: buildah 1.28 reads none)."""

@@ -6,7 +6,6 @@ import contextlib
 import fnmatch
 import hashlib
 import importlib
-import json
 import os
 import re
 import shutil
@@ -39,15 +38,17 @@ class Context:
     template: Path
     fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
     follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
-    # the ONBUILD instructions of the image it is built on: buildah runs them first
-    triggers: tuple[dockerfile.Instruction, ...] = ()
+    # the ONBUILD instructions of the image it is built on, which buildah runs first
+    # (None: not known yet, a base image not in storage: every context file counts as read)
+    triggers: tuple[dockerfile.Instruction, ...] | None = ()
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
         its mode and bytes. A file no COPY, ADD or bind mount can name changes no byte of
         the image, so it is no part of the key."""
         digests = {}
-        read = dockerfile.context_read(self.dockerfile, self.triggers)
+        read = (dockerfile.context_read(self.dockerfile, self.triggers)
+                if self.triggers is not None else lambda inner: True)
         for inner, source in sorted(self.files.items()):
             if not read(inner):
                 continue
@@ -60,13 +61,10 @@ class Context:
         """sha256 of the Dockerfile as buildah reads it (comments, blank lines and line
         continuations are no part of it), its first FROM naming the parent by a
         placeholder: the parent is keyed by its image ID, and where it is stored
-        (registry, tag) is no part of what the child is made of. The ONBUILD triggers of
-        the image it is built on run as its first instructions, and are part of it too."""
+        (registry, tag) is no part of what the child is made of (nor are the ONBUILD
+        triggers it holds: its ID covers them)."""
         text = self.from_parent(parent_reference, PARENT_PLACEHOLDER).dockerfile
-        canonical = dockerfile.read(text).canonical()
-        if self.triggers:
-            canonical += json.dumps([t.as_tuple() for t in self.triggers])
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(dockerfile.read(text).canonical().encode()).hexdigest()
 
     def from_parent(self, parent_reference: str | None, name: str) -> Context:
         """This context with its first FROM naming the parent (`parent_reference` in the
@@ -91,7 +89,7 @@ class Context:
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-        instructions = [*self.triggers, *dockerfile.read(self.dockerfile).instructions]
+        instructions = [*(self.triggers or ()), *dockerfile.read(self.dockerfile).instructions]
         return [f"{keyword} {path!r}" for keyword, path in dockerfile.context_sources(instructions)
                 if not (fnmatch.filter(present, path) if dockerfile.is_glob(path)
                         else path in present)]
