@@ -613,18 +613,31 @@ def images_read(text: str, build_args: Mapping[str, str],
     stages = parsed.stages(build_args, triggers)
     found: list[str] = []
     for index, stage in enumerate(stages):
+        # (a wider reading than buildah's: the ARGs before the first FROM count too)
+        env = {**heading, **_stage_defaults(stage), **build_args}
         earlier = {str(i) for i in range(index)} | {
             s.name.lower() for s in stages[:index] if s.name}
-        named = [stage.image] if index else []
+        named = [stage.image] if index else []  # (a FROM is resolved already)
         for instruction in stage.instructions:
             source = instruction.flag("from") if instruction.keyword == "copy" else None
-            named += [source] if source is not None else []
-            named += [fields["from"] for fields in bind_mounts(instruction) if "from" in fields]
-        for name in named:
-            image = process_word(name, {**heading, **build_args})
+            sources = [source] if source is not None else []
+            sources += [fields["from"] for fields in bind_mounts(instruction) if "from" in fields]
+            named += [process_word(s, env) for s in sources]
+        for image in named:
             if image and image.lower() not in earlier | {SCRATCH} and image not in found:
                 found.append(image)
     return found
+
+
+def _stage_defaults(stage: Stage) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for instruction in stage.instructions:
+        if instruction.keyword == "arg":
+            for word in instruction.args:
+                name, has_default, default = word.partition("=")
+                if has_default:
+                    values[name] = process_word(default, values)
+    return values
 
 
 def context_read(text: str, triggers: tuple[Instruction, ...] = ()) -> Callable[[str], bool]:

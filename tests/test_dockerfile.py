@@ -1,0 +1,86 @@
+"""What buildlib.dockerfile answers about a Dockerfile: the images a build reads, the
+base a FROM ${ARG} resolves to, the context files and args it reads, ONBUILD triggers,
+remote sources. (How it parses is compared with buildah's own parser in
+test_dockerfile_parity.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from buildlib import dockerfile, keys
+
+
+def test_images_read_besides_the_first_from() -> None:
+    text = ("ARG EXT=localhost/ext:1\n"
+            "FROM scratch AS first\n"
+            "FROM localhost/stage:1 AS x\n"
+            "FROM first\n"
+            "COPY --from=x /a /a\n"
+            "COPY --from=0 /b /b\n"
+            "COPY --from=${EXT} /c /c\n"
+            "COPY --from=localhost/other:2 /d /d\n"
+            "RUN --mount=type=bind,from=localhost/mounted:3,source=/e,target=/m true\n"
+            "RUN --mount=type=bind,from=x,source=/e,target=/m true\n"
+            "RUN --mount=type=cache,target=/c true\n")
+    assert dockerfile.images_read(text, {}) == [
+        "localhost/stage:1", "localhost/ext:1", "localhost/other:2", "localhost/mounted:3"]
+    assert "localhost/new:9" in dockerfile.images_read(text, {"EXT": "localhost/new:9"})
+    assert dockerfile.images_read("FROM localhost/base:1\nRUN true\n", {}) == []
+
+
+@pytest.mark.parametrize(("text", "args", "expected"), [
+    ("ARG BASE=localhost/defbase:1\nFROM ${BASE}\n", {}, "localhost/defbase:1"),
+    ("ARG BASE=localhost/defbase:1\nFROM ${BASE}\n", {"BASE": "localhost/realbase:1"},
+     "localhost/realbase:1"),
+    ("ARG TAG=1\nARG REPO=localhost/b\nFROM $REPO:${TAG}\n", {"TAG": "2"}, "localhost/b:2"),
+    ("ARG A=x B=${A}\nFROM localhost/${B:-unset}\n", {}, "localhost/unset"),
+    ("FROM ${NOT_DECLARED:-localhost/d:1}\n", {"NOT_DECLARED": "ignored"}, "localhost/d:1"),
+    ("FROM scratch\n", {}, None),
+    ("ARG B\nFROM ${B}\n", {}, None),
+])
+def test_base_image_resolved_as_buildah_resolves_it(text: str, args: dict[str, str],
+                                                    expected: str | None) -> None:
+    assert dockerfile.base_image(text, args) == expected
+
+
+def test_a_backtick_escape_keeps_the_next_copy_an_instruction() -> None:
+    text = "# escape=`\nFROM scratch\nRUN echo \\\nCOPY secret /secret\n"
+    reads = dockerfile.context_read(text)
+    assert reads("secret")
+    assert not dockerfile.context_read(text.replace("# escape=`\n", ""))("secret")
+    # `# syntax=` first: no directive to buildah 1.28, so the escape that follows is a comment
+    assert not dockerfile.context_read("# syntax=x\n" + text)("secret")
+
+
+def test_onbuild_triggers_are_read_as_the_childs_first_instructions() -> None:
+    parent = "FROM scratch AS a\nONBUILD COPY not-this /x\nFROM scratch\nONBUILD COPY secret /s\n"
+    triggers = dockerfile.onbuild_triggers(parent)
+    assert [t.original for t in triggers] == ["COPY secret /s"]
+    assert dockerfile.context_read("FROM p\n", triggers)("secret")
+    assert not dockerfile.context_read("FROM p\n")("secret")
+    from_config = dockerfile.config_triggers(["COPY a /a", "RUN --mount=type=bind,source=b,"
+                                              "target=/b true"])
+    reads = dockerfile.context_read("FROM p\n", from_config)
+    assert reads("a") and reads("b") and not reads("c")
+
+
+def test_remote_sources() -> None:
+    text = ("FROM scratch\nADD http://h/u /u\nADD [\"https://h/v\", \"/v\"]\n"
+            "ADD git@github.com:o/r.git /r\nCOPY http-not-a-url /x\nADD local.tar /\n")
+    assert dockerfile.remote_sources(dockerfile.parse(text).instructions) == [
+        "http://h/u", "https://h/v", "git@github.com:o/r.git"]
+
+
+def test_here_documents_are_lines_buildah_fails_on() -> None:
+    text = "FROM scratch\nRUN <<EOF\necho hi\nEOF\n"
+    assert [i.keyword for i in dockerfile.unknown_instructions(text)] == ["echo", "eof"]
+    assert dockerfile.context_read("FROM scratch\nCOPY <<EOF /f\n")("<<EOF")
+
+
+def test_status_names_each_image_read() -> None:
+    old = keys.Record("d", {}, images={"localhost/ext:1": "sha256:a", "localhost/gone:1": "x"})
+    new = keys.Record("d", {}, images={"localhost/ext:1": "sha256:b", "localhost/new:1": "y"})
+    assert keys.changes(old.as_dict(), new, "base image 'b'") == (
+        "image 'localhost/ext:1' changed: sha256:a -> sha256:b; "
+        "image 'localhost/gone:1' no longer read: x -> None; "
+        "image 'localhost/new:1' now read: None -> y")
