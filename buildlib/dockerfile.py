@@ -545,18 +545,23 @@ def remote_sources(instructions: list[Instruction] | tuple[Instruction, ...]) ->
                          for p in instruction.args[:-1]) if is_remote(path)]
 
 
-def bind_mounts(instruction: Instruction) -> list[dict[str, str]]:
-    """The fields of each `RUN --mount=...` of type bind (the default type)."""
+def mounts(instruction: Instruction) -> list[dict[str, str]]:
+    """The fields of each `RUN --mount=...` (every type)."""
     if instruction.keyword != "run":
         return []
-    found = []
-    for flag in instruction.flags:
-        if not flag.startswith("--mount="):
-            continue
-        fields = dict(f.partition("=")[::2] for f in flag[len("--mount="):].split(","))
-        if fields.get("type", "bind") == "bind":
-            found.append(fields)
-    return found
+    return [dict(f.partition("=")[::2] for f in flag[len("--mount="):].split(","))
+            for flag in instruction.flags if flag.startswith("--mount=")]
+
+
+def run_mounts(text: str) -> list[dict[str, str]]:
+    """The fields of every `RUN --mount=...` of a Dockerfile (ONBUILD triggers too)."""
+    return [fields for instruction in with_triggers(read(text).instructions)
+            for fields in mounts(instruction)]
+
+
+def bind_mounts(instruction: Instruction) -> list[dict[str, str]]:
+    """The fields of each `RUN --mount=...` of type bind (the default type)."""
+    return [fields for fields in mounts(instruction) if fields.get("type", "bind") == "bind"]
 
 
 def bind_mount_sources(instructions: list[Instruction] | tuple[Instruction, ...]) -> list[str]:
