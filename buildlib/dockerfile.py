@@ -537,12 +537,31 @@ def is_remote(path: str) -> bool:
     return bool(URL.match(path)) or path.startswith("git@")
 
 
-def remote_sources(instructions: list[Instruction] | tuple[Instruction, ...]) -> list[str]:
-    """What ADD instructions fetch from the network at build time."""
+def remote_sources(instructions: list[Instruction] | tuple[Instruction, ...],
+                   env: Mapping[str, str] | None = None) -> list[str]:
+    """What ADD instructions fetch from the network at build time (their variables from
+    `env`)."""
     return [path for instruction in instructions if instruction.keyword == "add"
-            and instruction.flag("from") is None
-            for path in (process_word(p, {}) if "$" not in p else p
-                         for p in instruction.args[:-1]) if is_remote(path)]
+            for path in (_processed(p, env or {}) for p in instruction.args[:-1])
+            if is_remote(path)]
+
+
+def _processed(word: str, env: Mapping[str, str]) -> str:
+    """The word as buildah processes it; as written where buildah would fail on it."""
+    try:
+        return process_word(word, env)
+    except DockerfileError:
+        return word
+
+
+def remote_inputs(text: str, build_args: Mapping[str, str]) -> list[str]:
+    """What a build of this Dockerfile fetches from the network itself (`ADD <url>`, its
+    variables resolved as widely as `images_read` resolves them; ONBUILD triggers too)."""
+    parsed = read(text)
+    heading = heading_args(parsed, build_args)
+    return [path for stage in parsed.stages(build_args) for path in remote_sources(
+        list(with_triggers(stage.instructions)),
+        {**heading, **_stage_defaults(stage), **build_args})]
 
 
 def mounts(instruction: Instruction) -> list[dict[str, str]]:

@@ -306,6 +306,13 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
     image = cfg.images[name]
     parent = graph.parents[name]
     args = _spelled({**settings.args, **image.args})
+    remote = dockerfile.remote_inputs(context.dockerfile, args)
+    if remote:
+        raise InputError(cfg.path, f"rendered {context.template}: ADD {remote[0]} fetches "
+                         "from the network at build time, which no key can cover", image=name,
+                         fix="declare it under the image's `sources:` (fetched once, checked "
+                         "by its sha256 and keyed by its content) and COPY or ADD it from the "
+                         "context")
     return ImagePlan(name=name, parent=parent, reference=cfg.reference(name),
                      parent_reference=cfg.reference(parent) if parent else None,
                      context=context, workdir=cfg.build_dir / name,

@@ -459,11 +459,10 @@ def _check_from(config: Config, graph: Graph, name: str, text: str, template: Pa
 
 
 def _check_reading(config: Config, name: str, text: str, template: Path) -> None:
-    """The Dockerfile is one buildah 1.28 reads to its end, and whose every input can be
-    keyed: no instruction it fails on, no ADD of what only the network holds."""
+    """The Dockerfile is one buildah 1.28 reads to its end: no instruction it fails on."""
     where = f"rendered {template}"
     try:
-        parsed = dockerfile.read(text)
+        dockerfile.read(text)
         dockerfile.sources_in(text)  # each source's quotes and variables as buildah takes them
     except dockerfile.DockerfileError as err:
         raise InputError(config.path, f"{where}: buildah cannot read it: {err}", image=name,
@@ -473,10 +472,3 @@ def _check_reading(config: Config, name: str, text: str, template: Path) -> None
                          f"no instruction {instruction.keyword.upper()!r}", image=name,
                          fix="correct the line; buildah 1.28 reads no here-documents "
                          "(`<<EOF`): write the lines into a context file and COPY it")
-    remote = dockerfile.remote_sources(list(dockerfile.with_triggers(parsed.instructions)))
-    if remote:
-        raise InputError(config.path, f"{where}: ADD {remote[0]} fetches from the network at "
-                         "build time, which no key can cover", image=name,
-                         fix="declare it under the image's `sources:` (fetched once, checked "
-                         "by its sha256 and keyed by its content) and COPY or ADD it from the "
-                         "context")

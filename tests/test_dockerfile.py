@@ -84,3 +84,10 @@ def test_status_names_each_image_read() -> None:
         "image 'localhost/ext:1' changed: sha256:a -> sha256:b; "
         "image 'localhost/gone:1' no longer read: x -> None; "
         "image 'localhost/new:1' now read: None -> y")
+
+
+def test_remote_inputs_resolve_variables_as_widely_as_buildah_could() -> None:
+    text = "ARG U=http://h/u\nFROM scratch\nARG V=git@h:o/r\nADD ${U} /u\nADD $V /v\nADD $W /w\n"
+    assert dockerfile.remote_inputs(text, {}) == ["http://h/u", "git@h:o/r"]
+    assert dockerfile.remote_inputs(text, {"W": "https://h/w"})[-1] == "https://h/w"
+    assert dockerfile.remote_inputs("FROM scratch\nADD ${X:?bad} /x\n", {}) == []
