@@ -58,7 +58,7 @@ class ImagePlan:
     base: str | None = None  # a root's FROM image (its ID is in the key); None: scratch
     reads: tuple[str, ...] = ()  # every other image the build reads (their IDs are in the key)
     # a root's base image -> its ONBUILD triggers (None: not in storage), asked when keyed
-    base_triggers: Callable[[str], tuple[dockerfile.Instruction, ...] | None] | None = None
+    base_triggers: BaseTriggers | None = None
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -85,14 +85,20 @@ class ImagePlan:
     def owns_workdir(self) -> bool:
         return (self.workdir / WORKDIR_MARK).exists()
 
-    @cached_property
+    @property
     def sources(self) -> keys.Record:
         """The record of this image's own inputs, from the files as they are now (hashed
-        on first use: listing or dry runs that never ask pay nothing)."""
-        context = self.context
+        on first use: listing or dry runs that never ask pay nothing). A root's base
+        image's ONBUILD triggers count once storage holds the base (none before: the
+        build pulls it first, and is judged again)."""
+        triggers = self.context.triggers
         if self.base and self.base_triggers is not None:
-            context = replace(context, triggers=self.base_triggers(self.base))
-        return self.record_of(context.file_digests())
+            triggers = self.base_triggers(self.base) or ()
+        made: dict = self.__dict__.setdefault("_sources", {})  # (frozen: cached by hand)
+        if triggers not in made:
+            made[triggers] = self.record_of(replace(self.context, triggers=triggers)
+                                            .file_digests())
+        return made[triggers]
 
     def record_of(self, file_digests: Mapping[str, str]) -> keys.Record:
         """The record with these context file digests, and no parent yet."""
@@ -253,7 +259,7 @@ def load(path: Path | str, fetch: bool = True) -> Project:
             if parent is not None:
                 contexts[name] = replace(contexts[name], triggers=dockerfile.onbuild_triggers(
                     contexts[parent].dockerfile))
-    triggers = _BaseTriggers(cfg)
+    triggers = BaseTriggers(cfg)
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
         plans[name] = replace(_plan(cfg, graph, contexts[name], plans), base_triggers=triggers)
@@ -265,20 +271,23 @@ def _buildah_of(cfg: config.Config) -> buildah.Buildah:
                            store_note=cfg.build_dir / STORE_NOTE)
 
 
-class _BaseTriggers:
-    """The ONBUILD triggers of base images, as local storage holds them (asked once each)."""
+class BaseTriggers:
+    """The ONBUILD triggers of base images, as local storage holds them (asked once each;
+    None: storage lacks the image, until `pulled`)."""
 
     def __init__(self, cfg: config.Config) -> None:
         self.buildah = _buildah_of(cfg)
-        self.known: dict[str, tuple[dockerfile.Instruction, ...]] = {}
+        self.known: dict[str, tuple[dockerfile.Instruction, ...] | None] = {}
 
     def __call__(self, reference: str) -> tuple[dockerfile.Instruction, ...] | None:
         if reference not in self.known:
             lines = self.buildah.onbuild_triggers(reference)
-            if lines is None:
-                return None  # not in storage yet: asked again once pulled
-            self.known[reference] = dockerfile.config_triggers(lines)
+            self.known[reference] = None if lines is None else dockerfile.config_triggers(lines)
         return self.known[reference]
+
+    def pulled(self, reference: str) -> None:
+        """Storage holds the image now: its triggers are asked again."""
+        self.known.pop(reference, None)
 
 
 def _platforms(cfg: config.Config, name: str, parent: ImagePlan | None) -> tuple[str, ...]:

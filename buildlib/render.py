@@ -39,16 +39,14 @@ class Context:
     fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
     follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
     # the ONBUILD instructions of the image it is built on, which buildah runs first
-    # (None: not known yet, a base image not in storage: every context file counts as read)
-    triggers: tuple[dockerfile.Instruction, ...] | None = ()
+    triggers: tuple[dockerfile.Instruction, ...] = ()
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
         its mode and bytes. A file no COPY, ADD or bind mount can name changes no byte of
         the image, so it is no part of the key."""
         digests = {}
-        read = (dockerfile.context_read(self.dockerfile, self.triggers)
-                if self.triggers is not None else lambda inner: True)
+        read = dockerfile.context_read(self.dockerfile, self.triggers)
         for inner, source in sorted(self.files.items()):
             if not read(inner):
                 continue
@@ -89,7 +87,7 @@ class Context:
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-        instructions = [*(self.triggers or ()), *dockerfile.read(self.dockerfile).instructions]
+        instructions = [*self.triggers, *dockerfile.read(self.dockerfile).instructions]
         return [f"{keyword} {path!r}" for keyword, path in dockerfile.context_sources(instructions)
                 if not (fnmatch.filter(present, path) if dockerfile.is_glob(path)
                         else path in present)]

@@ -382,10 +382,10 @@ def _build(run: Run, name: str, task: Any) -> Any:
     if found.outcome is Outcome.FAIL:
         fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
         return TaskFailed(f"cannot build {name}: {found.why}{fix}")
-    pull_error = _images_in_storage(run, name)  # its base, and the other images it reads
-    if pull_error:
-        return TaskFailed(pull_error)
-    if found.records is None:  # an image storage lacked (pulled now): judged again
+    pulled = _images_in_storage(run, name)  # its base, and the other images it reads
+    if isinstance(pulled, str):
+        return TaskFailed(pulled)
+    if found.records is None or pulled:  # judged again on what storage holds now
         found = judge(run, name, {})
         if found.records is None:
             return TaskFailed(f"cannot build {name}: {found.why}")
@@ -417,13 +417,14 @@ def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
             for platform in plan.platforms or (None,)}
 
 
-def _images_in_storage(run: Run, name: str) -> str | None:
+def _images_in_storage(run: Run, name: str) -> str | bool:
     """A root's base image, and every other image the build reads but this tree's own,
     pulled when local storage lacks it (it is built on exactly the images its key names,
-    with `--pull=never`); the error, when one cannot be pulled."""
+    with `--pull=never`): whether any was, or the error when one cannot be pulled."""
     plan = run.project.plans[name]
     wanted = [plan.base] if plan.base and not plan.parent else []
     wanted += [image for image in plan.reads if image not in run.tree_references]
+    pulled = False
     for image in wanted:
         if run.storage.id_of_image(image):
             continue
@@ -434,7 +435,10 @@ def _images_in_storage(run: Run, name: str) -> str | None:
             return (f"cannot build {name}: {what} {image!r} is not in local storage and "
                     f"could not be pulled: {err}\n  fix: correct the line that names it, "
                     "or pull or build that image first")
-    return None
+        pulled = True
+        if plan.base_triggers is not None:
+            plan.base_triggers.pulled(image)
+    return pulled
 
 
 def _push_title(run: Run, name: str) -> str:

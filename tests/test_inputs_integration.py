@@ -168,12 +168,20 @@ def test_a_backtick_escape_keeps_the_copy_after_a_trailing_backslash(tree: Tree)
         RUN echo \\
         COPY secret /secret
         """}})
+    assert "context file changed: secret" in a_new_secret_reaches_the_image(tree, "escaped")
+
+
+def a_new_secret_reaches_the_image(tree: Tree, name: str) -> str:
+    """Build; edit the image's context file `secret`: that image alone is rebuilt, and
+    holds the new bytes. What status said before that build."""
     tree.doit("build")
-    (tree.root / "templates/escaped/secret").write_text("two\n")
-    assert "context file changed: secret" in status_of(tree, "escaped")
+    assert file_in(tree, reference(name), "/secret") == "one\n"
+    (tree.root / f"templates/{name}/secret").write_text("two\n")
+    said = status_of(tree, name)
     tree.doit("build")
-    assert built(tree) == {"escaped"}
-    assert file_in(tree, reference("escaped"), "/secret") == "two\n"
+    assert built(tree) == {name}
+    assert file_in(tree, reference(name), "/secret") == "two\n"
+    return said
 
 
 def test_onbuild_of_a_parent_in_the_docker_format(tree: Tree) -> None:
@@ -182,24 +190,14 @@ def test_onbuild_of_a_parent_in_the_docker_format(tree: Tree) -> None:
         "parent": {"Dockerfile.j2": "FROM localhost/bb:1\nONBUILD COPY secret /secret\n"},
         "child": {"secret": "one\n", "Dockerfile.j2": "FROM {{ parent_image }}\n"}},
         format="docker")
-    tree.doit("build")
-    assert file_in(tree, reference("child"), "/secret") == "one\n"
-    (tree.root / "templates/child/secret").write_text("two\n")
-    tree.doit("build")
-    assert built(tree) == {"child"}
-    assert file_in(tree, reference("child"), "/secret") == "two\n"
+    a_new_secret_reaches_the_image(tree, "child")
 
 
 def test_onbuild_of_a_base_image(tree: Tree) -> None:
     external_image(tree, "localhost/obbase:1", "base", onbuild="COPY secret /secret")
     small_tree(tree, {"onbase": {}}, {
         "onbase": {"secret": "one\n", "Dockerfile.j2": "FROM localhost/obbase:1\n"}})
-    tree.doit("build")
-    assert file_in(tree, reference("onbase"), "/secret") == "one\n"
-    (tree.root / "templates/onbase/secret").write_text("two\n")
-    tree.doit("build")
-    assert built(tree) == {"onbase"}
-    assert file_in(tree, reference("onbase"), "/secret") == "two\n"
+    a_new_secret_reaches_the_image(tree, "onbase")
 
 
 def test_add_of_a_url_is_refused_and_points_at_sources(tree: Tree) -> None:
