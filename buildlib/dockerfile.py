@@ -52,6 +52,13 @@ class Instruction:
                 found = flag[len(name) + 3:]
         return found
 
+    @property
+    def rest(self) -> str:
+        """The instruction's text after its keyword, its lines joined as buildah joins
+        them (flags included)."""
+        parts = TOKEN_WHITESPACE.split(_strip(self.original), maxsplit=1)
+        return parts[1] if len(parts) == 2 else ""
+
     def as_tuple(self) -> tuple:
         return (self.keyword, list(self.flags), list(self.args), self.json,
                 self.trigger.as_tuple() if self.trigger else None)
@@ -493,13 +500,10 @@ def heading_args(dockerfile: Dockerfile, build_args: Mapping[str, str]) -> dict[
     return values
 
 
-def declared_args(dockerfile: Dockerfile) -> set[str]:
+def declared_args(text: str) -> frozenset[str]:
     """Every build arg an ARG instruction declares (in any stage or ONBUILD trigger)."""
-    found = set()
-    for instruction in with_triggers(dockerfile.instructions):
-        if instruction.keyword == "arg":
-            found.update(word.partition("=")[0] for word in instruction.args)
-    return found
+    return frozenset(word.partition("=")[0] for instruction in with_triggers(
+        read(text).instructions) if instruction.keyword == "arg" for word in instruction.args)
 
 
 def with_triggers(instructions: tuple[Instruction, ...] | list[Instruction]
@@ -564,23 +568,24 @@ def remote_inputs(text: str, build_args: Mapping[str, str]) -> list[str]:
         {**heading, **_stage_defaults(stage), **build_args})]
 
 
-def mounts(instruction: Instruction) -> list[dict[str, str]]:
-    """The fields of each `RUN --mount=...` (every type)."""
+def mounts(instruction: Instruction) -> list[tuple[str, dict[str, str]]]:
+    """(the `--mount=...` flag, its fields) of each mount of a RUN (every type)."""
     if instruction.keyword != "run":
         return []
-    return [dict(f.partition("=")[::2] for f in flag[len("--mount="):].split(","))
+    return [(flag, dict(f.partition("=")[::2] for f in flag[len("--mount="):].split(",")))
             for flag in instruction.flags if flag.startswith("--mount=")]
 
 
-def run_mounts(text: str) -> list[dict[str, str]]:
-    """The fields of every `RUN --mount=...` of a Dockerfile (ONBUILD triggers too)."""
-    return [fields for instruction in with_triggers(read(text).instructions)
-            for fields in mounts(instruction)]
+def run_mounts(text: str) -> list[tuple[str, dict[str, str]]]:
+    """`mounts` of every RUN of a Dockerfile (ONBUILD triggers too)."""
+    return [mount for instruction in with_triggers(read(text).instructions)
+            for mount in mounts(instruction)]
 
 
 def bind_mounts(instruction: Instruction) -> list[dict[str, str]]:
     """The fields of each `RUN --mount=...` of type bind (the default type)."""
-    return [fields for fields in mounts(instruction) if fields.get("type", "bind") == "bind"]
+    return [fields for _, fields in mounts(instruction)
+            if fields.get("type", "bind") == "bind"]
 
 
 def bind_mount_sources(instructions: list[Instruction] | tuple[Instruction, ...]) -> list[str]:
@@ -693,7 +698,7 @@ def args_read(text: str) -> Callable[[str], bool]:
     """Whether a build of this Dockerfile can read a build arg: one an ARG instruction
     declares, or one buildah gives every RUN step (the proxies). Any other is "not
     consumed" (buildah says so) and changes no byte of the image."""
-    return (declared_args(read(text)) | PREDEFINED_ARGS).__contains__
+    return (declared_args(text) | PREDEFINED_ARGS).__contains__
 
 
 def onbuild_triggers(text: str) -> tuple[Instruction, ...]:

@@ -91,3 +91,16 @@ def test_remote_inputs_resolve_variables_as_widely_as_buildah_could() -> None:
     assert dockerfile.remote_inputs(text, {}) == ["http://h/u", "git@h:o/r"]
     assert dockerfile.remote_inputs(text, {"W": "https://h/w"})[-1] == "https://h/w"
     assert dockerfile.remote_inputs("FROM scratch\nADD ${X:?bad} /x\n", {}) == []
+
+
+def test_mounts_declared_args_and_the_text_of_an_instruction() -> None:
+    text = ("FROM scratch\nARG A B=2\nRUN --network=none --mount=type=cache,target=/c \\\n"
+            "    --mount=type=bind,source=s,target=/s true\nONBUILD ARG C\n")
+    assert dockerfile.run_mounts(text) == [
+        ("--mount=type=cache,target=/c", {"type": "cache", "target": "/c"}),
+        ("--mount=type=bind,source=s,target=/s", {"type": "bind", "source": "s",
+                                                 "target": "/s"})]
+    assert dockerfile.declared_args(text) == {"A", "B", "C"}
+    run = dockerfile.read(text).instructions[2]
+    assert run.rest == ("--network=none --mount=type=cache,target=/c     "
+                        "--mount=type=bind,source=s,target=/s true")
