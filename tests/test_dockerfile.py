@@ -5,9 +5,11 @@ test_dockerfile_parity.py.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from buildlib import dockerfile, keys
+from buildlib import dockerfile, keys, project
 
 
 def test_images_read_besides_the_first_from() -> None:
@@ -104,3 +106,19 @@ def test_mounts_declared_args_and_the_text_of_an_instruction() -> None:
     run = dockerfile.read(text).instructions[2]
     assert run.rest == ("--network=none --mount=type=cache,target=/c     "
                         "--mount=type=bind,source=s,target=/s true")
+
+
+@pytest.mark.parametrize(("fmt", "keyed"), [("docker", True), ("oci", False)])
+def test_a_parents_onbuild_triggers_are_keyed_where_the_format_keeps_them(
+        tmp_path: Path, fmt: str, keyed: bool) -> None:
+    """buildah 1.28 drops ONBUILD from an OCI image ("ONBUILD is not supported for OCI
+    image format ... will be ignored"): only a docker-format parent runs them in its child."""
+    for name, text in {"parent": "FROM scratch\nONBUILD COPY secret /secret\n",
+                       "child": "FROM {{ parent_image }}\n"}.items():
+        (tmp_path / "templates" / name).mkdir(parents=True)
+        (tmp_path / "templates" / name / "Dockerfile.j2").write_text(text)
+    (tmp_path / "templates/child/secret").write_text("one\n")
+    config = tmp_path / "images.yaml"
+    config.write_text(f"settings: {{format: {fmt}}}\nimages:\n  parent: {{}}\n"
+                      "  child: {parent: parent}\n")
+    assert ("secret" in project.load(config).plans["child"].sources.files) is keyed
