@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from buildlib import buildah, keys, registry, render
+from buildlib import buildah, dockerfile, keys, registry, render
 from buildlib.buildah import BuildahError
 from buildlib.project import ImagePlan, Project
 from buildlib.reference import ImageRef
@@ -95,7 +95,7 @@ def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
     # registry serving another image under that name (or not answering) changes nothing.
     # (A FROM of a variable without a default is unknown here: buildah finds it.)
     unknown = plan.parent is None and plan.base is None and (
-        render.first_from(plan.context.dockerfile) or "").lower() != "scratch"
+        dockerfile.first_from(plan.context.dockerfile) or "").lower() != "scratch"
     return project.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
                                  pull="missing" if unknown else "never", owner=project.owner)
 
@@ -103,7 +103,8 @@ def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
 def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
     """What this image's build reads that buildah's layer cache does not look at: when
     any, it is built without that cache (else a new key could take old bytes)."""
-    return render.cache_blind_reads(plan.context.dockerfile, plan.args, record.volumes)
+    return dockerfile.cache_blind_reads(plan.context.dockerfile, plan.args, record.volumes,
+                                        plan.triggers)
 
 
 def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
