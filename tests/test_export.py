@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -377,3 +378,71 @@ def test_unsafe_names_what_no_quoting_makes_safe() -> None:
         "the image name 'x${{ secrets.A }}' holds `{{` (an expression GitHub Actions and "
         "Argo would evaluate)")
     assert "control character '\\t'" in export.unsafe(TOOL, TARGET, ["a\tb"])
+
+
+# -- output names --------------------------------------------------------------------------------
+
+SIMILAR = ("x.y", "x-y", "x_y")  # one identifier each before: `x-y`
+
+
+def similar_names_in_one_job() -> export.Partition:
+    """`a` and x.y, x-y, x_y in one job; each of their children in a job of its own."""
+    head = export.Job("a", ("a", *SIMILAR), None, ())
+    kids = [export.Job(f"kid{n}", (f"kid{n}",), "a", ((f"kid{n}", name),))
+            for n, name in enumerate(SIMILAR)]
+    return export.Partition((head, *kids), 0.0)
+
+
+def test_output_names_are_one_to_one() -> None:
+    names = [export.output_name(name) for name in (*SIMILAR, "x__y", "x_hy", "1x", "_1x")]
+    assert len(set(names)) == len(names)
+    assert export.output_name("nova-base") == "nova_hbase"
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) for name in names)
+
+
+def test_similar_names_in_one_job_reach_the_right_child_on_gha(tmp_path: Path) -> None:
+    """The digests step of the head job, run by bash on a lock file, writes outputs that
+    each child's pin reads back as its own parent's digest."""
+    part = similar_names_in_one_job()
+    path = tmp_path / "workflow.yml"
+    path.write_text(export.gha(part, TOOL, TARGET, whole=False))
+    assert actionlint(path) == []
+    jobs = yaml.safe_load(path.read_text())["jobs"]
+    digests = {name: "sha256:" + f"{n}" * 64 for n, name in enumerate(SIMILAR)}
+    outputs = run_digests_step(jobs["a"]["steps"][-1]["run"], digests, tmp_path)
+    for n, name in enumerate(SIMILAR):
+        pins = jobs[f"kid{n}"]["steps"][3]["env"]["PINS"]
+        wanted = re.fullmatch(r"(.*)@\$\{\{ needs\.a\.outputs\.(\w+) \}\}", pins)
+        assert wanted and wanted.group(1) == name
+        step_output = re.fullmatch(r"\$\{\{ steps\.digests\.outputs\.(\w+) \}\}",
+                                   jobs["a"]["outputs"][wanted.group(2)])
+        assert outputs[step_output.group(1)] == digests[name], name
+
+
+def test_similar_names_in_one_job_reach_the_right_child_on_argo() -> None:
+    document = yaml.safe_load(export.argo(similar_names_in_one_job(), TOOL, TARGET,
+                                          whole=False).split("\n", 1)[1])
+    assert export.argo_problems(document) == []
+    templates = {t["name"]: t for t in document["spec"]["templates"]}
+    produced = {p["name"]: p["valueFrom"]["path"] for p in templates["a"]["outputs"]["parameters"]}
+    assert len(set(produced.values())) == len(SIMILAR)
+    tasks = {t["name"]: t for t in templates["images"]["dag"]["tasks"]}
+    for n, name in enumerate(SIMILAR):
+        value = tasks[f"kid{n}"]["arguments"]["parameters"][0]["value"]
+        wanted = re.fullmatch(r"(.*)@\{\{tasks\.a\.outputs\.parameters\.(\w+)\}\}", value)
+        assert wanted and wanted.group(1) == name
+        assert produced[wanted.group(2)] == f"/tmp/digests/{export.output_name(name)}"
+
+
+def run_digests_step(script: str, digests: dict[str, str], workspace: Path) -> dict[str, str]:
+    """A `publish the digests` step run by bash, its `resolve` a no-op, on a lock file
+    holding `digests`: the outputs it writes."""
+    (workspace / ".venv" / "bin").mkdir(parents=True)
+    (workspace / ".venv" / "bin" / "python").symlink_to(shutil.which("true"))
+    lock = workspace / "images.lock.json"
+    lock.write_text(json.dumps({"images": {k: {"digest": v} for k, v in digests.items()}}))
+    output = workspace / "output"
+    subprocess.run(["bash", "-e", "-c", script], cwd=workspace, check=True, timeout=60,
+                   env={**os.environ, "IMAGEBAKE_LOCK": str(lock), "IMAGEBAKE_DIR": ".",
+                        "GITHUB_OUTPUT": str(output)})
+    return dict(line.split("=", 1) for line in output.read_text().splitlines())
