@@ -33,7 +33,8 @@ from test_export_replay_integration import (
     prepare,
     resolved,
 )
-from test_platforms_integration import index_entries, platform_tree
+from test_native_platforms_integration import copy_only_tree
+from test_platforms_integration import index_entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.real]
 
@@ -130,12 +131,7 @@ def test_multi_arch_tree_on_native_runners_through_act(registry: Registry,
     platform's runner label (both mapped to this host), then a merge job per image. The
     registry serves each image as a manifest list of the images a local `imagebake push`
     of the same tree makes; a second run builds nothing."""
-    tree = platform_tree(
-        tmp_path, {"root": {}, "child": {"parent": "root"}},
-        {"root/Dockerfile.j2": "FROM scratch\nCOPY hello.txt /hello.txt\n",
-         "child/Dockerfile.j2": "FROM {{ parent_image }}\nCOPY child.txt /child.txt\n"},
-        {"root/hello.txt": "hello\n", "child/child.txt": "child\n"},
-        registry=registry.address)
+    tree = copy_only_tree(tmp_path, registry, "multi")
     tree.doit("push")  # locally, all platforms in one run, to namespace `multi`
     local = {name: index_entries(registry, f"multi/{name}", "latest")
              for name in ("root", "child")}
