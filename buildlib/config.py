@@ -72,6 +72,7 @@ class Settings:
     build_timeout: PositiveSeconds = 1800
     push_retries: PositiveInt = 10
     push_timeout: PositiveSeconds = 300  # per `buildah push`; registry requests: at most 15
+    push_deadline: PositiveSeconds = 1800  # all attempts of one image's push, from its start
     tls_verify: StrictBool = True
     authfile: StrictStr | None = None  # registry credentials; default: REGISTRY_AUTH_FILE
     isolation: Literal["chroot", "oci", "rootless"] | None = None
