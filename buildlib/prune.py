@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildlib import keys
+from buildlib import keys, storagelock
 from buildlib.buildah import StorageContents, StorageError, StoredImage
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
@@ -333,7 +333,21 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
                saved: Callable[[str], dict[str, Any]]) -> str | None:
     """Prune the selected images' old keys: the registry's first when asked, then local
     storage, both planned from the same record of this tree's keys (so a dry run lists
-    what the real run removes). Returns what went wrong, if anything."""
+    what the real run removes), while no other run uses the storage (`storagelock`).
+    Returns what went wrong, if anything."""
+    if dry:
+        return _prune(run, keep, dry=dry, registry=registry, saved=saved)
+    busy = storagelock.exclusive(run.project.buildah)
+    if busy:
+        return f"error: {busy}"
+    try:
+        return _prune(run, keep, dry=dry, registry=registry, saved=saved)
+    finally:
+        storagelock.release()
+
+
+def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
+           saved: Callable[[str], dict[str, Any]]) -> str | None:
     proj = run.project
     names = [name for name in proj.graph.order() if name in run.selection.selected]
     try:
