@@ -343,7 +343,7 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     try:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
     finally:
-        storagelock.release()
+        storagelock.release(run.project.buildah)
 
 
 def _prune(run: Run, keep: int, *, dry: bool, registry: bool,

@@ -25,7 +25,7 @@ from pathlib import Path
 from buildlib.buildah import Buildah
 
 LOCK_NAME = "imagebake-prune.lock"
-_held: dict[str, int] = {}  # "fd": the lock file of this process's storage, once opened
+_held: dict[Path, int] = {}  # graph root -> its lock file, open for the life of the process
 
 
 def share(buildah: Buildah) -> None:
@@ -59,25 +59,26 @@ def exclusive(buildah: Buildah) -> str | None:
     return None
 
 
-def release() -> None:
+def release(buildah: Buildah) -> None:
     """A prune is done: back to holding the storage shared, as the run did before."""
-    if "fd" in _held:
-        fcntl.flock(_held["fd"], fcntl.LOCK_SH)
+    fd = _open(buildah)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_SH)
 
 
 def _open(buildah: Buildah) -> int | None:
-    if "fd" not in _held:
-        root = buildah.graph_root()
-        if root is None:
-            return None
+    root = buildah.graph_root()
+    if root is None:
+        return None
+    if root not in _held:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            _held["fd"] = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            _held[root] = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             print(f"warning: cannot lock image storage {root}: {err.strerror or err}; "
                   "the prunes of other trees are not held off", file=sys.stderr)
             return None
-    return _held["fd"]
+    return _held[root]
 
 
 def _lock_path(fd: int) -> str:
