@@ -37,12 +37,15 @@ def tree_on(tmp_path: Path, storage_of: Tree) -> Tree:
     return other
 
 
-def with_a_slow_leaf(tree: Tree, seconds: int) -> None:
+def with_a_slow_leaf_then_a_child(tree: Tree, seconds: int) -> None:
+    """`a-slow` (RUN sleep) and `b-child`, both on base: with -n 1 and no durations known,
+    the names decide the order, so b-child's build starts FROM base after a-slow's."""
     folder = tree.root / "templates" / "leaf"
     folder.mkdir()
-    (folder / "Dockerfile.j2").write_text(f"FROM {{{{ parent_image }}}}\nRUN sleep {seconds}\n")
-    tree.edit_yaml(lambda data: data["images"].update(
-        slow={"parent": "base", "template": "leaf/Dockerfile.j2"}))
+    (folder / "Dockerfile.j2").write_text("FROM {{ parent_image }}\nRUN sleep {{ seconds }}\n")
+    tree.edit_yaml(lambda data: data["images"].update({
+        name: {"parent": "base", "template": "leaf/Dockerfile.j2", "vars": {"seconds": wait}}
+        for name, wait in (("a-slow", seconds), ("b-child", 0))}))
 
 
 def key_names(tree: Tree) -> set[str]:
@@ -64,9 +67,10 @@ def test_a_prune_stops_while_another_trees_run_builds_on_the_storage(
     a = a_with_old_keys
     b = tree_on(tmp_path / "b", a)  # the same names; its base and cron are A's old keys
     two_images(b)
-    with_a_slow_leaf(b, 23)
-    building = subprocess.Popen(b.argv("-n", "1", "build"), cwd=b.root, env=b.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with_a_slow_leaf_then_a_child(b, 23)
+    building = subprocess.Popen(b.argv("-n", "1", "build", "dispatch=critical-path"),
+                                cwd=b.root, env=b.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while b"sleep\x0023" not in _cmdlines() and time.monotonic() < deadline:
@@ -79,11 +83,15 @@ def test_a_prune_stops_while_another_trees_run_builds_on_the_storage(
     said = refused.stdout + refused.stderr
     assert refused.returncode == 1, said
     assert "another run is using this image storage" in said
-    assert f"pid {building.pid}, `" in said and f"config={b.config} -n 1 build`" in said
+    assert f"pid {building.pid}, `" in said
+    assert f"config={b.config} -n 1 build dispatch=critical-path`" in said
     assert "Traceback" not in said
     assert key_names(a) >= before  # A removed nothing
+    # without the lock, A's prune untagged base's old key name here and b-child's build,
+    # FROM that name, failed with `image not known` (and cron's tag with it)
     assert building.returncode == 0, out + err
-    assert set(b.statuses().values()) <= {"built", "up-to-date"}
+    assert b.statuses() == {"base": "up-to-date", "cron": "up-to-date", "a-slow": "built",
+                            "b-child": "built"}
 
     pruned = a.doit("prune")  # B has ended: A's prune goes ahead
     # (B's images of A's old keys stay: B's run tagged them with the names both trees use)
