@@ -205,12 +205,13 @@ def test_registry_prune_removes_locally_what_its_dry_run_listed(tree: Tree,
 
     dry = tree.doit("prune", "registry=1", "dry=1").stdout
     assert listed_removals(dry, "would remove") == old, dry
-    assert "would remove 2 images of old keys" in dry
+    would = re.search(r"would remove (2 images of old keys and \d+ intermediate images?)", dry)
+    assert would, dry
     before = set(key_names(tree))
     real = tree.doit("prune", "registry=1").stdout
     assert listed_removals(real, "removing") == old, real
     assert before - set(key_names(tree)) == old  # what it said is what went
-    assert "removed 2 images of old keys" in real
+    assert f"removed {would[1]}" in real  # the intermediate images it counted too
     for name in ("base", "cron"):
         assert len([t for t in registry.tags(f"kolla/{name}") if t.startswith("ib-")]) == 1
 

@@ -136,3 +136,24 @@ def _cmdlines() -> bytes:
 def _unmount_b(tmp_path: Path) -> None:
     yield
     unmount_under(tmp_path / "b")
+
+
+def test_keep_keys_skips_its_prune_while_another_run_holds_the_storage(tree: Tree) -> None:
+    two_images(tree)
+    tree.settings(keep_keys=0)
+    tree.doit("build")
+    fd = os.open(tree.storage / "root" / LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as another tree's building run
+        edit_base(tree, 1)
+        result = tree.doit("build")
+        skipped = set(key_names(tree))
+    finally:
+        os.close(fd)
+    assert "pruning old keys (settings.keep_keys: 0)" in result.stdout
+    assert "another run is using this image storage" in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr
+    assert len(skipped) == 4  # the old keys stay, the build is fine
+    assert tree.statuses() == {"base": "built", "cron": "built"}
+    tree.doit("prune")  # nothing else holds it now
+    assert len(key_names(tree)) == 2
