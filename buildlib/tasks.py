@@ -55,7 +55,8 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task, "render": render_task, "prune": prune_task}
+            "export": export_task, "render": render_task, "prune": prune_task,
+            "keygen": keygen_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -345,6 +346,28 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def keygen_task(run: Run) -> dict[str, Any]:
+    """Write a new cosign signing key pair beside images.yaml: cosign.key, encrypted with
+    COSIGN_PASSWORD, and cosign.pub; never overwrites a key."""
+    return _command("keygen", "write cosign.key (encrypted with COSIGN_PASSWORD) and "
+                    "cosign.pub beside images.yaml", _keygen, run.project.config.root)
+
+
+def _keygen(folder: Path) -> Any:
+    from buildlib import signing  # its crypto libraries load only when a key is made
+
+    try:
+        private, public = signing.write_pair(folder, signing.password())
+    except ImportError as err:
+        return TaskFailed(f"error: imagebake keygen needs the `sign` extra ({err.name} is "
+                          "missing): pip install 'buildlib[sign]'")
+    except signing.SigningError as err:
+        return TaskFailed(f"error: {err}")
+    print(f"wrote {report.display_path(private)} (secret: keep it out of the repository) "
+          f"and {report.display_path(public)} (commit it: `cosign verify --key` reads it)")
+    return None
 
 
 def graph_task(run: Run) -> dict[str, Any]:
