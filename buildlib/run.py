@@ -41,6 +41,7 @@ from buildlib import (
     pushpool,
     registry,
     storage,
+    storagelock,
     variables,
 )
 from buildlib.errors import InputError
@@ -582,6 +583,7 @@ def _take_over(proj: project.Project, invocation: Invocation) -> None:
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         lock_build_dir(build_dir, invocation)
+        storagelock.share(proj.buildah)  # another tree's prune waits for this run
         unfinished = build_dir / UNFINISHED_MARK
         if unfinished.exists():
             _clean_up_after_killed_run(proj)
