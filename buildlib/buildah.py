@@ -424,6 +424,16 @@ class Buildah:
             found[name] = by_digest.get(entry["digest"])
         return found
 
+    def onbuild_triggers(self, reference: str) -> list[str] | None:
+        """The ONBUILD instructions in an image's config, which a build FROM it runs first
+        (only the Docker format keeps them); None when storage has no such image."""
+        done = subprocess.run(self.argv("inspect", "--type", "image", reference),
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            return None
+        config = (json.loads(done.stdout).get("Docker") or {}).get("config") or {}
+        return list(config.get("OnBuild") or [])
+
     def manifest_images(self, reference: str) -> list[str]:
         """The IDs of the images in storage that a manifest list lists."""
         return [i for i in self.manifest_platform_ids(reference).values() if i]

@@ -172,6 +172,18 @@ class Run:
     def jobs(self) -> int:
         return self.invocation.jobs or self.project.config.settings.jobs
 
+    @functools.cached_property
+    def tree_references(self) -> dict[str, str]:
+        """The reference of each image of this tree -> its name."""
+        return {plan.reference: name for name, plan in self.project.plans.items()}
+
+    def read_tasks(self, name: str) -> list[str]:
+        """The build tasks of this run's images that this image's build reads (by
+        reference: COPY --from, a later stage's FROM), which it waits for."""
+        tree = self.tree_references
+        return [f"build:{tree[image]}" for image in self.project.plans[name].reads
+                if tree.get(image) in self.selection.selected]
+
     def parent_task(self, name: str) -> str | None:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
@@ -231,7 +243,7 @@ class Run:
         names = [name for name in self.project.graph.order() if name in self.selection.selected]
         walked = self.project.keys_from_roots(
             names, lambda name, key: self.storage.with_key(key), self.parent_in_storage,
-            self.base_id)
+            self.base_id, self.bases.id_of)
         return {name for name, _, image_id in walked if image_id is None}
 
     def base_id(self, name: str) -> str | None:
@@ -250,7 +262,10 @@ class Run:
         for child in self.project.graph.children[name]:
             if child in self.selection.selected and not self.project.plans[child].platforms:
                 plan = self.project.plans[child]
-                key = plan.record_on(self.images[name]["id"]).key
+                read = plan.read_ids(self.bases.id_of)
+                if isinstance(read, str):
+                    continue
+                key = plan.record_on(self.images[name]["id"], images=read).key
                 if not self.storage.with_key(key):
                     self.lookups.ask(plan.key_reference(key))
 
@@ -374,8 +389,9 @@ def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> N
     """`bases=pull`: every selected root's base image pulled anew (the run then builds what
     a changed base changed): the "rebuild on today's base" run that security fixes need.
     A base that cannot be pulled stops the run before any build."""
-    wanted = sorted({plan.base for name, plan in proj.plans.items()
-                     if name in selected and plan.base})
+    tree = {plan.reference for plan in proj.plans.values()}  # built here, never pulled
+    wanted = sorted({image for name, plan in proj.plans.items() if name in selected
+                     for image in (plan.base, *plan.reads) if image and image not in tree})
     listed = storage.Storage(proj.buildah)  # (the run lists storage anew, after the pulls)
     for base in wanted:
         try:

@@ -107,7 +107,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "doc": f"build {plan.reference}" + (f" on {plan.parent}" if plan.parent else ""),
         "title": lambda task: _build_title(run, name, task),
         "actions": [(_build, [run, name])],
-        "task_dep": [parent_task] if parent_task else [],
+        "task_dep": ([parent_task] if parent_task else []) + run.read_tasks(name),
         "uptodate": [ImageUpToDate(run, name)],
         "clean": [(_clean, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
@@ -448,10 +448,10 @@ def _build(run: Run, name: str, task: Any) -> Any:
     if found.outcome is Outcome.FAIL:
         fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
         return TaskFailed(f"cannot build {name}: {found.why}{fix}")
-    if found.records is None:  # a root whose base image storage lacks: pulled first
-        base_error = _base_in_storage(run, name)
-        if base_error:
-            return TaskFailed(base_error)
+    pulled = _images_in_storage(run, name)  # its base, and the other images it reads
+    if isinstance(pulled, str):
+        return TaskFailed(pulled)
+    if found.records is None or pulled:  # judged again on what storage holds now
         found = judge(run, name, {})
         if found.records is None:
             return TaskFailed(f"cannot build {name}: {found.why}")
@@ -483,19 +483,28 @@ def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
             for platform in plan.platforms or (None,)}
 
 
-def _base_in_storage(run: Run, name: str) -> str | None:
-    """A root's base image pulled when local storage lacks it (it is built on exactly the
-    image its key names, with `--pull=never`); the error, when it cannot be pulled."""
+def _images_in_storage(run: Run, name: str) -> str | bool:
+    """A root's base image, and every other image the build reads but this tree's own,
+    pulled when local storage lacks it (it is built on exactly the images its key names,
+    with `--pull=never`): whether any was, or the error when one cannot be pulled."""
     plan = run.project.plans[name]
-    if plan.parent or not plan.base or run.storage.id_of_image(plan.base):
-        return None
-    try:
-        builder.pull_base(run.project, plan.base, run.storage)
-    except BuildahError as err:
-        return (f"cannot build {name}: its base image {plan.base!r} is not in local storage "
-                f"and could not be pulled: {err}\n  fix: correct its FROM line, or pull or "
-                "build that image first")
-    return None
+    wanted = [plan.base] if plan.base and not plan.parent else []
+    wanted += [image for image in plan.reads if image not in run.tree_references]
+    pulled = False
+    for image in wanted:
+        if run.storage.id_of_image(image):
+            continue
+        what = "its base image" if image == plan.base and not plan.parent else "the image"
+        try:
+            builder.pull_base(run.project, image, run.storage)
+        except BuildahError as err:
+            return (f"cannot build {name}: {what} {image!r} is not in local storage and "
+                    f"could not be pulled: {err}\n  fix: correct the line that names it, "
+                    "or pull or build that image first")
+        pulled = True
+        if plan.base_triggers is not None:
+            plan.base_triggers.pulled(image)
+    return pulled
 
 
 def _push_title(run: Run, name: str) -> str:

@@ -87,7 +87,10 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
     if isinstance(standing, str):
         outcome = Outcome.FAIL if standing.startswith("cannot") else Outcome.BUILD
         return verdict.add(outcome, standing)
-    verdict.records = {platform: plan.record_on(parent_id, platform)
+    read = plan.read_ids(run.bases.id_of)
+    if isinstance(read, str):
+        return verdict.add(Outcome.BUILD, f"image '{read}' is not in local storage (pulled first)")
+    verdict.records = {platform: plan.record_on(parent_id, platform, read)
                        for platform, parent_id in standing.items()}
     stale = _stale(plan, saved, verdict.records, run.storage)
     if not stale:
