@@ -350,6 +350,19 @@ class Buildah:
                 scratch.replace(self.store_note)
         return store or None
 
+    def graph_root(self) -> Path | None:
+        """The folder of this storage (`buildah info`'s GraphRoot), or None when buildah
+        cannot say."""
+        store = self._image_store()
+        if store is not None:
+            return store.parent.parent
+        try:
+            out = subprocess.run(self.argv("info"), check=True, capture_output=True,
+                                 text=True, stdin=subprocess.DEVNULL, timeout=60).stdout
+            return Path(json.loads(out)["store"]["GraphRoot"])
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+            return None
+
     def _find_image_store(self) -> Path | None | bool:
         """Ask `buildah info` where the image list is; None when that file does not list
         every image buildah counts (extra read-only stores), False when buildah failed

@@ -87,6 +87,8 @@ class Settings:
     """Retries of a push that failed in a way that may pass (refused, 5xx, 429)."""
     push_timeout: PositiveSeconds = 300
     """Seconds per `buildah push` attempt (each registry request: at most 15)."""
+    push_deadline: PositiveSeconds = 1800
+    """Seconds all attempts of one image's push (or pull) may take, from its start."""
     tls_verify: StrictBool = True
     """Verify the registry's TLS; false only for a plain-HTTP registry you trust."""
     authfile: StrictStr | None = None

@@ -39,7 +39,7 @@ from buildlib.buildah import BuildahError, StorageError, command_line, error_lin
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options
+from buildlib.run import Run, export_options, merge_parts
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -56,7 +56,7 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task}
+            "keygen": keygen_task, "merge": merge_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -212,6 +212,35 @@ def _resolve(run: Run, lock: Path) -> Any:
     return None
 
 
+def merge_task(run: Run) -> dict[str, Any]:
+    """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
+    return _command("merge", "make each multi-arch image's manifest list of the lists its "
+                    "platforms' runs pushed (push platform=P): parts=NAME@sha256:...,...",
+                    _merge, run)
+
+
+def _merge(run: Run) -> Any:
+    """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
+    proj = run.project
+    lookups = run.lookups or cache.Lookups(proj.registry_client)
+    try:
+        parts = merge_parts(proj)
+        for name, digests in parts.items():
+            repository = cache.repository_of(proj.plans[name].reference)
+            found = [lookups.find(f"{repository}@{digest}") for digest in digests]
+            absent = [d for d, f in zip(digests, found, strict=True) if f is None]
+            if absent:
+                return TaskFailed(f"error: {repository} has no {', '.join(absent)}")
+            index = publish.merge(proj, name, [f for f in found if f is not None])
+            print(f"merged {proj.plans[name].reference}: {index.digest} "
+                  f"({', '.join(proj.plans[name].platforms)})")
+    except InputError as err:
+        return TaskFailed(f"error: {err}")
+    except RegistryError as err:
+        return TaskFailed(f"error: {err}")
+    return None
+
+
 def prune_task(run: Run) -> dict[str, Any]:
     """remove the images of old keys from local storage (keep=N dry=1 registry=1)"""
     probe = StateProbe()
@@ -269,7 +298,8 @@ TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running
 def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions or Argo Workflows workflow (format=gha|argo)"""
     return _command("export", "write the image graph as a CI workflow: format=gha|argo "
-                    "[out=PATH max_jobs=N job_start=SECONDS]", _export, run, TOOL_DIR)
+                    "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
+                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run, TOOL_DIR)
 
 
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
@@ -288,7 +318,9 @@ def _export(run: Run, tool_dir: Path) -> Any:
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
-                               proj.config.settings.tls_verify)
+                               proj.config.settings.tls_verify,
+                               runs_on=options.runs_on or export.GHA_RUNNER,
+                               storage=options.storage, runners=options.runners)
         sub = export.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
@@ -301,8 +333,15 @@ def _export(run: Run, tool_dir: Path) -> Any:
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     try:
-        exporter = {"gha": export.gha, "argo": export.argo}[options.format]
-        text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)
+        whole = not run.selection.excluded
+        if options.format == "gha":
+            text = export.gha(estimates.chosen, tool, target, whole, platforms={
+                name: proj.plans[name].platforms for name in sub.parents})
+        else:
+            text = export.argo(estimates.chosen, tool, target, whole)
+    except ValueError as err:  # jobs the format cannot write
+        return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
+                          "(or none: one job per image)")
     except ModuleNotFoundError as err:  # hera, for format=argo
         return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
                           "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
