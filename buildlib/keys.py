@@ -23,7 +23,9 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-KEY_VERSION = 3  # 3: the Dockerfile as buildah reads it, every image a build reads in
+KEY_VERSION = 4  # 3: the Dockerfile as buildah reads it, every image a build reads in;
+# 4: built without buildah's layer cache where it is blind (a v3 key may name old bytes),
+# labels and a last step of its own in the Dockerfile a build writes (another image ID)
 KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
 PLATFORM_KEYS_ANNOTATION = "org.imagebake.platform-keys"  # on a pushed list: its images' keys
 KEY_TAG_PREFIX = "ib-"
