@@ -2,8 +2,11 @@
 build gives (a user's `doit build`, in the storage its earlier builds left) must hold what
 a clean `buildah bud --no-cache` of the same inputs in a fresh storage holds: the same
 files (mode and bytes), the same config (Env, Cmd, Entrypoint, Labels, User, WorkingDir),
-and, buildah being reproducible here (OCI, `--timestamp 0`, no identity label), the same
-image ID.
+and, buildah being reproducible here (OCI, `--timestamp 0`, no identity label, one build
+at a time), the same image ID. (buildah 1.28 is not reproducible for builds that run at
+once on one storage: a step one build takes from the cache may be an image another build
+has just committed under a temporary name, `<hex>-tmp`, and the step's history names it
+so. Seen here with `jobs: 8`; the files and config still agree.)
 
 The oracle reads the inputs itself, as the README says a build reads them: images.yaml,
 the template's folder (every file of it) with `{{ parent_image }}` as the only template
@@ -75,6 +78,7 @@ class World:
 
     def __init__(self, tree: Tree, tmp: Path) -> None:
         self.tree, self.tmp = tree, tmp
+        tree.settings(jobs=1)  # one build at a time: see the module's docstring
         self.externals: dict[str, External] = {}
         self.served = tmp / "served"
         self.served.mkdir()
