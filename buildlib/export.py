@@ -336,16 +336,18 @@ def _summary(job: Job) -> str:
     return job.images[0] + (f" and {more} more" if more else "")
 
 
-def _login(target: Target) -> str:
-    """`buildah login` with the credentials, if given; without them (a registry without
-    auth) an empty REGISTRY_AUTH_FILE, since buildah refuses one that does not exist."""
+def _login(target: Target, user: str = "REGISTRY_USERNAME",
+           password: str = "REGISTRY_PASSWORD", registry: str = '"$IMAGEBAKE_REGISTRY"') -> str:
+    """`buildah login` to `registry` (a shell word) with the credentials in the variables
+    `user` and `password`, if given; without them (a registry without auth) an empty
+    REGISTRY_AUTH_FILE, since buildah refuses one that does not exist."""
     tls = "" if target.tls_verify else " --tls-verify=false"
     return "\n".join([
-        'if [ -n "${REGISTRY_USERNAME:-}" ]; then',
-        f'  printf \'%s\' "$REGISTRY_PASSWORD" | buildah login{tls} '
-        '--username "$REGISTRY_USERNAME" --password-stdin "$IMAGEBAKE_REGISTRY"',
+        f'if [ -n "${{{user}:-}}" ]; then',
+        f'  printf \'%s\' "${password}" | buildah login{tls} '
+        f'--username "${user}" --password-stdin {registry}',
         "else",
-        '  echo "no REGISTRY_USERNAME given: pushing without logging in"',
+        f'  echo "no {user} given: pushing without logging in"',
         "  printf '{\"auths\": {}}\\n' > \"$REGISTRY_AUTH_FILE\"",
         "fi",
     ]) + "\n"
@@ -362,6 +364,93 @@ def _publish(tool: Tool, selection: list[str], outputs: list[str], destination: 
         "for pair in sys.argv[2:]:",
         '    output, image = pair.split("=", 1)',
         '    print(f"{output}={images[image][\'digest\']}")',
+        "PY",
+    ]) + "\n"
+
+
+# -- GitLab CI ---------------------------------------------------------------------------------
+
+GITLAB_IMAGE = ARGO_IMAGE  # for docker runners; a shell runner ignores it
+GITLAB_PINS = "IMAGEBAKE_PINS"  # NAME@DIGEST,... : the one dotenv variable a job publishes
+GITLAB_DOTENV = "imagebake-pins.env"
+# Top-level keys that are not jobs (and `pages`, a job that publishes GitLab Pages).
+GITLAB_KEYWORDS = frozenset({"default", "include", "stages", "variables", "workflow", "image",
+                             "services", "cache", "before_script", "after_script", "types",
+                             "spec", "pages"})
+
+
+def gitlab(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
+    """The `.gitlab-ci.yml`: one job per entry of `partition`, each `needs:` its parent job
+    (a root job needs none) and takes its parents' digests from that job's dotenv report.
+
+    A job publishes one variable, `IMAGEBAKE_PINS` (`NAME@DIGEST,...` of its images that
+    child jobs stand on), rather than one per image: no two images can share a variable
+    name, and GitLab's limit on a dotenv report's variables (20 on some plans) never bites.
+    The paths and the registry are `variables:`, whose `$` GitLab would expand: it is
+    written `$$`. The login uses GitLab's `CI_REGISTRY*` variables when they are set."""
+    names = _gitlab_names(partition.jobs)
+    whole = whole and len(partition.jobs) == 1
+    document: dict[str, Any] = {
+        "workflow": {"rules": [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"},
+                               {"if": '$CI_PIPELINE_SOURCE == "web"'}]},
+        "default": {"image": GITLAB_IMAGE, "before_script": _gitlab_setup(tool, target)},
+        "variables": {name: value.replace("$", "$$")
+                      for name, value in {**tool.env(), **target.env()}.items()},
+    }
+    for job in partition.jobs:
+        document[names[job.name]] = _gitlab_job(partition, job, names, tool, whole)
+    return HEADER.format(format="gitlab", config=tool.config) + _dump(document)
+
+
+def _gitlab_names(jobs: Sequence[Job]) -> dict[str, str]:
+    """Job names as GitLab keys: a name GitLab reserves gets `-job` (numbered if taken)."""
+    taken = {job.name for job in jobs}
+    names = {}
+    for job in jobs:
+        name, number = job.name, 1
+        while name in GITLAB_KEYWORDS or name in taken - {job.name}:
+            number += 1
+            name = f"{job.name}-job" + (f"-{number}" if number > 2 else "")
+        taken.add(name)
+        names[job.name] = name
+    return names
+
+
+def _gitlab_setup(tool: Tool, target: Target) -> list[str]:
+    """Every job's `before_script`: install, then log in with GitLab's registry variables
+    (to $CI_REGISTRY; the images' registry when it is not set), the credentials in a file
+    of the job's own."""
+    login = _login(target, "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
+                   '"${CI_REGISTRY:-$IMAGEBAKE_REGISTRY}"')
+    return [tool.install(sudo=False).rstrip("\n"),
+            'export REGISTRY_AUTH_FILE="$(mktemp -d)/registry-auth.json"', login.rstrip("\n")]
+
+
+def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: Tool,
+                whole: bool) -> dict[str, Any]:
+    selection = images_variable(job, whole)
+    pin_words = [f'"pin=${GITLAB_PINS}"'] if job.pins else []
+    result: dict[str, Any] = {
+        "needs": [names[job.parent]] if job.parent else [],
+        "script": [tool.doit("push", "cache=registry", *selection, *pin_words)]}
+    outputs = partition.outputs(job)
+    if outputs:
+        result["script"].append(_publish_pins(tool, selection, outputs).rstrip("\n"))
+        result["artifacts"] = {"reports": {"dotenv": GITLAB_DOTENV}}
+    return result
+
+
+def _publish_pins(tool: Tool, selection: list[str], outputs: list[str]) -> str:
+    """`doit resolve`, then `IMAGEBAKE_PINS=NAME@sha256:...,...` of the images child jobs
+    need."""
+    names = " ".join(shlex.quote(image) for image in outputs)
+    return "\n".join([
+        tool.doit("resolve", *selection),
+        f'python3 - "$IMAGEBAKE_LOCK" {names} > {GITLAB_DOTENV} <<\'PY\'',
+        "import json, sys",
+        'images = json.load(open(sys.argv[1]))["images"]',
+        f'print("{GITLAB_PINS}=" + ",".join(f"{{name}}@{{images[name][\'digest\']}}" '
+        "for name in sys.argv[2:]))",
         "PY",
     ]) + "\n"
 

@@ -13,7 +13,7 @@ A run is shaped by doit command-line variables (`doit build images=nova profile=
     cache=registry       look images up in the registry by their key before building them
     pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
 
-and `doit export` by its own: format=gha|argo, out=PATH, max_jobs=N, job_start=SECONDS.
+and `doit export` by its own: format=gha|gitlab|argo, out=PATH, max_jobs=N, job_start=SECONDS.
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
@@ -407,7 +407,7 @@ def _pins(proj: project.Project) -> dict[str, str]:
     return pins
 
 
-EXPORT_FORMATS = ("gha", "argo")
+EXPORT_FORMATS = ("gha", "argo", "gitlab")
 DEFAULT_JOB_START = 30.0  # seconds: a fresh runner's start, checkout and install
 
 
@@ -423,9 +423,10 @@ def export_options(proj: project.Project) -> ExportOptions:
     """`doit export`'s variables; read when it runs, so that other commands ignore them."""
     fmt = str(get_var("format", "") or "")
     if fmt not in EXPORT_FORMATS:
-        raise InputError(proj.config.path, f"export needs format=gha or format=argo "
-                         f"(got {fmt!r})", fix="`doit export format=gha` (GitHub Actions) "
-                         "or `doit export format=argo` (Argo Workflows)")
+        raise InputError(proj.config.path, f"export needs format=gha, format=gitlab or "
+                         f"format=argo (got {fmt!r})", fix="`doit export format=gha` (GitHub "
+                         "Actions), `format=gitlab` (GitLab CI) or `format=argo` (Argo "
+                         "Workflows)")
     out = get_var("out")
     return ExportOptions(fmt, (doit_seam.user_workdir() / out).resolve() if out else None,
                          _number(proj, "max_jobs", int, None, minimum=1),

@@ -264,11 +264,13 @@ TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running
 
 
 def export_task(run: Run) -> dict[str, Any]:
-    """write the image graph as a GitHub Actions or Argo Workflows workflow (format=gha|argo)"""
-    return _command("export", "write the image graph as a CI workflow: format=gha|argo "
+    """write the image graph as a GitHub Actions, GitLab CI or Argo Workflows workflow"""
+    return _command("export", "write the image graph as a CI workflow: format=gha|gitlab|argo "
                     "[out=PATH max_jobs=N job_start=SECONDS]", _export, run, TOOL_DIR)
 
 
+# Where GitHub and GitLab look for the workflow, in the repository.
+WORKFLOW_FILES = {"gha": ".github/workflows/images.yml", "gitlab": ".gitlab-ci.yml"}
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
 
 
@@ -298,13 +300,15 @@ def _export(run: Run, tool_dir: Path) -> Any:
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     try:
-        exporter = {"gha": export.gha, "argo": export.argo}[options.format]
+        exporter = {"gha": export.gha, "gitlab": export.gitlab,
+                    "argo": export.argo}[options.format]
         text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)
     except ModuleNotFoundError as err:  # hera, for format=argo
         return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
                           "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
-    path = options.out or (root / ".github" / "workflows" / "images.yml"
-                           if options.format == "gha" else proj.build_dir / "argo-workflow.yaml")
+    path = options.out or (root / WORKFLOW_FILES[options.format]
+                           if options.format in WORKFLOW_FILES
+                           else proj.build_dir / "argo-workflow.yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     count = len(estimates.chosen.jobs)
