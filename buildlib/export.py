@@ -32,7 +32,7 @@ from buildlib.graph import Graph
 REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
 ARGO_IMAGE = "debian:bookworm"  # buildah 1.28, as the project is tested with
-GHA_RUNNER = "ubuntu-latest"
+GHA_RUNNER = ("ubuntu-latest",)
 CHECKOUT_ACTION = "actions/checkout@v5"
 # GitHub Actions substitutes `${{ }}` and Argo `{{ }}` anywhere in a file, environment values
 # included; a control character would end a line of YAML or of the header comment.
@@ -57,22 +57,17 @@ class Tool:
         return {"IMAGEBAKE_DIR": self.directory, "IMAGEBAKE_CONFIG": self.config,
                 "IMAGEBAKE_LOCK": self.lock}
 
-    def install(self, sudo: bool) -> str:
-        """Debian packages (buildah; busybox-static for the example tree's base image) and
-        this package in a virtualenv at the repository root."""
-        root = "sudo " if sudo else ""
-        return "\n".join([
-            f"{root}apt-get update -q",
-            f"{root}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-            "buildah busybox-static python3-venv",
-            "python3 -m venv .venv",
-            '.venv/bin/pip install -q "./$IMAGEBAKE_DIR"',
-        ]) + "\n"
+    def install(self) -> str:
+        """Debian packages when missing, and a virtualenv of this package's dependencies
+        kept between jobs, linked as `.venv`: buildlib/ci_install.sh of the checkout, sourced
+        (it sets the storage of the job's later commands)."""
+        return '. "$IMAGEBAKE_DIR/buildlib/ci_install.sh"\n'
 
     def doit(self, *words: str) -> str:
-        """The `imagebake` command installed by `install`, on this tree; `words` are
-        shell words (quoted where they need it)."""
-        return " ".join([".venv/bin/imagebake", "-c", '"$IMAGEBAKE_CONFIG"', *words])
+        """The `imagebake` command of the checked-out source, run by the virtualenv that
+        `install` links; `words` are shell words (quoted where they need it)."""
+        return " ".join(['PYTHONPATH="$PWD/$IMAGEBAKE_DIR"', ".venv/bin/python", "-m",
+                         "buildlib.cli", "-c", '"$IMAGEBAKE_CONFIG"', *words])
 
 
 def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None:
@@ -80,7 +75,7 @@ def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None
     all can. (Names from images.yaml match the reference grammar; Kolla's are its folders'.)"""
     named = [("the path of images.yaml", tool.config), ("the path of build_dir", tool.lock),
              ("the path of the imagebake checkout", tool.directory),
-             ("settings.registry", target.registry),
+             ("settings.registry", target.registry), ("storage=", target.storage),
              *(("the image name", name) for name in images)]
     for what, value in named:
         found = UNSAFE.search(value)
@@ -249,10 +244,26 @@ def _unique_ids(wanted: Mapping[str, str]) -> dict[str, str]:
 
 
 def identifier(name: str) -> str:
-    """An image name as a job, task or output name: `.` and `_` become `-`; a leading
-    digit gets an `i` before it (GitHub Actions ids start with a letter or `_`)."""
+    """An image name as a job or task name: `.` and `_` become `-`; a leading digit gets
+    an `i` before it (GitHub Actions ids start with a letter or `_`). Not one to one:
+    `_unique_ids` numbers the names it makes twice."""
     spelled = re.sub(r"[^A-Za-z0-9-]", "-", name)
     return spelled if spelled[:1].isalpha() else f"i{spelled}"
+
+
+OUTPUT_ESCAPES = {"_": "__", "-": "_h", ".": "_d", "/": "_s"}
+
+
+def output_name(image: str) -> str:
+    """An image name as the name of the output that carries its digest to child jobs: a
+    GitHub Actions output, an Argo parameter, a dotenv variable (letters, digits and `_`,
+    not first a digit). One to one, so `x.y`, `x-y` and `x_y` of one job never share one:
+    `_` doubles, `-` `.` `/` become `_h` `_d` `_s`, anything else `_x` and its hex code; a
+    leading digit gets a `_` before it (`_` never starts an escaped name otherwise)."""
+    spelled = "".join(OUTPUT_ESCAPES.get(char) or
+                      (char if char.isascii() and char.isalnum() else f"_x{ord(char):x}_")
+                      for char in image)
+    return spelled if not spelled[:1].isdigit() else f"_{spelled}"
 
 
 def images_variable(job: Job, whole: bool) -> list[str]:
@@ -269,13 +280,18 @@ def images_variable(job: Job, whole: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class Target:
-    """Where the images go, as images.yaml says."""
+    """Where the images go, as images.yaml says, and where jobs run: the runner labels
+    (`runs_on=`) and buildah's storage (`storage=`: `runner`, its default storage; `job`,
+    one of each job's own; or a folder the runner's jobs share)."""
 
     registry: str
     tls_verify: bool
+    runs_on: tuple[str, ...] = GHA_RUNNER
+    storage: str = "runner"
 
     def env(self) -> dict[str, str]:
-        return {"IMAGEBAKE_REGISTRY": self.registry}
+        storage = {} if self.storage == "runner" else {"IMAGEBAKE_STORAGE": self.storage}
+        return {"IMAGEBAKE_REGISTRY": self.registry, **storage}
 
 
 def gha(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
@@ -298,7 +314,7 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     outputs = partition.outputs(job)
     steps: list[dict[str, Any]] = [
         {"uses": CHECKOUT_ACTION},
-        {"name": "install imagebake", "run": tool.install(sudo=True)},
+        {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
          "env": {**auth, **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
          "run": _login(target)},
@@ -307,18 +323,20 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
-            f"{parent}@${{{{ needs.{job.parent}.outputs.{identifier(parent)} }}}}"
+            f"{parent}@${{{{ needs.{job.parent}.outputs.{output_name(parent)} }}}}"
             for parent in _pinned(job))
         pin_words = ['"pin=$PINS"']
     selection = images_variable(job, whole)
     steps.append({"name": f"build and push {_summary(job)}", "env": build_env,
                   "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
-    result: dict[str, Any] = {"name": _summary(job), "runs-on": GHA_RUNNER}
+    labels = target.runs_on
+    result: dict[str, Any] = {"name": _summary(job),
+                              "runs-on": labels[0] if len(labels) == 1 else list(labels)}
     if job.parent:
         result["needs"] = job.parent
     if outputs:
         result["outputs"] = {output: f"${{{{ steps.digests.outputs.{output} }}}}"
-                             for output in map(identifier, outputs)}
+                             for output in map(output_name, outputs)}
         steps.append({"name": "publish the digests child jobs need", "id": "digests",
                       "env": auth,
                       "run": _publish(tool, selection, outputs, '"$GITHUB_OUTPUT"')})
@@ -355,7 +373,7 @@ def _login(target: Target, user: str = "REGISTRY_USERNAME",
 
 def _publish(tool: Tool, selection: list[str], outputs: list[str], destination: str) -> str:
     """`doit resolve`, then `OUTPUT=sha256:...` for each image a child job needs."""
-    pairs = " ".join(shlex.quote(f"{identifier(image)}={image}") for image in outputs)
+    pairs = " ".join(shlex.quote(f"{output_name(image)}={image}") for image in outputs)
     return "\n".join([
         tool.doit("resolve", *selection),
         f'python3 - "$IMAGEBAKE_LOCK" {pairs} >> {destination} <<\'PY\'',
@@ -387,13 +405,15 @@ def gitlab(partition: Partition, tool: Tool, target: Target, whole: bool) -> str
     child jobs stand on), rather than one per image: no two images can share a variable
     name, and GitLab's limit on a dotenv report's variables (20 on some plans) never bites.
     The paths and the registry are `variables:`, whose `$` GitLab would expand: it is
-    written `$$`. The login uses GitLab's `CI_REGISTRY*` variables when they are set."""
+    written `$$`. The login uses GitLab's `CI_REGISTRY*` variables when they are set;
+    `runs_on` labels become every job's `tags:` (which runners may take it)."""
     names = _gitlab_names(partition.jobs)
     whole = whole and len(partition.jobs) == 1
     document: dict[str, Any] = {
         "workflow": {"rules": [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"},
                                {"if": '$CI_PIPELINE_SOURCE == "web"'}]},
-        "default": {"image": GITLAB_IMAGE, "before_script": _gitlab_setup(tool, target)},
+        "default": {"image": GITLAB_IMAGE, "before_script": _gitlab_setup(tool, target),
+                    **({"tags": list(target.runs_on)} if target.runs_on else {})},
         "variables": {name: value.replace("$", "$$")
                       for name, value in {**tool.env(), **target.env()}.items()},
     }
@@ -422,7 +442,7 @@ def _gitlab_setup(tool: Tool, target: Target) -> list[str]:
     of the job's own."""
     login = _login(target, "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
                    '"${CI_REGISTRY:-$IMAGEBAKE_REGISTRY}"')
-    return [tool.install(sudo=False).rstrip("\n"),
+    return [tool.install().rstrip("\n"),
             'export REGISTRY_AUTH_FILE="$(mktemp -d)/registry-auth.json"', login.rstrip("\n")]
 
 
@@ -489,14 +509,14 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
             inputs.append(Parameter(name="pins"))
             env.append(EnvVar(name="PINS", value="{{inputs.parameters.pins}}"))
             pins = ",".join(f"{parent}@{{{{tasks.{job.parent}.outputs.parameters."
-                            f"{identifier(parent)}}}}}" for parent in _pinned(job))
+                            f"{output_name(parent)}}}}}" for parent in _pinned(job))
             arguments = Arguments(parameters=[Parameter(name="pins", value=pins).as_argument()])
         templates.append(Script(
             name=job.name, image=ARGO_IMAGE, command=["bash"], working_dir="/src",
             source=_argo_script(job, tool, target, whole, outputs),
             env=env, security_context=SecurityContext(privileged=True), inputs=inputs,
-            outputs=[Parameter(name=identifier(image),
-                               value_from=ValueFrom(path=f"/tmp/digests/{identifier(image)}"))
+            outputs=[Parameter(name=output_name(image),
+                               value_from=ValueFrom(path=f"/tmp/digests/{output_name(image)}"))
                      for image in outputs] or None))
         tasks.append(Task(name=job.name, template=job.name, depends=job.parent,
                           arguments=arguments))
@@ -511,7 +531,7 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
 def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: list[str]) -> str:
     selection = images_variable(job, whole)
     pin_words = ['"pin=$PINS"'] if job.pins else []
-    lines = ["set -euo pipefail", tool.install(sudo=False).rstrip("\n"),
+    lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              _login(target).rstrip("\n"),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
     if outputs:

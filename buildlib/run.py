@@ -13,7 +13,8 @@ A run is shaped by doit command-line variables (`doit build images=nova profile=
     cache=registry       look images up in the registry by their key before building them
     pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
 
-and `doit export` by its own: format=gha|gitlab|argo, out=PATH, max_jobs=N, job_start=SECONDS.
+and `doit export` by its own: format=gha|gitlab|argo, out=PATH, max_jobs=N,
+job_start=SECONDS, runs_on=LABEL,... and storage=runner|job|/PATH.
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
@@ -28,6 +29,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import math
 import os
 import re
 import shlex
@@ -417,6 +419,8 @@ class ExportOptions:
     out: Path | None  # from the user's directory
     max_jobs: int | None
     job_start: float
+    runs_on: tuple[str, ...] | None  # runner labels; None: the format's default
+    storage: str  # runner | job | an absolute path
 
 
 def export_options(proj: project.Project) -> ExportOptions:
@@ -428,9 +432,34 @@ def export_options(proj: project.Project) -> ExportOptions:
                          "Actions), `format=gitlab` (GitLab CI) or `format=argo` (Argo "
                          "Workflows)")
     out = get_var("out")
-    return ExportOptions(fmt, (doit_seam.user_workdir() / out).resolve() if out else None,
-                         _number(proj, "max_jobs", int, None, minimum=1),
-                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0))
+    path = (doit_seam.user_workdir() / out).resolve() if out else None
+    if path is not None and path.is_dir():
+        raise InputError(proj.config.path, f"out={out!r} is a folder", fix="give out= the "
+                         "path of the file to write, e.g. out=.github/workflows/images.yml")
+    return ExportOptions(fmt, path, _number(proj, "max_jobs", int, None, minimum=1),
+                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0),
+                         _runner_labels(proj), _storage(proj))
+
+
+def _runner_labels(proj: project.Project) -> tuple[str, ...] | None:
+    text = str(get_var("runs_on", "") or "")
+    if not text:
+        return None
+    labels = tuple(label.strip() for label in text.split(","))
+    if not all(labels) or any(re.search(r"[\s{}\x00-\x1f]", label) for label in labels):
+        raise InputError(proj.config.path, f"runs_on={text!r} is not a list of runner labels",
+                         fix="give labels separated by commas, e.g. runs_on=self-hosted,linux")
+    return labels
+
+
+def _storage(proj: project.Project) -> str:
+    text = str(get_var("storage", "") or "runner")
+    if text not in ("runner", "job") and not text.startswith("/"):
+        raise InputError(proj.config.path, f"storage={text!r} is not runner, job or an "
+                         "absolute path", fix="storage=runner (the runner's default storage), "
+                         "storage=job (one per job) or storage=/a/folder (shared by the "
+                         "runner's jobs)")
+    return text
 
 
 def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
@@ -441,7 +470,7 @@ def _number(proj: project.Project, name: str, kind: type, default: Any, minimum:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not math.isfinite(value) or value < minimum:
         raise InputError(proj.config.path, f"{name}={text!r} is not a number >= {minimum:g}",
                          fix=f"give {name} a {'whole ' if kind is int else ''}number")
     return value

@@ -266,7 +266,8 @@ TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running
 def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions, GitLab CI or Argo Workflows workflow"""
     return _command("export", "write the image graph as a CI workflow: format=gha|gitlab|argo "
-                    "[out=PATH max_jobs=N job_start=SECONDS]", _export, run, TOOL_DIR)
+                    "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
+                    "storage=runner|job|/PATH]", _export, run, TOOL_DIR)
 
 
 # Where GitHub and GitLab look for the workflow, in the repository.
@@ -287,7 +288,10 @@ def _export(run: Run, tool_dir: Path) -> Any:
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
-                               proj.config.settings.tls_verify)
+                               proj.config.settings.tls_verify,
+                               runs_on=options.runs_on or (export.GHA_RUNNER
+                                                          if options.format == "gha" else ()),
+                               storage=options.storage)
         sub = export.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:

