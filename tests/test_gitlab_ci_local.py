@@ -34,7 +34,7 @@ EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", 
            "neutron-dhcp-agent", "multipathd", "cron"}
 NOVA = {"nova-base", "nova-api", "nova-conductor"}
 # `[12:00:01  1.52 s] job $ command` with --timestamps: the time since the job started.
-STEP = re.compile(r"^\[[0-9:]+\s+([0-9.]+) (ms|s|min)\] (\S+) \$ (.*)$")
+STEP = re.compile(r"^\[[0-9:]+\s+([0-9.]+) (ms|s|min)\] (\S+)\s+\$ (.*)$")
 
 
 @dataclass
