@@ -449,7 +449,9 @@ def _gitlab_setup(tool: Tool, target: Target) -> list[str]:
 def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: Tool,
                 whole: bool) -> dict[str, Any]:
     selection = images_variable(job, whole)
-    pin_words = [f'"pin=${GITLAB_PINS}"'] if job.pins else []
+    # (a child job whose dotenv did not arrive stops, rather than look its parents up)
+    pin_words = [f'"pin=${{{GITLAB_PINS}:?no digests from job {names[job.parent]}}}"'
+                 ] if job.pins and job.parent else []
     result: dict[str, Any] = {
         "needs": [names[job.parent]] if job.parent else [],
         "script": [tool.doit("push", "cache=registry", *selection, *pin_words)]}

@@ -44,7 +44,7 @@ def test_kolla_jobs_need_the_job_their_parents_are_in(kolla: Graph,  # noqa: F81
         written = jobs[job.name]
         assert written["needs"] == ([job.parent] if job.parent else [])
         push = written["script"][0]
-        assert ('"pin=$IMAGEBAKE_PINS"' in push) == bool(job.pins)
+        assert ('"pin=${IMAGEBAKE_PINS:?no digests from job' in push) == bool(job.pins)
         publishes = bool(part.outputs(job))
         assert ("artifacts" in written) == publishes
         if publishes:
@@ -122,3 +122,11 @@ def test_x_y_and_x_dash_y_reach_their_child_jobs_apart(tmp_path: Path) -> None:
     for word in pins:
         assert dict(pin.split("@") for pin in word.split(",")) == {
             "x.y": "sha256:" + "1" * 64, "x-y": "sha256:" + "2" * 64}
+
+
+def test_a_child_job_without_its_parents_digests_stops(tmp_path: Path) -> None:
+    part = export.partition(Graph.build({"r": None, "a": "r"}), {"r": 1.0, "a": 1.0}, None,
+                            30).chosen
+    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False))
+    with pytest.raises(subprocess.CalledProcessError):
+        run_job(document, "a", tmp_path / "a", tmp_path, {})

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import REPO, Tree, repository_with_tool, unmount_under
 from registry import Registry
+from test_export import HOSTILE, HOSTILE_BUILD_DIR, PLANTED, tree_in
 
 pytestmark = pytest.mark.real
 
@@ -74,12 +75,13 @@ def gitlab_ci_local() -> Path:
     return GITLAB_CI_LOCAL
 
 
-def run_pipeline(tree: Tree, program: Path, registry: Registry, cache: Path) -> Pipeline:
-    """gitlab-ci-local on the committed tree, each job in a fresh copy of it (the copies
-    of the run before removed, as GitLab's runner cleans its checkout) with buildah
+def run_pipeline(repository: Path, program: Path, registry: Registry, cache: Path,
+                 build_dir: str = "build") -> Pipeline:
+    """gitlab-ci-local on the committed repository, each job in a fresh copy of it (the
+    copies of the run before removed, as GitLab's runner cleans its checkout) with buildah
     storage of its own (exported with storage=job), the install's virtualenv kept in
-    `cache` as on a shell runner."""
-    builds = tree.root / ".gitlab-ci-local" / "builds"
+    `cache` as on a shell runner. `build_dir`: the tree's, in the repository."""
+    builds = repository / ".gitlab-ci-local" / "builds"
     unmount_under(builds)
     shutil.rmtree(builds, ignore_errors=True)
     variables = {"CI_REGISTRY": registry.address, "CI_REGISTRY_USER": registry.user or "",
@@ -89,20 +91,26 @@ def run_pipeline(tree: Tree, program: Path, registry: Registry, cache: Path) -> 
             "--no-color", *(f"--variable={name}={value}" for name, value in variables.items())]
     env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ['PATH']}"}
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=tree.root, env=env, capture_output=True, text=True,
+    done = subprocess.run(argv, cwd=repository, env=env, capture_output=True, text=True,
                           timeout=1800)
     seconds = time.monotonic() - started
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    reports = {job.name: json.loads((job / "build" / "report.json").read_text())
-               for job in builds.iterdir() if (job / "build" / "report.json").exists()}
+    reports = {job.name: json.loads((job / build_dir / "report.json").read_text())
+               for job in builds.iterdir() if (job / build_dir / "report.json").exists()}
     return Pipeline(output, seconds, reports)
 
 
-def commit(tree: Tree, message: str) -> None:
-    git = ["git", "-C", str(tree.root), "-c", "user.name=test", "-c", "user.email=t@test"]
+def commit(repository: Path, message: str) -> None:
+    git = ["git", "-C", str(repository), "-c", "user.name=test", "-c", "user.email=t@test"]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+
+
+def ignore_gitlab_ci_local(repository: Path) -> None:
+    """gitlab-ci-local's own folder (its job copies, logs) stays out of the commits."""
+    with (repository / ".gitignore").open("a") as ignore:
+        ignore.write(".gitlab-ci-local/\n")
 
 
 def record(label: str, pipeline: Pipeline) -> None:
@@ -119,34 +127,63 @@ def test_example_tree_on_gitlab_ci_local(tree: Tree, auth_registry: Registry, gi
     tree.settings(registry=auth_registry.address, namespace="kolla", tls_verify=False,
                   buildah_args=[])  # the job's storage (CONTAINERS_STORAGE_CONF)
     repository_with_tool(tree)
-    with (tree.root / ".gitignore").open("a") as ignore:
-        ignore.write(".gitlab-ci-local/\n")
+    ignore_gitlab_ci_local(tree.root)
     tree.doit("export", "format=gitlab", "storage=job")
     pipeline = yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())
     assert set(pipeline) - {"workflow", "default", "variables"} == EXAMPLE
-    commit(tree, "the exported pipeline")
+    commit(tree.root, "the exported pipeline")
     cache = tmp_path / "runner-cache"
     try:
-        first = run_pipeline(tree, gitlab_ci_local, auth_registry, cache)
+        first = run_pipeline(tree.root, gitlab_ci_local, auth_registry, cache)
         record("first", first)
         assert first.built() == Counter(EXAMPLE)
         assert first.builds_per_job() == dict.fromkeys(EXAMPLE, 1)  # each by its own job
         digests = {name: auth_registry.digest(f"kolla/{name}", "latest") for name in EXAMPLE}
         assert None not in digests.values()
 
-        second = run_pipeline(tree, gitlab_ci_local, auth_registry, cache)
+        second = run_pipeline(tree.root, gitlab_ci_local, auth_registry, cache)
         record("second", second)
         assert second.built() == Counter()
         assert {n: auth_registry.digest(f"kolla/{n}", "latest") for n in EXAMPLE} == digests
 
         tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
                   "LABEL edited=yes\n{% endblock %}")
-        commit(tree, "edit nova-base")
-        third = run_pipeline(tree, gitlab_ci_local, auth_registry, cache)
+        commit(tree.root, "edit nova-base")
+        third = run_pipeline(tree.root, gitlab_ci_local, auth_registry, cache)
         record("third", third)
         assert third.built() == Counter(NOVA)
         changed = {n for n in EXAMPLE
                    if auth_registry.digest(f"kolla/{n}", "latest") != digests[n]}
         assert changed == NOVA
+    finally:
+        unmount_under(tmp_path)
+
+
+def test_hostile_paths_reach_gitlab_jobs_as_data(auth_registry: Registry, gitlab_ci_local,
+                                                 tmp_path: Path) -> None:
+    """The tree in a folder named `t $(touch PWNED) $HOME` with `build_dir:
+    'b;touch PWNED_B;#'`: GitLab expands `$` in `variables:` and the shell runs the
+    scripts; the pipeline builds and pushes both images, the child pinned to its parent's
+    digest, and creates nothing."""
+    folder = tmp_path / "repo" / f"{HOSTILE} $HOME"
+    tree = tree_in(folder, tmp_path / "unused")
+    tree.settings(build_dir=HOSTILE_BUILD_DIR, registry=auth_registry.address,
+                  namespace="hostile", tls_verify=False, buildah_args=[])
+    ignore_gitlab_ci_local(folder.parent)
+    tree.doit("export", "format=gitlab", "storage=job", "images=^(base|openstack-base)$")
+    jobs = yaml.safe_load((folder.parent / ".gitlab-ci.yml").read_text())
+    assert jobs["openstack-base"]["needs"] == ["base"]
+    commit(folder.parent, "the exported pipeline")
+    try:
+        pipeline = run_pipeline(folder.parent, gitlab_ci_local, auth_registry,
+                                tmp_path / "runner-cache", f"{folder.name}/{HOSTILE_BUILD_DIR}")
+        assert pipeline.built() == Counter(["base", "openstack-base"])
+        assert not [found for found in tmp_path.rglob("*") if found.name in PLANTED]
+        for name in ("base", "openstack-base"):
+            assert auth_registry.digest(f"hostile/{name}", "latest") is not None, name
+        published = (tmp_path / "repo" / ".gitlab-ci-local" / "builds" / "base" /
+                     "imagebake-pins.env").read_text()
+        digest = auth_registry.digest("hostile/base", "latest")
+        assert published == f"IMAGEBAKE_PINS=base@{digest}\n"  # what openstack-base pinned
     finally:
         unmount_under(tmp_path)
