@@ -56,6 +56,9 @@ class ImagePlan:
     timeout: float
     platforms: tuple[str, ...] = ()  # a manifest list of one image per platform; (): native
     base: str | None = None  # a root's FROM image (its ID is in the key); None: scratch
+    # one platform of a multi-arch image (`push platform=P`): a list of that platform alone,
+    # pushed under its key's tag only; `merge` makes the image's list of all its platforms
+    one_of: tuple[str, ...] = ()
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -142,6 +145,15 @@ class Project:
     config: config.Config
     graph: Graph
     plans: dict[str, ImagePlan]
+
+    def one_platform(self, platform: str) -> Project:
+        """The tree as a run for one platform builds it (`platform=linux/arm64`, on a
+        runner of that platform): each multi-arch image of that platform a manifest list of
+        that platform alone (its image's key is the same as in the list of all platforms:
+        a record holds its platform and the parent's image of that platform)."""
+        return replace(self, plans={
+            name: replace(plan, platforms=(platform,), one_of=plan.platforms)
+            if platform in plan.platforms else plan for name, plan in self.plans.items()})
 
     def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
                         outside: Callable[[str], str | None] = lambda name: None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from buildlib import buildah, cache, keys, registry
@@ -77,6 +78,8 @@ def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
         problem = _key_tag_problem(plan, built, content)
         if problem:
             return f"{key_reference} {problem}: this run's image is pushed over it"
+        if plan.one_of:  # one platform's list: the user's tag is `merge`'s
+            return None
         tagged = lookups.find(plan.reference)
     except registry.RegistryError as err:
         return str(err)
@@ -126,7 +129,8 @@ def push_image(project: Project, name: str, built: dict[str, Any],
             if content is None or problem:
                 replaced = problem or None
                 content = _pushed_with_key(project, name, built)
-            client.put_manifest(plan.reference, content)
+            if not plan.one_of:  # (one platform's list: the user's tag is `merge`'s)
+                client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
         client.breaker.answered()
@@ -144,7 +148,8 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     with plan.push_log.open("a") as log:
         if replaced:
             log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
-        log.write(f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
+        log.write(f"# {key_reference} ({content.digest})" if plan.one_of else
+                  f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
     return {"id": built.get("id"), "key": built["key"], "digest": content.digest,
             "image": plan.reference, "start": start, "end": time.time(),
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
@@ -233,3 +238,35 @@ def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> 
     if cause:
         return PushFailed(f"{cause} ({line})")
     return registry.TransientError(line)
+
+
+def merge(project: Project, name: str, parts: list[cache.Found]) -> registry.Manifest:
+    """The manifest list of a multi-arch image made of its platforms' lists (`parts`, each
+    pushed by a `push platform=P` run): an index of their images, annotated with its key
+    (of its platforms' keys) and theirs, put under its key's tag and the user's tag."""
+    plan, client = project.plans[name], project.registry_client
+    entries: dict[str, Any] = {}
+    platform_keys: dict[str, str] = {}
+    for part in parts:
+        keys_of = part.platform_keys(part.key) if part.manifest.is_index else None
+        if not keys_of or len(keys_of) != 1:
+            raise registry.RegistryError(f"{part.pinned} is not one platform's list of "
+                                         f"{name} pushed by `push platform=...`")
+        [(platform, key)] = keys_of.items()
+        entries[platform] = json.loads(part.manifest.body)["manifests"][0]
+        platform_keys[platform] = key
+    missing = [p for p in plan.platforms if p not in entries]
+    if missing or len(entries) != len(plan.platforms):
+        raise registry.RegistryError(f"{name} is built for {', '.join(plan.platforms)}; "
+                                     f"the lists given hold {', '.join(entries)}")
+    key = keys.list_key(platform_keys)
+    document = json.loads(parts[0].manifest.body)  # a list as buildah writes it, of all
+    document.pop("annotations", None)
+    document["manifests"] = [entries[p] for p in plan.platforms]
+    index = replace(parts[0].manifest, body=json.dumps(document).encode()).annotated({
+                                  keys.KEY_ANNOTATION: key,
+                                  keys.PLATFORM_KEYS_ANNOTATION: json.dumps(platform_keys,
+                                                                            sort_keys=True)})
+    client.put_manifest(plan.key_reference(key), index)
+    client.put_manifest(plan.reference, index)
+    return index

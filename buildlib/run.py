@@ -66,8 +66,8 @@ UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
 # tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render"}
-STORAGE_FREE_TASKS = {"export", "render"}  # never read local image storage
+READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render", "merge"}
+STORAGE_FREE_TASKS = {"export", "render", "merge"}  # never read local image storage
 
 
 @dataclass(frozen=True)
@@ -309,13 +309,15 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     with one line and status 130. Only a run that builds downloads `url:` sources."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+        proj = _for_platform(project.load(_config_path(tree_dir), fetch=invocation.builds))
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
+        _check_platform_selection(proj, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
         if any(proj.plans[name].context.fetches for name in building):
             with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
-                proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+                proj = _for_platform(project.load(_config_path(tree_dir),
+                                                  fetch=invocation.builds))
         from_registry = _cache_mode(proj) == "registry"
         strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
@@ -395,18 +397,42 @@ def _cache_mode(proj: project.Project) -> str:
 def _pins(proj: project.Project) -> dict[str, str]:
     """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
     pins: dict[str, str] = {}
-    for word in _words("pin"):
-        name, _, digest = word.partition("@")
-        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-            raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
-                             "at a digest", image=name if name in proj.plans else None,
-                             fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
+    for name, digest in _images_at_digests(proj, "pin"):
         if pins.get(name, digest) != digest:
             raise InputError(proj.config.path, f"pin= names two digests for {name}: "
                              f"{pins[name]} and {digest}", image=name,
                              fix=f"pin {name} once")
         pins[name] = digest
     return pins
+
+
+def _images_at_digests(proj: project.Project, variable: str) -> list[tuple[str, str]]:
+    """`VARIABLE=NAME@sha256:DIGEST,...` as (name, digest) pairs."""
+    pairs = []
+    for word in _words(variable):
+        name, _, digest = word.partition("@")
+        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise InputError(proj.config.path, f"{variable}={word}: not an image of this "
+                             "tree at a digest", image=name if name in proj.plans else None,
+                             fix=f"write {variable}=NAME@sha256:<64 hex>, NAME under `images:`")
+        pairs.append((name, digest))
+    return pairs
+
+
+def merge_parts(proj: project.Project) -> dict[str, list[str]]:
+    """`doit merge`'s `parts=NAME@sha256:DIGEST,...`: for each multi-arch image, the
+    digests of its platforms' lists (one each, pushed by `push platform=P`)."""
+    parts: dict[str, list[str]] = {}
+    for name, digest in _images_at_digests(proj, "parts"):
+        if not proj.plans[name].platforms:
+            raise InputError(proj.config.path, f"parts={name}@...: {name} has no "
+                             "`platforms:`", image=name, fix="merge multi-arch images only")
+        parts.setdefault(name, []).append(digest)
+    if not parts:
+        raise InputError(proj.config.path, "merge needs parts=NAME@sha256:<digest>,... (the "
+                         "lists that `push platform=P` pushed, one per platform)",
+                         fix="give each platform's list of the image")
+    return parts
 
 
 EXPORT_FORMATS = ("gha", "argo", "gitlab")
@@ -460,6 +486,29 @@ def _storage(proj: project.Project) -> str:
                          "storage=job (one per job) or storage=/a/folder (shared by the "
                          "runner's jobs)")
     return text
+
+
+def _for_platform(proj: project.Project) -> project.Project:
+    """With `platform=os/arch`: the tree as one runner of that platform builds it."""
+    wanted = str(get_var("platform", "") or "")
+    if not wanted:
+        return proj
+    known = {p for plan in proj.plans.values() for p in plan.platforms}
+    if wanted not in known:
+        raise InputError(proj.config.path, f"platform={wanted!r} is none of the tree's "
+                         f"platforms ({', '.join(sorted(known)) or 'none: no `platforms:`'})",
+                         fix="name one of the platforms under `platforms:`")
+    return proj.one_platform(wanted)
+
+
+def _check_platform_selection(proj: project.Project, selected: frozenset[str]) -> None:
+    """A run for one platform builds only images of that platform."""
+    wanted = str(get_var("platform", "") or "")
+    other = sorted(name for name in selected if wanted and not proj.plans[name].one_of)
+    if other:
+        raise InputError(proj.config.path, f"platform={wanted} selects {', '.join(other)}, "
+                         f"which {'is' if len(other) == 1 else 'are'} not built for {wanted}",
+                         image=other[0], fix="select only images of that platform (images=)")
 
 
 def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:

@@ -39,7 +39,7 @@ from buildlib.buildah import BuildahError, StorageError, command_line, error_lin
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options, flag
+from buildlib.run import Run, export_options, flag, merge_parts
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -55,7 +55,8 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task, "render": render_task, "prune": prune_task}
+            "export": export_task, "render": render_task, "prune": prune_task,
+            "merge": merge_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -207,6 +208,35 @@ def _resolve(run: Run, lock: Path) -> Any:
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
     print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
+    return None
+
+
+def merge_task(run: Run) -> dict[str, Any]:
+    """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
+    return _command("merge", "make each multi-arch image's manifest list of the lists its "
+                    "platforms' runs pushed (push platform=P): parts=NAME@sha256:...,...",
+                    _merge, run)
+
+
+def _merge(run: Run) -> Any:
+    """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
+    proj = run.project
+    lookups = run.lookups or cache.Lookups(proj.registry_client)
+    try:
+        parts = merge_parts(proj)
+        for name, digests in parts.items():
+            repository = cache.repository_of(proj.plans[name].reference)
+            found = [lookups.find(f"{repository}@{digest}") for digest in digests]
+            absent = [d for d, f in zip(digests, found, strict=True) if f is None]
+            if absent:
+                return TaskFailed(f"error: {repository} has no {', '.join(absent)}")
+            index = publish.merge(proj, name, [f for f in found if f is not None])
+            print(f"merged {proj.plans[name].reference}: {index.digest} "
+                  f"({', '.join(proj.plans[name].platforms)})")
+    except InputError as err:
+        return TaskFailed(f"error: {err}")
+    except RegistryError as err:
+        return TaskFailed(f"error: {err}")
     return None
 
 
