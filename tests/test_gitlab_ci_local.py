@@ -24,7 +24,10 @@ import pytest
 import yaml
 from conftest import REPO, Tree, repository_with_tool, unmount_under
 from registry import Registry
-from test_export import HOSTILE, HOSTILE_BUILD_DIR, PLANTED, tree_in
+from test_export import HOSTILE, HOSTILE_BUILD_DIR, PLANTED, TARGET, TOOL, kolla, tree_in  # noqa: F401
+
+from buildlib import export
+from buildlib.graph import Graph
 
 pytestmark = pytest.mark.real
 
@@ -75,6 +78,10 @@ def gitlab_ci_local() -> Path:
     return GITLAB_CI_LOCAL
 
 
+def gitlab_ci_local_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{NODE_BIN}:{os.environ['PATH']}"}
+
+
 def run_pipeline(repository: Path, program: Path, registry: Registry, cache: Path,
                  build_dir: str = "build") -> Pipeline:
     """gitlab-ci-local on the committed repository, each job in a fresh copy of it (the
@@ -89,7 +96,7 @@ def run_pipeline(repository: Path, program: Path, registry: Registry, cache: Pat
                  "IMAGEBAKE_CACHE": str(cache)}
     argv = [str(program), "--shell-isolation", "--force-shell-executor", "--timestamps",
             "--no-color", *(f"--variable={name}={value}" for name, value in variables.items())]
-    env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ['PATH']}"}
+    env = gitlab_ci_local_env()
     started = time.monotonic()
     done = subprocess.run(argv, cwd=repository, env=env, capture_output=True, text=True,
                           timeout=1800)
@@ -187,3 +194,23 @@ def test_hostile_paths_reach_gitlab_jobs_as_data(auth_registry: Registry, gitlab
         assert published == f"IMAGEBAKE_PINS=base@{digest}\n"  # what openstack-base pinned
     finally:
         unmount_under(tmp_path)
+
+
+@pytest.mark.parametrize("max_jobs", [30, None])
+def test_kolla_pipeline_passes_gitlab_ci_local_checks(kolla: Graph,  # noqa: F811
+                                                      gitlab_ci_local, tmp_path: Path,
+                                                      max_jobs: int | None) -> None:
+    """Kolla's tree as 30 jobs and as one job per image: GitLab's schema (gitlab-ci-local
+    validates the file against it) and a `needs:` that names a job of the file."""
+    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
+    (tmp_path / ".gitlab-ci.yml").write_text(export.gitlab(part, TOOL, TARGET, whole=True))
+    subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
+    commit(tmp_path, "the exported pipeline")
+    done = subprocess.run([str(gitlab_ci_local), "--list-json"], cwd=tmp_path,
+                          env=gitlab_ci_local_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = {job["name"]: job for job in json.loads(done.stdout)}
+    assert set(listed) == {job.name for job in part.jobs}
+    for job in part.jobs:
+        assert [need["job"] for need in listed[job.name]["needs"] or []] == \
+            ([job.parent] if job.parent else [])
