@@ -33,6 +33,7 @@ REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
 ARGO_IMAGE = "debian:bookworm"  # buildah 1.28, as the project is tested with
 GHA_RUNNER = ("ubuntu-latest",)
+PLATFORM_RUNNERS = {"linux/arm64": ("ubuntu-24.04-arm",)}  # GitHub-hosted; else GHA_RUNNER
 CHECKOUT_ACTION = "actions/checkout@v5"
 # GitHub Actions substitutes `${{ }}` and Argo `{{ }}` anywhere in a file, environment values
 # included; a control character would end a line of YAML or of the header comment.
@@ -288,16 +289,38 @@ class Target:
     tls_verify: bool
     runs_on: tuple[str, ...] = GHA_RUNNER
     storage: str = "runner"
+    runners: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (platform, its runner labels)
+
+    def labels(self, platform: str | None = None) -> tuple[str, ...]:
+        """The runner labels of a job for that platform (None: any job but those)."""
+        given = dict(self.runners)
+        if platform is None:
+            return self.runs_on
+        return given.get(platform) or PLATFORM_RUNNERS.get(platform) or self.runs_on
 
     def env(self) -> dict[str, str]:
         storage = {} if self.storage == "runner" else {"IMAGEBAKE_STORAGE": self.storage}
         return {"IMAGEBAKE_REGISTRY": self.registry, **storage}
 
 
-def gha(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
-    """The workflow file: one job per entry of `partition`, each needing its parent job."""
-    jobs = {job.name: _gha_job(partition, job, tool, target, whole and len(partition.jobs) == 1)
-            for job in partition.jobs}
+def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
+        platforms: Mapping[str, tuple[str, ...]] | None = None) -> str:
+    """The workflow file: one job per entry of `partition`, each needing its parent job. A
+    job of multi-arch images (`platforms`: image -> its platforms) is one job per platform,
+    each on a runner of that platform (`push platform=P`, needing its parent job's job of
+    that platform), and then one job per image merges its platforms' lists."""
+    whole = whole and len(partition.jobs) == 1
+    jobs: dict[str, dict[str, Any]] = {}
+    for job in partition.jobs:
+        own = job_platforms(job, platforms or {})
+        made = {job.name: _gha_job(partition, job, tool, target, whole)} if not own else {
+            **{platform_job(job.name, platform): _gha_job(partition, job, tool, target, whole,
+                                                          platform) for platform in own},
+            **{f"merge-{identifier(image)}": _gha_merge_job(image, job, own, tool, target)
+               for image in job.images}}
+        for name in set(made) & set(jobs):
+            raise ValueError(f"two jobs would be named {name}")
+        jobs.update(made)
     document = {
         "name": "images",
         "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {}},
@@ -308,40 +331,82 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     return HEADER.format(format="gha", config=tool.config) + _dump(document)
 
 
-def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: bool
-             ) -> dict[str, Any]:
-    auth = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
-    outputs = partition.outputs(job)
-    steps: list[dict[str, Any]] = [
+def job_platforms(job: Job, platforms: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The platforms of the job's images (() for native images): one set for all."""
+    found = {platforms.get(image, ()) for image in job.images}
+    if len(found) > 1:
+        raise ValueError(f"the job of {_summary(job)} holds images of different platforms "
+                         f"({'; '.join(', '.join(p) or 'native' for p in sorted(found))})")
+    return found.pop()
+
+
+def platform_job(name: str, platform: str) -> str:
+    """The name of a job's job for one platform: `nova-base-linux-arm64`."""
+    return f"{name}-{identifier(platform)}"
+
+
+GHA_AUTH = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
+
+
+def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
+    """The steps every job starts with: checkout, install, login."""
+    return [
         {"uses": CHECKOUT_ACTION},
         {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
-         "env": {**auth, **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
+         "env": {**GHA_AUTH,
+                 **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
          "run": _login(target)},
     ]
-    build_env = dict(auth)
+
+
+def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
+    return labels[0] if len(labels) == 1 else list(labels)
+
+
+def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: bool,
+             platform: str | None = None) -> dict[str, Any]:
+    """A job of `partition` (for one platform of its multi-arch images: then its outputs
+    are all its images' lists, which their merge jobs need)."""
+    parent = job.parent and (platform_job(job.parent, platform) if platform else job.parent)
+    outputs = list(job.images) if platform else partition.outputs(job)
+    steps = _gha_start(tool, target)
+    build_env = dict(GHA_AUTH)
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
-            f"{parent}@${{{{ needs.{job.parent}.outputs.{output_name(parent)} }}}}"
-            for parent in _pinned(job))
+            f"{name}@${{{{ needs.{parent}.outputs.{output_name(name)} }}}}"
+            for name in _pinned(job))
         pin_words = ['"pin=$PINS"']
-    selection = images_variable(job, whole)
-    steps.append({"name": f"build and push {_summary(job)}", "env": build_env,
+    selection = images_variable(job, whole) + (
+        [shlex.quote(f"platform={platform}")] if platform else [])
+    what = _summary(job) + (f" for {platform}" if platform else "")
+    steps.append({"name": f"build and push {what}", "env": build_env,
                   "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
-    labels = target.runs_on
-    result: dict[str, Any] = {"name": _summary(job),
-                              "runs-on": labels[0] if len(labels) == 1 else list(labels)}
-    if job.parent:
-        result["needs"] = job.parent
+    result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
+    if parent:
+        result["needs"] = parent
     if outputs:
         result["outputs"] = {output: f"${{{{ steps.digests.outputs.{output} }}}}"
                              for output in map(output_name, outputs)}
-        steps.append({"name": "publish the digests child jobs need", "id": "digests",
-                      "env": auth,
+        steps.append({"name": "publish the digests other jobs need", "id": "digests",
+                      "env": GHA_AUTH,
                       "run": _publish(tool, selection, outputs, '"$GITHUB_OUTPUT"')})
     result["steps"] = steps
     return result
+
+
+def _gha_merge_job(image: str, job: Job, platforms: tuple[str, ...], tool: Tool,
+                   target: Target) -> dict[str, Any]:
+    """The job that makes a multi-arch image's list of its platforms' lists."""
+    needs = [platform_job(job.name, platform) for platform in platforms]
+    parts = ",".join(f"{image}@${{{{ needs.{name}.outputs.{output_name(image)} }}}}"
+                     for name in needs)
+    return {"name": f"merge {image}", "runs-on": _runs_on(target.labels()), "needs": needs,
+            "steps": [*_gha_start(tool, target),
+                      {"name": f"merge the platforms of {image}",
+                       "env": {**GHA_AUTH, "PARTS": parts},
+                       "run": tool.doit("merge", '"parts=$PARTS"') + "\n"}]}
 
 
 def _pinned(job: Job) -> list[str]:

@@ -447,6 +447,7 @@ class ExportOptions:
     job_start: float
     runs_on: tuple[str, ...] | None  # runner labels; None: the format's default
     storage: str  # runner | job | an absolute path
+    runners: tuple[tuple[str, tuple[str, ...]], ...]  # platform -> its jobs' runner labels
 
 
 def export_options(proj: project.Project) -> ExportOptions:
@@ -464,18 +465,40 @@ def export_options(proj: project.Project) -> ExportOptions:
                          "path of the file to write, e.g. out=.github/workflows/images.yml")
     return ExportOptions(fmt, path, _number(proj, "max_jobs", int, None, minimum=1),
                          _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0),
-                         _runner_labels(proj), _storage(proj))
+                         _runner_labels(proj, "runs_on", str(get_var("runs_on", "") or "")),
+                         _storage(proj), _platform_runners(proj))
 
 
-def _runner_labels(proj: project.Project) -> tuple[str, ...] | None:
-    text = str(get_var("runs_on", "") or "")
+def _runner_labels(proj: project.Project, variable: str, text: str, separator: str = ","
+                   ) -> tuple[str, ...] | None:
     if not text:
         return None
-    labels = tuple(label.strip() for label in text.split(","))
-    if not all(labels) or any(re.search(r"[\s{}\x00-\x1f]", label) for label in labels):
-        raise InputError(proj.config.path, f"runs_on={text!r} is not a list of runner labels",
-                         fix="give labels separated by commas, e.g. runs_on=self-hosted,linux")
+    labels = tuple(label.strip() for label in text.split(separator))
+    if not all(labels) or any(re.search(r"[\s{}\x00-\x1f,=+]", label) for label in labels):
+        raise InputError(proj.config.path, f"{variable}={text!r} is not a list of runner "
+                         "labels", fix="give labels separated by commas, e.g. "
+                         "runs_on=self-hosted,linux (in runners=: by +, e.g. "
+                         "runners=linux/arm64=self-hosted+arm64)")
     return labels
+
+
+def _platform_runners(proj: project.Project) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`runners=linux/arm64=my-arm,...`: the runner labels (joined by `+`) of each
+    platform's jobs."""
+    known = {p for plan in proj.plans.values() for p in plan.platforms}
+    result = []
+    for word in _words("runners"):
+        platform, _, labels = word.partition("=")
+        if platform not in known:
+            raise InputError(proj.config.path, f"runners={word}: {platform!r} is none of the "
+                             f"tree's platforms ({', '.join(sorted(known)) or 'none'})",
+                             fix="write runners=PLATFORM=LABEL[+LABEL],... for platforms "
+                             "under `platforms:`")
+        result.append((platform, _runner_labels(proj, "runners", labels, "+") or ()))
+        if not result[-1][1]:
+            raise InputError(proj.config.path, f"runners={word}: no labels",
+                             fix="write runners=linux/arm64=my-arm-runner")
+    return tuple(result)
 
 
 def _storage(proj: project.Project) -> str:

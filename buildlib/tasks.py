@@ -321,7 +321,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
                                proj.config.settings.tls_verify,
                                runs_on=options.runs_on or (export.GHA_RUNNER
                                                           if options.format == "gha" else ()),
-                               storage=options.storage)
+                               storage=options.storage, runners=options.runners)
         sub = export.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
@@ -334,9 +334,16 @@ def _export(run: Run, tool_dir: Path) -> Any:
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     try:
-        exporter = {"gha": export.gha, "gitlab": export.gitlab,
-                    "argo": export.argo}[options.format]
-        text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)
+        whole = not run.selection.excluded
+        if options.format == "gha":
+            text = export.gha(estimates.chosen, tool, target, whole, platforms={
+                name: proj.plans[name].platforms for name in sub.parents})
+        else:
+            exporter = {"gitlab": export.gitlab, "argo": export.argo}[options.format]
+            text = exporter(estimates.chosen, tool, target, whole)
+    except ValueError as err:  # jobs the format cannot write
+        return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
+                          "(or none: one job per image)")
     except ModuleNotFoundError as err:  # hera, for format=argo
         return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
                           "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
