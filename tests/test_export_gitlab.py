@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_export import TARGET, TOOL, kolla  # noqa: F401 (a fixture)
+from conftest import Tree
+from test_export import TARGET, TOOL, example, kolla  # noqa: F401 (fixtures)
 
 from buildlib import export
 from buildlib.graph import Graph
@@ -130,3 +131,15 @@ def test_a_child_job_without_its_parents_digests_stops(tmp_path: Path) -> None:
     document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False))
     with pytest.raises(subprocess.CalledProcessError):
         run_job(document, "a", tmp_path / "a", tmp_path, {})
+
+
+def test_doit_export_writes_gitlab_ci_yml_at_the_root(example: Tree) -> None:  # noqa: F811
+    first = example.doit("export", "format=gitlab", "max_jobs=3", "runs_on=buildah,linux")
+    path = example.root / ".gitlab-ci.yml"
+    assert "wrote .gitlab-ci.yml: 3 jobs for 9 images" in first.stdout, first.stdout
+    text = path.read_bytes()
+    example.doit("export", "format=gitlab", "max_jobs=3", "runs_on=buildah,linux")
+    assert path.read_bytes() == text
+    document = yaml.safe_load(text)
+    assert document["default"]["tags"] == ["buildah", "linux"]
+    assert len(set(document) - NOT_JOBS) == 3
