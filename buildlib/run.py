@@ -12,9 +12,11 @@ A run is shaped by doit command-line variables (`doit build images=nova profile=
     dispatch=fifo        doit's own order of ready builds, not the longest path first
     cache=registry       look images up in the registry by their key before building them
     pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
+    platform=OS/ARCH     build and push each multi-arch image's list of this platform alone
 
-and `doit export` by its own: format=gha|gitlab|argo, out=PATH, max_jobs=N,
-job_start=SECONDS, runs_on=LABEL,... and storage=runner|job|/PATH.
+and `doit export` by its own: format=gha|gitlab|argo, out=PATH, max_jobs=N, job_start=SECONDS,
+runs_on=LABEL,..., runners=PLATFORM=LABEL[+LABEL],... and storage=runner|job|/PATH, and
+`doit merge` by parts=NAME@DIGEST,... (each platform's list of the image).
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same

@@ -297,7 +297,7 @@ def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions, GitLab CI or Argo Workflows workflow"""
     return _command("export", "write the image graph as a CI workflow: format=gha|gitlab|argo "
                     "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
-                    "storage=runner|job|/PATH]", _export, run, TOOL_DIR)
+                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run, TOOL_DIR)
 
 
 # Where GitHub and GitLab look for the workflow, in the repository.

@@ -207,6 +207,7 @@ def test_doit_export_selection_and_out(example: Tree) -> None:
     (["format=gha", "runs_on=self-hosted,,linux"], "is not a list of runner labels"),
     (["format=gha", "runs_on=a b"], "is not a list of runner labels"),
     (["format=gha", "storage=relative/path"], "storage='relative/path' is not runner, job"),
+    (["format=gha", "runners=linux/s390x=big"], "'linux/s390x' is none of the tree's"),
 ])
 def test_bad_export_variables(example: Tree, variables: list[str], message: str) -> None:
     result = example.doit("export", *variables, check=False)
@@ -233,12 +234,26 @@ def test_doit_export_takes_build_times_from_the_last_report(example: Tree) -> No
     assert jobs["nova-api"]["needs"] == "base"
 
 
-def test_multi_arch_images_export_as_any_tree(example: Tree) -> None:
-    """pin= and resolve take manifest lists: a multi-arch tree splits into jobs."""
+def test_multi_arch_images_export_per_platform(example: Tree) -> None:
+    """A multi-arch tree: each job once per platform, on that platform's runner, and a
+    merge job per image (tests/test_export_act_real.py runs one)."""
     example.settings(platforms=["linux/amd64", "linux/arm64"])
     split = example.doit("export", "format=gha")
     assert "9 jobs for 9 images" in split.stdout, split.stdout
-    assert actionlint(example.root / ".github" / "workflows" / "images.yml") == []
+    workflow = example.root / ".github" / "workflows" / "images.yml"
+    assert actionlint(workflow) == []
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    assert len(jobs) == 9 * 3
+    assert jobs["nova-api-linux-arm64"]["runs-on"] == "ubuntu-24.04-arm"
+    assert jobs["nova-api-linux-arm64"]["needs"] == "nova-base-linux-arm64"
+    assert jobs["merge-nova-api"]["needs"] == ["nova-api-linux-amd64", "nova-api-linux-arm64"]
+
+
+def test_a_job_of_images_of_different_platforms_is_refused() -> None:
+    part = export.Partition((export.Job("a", ("a", "b"), None, ()),), 0.0)
+    with pytest.raises(ValueError, match="holds images of different platforms"):
+        export.gha(part, TOOL, TARGET, whole=True,
+                   platforms={"a": ("linux/amd64", "linux/arm64"), "b": ("linux/arm64",)})
 
 
 # -- names that are data, not shell -------------------------------------------------------------

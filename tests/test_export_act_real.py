@@ -33,12 +33,14 @@ from test_export_replay_integration import (
     prepare,
     resolved,
 )
+from test_native_platforms_integration import copy_only_tree
+from test_platforms_integration import index_entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.real]
 
 ACT = Path(sys.executable).parent / "act"
 ACT_TIMEOUT = 900  # seconds for one run of the workflow
-BUILDING = re.compile(r"building (\S+): buildah bud")
+BUILDING = re.compile(r"building (\S+)(?: for \S+)?: buildah bud")
 STEP_TIME = re.compile(r"Success - Main (.+?) \[([0-9.]+)(ms|s)\]")
 NOVA = {"nova-base", "nova-api", "nova-conductor"}
 
@@ -121,3 +123,42 @@ def test_example_tree_on_act_three_times(tree: Tree, auth_registry: Registry,
     changed = resolved(tree, auth_registry, tmp_path)
     assert_registry_matches(auth_registry, "kolla", changed, EXAMPLE)
     assert {n for n in EXAMPLE if changed[n]["digest"] != lock[n]["digest"]} == NOVA
+
+
+def test_multi_arch_tree_on_native_runners_through_act(registry: Registry,
+                                                       tmp_path: Path) -> None:
+    """A two-platform COPY-only tree: one job per image and platform, each on its
+    platform's runner label (both mapped to this host), then a merge job per image. The
+    registry serves each image as a manifest list of the images a local `imagebake push`
+    of the same tree makes; a second run builds nothing."""
+    tree = copy_only_tree(tmp_path, registry, "multi")
+    tree.doit("push")  # locally, all platforms in one run, to namespace `multi`
+    local = {name: index_entries(registry, f"multi/{name}", "latest")
+             for name in ("root", "child")}
+    prepare(tree, registry, "native")
+    workflow = export(tree, "storage=job", "runners=linux/amd64=ubuntu-latest")
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    assert {name: job["runs-on"] for name, job in jobs.items()} == {
+        "root-linux-amd64": "ubuntu-latest", "root-linux-arm64": "ubuntu-24.04-arm",
+        "merge-root": "ubuntu-latest", "child-linux-amd64": "ubuntu-latest",
+        "child-linux-arm64": "ubuntu-24.04-arm", "merge-child": "ubuntu-latest"}
+    assert jobs["child-linux-arm64"]["needs"] == "root-linux-arm64"
+    home = tmp_path / "home"
+    home.mkdir()
+
+    first = act(tree.root, home, registry, ["ubuntu-latest", "ubuntu-24.04-arm"])
+    assert first.returncode == 0, first.log
+    assert first.builds == {"root-linux-amd64": ["root"], "root-linux-arm64": ["root"],
+                            "child-linux-amd64": ["child"], "child-linux-arm64": ["child"],
+                            "merge-root": [], "merge-child": []}
+    for name in ("root", "child"):
+        # each platform's image ID (config digest) as the local push made it; the manifest
+        # digests of a child differ: buildah annotates a child with its parent's manifest
+        # digest (`org.opencontainers.image.base.digest`), which is the registry's for a
+        # pulled parent and local storage's for one built in the same run
+        assert index_entries(registry, f"native/{name}", "latest") == local[name], name
+    assert registry.digest("native/root", "latest") == registry.digest("multi/root", "latest")
+
+    second = act(tree.root, home, registry, ["ubuntu-latest", "ubuntu-24.04-arm"])
+    assert second.returncode == 0, second.log
+    assert built(second) == Counter()
