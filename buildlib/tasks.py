@@ -335,12 +335,12 @@ def _export(run: Run, tool_dir: Path) -> Any:
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     try:
         whole = not run.selection.excluded
-        if options.format == "gha":
-            text = export.gha(estimates.chosen, tool, target, whole, platforms={
-                name: proj.plans[name].platforms for name in sub.parents})
+        platforms = {name: proj.plans[name].platforms for name in sub.parents}
+        if options.format == "argo":
+            text = export.argo(estimates.chosen, tool, target, whole)
         else:
-            exporter = {"gitlab": export.gitlab, "argo": export.argo}[options.format]
-            text = exporter(estimates.chosen, tool, target, whole)
+            exporter = {"gha": export.gha, "gitlab": export.gitlab}[options.format]
+            text = exporter(estimates.chosen, tool, target, whole, platforms=platforms)
     except ValueError as err:  # jobs the format cannot write
         return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
                           "(or none: one job per image)")

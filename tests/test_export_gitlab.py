@@ -85,6 +85,14 @@ def run_job(document: dict, name: str, workspace: Path, stubs: Path, env: dict[s
                    env={**os.environ, **variables, **env})
 
 
+def stub_commands(folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("imagebake", "python"):  # the venv's command, or its python -m
+        (folder / name).write_text(STUB.format(python=sys.executable))
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def dotenv(path: Path) -> dict[str, str]:
     """A dotenv report as GitLab reads it: KEY=VALUE lines, names of letters, digits, `_`."""
     pairs = dict(line.split("=", 1) for line in path.read_text().splitlines())
@@ -101,11 +109,7 @@ def test_x_y_and_x_dash_y_reach_their_child_jobs_apart(tmp_path: Path) -> None:
         export.Job("b", ("b",), "r", (("b", "x-y"),)),
     ), 0.0)
     document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False))
-    stubs = tmp_path / "stubs"
-    stubs.mkdir()
-    for name in ("imagebake", "python"):  # the venv's command, or its python -m
-        (stubs / name).write_text(STUB.format(python=sys.executable))
-        (stubs / name).chmod(0o755)
+    stubs = stub_commands(tmp_path / "stubs")
     lock = tmp_path / "lock.json"
     lock.write_text(json.dumps({"images": {
         "r": {"digest": "sha256:" + "0" * 64}, "x.y": {"digest": "sha256:" + "1" * 64},
@@ -143,3 +147,42 @@ def test_doit_export_writes_gitlab_ci_yml_at_the_root(example: Tree) -> None:  #
     document = yaml.safe_load(text)
     assert document["default"]["tags"] == ["buildah", "linux"]
     assert len(set(document) - NOT_JOBS) == 3
+
+
+def test_multi_arch_jobs_per_platform_and_a_merge(tmp_path: Path) -> None:
+    """A two-platform root and child in jobs of their own: a job per platform (arm64's
+    tagged for GitLab.com's arm64 runners), the child's needing its parent's job of that
+    platform and pinning that platform's list, and a merge job per job given every
+    platform's lists."""
+    platforms = ("linux/amd64", "linux/arm64")
+    graph = Graph.build({"root": None, "child": "root"})
+    part = export.partition(graph, {"root": 1.0, "child": 1.0}, None, 30).chosen
+    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False,
+                                            platforms=dict.fromkeys(graph.parents, platforms)))
+    assert set(document) - NOT_JOBS == {
+        "root-linux-amd64", "root-linux-arm64", "merge-root",
+        "child-linux-amd64", "child-linux-arm64", "merge-child"}
+    assert document["root-linux-arm64"]["tags"] == ["saas-linux-small-arm64"]
+    assert "tags" not in document["root-linux-amd64"]  # any runner (GitLab.com's: amd64)
+    assert document["child-linux-arm64"]["needs"] == ["root-linux-arm64"]
+    assert document["merge-child"]["needs"] == ["child-linux-amd64", "child-linux-arm64"]
+
+    stubs = stub_commands(tmp_path / "stubs")
+    log = tmp_path / "log"
+    published = {}
+    for number, platform in enumerate(platforms, start=1):
+        job = f"root-{platform.replace('/', '-')}"
+        lock = tmp_path / f"lock-{number}.json"
+        lock.write_text(json.dumps({"images": {"root": {"digest": f"sha256:{number}"},
+                                               "child": {"digest": f"sha256:c{number}"}}}))
+        run_job(document, job, tmp_path / job, stubs, {"STUB_LOG": str(log),
+                                                      "STUB_LOCK": str(lock)})
+        published[job] = dotenv(tmp_path / job / "imagebake-pins.env")
+    env = {"STUB_LOG": str(log), "STUB_LOCK": str(tmp_path / "lock-1.json")}
+    run_job(document, "child-linux-arm64", tmp_path / "child-arm64", stubs,
+            {**env, **published["root-linux-arm64"]})
+    run_job(document, "merge-root", tmp_path / "merge-root", stubs,
+            {**env, **published["root-linux-amd64"], **published["root-linux-arm64"]})
+    words = [word for line in log.read_text().splitlines() for word in json.loads(line)
+             if word.startswith(("pin=", "parts="))]
+    assert words == ["pin=root@sha256:2", "parts=root@sha256:1,root@sha256:2"]
