@@ -22,9 +22,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Tree, repository_with_tool, unmount_under
+from conftest import REPO, Tree, unmount_under
 from registry import Registry
 from test_export import HOSTILE, HOSTILE_BUILD_DIR, PLANTED, TARGET, TOOL, kolla, tree_in  # noqa: F401
+from test_export_replay_integration import prepare
+from test_native_platforms_integration import copy_only_tree
+from test_platforms_integration import index_entries
 
 from buildlib import export
 from buildlib.graph import Graph
@@ -131,9 +134,7 @@ def test_example_tree_on_gitlab_ci_local(tree: Tree, auth_registry: Registry, gi
                                          tmp_path: Path) -> None:
     """Three pipelines: every image built, each by its job; then none; then, after a
     committed template edit, exactly the edited image and its descendants."""
-    tree.settings(registry=auth_registry.address, namespace="kolla", tls_verify=False,
-                  buildah_args=[])  # the job's storage (CONTAINERS_STORAGE_CONF)
-    repository_with_tool(tree)
+    prepare(tree, auth_registry, "kolla")  # buildah_args: [], the job's storage
     ignore_gitlab_ci_local(tree.root)
     tree.doit("export", "format=gitlab", "storage=job")
     pipeline = yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())
@@ -214,3 +215,34 @@ def test_kolla_pipeline_passes_gitlab_ci_local_checks(kolla: Graph,  # noqa: F81
     for job in part.jobs:
         assert [need["job"] for need in listed[job.name]["needs"] or []] == \
             ([job.parent] if job.parent else [])
+
+
+def test_multi_arch_tree_on_gitlab_ci_local(registry: Registry, gitlab_ci_local,
+                                            tmp_path: Path) -> None:
+    """A two-platform COPY-only tree: a job per image and platform (gitlab-ci-local runs
+    every tag's jobs here), then a merge job per image. The registry serves each image as
+    a list of the images a local `imagebake push` of the same tree makes."""
+    tree = copy_only_tree(tmp_path, registry, "multi")
+    tree.doit("push")  # locally, all platforms in one run, to namespace `multi`
+    local = {name: index_entries(registry, f"multi/{name}", "latest")
+             for name in ("root", "child")}
+    prepare(tree, registry, "native")
+    ignore_gitlab_ci_local(tree.root)
+    tree.doit("export", "format=gitlab", "storage=job")
+    jobs = yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())
+    assert jobs["child-linux-arm64"]["tags"] == ["saas-linux-small-arm64"]
+    commit(tree.root, "the exported pipeline")
+    try:
+        pipeline = run_pipeline(tree.root, gitlab_ci_local, registry, tmp_path / "cache")
+        record("multi-arch", pipeline)
+        assert pipeline.builds_per_job() == {
+            "root-linux-amd64": 1, "root-linux-arm64": 1, "child-linux-amd64": 1,
+            "child-linux-arm64": 1}  # (a merge job builds nothing, and writes no report)
+        assert {f"{registry.address}/native/{name}:latest" for name in ("root", "child")
+                } <= set(re.findall(r"merged (\S+):", pipeline.output))
+        for name in ("root", "child"):  # (the same image IDs: see the act test)
+            assert index_entries(registry, f"native/{name}", "latest") == local[name], name
+        assert registry.digest("native/root", "latest") == registry.digest("multi/root",
+                                                                           "latest")
+    finally:
+        unmount_under(tmp_path)
