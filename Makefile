@@ -55,7 +55,7 @@ test: setup lint
 	$(BIN)/pytest -ra --durations=15 -m "not real"
 
 $(GITLAB_CI_LOCAL):
-	command -v npm >/dev/null || $(SUDO) apt-get install -y -q npm
+	command -v npm >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q npm; }
 	npm install --prefix $(NODE_DIR) --no-audit --no-fund $(NPM_PACKAGES)
 
 # The slower suite against real clients (runner software, a real Debian base); CI runs it too.
