@@ -213,7 +213,7 @@ class Project:
                                authfile=self.authfile, timeout=settings.push_timeout)
 
 
-def load(path: Path | str, fetch: bool = True) -> Project:
+def load(path: Path | str | config.Sources, fetch: bool = True) -> Project:
     """The project of this images.yaml; `fetch=False` downloads no `url:` source (a
     context then lacks a tarball not downloaded yet: `sources.unfetched`)."""
     cfg, texts, sourced = config.load(path), {}, {}

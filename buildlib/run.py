@@ -33,6 +33,7 @@ from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     doit_seam,
     graph,
@@ -45,7 +46,6 @@ from buildlib import (
 )
 from buildlib.errors import InputError
 
-CONFIG_FILE = "images.yaml"
 LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
 # doit commands that change the tree's state or images, and so take the lock.
@@ -294,13 +294,13 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     with one line and status 130. Only a run that builds downloads `url:` sources."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     try:
-        proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+        proj = project.load(_config_sources(tree_dir), fetch=invocation.builds)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         building = _building(proj, selection, invocation) if invocation.builds else set()
         if any(proj.plans[name].context.fetches for name in building):
             with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
-                proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+                proj = project.load(_config_sources(tree_dir), fetch=invocation.builds)
         from_registry = _cache_mode(proj) == "registry"
         strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
@@ -533,12 +533,16 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
               f"removed {removed} working container(s)", file=sys.stderr)
 
 
-def _config_path(tree_dir: Path) -> Path:
-    named = variables.value("config")
+def _config_sources(tree_dir: Path) -> config.Sources:
+    """The files `config=` names (`imagebake -c`), each merged on top of those before it,
+    else images.yaml in tree_dir with images.override.yaml beside it (as bake: its
+    override file counts only when no file is named); and the `set.PATH=VALUE` variables."""
+    sets = tuple(variables.assignments())
+    named = variables.words("config")
     if not named:
-        return Path(tree_dir).resolve() / CONFIG_FILE
+        return config.Sources.default(Path(tree_dir).resolve(), sets)
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
-    return (doit_seam.user_workdir() / named).resolve()
+    return config.Sources(tuple((doit_seam.user_workdir() / n).resolve() for n in named), sets)
 
 
 def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:
