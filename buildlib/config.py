@@ -350,6 +350,16 @@ def load(source: Path | str | Sources) -> Config:
     return config
 
 
+def merged_yaml(config: Config) -> str:
+    """The merged tree as YAML, after comments naming what was merged, in order."""
+    import yaml
+
+    sources = config.sources or Sources((config.path,))
+    merged = [f"# {file}" for file in sources.files] + [f"# --set {s}" for s in sources.sets]
+    return "\n".join(["# merged from:", *merged, ""]) + yaml.safe_dump(
+        config.data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
 def _validated(origins: Origins, data: Any) -> _File:
     from pydantic import ValidationError
 
@@ -740,11 +750,14 @@ def _set_paths(data: dict[str, Any], words: tuple[str, ...], arg: str,
     images = data.get("images")
     names = [name for name in images if fnmatch.fnmatchcase(str(name), pattern)
              ] if isinstance(images, dict) else []
+    if not names and "kolla" in data and not set("*?[") & set(pattern):
+        names = [pattern]  # one of Kolla's images, refined under `images:`
     if not rest or not names:
         problem = (f"{pattern!r} matches no image under `images:`" if rest else
                    "names an image but no field of it")
-        raise InputError(path, f"--set {arg!r}: {problem}", fix=SET_FIX + "; the images "
-                         "of a Kolla tree are not under `images:` and cannot be set")
+        raise InputError(path, f"--set {arg!r}: {problem}", fix=SET_FIX + "; in a Kolla "
+                         "tree, a glob matches only the images under `images:`, a name any "
+                         "of Kolla's")
     return [_one_key_after_flat_maps(("images", name, *rest)) for name in names]
 
 

@@ -25,6 +25,7 @@ from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     keys,
     pictures,
@@ -56,7 +57,7 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task}
+            "keygen": keygen_task, "config": config_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -173,6 +174,17 @@ def _render(run: Run) -> Any:
     where = report.display_path(run.project.build_dir)
     print(f"wrote the Dockerfile and context of {len(names)} images under {where}/<image>/")
     return None
+
+
+def config_task(run: Run) -> dict[str, Any]:
+    """Build nothing; print images.yaml as merged with images.override.yaml (or the `-c`
+    files) and the `--set` values, validated (as `docker buildx bake --print`)."""
+    return _command("config", "print the merged images.yaml (override files, --set), "
+                    "validated", _print_config, run.project.config)
+
+
+def _print_config(cfg: config.Config) -> None:
+    print(config.merged_yaml(cfg), end="")
 
 
 def watch_task(run: Run) -> dict[str, Any]:
