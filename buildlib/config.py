@@ -501,64 +501,85 @@ def _check_sources(config: Config) -> None:
     for image in config.images.values():
         for name, source in image.sources.items():
             if len(source.kinds) != 1:
-                raise InputError(config.path, f"images.{image.name}.sources.{name}: "
-                                 f"{' and '.join(source.kinds) or 'nothing'} given",
-                                 image=image.name, fix="give exactly one of `local:`, "
-                                 "`git:` (with `ref:`) or `url:`")
+                raise _located(config, ("images", image.name, "sources", name),
+                               f"images.{image.name}.sources.{name}: "
+                               f"{' and '.join(source.kinds) or 'nothing'} given",
+                               image=image.name, fix="give exactly one of `local:`, "
+                               "`git:` (with `ref:`) or `url:`")
             if not NAME_RE.fullmatch(name):
-                raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
-                                 "source name", image=image.name,
-                                 fix="use lowercase letters and digits separated by . _ or -")
+                raise _located(config, ("images", image.name, "sources", name),
+                               f"images.{image.name}.sources.{name}: invalid source name",
+                               image=image.name,
+                               fix="use lowercase letters and digits separated by . _ or -")
 
 
 def _check_platforms(config: Config) -> None:
-    named = [(None, "settings.platforms", config.settings.platforms)]
-    named += [(name, f"images.{name}.platforms", image.platforms)
+    named = [(None, ("settings", "platforms"), config.settings.platforms)]
+    named += [(name, ("images", name, "platforms"), image.platforms)
               for name, image in config.images.items()]
-    for image, key, platforms in named:
+    for image, loc, platforms in named:
         twice = sorted({p for p in platforms or [] if platforms.count(p) > 1})
         if twice:
-            raise InputError(config.path, f"{key}: {twice[0]} is given twice", image=image,
-                             fix=PLATFORM_FIX)
+            raise _located(config, loc, f"{_dotted(loc)}: {twice[0]} is given twice",
+                           image=image, fix=PLATFORM_FIX)
 
 
 def _check_vars(config: Config) -> None:
-    named = [(None, "vars", config.vars)]
-    named += [(name, f"images.{name}.vars", image.vars) for name, image in config.images.items()]
-    for image, key, variables in named:
+    named = [(None, ("vars",), config.vars)]
+    named += [(name, ("images", name, "vars"), image.vars)
+              for name, image in config.images.items()]
+    for image, loc, variables in named:
         taken = [v for v in RESERVED_VARS if v in variables]
         if taken:
-            raise InputError(config.path, f"{key}.{taken[0]}: '{taken[0]}' is a name every "
-                             "template already sees", image=image,
-                             fix=f"rename the variable (settings are `settings.<name>`; "
-                             f"reserved: {', '.join(RESERVED_VARS)})")
+            raise _located(config, (*loc, taken[0]), f"{_dotted(loc)}.{taken[0]}: "
+                           f"'{taken[0]}' is a name every template already sees", image=image,
+                           fix=f"rename the variable (settings are `settings.<name>`; "
+                           f"reserved: {', '.join(RESERVED_VARS)})")
+
+
 def _check_build_dir(config: Config) -> None:
     """build_dir is the tool's own: inside the tree's folder, holding none of the tree, and
     no `files:` source holds it (copying a folder that holds build_dir never ends)."""
     if CONTROL_RE.search(config.settings.build_dir):
-        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} holds a "
-                         "control character", fix="name a folder without control characters "
-                         "(newline, tab, ...), e.g. `build_dir: build`")
+        raise _located(config, BUILD_DIR, f"settings.build_dir {config.settings.build_dir!r} "
+                       "holds a control character", fix="name a folder without control "
+                       "characters (newline, tab, ...), e.g. `build_dir: build`")
     build, root = config.build_dir.resolve(), config.root.resolve()
     if root not in build.parents:
-        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} is "
-                         f"{build}, not a folder inside the tree's folder {root}",
+        raise _located(config, BUILD_DIR, f"settings.build_dir {config.settings.build_dir!r} "
+                       f"is {build}, not a folder inside the tree's folder {root}",
                          fix="use a folder inside it, e.g. `build_dir: build`")
     parts = [("images.yaml", config.path)] + [
         (f"template folder {t!r}", config.root / t) for t in config.settings.templates]
     for what, path in parts:
         if holds(build, path.resolve()):
-            raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} "
-                             f"holds {what}: {path}", fix="use a folder of its own for "
-                             "build_dir, e.g. `build_dir: build`")
+            raise _located(config, BUILD_DIR, f"settings.build_dir "
+                           f"{config.settings.build_dir!r} holds {what}: {path}",
+                           fix="use a folder of its own for build_dir, e.g. `build_dir: build`")
     for name, image in config.images.items():
         for inner, source in image.files.items():
             path = config.source_path(source).resolve()
             if holds(path, build) or holds(build, path):
-                raise InputError(config.path, f"files: {inner!r}: {path} "
-                                 f"{'holds' if holds(path, build) else 'is inside'} build_dir "
-                                 f"{build}", image=name, fix="name the files or folders the "
-                                 "image needs, outside build_dir (not `/` or the tree's folder)")
+                raise _located(config, ("images", name, "files", inner),
+                               f"files: {inner!r}: {path} "
+                               f"{'holds' if holds(path, build) else 'is inside'} build_dir "
+                               f"{build}", image=name, fix="name the files or folders the "
+                               "image needs, outside build_dir (not `/` or the tree's folder)")
+
+
+BUILD_DIR = ("settings", "build_dir")
+
+
+def _located(config: Config, loc: tuple, problem: str, *, image: str | None = None,
+             fix: str = "") -> InputError:
+    """An InputError naming the file and line (or the --set) the value at `loc` came from:
+    the files are merged again, only for this error (a note kept no lines)."""
+    sources = config.sources or Sources((config.path,))
+    try:
+        path, spot = _merged(sources, [_read_text(f) for f in sources.files])[1].of(loc)
+    except InputError:
+        path, spot = config.path, ""
+    return InputError(path, f"{spot}: {problem}" if spot else problem, image=image, fix=fix)
 
 
 def holds(folder: Path, path: Path) -> bool:
@@ -567,14 +588,17 @@ def holds(folder: Path, path: Path) -> bool:
 
 
 def _check_patterns(config: Config) -> None:
-    named = [(f"profiles.{name}", p) for name, ps in config.profiles.items() for p in ps]
-    named += [("settings.excludes", p) for p in config.settings.excludes]
-    for key, pattern in named:
+    named = [(("profiles", name, index), p) for name, ps in config.profiles.items()
+             for index, p in enumerate(ps)]
+    named += [(("settings", "excludes", index), p)
+              for index, p in enumerate(config.settings.excludes)]
+    for loc, pattern in named:
         try:
             re.compile(pattern)
         except re.error as err:
-            raise InputError(config.path, f"{key}: {pattern!r} is not a regular expression "
-                             f"({err})", fix="correct the pattern (Python `re` syntax)") from None
+            raise _located(config, loc, f"{_dotted(loc[:-1])}: {pattern!r} is not a "
+                           f"regular expression ({err})",
+                           fix="correct the pattern (Python `re` syntax)") from None
 
 
 def _read_text(path: Path) -> str:
@@ -888,7 +912,7 @@ def _dotted(loc: tuple) -> str:
 
 
 def _check_references(config: Config) -> None:
-    s, path = config.settings, config.path
+    s = config.settings
     checks = [
         (REGISTRY_RE, s.registry, "settings.registry", "a host name with an optional :port"),
         (NAMESPACE_RE, s.namespace, "settings.namespace",
@@ -899,12 +923,13 @@ def _check_references(config: Config) -> None:
     ]
     for pattern, value, key, expected in checks:
         if value and not pattern.fullmatch(value):
-            raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
+            raise _located(config, tuple(key.split(".")), f"invalid {key} {value!r}",
+                           fix=f"use {expected}")
     _check_authfile(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
-            raise InputError(path, f"invalid image name {name!r}", image=name,
-                             fix="use lowercase letters and digits separated by . _ or -")
+            raise _located(config, ("images", name), f"invalid image name {name!r}", image=name,
+                           fix="use lowercase letters and digits separated by . _ or -")
 
 
 def _check_authfile(config: Config) -> None:
@@ -915,9 +940,9 @@ def _check_authfile(config: Config) -> None:
         return
     found = find_authfile(s.registry, s.authfile, config.root)
     if found is None or not found.is_file():
-        raise InputError(config.path, f"settings.authfile {s.authfile!r}: "
-                         f"{config.source_path(s.authfile)} does not exist, and no "
-                         "REGISTRY_AUTH_FILE names a file that does",
-                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
-                         "correct the path (relative to the directory of images.yaml), or set "
-                         "REGISTRY_AUTH_FILE to an authfile")
+        raise _located(config, ("settings", "authfile"), f"settings.authfile {s.authfile!r}: "
+                       f"{config.source_path(s.authfile)} does not exist, and no "
+                       "REGISTRY_AUTH_FILE names a file that does",
+                       fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
+                       "correct the path (relative to the directory of images.yaml), or set "
+                       "REGISTRY_AUTH_FILE to an authfile")

@@ -146,6 +146,17 @@ def test_a_value_the_override_replaced_is_blamed_on_the_override(tmp_path: Path)
     assert (err.path, err.problem[:7]) == (tmp_path / "images.override.yaml", "line 5:")
 
 
+def test_checks_after_validation_name_the_file_and_line_too(tmp_path: Path) -> None:
+    err = error(tree(tmp_path, "settings:\n  jobs: 2\n  tag: -bad\n"))
+    assert (err.path, err.problem) == (tmp_path / "images.override.yaml",
+                                       "line 3: invalid settings.tag '-bad'")
+    (tmp_path / "images.override.yaml").unlink()
+    err = error(tmp_path, "nova-api.vars.image=x")
+    assert err.problem.startswith("--set 'nova-api.vars.image=x': images.nova-api.vars.image:")
+    (tmp_path / "images.override.yaml").write_text("settings:\n  excludes: [ok, '(']\n")
+    assert error(tmp_path).problem.startswith("line 2: settings.excludes: '(' is not a regular")
+
+
 def test_malformed_yaml_in_the_override_names_it(tmp_path: Path) -> None:
     err = error(tree(tmp_path, "images:\n  nova-api: {args: [\n"))
     assert err.path == tmp_path / "images.override.yaml"
