@@ -91,6 +91,8 @@ class Settings:
     """Retries of a push that failed in a way that may pass (refused, 5xx, 429)."""
     push_timeout: PositiveSeconds = 300
     """Seconds per `buildah push` attempt (each registry request: at most 15)."""
+    push_deadline: PositiveSeconds = 1800
+    """Seconds all attempts of one image's push (or pull) may take, from its start."""
     tls_verify: StrictBool = True
     """Verify the registry's TLS; false only for a plain-HTTP registry you trust."""
     authfile: StrictStr | None = None
@@ -156,15 +158,19 @@ class Source:
 
     __pydantic_config__ = _STRICT
     local: StrictStr | None = None
-    """A folder (archived) or a file (taken as it is)."""
+    """A folder (archived: in a git checkout the files git would take, else all but what
+    its `.dockerignore` excludes) or a file (taken as it is)."""
     git: StrictStr | None = None
-    """A local git repository (or a folder inside one), archived at `ref`."""
+    """A local git repository (or a folder inside one), archived at `ref` (a pbr project
+    with the PKG-INFO of its version)."""
     ref: StrictStr = "HEAD"
     """The branch, tag or commit of `git`."""
     url: StrictStr | None = None
-    """A tarball: file://, http:// or https://, downloaded once by a run that builds."""
+    """A tarball: file: (a relative path from the folder of images.yaml), http:// or
+    https://, downloaded once per URL and `sha256` by a run that builds the image."""
     sha256: StrictStr | None = None
-    """The sha256 of the tarball at `url`, checked after download."""
+    """The sha256 of the tarball at `url` (64 hex digits, either case): a tarball with
+    another fails the images that need it."""
 
     @property
     def kinds(self) -> list[str]:
@@ -511,6 +517,13 @@ def _check_sources(config: Config) -> None:
                                f"images.{image.name}.sources.{name}: invalid source name",
                                image=image.name,
                                fix="use lowercase letters and digits separated by . _ or -")
+            if source.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}",
+                                                               source.sha256):
+                raise _located(config, ("images", image.name, "sources", name, "sha256"),
+                               f"images.{image.name}.sources.{name}.sha256: "
+                               f"{source.sha256!r} is not a sha256 (64 hex digits)",
+                               image=image.name, fix="give the tarball's sha256 "
+                               "(`sha256sum FILE`), or leave `sha256:` out")
 
 
 def _check_platforms(config: Config) -> None:
@@ -557,11 +570,15 @@ def _check_build_dir(config: Config) -> None:
                            f"{config.settings.build_dir!r} holds {what}: {path}",
                            fix="use a folder of its own for build_dir, e.g. `build_dir: build`")
     for name, image in config.images.items():
-        for inner, source in image.files.items():
+        named = [(f"files: {inner!r}", ("files", inner), source)
+                 for inner, source in image.files.items()]
+        named += [(f"sources.{inner}.local", ("sources", inner, "local"),
+                   os.path.expanduser(source.local))
+                  for inner, source in image.sources.items() if source.local is not None]
+        for what, loc, source in named:
             path = config.source_path(source).resolve()
             if holds(path, build) or holds(build, path):
-                raise _located(config, ("images", name, "files", inner),
-                               f"files: {inner!r}: {path} "
+                raise _located(config, ("images", name, *loc), f"{what}: {path} "
                                f"{'holds' if holds(path, build) else 'is inside'} build_dir "
                                f"{build}", image=name, fix="name the files or folders the "
                                "image needs, outside build_dir (not `/` or the tree's folder)")

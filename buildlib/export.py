@@ -32,7 +32,8 @@ from buildlib.graph import Graph
 REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
 ARGO_IMAGE = "debian:bookworm"  # buildah 1.28, as the project is tested with
-GHA_RUNNER = "ubuntu-latest"
+GHA_RUNNER = ("ubuntu-latest",)
+PLATFORM_RUNNERS = {"linux/arm64": ("ubuntu-24.04-arm",)}  # GitHub-hosted; else GHA_RUNNER
 CHECKOUT_ACTION = "actions/checkout@v5"
 # GitHub Actions substitutes `${{ }}` and Argo `{{ }}` anywhere in a file, environment values
 # included; a control character would end a line of YAML or of the header comment.
@@ -57,22 +58,17 @@ class Tool:
         return {"IMAGEBAKE_DIR": self.directory, "IMAGEBAKE_CONFIG": self.config,
                 "IMAGEBAKE_LOCK": self.lock}
 
-    def install(self, sudo: bool) -> str:
-        """Debian packages (buildah; busybox-static for the example tree's base image) and
-        this package in a virtualenv at the repository root."""
-        root = "sudo " if sudo else ""
-        return "\n".join([
-            f"{root}apt-get update -q",
-            f"{root}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-            "buildah busybox-static python3-venv",
-            "python3 -m venv .venv",
-            '.venv/bin/pip install -q "./$IMAGEBAKE_DIR"',
-        ]) + "\n"
+    def install(self) -> str:
+        """Debian packages when missing, and a virtualenv of this package's dependencies
+        kept between jobs, linked as `.venv`: buildlib/ci_install.sh of the checkout, sourced
+        (it sets the storage of the job's later commands)."""
+        return '. "$IMAGEBAKE_DIR/buildlib/ci_install.sh"\n'
 
     def doit(self, *words: str) -> str:
-        """The `imagebake` command installed by `install`, on this tree; `words` are
-        shell words (quoted where they need it)."""
-        return " ".join([".venv/bin/imagebake", "-c", '"$IMAGEBAKE_CONFIG"', *words])
+        """The `imagebake` command of the checked-out source, run by the virtualenv that
+        `install` links; `words` are shell words (quoted where they need it)."""
+        return " ".join(['PYTHONPATH="$PWD/$IMAGEBAKE_DIR"', ".venv/bin/python", "-m",
+                         "buildlib.cli", "-c", '"$IMAGEBAKE_CONFIG"', *words])
 
 
 def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None:
@@ -80,7 +76,7 @@ def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None
     all can. (Names from images.yaml match the reference grammar; Kolla's are its folders'.)"""
     named = [("the path of images.yaml", tool.config), ("the path of build_dir", tool.lock),
              ("the path of the imagebake checkout", tool.directory),
-             ("settings.registry", target.registry),
+             ("settings.registry", target.registry), ("storage=", target.storage),
              *(("the image name", name) for name in images)]
     for what, value in named:
         found = UNSAFE.search(value)
@@ -249,10 +245,26 @@ def _unique_ids(wanted: Mapping[str, str]) -> dict[str, str]:
 
 
 def identifier(name: str) -> str:
-    """An image name as a job, task or output name: `.` and `_` become `-`; a leading
-    digit gets an `i` before it (GitHub Actions ids start with a letter or `_`)."""
+    """An image name as a job or task name: `.` and `_` become `-`; a leading digit gets
+    an `i` before it (GitHub Actions ids start with a letter or `_`). Not one to one:
+    `_unique_ids` numbers the names it makes twice."""
     spelled = re.sub(r"[^A-Za-z0-9-]", "-", name)
     return spelled if spelled[:1].isalpha() else f"i{spelled}"
+
+
+OUTPUT_ESCAPES = {"_": "__", "-": "_h", ".": "_d", "/": "_s"}
+
+
+def output_name(image: str) -> str:
+    """An image name as the name of the output that carries its digest to child jobs: a
+    GitHub Actions output, an Argo parameter, a dotenv variable (letters, digits and `_`,
+    not first a digit). One to one, so `x.y`, `x-y` and `x_y` of one job never share one:
+    `_` doubles, `-` `.` `/` become `_h` `_d` `_s`, anything else `_x` and its hex code; a
+    leading digit gets a `_` before it (`_` never starts an escaped name otherwise)."""
+    spelled = "".join(OUTPUT_ESCAPES.get(char) or
+                      (char if char.isascii() and char.isalnum() else f"_x{ord(char):x}_")
+                      for char in image)
+    return spelled if not spelled[:1].isdigit() else f"_{spelled}"
 
 
 def images_variable(job: Job, whole: bool) -> list[str]:
@@ -269,19 +281,46 @@ def images_variable(job: Job, whole: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class Target:
-    """Where the images go, as images.yaml says."""
+    """Where the images go, as images.yaml says, and where jobs run: the runner labels
+    (`runs_on=`) and buildah's storage (`storage=`: `runner`, its default storage; `job`,
+    one of each job's own; or a folder the runner's jobs share)."""
 
     registry: str
     tls_verify: bool
+    runs_on: tuple[str, ...] = GHA_RUNNER
+    storage: str = "runner"
+    runners: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (platform, its runner labels)
+
+    def labels(self, platform: str | None = None) -> tuple[str, ...]:
+        """The runner labels of a job for that platform (None: any job but those)."""
+        given = dict(self.runners)
+        if platform is None:
+            return self.runs_on
+        return given.get(platform) or PLATFORM_RUNNERS.get(platform) or self.runs_on
 
     def env(self) -> dict[str, str]:
-        return {"IMAGEBAKE_REGISTRY": self.registry}
+        storage = {} if self.storage == "runner" else {"IMAGEBAKE_STORAGE": self.storage}
+        return {"IMAGEBAKE_REGISTRY": self.registry, **storage}
 
 
-def gha(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
-    """The workflow file: one job per entry of `partition`, each needing its parent job."""
-    jobs = {job.name: _gha_job(partition, job, tool, target, whole and len(partition.jobs) == 1)
-            for job in partition.jobs}
+def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
+        platforms: Mapping[str, tuple[str, ...]] | None = None) -> str:
+    """The workflow file: one job per entry of `partition`, each needing its parent job. A
+    job of multi-arch images (`platforms`: image -> its platforms) is one job per platform,
+    each on a runner of that platform (`push platform=P`, needing its parent job's job of
+    that platform), and then one job per image merges its platforms' lists."""
+    whole = whole and len(partition.jobs) == 1
+    jobs: dict[str, dict[str, Any]] = {}
+    for job in partition.jobs:
+        own = job_platforms(job, platforms or {})
+        made = {job.name: _gha_job(partition, job, tool, target, whole)} if not own else {
+            **{platform_job(job.name, platform): _gha_job(partition, job, tool, target, whole,
+                                                          platform) for platform in own},
+            **{f"merge-{identifier(image)}": _gha_merge_job(image, job, own, tool, target)
+               for image in job.images}}
+        for name in set(made) & set(jobs):
+            raise ValueError(f"two jobs would be named {name}")
+        jobs.update(made)
     document = {
         "name": "images",
         "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {}},
@@ -292,38 +331,82 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     return HEADER.format(format="gha", config=tool.config) + _dump(document)
 
 
-def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: bool
-             ) -> dict[str, Any]:
-    auth = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
-    outputs = partition.outputs(job)
-    steps: list[dict[str, Any]] = [
+def job_platforms(job: Job, platforms: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The platforms of the job's images (() for native images): one set for all."""
+    found = {platforms.get(image, ()) for image in job.images}
+    if len(found) > 1:
+        raise ValueError(f"the job of {_summary(job)} holds images of different platforms "
+                         f"({'; '.join(', '.join(p) or 'native' for p in sorted(found))})")
+    return found.pop()
+
+
+def platform_job(name: str, platform: str) -> str:
+    """The name of a job's job for one platform: `nova-base-linux-arm64`."""
+    return f"{name}-{identifier(platform)}"
+
+
+GHA_AUTH = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
+
+
+def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
+    """The steps every job starts with: checkout, install, login."""
+    return [
         {"uses": CHECKOUT_ACTION},
-        {"name": "install imagebake", "run": tool.install(sudo=True)},
+        {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
-         "env": {**auth, **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
+         "env": {**GHA_AUTH,
+                 **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
          "run": _login(target)},
     ]
-    build_env = dict(auth)
+
+
+def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
+    return labels[0] if len(labels) == 1 else list(labels)
+
+
+def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: bool,
+             platform: str | None = None) -> dict[str, Any]:
+    """A job of `partition` (for one platform of its multi-arch images: then its outputs
+    are all its images' lists, which their merge jobs need)."""
+    parent = job.parent and (platform_job(job.parent, platform) if platform else job.parent)
+    outputs = list(job.images) if platform else partition.outputs(job)
+    steps = _gha_start(tool, target)
+    build_env = dict(GHA_AUTH)
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
-            f"{parent}@${{{{ needs.{job.parent}.outputs.{identifier(parent)} }}}}"
-            for parent in _pinned(job))
+            f"{name}@${{{{ needs.{parent}.outputs.{output_name(name)} }}}}"
+            for name in _pinned(job))
         pin_words = ['"pin=$PINS"']
-    selection = images_variable(job, whole)
-    steps.append({"name": f"build and push {_summary(job)}", "env": build_env,
+    selection = images_variable(job, whole) + (
+        [shlex.quote(f"platform={platform}")] if platform else [])
+    what = _summary(job) + (f" for {platform}" if platform else "")
+    steps.append({"name": f"build and push {what}", "env": build_env,
                   "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
-    result: dict[str, Any] = {"name": _summary(job), "runs-on": GHA_RUNNER}
-    if job.parent:
-        result["needs"] = job.parent
+    result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
+    if parent:
+        result["needs"] = parent
     if outputs:
         result["outputs"] = {output: f"${{{{ steps.digests.outputs.{output} }}}}"
-                             for output in map(identifier, outputs)}
-        steps.append({"name": "publish the digests child jobs need", "id": "digests",
-                      "env": auth,
+                             for output in map(output_name, outputs)}
+        steps.append({"name": "publish the digests other jobs need", "id": "digests",
+                      "env": GHA_AUTH,
                       "run": _publish(tool, selection, outputs, '"$GITHUB_OUTPUT"')})
     result["steps"] = steps
     return result
+
+
+def _gha_merge_job(image: str, job: Job, platforms: tuple[str, ...], tool: Tool,
+                   target: Target) -> dict[str, Any]:
+    """The job that makes a multi-arch image's list of its platforms' lists."""
+    needs = [platform_job(job.name, platform) for platform in platforms]
+    parts = ",".join(f"{image}@${{{{ needs.{name}.outputs.{output_name(image)} }}}}"
+                     for name in needs)
+    return {"name": f"merge {image}", "runs-on": _runs_on(target.labels()), "needs": needs,
+            "steps": [*_gha_start(tool, target),
+                      {"name": f"merge the platforms of {image}",
+                       "env": {**GHA_AUTH, "PARTS": parts},
+                       "run": tool.doit("merge", '"parts=$PARTS"') + "\n"}]}
 
 
 def _pinned(job: Job) -> list[str]:
@@ -353,7 +436,7 @@ def _login(target: Target) -> str:
 
 def _publish(tool: Tool, selection: list[str], outputs: list[str], destination: str) -> str:
     """`doit resolve`, then `OUTPUT=sha256:...` for each image a child job needs."""
-    pairs = " ".join(shlex.quote(f"{identifier(image)}={image}") for image in outputs)
+    pairs = " ".join(shlex.quote(f"{output_name(image)}={image}") for image in outputs)
     return "\n".join([
         tool.doit("resolve", *selection),
         f'python3 - "$IMAGEBAKE_LOCK" {pairs} >> {destination} <<\'PY\'',
@@ -400,14 +483,14 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
             inputs.append(Parameter(name="pins"))
             env.append(EnvVar(name="PINS", value="{{inputs.parameters.pins}}"))
             pins = ",".join(f"{parent}@{{{{tasks.{job.parent}.outputs.parameters."
-                            f"{identifier(parent)}}}}}" for parent in _pinned(job))
+                            f"{output_name(parent)}}}}}" for parent in _pinned(job))
             arguments = Arguments(parameters=[Parameter(name="pins", value=pins).as_argument()])
         templates.append(Script(
             name=job.name, image=ARGO_IMAGE, command=["bash"], working_dir="/src",
             source=_argo_script(job, tool, target, whole, outputs),
             env=env, security_context=SecurityContext(privileged=True), inputs=inputs,
-            outputs=[Parameter(name=identifier(image),
-                               value_from=ValueFrom(path=f"/tmp/digests/{identifier(image)}"))
+            outputs=[Parameter(name=output_name(image),
+                               value_from=ValueFrom(path=f"/tmp/digests/{output_name(image)}"))
                      for image in outputs] or None))
         tasks.append(Task(name=job.name, template=job.name, depends=job.parent,
                           arguments=arguments))
@@ -422,7 +505,7 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
 def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: list[str]) -> str:
     selection = images_variable(job, whole)
     pin_words = ['"pin=$PINS"'] if job.pins else []
-    lines = ["set -euo pipefail", tool.install(sudo=False).rstrip("\n"),
+    lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              _login(target).rstrip("\n"),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
     if outputs:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from buildlib import dockerfile as dockerfile_reading
 from buildlib import kolla_sources, render
 from buildlib.config import Config, Image, Jinja, named_image
 from buildlib.errors import InputError
@@ -249,7 +250,7 @@ def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str
     """The labels and build args kolla-build gives the image's build and the archives of
     its sources its Dockerfile reads, under images.yaml's own."""
     settings, own = config.settings, config.images[image.name]
-    wanted = {path for _, path in render.context_sources(dockerfile)} \
+    wanted = {path for _, path in dockerfile_reading.sources_in(dockerfile)} \
         - {f"{name}-archive" for name in own.sources}  # images.yaml's `sources:` win
     sourced = kolla_sources.sourced(config, image, wanted, _debian_arch(conf))
     return Made(labels={**_kolla_labels(config, image), **settings.labels, **own.labels},
@@ -498,7 +499,7 @@ def _profiles(conf: Any) -> dict[str, list[str]]:
 def _parent(config: Config, name: str, text: str) -> str | None:
     """The image of the tree that the first FROM names; None for a root (FROM a distro).
     A FROM that names a tree image under another reference says which setting differs."""
-    found = render.first_from(text)
+    found = dockerfile_reading.first_from(text)
     if found is None:
         raise InputError(config.path, f"Kolla's template for '{name}' renders no FROM line",
                          image=name, fix="correct kolla.template_overrides")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from buildlib import buildah, cache, keys, registry
@@ -30,22 +31,22 @@ def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Stora
 def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
               storage: Storage) -> None:
     settings = project.config.settings
+    budget = push_budget(project)
 
     def attempt() -> str:
         try:
             return project.buildah.pull(values["pinned"], tls_verify=settings.tls_verify,
                                         authfile=project.authfile,
-                                        timeout=settings.push_timeout)
+                                        timeout=budget.timeout(settings.push_timeout))
         except BuildahError as err:
             if registry.permanent_cause(err.output):
                 raise
             raise registry.TransientError(str(err)) from None
 
     try:
-        image_id = registry.with_retries(attempt, settings.push_retries, lambda *_: None)
-    except registry.TransientError as err:
-        raise BuildahError(f"still failing after {settings.push_retries} attempts: "
-                           f"{err}") from None
+        image_id = registry.with_retries(attempt, budget, lambda *_: None)
+    except registry.GaveUp as err:
+        raise BuildahError(str(err)) from None
     if image_id != values["id"]:
         raise BuildahError(f"pulled {values['pinned']}: image {image_id}, "
                            f"not {values['id']} as its manifest says")
@@ -58,6 +59,12 @@ def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
     project.buildah.tag(image_id, *names)
     project.buildah.untag(values["pinned"])  # the pull's name would come first
     storage.add(image_id, names)
+
+
+def push_budget(project: Project) -> registry.Budget:
+    """The attempts and the overall time one image's push (or pull) may take, from now."""
+    settings = project.config.settings
+    return registry.Budget(settings.push_retries, settings.push_deadline)
 
 
 class PushFailed(Exception):
@@ -77,6 +84,8 @@ def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
         problem = _key_tag_problem(plan, built, content)
         if problem:
             return f"{key_reference} {problem}: this run's image is pushed over it"
+        if plan.one_of:  # one platform's list: the user's tag is `merge`'s
+            return None
         tagged = lookups.find(plan.reference)
     except registry.RegistryError as err:
         return str(err)
@@ -107,6 +116,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     plan.own_workdir()
     plan.push_log.write_text("")
     start, attempts, replaced = time.time(), 0, None
+    budget = push_budget(project)
     try:
         client.check()
     except registry.RegistryError as err:
@@ -125,8 +135,10 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                 plan, built, cache.Found(cache.repository_of(key_reference), content))
             if content is None or problem:
                 replaced = problem or None
-                content = _pushed_with_key(project, name, built)
-            client.put_manifest(plan.reference, content)
+                content = _pushed_with_key(project, name, built,
+                                           budget.timeout(settings.push_timeout))
+            if not plan.one_of:  # (one platform's list: the user's tag is `merge`'s)
+                client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
         client.breaker.answered()
@@ -138,27 +150,28 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                       f"{error}\n")
 
     try:
-        content = registry.with_retries(attempt, settings.push_retries, log_retry)
-    except registry.TransientError as err:
-        raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
+        content = registry.with_retries(attempt, budget, log_retry)
+    except registry.GaveUp as err:
+        raise _give_up(plan, str(err)) from None
     with plan.push_log.open("a") as log:
         if replaced:
             log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
-        log.write(f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
+        log.write(f"# {key_reference} ({content.digest})" if plan.one_of else
+                  f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
     return {"id": built.get("id"), "key": built["key"], "digest": content.digest,
             "image": plan.reference, "start": start, "end": time.time(),
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
 
 
-def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any]
-                     ) -> registry.Manifest:
+def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any],
+                     timeout: float) -> registry.Manifest:
     """`buildah push` to the key's tag, then that manifest annotated with the key (which
     the image config cannot hold without changing the image ID; a manifest list also with
     its images' keys) put back under the tag: what a lookup checks before it takes the
     image as the key's."""
     key = built["key"]
     client, key_reference = project.registry_client, project.plans[name].key_reference(key)
-    digest = _buildah_push(project, name, key)
+    digest = _buildah_push(project, name, key, timeout)
     pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
     if pushed is None:
         raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
@@ -197,12 +210,12 @@ def _give_up(plan: ImagePlan, message: str) -> PushFailed:
     return PushFailed(message)
 
 
-def _buildah_push(project: Project, name: str, key: str) -> str:
-    """One `buildah push` to the key's tag; the pushed digest."""
+def _buildah_push(project: Project, name: str, key: str, timeout: float) -> str:
+    """One `buildah push` to the key's tag, killed after `timeout` seconds; the digest."""
     plan = project.plans[name]
     try:
         return project.buildah.push(push_argv(project, name, key), plan.digestfile,
-                                    plan.push_log, project.config.settings.push_timeout)
+                                    plan.push_log, timeout)
     except Interrupted:
         raise PushFailed("interrupted") from None
     except BuildahError as err:
@@ -233,3 +246,35 @@ def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> 
     if cause:
         return PushFailed(f"{cause} ({line})")
     return registry.TransientError(line)
+
+
+def merge(project: Project, name: str, parts: list[cache.Found]) -> registry.Manifest:
+    """The manifest list of a multi-arch image made of its platforms' lists (`parts`, each
+    pushed by a `push platform=P` run): an index of their images, annotated with its key
+    (of its platforms' keys) and theirs, put under its key's tag and the user's tag."""
+    plan, client = project.plans[name], project.registry_client
+    entries: dict[str, Any] = {}
+    platform_keys: dict[str, str] = {}
+    for part in parts:
+        keys_of = part.platform_keys(part.key) if part.manifest.is_index else None
+        if not keys_of or len(keys_of) != 1:
+            raise registry.RegistryError(f"{part.pinned} is not one platform's list of "
+                                         f"{name} pushed by `push platform=...`")
+        [(platform, key)] = keys_of.items()
+        entries[platform] = json.loads(part.manifest.body)["manifests"][0]
+        platform_keys[platform] = key
+    missing = [p for p in plan.platforms if p not in entries]
+    if missing or len(entries) != len(plan.platforms):
+        raise registry.RegistryError(f"{name} is built for {', '.join(plan.platforms)}; "
+                                     f"the lists given hold {', '.join(entries)}")
+    key = keys.list_key(platform_keys)
+    document = json.loads(parts[0].manifest.body)  # a list as buildah writes it, of all
+    document.pop("annotations", None)
+    document["manifests"] = [entries[p] for p in plan.platforms]
+    index = replace(parts[0].manifest, body=json.dumps(document).encode()).annotated({
+                                  keys.KEY_ANNOTATION: key,
+                                  keys.PLATFORM_KEYS_ANNOTATION: json.dumps(platform_keys,
+                                                                            sort_keys=True)})
+    client.put_manifest(plan.key_reference(key), index)
+    client.put_manifest(plan.reference, index)
+    return index

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -528,18 +529,55 @@ class TransientError(Exception):
 T = TypeVar("T")
 
 
-def with_retries(attempt: Callable[[], T], attempts: int,
+@dataclass
+class Budget:
+    """What one push (or pull) may spend, from its start: `attempts` tries, all within
+    `seconds` (the overall deadline, so a registry that takes the connection and stalls
+    cannot hold one image for push_retries x push_timeout)."""
+
+    attempts: int
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def timeout(self, per_attempt: float) -> float:
+        """The time one attempt may take: its own limit, cut to what is left (1 s at least)."""
+        return max(1.0, round(min(per_attempt, self.left()), 1))
+
+
+class GaveUp(Exception):
+    """Every attempt was used, or the deadline came: says how many, how long, the last error."""
+
+
+def with_retries(attempt: Callable[[], T], budget: Budget,
                  on_retry: Callable[[int, float, BaseException], None]) -> T:
-    """Call `attempt` until it succeeds, it raises a non-transient error, or `attempts`
-    are used; jittered exponential backoff capped at BACKOFF_CAP_SECONDS between calls."""
+    """Call `attempt` until it succeeds or raises a non-transient error; jittered
+    exponential backoff capped at BACKOFF_CAP_SECONDS between calls. Raises GaveUp once
+    `budget.attempts` are used or the next attempt would start after its deadline."""
     import tenacity
 
+    made = 0
+
+    def counted() -> T:
+        nonlocal made
+        made += 1
+        return attempt()
+
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts),
+        stop=(tenacity.stop_after_attempt(budget.attempts)
+              | tenacity.stop_before_delay(max(0.0, budget.left()))),
         wait=tenacity.wait_random_exponential(multiplier=0.5, max=BACKOFF_CAP_SECONDS),
         retry=tenacity.retry_if_exception_type(TransientError),
         before_sleep=lambda state: on_retry(state.attempt_number, state.upcoming_sleep,
                                             state.outcome.exception()),
         reraise=True,
     )
-    return retrying(attempt)
+    try:
+        return retrying(counted)
+    except TransientError as err:
+        spent = time.monotonic() - budget.started
+        raise GaveUp(f"still failing after {made} attempt{'s' * (made != 1)} in {spent:.1f} s "
+                     f"(at most {budget.attempts} attempts within {budget.seconds:g} s: "
+                     f"settings.push_retries, push_deadline): {err}") from None

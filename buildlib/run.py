@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import math
 import os
 import re
 import shlex
@@ -24,7 +25,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ from buildlib import (
     dispatch,
     doit_seam,
     graph,
-    kolla_sources,
     project,
     pushpool,
     registry,
     storage,
+    storagelock,
     variables,
 )
 from buildlib.errors import InputError
@@ -51,8 +52,8 @@ UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that
 # doit commands that change the tree's state or images, and so take the lock.
 CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
 # tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render"}
-STORAGE_FREE_TASKS = {"export", "render"}  # never read local image storage
+READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render", "merge"}
+STORAGE_FREE_TASKS = {"export", "render", "merge"}  # never read local image storage
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,18 @@ class Run:
     def jobs(self) -> int:
         return self.invocation.jobs or self.project.config.settings.jobs
 
+    @functools.cached_property
+    def tree_references(self) -> dict[str, str]:
+        """The reference of each image of this tree -> its name."""
+        return {plan.reference: name for name, plan in self.project.plans.items()}
+
+    def read_tasks(self, name: str) -> list[str]:
+        """The build tasks of this run's images that this image's build reads (by
+        reference: COPY --from, a later stage's FROM), which it waits for."""
+        tree = self.tree_references
+        return [f"build:{tree[image]}" for image in self.project.plans[name].reads
+                if tree.get(image) in self.selection.selected]
+
     def parent_task(self, name: str) -> str | None:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
@@ -230,7 +243,7 @@ class Run:
         names = [name for name in self.project.graph.order() if name in self.selection.selected]
         walked = self.project.keys_from_roots(
             names, lambda name, key: self.storage.with_key(key), self.parent_in_storage,
-            self.base_id)
+            self.base_id, self.bases.id_of)
         return {name for name, _, image_id in walked if image_id is None}
 
     def base_id(self, name: str) -> str | None:
@@ -249,7 +262,10 @@ class Run:
         for child in self.project.graph.children[name]:
             if child in self.selection.selected and not self.project.plans[child].platforms:
                 plan = self.project.plans[child]
-                key = plan.record_on(self.images[name]["id"]).key
+                read = plan.read_ids(self.bases.id_of)
+                if isinstance(read, str):
+                    continue
+                key = plan.record_on(self.images[name]["id"], images=read).key
                 if not self.storage.with_key(key):
                     self.lookups.ask(plan.key_reference(key))
 
@@ -291,20 +307,53 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     or the imagebake command's working directory) and the run the other variables ask for.
     Bad input, or a run that cannot start, ends the process here with one message and
     status 1, before doit could print a traceback; Ctrl-C while loading (a slow download)
-    with one line and status 130. Only a run that builds downloads `url:` sources."""
+    with one line and status 130. Only a run that builds makes sources (downloads, clones,
+    archives), and only those of the images it builds."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
+    with _terminated_while_loading():
+        return _load_run(tree_dir, invocation)
+
+
+class _Terminated(Exception):
+    """SIGTERM while the tree loads (a download): the loading code's `finally` blocks run."""
+
+
+@contextlib.contextmanager
+def _terminated_while_loading() -> Iterator[None]:
+    """SIGTERM while loading ends the process with one line and status 143, after the
+    loading code cleaned up (a download's partial file), as Ctrl-C does."""
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
     try:
-        proj = project.load(_config_sources(tree_dir), fetch=invocation.builds)
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: nothing to catch there
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        print("terminated while loading the tree (SIGTERM); nothing was built", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
+    try:
+        proj = _for_platform(project.load(_config_sources(tree_dir), fetch=False))
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
+        _check_platform_selection(proj, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
-        if any(proj.plans[name].context.fetches for name in building):
-            with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
-                proj = project.load(_config_sources(tree_dir), fetch=invocation.builds)
-        from_registry = _cache_mode(proj) == "registry"
-        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
             _take_over(proj, invocation)
+        if any(proj.plans[name].context.fetches for name in building):
+            # the sources of the images it builds, and of no other (under the lock)
+            proj = _for_platform(project.load(_config_sources(tree_dir), fetch=building))
+        from_registry = _cache_mode(proj) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -340,8 +389,9 @@ def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> N
     """`bases=pull`: every selected root's base image pulled anew (the run then builds what
     a changed base changed): the "rebuild on today's base" run that security fixes need.
     A base that cannot be pulled stops the run before any build."""
-    wanted = sorted({plan.base for name, plan in proj.plans.items()
-                     if name in selected and plan.base})
+    tree = {plan.reference for plan in proj.plans.values()}  # built here, never pulled
+    wanted = sorted({image for name, plan in proj.plans.items() if name in selected
+                     for image in (plan.base, *plan.reads) if image and image not in tree})
     listed = storage.Storage(proj.buildah)  # (the run lists storage anew, after the pulls)
     for base in wanted:
         try:
@@ -381,18 +431,42 @@ def _cache_mode(proj: project.Project) -> str:
 def _pins(proj: project.Project) -> dict[str, str]:
     """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
     pins: dict[str, str] = {}
-    for word in variables.words("pin"):
-        name, _, digest = word.partition("@")
-        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-            raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
-                             "at a digest", image=name if name in proj.plans else None,
-                             fix="write pin=NAME@sha256:<64 hex>, NAME under `images:`")
+    for name, digest in _images_at_digests(proj, "pin"):
         if pins.get(name, digest) != digest:
             raise InputError(proj.config.path, f"pin= names two digests for {name}: "
                              f"{pins[name]} and {digest}", image=name,
                              fix=f"pin {name} once")
         pins[name] = digest
     return pins
+
+
+def _images_at_digests(proj: project.Project, variable: str) -> list[tuple[str, str]]:
+    """`VARIABLE=NAME@sha256:DIGEST,...` as (name, digest) pairs."""
+    pairs = []
+    for word in variables.words(variable):
+        name, _, digest = word.partition("@")
+        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise InputError(proj.config.path, f"{variable}={word}: not an image of this "
+                             "tree at a digest", image=name if name in proj.plans else None,
+                             fix=f"write {variable}=NAME@sha256:<64 hex>, NAME under `images:`")
+        pairs.append((name, digest))
+    return pairs
+
+
+def merge_parts(proj: project.Project) -> dict[str, list[str]]:
+    """`doit merge`'s `parts=NAME@sha256:DIGEST,...`: for each multi-arch image, the
+    digests of its platforms' lists (one each, pushed by `push platform=P`)."""
+    parts: dict[str, list[str]] = {}
+    for name, digest in _images_at_digests(proj, "parts"):
+        if not proj.plans[name].platforms:
+            raise InputError(proj.config.path, f"parts={name}@...: {name} has no "
+                             "`platforms:`", image=name, fix="merge multi-arch images only")
+        parts.setdefault(name, []).append(digest)
+    if not parts:
+        raise InputError(proj.config.path, "merge needs parts=NAME@sha256:<digest>,... (the "
+                         "lists that `push platform=P` pushed, one per platform)",
+                         fix="give each platform's list of the image")
+    return parts
 
 
 EXPORT_FORMATS = ("gha", "argo")
@@ -405,6 +479,9 @@ class ExportOptions:
     out: Path | None  # from the user's directory
     max_jobs: int | None
     job_start: float
+    runs_on: tuple[str, ...] | None  # runner labels; None: the format's default
+    storage: str  # runner | job | an absolute path
+    runners: tuple[tuple[str, tuple[str, ...]], ...]  # platform -> its jobs' runner labels
 
 
 def export_options(proj: project.Project) -> ExportOptions:
@@ -415,9 +492,80 @@ def export_options(proj: project.Project) -> ExportOptions:
                          f"(got {fmt!r})", fix="`doit export format=gha` (GitHub Actions) "
                          "or `doit export format=argo` (Argo Workflows)")
     out = variables.value("out")
-    return ExportOptions(fmt, (doit_seam.user_workdir() / out).resolve() if out else None,
-                         _number(proj, "max_jobs", int, None, minimum=1),
-                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0))
+    path = (doit_seam.user_workdir() / out).resolve() if out else None
+    if path is not None and path.is_dir():
+        raise InputError(proj.config.path, f"out={out!r} is a folder", fix="give out= the "
+                         "path of the file to write, e.g. out=.github/workflows/images.yml")
+    return ExportOptions(fmt, path, _number(proj, "max_jobs", int, None, minimum=1),
+                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0),
+                         _runner_labels(proj, "runs_on", variables.value("runs_on", "")),
+                         _storage(proj), _platform_runners(proj))
+
+
+def _runner_labels(proj: project.Project, variable: str, text: str, separator: str = ","
+                   ) -> tuple[str, ...] | None:
+    text = str(text or "")
+    if not text:
+        return None
+    labels = tuple(label.strip() for label in text.split(separator))
+    if not all(labels) or any(re.search(r"[\s{}\x00-\x1f,=+]", label) for label in labels):
+        raise InputError(proj.config.path, f"{variable}={text!r} is not a list of runner "
+                         "labels", fix="give labels separated by commas, e.g. "
+                         "runs_on=self-hosted,linux (in runners=: by +, e.g. "
+                         "runners=linux/arm64=self-hosted+arm64)")
+    return labels
+
+
+def _platform_runners(proj: project.Project) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`runners=linux/arm64=my-arm,...`: the runner labels (joined by `+`) of each
+    platform's jobs."""
+    known = {p for plan in proj.plans.values() for p in plan.platforms}
+    result = []
+    for word in variables.words("runners"):
+        platform, _, labels = word.partition("=")
+        if platform not in known:
+            raise InputError(proj.config.path, f"runners={word}: {platform!r} is none of the "
+                             f"tree's platforms ({', '.join(sorted(known)) or 'none'})",
+                             fix="write runners=PLATFORM=LABEL[+LABEL],... for platforms "
+                             "under `platforms:`")
+        result.append((platform, _runner_labels(proj, "runners", labels, "+") or ()))
+        if not result[-1][1]:
+            raise InputError(proj.config.path, f"runners={word}: no labels",
+                             fix="write runners=linux/arm64=my-arm-runner")
+    return tuple(result)
+
+
+def _storage(proj: project.Project) -> str:
+    text = str(variables.value("storage", "") or "runner")
+    if text not in ("runner", "job") and not text.startswith("/"):
+        raise InputError(proj.config.path, f"storage={text!r} is not runner, job or an "
+                         "absolute path", fix="storage=runner (the runner's default storage), "
+                         "storage=job (one per job) or storage=/a/folder (shared by the "
+                         "runner's jobs)")
+    return text
+
+
+def _for_platform(proj: project.Project) -> project.Project:
+    """With `platform=os/arch`: the tree as one runner of that platform builds it."""
+    wanted = str(variables.value("platform", "") or "")
+    if not wanted:
+        return proj
+    known = {p for plan in proj.plans.values() for p in plan.platforms}
+    if wanted not in known:
+        raise InputError(proj.config.path, f"platform={wanted!r} is none of the tree's "
+                         f"platforms ({', '.join(sorted(known)) or 'none: no `platforms:`'})",
+                         fix="name one of the platforms under `platforms:`")
+    return proj.one_platform(wanted)
+
+
+def _check_platform_selection(proj: project.Project, selected: frozenset[str]) -> None:
+    """A run for one platform builds only images of that platform."""
+    wanted = str(variables.value("platform", "") or "")
+    other = sorted(name for name in selected if wanted and not proj.plans[name].one_of)
+    if other:
+        raise InputError(proj.config.path, f"platform={wanted} selects {', '.join(other)}, "
+                         f"which {'is' if len(other) == 1 else 'are'} not built for {wanted}",
+                         image=other[0], fix="select only images of that platform (images=)")
 
 
 def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
@@ -428,7 +576,7 @@ def _number(proj: project.Project, name: str, kind: type, default: Any, minimum:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not math.isfinite(value) or value < minimum:
         raise InputError(proj.config.path, f"{name}={text!r} is not a number >= {minimum:g}",
                          fix=f"give {name} a {'whole ' if kind is int else ''}number")
     return value
@@ -451,6 +599,7 @@ def _take_over(proj: project.Project, invocation: Invocation) -> None:
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         lock_build_dir(build_dir, invocation)
+        storagelock.share(proj.buildah)  # another tree's prune waits for this run
         unfinished = build_dir / UNFINISHED_MARK
         if unfinished.exists():
             _clean_up_after_killed_run(proj)

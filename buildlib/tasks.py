@@ -40,7 +40,7 @@ from buildlib.buildah import BuildahError, StorageError, command_line, error_lin
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options
+from buildlib.run import Run, export_options, merge_parts
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -57,7 +57,7 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task, "config": config_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -108,7 +108,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "doc": f"build {plan.reference}" + (f" on {plan.parent}" if plan.parent else ""),
         "title": lambda task: _build_title(run, name, task),
         "actions": [(_build, [run, name])],
-        "task_dep": [parent_task] if parent_task else [],
+        "task_dep": ([parent_task] if parent_task else []) + run.read_tasks(name),
         "uptodate": [ImageUpToDate(run, name)],
         "clean": [(_clean, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
@@ -224,6 +224,35 @@ def _resolve(run: Run, lock: Path) -> Any:
     return None
 
 
+def merge_task(run: Run) -> dict[str, Any]:
+    """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
+    return _command("merge", "make each multi-arch image's manifest list of the lists its "
+                    "platforms' runs pushed (push platform=P): parts=NAME@sha256:...,...",
+                    _merge, run)
+
+
+def _merge(run: Run) -> Any:
+    """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
+    proj = run.project
+    lookups = run.lookups or cache.Lookups(proj.registry_client)
+    try:
+        parts = merge_parts(proj)
+        for name, digests in parts.items():
+            repository = cache.repository_of(proj.plans[name].reference)
+            found = [lookups.find(f"{repository}@{digest}") for digest in digests]
+            absent = [d for d, f in zip(digests, found, strict=True) if f is None]
+            if absent:
+                return TaskFailed(f"error: {repository} has no {', '.join(absent)}")
+            index = publish.merge(proj, name, [f for f in found if f is not None])
+            print(f"merged {proj.plans[name].reference}: {index.digest} "
+                  f"({', '.join(proj.plans[name].platforms)})")
+    except InputError as err:
+        return TaskFailed(f"error: {err}")
+    except RegistryError as err:
+        return TaskFailed(f"error: {err}")
+    return None
+
+
 def prune_task(run: Run) -> dict[str, Any]:
     """remove the images of old keys from local storage (keep=N dry=1 registry=1)"""
     probe = StateProbe()
@@ -281,7 +310,8 @@ TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running
 def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions or Argo Workflows workflow (format=gha|argo)"""
     return _command("export", "write the image graph as a CI workflow: format=gha|argo "
-                    "[out=PATH max_jobs=N job_start=SECONDS]", _export, run, TOOL_DIR)
+                    "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
+                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run, TOOL_DIR)
 
 
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
@@ -300,7 +330,9 @@ def _export(run: Run, tool_dir: Path) -> Any:
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
-                               proj.config.settings.tls_verify)
+                               proj.config.settings.tls_verify,
+                               runs_on=options.runs_on or export.GHA_RUNNER,
+                               storage=options.storage, runners=options.runners)
         sub = export.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
@@ -313,8 +345,15 @@ def _export(run: Run, tool_dir: Path) -> Any:
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     try:
-        exporter = {"gha": export.gha, "argo": export.argo}[options.format]
-        text = exporter(estimates.chosen, tool, target, whole=not run.selection.excluded)
+        whole = not run.selection.excluded
+        if options.format == "gha":
+            text = export.gha(estimates.chosen, tool, target, whole, platforms={
+                name: proj.plans[name].platforms for name in sub.parents})
+        else:
+            text = export.argo(estimates.chosen, tool, target, whole)
+    except ValueError as err:  # jobs the format cannot write
+        return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
+                          "(or none: one job per image)")
     except ModuleNotFoundError as err:  # hera, for format=argo
         return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
                           "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
@@ -421,10 +460,10 @@ def _build(run: Run, name: str, task: Any) -> Any:
     if found.outcome is Outcome.FAIL:
         fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
         return TaskFailed(f"cannot build {name}: {found.why}{fix}")
-    if found.records is None:  # a root whose base image storage lacks: pulled first
-        base_error = _base_in_storage(run, name)
-        if base_error:
-            return TaskFailed(base_error)
+    pulled = _images_in_storage(run, name)  # its base, and the other images it reads
+    if isinstance(pulled, str):
+        return TaskFailed(pulled)
+    if found.records is None or pulled:  # judged again on what storage holds now
         found = judge(run, name, {})
         if found.records is None:
             return TaskFailed(f"cannot build {name}: {found.why}")
@@ -456,19 +495,28 @@ def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
             for platform in plan.platforms or (None,)}
 
 
-def _base_in_storage(run: Run, name: str) -> str | None:
-    """A root's base image pulled when local storage lacks it (it is built on exactly the
-    image its key names, with `--pull=never`); the error, when it cannot be pulled."""
+def _images_in_storage(run: Run, name: str) -> str | bool:
+    """A root's base image, and every other image the build reads but this tree's own,
+    pulled when local storage lacks it (it is built on exactly the images its key names,
+    with `--pull=never`): whether any was, or the error when one cannot be pulled."""
     plan = run.project.plans[name]
-    if plan.parent or not plan.base or run.storage.id_of_image(plan.base):
-        return None
-    try:
-        builder.pull_base(run.project, plan.base, run.storage)
-    except BuildahError as err:
-        return (f"cannot build {name}: its base image {plan.base!r} is not in local storage "
-                f"and could not be pulled: {err}\n  fix: correct its FROM line, or pull or "
-                "build that image first")
-    return None
+    wanted = [plan.base] if plan.base and not plan.parent else []
+    wanted += [image for image in plan.reads if image not in run.tree_references]
+    pulled = False
+    for image in wanted:
+        if run.storage.id_of_image(image):
+            continue
+        what = "its base image" if image == plan.base and not plan.parent else "the image"
+        try:
+            builder.pull_base(run.project, image, run.storage)
+        except BuildahError as err:
+            return (f"cannot build {name}: {what} {image!r} is not in local storage and "
+                    f"could not be pulled: {err}\n  fix: correct the line that names it, "
+                    "or pull or build that image first")
+        pulled = True
+        if plan.base_triggers is not None:
+            plan.base_triggers.pulled(image)
+    return pulled
 
 
 def _push_title(run: Run, name: str) -> str:
@@ -622,7 +670,8 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
     print(f"{counts[Outcome.BUILD]} of {len(run.selection.selected)} selected images would "
           "build" + "".join(f", {counts[o]} {o.value}" for o in (
               Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED) if counts[o])
-          + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
+          + (f"; {len(fetching)} would first fetch or archive a source (then build "
+             "if it changed)"
              if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
     if failed:
@@ -636,9 +685,9 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
 
 def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
     """What a build would download before it could judge this image by its key."""
-    urls = sources.unfetched(run.project.config, name)
-    if urls:
-        return f"would fetch {', '.join(urls)}, then build if it changed"
+    fetches = run.project.plans[name].context.fetches
+    if fetches:
+        return f"would {sources.doing(fetches)}, then build if it changed"
     parent = run.project.plans[name].parent
     return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 

@@ -65,6 +65,16 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("max_jobs", "N", "export", "at most N jobs (default: one job per image)"),
     Variable("job_start", "SECONDS", "export", "the estimated start of a job: runner, "
              "checkout, install (default 30)"),
+    Variable("runs_on", "LABEL[,LABEL...]", "export", "the runner labels of every job "
+             "(default: ubuntu-latest), e.g. runs_on=self-hosted,linux"),
+    Variable("runners", "PLATFORM=LABEL[+LABEL...][,...]", "export", "the runner labels of "
+             "each platform's jobs (default: linux/arm64=ubuntu-24.04-arm, else runs_on)"),
+    Variable("storage", "runner|job|/PATH", "export", "where each job's buildah storage "
+             "lives: the runner's default, one per job, or a folder the runner's jobs share"),
+    Variable("platform", "OS/ARCH", "build, push, status, resolve", "build (and push) each "
+             "multi-arch image's list of this platform alone, as one native runner of it does"),
+    Variable("parts", "NAME@sha256:DIGEST[,...]", "merge", "each platform's pushed list of an "
+             "image, merged into its manifest list"),
     Variable("keep", "N", "prune", "keep each image's N most recently used old keys too "
              "(default: settings.keep_keys, else 0)"),
     Variable("dry", "1", "prune", "list what would be removed and the space; remove nothing"),

@@ -4,8 +4,10 @@ actionlint and hera), and `doit export` as a user runs it."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,11 +120,12 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
     jobs = yaml.safe_load(export.gha(part, TOOL, TARGET, whole=True))["jobs"]
     build = jobs["nova-api"]["steps"][3]
     assert jobs["nova-api"]["needs"] == "nova-base"
-    assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova-base }}"
-    assert build["run"] == (".venv/bin/imagebake -c \"$IMAGEBAKE_CONFIG\" push cache=registry "
+    assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova_hbase }}"
+    assert build["run"] == ('PYTHONPATH="$PWD/$IMAGEBAKE_DIR" .venv/bin/python -m buildlib.cli '
+                            "-c \"$IMAGEBAKE_CONFIG\" push cache=registry "
                             "'images=^nova-api$' \"pin=$PINS\"\n")
     assert jobs["nova-base"]["outputs"] == {
-        "nova-base": "${{ steps.digests.outputs.nova-base }}"}
+        "nova_hbase": "${{ steps.digests.outputs.nova_hbase }}"}
     assert "outputs" not in jobs["nova-api"]  # a leaf: nobody needs its digest
 
 
@@ -195,12 +198,22 @@ def test_doit_export_selection_and_out(example: Tree) -> None:
     (["format=jenkins"], "export needs format=gha or format=argo"),
     (["format=gha", "max_jobs=0"], "max_jobs='0' is not a number >= 1"),
     (["format=gha", "job_start=soon"], "job_start='soon' is not a number"),
+    (["format=gha", "job_start=nan"], "job_start='nan' is not a number"),
+    (["format=gha", "job_start=inf"], "job_start='inf' is not a number"),
+    (["format=gha", "max_jobs=2.5"], "max_jobs='2.5' is not a number >= 1"),
+    (["format=gha", "out=templates"], "out='templates' is a folder"),
+    (["format=gha", "runs_on=self-hosted,,linux"], "is not a list of runner labels"),
+    (["format=gha", "runs_on=a b"], "is not a list of runner labels"),
+    (["format=gha", "storage=relative/path"], "storage='relative/path' is not runner, job"),
+    (["format=gha", "runners=linux/s390x=big"], "'linux/s390x' is none of the tree's"),
 ])
 def test_bad_export_variables(example: Tree, variables: list[str], message: str) -> None:
     result = example.doit("export", *variables, check=False)
     assert result.returncode == 1
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    assert "wrote" not in result.stdout
+    assert not (example.root / ".github").exists()
 
 
 def test_doit_export_takes_build_times_from_the_last_report(example: Tree) -> None:
@@ -219,12 +232,26 @@ def test_doit_export_takes_build_times_from_the_last_report(example: Tree) -> No
     assert jobs["nova-api"]["needs"] == "base"
 
 
-def test_multi_arch_images_export_as_any_tree(example: Tree) -> None:
-    """pin= and resolve take manifest lists: a multi-arch tree splits into jobs."""
+def test_multi_arch_images_export_per_platform(example: Tree) -> None:
+    """A multi-arch tree: each job once per platform, on that platform's runner, and a
+    merge job per image (tests/test_export_act_real.py runs one)."""
     example.settings(platforms=["linux/amd64", "linux/arm64"])
     split = example.doit("export", "format=gha")
     assert "9 jobs for 9 images" in split.stdout, split.stdout
-    assert actionlint(example.root / ".github" / "workflows" / "images.yml") == []
+    workflow = example.root / ".github" / "workflows" / "images.yml"
+    assert actionlint(workflow) == []
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    assert len(jobs) == 9 * 3
+    assert jobs["nova-api-linux-arm64"]["runs-on"] == "ubuntu-24.04-arm"
+    assert jobs["nova-api-linux-arm64"]["needs"] == "nova-base-linux-arm64"
+    assert jobs["merge-nova-api"]["needs"] == ["nova-api-linux-amd64", "nova-api-linux-arm64"]
+
+
+def test_a_job_of_images_of_different_platforms_is_refused() -> None:
+    part = export.Partition((export.Job("a", ("a", "b"), None, ()),), 0.0)
+    with pytest.raises(ValueError, match="holds images of different platforms"):
+        export.gha(part, TOOL, TARGET, whole=True,
+                   platforms={"a": ("linux/amd64", "linux/arm64"), "b": ("linux/arm64",)})
 
 
 # -- names that are data, not shell -------------------------------------------------------------
@@ -264,17 +291,27 @@ def tree_in(folder: Path, storage: Path) -> Tree:
 
 def stubs(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (*STUBBED, "imagebake", "pip"):
+    for name in (*STUBBED, "python", "pip"):
         (folder / name).write_text(STUB.format(python=sys.executable))
         (folder / name).chmod(0o755)
     return folder
 
 
-def stub_venv(bin_dir: Path):
-    """The checkout step of a replay: an empty workspace whose .venv holds the stubs."""
+def stub_cache(folder: Path, bin_dir: Path) -> Path:
+    """A runner's cache (IMAGEBAKE_CACHE) holding the virtualenv that the install step
+    links, made already: its bin/ holds the stubs."""
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    venv = folder / f"venv-{key}"
+    venv.mkdir(parents=True)
+    (venv / "bin").symlink_to(bin_dir)
+    (venv / "ready").touch()
+    return folder
+
+
+def clone(repository: Path):
+    """The checkout step of a replay: the repository cloned into the workspace."""
     def checkout(workspace: Path) -> None:
-        (workspace / ".venv").mkdir()
-        (workspace / ".venv" / "bin").symlink_to(bin_dir)
+        subprocess.run(["git", "clone", "-q", str(repository), str(workspace)], check=True)
     return checkout
 
 
@@ -295,12 +332,15 @@ def test_hostile_paths_reach_the_shell_as_data(tmp_path: Path) -> None:
     assert actionlint(workflow) == []
     bin_dir = stubs(tmp_path / "stubs")
     path = f"{bin_dir}:{os.environ['PATH']}"
+    cache = stub_cache(tmp_path / "cache", bin_dir)
     jobs = Replay.of(workflow, tmp_path / "runners",
-                     runner_env=lambda runner: {"PATH": path, "STUB_LOG": str(runner / "log")},
-                     setup={"actions/checkout@v5": stub_venv(bin_dir)}).run()
+                     runner_env=lambda runner: {"PATH": path, "STUB_LOG": str(runner / "log"),
+                                                "IMAGEBAKE_CACHE": str(cache)},
+                     setup={"actions/checkout@v5": clone(tmp_path / "repo")}).run()
     argo = yaml.safe_load((tree.root / HOSTILE_BUILD_DIR / "argo-workflow.yaml").read_text())
     for template in argo["spec"]["templates"][1:]:
-        run_argo_script(template["script"], tmp_path / "pods" / template["name"], path)
+        run_argo_script(template["script"], tmp_path / "pods" / template["name"], path,
+                        clone(tmp_path / "repo"), cache)
     assert not [found for found in tmp_path.rglob("*") if found.name in PLANTED]
     for pod in (tmp_path / "pods").iterdir():
         assert (pod / "exit").read_text().startswith("0\n"), (pod / "exit").read_text()
@@ -308,19 +348,18 @@ def test_hostile_paths_reach_the_shell_as_data(tmp_path: Path) -> None:
         "\n".join(job.text for job in jobs.values())
     said = [call for log in tmp_path.rglob("log") for call in calls(log)]
     config, lock = f"{HOSTILE}/images.yaml", f"{HOSTILE}/{HOSTILE_BUILD_DIR}/images.lock.json"
-    assert ["pip", "install", "-q", f"./{HOSTILE}"] in said
-    assert {tuple(call[:4]) for call in said if call[0] == "imagebake"} == {
-        ("imagebake", "-c", config, "push"), ("imagebake", "-c", config, "resolve")}
+    assert {tuple(call[:6]) for call in said if call[0] == "python"} == {
+        ("python", "-m", "buildlib.cli", "-c", config, "push"),
+        ("python", "-m", "buildlib.cli", "-c", config, "resolve")}
     assert any(call[:3] == ["python3", "-", lock] for call in said)
 
 
-def run_argo_script(script: dict, pod: Path, path: str) -> None:
+def run_argo_script(script: dict, pod: Path, path: str, checkout, cache: Path) -> None:
     """An Argo script template's source run by bash as its pod would: in the checkout,
     with the template's environment (its secrets unset: none given)."""
-    (pod / "src").mkdir(parents=True)
-    stub_venv(Path(path.split(":")[0]))(pod / "src")
+    checkout(pod / "src")
     env = {item["name"]: item["value"] for item in script["env"] if "value" in item}
-    env.update(PATH=path, STUB_LOG=str(pod / "log"),
+    env.update(PATH=path, STUB_LOG=str(pod / "log"), IMAGEBAKE_CACHE=str(cache),
                REGISTRY_AUTH_FILE=str(pod / "registry-auth.json"))
     source = script["source"].replace("/tmp/digests", str(pod / "digests"))  # the pod's /tmp
     done = subprocess.run(["bash", "-c", source], cwd=pod / "src", env=env,
@@ -352,3 +391,71 @@ def test_unsafe_names_what_no_quoting_makes_safe() -> None:
         "the image name 'x${{ secrets.A }}' holds `{{` (an expression GitHub Actions and "
         "Argo would evaluate)")
     assert "control character '\\t'" in export.unsafe(TOOL, TARGET, ["a\tb"])
+
+
+# -- output names --------------------------------------------------------------------------------
+
+SIMILAR = ("x.y", "x-y", "x_y")  # one identifier each before: `x-y`
+
+
+def similar_names_in_one_job() -> export.Partition:
+    """`a` and x.y, x-y, x_y in one job; each of their children in a job of its own."""
+    head = export.Job("a", ("a", *SIMILAR), None, ())
+    kids = [export.Job(f"kid{n}", (f"kid{n}",), "a", ((f"kid{n}", name),))
+            for n, name in enumerate(SIMILAR)]
+    return export.Partition((head, *kids), 0.0)
+
+
+def test_output_names_are_one_to_one() -> None:
+    names = [export.output_name(name) for name in (*SIMILAR, "x__y", "x_hy", "1x", "_1x")]
+    assert len(set(names)) == len(names)
+    assert export.output_name("nova-base") == "nova_hbase"
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) for name in names)
+
+
+def test_similar_names_in_one_job_reach_the_right_child_on_gha(tmp_path: Path) -> None:
+    """The digests step of the head job, run by bash on a lock file, writes outputs that
+    each child's pin reads back as its own parent's digest."""
+    part = similar_names_in_one_job()
+    path = tmp_path / "workflow.yml"
+    path.write_text(export.gha(part, TOOL, TARGET, whole=False))
+    assert actionlint(path) == []
+    jobs = yaml.safe_load(path.read_text())["jobs"]
+    digests = {name: "sha256:" + f"{n}" * 64 for n, name in enumerate(SIMILAR)}
+    outputs = run_digests_step(jobs["a"]["steps"][-1]["run"], digests, tmp_path)
+    for n, name in enumerate(SIMILAR):
+        pins = jobs[f"kid{n}"]["steps"][3]["env"]["PINS"]
+        wanted = re.fullmatch(r"(.*)@\$\{\{ needs\.a\.outputs\.(\w+) \}\}", pins)
+        assert wanted and wanted.group(1) == name
+        step_output = re.fullmatch(r"\$\{\{ steps\.digests\.outputs\.(\w+) \}\}",
+                                   jobs["a"]["outputs"][wanted.group(2)])
+        assert outputs[step_output.group(1)] == digests[name], name
+
+
+def test_similar_names_in_one_job_reach_the_right_child_on_argo() -> None:
+    document = yaml.safe_load(export.argo(similar_names_in_one_job(), TOOL, TARGET,
+                                          whole=False).split("\n", 1)[1])
+    assert export.argo_problems(document) == []
+    templates = {t["name"]: t for t in document["spec"]["templates"]}
+    produced = {p["name"]: p["valueFrom"]["path"] for p in templates["a"]["outputs"]["parameters"]}
+    assert len(set(produced.values())) == len(SIMILAR)
+    tasks = {t["name"]: t for t in templates["images"]["dag"]["tasks"]}
+    for n, name in enumerate(SIMILAR):
+        value = tasks[f"kid{n}"]["arguments"]["parameters"][0]["value"]
+        wanted = re.fullmatch(r"(.*)@\{\{tasks\.a\.outputs\.parameters\.(\w+)\}\}", value)
+        assert wanted and wanted.group(1) == name
+        assert produced[wanted.group(2)] == f"/tmp/digests/{export.output_name(name)}"
+
+
+def run_digests_step(script: str, digests: dict[str, str], workspace: Path) -> dict[str, str]:
+    """A `publish the digests` step run by bash, its `resolve` a no-op, on a lock file
+    holding `digests`: the outputs it writes."""
+    (workspace / ".venv" / "bin").mkdir(parents=True)
+    (workspace / ".venv" / "bin" / "python").symlink_to(shutil.which("true"))
+    lock = workspace / "images.lock.json"
+    lock.write_text(json.dumps({"images": {k: {"digest": v} for k, v in digests.items()}}))
+    output = workspace / "output"
+    subprocess.run(["bash", "-e", "-c", script], cwd=workspace, check=True, timeout=60,
+                   env={**os.environ, "IMAGEBAKE_LOCK": str(lock), "IMAGEBAKE_DIR": ".",
+                        "GITHUB_OUTPUT": str(output)})
+    return dict(line.split("=", 1) for line in output.read_text().splitlines())

