@@ -1,6 +1,7 @@
 """The `imagebake` command: doit's command line with imagebake's tasks built in, over the
-images.yaml in the working directory (`-c FILE` or `config=FILE` for another; `-c` again
-for a file merged on top), and `--set IMAGE.FIELD=VALUE` for a change of this run only.
+images.yaml in the working directory (`-c FILE` or `config=FILE` for another; `-c` again,
+or `-c A,B`, for a file merged on top: paths hold no comma), and `--set IMAGE.FIELD=VALUE`
+for a change of this run only.
 
 `imagebake build`, `imagebake -n 8 push`, `imagebake list`, `imagebake info build:x` are
 the doit commands dodo.py gives, on the same task creators (`tasks.namespace`); state
@@ -17,7 +18,6 @@ from typing import Any
 from doit.doit_cmd import DoitMain
 
 from buildlib import doit_seam, run, tasks, variables
-from buildlib.errors import InputError
 
 PROGRAM = "imagebake"
 CONFIG_OPTIONS = ("-c", "--config")
@@ -46,8 +46,8 @@ class ImagebakeMain(DoitMain):
 def config_as_variable(argv: list[str]) -> list[str]:
     """`-c FILE`, `--config FILE` and `--config=FILE` become doit's `config=FILE` (doit's
     own `-c`, `--continue`, is what imagebake does anyway unless `fail_fast=1`), several
-    of them one `config=A,B`; `--set PATH=VALUE` (or `--set=PATH=VALUE`) becomes the
-    variable `set.PATH=VALUE`."""
+    of them (or `-c A,B`) one `config=A,B`; `--set PATH=VALUE` (or `--set=PATH=VALUE`)
+    becomes the variable `set.PATH=VALUE`."""
     result, files, words = [], [], iter(argv)
     at = 0  # where the first -c was
     for word in words:
@@ -56,7 +56,7 @@ def config_as_variable(argv: list[str]) -> list[str]:
             value = next(words, "")
         if option in CONFIG_OPTIONS and (option != "-c" or not equals):
             at = at if files else len(result)
-            files.append(_config_file(value))
+            files += [file for file in value.split(",") if file]
         elif option == SET_OPTION:
             result.append(variables.SET_PREFIX + value)
         else:
@@ -64,19 +64,8 @@ def config_as_variable(argv: list[str]) -> list[str]:
     return result[:at] + ([f"config={','.join(files)}"] if files else []) + result[at:]
 
 
-def _config_file(path: str) -> str:
-    if "," in path:  # `config=` separates files by commas
-        raise InputError(path, "a file named by -c may not hold a comma in its path",
-                         fix="rename the file or its folder, or run imagebake beside it")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = config_as_variable(sys.argv[1:] if argv is None else argv)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    args = config_as_variable(sys.argv[1:] if argv is None else argv)
     return ImagebakeMain(TreeLoader(args)).run(args)
 
 

@@ -326,7 +326,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
         options = export_options(proj)
         root = _repository_root(proj.config.root)
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
-                           config=_inside(root, proj.config.path, proj, "images.yaml"),
+                           config=_config_files(root, proj),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
@@ -381,6 +381,17 @@ def _repository_root(start: Path) -> Path:
         if (folder / ".git").exists():
             return folder
     return start
+
+
+def _config_files(root: Path, proj: project.Project) -> str:
+    """images.yaml and the files merged on top of it, as the jobs name them (`-c A,B`); a
+    --set is this run's only, never the workflow's."""
+    sources = proj.config.sources or config.Sources((proj.config.path,))
+    if sources.sets:
+        raise InputError(proj.config.path, f"--set {sources.sets[0]!r} is for this run only",
+                         fix="put the change in images.override.yaml (or a file named by "
+                         "-c) for the workflow's jobs, and export again")
+    return ",".join(_inside(root, file, proj, "images.yaml") for file in sources.files)
 
 
 def _inside(root: Path, path: Path, proj: project.Project, what: str) -> str:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Tree
+import yaml
+from conftest import Tree, repository_with_tool
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +78,15 @@ def test_an_override_file_and_set_each_change_an_arg_and_a_plain_run_goes_back(
     printed = imagebake(tree, "config", "--set", "echo.args.WORKERS=32").stdout
     assert "# --set echo.args.WORKERS=32\n" in printed
     assert "    args:\n      WORKERS: 32\n" in printed
+
+
+def test_an_exported_workflow_merges_the_same_files_and_refuses_a_set(tree: Tree) -> None:
+    repository_with_tool(tree)
+    override = tree.root / "images.override.yaml"
+    override.write_text("settings: {tag: ci}\n")
+    tree.doit("export", "format=gha", f"config={tree.config},{override}")
+    workflow = yaml.safe_load((tree.root / ".github" / "workflows" / "images.yml").read_text())
+    assert workflow["env"]["IMAGEBAKE_CONFIG"] == "images.yaml,images.override.yaml"
+    refused = tree.doit("export", "format=gha", "set.settings.tag=mine", check=False)
+    assert refused.returncode == 1
+    assert "--set 'settings.tag=mine' is for this run only" in refused.stdout
