@@ -263,13 +263,18 @@ class Config:
     profiles: dict[str, list[str]] = field(default_factory=dict)
     jinja: Jinja = field(default_factory=Jinja)
     kolla: KollaSource | None = None
-    sources: Sources | None = None  # what was merged: the files and --set assignments
+    merged: Sources | None = None  # the files and --set assignments, as `load` merged them
     data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The merged tree as the files and --set give it (`imagebake config` prints it)."""
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def sources(self) -> Sources:
+        """What this config was merged from (a Config made otherwise: its file alone)."""
+        return self.merged or Sources((self.path,))
 
     @property
     def build_dir(self) -> Path:
@@ -343,7 +348,7 @@ def load(source: Path | str | Sources) -> Config:
               for name, image in (parsed.images or {}).items()}
     config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images,
                     profiles=parsed.profiles, jinja=parsed.jinja, kolla=parsed.kolla,
-                    sources=sources, data=data)
+                    merged=sources, data=data)
     _check_references(config)
     _check_patterns(config)
     _check_source_date_epoch(path)
@@ -360,7 +365,7 @@ def merged_yaml(config: Config) -> str:
     """The merged tree as YAML, after comments naming what was merged, in order."""
     import yaml
 
-    sources = config.sources or Sources((config.path,))
+    sources = config.sources
     merged = [f"# {file}" for file in sources.files] + [f"# --set {s}" for s in sources.sets]
     return "\n".join(["# merged from:", *merged, ""]) + yaml.safe_dump(
         config.data, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -591,7 +596,7 @@ def _located(config: Config, loc: tuple, problem: str, *, image: str | None = No
              fix: str = "") -> InputError:
     """An InputError naming the file and line (or the --set) the value at `loc` came from:
     the files are merged again, only for this error (a note kept no lines)."""
-    sources = config.sources or Sources((config.path,))
+    sources = config.sources
     try:
         path, spot = _merged(sources, [_read_text(f) for f in sources.files])[1].of(loc)
     except InputError:

@@ -196,7 +196,7 @@ def watch_task(run: Run) -> dict[str, Any]:
 def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
-    watch.watch(run.project.config.path, run.invocation.rerun_as("build"),
+    watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
                 run.invocation.where)
 
 
@@ -386,7 +386,7 @@ def _repository_root(start: Path) -> Path:
 def _config_files(root: Path, proj: project.Project) -> str:
     """images.yaml and the files merged on top of it, as the jobs name them (`-c A,B`); a
     --set is this run's only, never the workflow's."""
-    sources = proj.config.sources or config.Sources((proj.config.path,))
+    sources = proj.config.sources
     if sources.sets:
         raise InputError(proj.config.path, f"--set {sources.sets[0]!r} is for this run only",
                          fix="put the change in images.override.yaml (or a file named by "

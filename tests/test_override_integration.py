@@ -90,3 +90,15 @@ def test_an_exported_workflow_merges_the_same_files_and_refuses_a_set(tree: Tree
     refused = tree.doit("export", "format=gha", "set.settings.tag=mine", check=False)
     assert refused.returncode == 1
     assert "--set 'settings.tag=mine' is for this run only" in refused.stdout
+
+
+def test_watch_follows_the_override_file_and_what_it_adds(tree: Tree) -> None:
+    from buildlib import config, watch
+
+    add_echo_image(tree)
+    (tree.root / "extra.txt").write_text("x\n")
+    override = tree.root / "images.override.yaml"
+    override.write_text("images:\n  echo:\n    files: {extra.txt: extra.txt}\n")
+    inputs = watch.tree_inputs(config.Sources.default(tree.root))
+    assert {tree.config, override, tree.root / "extra.txt"} <= inputs
+    assert tree.root / "extra.txt" not in watch.tree_inputs(tree.config)  # images.yaml alone
