@@ -25,6 +25,7 @@ from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     keys,
     pictures,
@@ -56,7 +57,7 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task, "merge": merge_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -175,6 +176,17 @@ def _render(run: Run) -> Any:
     return None
 
 
+def config_task(run: Run) -> dict[str, Any]:
+    """Build nothing; print images.yaml as merged with images.override.yaml (or the `-c`
+    files) and the `--set` values, validated (as `docker buildx bake --print`)."""
+    return _command("config", "print the merged images.yaml (override files, --set), "
+                    "validated", _print_config, run.project.config)
+
+
+def _print_config(cfg: config.Config) -> None:
+    print(config.merged_yaml(cfg), end="")
+
+
 def watch_task(run: Run) -> dict[str, Any]:
     """Build, then build again on each change to images.yaml, a template or a context file."""
     return _command("watch", "build, then again on each change to images.yaml, a template "
@@ -184,7 +196,7 @@ def watch_task(run: Run) -> dict[str, Any]:
 def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
-    watch.watch(run.project.config.path, run.invocation.rerun_as("build"),
+    watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
                 run.invocation.where)
 
 
@@ -314,7 +326,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
         options = export_options(proj)
         root = _repository_root(proj.config.root)
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
-                           config=_inside(root, proj.config.path, proj, "images.yaml"),
+                           config=_config_files(root, proj),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
@@ -369,6 +381,17 @@ def _repository_root(start: Path) -> Path:
         if (folder / ".git").exists():
             return folder
     return start
+
+
+def _config_files(root: Path, proj: project.Project) -> str:
+    """images.yaml and the files merged on top of it, as the jobs name them (`-c A,B`); a
+    --set is this run's only, never the workflow's."""
+    sources = proj.config.sources
+    if sources.sets:
+        raise InputError(proj.config.path, f"--set {sources.sets[0]!r} is for this run only",
+                         fix="put the change in images.override.yaml (or a file named by "
+                         "-c) for the workflow's jobs, and export again")
+    return ",".join(_inside(root, file, proj, "images.yaml") for file in sources.files)
 
 
 def _inside(root: Path, path: Path, proj: project.Project, what: str) -> str:
