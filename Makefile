@@ -4,7 +4,7 @@
 
 VENV        := .venv
 BIN         := $(VENV)/bin
-APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git
+APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git mmdebstrap
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 DOIT_ARGS   ?=
