@@ -11,7 +11,7 @@ DOIT_ARGS   ?=
 REGISTRY_PORT ?= 5000
 REGISTRY_DIR  ?= build/registry
 
-.PHONY: setup system-packages build push registry registry-stop test test-real lint bench clean
+.PHONY: setup system-packages build push registry registry-stop test test-real lint docs bench clean
 
 setup: system-packages $(BIN)/.installed
 
@@ -46,8 +46,12 @@ registry-stop:
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup lint docs
 	$(BIN)/pytest -ra --durations=15 -m "not real"
+
+# The docs/ site into build/site, strict: a dead link or a page missing from the nav fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The slower suite against real clients (runner software, a real Debian base); CI runs it too.
 test-real: setup
