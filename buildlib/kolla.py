@@ -545,6 +545,8 @@ def _option_problem(conf: Any, images: set[str], section: str, option: str) -> s
     if section == "DEFAULT":
         if option in NOT_USED:
             return NOT_USED[option]
+        if option in FROM_SETTINGS:
+            return f"settings.{FROM_SETTINGS[option]} decides it"
         return None if option in conf else "kolla-build has no such option"
     if section == "profiles" or section.endswith("-user"):
         return None

@@ -5,6 +5,7 @@ holds what kolla-build's working dir holds for that image after `kolla-build
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -152,3 +153,21 @@ def test_the_options_are_no_longer_warnings(options_tree: Path,
     assert "warning" not in capsys.readouterr().err
 
 
+
+
+def test_the_kolla_docs_say_of_every_option_whether_it_is_followed(tmp_path: Path) -> None:
+    from oslo_config import cfg
+
+    from buildlib import config, kolla
+
+    path = tmp_path / "images.yaml"
+    path.write_text(yaml.safe_dump({"kolla": {"base": "debian"}}))
+    conf = kolla._kolla_options(config.load(path))
+    options = {name for name in conf if not isinstance(conf[name], cfg.ConfigOpts.GroupAttr)}
+    page = (Path(__file__).resolve().parents[1] / "docs" / "kolla.md").read_text()
+    table = page[page.index("| Option | Followed | How |"):]
+    table = table[:table.index("\n\n")]
+    listed = {word for row in table.splitlines()
+              for word in re.findall(r"`([a-z_]+)`", row.split(" | ")[0])}
+    assert len(options) > 60
+    assert options - listed == set()
