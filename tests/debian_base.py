@@ -1,7 +1,8 @@
-"""A real Debian base for tests whose RUN steps must really run: bookworm made offline from
-Debian's packages by mmdebstrap (minbase with pip, pbr, setuptools and git), through apt's
-own configuration and so its mirror. The tarball is made once and kept under the checkout's
-build/ (as build/kolla21-venv is); a test loads it into its own buildah storage."""
+"""A real Debian base for tests whose RUN steps must really run: bookworm made from Debian's
+packages by mmdebstrap (minbase with pip, pbr, setuptools and git; or another suite), through
+apt's own configuration and so its mirror, the only one this machine reaches. The tarball
+is made once and kept under the checkout's build/ (as build/kolla21-venv is); a test loads
+it into its own buildah storage."""
 
 from __future__ import annotations
 
@@ -17,32 +18,38 @@ from conftest import REAL_BUILDAH, REPO
 
 SUITE = "bookworm"
 PACKAGES = ("python3-pip", "python3-pbr", "python3-setuptools", "git")
-MMDEBSTRAP = ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE]
 CACHE = REPO / "build" / "debian-base"
-# The tarball's name follows what makes it: another suite or package list is another file.
-MADE_BY = hashlib.sha256(" ".join(MMDEBSTRAP).encode()).hexdigest()[:12]
-TARBALL = CACHE / f"{SUITE}-minbase-{MADE_BY}.tar"
 MAKE_TIMEOUT = 1200  # seconds: about a minute on an idle machine, far more under load
 
 
-def base_tarball() -> Path:
-    """The base's root file system as a tarball, made by mmdebstrap on first use (one
-    process at a time makes it: a lock under build/), then reused."""
+def mmdebstrap_argv(suite: str, packages: tuple[str, ...]) -> list[str]:
+    return ["mmdebstrap", "--variant=minbase",
+            *([f"--include={','.join(packages)}"] if packages else []), suite]
+
+
+def base_tarball(suite: str = SUITE, packages: tuple[str, ...] = PACKAGES) -> Path:
+    """The root file system of Debian `suite` (minbase and `packages`) as a tarball, made
+    by mmdebstrap on first use (one process at a time makes it: a lock under build/),
+    then reused. Its name follows what makes it: another suite or package list is another
+    file."""
     if shutil.which("mmdebstrap") is None:
         pytest.fail("mmdebstrap is not installed: run `make test-real`, which installs it")
+    argv = mmdebstrap_argv(suite, packages)
+    made_by = hashlib.sha256(" ".join(argv).encode()).hexdigest()[:12]
+    tarball = CACHE / f"{suite}-minbase-{made_by}.tar"
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not TARBALL.exists():
-            _make(TARBALL)
-    return TARBALL
+        if not tarball.exists():
+            _make(argv, tarball)
+    return tarball
 
 
-def _make(target: Path) -> None:
+def _make(argv: list[str], target: Path) -> None:
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     log = target.with_suffix(".log")
     with log.open("w") as out:
-        made = subprocess.run([*MMDEBSTRAP, str(partial)], stdout=out,
+        made = subprocess.run([*argv, str(partial)], stdout=out,
                               stderr=subprocess.STDOUT, timeout=MAKE_TIMEOUT)
     if made.returncode != 0:
         partial.unlink(missing_ok=True)
