@@ -389,6 +389,12 @@ def _check_sources(config: Config) -> None:
                 raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
                                  "source name", image=image.name,
                                  fix="use lowercase letters and digits separated by . _ or -")
+            if source.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}",
+                                                               source.sha256):
+                raise InputError(config.path, f"images.{image.name}.sources.{name}.sha256: "
+                                 f"{source.sha256!r} is not a sha256 (64 hex digits)",
+                                 image=image.name, fix="give the tarball's sha256 "
+                                 "(`sha256sum FILE`), or leave `sha256:` out")
 
 
 def _check_platforms(config: Config) -> None:
@@ -432,10 +438,13 @@ def _check_build_dir(config: Config) -> None:
                              f"holds {what}: {path}", fix="use a folder of its own for "
                              "build_dir, e.g. `build_dir: build`")
     for name, image in config.images.items():
-        for inner, source in image.files.items():
+        named = [(f"files: {inner!r}", source) for inner, source in image.files.items()]
+        named += [(f"sources.{inner}.local", os.path.expanduser(source.local))
+                  for inner, source in image.sources.items() if source.local is not None]
+        for what, source in named:
             path = config.source_path(source).resolve()
             if holds(path, build) or holds(build, path):
-                raise InputError(config.path, f"files: {inner!r}: {path} "
+                raise InputError(config.path, f"{what}: {path} "
                                  f"{'holds' if holds(path, build) else 'is inside'} build_dir "
                                  f"{build}", image=name, fix="name the files or folders the "
                                  "image needs, outside build_dir (not `/` or the tree's folder)")

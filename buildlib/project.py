@@ -6,18 +6,18 @@ once, before any build starts, and reports it as one `InputError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, kolla, registry, render
+from buildlib import buildah, config, keys, kolla, registry, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
-from buildlib.sources import archives
 
 LOCAL_KEY_REPOSITORY = "localhost/imagebake"
 
@@ -213,9 +213,16 @@ class Project:
                                authfile=self.authfile, timeout=settings.push_timeout)
 
 
-def load(path: Path | str, fetch: bool = True) -> Project:
-    """The project of this images.yaml; `fetch=False` downloads no `url:` source (a
-    context then lacks a tarball not downloaded yet: `sources.unfetched`)."""
+def load(path: Path | str, fetch: bool | Collection[str] | None = None) -> Project:
+    """The project of this images.yaml. Its sources are made (downloaded, cloned,
+    archived) only for the images `fetch` names (True: all; None: as `sources.fetching`
+    says around this call, by default none): another image's context then names what a
+    build would fetch or archive first, where the archive is not here yet."""
+    with contextlib.nullcontext() if fetch is None else sources.fetching(fetch):
+        return _load(path)
+
+
+def _load(path: Path | str) -> Project:
     cfg, texts, sourced = config.load(path), {}, {}
     if cfg.kolla is not None:
         cfg, texts, sourced = kolla.expand(cfg)
@@ -225,16 +232,31 @@ def load(path: Path | str, fetch: bool = True) -> Project:
         raise InputError(cfg.path, err.problem, image=err.image, fix=err.fix) from None
     contexts = render.render_all(cfg, graph, texts)
     for name, made in sourced.items():  # what Kolla's sources would fetch, and are made of
-        contexts[name] = replace(contexts[name], fetches=made.fetches, follows=made.folders)
+        contexts[name] = replace(contexts[name], fetches=made.fetches, follows=made.folders,
+                                 failures=made.failures)
     for name, image in cfg.images.items():
         if image.sources:
-            context = contexts[name]
-            contexts[name] = replace(context, files={**context.files,
-                                                     **archives(cfg, name, fetch)})
+            contexts[name] = _with_sources(cfg, contexts[name])
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
         plans[name] = _plan(cfg, graph, contexts[name], plans)
     return Project(cfg, graph, plans)
+
+
+def _with_sources(cfg: config.Config, context: render.Context) -> render.Context:
+    """The context with the archives of the image's `sources:`, as far as they are made."""
+    made = sources.archives(cfg, context.name)
+    taken = sorted(set(context.files) & {*made.files, *made.fetches, *made.failures})
+    if taken:
+        raise InputError(cfg.path, f"images.{context.name}: the context path {taken[0]!r} is "
+                         f"both a file of the context and the archive of source "
+                         f"'{taken[0].removesuffix('-archive')}'", image=context.name,
+                         fix="rename the `files:` entry (or the file beside the template), "
+                         "or the source")
+    return replace(context, files={**context.files, **made.files},
+                   fetches={**context.fetches, **made.fetches},
+                   failures={**context.failures, **made.failures},
+                   digests={**context.digests, **made.digests})
 
 
 def _platforms(cfg: config.Config, name: str, parent: ImagePlan | None) -> tuple[str, ...]:

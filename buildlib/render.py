@@ -40,6 +40,8 @@ class Context:
     template: Path
     fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
     follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
+    failures: dict[str, str] = field(default_factory=dict)  # path -> why its source failed
+    digests: dict[str, str] = field(default_factory=dict)  # path -> its digest, known already
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
@@ -50,11 +52,16 @@ class Context:
         for inner, source in sorted(self.files.items()):
             if not read(inner):
                 continue
+            if inner in self.digests:  # (a source's archive: read again only when it changed)
+                digests[inner] = self.digests[inner]
+                continue
             mode = os.stat(source).st_mode
             folder = stat.S_ISDIR(mode)  # an empty folder: its mode, and a mark no file has
             h = hashlib.sha256(f"{'d' if folder else ''}{mode & 0o7777:o}\0".encode())
             if not folder:
-                h.update(source.read_bytes())
+                with source.open("rb") as file:  # (a source's archive may be gigabytes)
+                    while chunk := file.read(1024 * 1024):
+                        h.update(chunk)
             digests[inner] = h.hexdigest()
         return digests
 
@@ -78,12 +85,13 @@ class Context:
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
-        return replace(self, files={inner: context_dir / inner for inner in self.files})
+        return replace(self, files={inner: context_dir / inner for inner in self.files},
+                       digests={})  # (the copy is hashed itself)
 
     def missing_sources(self) -> list[str]:
         """What the Dockerfile's COPY/ADD take from the context but the context lacks,
         e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
-        present = {".", *self.fetches}
+        present = {".", *self.fetches, *self.failures}
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))

@@ -35,7 +35,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ from buildlib import (
     dispatch,
     doit_seam,
     graph,
-    kolla_sources,
     project,
     pushpool,
     registry,
@@ -304,20 +303,52 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     or the imagebake command's working directory) and the run the other variables ask for.
     Bad input, or a run that cannot start, ends the process here with one message and
     status 1, before doit could print a traceback; Ctrl-C while loading (a slow download)
-    with one line and status 130. Only a run that builds downloads `url:` sources."""
+    with one line and status 130. Only a run that builds makes sources (downloads, clones,
+    archives), and only those of the images it builds."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
+    with _terminated_while_loading():
+        return _load_run(tree_dir, invocation)
+
+
+class _Terminated(Exception):
+    """SIGTERM while the tree loads (a download): the loading code's `finally` blocks run."""
+
+
+@contextlib.contextmanager
+def _terminated_while_loading() -> Iterator[None]:
+    """SIGTERM while loading ends the process with one line and status 143, after the
+    loading code cleaned up (a download's partial file), as Ctrl-C does."""
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
     try:
-        proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: nothing to catch there
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        print("terminated while loading the tree (SIGTERM); nothing was built", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
+    try:
+        proj = project.load(_config_path(tree_dir), fetch=False)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         building = _building(proj, selection, invocation) if invocation.builds else set()
-        if any(proj.plans[name].context.fetches for name in building):
-            with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
-                proj = project.load(_config_path(tree_dir), fetch=invocation.builds)
-        from_registry = _cache_mode(proj) == "registry"
-        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
             _take_over(proj, invocation)
+        if any(proj.plans[name].context.fetches for name in building):
+            # the sources of the images it builds, and of no other (under the lock)
+            proj = project.load(_config_path(tree_dir), fetch=building)
+        from_registry = _cache_mode(proj) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

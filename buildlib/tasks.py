@@ -583,7 +583,8 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
     print(f"{counts[Outcome.BUILD]} of {len(run.selection.selected)} selected images would "
           "build" + "".join(f", {counts[o]} {o.value}" for o in (
               Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED) if counts[o])
-          + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
+          + (f"; {len(fetching)} would first fetch or archive a source (then build "
+             "if it changed)"
              if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
     if failed:
@@ -597,9 +598,9 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
 
 def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
     """What a build would download before it could judge this image by its key."""
-    urls = sources.unfetched(run.project.config, name)
-    if urls:
-        return f"would fetch {', '.join(urls)}, then build if it changed"
+    fetches = run.project.plans[name].context.fetches
+    if fetches:
+        return f"would {sources.doing(fetches)}, then build if it changed"
     parent = run.project.plans[name].parent
     return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 
