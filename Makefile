@@ -11,7 +11,7 @@ DOIT_ARGS   ?=
 REGISTRY_PORT ?= 5000
 REGISTRY_DIR  ?= build/registry
 
-.PHONY: setup system-packages build push registry registry-stop test test-real lint docs bench clean
+.PHONY: setup system-packages build push registry registry-stop test test-real lint docs schema bench clean
 
 setup: system-packages $(BIN)/.installed
 
@@ -49,9 +49,13 @@ lint: setup
 test: setup lint docs
 	$(BIN)/pytest -ra --durations=15 -m "not real"
 
+# docs/reference/*.md and docs/images.schema.json, from the code (a test checks they are current).
+schema: setup
+	$(BIN)/python -m buildlib.reference_docs
+
 # The docs/ site into build/site, strict: a dead link or a page missing from the nav fails.
 docs: setup
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The slower suite against real clients (runner software, a real Debian base); CI runs it too.
 test-real: setup

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 # pydantic (and `fieldtypes`, the field types it checks) is imported only to validate an
 # images.yaml unlike the last one that passed here.
-_STRICT = {"extra": "forbid"}
+# Each field's docstring is its description (docs/reference, docs/images.schema.json).
+_STRICT = {"extra": "forbid", "use_attribute_docstrings": True}
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds convention
 VALIDATED_NOTE = ".valid-images-yaml.json"  # in build_dir: the last valid file's data
 
@@ -59,33 +60,60 @@ PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64,
 
 @dataclass(frozen=True)
 class Settings:
+    """How every image is built, named and pushed (the `settings:` section).
+
+    Each field's docstring is its description in docs/reference and the JSON Schema."""
+
     __pydantic_config__ = _STRICT
     registry: StrictStr = "localhost:5000"
+    """Where pushes go: the first part of every image's reference (host[:port])."""
     namespace: StrictStr = "kolla"
+    """The path after the registry in every reference ("" for none)."""
     prefix: StrictStr = ""
+    """Put before each image's name in its reference, e.g. `centos-binary-`."""
     tag: StrictStr = "latest"
+    """Your tag of every image (pushes also write the key's tag `ib-<key>`)."""
     # oci: buildah 1.28 writes the build container's ID and hostname into a docker-format
     # config, so only oci builds are reproducible (same inputs -> same image ID).
     format: Literal["docker", "oci"] = "oci"
-    timestamp: NonNegativeInt | None = None  # created time of every image; default below
+    """`buildah bud --format`; only oci builds are reproducible with buildah 1.28."""
+    timestamp: NonNegativeInt | None = None
+    """The created time of every image, Unix seconds (unset: SOURCE_DATE_EPOCH, else 0)."""
     jobs: PositiveInt = 8
+    """Builds at once when `-n` is not given."""
     build_timeout: PositiveSeconds = 1800
+    """Seconds a build may take before buildah and all it started are killed."""
     push_retries: PositiveInt = 10
-    push_timeout: PositiveSeconds = 300  # per `buildah push`; registry requests: at most 15
+    """Retries of a push that failed in a way that may pass (refused, 5xx, 429)."""
+    push_timeout: PositiveSeconds = 300
+    """Seconds per `buildah push` attempt (each registry request: at most 15)."""
     tls_verify: StrictBool = True
-    authfile: StrictStr | None = None  # registry credentials; default: REGISTRY_AUTH_FILE
+    """Verify the registry's TLS; false only for a plain-HTTP registry you trust."""
+    authfile: StrictStr | None = None
+    """Registry credentials, relative to images.yaml (unset or absent: REGISTRY_AUTH_FILE)."""
     isolation: Literal["chroot", "oci", "rootless"] | None = None
-    cache: Literal["local", "registry"] = "local"  # registry: look images up by key first
+    """`buildah --isolation` for RUN steps (chroot inside containers and sandboxes)."""
+    cache: Literal["local", "registry"] = "local"
+    """`registry`: look each image up in the registry by its key before building it."""
     build_dir: StrictStr = "build"
+    """Rendered contexts, logs, report.json and doit's state: a folder inside the tree's."""
     templates: list[StrictStr] = field(default_factory=lambda: ["templates"])
+    """Template folders, relative to images.yaml; the first that holds a template wins."""
     buildah_args: list[StrictStr] = field(default_factory=list)
-    excludes: list[StrictStr] = field(default_factory=list)  # regexes: never build these
-    args: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
-    labels: dict[StrictStr, Scalar] = field(default_factory=dict)  # under each image's own
-    platforms: Platforms | None = None  # a manifest list of these; None: the native platform
-    keep_keys: NonNegativeInt | None = None  # prune after each build, keeping N old keys
-    # pushes at once, in their own pool beside the build jobs (0: in the build jobs' slots)
+    """Global flags of every buildah command, e.g. `[--root, /srv/images]`."""
+    excludes: list[StrictStr] = field(default_factory=list)
+    """Regexes of images never built (nor their descendants)."""
+    args: dict[StrictStr, Scalar] = field(default_factory=dict)
+    """`--build-arg` for every image; an image's own `args:` win."""
+    labels: dict[StrictStr, Scalar] = field(default_factory=dict)
+    """`--label` for every image; an image's own `labels:` win."""
+    platforms: Platforms | None = None
+    """Build each root for these platforms (os/arch[/variant]) as a manifest list; unset:
+    the machine's own platform."""
+    keep_keys: NonNegativeInt | None = None
+    """Prune after each run that built something, keeping N old keys per image; unset: off."""
     push_jobs: NonNegativeInt = 4
+    """Pushes at once, in their own pool beside the build jobs (0: in the build slots)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +122,9 @@ class Jinja:
 
     __pydantic_config__ = _STRICT
     filters: dict[StrictStr, ImportPath] = field(default_factory=dict)
+    """Jinja filters: name -> `module:attr` (modules beside images.yaml are found first)."""
     globals: dict[StrictStr, ImportPath] = field(default_factory=dict)
+    """Functions or constants every template sees: name -> `module:attr`."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +132,18 @@ class KollaSource:
     """The images are OpenStack Kolla's: every `Dockerfile.j2` under its docker/ folder."""
 
     __pydantic_config__ = _STRICT
-    docker: StrictStr = "package"  # "package": the installed kolla package's; else a path
-    base: StrictStr = "rocky"  # kolla-build --base
-    template_overrides: list[StrictStr] = field(default_factory=list)  # --template-override
-    enable_unbuildable: StrictBool = False  # else kolla's unbuildable images are excluded
-    config_file: StrictStr | None = None  # a kolla-build.conf
-    options: dict[StrictStr, Scalar | list[Scalar]] = field(default_factory=dict)  # its options
+    docker: StrictStr = "package"
+    """`package`: the installed kolla package's docker/ folder; else the path of one."""
+    base: StrictStr = "rocky"
+    """The distribution, as `kolla-build --base`."""
+    template_overrides: list[StrictStr] = field(default_factory=list)
+    """Override templates, in order, as `kolla-build --template-override`."""
+    enable_unbuildable: StrictBool = False
+    """Also the images Kolla marks unbuildable (else they are excluded)."""
+    config_file: StrictStr | None = None
+    """A kolla-build.conf: its options and its sources' sections."""
+    options: dict[StrictStr, Scalar | list[Scalar]] = field(default_factory=dict)
+    """Any other kolla-build option, e.g. `openstack_release`."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +151,20 @@ class Source:
     """One of an image's `sources:`, archived into its context as `<name>-archive`."""
 
     __pydantic_config__ = _STRICT
-    local: StrictStr | None = None  # a folder (archived) or a file (taken as it is)
-    git: StrictStr | None = None  # a local git repository ...
-    ref: StrictStr = "HEAD"  # ... at this branch, tag or commit
-    url: StrictStr | None = None  # a tarball: file://, http://, https://
-    sha256: StrictStr | None = None  # of the tarball at `url`
+    local: StrictStr | None = None
+    """A folder (archived: in a git checkout the files git would take, else all but what
+    its `.dockerignore` excludes) or a file (taken as it is)."""
+    git: StrictStr | None = None
+    """A local git repository (or a folder inside one), archived at `ref` (a pbr project
+    with the PKG-INFO of its version)."""
+    ref: StrictStr = "HEAD"
+    """The branch, tag or commit of `git`."""
+    url: StrictStr | None = None
+    """A tarball: file: (a relative path from the folder of images.yaml), http:// or
+    https://, downloaded once per URL and `sha256` by a run that builds the image."""
+    sha256: StrictStr | None = None
+    """The sha256 of the tarball at `url` (64 hex digits, either case): a tarball with
+    another fails the images that need it."""
 
     @property
     def kinds(self) -> list[str]:
@@ -128,17 +173,29 @@ class Source:
 
 @dataclass(frozen=True)
 class Image:
+    """One image of the tree (an entry under `images:`)."""
+
     __pydantic_config__ = _STRICT
     template: StrictStr | None = None
+    """Its template, in a template folder (default `<name>/Dockerfile.j2`)."""
     parent: StrictStr | None = None
+    """The image of the tree it is built FROM; unset for a root."""
     files: dict[StrictStr, StrictStr] = field(default_factory=dict)
+    """Extra build-context entries: name in the context -> a file or folder."""
     args: dict[StrictStr, Scalar] = field(default_factory=dict)
+    """`--build-arg` for this image."""
     vars: dict[StrictStr, Any] = field(default_factory=dict)
+    """Template variables for this image (over the file's `vars:`)."""
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)
+    """`--label` for this image."""
     volumes: list[StrictStr] = field(default_factory=list)
-    timeout: PositiveSeconds | None = None  # seconds; default: settings.build_timeout
-    sources: dict[StrictStr, Source] = field(default_factory=dict)  # -> <name>-archive
-    platforms: Platforms | None = None  # default: the parent's (a root's: settings.platforms)
+    """`--volume` for this image's build, mounted while building only."""
+    timeout: PositiveSeconds | None = None
+    """Seconds its build may take (default: settings.build_timeout)."""
+    sources: dict[StrictStr, Source] = field(default_factory=dict)
+    """Sources archived into its context, each as `<name>-archive`."""
+    platforms: Platforms | None = None
+    """Its platforms, among its parent's (default: the parent's; a root's: settings')."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -148,13 +205,21 @@ class Image:
 
 @dataclass(frozen=True)
 class _File:
+    """images.yaml: the settings, then each image with its parent."""
+
     __pydantic_config__ = _STRICT
-    images: dict[StrictStr, Image | None] | None = None  # required unless `kolla:` names them
+    images: dict[StrictStr, Image | None] | None = None
+    """The images by name (required unless `kolla:` gives them)."""
     settings: Settings = field(default_factory=Settings)
+    """How every image is built, named and pushed."""
     vars: dict[StrictStr, Any] = field(default_factory=dict)
+    """Template variables for every image."""
     profiles: dict[StrictStr, list[StrictStr]] = field(default_factory=dict)
+    """Named selections: name -> regexes (`doit build profile=NAME`)."""
     jinja: Jinja = field(default_factory=Jinja)
+    """Jinja filters and globals by import path."""
     kolla: KollaSource | None = None
+    """Make the tree OpenStack Kolla's, from the installed kolla package."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import configparser
 import functools
+import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 PBR_TIMEOUT = 120  # seconds for pbr to compute one version
@@ -29,10 +31,31 @@ print(packaging._get_version_from_git(sys.argv[1] or None))
 """
 
 
-def pkg_info(repository: str | Path, commit: str) -> str | None:
-    """The PKG-INFO for the folder `repository` (of a git repository) at `commit`, or
-    None when the folder holds no pbr project there (no setup.cfg naming it, or no
-    setup.py / pyproject.toml that uses pbr)."""
+@dataclass(frozen=True)
+class PbrProject:
+    """A pbr project at a commit: what its version follows (cheap to read), and its
+    PKG-INFO (pbr asked only when an archive is made)."""
+
+    name: str
+    pre_version: str  # setup.cfg's `[metadata] version`, if any
+    git_dir: str
+    commit: str
+    tags: str  # the repository's tags and what they name
+
+    @property
+    def identity(self) -> str:
+        """Everything its version follows, in one string."""
+        return json.dumps([self.name, self.pre_version, self.commit, self.tags])
+
+    def pkg_info(self) -> str:
+        version = _version(self.git_dir, self.commit, self.tags, self.pre_version)
+        return f"Metadata-Version: 1.1\nName: {self.name}\nVersion: {version}\n"
+
+
+def project_at(repository: str | Path, commit: str) -> PbrProject | None:
+    """The pbr project in the folder `repository` (of a git repository) at `commit`, or
+    None when the folder holds none there (no setup.cfg naming it, or no setup.py /
+    pyproject.toml that uses pbr)."""
     folder = subprocess.run(["git", "-C", str(repository), "rev-parse", "--show-prefix"],
                             capture_output=True, text=True).stdout.strip()  # ("" when bare)
 
@@ -41,13 +64,13 @@ def pkg_info(repository: str | Path, commit: str) -> str | None:
                               capture_output=True, text=True, errors="replace")
         return done.stdout if done.returncode == 0 else None
 
-    return _pkg_info(str(repository), commit, shown("setup.cfg"),
-                     (shown("setup.py") or "") + (shown("pyproject.toml") or ""))
+    return _project(str(repository), commit, shown("setup.cfg"),
+                    (shown("setup.py") or "") + (shown("pyproject.toml") or ""))
 
 
-def pkg_info_of_checkout(root: Path) -> str | None:
-    """The PKG-INFO for a checkout's folder as it is: its setup.cfg, the commit HEAD names
-    (None outside a git checkout, or when it holds no pbr project)."""
+def project_of_checkout(root: Path) -> PbrProject | None:
+    """The pbr project of a checkout's folder as it is: its setup.cfg, at the commit HEAD
+    names (None outside a git checkout, or when it holds no pbr project)."""
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet",
                            "HEAD^{commit}"], capture_output=True, text=True)
     if head.returncode != 0 or not (root / "setup.cfg").is_file():
@@ -56,11 +79,12 @@ def pkg_info_of_checkout(root: Path) -> str | None:
     def read(name: str) -> str:
         return (root / name).read_text(errors="replace") if (root / name).is_file() else ""
 
-    return _pkg_info(str(root), head.stdout.strip(), read("setup.cfg"),
-                     read("setup.py") + read("pyproject.toml"))
+    return _project(str(root), head.stdout.strip(), read("setup.cfg"),
+                    read("setup.py") + read("pyproject.toml"))
 
 
-def _pkg_info(repository: str, commit: str, setup_cfg: str | None, build: str) -> str | None:
+def _project(repository: str, commit: str, setup_cfg: str | None,
+             build: str) -> PbrProject | None:
     if not setup_cfg or "pbr" not in build:
         return None
     parser = configparser.RawConfigParser()
@@ -71,9 +95,8 @@ def _pkg_info(repository: str, commit: str, setup_cfg: str | None, build: str) -
     name = parser.get("metadata", "name", fallback="").strip()
     if not name:
         return None
-    pre_version = parser.get("metadata", "version", fallback="").strip()
-    version = _version(_common_dir(repository), commit, _tags(repository), pre_version)
-    return f"Metadata-Version: 1.1\nName: {name}\nVersion: {version}\n" if version else None
+    return PbrProject(name, parser.get("metadata", "version", fallback="").strip(),
+                      _common_dir(repository), commit, _tags(repository))
 
 
 def _common_dir(repository: str) -> str:

@@ -332,6 +332,48 @@ class Client:
         """Tag `reference` with an existing manifest (no image data moves)."""
         self._ask("PUT", reference, manifest.body, {"Content-Type": manifest.media_type})
 
+    def blob(self, repository: str, digest: str) -> bytes | None:
+        """The blob `digest` of `repository` (path without the host), checked against its
+        digest; None when the registry has none. One GET."""
+        answer = self._blob_request("GET", repository, f"blobs/{digest}", None)
+        if answer is None:
+            return None
+        if _sha256(answer.body) != digest:
+            raise RegistryError(f"{self.host} served blob {digest} of {repository} with "
+                                "other bytes")
+        return answer.body
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload `data` as a blob of `repository` (a POST, then one PUT of all of it);
+        its digest."""
+        import urllib.parse
+
+        digest = _sha256(data)
+        started = self._blob_request("POST", repository, "blobs/uploads/", b"")
+        location = started.headers.get("Location", "") if started else ""
+        if not location:
+            raise RegistryError(f"{self.host} started no upload for {repository}")
+        base = f"{self._schemes()[0]}://{self.host}"
+        url = urllib.parse.urljoin(base, location)
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        self._blob_request("PUT", repository, url, data,
+                           {"Content-Type": "application/octet-stream"})
+        return digest
+
+    def _blob_request(self, method: str, repository: str, where: str, data: bytes | None,
+                      headers: dict[str, str] | None = None) -> _Answer | None:
+        """`where` under /v2/<repository>/, or a full URL (an upload's Location)."""
+        import http.client
+
+        self.check()
+        url = (where if "://" in where
+               else f"{self._schemes()[0]}://{self.host}/v2/{repository}/{where}")
+        try:
+            return self._request(method, url, data, headers or {})
+        except (OSError, http.client.HTTPException) as err:
+            raise RegistryError(f"cannot {method} {url}: {describe(err, self.timeout)}",
+                                transient=True) from None
+
     def tags(self, repository: str) -> list[str]:
         """Every tag of `repository` (path without the host; [] when it has none), following
         the registry's pages. Raises RegistryError when it cannot be asked."""

@@ -1,19 +1,8 @@
 """One doit run: its command line read once, the images it selects, the run lock, signals.
 
-A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
-
-    config=PATH          another images.yaml (default: the one beside dodo.py)
-    images=RE[,RE...]    build only images whose name matches, with their ancestors
-    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
-    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
-    skip_parents=1       build the selected images on their parents as they are in storage
-    fail_fast=1          stop at the first failure instead of building everything else
-    verbose=1            show buildah's output as it builds (it always goes to the logs)
-    dispatch=fifo        doit's own order of ready builds, not the longest path first
-    cache=registry       look images up in the registry by their key before building them
-    pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
-
-and `doit export` by its own: format=gha|argo, out=PATH, max_jobs=N, job_start=SECONDS.
+A run is shaped by doit command-line variables (`doit build images=nova profile=x`): each
+is a row of `variables.VARIABLES` (their table, and docs/reference/variables.md), read
+through `variables` alone.
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
@@ -40,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doit import get_var
-
 from buildlib import (
     buildah,
     builder,
@@ -53,11 +40,11 @@ from buildlib import (
     pushpool,
     registry,
     storage,
+    variables,
 )
 from buildlib.errors import InputError
 
 CONFIG_FILE = "images.yaml"
-TRUE_WORDS = {"1", "true", "yes", "on"}
 LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
 # doit commands that change the tree's state or images, and so take the lock.
@@ -355,11 +342,12 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     except KeyboardInterrupt:  # before any build: nothing to stop, nothing to keep
         print("interrupted while loading the tree; nothing was built", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
-    if invocation.builds and str(get_var("bases", "")) == "pull":
+    if invocation.builds and str(variables.value("bases", "")) == "pull":
         _pull_bases(proj, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
-    run = Run(proj, selection, storage.Storage(proj.buildah), fail_fast=flag("fail_fast"),
-              verbose=flag("verbose"), invocation=invocation,
+    run = Run(proj, selection, storage.Storage(proj.buildah),
+              fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
+              invocation=invocation,
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
@@ -414,7 +402,7 @@ def _building(proj: project.Project, selection: graph.Selection,
 
 
 def _cache_mode(proj: project.Project) -> str:
-    mode = str(get_var("cache", "") or proj.config.settings.cache)
+    mode = str(variables.value("cache", "") or proj.config.settings.cache)
     if mode not in ("local", "registry"):
         raise InputError(proj.config.path, f"cache={mode}: not a cache",
                          fix="use cache=local or cache=registry")
@@ -424,7 +412,7 @@ def _cache_mode(proj: project.Project) -> str:
 def _pins(proj: project.Project) -> dict[str, str]:
     """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
     pins: dict[str, str] = {}
-    for word in _words("pin"):
+    for word in variables.words("pin"):
         name, _, digest = word.partition("@")
         if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise InputError(proj.config.path, f"pin={word}: not an image of this tree "
@@ -452,19 +440,19 @@ class ExportOptions:
 
 def export_options(proj: project.Project) -> ExportOptions:
     """`doit export`'s variables; read when it runs, so that other commands ignore them."""
-    fmt = str(get_var("format", "") or "")
+    fmt = str(variables.value("format", "") or "")
     if fmt not in EXPORT_FORMATS:
         raise InputError(proj.config.path, f"export needs format=gha or format=argo "
                          f"(got {fmt!r})", fix="`doit export format=gha` (GitHub Actions) "
                          "or `doit export format=argo` (Argo Workflows)")
-    out = get_var("out")
+    out = variables.value("out")
     return ExportOptions(fmt, (doit_seam.user_workdir() / out).resolve() if out else None,
                          _number(proj, "max_jobs", int, None, minimum=1),
                          _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0))
 
 
 def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
-    text = get_var(name)
+    text = variables.value(name)
     if text is None or text == "":
         return default
     try:
@@ -577,34 +565,26 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
 
 
 def _config_path(tree_dir: Path) -> Path:
-    named = get_var("config")
+    named = variables.value("config")
     if not named:
         return Path(tree_dir).resolve() / CONFIG_FILE
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
     return (doit_seam.user_workdir() / named).resolve()
 
 
-def flag(name: str) -> bool:
-    """A yes/no command-line variable (`dry=1`, `verbose=yes`)."""
-    return str(get_var(name, "")).lower() in TRUE_WORDS
-
-
-def _words(name: str) -> list[str]:
-    return [word for word in str(get_var(name, "")).split(",") if word]
-
-
 def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:
-    patterns = _words("images")
-    for profile in _words("profile"):
+    patterns = variables.words("images")
+    for profile in variables.words("profile"):
         if profile not in proj.config.profiles:
             known = ", ".join(sorted(proj.config.profiles)) or "none declared"
             raise InputError(proj.config.path, f"profile '{profile}' is not declared "
                              f"(known: {known})", fix="add it under `profiles:` or use one "
                              "of those names")
         patterns += proj.config.profiles[profile]
-    excludes = proj.config.settings.excludes + _words("exclude")
+    excludes = proj.config.settings.excludes + variables.words("exclude")
     try:
-        return graph.select(proj.graph, patterns, excludes, flag("skip_parents"), pinned)
+        return graph.select(proj.graph, patterns, excludes, variables.flag("skip_parents"),
+                            pinned)
     except re.error as err:
         raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
                          fix="correct `images=` or `exclude=` (Python `re` syntax)") from None

@@ -141,17 +141,17 @@ def _git_archive(config: Config, image: str, name: str, source: Source, folder: 
     commit = _git(config, image, name, repository, "rev-parse", "--verify", "--quiet",
                   f"{ref}^{{commit}}").strip()
     prefix = f"{name}-archive-{ref.replace('/', '-')}/"
-    metadata = _pkg_info(config, image, name, lambda: pbr_version.pkg_info(repository, commit))
+    pbr = pbr_version.project_at(repository, commit)
     # `git -C <subfolder> archive` archives that subfolder only: the folder is part of it
-    selects = [os.path.realpath(repository), ref, commit, prefix, metadata or ""]
+    selects = [os.path.realpath(repository), ref, commit, prefix, pbr.identity if pbr else ""]
     target = folder / f"{name}-{commit[:12]}-{_digest_of(selects)}.tar"
     if target.exists():
         return target
     if not may_fetch(image):
         raise NotMade(f"{ARCHIVE_VERB}{repository} at {ref}")
     argv = ["git", "-C", repository, "archive", "--format=tar", f"--prefix={prefix}"]
-    if metadata:  # (git archive's own way to add a file: the archive stays one stream)
-        argv += [f"--add-virtual-file={prefix}PKG-INFO:{metadata}"]
+    if pbr:  # (git archive's own way to add a file: the archive stays one stream)
+        argv += [f"--add-virtual-file={prefix}PKG-INFO:{_pkg_info(config, image, name, pbr)}"]
     folder.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     try:
@@ -217,9 +217,10 @@ def _local_archive(config: Config, image: str, name: str, source: Source,
     stats = _stat_cache(config)
     root = path.resolve()  # a link to a folder: the folder's files, under the link's name
     entries = folder_entries(root, path.name)
-    metadata = _pkg_info(config, image, name, lambda: pbr_version.pkg_info_of_checkout(root))
-    if metadata:
-        entries = _with_pkg_info(entries, path.name, metadata)
+    pbr = pbr_version.project_of_checkout(root)
+    if pbr:
+        entries = _with_pkg_info(entries, path.name, pbr.identity,
+                                 lambda: _pkg_info(config, image, name, pbr).encode())
     manifest = stats.manifest(entries, read=making)
     target = folder / image / name / f"{(manifest or '')[:16]}.tar"
     if manifest is not None and target.exists():
@@ -235,21 +236,22 @@ def _local_archive(config: Config, image: str, name: str, source: Source,
     return target
 
 
-def _pkg_info(config: Config, image: str, name: str, made: Callable[[], str | None]
-              ) -> str | None:
+def _pkg_info(config: Config, image: str, name: str, pbr: pbr_version.PbrProject) -> str:
     try:
-        return made()
+        return pbr.pkg_info()
     except pbr_version.PbrError as err:
         raise InputError(config.path, f"sources.{name}: {err}", image=image,
                          fix="install pbr (`pip install pbr`), or tag the repository with "
                          "versions pbr reads (e.g. 1.2.3)") from None
 
 
-def _with_pkg_info(entries: list[Entry], top: str, metadata: str) -> list[Entry]:
+def _with_pkg_info(entries: list[Entry], top: str, identity: str,
+                   made: Callable[[], bytes]) -> list[Entry]:
+    """The entries with pbr's PKG-INFO (unless the folder has one), made when written."""
     inner = f"{top}/PKG-INFO"
     if any(e.name == inner for e in entries):
         return entries
-    return sorted([*entries, Entry(inner, data=metadata.encode())], key=lambda e: e.name)
+    return sorted([*entries, Entry(inner, identity=identity, made=made)], key=lambda e: e.name)
 
 
 def _url_archive(config: Config, image: str, name: str, source: Source,

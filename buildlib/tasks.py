@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from doit import get_var
 from doit.exceptions import TaskFailed
 
 from buildlib import (
@@ -34,12 +33,13 @@ from buildlib import (
     publish,
     report,
     sources,
+    variables,
 )
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options, flag
+from buildlib.run import Run, export_options
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -55,7 +55,8 @@ def namespace(run: Run) -> dict[str, Any]:
 def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
-            "export": export_task, "render": render_task, "prune": prune_task}
+            "export": export_task, "render": render_task, "prune": prune_task,
+            "keygen": keygen_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -175,6 +176,7 @@ def _render(run: Run) -> Any:
 
 
 def watch_task(run: Run) -> dict[str, Any]:
+    """Build, then build again on each change to images.yaml, a template or a context file."""
     return _command("watch", "build, then again on each change to images.yaml, a template "
                     "or a context file", _watch, run)
 
@@ -228,13 +230,14 @@ def _prune(run: Run, probe: StateProbe) -> Any:
         keep = _prune_keep(run.project)
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    error = prune.prune_tree(run, keep, dry=flag("dry"), registry=flag("registry"),
+    error = prune.prune_tree(run, keep, dry=variables.flag("dry"),
+                             registry=variables.flag("registry"),
                              saved=lambda name: probe.values(f"build:{name}"))
     return TaskFailed(error) if error else None
 
 
 def _prune_keep(proj: project.Project) -> int:
-    text = str(get_var("keep", "") or "")
+    text = str(variables.value("keep", "") or "")
     if not text:
         return proj.config.settings.keep_keys or 0
     if not text.isdigit():
@@ -345,7 +348,31 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def keygen_task(run: Run) -> dict[str, Any]:
+    """Write a new cosign signing key pair beside images.yaml: cosign.key, encrypted with
+    COSIGN_PASSWORD, and cosign.pub; never overwrites a key."""
+    return _command("keygen", "write cosign.key (encrypted with COSIGN_PASSWORD) and "
+                    "cosign.pub beside images.yaml", _keygen, run.project.config.root)
+
+
+def _keygen(folder: Path) -> Any:
+    from buildlib import signing  # its crypto libraries load only when a key is made
+
+    try:
+        private, public = signing.write_pair(folder, signing.password())
+    except ImportError as err:
+        return TaskFailed(f"error: imagebake keygen needs the `sign` extra ({err.name} is "
+                          "missing): pip install 'buildlib[sign]'")
+    except signing.SigningError as err:
+        return TaskFailed(f"error: {err}")
+    print(f"wrote {report.display_path(private)} (secret: keep it out of the repository) "
+          f"and {report.display_path(public)} (commit it: `cosign verify --key` reads it)")
+    return None
+
+
 def graph_task(run: Run) -> dict[str, Any]:
+    """Draw the image graph, coloured by each image's last status: build/graph.dot and
+    graph.svg."""
     proj = run.project
     dot = proj.build_dir / "graph.dot"
     return _command("graph", f"draw the image graph, coloured by last status: {dot} and "

@@ -25,11 +25,13 @@ IGNORE_FILES = (".dockerignore", ".containerignore")
 
 @dataclass(frozen=True)
 class Entry:
-    """One member of an archive: a path on disk (file, folder or link), or given bytes."""
+    """One member of an archive: a path on disk (file, folder or link), or a file made
+    when the archive is written (`made`), whose content `identity` determines."""
 
     name: str  # inside the archive
     path: Path | None = None
-    data: bytes | None = None
+    identity: str = ""
+    made: Callable[[], bytes] | None = None
 
 
 def folder_entries(root: Path, top: str) -> list[Entry]:
@@ -62,7 +64,8 @@ def _git_files(root: Path) -> list[str] | None:
     listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "-co",
                              "--exclude-standard", "--", "."],
                             check=True, capture_output=True).stdout
-    return sorted({os.fsdecode(p) for p in listed.split(b"\0") if p})
+    files = sorted({os.fsdecode(p).rstrip("/") for p in listed.split(b"\0") if p})
+    return files or None  # (a folder git ignores whole is taken as a plain folder)
 
 
 def _walked(root: Path) -> list[str]:
@@ -164,7 +167,7 @@ class StatCache:
         rows: list[list[str | int]] = []
         for entry in entries:
             if entry.path is None:
-                rows.append([entry.name, "data", hashlib.sha256(entry.data or b"").hexdigest()])
+                rows.append([entry.name, "made", entry.identity])
                 continue
             info = os.lstat(entry.path)
             mode = stat.S_IMODE(info.st_mode)
@@ -180,8 +183,11 @@ class StatCache:
         return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
     def save(self) -> None:
+        """Write the cache, without the files that are gone."""
         if not self.changed:
             return
+        self.digests = {name: known for name, known in self.digests.items()
+                        if os.path.lexists(name.partition("\0")[0])}
         self.file.parent.mkdir(parents=True, exist_ok=True)
         partial = self.file.with_name(f"{self.file.name}.partial-{os.getpid()}")
         partial.write_text(json.dumps(self.digests))
@@ -200,9 +206,10 @@ def write_tar(target: Path, entries: Iterable[Entry]) -> None:
         with tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as tar:
             for entry in entries:
                 if entry.path is None:
+                    data = entry.made() if entry.made else b""
                     info = tarfile.TarInfo(entry.name)
-                    info.size, info.mode = len(entry.data or b""), 0o644
-                    tar.addfile(normalized(info), io.BytesIO(entry.data or b""))
+                    info.size, info.mode = len(data), 0o644
+                    tar.addfile(normalized(info), io.BytesIO(data))
                     continue
                 info = normalized(tar.gettarinfo(entry.path, arcname=entry.name))
                 if info.isreg():

@@ -270,6 +270,13 @@ def test_a_source_that_cannot_be_fetched_fails_only_the_images_that_need_it(
         sources={"nova-base": {"url": missing}}))
     tree.edit_yaml(lambda d: d["images"]["multipathd"].update(  # excluded: never asked
         sources={"gone": {"url": server.url("/excluded.tar")}}))
+    (tree.root / "folder").mkdir()  # and cron's source, a link to a folder, builds
+    (tree.root / "folder" / "file").write_text("linked\n")
+    (tree.root / "link").symlink_to(tree.root / "folder")
+    tree.edit("templates/cron/Dockerfile.j2", "{% block footer %}",
+              "{% block footer %}\nADD linked-archive /linked")
+    tree.edit_yaml(lambda d: d["images"]["cron"].update(
+        sources={"linked": {"local": "link"}}))
     result = tree.doit("build", "exclude=multipathd", check=False, timeout=600)
     assert result.returncode != 0
     statuses = tree.statuses()
@@ -282,3 +289,6 @@ def test_a_source_that_cannot_be_fetched_fails_only_the_images_that_need_it(
     assert f"source nova-base: {missing}: cannot download it: HTTP Error 404" in error
     assert f"FAILED build nova-base: cannot build nova-base: source nova-base: {missing}" \
         in result.stdout + result.stderr
+    container = tree.buildah("from", "localhost:5000/kolla/cron:latest").strip()
+    assert tree.buildah("run", "--isolation", "chroot", container, "cat",
+                        "/linked/link/file") == "linked\n"

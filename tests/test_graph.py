@@ -3,9 +3,13 @@ descendants and the longest path."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import subprocess
+import sys
+
 import pytest
 import yaml
-from conftest import KOLLA_TREE
+from conftest import KOLLA_TREE, REPO
 
 from buildlib.graph import Graph, GraphError
 
@@ -28,6 +32,15 @@ def kolla() -> dict[str, str | None]:
     tree = yaml.safe_load(KOLLA_TREE.read_text())
     assert len(tree) == 188
     return tree
+
+
+def test_the_kolla_fixture_is_what_its_script_makes_from_the_installed_kolla() -> None:
+    version = importlib.metadata.version("kolla")
+    if f"kolla {version} package" not in KOLLA_TREE.read_text().splitlines()[0]:
+        pytest.skip(f"the fixture was made from another kolla than the installed {version}")
+    made = subprocess.run([sys.executable, REPO / "scripts" / "kolla-tree"], check=True,
+                          capture_output=True, text=True).stdout
+    assert made == KOLLA_TREE.read_text()
 
 
 def chain(parents: dict[str, str | None], name: str) -> list[str]:

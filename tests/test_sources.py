@@ -169,7 +169,8 @@ def test_a_new_commit_rebuilds_exactly_its_images(tree, tmp_path: Path, repo: Pa
     tree.doit("build", "images=nova")  # base, openstack-base and the nova images
     commit(repo, "nova.py", textwrap.dedent("print('new')\n"))
     status = tree.doit("status", "images=nova").stdout
-    assert "3 of 5 selected images would build" in status
+    assert "3 would first fetch or archive a source" in status  # (status archives nothing)
+    assert f"would archive {repo} at main, then build if it changed" in status
     tree.doit("build", "images=nova")
     assert {n for n, s in tree.statuses().items() if s == "built"} == {
         "nova-base", "nova-api", "nova-conductor"}
