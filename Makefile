@@ -4,7 +4,8 @@
 
 VENV        := .venv
 BIN         := $(VENV)/bin
-APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git golang-go golang-github-openshift-imagebuilder-dev
+APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git mmdebstrap \
+                golang-go golang-github-openshift-imagebuilder-dev
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 DOIT_ARGS   ?=
