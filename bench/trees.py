@@ -1,8 +1,8 @@
 """Benchmark image trees, written in the project's own images.yaml format.
 
-Two shapes: the 188 images of OpenStack Kolla (`../shared/kolla-tree.yaml` beside the
-checkout: `name: parent`) and seeded random trees of any size. Every image renders one
-shared template that copies a small file and runs `RUN sleep {{ seconds }}`, with each
+Two shapes: the 188 images of OpenStack Kolla (tests/fixtures/kolla-tree.yaml, made by
+scripts/kolla-tree: `name: parent`) and seeded random trees of any size. Every image renders
+one shared template that copies a small file and runs `RUN sleep {{ seconds }}`, with each
 image's seconds drawn from a seeded distribution (0 for no-op benchmarks). The root is
 busybox on scratch, built offline. Each image's Dockerfile names the image, so that
 buildah's layer cache never lets one image reuse another's layers. Levels, subtrees and
@@ -31,7 +31,7 @@ import yaml
 from buildlib.graph import Graph
 
 HERE = Path(__file__).resolve().parent
-KOLLA_TREE = HERE.parents[1] / "shared" / "kolla-tree.yaml"  # ../shared, as CI lays it out
+KOLLA_TREE = HERE.parent / "tests" / "fixtures" / "kolla-tree.yaml"  # made by scripts/kolla-tree
 BUSYBOX = Path("/bin/busybox")
 ROOT_NAME = "base"
 

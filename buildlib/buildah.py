@@ -347,6 +347,19 @@ class Buildah:
                 scratch.replace(self.store_note)
         return store or None
 
+    def graph_root(self) -> Path | None:
+        """The folder of this storage (`buildah info`'s GraphRoot), or None when buildah
+        cannot say."""
+        store = self._image_store()
+        if store is not None:
+            return store.parent.parent
+        try:
+            out = subprocess.run(self.argv("info"), check=True, capture_output=True,
+                                 text=True, stdin=subprocess.DEVNULL, timeout=60).stdout
+            return Path(json.loads(out)["store"]["GraphRoot"])
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+            return None
+
     def _find_image_store(self) -> Path | None | bool:
         """Ask `buildah info` where the image list is; None when that file does not list
         every image buildah counts (extra read-only stores), False when buildah failed
@@ -410,6 +423,16 @@ class Buildah:
                                               platform.get("variant")) if part)
             found[name] = by_digest.get(entry["digest"])
         return found
+
+    def onbuild_triggers(self, reference: str) -> list[str] | None:
+        """The ONBUILD instructions in an image's config, which a build FROM it runs first
+        (only the Docker format keeps them); None when storage has no such image."""
+        done = subprocess.run(self.argv("inspect", "--type", "image", reference),
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            return None
+        config = (json.loads(done.stdout).get("Docker") or {}).get("config") or {}
+        return list(config.get("OnBuild") or [])
 
     def manifest_images(self, reference: str) -> list[str]:
         """The IDs of the images in storage that a manifest list lists."""

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from buildlib import buildah, keys, registry, render
+from buildlib import buildah, dockerfile, keys, registry, render
 from buildlib.buildah import BuildahError
 from buildlib.project import ImagePlan, Project
 from buildlib.reference import ImageRef
@@ -91,7 +91,7 @@ def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
     # registry serving another image under that name (or not answering) changes nothing.
     # (A FROM of a variable without a default is unknown here: buildah finds it.)
     unknown = plan.parent is None and plan.base is None and (
-        render.first_from(plan.context.dockerfile) or "").lower() != "scratch"
+        dockerfile.first_from(plan.context.dockerfile) or "").lower() != "scratch"
     return project.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
                                  pull="missing" if unknown else "never", owner=project.owner)
 

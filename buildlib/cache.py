@@ -187,7 +187,7 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
         return bases.id_of(project.plans[name].base)
 
     names = [name for name in project.graph.order() if name in selected]
-    for _ in project.keys_from_roots(names, image_of, base_of=base_of):
+    for _ in project.keys_from_roots(names, image_of, base_of=base_of, id_of=bases.id_of):
         pass
 
 
@@ -206,10 +206,12 @@ def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseIma
         else:
             parent = per_platform(settled.get(plan.parent) or {})
             parent_ids = {p: (parent.get(p) or {}).get("id") for p in platforms}
-        known = all(parent_ids.values()) or (plan.parent is None and plan.base is None)
+        read = plan.read_ids(bases.id_of)
+        known = (all(parent_ids.values()) or (plan.parent is None and plan.base is None)) \
+            and not isinstance(read, str)
         found = settled[name] = find_image(lookups, plan, {
-            p: plan.record_on(parent_id, p) for p, parent_id in parent_ids.items()},
-            warn) if known else None
+            p: plan.record_on(parent_id, p, read) for p, parent_id in parent_ids.items()},
+            warn) if known and not isinstance(read, str) else None
         resolved[name] = found and {
             "reference": found["pinned"], "tag": plan.reference, "digest": found["digest"],
             "key": found["key"], "id": found["id"],
@@ -231,7 +233,8 @@ def native_platform() -> str:
 
 
 class BaseImages:
-    """The image ID of each root's base image (its FROM): as local storage holds it; on a
+    """The image ID of each root's base image (its FROM), and of every other image a build
+    reads (COPY --from, a later stage's FROM): as local storage holds it; on a
     machine that lacks it, with the registry cache on, as the base's registry names it for
     this machine's platform (its manifest's config digest: nothing pulled); else unknown,
     and the build pulls it first."""

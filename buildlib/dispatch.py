@@ -31,9 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doit import get_var
-
-from buildlib import doit_seam
+from buildlib import doit_seam, variables
 from buildlib.errors import InputError
 from buildlib.graph import Graph
 
@@ -81,7 +79,7 @@ def default_strategy(jobs: int) -> str:
 def chosen_strategy(proj: Project, jobs: int) -> str:
     """The `dispatch=` variable's strategy (default: `default_strategy`); InputError when it
     names none we know."""
-    strategy = get_var("dispatch") or default_strategy(jobs)
+    strategy = variables.value("dispatch") or default_strategy(jobs)
     if strategy not in STRATEGIES:
         raise InputError(proj.config.path, f"dispatch={strategy} on the command line is not "
                          "a dispatch strategy", fix="use dispatch=critical-path (the default "

@@ -3,14 +3,15 @@
 Pure: no I/O (the caller hands in digests of the Dockerfile and of each context file).
 The record holds what can change the image's bytes: the Dockerfile as buildah parses it
 (comments left out), the context files a COPY/ADD can read, args, labels, volumes, format,
-timestamp, platform, and the ID of the image it is built FROM (its parent's, or for a root
-its base image's). It leaves out where the image goes or is stored (registry, namespace,
-prefix, tag, global buildah flags), so changing those re-tags an image and never rebuilds
-it. The key is kept beside the image, never inside it (a label would change the image ID
-with every key, and no rebuild could ever end in the same ID): in the image's key name in
-local storage, in doit's state, and in the registry as the key tag and an annotation of
-the pushed manifest. A multi-arch image has one record per platform (its `platform` set,
-on the parent's image of that platform) and its manifest list a key made of theirs.
+timestamp, platform, the ID of the image it is built FROM (its parent's, or for a root its
+base image's) and of every other image the build reads. It leaves out where the image goes
+or is stored (registry, namespace, prefix, tag, global buildah flags), so changing those
+re-tags an image and never rebuilds it. The key is kept beside the image, never inside it
+(a label would change the image ID with every key, and no rebuild could ever end in the
+same ID): in the image's key name in local storage, in doit's state, and in the registry
+as the key tag and an annotation of the pushed manifest. A multi-arch image has one record
+per platform (its `platform` set, on the parent's image of that platform) and its manifest
+list a key made of theirs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-KEY_VERSION = 2  # 2: comments and unread context files out, a root's base image ID in
+KEY_VERSION = 3  # 3: the Dockerfile as buildah reads it, every image a build reads in
 KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
 PLATFORM_KEYS_ANNOTATION = "org.imagebake.platform-keys"  # on a pushed list: its images' keys
 KEY_TAG_PREFIX = "ib-"
@@ -42,6 +43,9 @@ class Record:
     timestamp: int | None = 0
     platform: str | None = None
     parent_id: str | None = None  # the image it is built FROM: its parent, or its base
+    # every other image the build reads (a later stage's FROM, COPY --from, RUN --mount
+    # from=): its reference -> its image ID
+    images: Mapping[str, str] = field(default_factory=dict)
 
     def on_parent(self, parent_id: str | None) -> Record:
         return replace(self, parent_id=parent_id)
@@ -49,7 +53,7 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(files=dict(self.files), args=dict(self.args), labels=dict(self.labels),
-                      volumes=list(self.volumes))
+                      volumes=list(self.volumes), images=dict(self.images))
         return {"version": KEY_VERSION, **values}
 
     @cached_property
@@ -92,7 +96,20 @@ def changes(saved: Mapping[str, Any] | None, current: Record, built_on: str) -> 
             found.append(f"{name} changed: {saved.get(name)} -> {now[name]}")
     if saved.get("parent_id") != now["parent_id"]:
         found.append(f"{built_on} changed: {saved.get('parent_id')} -> {now['parent_id']}")
+    found += _image_changes(saved.get("images") or {}, now["images"])
     return "; ".join(found) or "inputs changed"
+
+
+def _image_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """`image 'localhost/ext:1' changed: sha256:... -> sha256:...`, for each image the
+    build reads besides its parent or base."""
+    found = []
+    for name in sorted(old.keys() | new.keys()):
+        if old.get(name) != new.get(name):
+            how = ("now read" if name not in old else "no longer read" if name not in new
+                   else "changed")
+            found.append(f"image '{name}' {how}: {old.get(name)} -> {new.get(name)}")
+    return found
 
 
 def _file_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:

@@ -15,14 +15,11 @@ image's key follows the content. A download or clone happens only for the images
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import io
 import os
 import subprocess
 import tempfile
-from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,33 +40,7 @@ FIXES = {
     "local": "correct `location` in [{name}] of kolla-build.conf: an existing folder or "
              "file (a relative path starts at the directory of images.yaml)",
 }
-_fetching: contextvars.ContextVar[Collection[str] | bool] = contextvars.ContextVar(
-    "fetching", default=False)
-
-
-@contextlib.contextmanager
-def fetching(allowed: Collection[str] | bool) -> Iterator[None]:
-    """Whether loads in this block may download tarballs and clone repositories (True,
-    or for these images: a run that builds them); otherwise a source not here yet is one
-    that a build would fetch."""
-    token = _fetching.set(allowed)
-    try:
-        yield
-    finally:
-        _fetching.reset(token)
-
-
-def _may_fetch(image: str) -> bool:
-    allowed = _fetching.get()
-    return allowed if isinstance(allowed, bool) else image in allowed
-
-
-class _NotFetched(Exception):
-    """A source that is not here, and this run does not fetch."""
-
-    def __init__(self, where: str) -> None:
-        super().__init__(where)
-        self.where = where
+fetching = sources.fetching  # (a run that builds these images makes their sources)
 
 
 @dataclass(frozen=True)
@@ -79,12 +50,14 @@ class Sourced:
     files: dict[str, Path] = field(default_factory=dict)  # context name -> archive on disk
     fetches: dict[str, str] = field(default_factory=dict)  # context name -> what a build fetches
     folders: tuple[Path, ...] = ()  # the local source folders they are made of
+    failures: dict[str, str] = field(default_factory=dict)  # context name -> why it failed
 
 
 def sourced(config: Config, image: Any, wanted: set[str], debian_arch: str) -> Sourced:
     """The archives of kolla's Image `image` that its Dockerfile reads (`wanted`)."""
     files: dict[str, Path] = {}
     fetches: dict[str, str] = {}
+    failures: dict[str, str] = {}
     folders: list[Path] = []
     main = f"{image.name}-archive"
     parts: dict[str, list[dict[str, Any]]] = {}
@@ -96,19 +69,25 @@ def sourced(config: Config, image: Any, wanted: set[str], debian_arch: str) -> S
                 (s for s in getattr(image, kind) if s.get("enabled")), key=lambda s: s["name"])
     for inner, entries in parts.items():
         folders += [Path(s["source"]).expanduser() for s in entries if s["type"] == "local"]
-        archives, not_here = [], []
+        archives, not_here, failed = [], [], []
         for entry in entries:
             try:
                 archives.append(_archive(config, image.name, entry, debian_arch))
-            except _NotFetched as err:
+            except sources.NotMade as err:
                 not_here.append(err.where)
+            except sources.SourceFailed as err:
+                failed.append(f"kolla source [{entry['name']}] ({entry['type']} "
+                              f"{err.where}): {err.error}")
+        if failed:
+            failures[inner] = "; ".join(failed)
+            continue
         if not_here:
             fetches[inner] = ", ".join(not_here)
             continue
         kind = inner.removesuffix("-archive")
         files[inner] = archives[0] if inner == main else \
             _combined(config, image.name, kind, archives)
-    return Sourced(files, fetches, tuple(folders))
+    return Sourced(files, fetches, tuple(folders), failures)
 
 
 def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str) -> Path:
@@ -118,8 +97,6 @@ def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str
     if kind == "url":
         pinned = (entry.get("sha256") or {}).get(debian_arch)
         source = Source(url=location, sha256=pinned)
-        if not _may_fetch(image) and not _here(config, name, location):
-            raise _NotFetched(location)
     elif kind == "git":
         source = Source(git=_git_repository(config, image, name, location), ref=entry["reference"])
     elif kind == "local":
@@ -135,19 +112,6 @@ def _archive(config: Config, image: str, entry: dict[str, Any], debian_arch: str
                          image=image, fix=FIXES[kind].format(name=name)) from None
 
 
-def _here(config: Config, name: str, url: str) -> bool:
-    """Whether the tarball is on this machine: a file:// URL's file, or a download
-    `buildlib.sources` made already (its file name)."""
-    import urllib.parse
-    import urllib.request
-
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path)).is_file()
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return (config.build_dir / "sources" / f"{name}-{digest}.tar").exists()
-
-
 def _git_repository(config: Config, image: str, name: str, location: str) -> str:
     """A local repository as it is; a remote one mirrored under {build_dir}/sources/git
     (cloned once, fetched again by each run that builds the image), as kolla-build clones it."""
@@ -155,10 +119,10 @@ def _git_repository(config: Config, image: str, name: str, location: str) -> str
         return os.path.expanduser(location)
     mirror = config.build_dir / "sources" / "git" / \
         f"{hashlib.sha256(location.encode()).hexdigest()[:16]}.git"
-    if not _may_fetch(image):
+    if not sources.may_fetch(image):
         if mirror.is_dir():
             return str(mirror)
-        raise _NotFetched(location)
+        raise sources.NotMade(location)
     if mirror.is_dir():
         argv = ["git", "-C", str(mirror), "fetch", "--quiet", "--prune", "--tags", "origin"]
     else:
@@ -169,9 +133,8 @@ def _git_repository(config: Config, image: str, name: str, location: str) -> str
                        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     except (OSError, subprocess.SubprocessError) as err:
         said = getattr(err, "stderr", None) or str(err)
-        raise InputError(config.path, f"kolla source [{name}]: cannot clone or fetch "
-                         f"{location}: {said.strip()}", image=image,
-                         fix=f"check the network, or correct `location` in [{name}]") from None
+        raise sources.SourceFailed(location, f"cannot clone or fetch it: {said.strip()}") \
+            from None
     return str(mirror)
 
 

@@ -6,18 +6,18 @@ once, before any build starts, and reports it as one `InputError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from buildlib import buildah, config, keys, kolla, registry, render
+from buildlib import buildah, config, dockerfile, keys, kolla, registry, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
-from buildlib.sources import archives
 
 LOCAL_KEY_REPOSITORY = "localhost/imagebake"
 
@@ -59,6 +59,9 @@ class ImagePlan:
     # one platform of a multi-arch image (`push platform=P`): a list of that platform alone,
     # pushed under its key's tag only; `merge` makes the image's list of all its platforms
     one_of: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()  # every other image the build reads (their IDs are in the key)
+    # a root's base image -> its ONBUILD triggers (None: not in storage), asked when keyed
+    base_triggers: BaseTriggers | None = None
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -85,31 +88,49 @@ class ImagePlan:
     def owns_workdir(self) -> bool:
         return (self.workdir / WORKDIR_MARK).exists()
 
-    @cached_property
+    @property
     def sources(self) -> keys.Record:
         """The record of this image's own inputs, from the files as they are now (hashed
-        on first use: listing or dry runs that never ask pay nothing)."""
-        return self.record_of(self.context.file_digests())
+        on first use: listing or dry runs that never ask pay nothing). A root's base
+        image's ONBUILD triggers count once storage holds the base (none before: the
+        build pulls it first, and is judged again)."""
+        triggers = self.context.triggers
+        if self.base and self.base_triggers is not None:
+            triggers = self.base_triggers(self.base) or ()
+        made: dict = self.__dict__.setdefault("_sources", {})  # (frozen: cached by hand)
+        if triggers not in made:
+            made[triggers] = self.record_of(replace(self.context, triggers=triggers)
+                                            .file_digests())
+        return made[triggers]
 
     def record_of(self, file_digests: Mapping[str, str]) -> keys.Record:
         """The record with these context file digests, and no parent yet."""
-        read = render.args_read_by(self.context.dockerfile)
+        read = dockerfile.args_read(self.context.dockerfile)
         return keys.Record(dockerfile=self.context.dockerfile_digest(self.parent_reference),
                            files=file_digests,
                            args={name: value for name, value in self.args.items() if read(name)},
                            labels=self.labels, volumes=self.volumes,
                            format=self.format, timestamp=self.timestamp)
 
-    def record_on(self, parent_id: str | None, platform: str | None = None) -> keys.Record:
-        """The record of this image built on that parent image (for that platform)."""
+    def record_on(self, parent_id: str | None, platform: str | None = None,
+                  images: Mapping[str, str] | None = None) -> keys.Record:
+        """The record of this image built on that parent image (for that platform),
+        reading these `images` (each of `reads` -> its ID)."""
         own = self.sources if platform is None else replace(self.sources, platform=platform)
-        return own.on_parent(parent_id)
+        return replace(own.on_parent(parent_id), images=dict(images or {}))
 
     def platform_records(self, parent_ids: Mapping[str, str | None]) -> dict[str, keys.Record]:
         """A multi-arch image's record per platform, each on its parent's image of that
         platform (`parent_ids`; of a root, its base image's ID for each)."""
         return {platform: self.record_on(parent_ids.get(platform), platform)
                 for platform in self.platforms}
+
+    def read_ids(self, id_of: Callable[[str], str | None]) -> dict[str, str] | str:
+        """Each image the build reads (besides parent or base) -> its ID as `id_of` finds
+        it, or the first one it cannot find."""
+        ids = {reference: id_of(reference) for reference in self.reads}
+        missing = [reference for reference, image_id in ids.items() if image_id is None]
+        return missing[0] if missing else {r: i for r, i in ids.items() if i is not None}
 
     @property
     def built_on(self) -> str:
@@ -157,14 +178,16 @@ class Project:
 
     def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
                         outside: Callable[[str], str | None] = lambda name: None,
-                        base_of: Callable[[str], str | None] = lambda name: None
+                        base_of: Callable[[str], str | None] = lambda name: None,
+                        id_of: Callable[[str], str | None] = lambda reference: None
                         ) -> Iterator[tuple[str, str | None, str | None]]:
         """(name, key, image ID) of each image in `names` (parents first): its key on its
         parent's ID, and the ID `image_of(name, key)` finds for it; one per platform of a
         multi-arch image, each on its parent's image of that platform. A parent outside
         `names` stands as `outside(name)` says (a multi-arch one: unknown), a root's base
-        image as `base_of(name)` says. Key and ID are None below an image that has no ID:
-        its children's keys cannot be known before it is built."""
+        image as `base_of(name)` says, any other image a build reads as `id_of(reference)`
+        says. Key and ID are None below an image that has no ID: its children's keys
+        cannot be known before it is built."""
         ids: dict[str, dict[str | None, str | None]] = {}
         for name in names:
             plan = self.plans[name]
@@ -177,13 +200,14 @@ class Project:
             else:
                 parent_ids = {} if plan.platforms else {None: outside(name)}
             ids[name] = {}
+            read = plan.read_ids(id_of)
             for platform in plan.platforms or (None,):
                 parent_id = parent_ids.get(platform)
-                if (plan.parent or plan.base) and parent_id is None:
+                if (plan.parent or plan.base) and parent_id is None or isinstance(read, str):
                     ids[name][platform] = None
                     yield name, None, None
                     continue
-                key = plan.record_on(parent_id, platform).key
+                key = plan.record_on(parent_id, platform, read).key
                 ids[name][platform] = image_of(name, key)
                 yield name, key, ids[name][platform]
 
@@ -193,8 +217,7 @@ class Project:
 
     @property
     def buildah(self) -> buildah.Buildah:
-        return buildah.Buildah(tuple(self.config.settings.buildah_args),
-                               store_note=self.build_dir / STORE_NOTE)
+        return _buildah_of(self.config)
 
     @property
     def report_path(self) -> Path:
@@ -225,9 +248,16 @@ class Project:
                                authfile=self.authfile, timeout=settings.push_timeout)
 
 
-def load(path: Path | str, fetch: bool = True) -> Project:
-    """The project of this images.yaml; `fetch=False` downloads no `url:` source (a
-    context then lacks a tarball not downloaded yet: `sources.unfetched`)."""
+def load(path: Path | str | config.Sources, fetch: bool | Collection[str] | None = None) -> Project:
+    """The project of this images.yaml. Its sources are made (downloaded, cloned,
+    archived) only for the images `fetch` names (True: all; None: as `sources.fetching`
+    says around this call, by default none): another image's context then names what a
+    build would fetch or archive first, where the archive is not here yet."""
+    with contextlib.nullcontext() if fetch is None else sources.fetching(fetch):
+        return _load(path)
+
+
+def _load(path: Path | str | config.Sources) -> Project:
     cfg, texts, sourced = config.load(path), {}, {}
     if cfg.kolla is not None:
         cfg, texts, sourced = kolla.expand(cfg)
@@ -237,16 +267,61 @@ def load(path: Path | str, fetch: bool = True) -> Project:
         raise InputError(cfg.path, err.problem, image=err.image, fix=err.fix) from None
     contexts = render.render_all(cfg, graph, texts)
     for name, made in sourced.items():  # what Kolla's sources would fetch, and are made of
-        contexts[name] = replace(contexts[name], fetches=made.fetches, follows=made.folders)
+        contexts[name] = replace(contexts[name], fetches=made.fetches, follows=made.folders,
+                                 failures=made.failures)
     for name, image in cfg.images.items():
         if image.sources:
-            context = contexts[name]
-            contexts[name] = replace(context, files={**context.files,
-                                                     **archives(cfg, name, fetch)})
+            contexts[name] = _with_sources(cfg, contexts[name])
+    if cfg.settings.format == "docker":  # (the OCI format drops ONBUILD triggers)
+        for name, parent in graph.parents.items():
+            if parent is not None:
+                contexts[name] = replace(contexts[name], triggers=dockerfile.onbuild_triggers(
+                    contexts[parent].dockerfile))
+    triggers = BaseTriggers(cfg)
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
-        plans[name] = _plan(cfg, graph, contexts[name], plans)
+        plans[name] = replace(_plan(cfg, graph, contexts[name], plans), base_triggers=triggers)
     return Project(cfg, graph, plans)
+
+
+def _with_sources(cfg: config.Config, context: render.Context) -> render.Context:
+    """The context with the archives of the image's `sources:`, as far as they are made."""
+    made = sources.archives(cfg, context.name)
+    taken = sorted(set(context.files) & {*made.files, *made.fetches, *made.failures})
+    if taken:
+        raise InputError(cfg.path, f"images.{context.name}: the context path {taken[0]!r} is "
+                         f"both a file of the context and the archive of source "
+                         f"'{taken[0].removesuffix('-archive')}'", image=context.name,
+                         fix="rename the `files:` entry (or the file beside the template), "
+                         "or the source")
+    return replace(context, files={**context.files, **made.files},
+                   fetches={**context.fetches, **made.fetches},
+                   failures={**context.failures, **made.failures},
+                   digests={**context.digests, **made.digests})
+
+
+def _buildah_of(cfg: config.Config) -> buildah.Buildah:
+    return buildah.Buildah(tuple(cfg.settings.buildah_args),
+                           store_note=cfg.build_dir / STORE_NOTE)
+
+
+class BaseTriggers:
+    """The ONBUILD triggers of base images, as local storage holds them (asked once each;
+    None: storage lacks the image, until `pulled`)."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        self.buildah = _buildah_of(cfg)
+        self.known: dict[str, tuple[dockerfile.Instruction, ...] | None] = {}
+
+    def __call__(self, reference: str) -> tuple[dockerfile.Instruction, ...] | None:
+        if reference not in self.known:
+            lines = self.buildah.onbuild_triggers(reference)
+            self.known[reference] = None if lines is None else dockerfile.config_triggers(lines)
+        return self.known[reference]
+
+    def pulled(self, reference: str) -> None:
+        """Storage holds the image now: its triggers are asked again."""
+        self.known.pop(reference, None)
 
 
 def _platforms(cfg: config.Config, name: str, parent: ImagePlan | None) -> tuple[str, ...]:
@@ -273,16 +348,26 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
     name, settings = context.name, cfg.settings
     image = cfg.images[name]
     parent = graph.parents[name]
+    args = _spelled({**settings.args, **image.args})
+    remote = dockerfile.remote_inputs(context.dockerfile, args)
+    if remote:
+        raise InputError(cfg.path, f"rendered {context.template}: ADD {remote[0]} fetches "
+                         "from the network at build time, which no key can cover", image=name,
+                         fix="declare it under the image's `sources:` (fetched once, checked "
+                         "by its sha256 and keyed by its content) and COPY or ADD it from the "
+                         "context")
     return ImagePlan(name=name, parent=parent, reference=cfg.reference(name),
                      parent_reference=cfg.reference(parent) if parent else None,
                      context=context, workdir=cfg.build_dir / name,
-                     args=_spelled({**settings.args, **image.args}),
+                     args=args,
                      labels=_spelled({**settings.labels, **image.labels}),
                      volumes=tuple(image.volumes), format=settings.format,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout,
                      platforms=_platforms(cfg, name, plans[parent] if parent else None),
-                     base=None if parent else render.base_image(context.dockerfile))
+                     base=None if parent else dockerfile.base_image(context.dockerfile, args),
+                     reads=tuple(dockerfile.images_read(context.dockerfile, args,
+                                                        context.triggers)))
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:

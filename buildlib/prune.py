@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildlib import keys
+from buildlib import keys, storagelock
 from buildlib.buildah import StorageContents, StorageError, StoredImage
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
@@ -238,6 +238,7 @@ class LocalResult:
     untagged: int
     freed: int  # bytes of the layers gone
     errors: list[str]
+    held: set[tuple[str, str]]  # (image, key tag) of every key name storage still holds
 
 
 def prune_local(proj: Project, plan: LocalPlan, before: StorageContents) -> LocalResult:
@@ -265,7 +266,9 @@ def prune_local(proj: Project, plan: LocalPlan, before: StorageContents) -> Loca
     named = sum(1 for image in plan.remove if image.id in gone)
     untagged = sum(1 for name in plan.untag
                    if not any(name in image.names for image in after.images.values()))
-    return LocalResult(len(gone), named, untagged, freed, errors)
+    held = {(match["image"], match["tag"]) for image in after.images.values()
+            for match in map(KEY_NAME.match, image.names) if match}
+    return LocalResult(len(gone), named, untagged, freed, errors, held)
 
 
 def size(count: float) -> str:
@@ -328,9 +331,23 @@ def plan_registry(repositories: Mapping[str, str], tags: Mapping[str, dict[str, 
 
 def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
                saved: Callable[[str], dict[str, Any]]) -> str | None:
-    """Prune the selected images' old keys: the registry's first when asked (the record
-    of this tree's keys still lists the keys local storage loses), then local storage.
+    """Prune the selected images' old keys: the registry's first when asked, then local
+    storage, both planned from the same record of this tree's keys (so a dry run lists
+    what the real run removes), while no other run uses the storage (`storagelock`).
     Returns what went wrong, if anything."""
+    if dry:
+        return _prune(run, keep, dry=dry, registry=registry, saved=saved)
+    busy = storagelock.exclusive(run.project.buildah)
+    if busy:
+        return f"error: {busy}"
+    try:
+        return _prune(run, keep, dry=dry, registry=registry, saved=saved)
+    finally:
+        storagelock.release(run.project.buildah)
+
+
+def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
+           saved: Callable[[str], dict[str, Any]]) -> str | None:
     proj = run.project
     names = [name for name in proj.graph.order() if name in run.selection.selected]
     try:
@@ -340,8 +357,9 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     record = recorded(proj)
     kept = kept_tags(names, current_tags(proj, names, contents, saved), record,
                            keep)
-    failure = _prune_registry(run, names, kept, record, dry) if registry else None
     plan = plan_local(proj, names, contents, kept, record)
+    failure, in_registry = (_prune_registry(run, names, kept, record, dry) if registry
+                            else (None, None))
     for line in describe_local(plan, contents, dry):
         print(line)
     if dry:
@@ -353,11 +371,22 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     print(f"removed {_count(result.named, 'image')} of old keys and "
           f"{_count(result.images - result.named, 'intermediate image')}, untagged "
           f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
-    rewrite_record(proj, record)  # one line per key still held, here or in the registry
+    rewrite_record(proj, still_held(record, result.held, in_registry))
     if result.errors:
         shown = "\n  ".join(result.errors[:10])
         return f"prune could not remove everything:\n  {shown}"
     return failure
+
+
+def still_held(record: Mapping[str, list[str]], local: set[tuple[str, str]],
+               in_registry: Mapping[str, set[str]] | None) -> dict[str, list[str]]:
+    """The record without the keys gone from both places: not named in local storage and
+    not tagged in the registry (known only for the images whose tags were listed)."""
+    if in_registry is None:
+        return dict(record)
+    return {name: [tag for tag in tags if (name, tag) in local or name not in in_registry
+                   or tag in in_registry[name]]
+            for name, tags in record.items()}
 
 
 def _count(number: int, thing: str) -> str:
@@ -371,8 +400,10 @@ def _freed(count: int, contents: Any) -> str:
 
 
 def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
-                    record: dict[str, list[str]], dry: bool) -> str | None:
-    """Delete the manifests of old key tags of the selected images' repositories."""
+                    record: dict[str, list[str]], dry: bool
+                    ) -> tuple[str | None, dict[str, set[str]] | None]:
+    """Delete the manifests of old key tags of the selected images' repositories. Returns
+    what went wrong, and each image's tags the registry still holds (None: unknown)."""
     proj = run.project
     client = proj.registry_client
     repositories = {name: ImageRef.parse(proj.plans[name].reference).registry_path
@@ -382,12 +413,12 @@ def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
                        for tag in client.tags(repo)}
                 for name, repo in repositories.items()}
     except RegistryError as err:
-        return f"error: registry prune: {err}"
+        return f"error: registry prune: {err}", None
     plan = plan_registry(repositories, tags, kept, record)
     host = proj.config.settings.registry
     for where, why in sorted(plan.kept.items()):
         print(f"kept {host}/{where}: {why}")
-    deleted: set[tuple[str, str]] = set()
+    left = {name: set(held) for name, held in tags.items()}
     for where, old in sorted(plan.delete.items()):
         repo, _, digest = where.partition("@")
         print(f"{'would delete' if dry else 'deleting'} {host}/{where} (tags {', '.join(old)})")
@@ -396,13 +427,10 @@ def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
         try:
             client.delete_manifest(repo, digest)
         except DeletionRefused as err:
-            return f"error: {err}"
+            return f"error: {err}", None
         except RegistryError as err:
-            return f"error: registry prune: {err}"
-        name = next(n for n, r in repositories.items() if r == repo)
-        deleted.update((name, tag) for tag in old)
+            return f"error: registry prune: {err}", None
+        left[next(n for n, r in repositories.items() if r == repo)] -= set(old)
     print(f"{'would delete' if dry else 'deleted'} {len(plan.delete)} manifests of old keys "
           f"from {host} (its storage frees their blobs at its garbage collection)")
-    for name, tag in deleted:
-        record[name].remove(tag)
-    return None
+    return None, left

@@ -31,22 +31,22 @@ def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Stora
 def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
               storage: Storage) -> None:
     settings = project.config.settings
+    budget = push_budget(project)
 
     def attempt() -> str:
         try:
             return project.buildah.pull(values["pinned"], tls_verify=settings.tls_verify,
                                         authfile=project.authfile,
-                                        timeout=settings.push_timeout)
+                                        timeout=budget.timeout(settings.push_timeout))
         except BuildahError as err:
             if registry.permanent_cause(err.output):
                 raise
             raise registry.TransientError(str(err)) from None
 
     try:
-        image_id = registry.with_retries(attempt, settings.push_retries, lambda *_: None)
-    except registry.TransientError as err:
-        raise BuildahError(f"still failing after {settings.push_retries} attempts: "
-                           f"{err}") from None
+        image_id = registry.with_retries(attempt, budget, lambda *_: None)
+    except registry.GaveUp as err:
+        raise BuildahError(str(err)) from None
     if image_id != values["id"]:
         raise BuildahError(f"pulled {values['pinned']}: image {image_id}, "
                            f"not {values['id']} as its manifest says")
@@ -59,6 +59,12 @@ def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
     project.buildah.tag(image_id, *names)
     project.buildah.untag(values["pinned"])  # the pull's name would come first
     storage.add(image_id, names)
+
+
+def push_budget(project: Project) -> registry.Budget:
+    """The attempts and the overall time one image's push (or pull) may take, from now."""
+    settings = project.config.settings
+    return registry.Budget(settings.push_retries, settings.push_deadline)
 
 
 class PushFailed(Exception):
@@ -110,6 +116,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     plan.own_workdir()
     plan.push_log.write_text("")
     start, attempts, replaced = time.time(), 0, None
+    budget = push_budget(project)
     try:
         client.check()
     except registry.RegistryError as err:
@@ -128,7 +135,8 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                 plan, built, cache.Found(cache.repository_of(key_reference), content))
             if content is None or problem:
                 replaced = problem or None
-                content = _pushed_with_key(project, name, built)
+                content = _pushed_with_key(project, name, built,
+                                           budget.timeout(settings.push_timeout))
             if not plan.one_of:  # (one platform's list: the user's tag is `merge`'s)
                 client.put_manifest(plan.reference, content)
         except registry.RegistryError as err:
@@ -142,9 +150,9 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                       f"{error}\n")
 
     try:
-        content = registry.with_retries(attempt, settings.push_retries, log_retry)
-    except registry.TransientError as err:
-        raise PushFailed(f"still failing after {attempts} attempts: {err}") from None
+        content = registry.with_retries(attempt, budget, log_retry)
+    except registry.GaveUp as err:
+        raise _give_up(plan, str(err)) from None
     with plan.push_log.open("a") as log:
         if replaced:
             log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
@@ -155,15 +163,15 @@ def push_image(project: Project, name: str, built: dict[str, Any],
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
 
 
-def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any]
-                     ) -> registry.Manifest:
+def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any],
+                     timeout: float) -> registry.Manifest:
     """`buildah push` to the key's tag, then that manifest annotated with the key (which
     the image config cannot hold without changing the image ID; a manifest list also with
     its images' keys) put back under the tag: what a lookup checks before it takes the
     image as the key's."""
     key = built["key"]
     client, key_reference = project.registry_client, project.plans[name].key_reference(key)
-    digest = _buildah_push(project, name, key)
+    digest = _buildah_push(project, name, key, timeout)
     pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
     if pushed is None:
         raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
@@ -202,12 +210,12 @@ def _give_up(plan: ImagePlan, message: str) -> PushFailed:
     return PushFailed(message)
 
 
-def _buildah_push(project: Project, name: str, key: str) -> str:
-    """One `buildah push` to the key's tag; the pushed digest."""
+def _buildah_push(project: Project, name: str, key: str, timeout: float) -> str:
+    """One `buildah push` to the key's tag, killed after `timeout` seconds; the digest."""
     plan = project.plans[name]
     try:
         return project.buildah.push(push_argv(project, name, key), plan.digestfile,
-                                    plan.push_log, project.config.settings.push_timeout)
+                                    plan.push_log, timeout)
     except Interrupted:
         raise PushFailed("interrupted") from None
     except BuildahError as err:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -332,6 +333,48 @@ class Client:
         """Tag `reference` with an existing manifest (no image data moves)."""
         self._ask("PUT", reference, manifest.body, {"Content-Type": manifest.media_type})
 
+    def blob(self, repository: str, digest: str) -> bytes | None:
+        """The blob `digest` of `repository` (path without the host), checked against its
+        digest; None when the registry has none. One GET."""
+        answer = self._blob_request("GET", repository, f"blobs/{digest}", None)
+        if answer is None:
+            return None
+        if _sha256(answer.body) != digest:
+            raise RegistryError(f"{self.host} served blob {digest} of {repository} with "
+                                "other bytes")
+        return answer.body
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload `data` as a blob of `repository` (a POST, then one PUT of all of it);
+        its digest."""
+        import urllib.parse
+
+        digest = _sha256(data)
+        started = self._blob_request("POST", repository, "blobs/uploads/", b"")
+        location = started.headers.get("Location", "") if started else ""
+        if not location:
+            raise RegistryError(f"{self.host} started no upload for {repository}")
+        base = f"{self._schemes()[0]}://{self.host}"
+        url = urllib.parse.urljoin(base, location)
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        self._blob_request("PUT", repository, url, data,
+                           {"Content-Type": "application/octet-stream"})
+        return digest
+
+    def _blob_request(self, method: str, repository: str, where: str, data: bytes | None,
+                      headers: dict[str, str] | None = None) -> _Answer | None:
+        """`where` under /v2/<repository>/, or a full URL (an upload's Location)."""
+        import http.client
+
+        self.check()
+        url = (where if "://" in where
+               else f"{self._schemes()[0]}://{self.host}/v2/{repository}/{where}")
+        try:
+            return self._request(method, url, data, headers or {})
+        except (OSError, http.client.HTTPException) as err:
+            raise RegistryError(f"cannot {method} {url}: {describe(err, self.timeout)}",
+                                transient=True) from None
+
     def tags(self, repository: str) -> list[str]:
         """Every tag of `repository` (path without the host; [] when it has none), following
         the registry's pages. Raises RegistryError when it cannot be asked."""
@@ -486,18 +529,55 @@ class TransientError(Exception):
 T = TypeVar("T")
 
 
-def with_retries(attempt: Callable[[], T], attempts: int,
+@dataclass
+class Budget:
+    """What one push (or pull) may spend, from its start: `attempts` tries, all within
+    `seconds` (the overall deadline, so a registry that takes the connection and stalls
+    cannot hold one image for push_retries x push_timeout)."""
+
+    attempts: int
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def timeout(self, per_attempt: float) -> float:
+        """The time one attempt may take: its own limit, cut to what is left (1 s at least)."""
+        return max(1.0, round(min(per_attempt, self.left()), 1))
+
+
+class GaveUp(Exception):
+    """Every attempt was used, or the deadline came: says how many, how long, the last error."""
+
+
+def with_retries(attempt: Callable[[], T], budget: Budget,
                  on_retry: Callable[[int, float, BaseException], None]) -> T:
-    """Call `attempt` until it succeeds, it raises a non-transient error, or `attempts`
-    are used; jittered exponential backoff capped at BACKOFF_CAP_SECONDS between calls."""
+    """Call `attempt` until it succeeds or raises a non-transient error; jittered
+    exponential backoff capped at BACKOFF_CAP_SECONDS between calls. Raises GaveUp once
+    `budget.attempts` are used or the next attempt would start after its deadline."""
     import tenacity
 
+    made = 0
+
+    def counted() -> T:
+        nonlocal made
+        made += 1
+        return attempt()
+
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(attempts),
+        stop=(tenacity.stop_after_attempt(budget.attempts)
+              | tenacity.stop_before_delay(max(0.0, budget.left()))),
         wait=tenacity.wait_random_exponential(multiplier=0.5, max=BACKOFF_CAP_SECONDS),
         retry=tenacity.retry_if_exception_type(TransientError),
         before_sleep=lambda state: on_retry(state.attempt_number, state.upcoming_sleep,
                                             state.outcome.exception()),
         reraise=True,
     )
-    return retrying(attempt)
+    try:
+        return retrying(counted)
+    except TransientError as err:
+        spent = time.monotonic() - budget.started
+        raise GaveUp(f"still failing after {made} attempt{'s' * (made != 1)} in {spent:.1f} s "
+                     f"(at most {budget.attempts} attempts within {budget.seconds:g} s: "
+                     f"settings.push_retries, push_deadline): {err}") from None

@@ -6,12 +6,12 @@ import contextlib
 import fnmatch
 import hashlib
 import importlib
-import json
 import os
 import re
 import shutil
+import stat
 import sys
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Container, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import jinja2
 import jinja2.meta
 import jinja2.sandbox
 
+from buildlib import dockerfile
 from buildlib.config import Config, holds
 from buildlib.errors import InputError
 from buildlib.graph import Graph
@@ -35,55 +36,74 @@ class Context:
     name: str
     dockerfile: str
     files: dict[str, Path]  # each file's path inside the context -> its source on disk
+    # (a folder there is an empty folder, e.g. kolla-build's `patches/` of an image with none)
     template: Path
     fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
     follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
+    failures: dict[str, str] = field(default_factory=dict)  # path -> why its source failed
+    digests: dict[str, str] = field(default_factory=dict)  # path -> its digest, known already
+    # the ONBUILD instructions of the image it is built on, which buildah runs first
+    triggers: tuple[dockerfile.Instruction, ...] = ()
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
         its mode and bytes. A file no COPY, ADD or bind mount can name changes no byte of
         the image, so it is no part of the key."""
         digests = {}
-        read = read_by(self.dockerfile)
+        read = dockerfile.context_read(self.dockerfile, self.triggers)
         for inner, source in sorted(self.files.items()):
             if not read(inner):
                 continue
-            h = hashlib.sha256(f"{os.stat(source).st_mode & 0o7777:o}\0".encode())
-            h.update(source.read_bytes())
+            if inner in self.digests:  # (a source's archive: read again only when it changed)
+                digests[inner] = self.digests[inner]
+                continue
+            mode = os.stat(source).st_mode
+            folder = stat.S_ISDIR(mode)  # an empty folder: its mode, and a mark no file has
+            h = hashlib.sha256(f"{'d' if folder else ''}{mode & 0o7777:o}\0".encode())
+            if not folder:
+                with source.open("rb") as file:  # (a source's archive may be gigabytes)
+                    while chunk := file.read(1024 * 1024):
+                        h.update(chunk)
             digests[inner] = h.hexdigest()
         return digests
 
     def dockerfile_digest(self, parent_reference: str | None = None) -> str:
-        """sha256 of the Dockerfile, its first FROM naming the parent by a placeholder:
-        the parent is keyed by its image ID, and where it is stored (registry, tag) is no
-        part of what the child is made of."""
+        """sha256 of the Dockerfile as buildah reads it (comments, blank lines and line
+        continuations are no part of it), its first FROM naming the parent by a
+        placeholder: the parent is keyed by its image ID, and where it is stored
+        (registry, tag) is no part of what the child is made of (nor are the ONBUILD
+        triggers it holds: its ID covers them)."""
         text = self.from_parent(parent_reference, PARENT_PLACEHOLDER).dockerfile
-        return hashlib.sha256(without_comments(text).encode()).hexdigest()
+        return hashlib.sha256(dockerfile.read(text).canonical().encode()).hexdigest()
 
     def from_parent(self, parent_reference: str | None, name: str) -> Context:
         """This context with its first FROM naming the parent (`parent_reference` in the
         template) as `name` instead."""
         if not parent_reference:
             return self
+        first = next(i for i in dockerfile.read(self.dockerfile).instructions
+                     if i.keyword == "from")
         lines = self.dockerfile.splitlines(keepends=True)
-        first = next(i for i, line in enumerate(lines)
-                     if line.lstrip().upper().startswith("FROM"))
-        lines[first] = lines[first].replace(parent_reference, name, 1)
+        spanned = "".join(lines[first.start - 1:first.end]).replace(parent_reference, name, 1)
+        lines[first.start - 1:first.end] = [spanned]
         return replace(self, dockerfile="".join(lines))
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
-        return replace(self, files={inner: context_dir / inner for inner in self.files})
+        return replace(self, files={inner: context_dir / inner for inner in self.files},
+                       digests={})  # (the copy is hashed itself)
 
     def missing_sources(self) -> list[str]:
         """What the Dockerfile's COPY/ADD take from the context but the context lacks,
         e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
-        present = {".", *self.fetches}
+        present = {".", *self.fetches, *self.failures}
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-        return [f"{keyword} {path!r}" for keyword, path in context_sources(self.dockerfile)
-                if not (fnmatch.filter(present, path) if _is_glob(path) else path in present)]
+        instructions = [*self.triggers, *dockerfile.read(self.dockerfile).instructions]
+        return [f"{keyword} {path!r}" for keyword, path in dockerfile.context_sources(instructions)
+                if not (fnmatch.filter(present, path) if dockerfile.is_glob(path)
+                        else path in present)]
 
     def write(self, dockerfile_path: Path, context_dir: Path) -> None:
         """Write the Dockerfile and a fresh copy of the context (links copied as the files
@@ -94,7 +114,11 @@ class Context:
         for inner, source in self.files.items():
             target = context_dir / inner
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+            if source.is_dir():
+                target.mkdir()
+                shutil.copymode(source, target)
+            else:
+                shutil.copy2(source, target)
         dockerfile_path.write_text(self.dockerfile, encoding="utf-8")
 
 
@@ -372,147 +396,13 @@ class _Folders:
                 raise InputError(config.path, f"context file name '{inner}' leaves the "
                                  "context", image=name,
                                  fix="use a relative name inside the build context")
-            if path.is_dir():
-                files.update({f"{inner}/{rel}": p
-                              for rel, p in _files_under(config, name, path).items()})
-            else:
+            under = _files_under(config, name, path) if path.is_dir() else {}
+            files.update({f"{inner}/{rel}": p for rel, p in under.items()})
+            if not under:  # a file, or an empty folder (made empty in the context)
                 files[inner] = path
         return files
 
 
-def context_sources(dockerfile: str, variables: bool = False) -> list[tuple[str, str]]:
-    """(COPY|ADD, source path inside the context) for each source a build takes from its
-    context: not URLs, other stages (`--from`), here-documents, nor `$VARIABLE` paths
-    unless `variables`."""
-    found = []
-    for line in _instructions(dockerfile):
-        keyword, rest = (line.split(None, 1) + [""])[:2]
-        keyword = keyword.upper()
-        if keyword not in ("COPY", "ADD"):
-            continue
-        words = _arguments(rest)
-        if any(w.startswith("--from") for w in words):
-            continue
-        paths = [w for w in words if not w.startswith("--")][:-1]  # the last is the target
-        for path in paths:
-            if ("$" in path and not variables) or path.startswith("<<") \
-                    or re.match(r"^[a-z][a-z0-9+.-]*://", path) or path.startswith("git@"):
-                continue
-            found.append((keyword, os.path.normpath(path.lstrip("/")) if path.strip("/")
-                          else "."))
-    return found
-
-
-def read_by(dockerfile: str) -> Callable[[str], bool]:
-    """Whether a build of this Dockerfile can read a context file (by its path inside the
-    context): some COPY/ADD source or `RUN --mount=type=bind` source names it, the file or
-    a folder above it, with buildah's wildcards (`*`, `?`, `[...]` within one path part).
-    A source built from a variable can name anything, and so can a here-document's
-    Dockerfile, which this reader does not take apart; ignore files decide what is sent
-    and are always read."""
-    if "<<" in dockerfile:
-        return lambda inner: True
-    patterns = [path for _, path in context_sources(dockerfile, variables=True)]
-    patterns += _bind_mount_sources(dockerfile)
-    if any("$" in p or p == "." for p in patterns):
-        return lambda inner: True
-    exact = {p for p in patterns if not _is_glob(p)}
-    globs = [_glob(p) for p in patterns if _is_glob(p)]
-
-    def read(inner: str) -> bool:
-        if inner in IGNORE_FILES:
-            return True
-        parts = inner.split("/")
-        above = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        return any(a in exact for a in above) or any(
-            g.fullmatch(a) for g in globs for a in above)
-
-    return read
-
-
-def _glob(pattern: str) -> re.Pattern[str]:
-    """A path wildcard as Go's filepath.Match reads it: no wildcard crosses a `/`."""
-    parts = re.split(r"(\*|\?|\[[^\]]*\])", pattern)
-    return re.compile("".join(
-        "[^/]*" if part == "*" else "[^/]" if part == "?" else
-        part if part.startswith("[") and part.endswith("]") and len(part) > 2
-        else re.escape(part) for part in parts))
-
-
-IGNORE_FILES = {".dockerignore", ".containerignore"}
-
-
-# Build args buildah gives RUN steps without an ARG instruction.
-PREDEFINED_ARGS = frozenset(name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY",
-                                               "NO_PROXY", "ALL_PROXY")
-                            for name in (proxy, proxy.lower()))
-
-
-def args_read_by(dockerfile: str) -> Callable[[str], bool]:
-    """Whether a build of this Dockerfile can read a build arg: one an ARG instruction
-    declares, or one buildah gives every RUN step (the proxies). Any other is "not
-    consumed" (buildah says so) and changes no byte of the image."""
-    if "<<" in dockerfile:
-        return lambda name: True
-    declared = set(PREDEFINED_ARGS)
-    for line in _instructions(dockerfile):
-        keyword, rest = (line.split(None, 1) + [""])[:2]
-        if keyword.upper() == "ARG":
-            declared.update(word.partition("=")[0] for word in rest.split())
-    return declared.__contains__
-
-
-def _bind_mount_sources(dockerfile: str) -> list[str]:
-    """The context paths `RUN --mount=type=bind,source=...` mounts (no `from=`)."""
-    found = []
-    for line in _instructions(dockerfile):
-        keyword, rest = (line.split(None, 1) + [""])[:2]
-        if keyword.upper() != "RUN":
-            continue
-        for word in rest.split():
-            if not word.startswith("--mount="):
-                break
-            fields = dict(f.partition("=")[::2] for f in word[len("--mount="):].split(","))
-            if fields.get("type", "bind") == "bind" and "from" not in fields:
-                source = fields.get("source") or fields.get("src") or "."
-                found.append(os.path.normpath(source.lstrip("/")) if source.strip("/")
-                             else ".")
-    return found
-
-
-DIRECTIVE = re.compile(r"#\s*[a-zA-Z]+\s*=")
-
-
-def without_comments(dockerfile: str) -> str:
-    """The Dockerfile as buildah's parser sees it: comment and blank lines dropped (they
-    change no byte of the image), parser directives at the top (`# syntax=`) kept. A
-    Dockerfile with here-documents, whose lines may be data, is kept whole."""
-    if "<<" in dockerfile:
-        return dockerfile
-    kept, directives = [], True
-    for line in dockerfile.splitlines():
-        stripped = line.strip()
-        if directives and DIRECTIVE.match(stripped):
-            kept.append(line)
-            continue
-        directives = False
-        if stripped and not stripped.startswith("#"):
-            kept.append(line)
-    return "\n".join(kept) + "\n"
-
-
-def _arguments(rest: str) -> list[str]:
-    """The words of an instruction, in JSON (exec) form or shell form."""
-    if rest.lstrip().startswith("["):
-        with contextlib.suppress(ValueError):
-            words = json.loads(rest)
-            if isinstance(words, list):
-                return [str(w) for w in words]
-    return rest.split()
-
-
-def _is_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
 def _files_under(config: Config, name: str, folder: Path,
                  declared: Container[str] = ()) -> dict[str, Path]:
     """Every file under `folder` by its path there, but the `declared` ones. Links are
@@ -564,57 +454,9 @@ def _link_target(config: Config, name: str, folder: Path, inner: str, link: Path
 
 
 
-def first_from(dockerfile: str) -> str | None:
-    """The image named by the first FROM instruction, or None if another comes first."""
-    for line in _instructions(dockerfile):
-        keyword, rest = (line.split(None, 1) + [""])[:2]
-        keyword = keyword.upper()
-        if keyword == "ARG":
-            continue
-        if keyword != "FROM":
-            return None
-        words = [w for w in rest.split() if not w.startswith("--")]
-        return words[0] if words else None
-    return None
-
-
-def base_image(dockerfile: str) -> str | None:
-    """The image a root's first FROM names (with the defaults of the ARGs before it), or
-    None for `scratch` and for a name no default makes whole."""
-    defaults: dict[str, str] = {}
-    for line in _instructions(dockerfile):
-        keyword, rest = (line.split(None, 1) + [""])[:2]
-        if keyword.upper() == "ARG":
-            name, _, value = rest.strip().partition("=")
-            defaults[name] = value.strip().strip('"').strip("'")
-        elif keyword.upper() == "FROM":
-            break
-    found = first_from(dockerfile)
-    if found is None:
-        return None
-    found = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), found)
-    return None if "$" in found or found.lower() == "scratch" else found
-
-
-def _instructions(dockerfile: str) -> list[str]:
-    """Logical lines without comments, blank lines or backslash continuations."""
-    lines, current = [], ""
-    for raw in dockerfile.splitlines():
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        lines.append((current + stripped).strip())
-        current = ""
-    if current.strip():
-        lines.append(current.strip())
-    return lines
-
-
 def _check_from(config: Config, graph: Graph, name: str, text: str, template: Path) -> None:
-    found = first_from(text)
+    _check_reading(config, name, text, template)
+    found = dockerfile.first_from(text)
     parent = graph.parents[name]
     if parent is None:
         if found is None:
@@ -628,3 +470,19 @@ def _check_from(config: Config, graph: Graph, name: str, text: str, template: Pa
                          fix="begin the template with `FROM {{ parent_image }}`"
                          if config.kolla is None else "begin the template with `FROM "
                          "{{ namespace }}/{{ image_prefix }}" + parent + ":{{ tag }}`")
+
+
+def _check_reading(config: Config, name: str, text: str, template: Path) -> None:
+    """The Dockerfile is one buildah 1.28 reads to its end: no instruction it fails on."""
+    where = f"rendered {template}"
+    try:
+        dockerfile.read(text)
+        dockerfile.sources_in(text)  # each source's quotes and variables as buildah takes them
+    except dockerfile.DockerfileError as err:
+        raise InputError(config.path, f"{where}: buildah cannot read it: {err}", image=name,
+                         fix="correct the template") from None
+    for instruction in dockerfile.unknown_instructions(text):
+        raise InputError(config.path, f"{where} line {instruction.start}: buildah 1.28 knows "
+                         f"no instruction {instruction.keyword.upper()!r}", image=name,
+                         fix="correct the line; buildah 1.28 reads no here-documents "
+                         "(`<<EOF`): write the lines into a context file and COPY it")

@@ -38,10 +38,19 @@ SAVED_FIELDS = {"build": ("id", "key", "found"), "push": ("digest", "attempts", 
 STATUS_ORDER = ("built", "pushed", "up-to-date", "failed", "blocked", "excluded")
 
 
+def ends_of(line: str) -> str:
+    """A line of at most LINE_CHARS: a longer one keeps its start and its end, where
+    buildah says the cause (after a request dump: "...: link /etc/passwd /hl: no such file")."""
+    if len(line) <= LINE_CHARS:
+        return line
+    half = (LINE_CHARS - len(" [...] ")) // 2
+    return f"{line[:half]} [...] {line[-half:]}"
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of a log, each cut at LINE_CHARS, read from its last bytes."""
+    """The last `lines` lines of a log, each cut to LINE_CHARS, read from its last bytes."""
     tail = buildah.read_tail(path, limit=LOG_TAIL_BYTES).splitlines()[-lines:]
-    return "".join(buildah.capped_lines(line, 0, LINE_CHARS)[0] + "\n" for line in tail)
+    return "".join(ends_of(line) + "\n" for line in tail)
 
 
 def attempts_in(push_log: Path) -> int:
@@ -284,7 +293,7 @@ class ImageReporter(ConsoleReporter):
             entry.update(status="blocked", error=f"not run: {cause} failed")
             self._progress().skip(task.name)
             return
-        error = buildah.capped_lines(fail.get_msg().strip(), 0, LINE_CHARS)[0]
+        error = "\n".join(ends_of(line) for line in fail.get_msg().strip().splitlines())
         entry.update(status="failed", end=time.time(), error=error)
         if kind == "push":
             entry["attempts"] = attempts_in(task.meta["log"])

@@ -1,22 +1,8 @@
 """One doit run: its command line read once, the images it selects, the run lock, signals.
 
-A run is shaped by doit command-line variables (`doit build images=nova profile=x`):
-
-    config=PATH          another images.yaml (default: the one beside dodo.py)
-    images=RE[,RE...]    build only images whose name matches, with their ancestors
-    profile=NAME[,...]   the patterns of named `profiles:` in images.yaml
-    exclude=RE[,RE...]   never build these nor their descendants (adds to settings.excludes)
-    skip_parents=1       build the selected images on their parents as they are in storage
-    fail_fast=1          stop at the first failure instead of building everything else
-    verbose=1            show buildah's output as it builds (it always goes to the logs)
-    dispatch=fifo        doit's own order of ready builds, not the longest path first
-    cache=registry       look images up in the registry by their key before building them
-    pin=NAME@DIGEST,...  take these images from the registry at that digest, as they are
-    platform=OS/ARCH     build and push each multi-arch image's list of this platform alone
-
-and `doit export` by its own: format=gha|gitlab|argo, out=PATH, max_jobs=N, job_start=SECONDS,
-runs_on=LABEL,..., runners=PLATFORM=LABEL[+LABEL],... and storage=runner|job|/PATH, and
-`doit merge` by parts=NAME@DIGEST,... (each platform's list of the image).
+A run is shaped by doit command-line variables (`doit build images=nova profile=x`): each
+is a row of `variables.VARIABLES` (their table, and docs/reference/variables.md), read
+through `variables` alone.
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
@@ -39,30 +25,28 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from doit import get_var
 
 from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     doit_seam,
     graph,
-    kolla_sources,
     project,
     pushpool,
     registry,
     storage,
+    storagelock,
+    variables,
 )
 from buildlib.errors import InputError
 
-CONFIG_FILE = "images.yaml"
-TRUE_WORDS = {"1", "true", "yes", "on"}
 LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
 # doit commands that change the tree's state or images, and so take the lock.
@@ -188,6 +172,18 @@ class Run:
     def jobs(self) -> int:
         return self.invocation.jobs or self.project.config.settings.jobs
 
+    @functools.cached_property
+    def tree_references(self) -> dict[str, str]:
+        """The reference of each image of this tree -> its name."""
+        return {plan.reference: name for name, plan in self.project.plans.items()}
+
+    def read_tasks(self, name: str) -> list[str]:
+        """The build tasks of this run's images that this image's build reads (by
+        reference: COPY --from, a later stage's FROM), which it waits for."""
+        tree = self.tree_references
+        return [f"build:{tree[image]}" for image in self.project.plans[name].reads
+                if tree.get(image) in self.selection.selected]
+
     def parent_task(self, name: str) -> str | None:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
@@ -247,7 +243,7 @@ class Run:
         names = [name for name in self.project.graph.order() if name in self.selection.selected]
         walked = self.project.keys_from_roots(
             names, lambda name, key: self.storage.with_key(key), self.parent_in_storage,
-            self.base_id)
+            self.base_id, self.bases.id_of)
         return {name for name, _, image_id in walked if image_id is None}
 
     def base_id(self, name: str) -> str | None:
@@ -266,7 +262,10 @@ class Run:
         for child in self.project.graph.children[name]:
             if child in self.selection.selected and not self.project.plans[child].platforms:
                 plan = self.project.plans[child]
-                key = plan.record_on(self.images[name]["id"]).key
+                read = plan.read_ids(self.bases.id_of)
+                if isinstance(read, str):
+                    continue
+                key = plan.record_on(self.images[name]["id"], images=read).key
                 if not self.storage.with_key(key):
                     self.lookups.ask(plan.key_reference(key))
 
@@ -308,33 +307,65 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     or the imagebake command's working directory) and the run the other variables ask for.
     Bad input, or a run that cannot start, ends the process here with one message and
     status 1, before doit could print a traceback; Ctrl-C while loading (a slow download)
-    with one line and status 130. Only a run that builds downloads `url:` sources."""
+    with one line and status 130. Only a run that builds makes sources (downloads, clones,
+    archives), and only those of the images it builds."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
+    with _terminated_while_loading():
+        return _load_run(tree_dir, invocation)
+
+
+class _Terminated(Exception):
+    """SIGTERM while the tree loads (a download): the loading code's `finally` blocks run."""
+
+
+@contextlib.contextmanager
+def _terminated_while_loading() -> Iterator[None]:
+    """SIGTERM while loading ends the process with one line and status 143, after the
+    loading code cleaned up (a download's partial file), as Ctrl-C does."""
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
     try:
-        proj = _for_platform(project.load(_config_path(tree_dir), fetch=invocation.builds))
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: nothing to catch there
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        print("terminated while loading the tree (SIGTERM); nothing was built", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
+    try:
+        proj = _for_platform(project.load(_config_sources(tree_dir), fetch=False))
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         _check_platform_selection(proj, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
-        if any(proj.plans[name].context.fetches for name in building):
-            with kolla_sources.fetching(building):  # Kolla's sources of the images it builds
-                proj = _for_platform(project.load(_config_path(tree_dir),
-                                                  fetch=invocation.builds))
-        from_registry = _cache_mode(proj) == "registry"
-        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
         if invocation.takes_lock:
             _take_over(proj, invocation)
+        if any(proj.plans[name].context.fetches for name in building):
+            # the sources of the images it builds, and of no other (under the lock)
+            proj = _for_platform(project.load(_config_sources(tree_dir), fetch=building))
+        from_registry = _cache_mode(proj) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before any build: nothing to stop, nothing to keep
         print("interrupted while loading the tree; nothing was built", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
-    if invocation.builds and str(get_var("bases", "")) == "pull":
+    if invocation.builds and str(variables.value("bases", "")) == "pull":
         _pull_bases(proj, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
-    run = Run(proj, selection, storage.Storage(proj.buildah), fail_fast=flag("fail_fast"),
-              verbose=flag("verbose"), invocation=invocation,
+    run = Run(proj, selection, storage.Storage(proj.buildah),
+              fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
+              invocation=invocation,
               lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
@@ -358,8 +389,9 @@ def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> N
     """`bases=pull`: every selected root's base image pulled anew (the run then builds what
     a changed base changed): the "rebuild on today's base" run that security fixes need.
     A base that cannot be pulled stops the run before any build."""
-    wanted = sorted({plan.base for name, plan in proj.plans.items()
-                     if name in selected and plan.base})
+    tree = {plan.reference for plan in proj.plans.values()}  # built here, never pulled
+    wanted = sorted({image for name, plan in proj.plans.items() if name in selected
+                     for image in (plan.base, *plan.reads) if image and image not in tree})
     listed = storage.Storage(proj.buildah)  # (the run lists storage anew, after the pulls)
     for base in wanted:
         try:
@@ -389,7 +421,7 @@ def _building(proj: project.Project, selection: graph.Selection,
 
 
 def _cache_mode(proj: project.Project) -> str:
-    mode = str(get_var("cache", "") or proj.config.settings.cache)
+    mode = str(variables.value("cache", "") or proj.config.settings.cache)
     if mode not in ("local", "registry"):
         raise InputError(proj.config.path, f"cache={mode}: not a cache",
                          fix="use cache=local or cache=registry")
@@ -411,7 +443,7 @@ def _pins(proj: project.Project) -> dict[str, str]:
 def _images_at_digests(proj: project.Project, variable: str) -> list[tuple[str, str]]:
     """`VARIABLE=NAME@sha256:DIGEST,...` as (name, digest) pairs."""
     pairs = []
-    for word in _words(variable):
+    for word in variables.words(variable):
         name, _, digest = word.partition("@")
         if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise InputError(proj.config.path, f"{variable}={word}: not an image of this "
@@ -454,25 +486,26 @@ class ExportOptions:
 
 def export_options(proj: project.Project) -> ExportOptions:
     """`doit export`'s variables; read when it runs, so that other commands ignore them."""
-    fmt = str(get_var("format", "") or "")
+    fmt = str(variables.value("format", "") or "")
     if fmt not in EXPORT_FORMATS:
         raise InputError(proj.config.path, f"export needs format=gha, format=gitlab or "
                          f"format=argo (got {fmt!r})", fix="`doit export format=gha` (GitHub "
                          "Actions), `format=gitlab` (GitLab CI) or `format=argo` (Argo "
                          "Workflows)")
-    out = get_var("out")
+    out = variables.value("out")
     path = (doit_seam.user_workdir() / out).resolve() if out else None
     if path is not None and path.is_dir():
         raise InputError(proj.config.path, f"out={out!r} is a folder", fix="give out= the "
                          "path of the file to write, e.g. out=.github/workflows/images.yml")
     return ExportOptions(fmt, path, _number(proj, "max_jobs", int, None, minimum=1),
                          _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0),
-                         _runner_labels(proj, "runs_on", str(get_var("runs_on", "") or "")),
+                         _runner_labels(proj, "runs_on", variables.value("runs_on", "")),
                          _storage(proj), _platform_runners(proj))
 
 
 def _runner_labels(proj: project.Project, variable: str, text: str, separator: str = ","
                    ) -> tuple[str, ...] | None:
+    text = str(text or "")
     if not text:
         return None
     labels = tuple(label.strip() for label in text.split(separator))
@@ -489,7 +522,7 @@ def _platform_runners(proj: project.Project) -> tuple[tuple[str, tuple[str, ...]
     platform's jobs."""
     known = {p for plan in proj.plans.values() for p in plan.platforms}
     result = []
-    for word in _words("runners"):
+    for word in variables.words("runners"):
         platform, _, labels = word.partition("=")
         if platform not in known:
             raise InputError(proj.config.path, f"runners={word}: {platform!r} is none of the "
@@ -504,7 +537,7 @@ def _platform_runners(proj: project.Project) -> tuple[tuple[str, tuple[str, ...]
 
 
 def _storage(proj: project.Project) -> str:
-    text = str(get_var("storage", "") or "runner")
+    text = str(variables.value("storage", "") or "runner")
     if text not in ("runner", "job") and not text.startswith("/"):
         raise InputError(proj.config.path, f"storage={text!r} is not runner, job or an "
                          "absolute path", fix="storage=runner (the runner's default storage), "
@@ -515,7 +548,7 @@ def _storage(proj: project.Project) -> str:
 
 def _for_platform(proj: project.Project) -> project.Project:
     """With `platform=os/arch`: the tree as one runner of that platform builds it."""
-    wanted = str(get_var("platform", "") or "")
+    wanted = str(variables.value("platform", "") or "")
     if not wanted:
         return proj
     known = {p for plan in proj.plans.values() for p in plan.platforms}
@@ -528,7 +561,7 @@ def _for_platform(proj: project.Project) -> project.Project:
 
 def _check_platform_selection(proj: project.Project, selected: frozenset[str]) -> None:
     """A run for one platform builds only images of that platform."""
-    wanted = str(get_var("platform", "") or "")
+    wanted = str(variables.value("platform", "") or "")
     other = sorted(name for name in selected if wanted and not proj.plans[name].one_of)
     if other:
         raise InputError(proj.config.path, f"platform={wanted} selects {', '.join(other)}, "
@@ -537,7 +570,7 @@ def _check_platform_selection(proj: project.Project, selected: frozenset[str]) -
 
 
 def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
-    text = get_var(name)
+    text = variables.value(name)
     if text is None or text == "":
         return default
     try:
@@ -567,6 +600,7 @@ def _take_over(proj: project.Project, invocation: Invocation) -> None:
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         lock_build_dir(build_dir, invocation)
+        storagelock.share(proj.buildah)  # another tree's prune waits for this run
         unfinished = build_dir / UNFINISHED_MARK
         if unfinished.exists():
             _clean_up_after_killed_run(proj)
@@ -649,35 +683,31 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
               f"removed {removed} working container(s)", file=sys.stderr)
 
 
-def _config_path(tree_dir: Path) -> Path:
-    named = get_var("config")
+def _config_sources(tree_dir: Path) -> config.Sources:
+    """The files `config=` names (`imagebake -c`), each merged on top of those before it,
+    else images.yaml in tree_dir with images.override.yaml beside it (as bake: its
+    override file counts only when no file is named); and the `set.PATH=VALUE` variables."""
+    sets = tuple(variables.assignments())
+    named = variables.words("config")
     if not named:
-        return Path(tree_dir).resolve() / CONFIG_FILE
+        return config.Sources.default(Path(tree_dir).resolve(), sets)
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
-    return (doit_seam.user_workdir() / named).resolve()
-
-
-def flag(name: str) -> bool:
-    """A yes/no command-line variable (`dry=1`, `verbose=yes`)."""
-    return str(get_var(name, "")).lower() in TRUE_WORDS
-
-
-def _words(name: str) -> list[str]:
-    return [word for word in str(get_var(name, "")).split(",") if word]
+    return config.Sources(tuple((doit_seam.user_workdir() / n).resolve() for n in named), sets)
 
 
 def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:
-    patterns = _words("images")
-    for profile in _words("profile"):
+    patterns = variables.words("images")
+    for profile in variables.words("profile"):
         if profile not in proj.config.profiles:
             known = ", ".join(sorted(proj.config.profiles)) or "none declared"
             raise InputError(proj.config.path, f"profile '{profile}' is not declared "
                              f"(known: {known})", fix="add it under `profiles:` or use one "
                              "of those names")
         patterns += proj.config.profiles[profile]
-    excludes = proj.config.settings.excludes + _words("exclude")
+    excludes = proj.config.settings.excludes + variables.words("exclude")
     try:
-        return graph.select(proj.graph, patterns, excludes, flag("skip_parents"), pinned)
+        return graph.select(proj.graph, patterns, excludes, variables.flag("skip_parents"),
+                            pinned)
     except re.error as err:
         raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
                          fix="correct `images=` or `exclude=` (Python `re` syntax)") from None

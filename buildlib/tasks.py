@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from doit import get_var
 from doit.exceptions import TaskFailed
 
 from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     keys,
     pictures,
@@ -34,12 +34,13 @@ from buildlib import (
     publish,
     report,
     sources,
+    variables,
 )
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options, flag, merge_parts
+from buildlib.run import Run, export_options, merge_parts
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -56,7 +57,7 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "merge": merge_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -107,7 +108,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "doc": f"build {plan.reference}" + (f" on {plan.parent}" if plan.parent else ""),
         "title": lambda task: _build_title(run, name, task),
         "actions": [(_build, [run, name])],
-        "task_dep": [parent_task] if parent_task else [],
+        "task_dep": ([parent_task] if parent_task else []) + run.read_tasks(name),
         "uptodate": [ImageUpToDate(run, name)],
         "clean": [(_clean, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
@@ -175,7 +176,19 @@ def _render(run: Run) -> Any:
     return None
 
 
+def config_task(run: Run) -> dict[str, Any]:
+    """Build nothing; print images.yaml as merged with images.override.yaml (or the `-c`
+    files) and the `--set` values, validated (as `docker buildx bake --print`)."""
+    return _command("config", "print the merged images.yaml (override files, --set), "
+                    "validated", _print_config, run.project.config)
+
+
+def _print_config(cfg: config.Config) -> None:
+    print(config.merged_yaml(cfg), end="")
+
+
 def watch_task(run: Run) -> dict[str, Any]:
+    """Build, then build again on each change to images.yaml, a template or a context file."""
     return _command("watch", "build, then again on each change to images.yaml, a template "
                     "or a context file", _watch, run)
 
@@ -183,7 +196,7 @@ def watch_task(run: Run) -> dict[str, Any]:
 def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
-    watch.watch(run.project.config.path, run.invocation.rerun_as("build"),
+    watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
                 run.invocation.where)
 
 
@@ -258,13 +271,14 @@ def _prune(run: Run, probe: StateProbe) -> Any:
         keep = _prune_keep(run.project)
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    error = prune.prune_tree(run, keep, dry=flag("dry"), registry=flag("registry"),
+    error = prune.prune_tree(run, keep, dry=variables.flag("dry"),
+                             registry=variables.flag("registry"),
                              saved=lambda name: probe.values(f"build:{name}"))
     return TaskFailed(error) if error else None
 
 
 def _prune_keep(proj: project.Project) -> int:
-    text = str(get_var("keep", "") or "")
+    text = str(variables.value("keep", "") or "")
     if not text:
         return proj.config.settings.keep_keys or 0
     if not text.isdigit():
@@ -314,7 +328,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
         options = export_options(proj)
         root = _repository_root(proj.config.root)
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
-                           config=_inside(root, proj.config.path, proj, "images.yaml"),
+                           config=_config_files(root, proj),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
@@ -374,6 +388,17 @@ def _repository_root(start: Path) -> Path:
     return start
 
 
+def _config_files(root: Path, proj: project.Project) -> str:
+    """images.yaml and the files merged on top of it, as the jobs name them (`-c A,B`); a
+    --set is this run's only, never the workflow's."""
+    sources = proj.config.sources
+    if sources.sets:
+        raise InputError(proj.config.path, f"--set {sources.sets[0]!r} is for this run only",
+                         fix="put the change in images.override.yaml (or a file named by "
+                         "-c) for the workflow's jobs, and export again")
+    return ",".join(_inside(root, file, proj, "images.yaml") for file in sources.files)
+
+
 def _inside(root: Path, path: Path, proj: project.Project, what: str) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix() or "."
@@ -390,7 +415,31 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def keygen_task(run: Run) -> dict[str, Any]:
+    """Write a new cosign signing key pair beside images.yaml: cosign.key, encrypted with
+    COSIGN_PASSWORD, and cosign.pub; never overwrites a key."""
+    return _command("keygen", "write cosign.key (encrypted with COSIGN_PASSWORD) and "
+                    "cosign.pub beside images.yaml", _keygen, run.project.config.root)
+
+
+def _keygen(folder: Path) -> Any:
+    from buildlib import signing  # its crypto libraries load only when a key is made
+
+    try:
+        private, public = signing.write_pair(folder, signing.password())
+    except ImportError as err:
+        return TaskFailed(f"error: imagebake keygen needs the `sign` extra ({err.name} is "
+                          "missing): pip install 'buildlib[sign]'")
+    except signing.SigningError as err:
+        return TaskFailed(f"error: {err}")
+    print(f"wrote {report.display_path(private)} (secret: keep it out of the repository) "
+          f"and {report.display_path(public)} (commit it: `cosign verify --key` reads it)")
+    return None
+
+
 def graph_task(run: Run) -> dict[str, Any]:
+    """Draw the image graph, coloured by each image's last status: build/graph.dot and
+    graph.svg."""
     proj = run.project
     dot = proj.build_dir / "graph.dot"
     return _command("graph", f"draw the image graph, coloured by last status: {dot} and "
@@ -427,10 +476,10 @@ def _build(run: Run, name: str, task: Any) -> Any:
     if found.outcome is Outcome.FAIL:
         fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
         return TaskFailed(f"cannot build {name}: {found.why}{fix}")
-    if found.records is None:  # a root whose base image storage lacks: pulled first
-        base_error = _base_in_storage(run, name)
-        if base_error:
-            return TaskFailed(base_error)
+    pulled = _images_in_storage(run, name)  # its base, and the other images it reads
+    if isinstance(pulled, str):
+        return TaskFailed(pulled)
+    if found.records is None or pulled:  # judged again on what storage holds now
         found = judge(run, name, {})
         if found.records is None:
             return TaskFailed(f"cannot build {name}: {found.why}")
@@ -462,19 +511,28 @@ def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
             for platform in plan.platforms or (None,)}
 
 
-def _base_in_storage(run: Run, name: str) -> str | None:
-    """A root's base image pulled when local storage lacks it (it is built on exactly the
-    image its key names, with `--pull=never`); the error, when it cannot be pulled."""
+def _images_in_storage(run: Run, name: str) -> str | bool:
+    """A root's base image, and every other image the build reads but this tree's own,
+    pulled when local storage lacks it (it is built on exactly the images its key names,
+    with `--pull=never`): whether any was, or the error when one cannot be pulled."""
     plan = run.project.plans[name]
-    if plan.parent or not plan.base or run.storage.id_of_image(plan.base):
-        return None
-    try:
-        builder.pull_base(run.project, plan.base, run.storage)
-    except BuildahError as err:
-        return (f"cannot build {name}: its base image {plan.base!r} is not in local storage "
-                f"and could not be pulled: {err}\n  fix: correct its FROM line, or pull or "
-                "build that image first")
-    return None
+    wanted = [plan.base] if plan.base and not plan.parent else []
+    wanted += [image for image in plan.reads if image not in run.tree_references]
+    pulled = False
+    for image in wanted:
+        if run.storage.id_of_image(image):
+            continue
+        what = "its base image" if image == plan.base and not plan.parent else "the image"
+        try:
+            builder.pull_base(run.project, image, run.storage)
+        except BuildahError as err:
+            return (f"cannot build {name}: {what} {image!r} is not in local storage and "
+                    f"could not be pulled: {err}\n  fix: correct the line that names it, "
+                    "or pull or build that image first")
+        pulled = True
+        if plan.base_triggers is not None:
+            plan.base_triggers.pulled(image)
+    return pulled
 
 
 def _push_title(run: Run, name: str) -> str:
@@ -628,7 +686,8 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
     print(f"{counts[Outcome.BUILD]} of {len(run.selection.selected)} selected images would "
           "build" + "".join(f", {counts[o]} {o.value}" for o in (
               Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED) if counts[o])
-          + (f"; {len(fetching)} would first fetch a source (then build if it changed)"
+          + (f"; {len(fetching)} would first fetch or archive a source (then build "
+             "if it changed)"
              if fetching else ""))
     failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
     if failed:
@@ -642,9 +701,9 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
 
 def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
     """What a build would download before it could judge this image by its key."""
-    urls = sources.unfetched(run.project.config, name)
-    if urls:
-        return f"would fetch {', '.join(urls)}, then build if it changed"
+    fetches = run.project.plans[name].context.fetches
+    if fetches:
+        return f"would {sources.doing(fetches)}, then build if it changed"
     parent = run.project.plans[name].parent
     return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 

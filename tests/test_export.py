@@ -37,8 +37,6 @@ GHA_LIMIT = 500 * 1024  # bytes: GitHub's largest workflow file
 
 @pytest.fixture(scope="module")
 def kolla() -> Graph:
-    if not KOLLA_TREE.exists():
-        pytest.skip(f"{KOLLA_TREE} is not there")
     return Graph.build(yaml.safe_load(KOLLA_TREE.read_text()))
 
 
@@ -122,12 +120,12 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
     jobs = yaml.safe_load(export.gha(part, TOOL, TARGET, whole=True))["jobs"]
     build = jobs["nova-api"]["steps"][3]
     assert jobs["nova-api"]["needs"] == "nova-base"
-    assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova-base }}"
+    assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova_hbase }}"
     assert build["run"] == ('PYTHONPATH="$PWD/$IMAGEBAKE_DIR" .venv/bin/python -m buildlib.cli '
                             "-c \"$IMAGEBAKE_CONFIG\" push cache=registry "
                             "'images=^nova-api$' \"pin=$PINS\"\n")
     assert jobs["nova-base"]["outputs"] == {
-        "nova-base": "${{ steps.digests.outputs.nova-base }}"}
+        "nova_hbase": "${{ steps.digests.outputs.nova_hbase }}"}
     assert "outputs" not in jobs["nova-api"]  # a leaf: nobody needs its digest
 
 

@@ -158,7 +158,11 @@ reference = main
 type = local
 location = {extra}
 """)
-    context = project.load(path).plans["nova-base"].context
+    assert project.load(path).plans["nova-base"].context.fetches == {  # a dry run: no archive
+        "nova-base-archive": f"archive {checkout}",
+        "plugins-archive": f"archive {plugin} at main",
+        "additions-archive": f"archive {extra}"}
+    context = project.load(path, fetch={"nova-base"}).plans["nova-base"].context
     assert context.fetches == {}
     assert [m[0] for m in members(context.files["nova-base-archive"])] == [
         "nova", "nova/setup.py"]  # a local folder under its own name
@@ -171,9 +175,9 @@ location = {extra}
     assert {checkout / "setup.py", extra / "notes.txt"} <= watch.tree_inputs(path)
 
     # editing the checkout changes nova-base's key, and no other image's own inputs
-    before = {name: plan.sources.key for name, plan in project.load(path).plans.items()}
+    before = {name: plan.sources.key for name, plan in project.load(path, True).plans.items()}
     (checkout / "setup.py").write_text("# my nova, edited\n")
-    after = {name: plan.sources.key for name, plan in project.load(path).plans.items()}
+    after = {name: plan.sources.key for name, plan in project.load(path, True).plans.items()}
     assert [name for name in after if after[name] != before[name]] == ["nova-base"]
 
 
@@ -192,11 +196,11 @@ sha256 = amd64:{digest},arm64:{digest}
             == data
     (tmp_path / "build").rename(tmp_path / "build-before")
     path = tree(tmp_path, conf.format(url=tarballs.url, digest="0" * 64))
-    with pytest.raises(InputError) as info, kolla_sources.fetching({"etcd"}):
-        project.load(path)
-    assert info.value.image == "etcd"
-    assert "[etcd]" in info.value.problem and good in info.value.problem
-    assert "kolla-build.conf" in info.value.fix
+    with kolla_sources.fetching({"etcd"}):  # it fails etcd's build, not the run
+        failures = project.load(path).plans["etcd"].context.failures
+    assert failures == {"etcd-archive": f"kolla source [etcd] (url {tarballs.url}/etcd.tar.gz)"
+                        f": has sha256 {good}, not the declared {'0' * 64} (correct `sha256:` "
+                        "if the new tarball is the one you want)"}
 
 
 def test_what_imagebake_does_not_use_is_a_warning_naming_it(
@@ -205,7 +209,6 @@ def test_what_imagebake_does_not_use_is_a_warning_naming_it(
 [DEFAULT]
 engine = podman
 maintainr = typo
-apt_sources_list = /etc/apt/sources.list
 
 [nova-base]
 type = url
@@ -219,7 +222,6 @@ type = local
     conf = tmp_path / "kolla-build.conf"
     assert f"warning: {conf}: [DEFAULT] engine: imagebake does not use it" in err
     assert f"warning: {conf}: [DEFAULT] maintainr: kolla-build has no such option" in err
-    assert "[DEFAULT] apt_sources_list: imagebake does not copy it into base's context" in err
     assert f"warning: {conf}: [nova-base] refrence: not a source option" in err
     assert f"warning: {conf}: [no-such-image] type: names no image" in err
     assert "warning: images.yaml kolla.options: [DEFAULT] threads: use `-n N`" in err
@@ -293,6 +295,19 @@ def test_a_file_tarballs_base_is_read_where_it_is_and_missing_only_for_what_is_b
     assert plans["nova-base"].context.files["nova-base-archive"].read_bytes() == nova
     assert plans["aodh-base"].context.fetches == {  # not there: only a build of it fails
         "aodh-base-archive": f"file://{folder}/openstack/aodh/aodh-{release}.tar.gz"}
-    with pytest.raises(InputError) as info, kolla_sources.fetching({"aodh-base"}):
-        project.load(path)
-    assert info.value.image == "aodh-base" and "does not exist" in info.value.problem
+    with kolla_sources.fetching({"aodh-base"}):
+        failures = project.load(path).plans["aodh-base"].context.failures
+    assert "does not exist" in failures["aodh-base-archive"]
+
+
+def test_a_git_source_of_a_pbr_project_carries_pbr_s_version(tmp_path: Path) -> None:
+    """kolla-build.conf `type = git`, cloned: the archive needs no `.git` for pbr."""
+    from test_sources import pbr_project, pbr_version_of
+
+    upstream = pbr_project(tmp_path / "upstream" / "gnocchi")
+    path = tree(tmp_path, f"[gnocchi-base]\ntype = git\nlocation = file://{upstream}\n"
+                          "reference = 1.2.3\n")
+    with kolla_sources.fetching({"gnocchi-base"}):
+        plans = project.load(path).plans
+    archive = plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+    assert pbr_version_of(archive, tmp_path) == "1.2.3"

@@ -138,3 +138,12 @@ def test_keep_keys_and_push_jobs_defaults(tmp_path: Path) -> None:
     path.write_text("images:\n  base: {}\n")
     settings = config.load(path).settings
     assert (settings.keep_keys, settings.push_jobs) == (None, 4)
+
+
+def test_the_record_drops_a_key_only_when_both_places_lost_it() -> None:
+    record = {"cron": [OLDER, OLD, NEW], "base": [OLD]}
+    local = {("cron", OLD), ("cron", NEW)}  # OLD: a working container kept its image
+    # the registry lost OLDER and OLD of cron; base's tags were not listed
+    kept = prune.still_held(record, local, {"cron": {NEW}})
+    assert kept == {"cron": [OLD, NEW], "base": [OLD]}
+    assert prune.still_held(record, set(), None) == record  # registry not asked: all stay

@@ -180,3 +180,41 @@ def test_a_bad_keep_is_one_clear_error_and_removes_nothing(tree: Tree) -> None:
     said = result.stdout + result.stderr
     assert "keep='two' is not a whole number" in said and "Traceback" not in said
     assert not [call for call in tree.buildah_calls() if "rmi" in call]
+
+
+def listed_removals(said: str, verb: str) -> set[str]:
+    """The key names a prune says it (would) remove, from its `verb NAME (ID)` lines."""
+    return {line.split()[-2] for line in said.splitlines()
+            if re.match(rf"^{verb} localhost/imagebake/\S+ \(", line)}
+
+
+def test_registry_prune_removes_locally_what_its_dry_run_listed(tree: Tree,
+                                                                registry: Registry) -> None:
+    """registry=1 deletes old key tags in the registry and removes the same keys' local
+    images: the dry run's list is exactly what the real run removes, and a second prune
+    finds nothing left of the old keys."""
+    tree.settings(registry=registry.address)
+    tree.edit_yaml(lambda data: data.update(images={"base": data["images"]["base"],
+                                                   "cron": data["images"]["cron"]}))
+    tree.doit("push")
+    first = set(key_names(tree))
+    edit_base(tree, 1)
+    tree.doit("push")
+    old = first & set(key_names(tree))
+    assert len(old) == 2
+
+    dry = tree.doit("prune", "registry=1", "dry=1").stdout
+    assert listed_removals(dry, "would remove") == old, dry
+    would = re.search(r"would remove (2 images of old keys and \d+ intermediate images?)", dry)
+    assert would, dry
+    before = set(key_names(tree))
+    real = tree.doit("prune", "registry=1").stdout
+    assert listed_removals(real, "removing") == old, real
+    assert before - set(key_names(tree)) == old  # what it said is what went
+    assert f"removed {would[1]}" in real  # the intermediate images it counted too
+    for name in ("base", "cron"):
+        assert len([t for t in registry.tags(f"kolla/{name}") if t.startswith("ib-")]) == 1
+
+    again = tree.doit("prune", "registry=1", "dry=1").stdout
+    assert "would remove 0 images of old keys" in again, again
+    assert "left alone" not in again  # no key name of this tree is left without a record

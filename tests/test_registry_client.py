@@ -187,3 +187,35 @@ def test_error_lines_of_a_push_log_leave_out_progress() -> None:
 ])
 def test_only_a_push_run_checks_the_registry(argv: list[str], pushes: bool) -> None:
     assert run.parse_argv(argv).pushes is pushes
+
+
+def test_retries_end_at_the_deadline_and_say_how_many_and_how_long() -> None:
+    timeouts: list[float] = []
+
+    def attempt() -> None:
+        budget_left = budget.timeout(300)
+        timeouts.append(budget_left)
+        raise registry.TransientError("HTTP 503")
+
+    budget = registry.Budget(attempts=50, seconds=1.5)
+    with pytest.raises(registry.GaveUp) as gave_up:
+        registry.with_retries(attempt, budget, lambda *_: None)
+    said = str(gave_up.value)
+    assert 1 < len(timeouts) < 50  # the deadline ended it, not the attempts
+    assert f"still failing after {len(timeouts)} attempts in " in said
+    assert "(at most 50 attempts within 1.5 s" in said and said.endswith(": HTTP 503")
+    assert budget.left() > -0.5  # no sleep went past the deadline
+    assert all(1.0 <= timeout <= 1.5 for timeout in timeouts)  # cut to what was left
+
+
+def test_retries_end_when_the_attempts_are_used() -> None:
+    calls = []
+
+    def attempt() -> None:
+        calls.append(1)
+        raise registry.TransientError("connection reset")
+
+    budget = registry.Budget(attempts=2, seconds=60)
+    with pytest.raises(registry.GaveUp, match=r"still failing after 2 attempts in \d"):
+        registry.with_retries(attempt, budget, lambda *_: None)
+    assert len(calls) == 2

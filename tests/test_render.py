@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from buildlib import dockerfile as dockerfile_reading
 from buildlib import keys, project, render
 from buildlib.errors import InputError
 
@@ -430,6 +431,22 @@ def test_context_files(context_tree: Path) -> None:
     assert context.template == root / "templates/base/Dockerfile.j2"
 
 
+def test_an_empty_folder_under_files_is_an_empty_folder_in_the_context(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {files: {patches: empty}}\n", {
+        "templates/base/Dockerfile.j2": "FROM scratch\nCOPY patches /patches\n"})
+    (tmp_path / "empty").mkdir()
+    context = base_context(config)
+    assert context.missing_sources() == []  # `COPY patches` finds it
+    digest = context.file_digests()["patches"]
+    out = tmp_path / "out"
+    context.write(out / "Dockerfile", out / "context")
+    assert (out / "context" / "patches").is_dir()
+    assert list((out / "context" / "patches").iterdir()) == []
+    assert context.copied_to(out / "context").file_digests()["patches"] == digest
+    (tmp_path / "empty").chmod(0o700)  # its mode is what it is made of
+    assert base_context(config).file_digests()["patches"] != digest
+
+
 def test_context_write_copies_files_and_keeps_modes(context_tree: Path, tmp_path: Path) -> None:
     context = base_context(context_tree)
     out = tmp_path / "out"
@@ -490,15 +507,24 @@ def test_files_no_copy_reads_and_comments_are_no_part_of_the_key(context_tree: P
 ])
 def test_read_by_follows_copy_add_and_bind_sources(dockerfile: str, read: set[str]) -> None:
     files = ["start.sh", "tool", "conf/app.conf", "data/a.txt", "data/sub/b.txt"]
-    reads = render.read_by("FROM scratch\n" + dockerfile)
+    reads = dockerfile_reading.context_read("FROM scratch\n" + dockerfile)
     assert {f for f in files if reads(f)} == read
 
 
-def test_without_comments_keeps_directives_and_here_documents() -> None:
-    assert render.without_comments("# syntax=x\n# note\nFROM a\n\n  # b\nRUN c \\\n"
-                                   "  # d\n  e\n") == "# syntax=x\nFROM a\nRUN c \\\n  e\n"
-    here = "FROM a\nRUN <<EOF\n# data\nEOF\n"
-    assert render.without_comments(here) == here
+def test_the_key_reads_the_dockerfile_as_buildah_does() -> None:
+    """Comments, blank lines and how lines are continued are no part of what buildah reads;
+    the escape directive is, and a here-document's lines are instructions to buildah 1.28."""
+    def canonical(text: str) -> str:
+        return dockerfile_reading.parse(text).canonical()
+
+    assert canonical("# note\nFROM a\n\n  # b\nRUN c \\\n  # d\n  e\n") == canonical(
+        "FROM a\nRUN c \\\n  e\n")
+    assert canonical("# escape=`\nFROM a\nRUN c \\\nCOPY s /s\n") != canonical(
+        "FROM a\nRUN c \\\nCOPY s /s\n")
+    assert [i.keyword for i in dockerfile_reading.parse(
+        "# escape=`\nFROM a\nRUN c \\\nCOPY s /s\n").instructions] == ["from", "run", "copy"]
+    here = dockerfile_reading.parse("FROM a\nRUN <<EOF\n# data\necho\nEOF\n")
+    assert [i.keyword for i in here.instructions] == ["from", "run", "echo", "eof"]
 
 
 def test_digest_is_stable(context_tree: Path) -> None:
@@ -578,11 +604,11 @@ def test_digest_follows_the_dockerfile(context_tree: Path) -> None:
         "comments", "continuation", "comment-in-continuation", "arg-continuation", "run-first",
         "args-only", "empty", "commented", "bare-from"])
 def test_first_from(dockerfile: str, expected: str | None) -> None:
-    assert render.first_from(dockerfile) == expected
+    assert dockerfile_reading.first_from(dockerfile) == expected
 
 
 def test_first_from_with_a_tab() -> None:
-    assert render.first_from("FROM\timg\n") == "img"
+    assert dockerfile_reading.first_from("FROM\timg\n") == "img"
 
 
 # --- the example tree -----------------------------------------------------------------------
@@ -598,9 +624,9 @@ def test_example_renders() -> None:
         parent = proj.graph.parents[name]
         assert parent == (declared[name] or {}).get("parent")
         if parent is None:
-            assert render.first_from(text) is not None, name
+            assert dockerfile_reading.first_from(text) is not None, name
         else:
-            assert render.first_from(text) == proj.config.reference(parent), name
+            assert dockerfile_reading.first_from(text) == proj.config.reference(parent), name
         assert "{{" not in text and "{%" not in text, name
         assert plan.reference == proj.config.reference(name)
         for inner, source in plan.context.files.items():
@@ -620,15 +646,13 @@ def test_context_sources() -> None:
         ADD https://example.com/file.tgz /tmp/
         COPY --from=one /etc/passwd /etc/
         COPY $CONFIG /etc/
-        COPY <<EOF /etc/motd
-        hello
-        EOF
+        COPY 'quoted' "dq" /etc/
           ADD nova-base-archive /nova-base-source
         COPY . /src
         """)
-    assert render.context_sources(dockerfile) == [
+    assert dockerfile_reading.sources_in(dockerfile) == [
         ("COPY", "start.sh"), ("COPY", "a.sh"), ("COPY", "b/c.sh"), ("ADD", "with space.txt"),
-        ("ADD", "nova-base-archive"), ("COPY", ".")]
+        ("COPY", "quoted"), ("COPY", "dq"), ("ADD", "nova-base-archive"), ("COPY", ".")]
 
 
 def test_missing_sources(tmp_path: Path) -> None:
@@ -723,6 +747,6 @@ def test_build_dir_must_be_inside_the_tree_and_hold_none_of_it(tmp_path: Path, b
 
 
 def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
-    reads = render.args_read_by("FROM scratch\nARG A B=2\nRUN echo $A\n")
+    reads = dockerfile_reading.args_read("FROM scratch\nARG A B=2\nRUN echo $A\n")
     assert [name for name in ("A", "B", "C", "HTTP_PROXY", "no_proxy") if reads(name)] == [
         "A", "B", "HTTP_PROXY", "no_proxy"]

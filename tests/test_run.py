@@ -136,3 +136,18 @@ def test_loading_a_run_installs_the_critical_path_queue_while_jobs_fit_the_cores
     assert cli.main(["list"]) == 0  # in this process: doit reads the variables, loads the run
     assert "build every image that is out of date" in capsys.readouterr().out
     assert doit_seam.ready_queue_installed() is installed
+
+
+def test_a_long_error_keeps_its_cause_at_the_end(tmp_path: Path) -> None:
+    """buildah puts a request dump before the cause: a failed build's error (report.json,
+    the summary) keeps both ends of such a line."""
+    error = ('Error: building at STEP "RUN ln /etc/passwd /hl": copier: put: '
+             + '{"Request":"PUT","Root":"/","Directory":"/"' + ",0" * 2000
+             + "}: link /etc/passwd /hl: no such file or directory")
+    shown = report.ends_of(error)
+    assert len(shown) <= report.LINE_CHARS
+    assert shown.startswith('Error: building at STEP "RUN ln /etc/passwd /hl"')
+    assert shown.endswith("link /etc/passwd /hl: no such file or directory")
+    log = tmp_path / "x-build.log"
+    log.write_text(error + "\n")
+    assert report.log_tail(log) == shown + "\n"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,7 @@ def make_tree(tmp_path: Path, source: dict) -> Path:
 
 
 def digests(config: Path) -> dict[str, str]:
-    return {name: plan.sources.key for name, plan in project.load(config).plans.items()}
+    return {name: plan.sources.key for name, plan in project.load(config, fetch=True).plans.items()}
 
 
 def members(archive: Path) -> dict[str, bytes]:
@@ -71,7 +73,7 @@ def test_git_source_at_a_ref(tmp_path: Path, repo: Path) -> None:
     commit(repo, "README", "stable\n")
     git(repo, "checkout", "-q", "main")
     config = make_tree(tmp_path, {"git": str(repo), "ref": "stable/1"})
-    context = project.load(config).plans["app"].context
+    context = project.load(config, fetch=True).plans["app"].context
     assert context.missing_sources() == []
     archive = context.files["app-archive"]
     assert members(archive)["app-archive-stable-1/README"] == b"stable\n"
@@ -93,7 +95,7 @@ def test_local_folder_follows_content_not_mtime(tmp_path: Path) -> None:
     (folder / "sub" / "file.txt").write_text("one\n")
     config = make_tree(tmp_path, {"local": str(folder)})
     before = digests(config)
-    archive = project.load(config).plans["app"].context.files["app-archive"]
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
     assert members(archive)["checkout/sub/file.txt"] == b"one\n"
     os.utime(folder / "sub" / "file.txt", (1, 1))
     assert digests(config) == before
@@ -112,29 +114,39 @@ def test_file_url_tarball(tmp_path: Path) -> None:
     tarball.write_bytes(buffer.getvalue())
     sha256 = hashlib.sha256(buffer.getvalue()).hexdigest()
     config = make_tree(tmp_path, {"url": tarball.as_uri(), "sha256": sha256})
-    context = project.load(config).plans["app"].context
+    context = project.load(config, fetch=True).plans["app"].context
     assert context.files["app-archive"].read_bytes() == buffer.getvalue()
     config = make_tree(tmp_path, {"url": tarball.as_uri(), "sha256": "0" * 64})
-    with pytest.raises(InputError) as info:
-        project.load(config)
-    assert f"has sha256 {sha256}" in str(info.value)
+    failures = project.load(config, fetch=True).plans["app"].context.failures
+    assert failures["app-archive"].startswith(f"source app: {tarball.as_uri()}: has sha256 "
+                                              f"{sha256}, not the declared {'0' * 64}")
 
 
 @pytest.mark.parametrize("source, problem", [
     ({"git": "no-such-repo"}, "git repository"),
     ({"git": "REPO", "ref": "no-such-branch"}, "has no ref 'no-such-branch'"),
     ({"local": "no-such-folder"}, "does not exist"),
-    ({"url": "file:///no/such.tar.gz"}, "does not exist"),
     ({"local": ".", "url": "file:///x.tar"}, "local and url given"),
     ({"ref": "main"}, "nothing given"),
-], ids=["no-repo", "no-ref", "no-folder", "no-file", "two-kinds", "none"])
+    ({"url": "file:///x.tar", "sha256": "deadbeef"}, "'deadbeef' is not a sha256"),
+    ({"local": "."}, "sources.app.local: TREE holds build_dir"),
+    ({"git": "TREE"}, "TREE is not in a git repository"),
+    ({"git": "REPO/untracked"}, "git tracks no file in REPO/untracked"),
+], ids=["no-repo", "no-ref", "no-folder", "two-kinds", "none", "sha256", "holds-build-dir",
+        "no-git", "untracked"])
 def test_source_errors(tmp_path: Path, repo: Path, source: dict, problem: str) -> None:
-    source = {k: str(repo) if v == "REPO" else v for k, v in source.items()}
-    config = make_tree(tmp_path, source)
+    (repo / "untracked").mkdir()
+    (repo / "untracked" / "new.py").write_text("# not added\n")
+
+    def named(text: str) -> str:
+        return text.replace("REPO", str(repo)).replace("TREE", str(tmp_path))
+
+    config = make_tree(tmp_path, {k: named(v) for k, v in source.items()})
     with pytest.raises(InputError) as info:
-        project.load(config)
+        project.load(config, fetch=True)
     message = str(info.value)
-    assert problem in message and "sources.app" in message
+    assert named(problem) in message
+    assert "sources.app" in message
     assert info.value.image == "app" and info.value.fix
 
 
@@ -143,7 +155,7 @@ def test_without_the_source_the_context_lacks_the_archive(tmp_path: Path) -> Non
     data = yaml.safe_load(config.read_text())
     del data["images"]["app"]["sources"]
     config.write_text(yaml.safe_dump(data))
-    assert project.load(config).plans["app"].context.missing_sources() == [
+    assert project.load(config, fetch=True).plans["app"].context.missing_sources() == [
         "ADD 'app-archive'"]
 
 
@@ -157,7 +169,8 @@ def test_a_new_commit_rebuilds_exactly_its_images(tree, tmp_path: Path, repo: Pa
     tree.doit("build", "images=nova")  # base, openstack-base and the nova images
     commit(repo, "nova.py", textwrap.dedent("print('new')\n"))
     status = tree.doit("status", "images=nova").stdout
-    assert "3 of 5 selected images would build" in status
+    assert "3 would first fetch or archive a source" in status  # (status archives nothing)
+    assert f"would archive {repo} at main, then build if it changed" in status
     tree.doit("build", "images=nova")
     assert {n for n, s in tree.statuses().items() if s == "built"} == {
         "nova-base", "nova-api", "nova-conductor"}
@@ -189,7 +202,7 @@ def test_two_folders_of_one_repository_at_one_commit_are_two_archives(tmp_path: 
         commit(repo, f"{service}/{service}.py", f"print('{service}')\n")
     config = two_images_with(tmp_path, {"git": str(repo / "svc-a")},
                              {"git": str(repo / "svc-b")})
-    plans = project.load(config).plans
+    plans = project.load(config, fetch=True).plans
     assert set(members(plans["svc-a"].context.files["src-archive"])) - {"src-archive-HEAD"} == {
         "src-archive-HEAD/svc-a.py"}
     assert set(members(plans["svc-b"].context.files["src-archive"])) - {"src-archive-HEAD"} == {
@@ -202,6 +215,156 @@ def test_two_refs_at_one_commit_are_archived_under_their_own_names(tmp_path: Pat
     git(repo, "tag", "v1")  # main and v1 name one commit
     config = two_images_with(tmp_path, {"git": str(repo), "ref": "main"},
                              {"git": str(repo), "ref": "v1"})
-    plans = project.load(config).plans
+    plans = project.load(config, fetch=True).plans
     assert "src-archive-main/README" in members(plans["svc-a"].context.files["src-archive"])
     assert "src-archive-v1/README" in members(plans["svc-b"].context.files["src-archive"])
+
+
+def pbr_project(path: Path) -> Path:
+    """A project versioned by pbr, tagged 1.2.3, as OpenStack's are."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "setup.cfg").write_text("[metadata]\nname = demo\n\n[files]\npackages = demo\n")
+    (path / "setup.py").write_text("import setuptools\n"
+                                   "setuptools.setup(setup_requires=['pbr'], pbr=True)\n")
+    (path / "demo").mkdir()
+    (path / "demo" / "__init__.py").write_text("")
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "one")
+    git(path, "tag", "-a", "1.2.3", "-m", "1.2.3")
+    return path
+
+
+def pbr_version_of(archive: Path, tmp_path: Path, without: str = "") -> str:
+    """The version pbr (this venv's, with its setuptools) finds in the unpacked archive,
+    as `pip install --no-build-isolation .` asks it: no network, no PBR_VERSION; or the
+    end of its error."""
+    import sys
+
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="tar")
+    (top,) = unpacked.iterdir()
+    if without:
+        (top / without).unlink()
+    env = {k: v for k, v in os.environ.items() if k not in ("PBR_VERSION", "OSLO_PACKAGE_VERSION")}
+    done = subprocess.run([sys.executable, "setup.py", "-q", "--version"], cwd=top, env=env,
+                          capture_output=True, text=True)
+    shutil.rmtree(unpacked)
+    return done.stdout.strip().splitlines()[-1] if done.returncode == 0 else \
+        done.stderr.strip().splitlines()[-1]
+
+
+def test_a_git_source_of_a_pbr_project_installs_with_the_tag_s_version(tmp_path: Path) -> None:
+    upstream = pbr_project(tmp_path / "upstream")
+    checkout = tmp_path / "demo"
+    subprocess.run(["git", "clone", "-q", str(upstream), str(checkout)], check=True)
+    config = make_tree(tmp_path, {"git": str(checkout), "ref": "1.2.3"})
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert members(archive)["app-archive-1.2.3/PKG-INFO"] == \
+        b"Metadata-Version: 1.1\nName: demo\nVersion: 1.2.3\n"
+    assert not any("/.git" in name for name in members(archive))
+    assert pbr_version_of(archive, tmp_path) == "1.2.3"
+    assert "Versioning for this project requires" in pbr_version_of(  # what it was before
+        archive, tmp_path, without="PKG-INFO")
+
+    before = digests(config)  # a gc or a fetch that moves nothing rebuilds nothing
+    git(checkout, "gc", "-q", "--aggressive", "--prune=now")
+    git(checkout, "fetch", "-q", "origin")
+    git(checkout, "status")
+    assert digests(config) == before
+    assert members(project.load(config, fetch=True).plans["app"].context.files[
+        "app-archive"]) == members(archive)
+
+    commit(upstream, "demo/more.py", "# more\n")  # a new commit, fetched: main moves
+    config = make_tree(tmp_path, {"git": str(checkout), "ref": "origin/main"})
+    main_before = digests(config)
+    git(checkout, "fetch", "-q", "origin")
+    after = digests(config)
+    assert {name for name in after if after[name] != main_before[name]} == {"app"}
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert b"Version: 1.2.4.dev1\n" in members(archive)["app-archive-origin-main/PKG-INFO"]
+
+
+def test_a_local_checkout_is_archived_as_git_would_take_it(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    checkout = pbr_project(tmp_path / "upstream")
+    (checkout / ".gitignore").write_text(".tox/\n")
+    (checkout / ".tox").mkdir()
+    (checkout / ".tox" / "huge").write_text("a virtualenv\n")
+    (checkout / "new.py").write_text("# untracked, not ignored\n")
+    config = make_tree(tmp_path, {"local": str(checkout)})
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    assert sorted(members(archive)) == [
+        "upstream", "upstream/.gitignore", "upstream/PKG-INFO", "upstream/demo",
+        "upstream/demo/__init__.py", "upstream/new.py", "upstream/setup.cfg",
+        "upstream/setup.py"]
+    assert members(archive)["upstream/PKG-INFO"].endswith(b"Version: 1.2.3\n")
+    assert pbr_version_of(archive, tmp_path) == "1.2.3"
+
+    context = project.load(config).plans["app"].context  # the archive's digest, as hashed
+    assert context.digests["app-archive"] == replace(context, digests={}).file_digests()[
+        "app-archive"]
+    before = digests(config)
+    opened: list[Path] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: (opened.append(self),
+                                                             real_open(self, *a, **k))[1])
+    os.utime(checkout / "setup.py")  # touch, then what git status, gc, fetch write
+    git(checkout, "status")
+    git(checkout, "gc", "-q", "--prune=now")
+    git(checkout, "fetch", "-q", str(checkout))
+    opened.clear()
+    assert digests(config) == before
+    read = {p.relative_to(checkout) for p in opened if checkout in p.parents}
+    assert Path("setup.py") in read  # touched: read again (pbr reads setup.cfg too)
+    assert not read & {Path("demo/__init__.py"), Path("new.py"), Path(".gitignore")}
+    assert archive not in opened  # nor the archive, to key it
+
+    (checkout / "demo" / "__init__.py").write_text("VALUE = 2\n")  # an edit of a tracked file
+    after = digests(config)
+    assert {name for name in after if after[name] != before[name]} == {"app"}
+
+
+def test_a_plain_folder_follows_its_dockerignore_and_a_link_to_it_is_a_folder(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    (folder / ".tox" / "lib").mkdir(parents=True)
+    (folder / ".tox" / "lib" / "big").write_text("ignored\n")
+    (folder / "src").mkdir()
+    (folder / "src" / "a.py").write_text("a\n")
+    (folder / "src" / "a.pyc").write_text("compiled\n")
+    (folder / "src" / "keep.pyc").write_text("kept\n")
+    (folder / ".dockerignore").write_text("# comment\n.tox\n**/*.pyc\n!src/keep.pyc\n")
+    (tmp_path / "link").symlink_to(folder)
+    config = make_tree(tmp_path, {"local": "link"})
+    archive = project.load(config, fetch=True).plans["app"].context.files["app-archive"]
+    with tarfile.open(archive) as tar:
+        assert [(m.name, m.isdir()) for m in tar] == [
+            ("link", True), ("link/.dockerignore", False), ("link/src", True),
+            ("link/src/a.py", False), ("link/src/keep.pyc", False)]
+
+
+def test_commands_that_build_nothing_archive_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    with (folder / "big").open("wb") as big:  # 1 GiB (sparse: no disk)
+        big.truncate(1024 ** 3)
+    config = make_tree(tmp_path, {"local": str(folder)})
+    context = project.load(config).plans["app"].context  # as list, status, graph load it
+    assert context.fetches == {"app-archive": f"archive {folder}"}
+    assert not (tmp_path / "build" / "sources").exists()
+
+
+def test_a_files_entry_and_a_source_archive_with_one_context_path_is_an_error(
+        tmp_path: Path) -> None:
+    (tmp_path / "other.tar").write_text("x\n")
+    config = make_tree(tmp_path, {"url": "file:other.tar"})
+    data = yaml.safe_load(config.read_text())
+    data["images"]["app"]["files"] = {"app-archive": "other.tar"}
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as info:
+        project.load(config)
+    assert "'app-archive' is both a file of the context and the archive of source 'app'" \
+        in info.value.problem
+    assert info.value.image == "app"
