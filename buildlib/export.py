@@ -1,4 +1,5 @@
-"""The image graph as a CI workflow: GitHub Actions or Argo Workflows (pure: text out).
+"""The image graph as a CI workflow: GitHub Actions, GitLab CI or Argo Workflows (pure:
+text out).
 
 `partition` splits the selected images into jobs: one job per image, or at most `max_jobs`
 jobs chosen to keep the estimated makespan short. A job holds whole pieces of the tree
@@ -7,7 +8,7 @@ one other job and receives its images' parents from it by digest. The estimate r
 every job on a runner of its own, its images one after another, each job costing
 `job_start` seconds before its first build; a job starts when its parent job is done.
 
-`gha` and `argo` write the jobs as a workflow: each job checks out the repository,
+`gha`, `gitlab` and `argo` write the jobs as a workflow: each job checks out the repository,
 installs imagebake (`Tool`), logs in to the registry (when credentials are given) and runs
 `doit push cache=registry` for its images with their parents pinned by digest, then
 publishes the digests its child jobs need. `argo_problems` checks what hera's models do not.
