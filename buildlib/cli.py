@@ -1,5 +1,7 @@
 """The `imagebake` command: doit's command line with imagebake's tasks built in, over the
-images.yaml in the working directory (`-c FILE` or `config=FILE` for another).
+images.yaml in the working directory (`-c FILE` or `config=FILE` for another; `-c` again,
+or `-c A,B`, for a file merged on top: paths hold no comma), and `--set IMAGE.FIELD=VALUE`
+for a change of this run only.
 
 `imagebake build`, `imagebake -n 8 push`, `imagebake list`, `imagebake info build:x` are
 the doit commands dodo.py gives, on the same task creators (`tasks.namespace`); state
@@ -15,10 +17,11 @@ from typing import Any
 
 from doit.doit_cmd import DoitMain
 
-from buildlib import doit_seam, run, tasks
+from buildlib import doit_seam, run, tasks, variables
 
 PROGRAM = "imagebake"
 CONFIG_OPTIONS = ("-c", "--config")
+SET_OPTION = "--set"
 
 
 class TreeLoader(doit_seam.NamespaceLoader):
@@ -42,16 +45,23 @@ class ImagebakeMain(DoitMain):
 
 def config_as_variable(argv: list[str]) -> list[str]:
     """`-c FILE`, `--config FILE` and `--config=FILE` become doit's `config=FILE` (doit's
-    own `-c`, `--continue`, is what imagebake does anyway unless `fail_fast=1`)."""
-    result, words = [], iter(argv)
+    own `-c`, `--continue`, is what imagebake does anyway unless `fail_fast=1`), several
+    of them (or `-c A,B`) one `config=A,B`; `--set PATH=VALUE` (or `--set=PATH=VALUE`)
+    becomes the variable `set.PATH=VALUE`."""
+    result, files, words = [], [], iter(argv)
+    at = 0  # where the first -c was
     for word in words:
-        if word in CONFIG_OPTIONS:
-            result.append(f"config={next(words, '')}")
-        elif word.startswith("--config="):
-            result.append("config=" + word.removeprefix("--config="))
+        option, equals, value = word.partition("=")
+        if option in (*CONFIG_OPTIONS, SET_OPTION) and not equals:
+            value = next(words, "")
+        if option in CONFIG_OPTIONS and (option != "-c" or not equals):
+            at = at if files else len(result)
+            files += [file for file in value.split(",") if file]
+        elif option == SET_OPTION:
+            result.append(variables.SET_PREFIX + value)
         else:
             result.append(word)
-    return result
+    return result[:at] + ([f"config={','.join(files)}"] if files else []) + result[at:]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ unknown keys; the checks that span keys (references, parents) live in `graph` an
 from __future__ import annotations
 
 import contextlib
+import copy
+import fnmatch
 import functools
 import hashlib
 import json
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 _STRICT = {"extra": "forbid", "use_attribute_docstrings": True}
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the reproducible-builds convention
 VALIDATED_NOTE = ".valid-images-yaml.json"  # in build_dir: the last valid file's data
+CONFIG_FILE = "images.yaml"
+OVERRIDE_FILE = "images.override.yaml"  # merged on top of CONFIG_FILE, as bake's
 
 # Grammar of docker/distribution references (reference/regexp.go), one part at a time.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -225,6 +229,30 @@ class _File:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """What a config is merged from: images.yaml, then each file on top of it in order
+    (later wins), then the `--set PATH=VALUE` assignments. Every path in any of the files
+    is taken from the first file's folder."""
+
+    files: tuple[Path, ...]
+    sets: tuple[str, ...] = ()
+
+    @classmethod
+    def default(cls, folder: Path, sets: tuple[str, ...] = ()) -> Sources:
+        """images.yaml in `folder`, and images.override.yaml beside it when there is one
+        (as bake picks up docker-bake.override.hcl only when no file is named)."""
+        files = [folder / CONFIG_FILE, folder / OVERRIDE_FILE]
+        return cls(tuple(files[:1] + [f for f in files[1:] if f.is_file()]), sets)
+
+    @property
+    def path(self) -> Path:
+        return self.files[0]
+
+    def resolved(self) -> Sources:
+        return Sources(tuple(Path(f).resolve() for f in self.files), self.sets)
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated images.yaml; every path in it is taken from `root`."""
 
@@ -235,10 +263,18 @@ class Config:
     profiles: dict[str, list[str]] = field(default_factory=dict)
     jinja: Jinja = field(default_factory=Jinja)
     kolla: KollaSource | None = None
+    merged: Sources | None = None  # the files and --set assignments, as `load` merged them
+    data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The merged tree as the files and --set give it (`imagebake config` prints it)."""
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def sources(self) -> Sources:
+        """What this config was merged from (a Config made otherwise: its file alone)."""
+        return self.merged or Sources((self.path,))
 
     @property
     def build_dir(self) -> Path:
@@ -291,24 +327,28 @@ _ALLOWED_KEYS = {
 RESERVED_VARS = ("settings", "image_name", "image", "tag", "parent_name", "parent_image")
 
 
-def load(path: Path | str) -> Config:
-    """Read and validate images.yaml; raise InputError naming the problem and its fix."""
-    path = Path(path).resolve()
-    text = _read_text(path)
-    digest = _digest(path, text)
-    data = _validated_before(path, text, digest)
+def load(source: Path | str | Sources) -> Config:
+    """Read, merge and validate images.yaml (a path: that file alone; `Sources`: the files
+    and --set assignments merged as one); raise InputError naming the problem, where it
+    was written (file and line, or the --set) and its fix."""
+    sources = (source if isinstance(source, Sources) else Sources((Path(source),))).resolved()
+    path = sources.path
+    texts = [_read_text(file) for file in sources.files]
+    digest = _digest(sources, texts)
+    data = _validated_before(path, "\n".join(texts + _set_lines(sources.sets)), digest)
     parsed = _built(data) if data is not None else None
     noted = parsed is not None
     if parsed is None:
-        data = _read_yaml(path, text)
-        parsed = _validated(path, data)
+        data, origins = _merged(sources, texts)
+        parsed = _validated(origins, data)
     if parsed.images is None and parsed.kolla is None:
         raise InputError(path, "missing key 'images'",
                          fix="add `images:` to the file (or `kolla:` for Kolla's images)")
     images = {name: named_image(image or Image(), name)
               for name, image in (parsed.images or {}).items()}
     config = Config(path=path, settings=parsed.settings, vars=parsed.vars, images=images,
-                    profiles=parsed.profiles, jinja=parsed.jinja, kolla=parsed.kolla)
+                    profiles=parsed.profiles, jinja=parsed.jinja, kolla=parsed.kolla,
+                    merged=sources, data=data)
     _check_references(config)
     _check_patterns(config)
     _check_source_date_epoch(path)
@@ -321,13 +361,28 @@ def load(path: Path | str) -> Config:
     return config
 
 
-def _validated(path: Path, data: Any) -> _File:
+def merged_yaml(config: Config) -> str:
+    """The merged tree as YAML, after comments naming what was merged, in order."""
+    import yaml
+
+    sources = config.sources
+    merged = [f"# {file}" for file in sources.files] + [f"# --set {s}" for s in sources.sets]
+    return "\n".join(["# merged from:", *merged, ""]) + yaml.safe_dump(
+        config.data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _validated(origins: Origins, data: Any) -> _File:
     from pydantic import ValidationError
 
     try:
         return _adapter().validate_python(data)
     except ValidationError as err:
-        raise _input_error(path, err) from None
+        path, spot = origins.of(tuple(err.errors()[0]["loc"]))
+        error = _input_error(path, err)
+        if spot:
+            error = InputError(path, f"{spot}: {error.problem}", image=error.image,
+                               fix=error.fix)
+        raise error from None
 
 
 @functools.cache
@@ -336,11 +391,20 @@ def _schema() -> bytes:
     return Path(__file__).read_bytes()
 
 
-def _digest(path: Path, text: str) -> str:
-    """What a note is bound to: this text, at this place (the resolved path of images.yaml:
-    a note copied from another tree does not match), under this schema."""
-    return hashlib.sha256(b"\0".join([str(path).encode(), text.encode(), _schema()])
-                          ).hexdigest()
+def _digest(sources: Sources, texts: list[str]) -> str:
+    """What a note is bound to: these texts, at these places (the resolved path of each
+    file merged: a note copied from another tree does not match), these --set assignments,
+    under this schema."""
+    parts = [part for file, text in zip(sources.files, texts, strict=True)
+             for part in (str(file), text)]
+    parts += ["--set", *sources.sets]
+    return hashlib.sha256(b"\0".join([*(p.encode() for p in parts), _schema()])).hexdigest()
+
+
+def _set_lines(sets: tuple[str, ...]) -> list[str]:
+    """`--set settings.build_dir=out` as the line `build_dir: out` (where a note may be)."""
+    return [f"{target.rsplit('.', 1)[-1]}: {value}"
+            for target, _, value in (arg.partition("=") for arg in sets)]
 
 
 # `build_dir: out` anywhere in the text: where a note of this file may be (checked below)
@@ -448,73 +512,96 @@ def _check_sources(config: Config) -> None:
     for image in config.images.values():
         for name, source in image.sources.items():
             if len(source.kinds) != 1:
-                raise InputError(config.path, f"images.{image.name}.sources.{name}: "
-                                 f"{' and '.join(source.kinds) or 'nothing'} given",
-                                 image=image.name, fix="give exactly one of `local:`, "
-                                 "`git:` (with `ref:`) or `url:`")
+                raise _located(config, ("images", image.name, "sources", name),
+                               f"images.{image.name}.sources.{name}: "
+                               f"{' and '.join(source.kinds) or 'nothing'} given",
+                               image=image.name, fix="give exactly one of `local:`, "
+                               "`git:` (with `ref:`) or `url:`")
             if not NAME_RE.fullmatch(name):
-                raise InputError(config.path, f"images.{image.name}.sources.{name}: invalid "
-                                 "source name", image=image.name,
-                                 fix="use lowercase letters and digits separated by . _ or -")
+                raise _located(config, ("images", image.name, "sources", name),
+                               f"images.{image.name}.sources.{name}: invalid source name",
+                               image=image.name,
+                               fix="use lowercase letters and digits separated by . _ or -")
             if source.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}",
                                                                source.sha256):
-                raise InputError(config.path, f"images.{image.name}.sources.{name}.sha256: "
-                                 f"{source.sha256!r} is not a sha256 (64 hex digits)",
-                                 image=image.name, fix="give the tarball's sha256 "
-                                 "(`sha256sum FILE`), or leave `sha256:` out")
+                raise _located(config, ("images", image.name, "sources", name, "sha256"),
+                               f"images.{image.name}.sources.{name}.sha256: "
+                               f"{source.sha256!r} is not a sha256 (64 hex digits)",
+                               image=image.name, fix="give the tarball's sha256 "
+                               "(`sha256sum FILE`), or leave `sha256:` out")
 
 
 def _check_platforms(config: Config) -> None:
-    named = [(None, "settings.platforms", config.settings.platforms)]
-    named += [(name, f"images.{name}.platforms", image.platforms)
+    named = [(None, ("settings", "platforms"), config.settings.platforms)]
+    named += [(name, ("images", name, "platforms"), image.platforms)
               for name, image in config.images.items()]
-    for image, key, platforms in named:
+    for image, loc, platforms in named:
         twice = sorted({p for p in platforms or [] if platforms.count(p) > 1})
         if twice:
-            raise InputError(config.path, f"{key}: {twice[0]} is given twice", image=image,
-                             fix=PLATFORM_FIX)
+            raise _located(config, loc, f"{_dotted(loc)}: {twice[0]} is given twice",
+                           image=image, fix=PLATFORM_FIX)
 
 
 def _check_vars(config: Config) -> None:
-    named = [(None, "vars", config.vars)]
-    named += [(name, f"images.{name}.vars", image.vars) for name, image in config.images.items()]
-    for image, key, variables in named:
+    named = [(None, ("vars",), config.vars)]
+    named += [(name, ("images", name, "vars"), image.vars)
+              for name, image in config.images.items()]
+    for image, loc, variables in named:
         taken = [v for v in RESERVED_VARS if v in variables]
         if taken:
-            raise InputError(config.path, f"{key}.{taken[0]}: '{taken[0]}' is a name every "
-                             "template already sees", image=image,
-                             fix=f"rename the variable (settings are `settings.<name>`; "
-                             f"reserved: {', '.join(RESERVED_VARS)})")
+            raise _located(config, (*loc, taken[0]), f"{_dotted(loc)}.{taken[0]}: "
+                           f"'{taken[0]}' is a name every template already sees", image=image,
+                           fix=f"rename the variable (settings are `settings.<name>`; "
+                           f"reserved: {', '.join(RESERVED_VARS)})")
+
+
 def _check_build_dir(config: Config) -> None:
     """build_dir is the tool's own: inside the tree's folder, holding none of the tree, and
     no `files:` source holds it (copying a folder that holds build_dir never ends)."""
     if CONTROL_RE.search(config.settings.build_dir):
-        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} holds a "
-                         "control character", fix="name a folder without control characters "
-                         "(newline, tab, ...), e.g. `build_dir: build`")
+        raise _located(config, BUILD_DIR, f"settings.build_dir {config.settings.build_dir!r} "
+                       "holds a control character", fix="name a folder without control "
+                       "characters (newline, tab, ...), e.g. `build_dir: build`")
     build, root = config.build_dir.resolve(), config.root.resolve()
     if root not in build.parents:
-        raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} is "
-                         f"{build}, not a folder inside the tree's folder {root}",
+        raise _located(config, BUILD_DIR, f"settings.build_dir {config.settings.build_dir!r} "
+                       f"is {build}, not a folder inside the tree's folder {root}",
                          fix="use a folder inside it, e.g. `build_dir: build`")
     parts = [("images.yaml", config.path)] + [
         (f"template folder {t!r}", config.root / t) for t in config.settings.templates]
     for what, path in parts:
         if holds(build, path.resolve()):
-            raise InputError(config.path, f"settings.build_dir {config.settings.build_dir!r} "
-                             f"holds {what}: {path}", fix="use a folder of its own for "
-                             "build_dir, e.g. `build_dir: build`")
+            raise _located(config, BUILD_DIR, f"settings.build_dir "
+                           f"{config.settings.build_dir!r} holds {what}: {path}",
+                           fix="use a folder of its own for build_dir, e.g. `build_dir: build`")
     for name, image in config.images.items():
-        named = [(f"files: {inner!r}", source) for inner, source in image.files.items()]
-        named += [(f"sources.{inner}.local", os.path.expanduser(source.local))
+        named = [(f"files: {inner!r}", ("files", inner), source)
+                 for inner, source in image.files.items()]
+        named += [(f"sources.{inner}.local", ("sources", inner, "local"),
+                   os.path.expanduser(source.local))
                   for inner, source in image.sources.items() if source.local is not None]
-        for what, source in named:
+        for what, loc, source in named:
             path = config.source_path(source).resolve()
             if holds(path, build) or holds(build, path):
-                raise InputError(config.path, f"{what}: {path} "
-                                 f"{'holds' if holds(path, build) else 'is inside'} build_dir "
-                                 f"{build}", image=name, fix="name the files or folders the "
-                                 "image needs, outside build_dir (not `/` or the tree's folder)")
+                raise _located(config, ("images", name, *loc), f"{what}: {path} "
+                               f"{'holds' if holds(path, build) else 'is inside'} build_dir "
+                               f"{build}", image=name, fix="name the files or folders the "
+                               "image needs, outside build_dir (not `/` or the tree's folder)")
+
+
+BUILD_DIR = ("settings", "build_dir")
+
+
+def _located(config: Config, loc: tuple, problem: str, *, image: str | None = None,
+             fix: str = "") -> InputError:
+    """An InputError naming the file and line (or the --set) the value at `loc` came from:
+    the files are merged again, only for this error (a note kept no lines)."""
+    sources = config.sources
+    try:
+        path, spot = _merged(sources, [_read_text(f) for f in sources.files])[1].of(loc)
+    except InputError:
+        path, spot = config.path, ""
+    return InputError(path, f"{spot}: {problem}" if spot else problem, image=image, fix=fix)
 
 
 def holds(folder: Path, path: Path) -> bool:
@@ -523,14 +610,17 @@ def holds(folder: Path, path: Path) -> bool:
 
 
 def _check_patterns(config: Config) -> None:
-    named = [(f"profiles.{name}", p) for name, ps in config.profiles.items() for p in ps]
-    named += [("settings.excludes", p) for p in config.settings.excludes]
-    for key, pattern in named:
+    named = [(("profiles", name, index), p) for name, ps in config.profiles.items()
+             for index, p in enumerate(ps)]
+    named += [(("settings", "excludes", index), p)
+              for index, p in enumerate(config.settings.excludes)]
+    for loc, pattern in named:
         try:
             re.compile(pattern)
         except re.error as err:
-            raise InputError(config.path, f"{key}: {pattern!r} is not a regular expression "
-                             f"({err})", fix="correct the pattern (Python `re` syntax)") from None
+            raise _located(config, loc, f"{_dotted(loc[:-1])}: {pattern!r} is not a "
+                           f"regular expression ({err})",
+                           fix="correct the pattern (Python `re` syntax)") from None
 
 
 def _read_text(path: Path) -> str:
@@ -542,36 +632,199 @@ def _read_text(path: Path) -> str:
                          "(`imagebake -c PATH`)") from None
 
 
-def _read_yaml(path: Path, text: str) -> Any:
+def _read_yaml(path: Path, text: str, *, first: bool = True) -> tuple[Any, Spots]:
+    """The file's data and where each value of it is; a file merged on top of the first
+    may be empty (it adds nothing)."""
     import yaml
 
     try:
-        data = _parse_yaml(path, text)
+        data, spots = _parse_yaml_spots(path, text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise InputError(path, f"malformed YAML{where}: {problem}",
                          fix="correct the YAML syntax there") from None
+    if data is None and not first:
+        return {}, spots
     if not isinstance(data, dict):
         raise InputError(path, "the top level must be a mapping with an `images:` key",
                          fix="declare your images under `images:`")
-    return data
+    return data, spots
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
+    return _parse_yaml_spots(path, text)[0]
+
+
+def _parse_yaml_spots(path: Path, text: str) -> tuple[Any, Spots]:
     """Parse once (with libyaml when PyYAML has it: 10x faster on a large tree), checking
-    the composed nodes (`_check_nodes`) before constructing the data."""
+    the composed nodes (`_check_nodes`) before constructing the data; with where each
+    value of the data is (`_spots`)."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
-        if node is not None:
-            _check_nodes(path, node)
-        return None if node is None else loader.construct_document(node)
+        if node is None:
+            return None, {}
+        _check_nodes(path, node)
+        return loader.construct_document(node), _spots(path, node)
     finally:
         loader.dispose()
+
+
+# Where a value was given: its file and `line N`, or images.yaml and the `--set` that set it.
+Spot = tuple[Path, str]
+Spots = dict[tuple, Spot]
+
+
+def _spots(path: Path, root: yaml.Node) -> Spots:
+    """Each value's path of keys (list items by index) -> the file and the line of its key
+    (walked after construction, which folds `<<:` merge keys into the mappings)."""
+    import yaml
+
+    spots: Spots = {}
+
+    def walk(node: yaml.Node, where: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            items = [(key.value, key, value) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            items = [(index, item, item) for index, item in enumerate(node.value)]
+        else:
+            return
+        for name, marked, value in items:
+            spots[where + (name,)] = (path, f"line {marked.start_mark.line + 1}")
+            walk(value, where + (name,))
+
+    walk(root, ())
+    return spots
+
+
+@dataclass
+class Origins:
+    """Where each value of a merged tree was given (`Spots`), for errors to name."""
+
+    first: Path
+    spots: Spots = field(default_factory=dict)
+
+    def of(self, loc: tuple) -> Spot:
+        """The spot of the value at `loc`, else of the nearest value holding it."""
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.spots:
+                return self.spots[loc[:end]]
+        return self.first, ""
+
+    def given(self, where: tuple, spots: Spots) -> None:
+        """The value at `where`, with all inside it, is now the one `spots` place."""
+        size = len(where)
+        for old in [key for key in self.spots if key[:size] == where]:
+            del self.spots[old]
+        self.spots.update((key, spot) for key, spot in spots.items() if key[:size] == where)
+
+
+def _merged(sources: Sources, texts: list[str]) -> tuple[dict[str, Any], Origins]:
+    """The files merged in order, then each --set applied; with where each value came from."""
+    origins = Origins(sources.path)
+    data: dict[str, Any] = {}
+    for file, text in zip(sources.files, texts, strict=True):
+        layer, spots = _read_yaml(file, text, first=file == sources.path)
+        data = _merge(data, layer, (), origins, spots)
+    for arg in sources.sets:
+        _apply_set(data, arg, origins)
+    return data, origins
+
+
+def _merge(base: Any, over: Any, where: tuple, origins: Origins, spots: Spots) -> Any:
+    """`over` on top of `base`, as bake merges an override file: mappings key by key (an
+    empty value, `nova:`, adds nothing to one); anything else, a list too, is replaced."""
+    if not isinstance(base, dict) or not isinstance(over, dict | None):
+        origins.given(where, spots)
+        return over
+    merged = dict(base)
+    for key, value in (over or {}).items():
+        if key in base:
+            merged[key] = _merge(base[key], value, where + (key,), origins, spots)
+        else:
+            merged[key] = value
+            origins.given(where + (key,), spots)
+    return merged
+
+
+SET_FIX = ("write it as IMAGE.FIELD=VALUE (IMAGE may be a glob, e.g. 'nova-*.args.WORKERS=8'),"
+           " or settings.FIELD=VALUE; VALUE is read as YAML")
+# The mappings whose keys may hold dots (`labels.org.opencontainers.image.version`): in a
+# --set, the rest of the path after one of these is one key.
+_FLAT_MAPS = {("settings", "args"), ("settings", "labels"), ("images", "*", "args"),
+              ("images", "*", "labels"), ("images", "*", "files"), ("kolla", "options")}
+
+
+def _apply_set(data: dict[str, Any], arg: str, origins: Origins) -> None:
+    """One `--set PATH=VALUE`: the value at PATH of each image PATH names, replaced."""
+    target, equals, text = arg.partition("=")
+    words = target.split(".")
+    if not equals or len(words) < 2 or "" in words:
+        raise InputError(origins.first, f"--set {arg!r}: not a PATH=VALUE assignment",
+                         fix=SET_FIX)
+    value = _set_value(arg, text, origins.first)
+    for where in _set_paths(data, tuple(words), arg, origins.first):
+        _put(data, where, copy.deepcopy(value), arg, origins.first)
+        origins.given(where, {where: (origins.first, f"--set {arg!r}")})
+
+
+def _set_value(arg: str, text: str, path: Path) -> Any:
+    import yaml
+
+    if not text:
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err)
+        raise InputError(path, f"--set {arg!r}: the value is not YAML ({problem})",
+                         fix="quote it as a YAML string, e.g. --set 'nova.args.X=\"a: [b\"'"
+                         ) from None
+
+
+def _set_paths(data: dict[str, Any], words: tuple[str, ...], arg: str,
+               path: Path) -> list[tuple]:
+    """The paths a --set names: from the top (`settings.tag`), or in each image whose name
+    matches its first word, a glob (`nova-*.args.X`, or `images.nova-*.args.X`)."""
+    if words[0] in _ALLOWED_KEYS[()] and words[0] != "images":
+        return [_one_key_after_flat_maps(words)]
+    pattern, rest = (words[1], words[2:]) if words[0] == "images" else (words[0], words[1:])
+    images = data.get("images")
+    names = [name for name in images if fnmatch.fnmatchcase(str(name), pattern)
+             ] if isinstance(images, dict) else []
+    if not names and "kolla" in data and not set("*?[") & set(pattern):
+        names = [pattern]  # one of Kolla's images, refined under `images:`
+    if not rest or not names:
+        problem = (f"{pattern!r} matches no image under `images:`" if rest else
+                   "names an image but no field of it")
+        raise InputError(path, f"--set {arg!r}: {problem}", fix=SET_FIX + "; in a Kolla "
+                         "tree, a glob matches only the images under `images:`, a name any "
+                         "of Kolla's")
+    return [_one_key_after_flat_maps(("images", name, *rest)) for name in names]
+
+
+def _one_key_after_flat_maps(where: tuple[str, ...]) -> tuple[str, ...]:
+    shape = ("images", "*", *where[2:]) if where[0] == "images" else where
+    for size in range(2, len(where)):
+        if shape[:size] in _FLAT_MAPS:
+            return (*where[:size], ".".join(where[size:]))
+    return where
+
+
+def _put(data: dict[str, Any], where: tuple, value: Any, arg: str, path: Path) -> None:
+    node = data
+    for depth, key in enumerate(where[:-1]):
+        if node.get(key) is None:
+            node[key] = {}
+        if not isinstance(node[key], dict):
+            raise InputError(path, f"--set {arg!r}: '{_dotted(where[:depth + 1])}' is not a "
+                             "mapping", fix=SET_FIX)
+        node = node[key]
+    node[where[-1]] = value
 
 
 # Nodes that aliases may add to the data: far more than anchors for shared settings need,
@@ -681,7 +934,7 @@ def _dotted(loc: tuple) -> str:
 
 
 def _check_references(config: Config) -> None:
-    s, path = config.settings, config.path
+    s = config.settings
     checks = [
         (REGISTRY_RE, s.registry, "settings.registry", "a host name with an optional :port"),
         (NAMESPACE_RE, s.namespace, "settings.namespace",
@@ -692,12 +945,13 @@ def _check_references(config: Config) -> None:
     ]
     for pattern, value, key, expected in checks:
         if value and not pattern.fullmatch(value):
-            raise InputError(path, f"invalid {key} {value!r}", fix=f"use {expected}")
+            raise _located(config, tuple(key.split(".")), f"invalid {key} {value!r}",
+                           fix=f"use {expected}")
     _check_authfile(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
-            raise InputError(path, f"invalid image name {name!r}", image=name,
-                             fix="use lowercase letters and digits separated by . _ or -")
+            raise _located(config, ("images", name), f"invalid image name {name!r}", image=name,
+                           fix="use lowercase letters and digits separated by . _ or -")
 
 
 def _check_authfile(config: Config) -> None:
@@ -708,9 +962,9 @@ def _check_authfile(config: Config) -> None:
         return
     found = find_authfile(s.registry, s.authfile, config.root)
     if found is None or not found.is_file():
-        raise InputError(config.path, f"settings.authfile {s.authfile!r}: "
-                         f"{config.source_path(s.authfile)} does not exist, and no "
-                         "REGISTRY_AUTH_FILE names a file that does",
-                         fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
-                         "correct the path (relative to the directory of images.yaml), or set "
-                         "REGISTRY_AUTH_FILE to an authfile")
+        raise _located(config, ("settings", "authfile"), f"settings.authfile {s.authfile!r}: "
+                       f"{config.source_path(s.authfile)} does not exist, and no "
+                       "REGISTRY_AUTH_FILE names a file that does",
+                       fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
+                       "correct the path (relative to the directory of images.yaml), or set "
+                       "REGISTRY_AUTH_FILE to an authfile")

@@ -19,6 +19,8 @@ Internals used here (doit 0.36 and 0.37), and why:
 - `remember_initial_workdir`: sets `doit.loader.initial_workdir`, which doit sets only when
   it loads a dodo.py; the `imagebake` command loads no dodo.py. (`user_workdir` reads it
   through the public `doit.get_initial_workdir`.)
+- `command_line_variables`: `doit_cmd._CMDLINE_VARS`, the dict `get_var` reads, for the
+  variables named by a prefix (`set.nova.args.X=8`): `get_var` needs each exact name.
 - `NamespaceLoader`: `cmd_base.NamespaceTaskLoader` with its `namespace` attribute set in
   `setup`, once doit has read the command line's variables (the public `TaskLoader2`
   API has no loader of a namespace made that late).
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import doit
-from doit import cmd_run, control, loader
+from doit import cmd_run, control, doit_cmd, loader
 from doit.cmd_base import DodoTaskLoader, NamespaceTaskLoader
 from doit.cmdparse import CmdOption, CmdParse, CmdParseError
 from doit.dependency import Dependency, UptodateCalculator
@@ -154,6 +156,15 @@ def remember_initial_workdir(path: str | os.PathLike[str]) -> None:
 def user_workdir() -> Path:
     """The folder the command was run in (doit may have changed into dodo.py's since)."""
     return Path(doit.get_initial_workdir() or os.getcwd())
+
+
+# --- the command line's variables -------------------------------------------------------
+
+
+def command_line_variables() -> dict[str, str]:
+    """Every `name=value` of the command line, in its order (a name given twice: its
+    last value, at its first place), as `get_var` reads them."""
+    return dict(doit_cmd._CMDLINE_VARS or {})
 
 
 # --- loading tasks from a namespace made once the variables are read --------------------

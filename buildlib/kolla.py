@@ -49,12 +49,6 @@ NOT_USED = {
                      "template_only", "squash", "squash_cleanup", "squash_tmp_dir",
                      "network_mode", "retries", "allowed_to_fail", "skip_existing",
                      "skip_parents"), "imagebake does not use it"),
-    "docker_dir": "imagebake does not merge extra template folders (use kolla.docker)",
-    "apt_sources_list": "imagebake does not copy it into base's context (use "
-                        "images.base.files: {sources.list: PATH})",
-    "apt_preferences": "imagebake does not copy it into base's context (use "
-                       "images.base.files: {apt_preferences: PATH})",
-    "patches_path": "imagebake does not copy patches into the contexts",
     "push": "use `imagebake push`", "push_threads": "imagebake does not use it",
     "threads": "use `-n N` or settings.jobs", "pull": "imagebake pulls a base only when "
     "storage lacks it", "timeout": "imagebake's downloads keep their own deadline",
@@ -64,6 +58,13 @@ NOT_USED = {
     "template_override": "use kolla.template_overrides",
 }
 SOURCE_OPTIONS = {"type", "location", "reference", "enabled", "sha256", "version"}
+# kolla-build options that put files into contexts, followed as its KollaWorker does (the
+# same in 21.3.0 and 23.0.0): `copy_apt_files` copies these into base's folder, under these
+# names; `setup_working_dir` copies each `docker_dir` over its docker/ folder;
+# `create_patch_files` gives every image a `patches/` folder.
+APT_FILES = {"apt_sources_list": "sources.list", "apt_preferences": "apt_preferences"}
+PATH_FIX = ("correct it in kolla-build.conf or kolla.options (a relative path starts at the "
+            "directory of images.yaml)")
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,15 @@ def expand(config: Config
     conf = _kolla_options(config)
     with _quiet_kolla():
         worker = _worker(config, conf)
-        docker = _docker_dir(config, worker)
+        layers = [_docker_dir(config, worker), *_extra_docker_dirs(config, conf)]
         probe = _probe(config, worker)
-    templates = _find_templates(config, docker)
+    templates = _find_templates(config, layers)
     images = _images(config, templates)
     expanded = replace(
         config,
-        settings=replace(config.settings, templates=[str(docker)],
+        # the loader finds a template, or a file it includes, where kolla-build's merged
+        # working dir has it: in the last docker_dir that holds it
+        settings=replace(config.settings, templates=[str(d) for d in reversed(layers)],
                          excludes=config.settings.excludes + _unbuildable(conf, source)),
         vars={**probe.values, **config.vars},
         images=images,
@@ -123,7 +126,9 @@ def expand(config: Config
     for warning in _not_used(config, conf, set(templates)):
         print(f"warning: {warning}", file=sys.stderr)
     args = _build_args(conf)
-    made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name], args)
+    made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name], args,
+                                        _context_files(config, conf, layers, name,
+                                                       templates[name]))
             for name, image in kolla_images.items()}
     images = {name: named_image(replace(image, parent=parents[name], labels=made[name].labels,
                                         args=made[name].args, files=made[name].files), name)
@@ -246,16 +251,18 @@ def _build_args(conf: Any) -> dict[str, str]:
 
 
 def _as_kolla_build_makes(config: Config, conf: Any, image: Any, dockerfile: str,
-                          args: dict[str, str]) -> Made:
-    """The labels and build args kolla-build gives the image's build and the archives of
-    its sources its Dockerfile reads, under images.yaml's own."""
+                          args: dict[str, str], context: dict[str, str]) -> Made:
+    """The labels and build args kolla-build gives the image's build, the archives of
+    its sources its Dockerfile reads and the `context` files its options add, under
+    images.yaml's own."""
     settings, own = config.settings, config.images[image.name]
     wanted = {path for _, path in dockerfile_reading.sources_in(dockerfile)} \
         - {f"{name}-archive" for name in own.sources}  # images.yaml's `sources:` win
     sourced = kolla_sources.sourced(config, image, wanted, _debian_arch(conf))
     return Made(labels={**_kolla_labels(config, image), **settings.labels, **own.labels},
                 args={**args, **settings.args, **own.args},
-                files={**{inner: str(path) for inner, path in sourced.files.items()},
+                files={**context,
+                       **{inner: str(path) for inner, path in sourced.files.items()},
                        **own.files},
                 sourced=sourced)
 
@@ -340,18 +347,88 @@ def _docker_dir(config: Config, worker: Any) -> Path:
     return folder.resolve()
 
 
-def _find_templates(config: Config, docker: Path) -> dict[str, str]:
-    """Image name (its folder's name) -> template path inside docker/, as kolla-build
-    finds them."""
+def _extra_docker_dirs(config: Config, conf: Any) -> list[Path]:
+    """kolla-build's `docker_dir` folders, in the order it copies them over docker/."""
+    folders = [_option_path(config, "docker_dir", value) for value in conf.docker_dir or []]
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(config.path, f"kolla option docker_dir: {folder} is not a "
+                             "folder", fix=PATH_FIX)
+    return [folder.resolve() for folder in folders]
+
+
+def _option_path(config: Config, option: str, value: str) -> Path:
+    path = config.source_path(os.path.expanduser(value))
+    if not path.exists():
+        raise InputError(config.path, f"kolla option {option}: {path} does not exist",
+                         fix=PATH_FIX)
+    return path
+
+
+def _find_templates(config: Config, layers: list[Path]) -> dict[str, str]:
+    """Image name (its folder's name) -> template path inside docker/ and the docker_dir
+    folders copied over it, as kolla-build finds them in its working dir."""
     found: dict[str, str] = {}
-    for path in sorted(docker.rglob(TEMPLATE)):
-        name, relative = path.parent.name, str(path.relative_to(docker))
-        if name in found:
-            raise InputError(config.path, f"two Kolla templates for image '{name}': "
-                             f"{found[name]} and {relative}", image=name,
-                             fix="keep one folder of that name under the docker/ folder")
-        found[name] = relative
+    for layer in layers:
+        for path in sorted(layer.rglob(TEMPLATE)):
+            name, relative = path.parent.name, str(path.relative_to(layer))
+            if found.setdefault(name, relative) != relative:
+                raise InputError(config.path, f"two Kolla templates for image '{name}': "
+                                 f"{found[name]} and {relative}", image=name,
+                                 fix="keep one folder of that name under the docker/ "
+                                 "folder and the docker_dir folders")
     return found
+
+
+def _context_files(config: Config, conf: Any, layers: list[Path], name: str,
+                   template: str) -> dict[str, str]:
+    """The files kolla-build's options put into the image's context (context path ->
+    file): from docker_dir folders, base's apt files, the image's patches."""
+    files = _layered_files(layers, template)
+    if name == "base":
+        for option, inner in APT_FILES.items():
+            if conf[option]:
+                files[inner] = str(_option_path(config, option, conf[option]))
+    return {**files, **_patch_files(config, conf, name)}
+
+
+def _layered_files(layers: list[Path], template: str) -> dict[str, str]:
+    """The files of the template's folder in kolla-build's working dir (each layer's
+    copied over the ones before) that its own folder, beside the template, lacks."""
+    if len(layers) == 1:
+        return {}
+    folder = Path(template).parent
+    merged: dict[str, Path] = {}
+    for layer in layers:
+        merged.update({str(path.relative_to(layer / folder)): path
+                       for path in sorted((layer / folder).rglob("*"))
+                       if path.is_file() and not path.name.endswith(render.TEMPLATE_SUFFIX)})
+    home = next(layer for layer in reversed(layers) if (layer / template).is_file()) / folder
+    return {inner: str(path) for inner, path in merged.items()
+            if not path.is_relative_to(home)}
+
+
+def _patch_files(config: Config, conf: Any, name: str) -> dict[str, str]:
+    """kolla-build's `patches/` of the image's context when `patches_path` is set: the
+    `series` of `<patches_path>/<image>/` and the files it lists that exist there (`#`
+    lines out); an empty folder when there are none."""
+    if not conf.patches_path:
+        return {}
+    patches = _option_path(config, "patches_path", conf.patches_path)
+    if not patches.is_dir():
+        raise InputError(config.path, f"kolla option patches_path: {patches} is not a folder",
+                         fix=PATH_FIX)
+    series, files = patches / name / "series", {}
+    if series.is_file():
+        files["patches/series"] = str(series)
+        for line in series.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#") and (series.parent / line.strip()).is_file():
+                files[f"patches/{line.strip()}"] = str(series.parent / line.strip())
+    if not files:
+        empty = config.build_dir / "kolla" / "empty-folder"
+        empty.mkdir(parents=True, exist_ok=True)
+        files["patches"] = str(empty)
+    return files
 
 
 def _images(config: Config, templates: dict[str, str]) -> dict[str, Image]:
@@ -469,6 +546,8 @@ def _option_problem(conf: Any, images: set[str], section: str, option: str) -> s
     if section == "DEFAULT":
         if option in NOT_USED:
             return NOT_USED[option]
+        if option in FROM_SETTINGS:
+            return f"settings.{FROM_SETTINGS[option]} decides it"
         return None if option in conf else "kolla-build has no such option"
     if section == "profiles" or section.endswith("-user"):
         return None

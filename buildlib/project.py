@@ -254,7 +254,7 @@ class Project:
                                authfile=self.authfile, timeout=settings.push_timeout)
 
 
-def load(path: Path | str, fetch: bool | Collection[str] | None = None) -> Project:
+def load(path: Path | str | config.Sources, fetch: bool | Collection[str] | None = None) -> Project:
     """The project of this images.yaml. Its sources are made (downloaded, cloned,
     archived) only for the images `fetch` names (True: all; None: as `sources.fetching`
     says around this call, by default none): another image's context then names what a
@@ -263,7 +263,7 @@ def load(path: Path | str, fetch: bool | Collection[str] | None = None) -> Proje
         return _load(path)
 
 
-def _load(path: Path | str) -> Project:
+def _load(path: Path | str | config.Sources) -> Project:
     cfg, texts, sourced = config.load(path), {}, {}
     if cfg.kolla is not None:
         cfg, texts, sourced = kolla.expand(cfg)

@@ -9,6 +9,7 @@ import importlib
 import os
 import re
 import shutil
+import stat
 import sys
 from collections.abc import Container, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +36,7 @@ class Context:
     name: str
     dockerfile: str
     files: dict[str, Path]  # each file's path inside the context -> its source on disk
+    # (a folder there is an empty folder, e.g. kolla-build's `patches/` of an image with none)
     template: Path
     fetches: dict[str, str] = field(default_factory=dict)  # path -> what a build fetches first
     follows: tuple[Path, ...] = ()  # folders outside the tree that context files are made of
@@ -55,10 +57,13 @@ class Context:
             if inner in self.digests:  # (a source's archive: read again only when it changed)
                 digests[inner] = self.digests[inner]
                 continue
-            h = hashlib.sha256(f"{os.stat(source).st_mode & 0o7777:o}\0".encode())
-            with source.open("rb") as file:  # (a source's archive may be gigabytes)
-                while chunk := file.read(1024 * 1024):
-                    h.update(chunk)
+            mode = os.stat(source).st_mode
+            folder = stat.S_ISDIR(mode)  # an empty folder: its mode, and a mark no file has
+            h = hashlib.sha256(f"{'d' if folder else ''}{mode & 0o7777:o}\0".encode())
+            if not folder:
+                with source.open("rb") as file:  # (a source's archive may be gigabytes)
+                    while chunk := file.read(1024 * 1024):
+                        h.update(chunk)
             digests[inner] = h.hexdigest()
         return digests
 
@@ -113,7 +118,11 @@ class Context:
         for inner, source in self.files.items():
             target = context_dir / inner
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+            if source.is_dir():
+                target.mkdir()
+                shutil.copymode(source, target)
+            else:
+                shutil.copy2(source, target)
         dockerfile_path.write_text(self.dockerfile, encoding="utf-8")
 
 
@@ -391,10 +400,9 @@ class _Folders:
                 raise InputError(config.path, f"context file name '{inner}' leaves the "
                                  "context", image=name,
                                  fix="use a relative name inside the build context")
-            if path.is_dir():
-                files.update({f"{inner}/{rel}": p
-                              for rel, p in _files_under(config, name, path).items()})
-            else:
+            under = _files_under(config, name, path) if path.is_dir() else {}
+            files.update({f"{inner}/{rel}": p for rel, p in under.items()})
+            if not under:  # a file, or an empty folder (made empty in the context)
                 files[inner] = path
         return files
 

@@ -31,19 +31,20 @@ from buildlib.publish import TRY_LINE
 LOG_TAIL_LINES = 15
 NAMES_SHOWN = 12  # of the images that failed with one cause
 LOG_TAIL_BYTES = 16 * 1024
-LINE_CHARS = 300  # a summary line shows at most this much of a log line or an error
+LINE_CHARS = 300  # a summary line shows at most this much of a log line
+ERROR_CHARS = 800  # and of an error line, whose fix may follow a long cause
 SUCCESS = {"build": "built", "push": "pushed"}
 PLURAL = {"build": "builds", "push": "pushes"}
 SAVED_FIELDS = {"build": ("id", "key", "found"), "push": ("digest", "attempts", "replaced")}
 STATUS_ORDER = ("built", "pushed", "up-to-date", "failed", "blocked", "excluded")
 
 
-def ends_of(line: str) -> str:
-    """A line of at most LINE_CHARS: a longer one keeps its start and its end, where
+def ends_of(line: str, limit: int = LINE_CHARS) -> str:
+    """A line of at most `limit` characters: a longer one keeps its start and its end, where
     buildah says the cause (after a request dump: "...: link /etc/passwd /hl: no such file")."""
-    if len(line) <= LINE_CHARS:
+    if len(line) <= limit:
         return line
-    half = (LINE_CHARS - len(" [...] ")) // 2
+    half = (limit - len(" [...] ")) // 2
     return f"{line[:half]} [...] {line[-half:]}"
 
 
@@ -293,7 +294,8 @@ class ImageReporter(ConsoleReporter):
             entry.update(status="blocked", error=f"not run: {cause} failed")
             self._progress().skip(task.name)
             return
-        error = "\n".join(ends_of(line) for line in fail.get_msg().strip().splitlines())
+        error = "\n".join(ends_of(line, ERROR_CHARS)
+                          for line in fail.get_msg().strip().splitlines())
         entry.update(status="failed", end=time.time(), error=error)
         if kind == "push":
             entry["attempts"] = attempts_in(task.meta["log"])

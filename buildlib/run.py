@@ -34,6 +34,7 @@ from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     doit_seam,
     graph,
@@ -46,7 +47,6 @@ from buildlib import (
 )
 from buildlib.errors import InputError
 
-CONFIG_FILE = "images.yaml"
 LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
 # doit commands that change the tree's state or images, and so take the lock.
@@ -342,7 +342,7 @@ def _terminated_while_loading() -> Iterator[None]:
 
 def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
-        proj = _for_platform(project.load(_config_path(tree_dir), fetch=False))
+        proj = _for_platform(project.load(_config_sources(tree_dir), fetch=False))
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         _check_platform_selection(proj, selection.selected)
@@ -351,7 +351,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
             _take_over(proj, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
-            proj = _for_platform(project.load(_config_path(tree_dir), fetch=building))
+            proj = _for_platform(project.load(_config_sources(tree_dir), fetch=building))
         from_registry = _cache_mode(proj) == "registry"
         strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
@@ -469,7 +469,7 @@ def merge_parts(proj: project.Project) -> dict[str, list[str]]:
     return parts
 
 
-EXPORT_FORMATS = ("gha", "argo")
+EXPORT_FORMATS = ("gha", "argo", "gitlab")
 DEFAULT_JOB_START = 30.0  # seconds: a fresh runner's start, checkout and install
 
 
@@ -488,9 +488,10 @@ def export_options(proj: project.Project) -> ExportOptions:
     """`doit export`'s variables; read when it runs, so that other commands ignore them."""
     fmt = str(variables.value("format", "") or "")
     if fmt not in EXPORT_FORMATS:
-        raise InputError(proj.config.path, f"export needs format=gha or format=argo "
-                         f"(got {fmt!r})", fix="`doit export format=gha` (GitHub Actions) "
-                         "or `doit export format=argo` (Argo Workflows)")
+        raise InputError(proj.config.path, f"export needs format=gha, format=gitlab or "
+                         f"format=argo (got {fmt!r})", fix="`doit export format=gha` (GitHub "
+                         "Actions), `format=gitlab` (GitLab CI) or `format=argo` (Argo "
+                         "Workflows)")
     out = variables.value("out")
     path = (doit_seam.user_workdir() / out).resolve() if out else None
     if path is not None and path.is_dir():
@@ -682,12 +683,16 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
               f"removed {removed} working container(s)", file=sys.stderr)
 
 
-def _config_path(tree_dir: Path) -> Path:
-    named = variables.value("config")
+def _config_sources(tree_dir: Path) -> config.Sources:
+    """The files `config=` names (`imagebake -c`), each merged on top of those before it,
+    else images.yaml in tree_dir with images.override.yaml beside it (as bake: its
+    override file counts only when no file is named); and the `set.PATH=VALUE` variables."""
+    sets = tuple(variables.assignments())
+    named = variables.words("config")
     if not named:
-        return Path(tree_dir).resolve() / CONFIG_FILE
+        return config.Sources.default(Path(tree_dir).resolve(), sets)
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
-    return (doit_seam.user_workdir() / named).resolve()
+    return config.Sources(tuple((doit_seam.user_workdir() / n).resolve() for n in named), sets)
 
 
 def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:

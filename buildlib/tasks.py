@@ -25,6 +25,7 @@ from buildlib import (
     buildah,
     builder,
     cache,
+    config,
     dispatch,
     keys,
     pictures,
@@ -56,7 +57,7 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task, "merge": merge_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -175,6 +176,17 @@ def _render(run: Run) -> Any:
     return None
 
 
+def config_task(run: Run) -> dict[str, Any]:
+    """Build nothing; print images.yaml as merged with images.override.yaml (or the `-c`
+    files) and the `--set` values, validated (as `docker buildx bake --print`)."""
+    return _command("config", "print the merged images.yaml (override files, --set), "
+                    "validated", _print_config, run.project.config)
+
+
+def _print_config(cfg: config.Config) -> None:
+    print(config.merged_yaml(cfg), end="")
+
+
 def watch_task(run: Run) -> dict[str, Any]:
     """Build, then build again on each change to images.yaml, a template or a context file."""
     return _command("watch", "build, then again on each change to images.yaml, a template "
@@ -184,7 +196,7 @@ def watch_task(run: Run) -> dict[str, Any]:
 def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
-    watch.watch(run.project.config.path, run.invocation.rerun_as("build"),
+    watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
                 run.invocation.where)
 
 
@@ -296,12 +308,14 @@ TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running
 
 
 def export_task(run: Run) -> dict[str, Any]:
-    """write the image graph as a GitHub Actions or Argo Workflows workflow (format=gha|argo)"""
-    return _command("export", "write the image graph as a CI workflow: format=gha|argo "
+    """write the image graph as a GitHub Actions, GitLab CI or Argo Workflows workflow"""
+    return _command("export", "write the image graph as a CI workflow: format=gha|gitlab|argo "
                     "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
                     "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run, TOOL_DIR)
 
 
+# Where GitHub and GitLab look for the workflow, in the repository.
+WORKFLOW_FILES = {"gha": ".github/workflows/images.yml", "gitlab": ".gitlab-ci.yml"}
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
 
 
@@ -314,12 +328,13 @@ def _export(run: Run, tool_dir: Path) -> Any:
         options = export_options(proj)
         root = _repository_root(proj.config.root)
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
-                           config=_inside(root, proj.config.path, proj, "images.yaml"),
+                           config=_config_files(root, proj),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
                                proj.config.settings.tls_verify,
-                               runs_on=options.runs_on or export.GHA_RUNNER,
+                               runs_on=options.runs_on or (export.GHA_RUNNER
+                                                          if options.format == "gha" else ()),
                                storage=options.storage, runners=options.runners)
         sub = export.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
@@ -334,19 +349,21 @@ def _export(run: Run, tool_dir: Path) -> Any:
     estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
     try:
         whole = not run.selection.excluded
-        if options.format == "gha":
-            text = export.gha(estimates.chosen, tool, target, whole, platforms={
-                name: proj.plans[name].platforms for name in sub.parents})
-        else:
+        platforms = {name: proj.plans[name].platforms for name in sub.parents}
+        if options.format == "argo":
             text = export.argo(estimates.chosen, tool, target, whole)
+        else:
+            exporter = {"gha": export.gha, "gitlab": export.gitlab}[options.format]
+            text = exporter(estimates.chosen, tool, target, whole, platforms=platforms)
     except ValueError as err:  # jobs the format cannot write
         return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
                           "(or none: one job per image)")
     except ModuleNotFoundError as err:  # hera, for format=argo
         return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
                           "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
-    path = options.out or (root / ".github" / "workflows" / "images.yml"
-                           if options.format == "gha" else proj.build_dir / "argo-workflow.yaml")
+    path = options.out or (root / WORKFLOW_FILES[options.format]
+                           if options.format in WORKFLOW_FILES
+                           else proj.build_dir / "argo-workflow.yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     count = len(estimates.chosen.jobs)
@@ -369,6 +386,17 @@ def _repository_root(start: Path) -> Path:
         if (folder / ".git").exists():
             return folder
     return start
+
+
+def _config_files(root: Path, proj: project.Project) -> str:
+    """images.yaml and the files merged on top of it, as the jobs name them (`-c A,B`); a
+    --set is this run's only, never the workflow's."""
+    sources = proj.config.sources
+    if sources.sets:
+        raise InputError(proj.config.path, f"--set {sources.sets[0]!r} is for this run only",
+                         fix="put the change in images.override.yaml (or a file named by "
+                         "-c) for the workflow's jobs, and export again")
+    return ",".join(_inside(root, file, proj, "images.yaml") for file in sources.files)
 
 
 def _inside(root: Path, path: Path, proj: project.Project, what: str) -> str:

@@ -12,7 +12,10 @@ from typing import Any
 
 from doit import get_var
 
+from buildlib import doit_seam
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
+SET_PREFIX = "set."  # `set.nova.args.X=8`: one variable per field set for this run
 
 
 @dataclass(frozen=True)
@@ -24,8 +27,14 @@ class Variable:
 
 
 VARIABLES: dict[str, Variable] = {v.name: v for v in (
-    Variable("config", "PATH", "all", "another images.yaml (default: the one beside dodo.py; "
-             "`imagebake`: the one in the working directory, or `-c PATH`)"),
+    Variable("config", "PATH[,PATH...]", "all", "another images.yaml (default: the one "
+             "beside dodo.py, with images.override.yaml beside it merged on top; `imagebake`: "
+             "the one in the working directory, or `-c PATH`); several files: each merged on "
+             "top of those before it (then no images.override.yaml is read)"),
+    Variable(f"{SET_PREFIX}IMAGE.FIELD", "VALUE", "all", "change a field for this run only, "
+             "e.g. `'set.nova-*.args.WORKERS=8'` or `set.settings.tag=rc1` (IMAGE: a glob of "
+             "image names; VALUE: YAML); one variable per field (`imagebake --set "
+             "IMAGE.FIELD=VALUE`)"),
     Variable("images", "RE[,RE...]", "build, push, status, resolve, graph, render, export, "
              "prune, watch", "only the images whose name matches any regex, with their "
              "ancestors"),
@@ -49,17 +58,19 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "images from the registry at exactly that digest"),
     Variable("bases", "pull", "build, push, resolve", "pull every selected root's base image "
              "anew before building"),
-    Variable("format", "gha|argo", "export", "the workflow to write: GitHub Actions or Argo "
-             "Workflows"),
+    Variable("format", "gha|gitlab|argo", "export", "the workflow to write: GitHub Actions, "
+             "GitLab CI or Argo Workflows"),
     Variable("out", "PATH", "export", "where to write it (default: "
-             ".github/workflows/images.yml, or build/argo-workflow.yaml)"),
+             ".github/workflows/images.yml, .gitlab-ci.yml, or build/argo-workflow.yaml)"),
     Variable("max_jobs", "N", "export", "at most N jobs (default: one job per image)"),
     Variable("job_start", "SECONDS", "export", "the estimated start of a job: runner, "
              "checkout, install (default 30)"),
     Variable("runs_on", "LABEL[,LABEL...]", "export", "the runner labels of every job "
-             "(default: ubuntu-latest), e.g. runs_on=self-hosted,linux"),
+             "(default: ubuntu-latest; on GitLab its `tags:`, default none), e.g. "
+             "runs_on=self-hosted,linux"),
     Variable("runners", "PLATFORM=LABEL[+LABEL...][,...]", "export", "the runner labels of "
-             "each platform's jobs (default: linux/arm64=ubuntu-24.04-arm, else runs_on)"),
+             "each platform's jobs (default: linux/arm64=ubuntu-24.04-arm, on GitLab "
+             "saas-linux-small-arm64; else runs_on)"),
     Variable("storage", "runner|job|/PATH", "export", "where each job's buildah storage "
              "lives: the runner's default, one per job, or a folder the runner's jobs share"),
     Variable("platform", "OS/ARCH", "build, push, status, resolve", "build (and push) each "
@@ -88,3 +99,13 @@ def flag(name: str) -> bool:
 def words(name: str) -> list[str]:
     """A comma-separated variable (`images=nova,^cron$`)."""
     return [word for word in str(value(name, "")).split(",") if word]
+
+
+def assignments(prefix: str = SET_PREFIX) -> list[str]:
+    """The variables named `prefix` + PATH, as `PATH=VALUE` in the command line's order
+    (`set.nova-*.args.X=8` -> `nova-*.args.X=8`)."""
+    if f"{prefix}IMAGE.FIELD" not in VARIABLES:
+        raise KeyError(f"command-line variables {prefix}* are not in buildlib.variables.VARIABLES")
+    return [f"{name.removeprefix(prefix)}={text}"
+            for name, text in doit_seam.command_line_variables().items()
+            if name.startswith(prefix)]

@@ -26,18 +26,20 @@ LONGEST_BURST_MS = 5000  # ... but build at the latest this long after the first
 PREFIX = "[watch]"
 
 
-def tree_inputs(config_path: Path, previous: frozenset[Path] = frozenset()) -> frozenset[Path]:
+def tree_inputs(sources: Path | config.Sources,
+                previous: frozenset[Path] = frozenset()) -> frozenset[Path]:
     """The files the tree's images are made of, build_dir's aside. A tree that does not
-    load (bad input) keeps what was watched before, plus its config and templates."""
+    load (bad input) keeps what was watched before, plus its config files and templates."""
+    configs = set(sources.files) if isinstance(sources, config.Sources) else {sources}
     try:
-        proj = project.load(config_path, fetch=False)  # each build fetches for itself
+        proj = project.load(sources, fetch=False)  # each build fetches for itself
     except InputError:
         try:
-            cfg = config.load(config_path)
+            cfg = config.load(sources)
         except InputError:
-            return previous | {config_path}
-        return _outside(cfg.build_dir, previous | {config_path} | render.templates_used(cfg))
-    files = {config_path} | render.templates_used(proj.config)
+            return previous | configs
+        return _outside(cfg.build_dir, previous | configs | render.templates_used(cfg))
+    files = configs | render.templates_used(proj.config)
     for plan in proj.plans.values():
         files.update(plan.context.files.values())
         for folder in plan.context.follows:  # a local source's checkout (Kolla's `local`)
@@ -75,11 +77,12 @@ class _StopRequested:
         return bool(buildah.stop_signal())
 
 
-def watch(config_path: Path, build_argv: list[str], cwd: Path) -> None:
+def watch(sources: config.Sources, build_argv: list[str], cwd: Path) -> None:
     """Build with `build_argv`, then once per burst of changes, until a signal."""
     import watchfiles
 
-    inputs = tree_inputs(config_path)
+    config_path = sources.path
+    inputs = tree_inputs(sources)
     _build(build_argv, cwd)
     watched = watched_paths(inputs)
     while not _StopRequested().is_set():
@@ -94,7 +97,7 @@ def watch(config_path: Path, build_argv: list[str], cwd: Path) -> None:
             _say("changed: " + ", ".join(_shown(path, cwd) for path in changed[:5])
                  + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""))
             failed = _build(build_argv, cwd)
-            inputs = tree_inputs(config_path, inputs)
+            inputs = tree_inputs(sources, inputs)
             watched.clear()
             watched.update(watched_paths(inputs))
             if folders_to_watch(config_path.parent, inputs) != roots:

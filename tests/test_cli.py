@@ -20,6 +20,10 @@ from buildlib import cli, run
     (["-n", "8", "--config", "y.yaml", "push"], ["-n", "8", "config=y.yaml", "push"]),
     (["--config=z.yaml", "status"], ["config=z.yaml", "status"]),
     (["info", "build:nova-api"], ["info", "build:nova-api"]),
+    (["-c", "a.yaml", "build", "--config", "b.yaml", "-c", "c.yaml,d.yaml"],
+     ["config=a.yaml,b.yaml,c.yaml,d.yaml", "build"]),
+    (["build", "--set", "nova-*.args.WORKERS=8", "--set=settings.tag=a=b"],
+     ["build", "set.nova-*.args.WORKERS=8", "set.settings.tag=a=b"]),
 ])
 def test_config_option_becomes_doits_config_variable(argv: list[str],
                                                      expected: list[str]) -> None:

@@ -212,3 +212,18 @@ def test_a_namespace_made_in_setup_sees_the_variables_and_its_tasks_run(tmp_path
 
     assert DoitMain(Loader()).run(["say", "word=hello"]) == 0
     assert ran == ["hello"]
+
+
+def test_command_line_variables_are_every_name_value_in_order(tmp_path: Path) -> None:
+    seen: list[dict[str, str]] = []
+
+    class Loader(doit_seam.NamespaceLoader):
+        def make_namespace(self, opt_values: dict[str, Any]) -> dict[str, Any]:
+            seen.append(doit_seam.command_line_variables())
+            return {"task_noop": lambda: {"actions": [], "verbosity": 0},
+                    "DOIT_CONFIG": {"dep_file": str(tmp_path / "state.json"),
+                                    "backend": "json", "reporter": "zero"}}
+
+    argv = ["noop", "set.b.x=1", "set.a.y=k=v", "set.b.x=2"]
+    assert DoitMain(Loader()).run(argv) == 0
+    assert list(seen[0].items()) == [("set.b.x", "2"), ("set.a.y", "k=v")]

@@ -195,7 +195,7 @@ def test_doit_export_selection_and_out(example: Tree) -> None:
 
 
 @pytest.mark.parametrize("variables, message", [
-    (["format=jenkins"], "export needs format=gha or format=argo"),
+    (["format=jenkins"], "export needs format=gha, format=gitlab or format=argo"),
     (["format=gha", "max_jobs=0"], "max_jobs='0' is not a number >= 1"),
     (["format=gha", "job_start=soon"], "job_start='soon' is not a number"),
     (["format=gha", "job_start=nan"], "job_start='nan' is not a number"),

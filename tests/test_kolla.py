@@ -353,11 +353,11 @@ def test_status_lists_every_image_and_says_what_a_build_would_fetch(kolla_tree: 
     # kolla's SOURCES defaults, through tarballs_base, never downloaded by a dry run
     branch = project.load(path).config.vars["openstack_branch"]
     assert rows["openstack-base"][1] == (
-        "would build: would fetch https://tarballs.opendev.org/openstack/requirements/"
-        f"requirements-{branch}.tar.gz")
-    assert rows["nova-base"][1].startswith("would build: would fetch https://tarballs.opendev"
+        "would fetch https://tarballs.opendev.org/openstack/requirements/"
+        f"requirements-{branch}.tar.gz, then build if it changed")
+    assert rows["nova-base"][1].startswith("would fetch https://tarballs.opendev"
                                            f".org/openstack/nova/nova-{branch}.tar.gz, ")
-    assert rows["nova-api"][1] == "would build: parent 'nova-base' would be rebuilt"
+    assert rows["nova-api"][1] == "parent 'nova-base' would fetch a source first"
     assert rows["ovsdpdk"][1] == "excluded"  # unbuildable on rocky
     downloads = path.parent / "build" / "sources"  # kolla/: empty plugins archives only
     assert [p.name for p in downloads.iterdir()] in ([], ["kolla"])
@@ -383,11 +383,13 @@ def test_status_passes_with_git_sources_and_follows_their_commits(kolla_tree: Pa
     path.write_text(yaml.safe_dump(data))
     result = doit_status(kolla_tree, path, "images=^nova-api$,^glance-api$")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 of 6 selected images would build" in result.stdout
+    # status archives nothing: the three images with git sources would archive them first
+    assert ("1 of 6 selected images would build; 5 would first fetch or archive a source"
+            in result.stdout)
 
-    before = {n: p.sources.key for n, p in project.load(path).plans.items()}
+    before = {n: p.sources.key for n, p in project.load(path, fetch=True).plans.items()}
     commit(repos["nova-base"], "setup.py", "# nova, next commit\n")
-    after = {n: p.sources.key for n, p in project.load(path).plans.items()}
+    after = {n: p.sources.key for n, p in project.load(path, fetch=True).plans.items()}
     assert {name for name in after if after[name] != before[name]} == {"nova-base"}
 
 

@@ -209,7 +209,6 @@ def test_what_imagebake_does_not_use_is_a_warning_naming_it(
 [DEFAULT]
 engine = podman
 maintainr = typo
-apt_sources_list = /etc/apt/sources.list
 
 [nova-base]
 type = url
@@ -223,7 +222,6 @@ type = local
     conf = tmp_path / "kolla-build.conf"
     assert f"warning: {conf}: [DEFAULT] engine: imagebake does not use it" in err
     assert f"warning: {conf}: [DEFAULT] maintainr: kolla-build has no such option" in err
-    assert "[DEFAULT] apt_sources_list: imagebake does not copy it into base's context" in err
     assert f"warning: {conf}: [nova-base] refrence: not a source option" in err
     assert f"warning: {conf}: [no-such-image] type: names no image" in err
     assert "warning: images.yaml kolla.options: [DEFAULT] threads: use `-n N`" in err

@@ -61,6 +61,8 @@ def test_every_variable_read_in_the_code_is_in_the_table_and_each_row_is_read() 
             assert "get_var(" not in text, f"{path.name}: read variables through `variables`"
         readers = r"variables\.(?:value|flag|words)|_number|_images_at_digests"
         read |= set(re.findall(rf"(?:{readers})\((?:proj, )?\"(\w+)\"", text))
+        if "variables.assignments()" in text:  # the `set.IMAGE.FIELD=VALUE` variables
+            read.add(f"{variables.SET_PREFIX}IMAGE.FIELD")
     assert read == set(variables.VARIABLES)
 
 

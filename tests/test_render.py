@@ -431,6 +431,22 @@ def test_context_files(context_tree: Path) -> None:
     assert context.template == root / "templates/base/Dockerfile.j2"
 
 
+def test_an_empty_folder_under_files_is_an_empty_folder_in_the_context(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {files: {patches: empty}}\n", {
+        "templates/base/Dockerfile.j2": "FROM scratch\nCOPY patches /patches\n"})
+    (tmp_path / "empty").mkdir()
+    context = base_context(config)
+    assert context.missing_sources() == []  # `COPY patches` finds it
+    digest = context.file_digests()["patches"]
+    out = tmp_path / "out"
+    context.write(out / "Dockerfile", out / "context")
+    assert (out / "context" / "patches").is_dir()
+    assert list((out / "context" / "patches").iterdir()) == []
+    assert context.copied_to(out / "context").file_digests()["patches"] == digest
+    (tmp_path / "empty").chmod(0o700)  # its mode is what it is made of
+    assert base_context(config).file_digests()["patches"] != digest
+
+
 def test_context_write_copies_files_and_keeps_modes(context_tree: Path, tmp_path: Path) -> None:
     context = base_context(context_tree)
     out = tmp_path / "out"

@@ -89,7 +89,10 @@ def test_a_multi_arch_tree_takes_the_native_path(tmp_path: Path, registry: Regis
         repository_with_tool(machine_b)
         machine_b.doit("export", "format=gha", f"out={tmp_path / 'wf.yml'}")
         workflow = yaml.safe_load((tmp_path / "wf.yml").read_text())
-        assert len(workflow["jobs"]) == 2
+        # one job per image and platform, each on its platform's runner, and one merge per image
+        assert sorted(workflow["jobs"]) == sorted(
+            [f"{name}-{p.replace('/', '-')}" for name in ("root", "child") for p in PLATFORMS]
+            + [f"merge-{name}" for name in ("root", "child")])
         assert actionlint(tmp_path / "wf.yml") == []
 
         machine_b.edit("templates/child/child.txt", "child", "child edited")
