@@ -326,11 +326,13 @@ def download(url: str, target: Path, *, deadline: float | None = None,
     deadline = FETCH_DEADLINE if deadline is None else deadline
     max_bytes = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
-    # made here, so that the `finally` below always removes it, even when the process
-    # ends (Ctrl-C, SIGTERM) while the thread still writes to it
-    job = _Download(url, partial.open("wb"), max_bytes, min(deadline, READ_TIMEOUT))
-    threading.Thread(target=job.run, daemon=True, name=f"download {url}").start()
+    job: _Download | None = None
+    # made inside the `try`, so that the `finally` below always removes it, even when the
+    # process ends (Ctrl-C, SIGTERM) while the thread starts or still writes to it (the
+    # thread may ask the server before `start` returns here)
     try:
+        job = _Download(url, partial.open("wb"), max_bytes, min(deadline, READ_TIMEOUT))
+        threading.Thread(target=job.run, daemon=True, name=f"download {url}").start()
         if not job.done.wait(deadline):
             raise DownloadError(f"not done within {deadline:g} s (the server sends too "
                                 "slowly, or stopped)")
@@ -339,7 +341,8 @@ def download(url: str, target: Path, *, deadline: float | None = None,
         partial.replace(target)
         return job.digest.hexdigest()
     finally:  # given up, failed or interrupted: the thread stops at its next read
-        job.cancelled = True
+        if job is not None:
+            job.cancelled = True
         partial.unlink(missing_ok=True)
 
 
