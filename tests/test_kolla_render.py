@@ -3,22 +3,18 @@ written, as its template renders it, and nothing built."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from conftest import Tree, make_tree
 
-from buildlib import expanders, project
-
-# a Kolla tree's project, as the entry points load it
-load_kolla = functools.partial(project.load, expand=expanders.kolla)
+from buildlib import project
 
 
 def test_render_writes_dockerfiles_and_contexts_and_builds_nothing(tmp_path: Path) -> None:
     tree: Tree = make_tree(tmp_path)
     result = tree.doit("render", "images=^nova-api$")
     assert tree.buildah_calls() == []
-    plans = load_kolla(tree.config).plans
+    plans = project.load(tree.config).plans
     build = tree.root / "build"
     rendered = sorted(p.parent.name for p in build.glob("*/Dockerfile"))
     assert rendered == ["base", "nova-api", "nova-base", "openstack-base"]
