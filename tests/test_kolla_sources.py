@@ -249,7 +249,7 @@ def test_a_run_fetches_for_the_images_its_tasks_build() -> None:
 
     from buildlib import graph, run
 
-    proj = load_kolla(REPO / "images.yaml")
+    proj = project.load(REPO / "images.yaml")
     everything = graph.select(proj.graph, [], [])
 
     def building(*argv: str) -> set[str]:
