@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from buildlib import buildah, builder, project
+from buildlib import buildah, builder, expanders, project
 
 
 def bud_argv(proj: project.Project, name: str) -> list[str]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=8, help="workers per level at most")
     parser.add_argument("--report", type=Path, help="write per-image times here (JSON)")
     args = parser.parse_args(argv)
-    proj = project.load(args.config)
+    proj = project.load(args.config, expand=expanders.kolla)
     result = build_levels(proj, args.jobs)
     if args.report:
         args.report.write_text(json.dumps(result, indent=1) + "\n")

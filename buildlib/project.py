@@ -13,8 +13,9 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
-from buildlib import buildah, config, dockerfile, keys, kolla, registry, render, sources
+from buildlib import buildah, config, dockerfile, keys, registry, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
@@ -25,6 +26,23 @@ WORKDIR_MARK = ".made-by-imagebake"
 STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
 # What a build or push writes in its image's folder (besides the logs and the mark).
 WORKDIR_FILES = {"Dockerfile", "context", "image-id", "pushed-digest", WORKDIR_MARK}
+
+
+class Sourced(Protocol):
+    """What an expander's sources put into one image's context (Kolla's sources)."""
+
+    @property
+    def fetches(self) -> Mapping[str, str]: ...  # context name -> what a build fetches
+    @property
+    def folders(self) -> tuple[Path, ...]: ...  # the local source folders they are made of
+    @property
+    def failures(self) -> Mapping[str, str]: ...  # context name -> why it failed
+
+
+# A config with `kolla:` made ordinary: its images, each one's rendered Dockerfile (as
+# kolla-build renders it) and what each one's sources would fetch.
+Expansion = tuple[config.Config, dict[str, str], Mapping[str, Sourced]]
+Expander = Callable[[config.Config], Expansion]
 
 
 class ForeignFolder(Exception):
@@ -254,19 +272,20 @@ class Project:
                                authfile=self.authfile, timeout=settings.push_timeout)
 
 
-def load(path: Path | str | config.Sources, fetch: bool | Collection[str] | None = None) -> Project:
+def load(path: Path | str | config.Sources, fetch: bool | Collection[str] | None = None,
+         expand: Expander | None = None) -> Project:
     """The project of this images.yaml. Its sources are made (downloaded, cloned,
     archived) only for the images `fetch` names (True: all; None: as `sources.fetching`
     says around this call, by default none): another image's context then names what a
-    build would fetch or archive first, where the archive is not here yet."""
+    build would fetch or archive first, where the archive is not here yet. `expand` makes
+    a `kolla:` section ordinary images (the caller that knows Kolla passes
+    `expanders.kolla`), so that this module knows nothing of Kolla."""
     with contextlib.nullcontext() if fetch is None else sources.fetching(fetch):
-        return _load(path)
+        return _load(path, expand)
 
 
-def _load(path: Path | str | config.Sources) -> Project:
-    cfg, texts, sourced = config.load(path), {}, {}
-    if cfg.kolla is not None:
-        cfg, texts, sourced = kolla.expand(cfg)
+def _load(path: Path | str | config.Sources, expand: Expander | None) -> Project:
+    cfg, texts, sourced = _expanded(config.load(path), expand)
     try:
         graph = Graph.build({name: image.parent for name, image in cfg.images.items()})
     except GraphError as err:
@@ -288,6 +307,15 @@ def _load(path: Path | str | config.Sources) -> Project:
     for name in graph.order():  # parents first: a child's platforms default to its parent's
         plans[name] = replace(_plan(cfg, graph, contexts[name], plans), base_triggers=triggers)
     return Project(cfg, graph, plans)
+
+
+def _expanded(cfg: config.Config, expand: Expander | None) -> Expansion:
+    if cfg.kolla is None:
+        return cfg, {}, {}
+    if expand is None:
+        raise ValueError(f"{cfg.path}: `kolla:` needs an expander; pass "
+                         "`expand=expanders.kolla` to project.load")
+    return expand(cfg)
 
 
 def _with_sources(cfg: config.Config, context: render.Context) -> render.Context:

@@ -37,6 +37,7 @@ from buildlib import (
     config,
     dispatch,
     doit_seam,
+    expanders,
     graph,
     project,
     pushpool,
@@ -342,7 +343,7 @@ def _terminated_while_loading() -> Iterator[None]:
 
 def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
-        proj = _for_platform(project.load(_config_sources(tree_dir), fetch=False))
+        proj = _load_project(tree_dir, fetch=False)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         _check_platform_selection(proj, selection.selected)
@@ -351,7 +352,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
             _take_over(proj, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
-            proj = _for_platform(project.load(_config_sources(tree_dir), fetch=building))
+            proj = _load_project(tree_dir, fetch=building)
         from_registry = _cache_mode(proj) == "registry"
         strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
@@ -681,6 +682,11 @@ def _clean_up_after_killed_run(proj: project.Project) -> None:
     if stopped or removed:
         print(f"cleaned up after a killed run: stopped {stopped} buildah process group(s), "
               f"removed {removed} working container(s)", file=sys.stderr)
+
+
+def _load_project(tree_dir: Path, fetch: bool | set[str]) -> project.Project:
+    return _for_platform(project.load(_config_sources(tree_dir), fetch=fetch,
+                                      expand=expanders.kolla))
 
 
 def _config_sources(tree_dir: Path) -> config.Sources:

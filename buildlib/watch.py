@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from buildlib import buildah, config, project, render
+from buildlib import buildah, config, expanders, project, render
 from buildlib.errors import InputError
 
 QUIET_MS = 400  # a burst of saves: the changes until this long without one are one build
@@ -32,7 +32,8 @@ def tree_inputs(sources: Path | config.Sources,
     load (bad input) keeps what was watched before, plus its config files and templates."""
     configs = set(sources.files) if isinstance(sources, config.Sources) else {sources}
     try:
-        proj = project.load(sources, fetch=False)  # each build fetches for itself
+        proj = project.load(sources, fetch=False,  # each build fetches for itself
+                            expand=expanders.kolla)
     except InputError:
         try:
             cfg = config.load(sources)

@@ -5,6 +5,7 @@ for the release this venv holds and an older one installed into a venv of its ow
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import subprocess
 import sys
@@ -16,8 +17,11 @@ import pytest
 import yaml
 from conftest import DODO, DOIT, REPO
 
-from buildlib import project
+from buildlib import expanders, project
 from buildlib.errors import InputError
+
+# a Kolla tree's project, as the entry points load it
+load_kolla = functools.partial(project.load, expand=expanders.kolla)
 
 BIN = Path(sys.executable).parent
 REGISTRY, NAMESPACE, TAG = "localhost:5000", "kolla", "t1"
@@ -191,7 +195,7 @@ def test_every_dockerfile_equals_kolla_builds(kolla_tree: Path, releases: dict[s
 
 
 def test_parents_come_from_the_from_lines(kolla_tree: Path) -> None:
-    proj = project.load(kolla_images_yaml(kolla_tree, "debian", False))
+    proj = load_kolla(kolla_images_yaml(kolla_tree, "debian", False))
     parents = proj.graph.parents
     assert proj.graph.roots() == ["base"]
     assert parents["openstack-base"] == "base"
@@ -207,10 +211,10 @@ def test_parents_come_from_the_from_lines(kolla_tree: Path) -> None:
 
 
 def test_kolla_profiles_and_unbuildable_images(kolla_tree: Path) -> None:
-    rocky = project.load(kolla_images_yaml(kolla_tree, "rocky", False)).config
+    rocky = load_kolla(kolla_images_yaml(kolla_tree, "rocky", False)).config
     assert "nova-" in rocky.profiles["main"]
     assert "^ovsdpdk$" in rocky.settings.excludes
-    enabled = project.load(kolla_images_yaml(kolla_tree, "rocky", False,
+    enabled = load_kolla(kolla_images_yaml(kolla_tree, "rocky", False,
                                              enable_unbuildable=True)).config
     assert "^ovsdpdk$" not in enabled.settings.excludes
 
@@ -218,7 +222,7 @@ def test_kolla_profiles_and_unbuildable_images(kolla_tree: Path) -> None:
 def test_kolla_options_reach_the_templates(kolla_tree: Path) -> None:
     path = kolla_images_yaml(kolla_tree, "debian", False,
                              options={"maintainer": "Team X", "openstack_release": "2025.1"})
-    plans = project.load(path).plans
+    plans = load_kolla(path).plans
     assert 'maintainer="Team X"' in plans["cron"].context.dockerfile
     assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
 
@@ -228,7 +232,7 @@ def test_a_kolla_build_conf_is_read_and_options_win(kolla_tree: Path) -> None:
     conf.write_text("[DEFAULT]\nmaintainer = From Conf\nopenstack_release = 2024.2\n")
     path = kolla_images_yaml(kolla_tree, "debian", False, config_file=str(conf),
                              options={"openstack_release": "2025.1"})
-    plans = project.load(path).plans
+    plans = load_kolla(path).plans
     assert 'maintainer="From Conf"' in plans["cron"].context.dockerfile
     assert "git_branch=stable/2025.1 " in plans["bifrost-base"].context.dockerfile
 
@@ -238,7 +242,7 @@ def test_a_kolla_build_conf_is_read_and_options_win(kolla_tree: Path) -> None:
 
 def load_error(path: Path) -> InputError:
     with pytest.raises(InputError) as info:
-        project.load(path)
+        load_kolla(path)
     assert str(path.resolve()) in str(info.value)
     assert info.value.fix
     return info.value
@@ -289,7 +293,7 @@ def test_images_yaml_refines_a_kolla_image(kolla_tree: Path) -> None:
                                   "org.opencontainers.image.licenses": "ours"}
     data["images"] = {"nova-api": {"labels": {"tier": "api"}, "args": {"WORKERS": 4}}}
     path.write_text(yaml.safe_dump(data))
-    plans = project.load(path).plans
+    plans = load_kolla(path).plans
     assert plans["nova-api"].labels["org.opencontainers.image.vendor"] == "us"
     assert plans["nova-api"].labels["tier"] == "api"
     assert plans["cron"].labels["tier"] == "any"
@@ -308,7 +312,7 @@ def test_kolla_build_labels_and_build_args(kolla_tree: Path,
     data["settings"]["timestamp"] = 1700000000  # 2023-11-14T22:13:20Z
     data["images"] = {"nova-api": {"args": {"SPECIAL": 2}}}
     path.write_text(yaml.safe_dump(data))
-    plans = project.load(path).plans
+    plans = load_kolla(path).plans
     assert plans["nova-api"].labels == {
         "build-date": "20231114",
         "org.opencontainers.image.title": "nova-api",
@@ -346,12 +350,12 @@ def test_status_lists_every_image_and_says_what_a_build_would_fetch(kolla_tree: 
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in result.stdout.splitlines()
             if line and not line.startswith(("IMAGE", " "))}
-    graph = project.load(path).graph
+    graph = load_kolla(path).graph
     for name, parent in graph.parents.items():
         assert rows[name][0] == (parent or "-"), name
     assert rows["cron"][1] == "would build: parent 'base' would be rebuilt"
     # kolla's SOURCES defaults, through tarballs_base, never downloaded by a dry run
-    branch = project.load(path).config.vars["openstack_branch"]
+    branch = load_kolla(path).config.vars["openstack_branch"]
     assert rows["openstack-base"][1] == (
         "would fetch https://tarballs.opendev.org/openstack/requirements/"
         f"requirements-{branch}.tar.gz, then build if it changed")
@@ -387,9 +391,9 @@ def test_status_passes_with_git_sources_and_follows_their_commits(kolla_tree: Pa
     assert ("1 of 6 selected images would build; 5 would first fetch or archive a source"
             in result.stdout)
 
-    before = {n: p.sources.key for n, p in project.load(path, fetch=True).plans.items()}
+    before = {n: p.sources.key for n, p in load_kolla(path, fetch=True).plans.items()}
     commit(repos["nova-base"], "setup.py", "# nova, next commit\n")
-    after = {n: p.sources.key for n, p in project.load(path, fetch=True).plans.items()}
+    after = {n: p.sources.key for n, p in load_kolla(path, fetch=True).plans.items()}
     assert {name for name in after if after[name] != before[name]} == {"nova-base"}
 
 

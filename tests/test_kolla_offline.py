@@ -5,6 +5,7 @@ images.yaml. Kept to base, openstack-base and nova-* (13 images) to stay a few m
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -17,7 +18,10 @@ import yaml
 from conftest import REAL_BUILDAH, Tree, install_wrapper, unmount_under
 from test_kolla_sources import Served, members, tarball, tarballs  # noqa: F401
 
-from buildlib import project
+from buildlib import expanders, project
+
+# a Kolla tree's project, as the entry points load it
+load_kolla = functools.partial(project.load, expand=expanders.kolla)
 
 BASH_STATIC = Path("/bin/bash-static")
 BUSYBOX = Path("/bin/busybox")
@@ -86,7 +90,7 @@ def serve_kolla_tarballs(path: Path, served: Served) -> int:
     """A small tarball at every URL under tarballs_base a build of the selection fetches,
     its top folder named as Kolla's are (`nova-<version>/`)."""
     made = 0
-    for name, plan in project.load(path).plans.items():
+    for name, plan in load_kolla(path).plans.items():
         if name not in ("base", "openstack-base") and not name.startswith("nova-"):
             continue
         for urls in plan.context.fetches.values():
@@ -128,7 +132,7 @@ def test_kolla_nova_subtree_builds_offline_from_kollas_configuration(
 
 def run_the_subtree(tree: Tree, tarballs: Served,  # noqa: F811
                     conf: Path, tmp_path: Path) -> None:
-    proj = project.load(tree.config)
+    proj = load_kolla(tree.config)
     assert serve_kolla_tarballs(tree.config, tarballs) == 3  # requirements, nova, blazar-nova
     base_from = proj.plans["base"].context.dockerfile.split("\n", 1)[0].split()[1]
     build_stub_base(tree, base_from, tmp_path / "stub")

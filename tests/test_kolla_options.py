@@ -5,6 +5,7 @@ holds what kolla-build's working dir holds for that image after `kolla-build
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -22,7 +23,10 @@ from test_kolla import (  # noqa: F401 (releases: a fixture)
     with_build_date,
 )
 
-from buildlib import project
+from buildlib import expanders, project
+
+# a Kolla tree's project, as the entry points load it
+load_kolla = functools.partial(project.load, expand=expanders.kolla)
 
 # an image of docker_dir's own, a replaced template, an added file, a replaced file
 DOCKER_DIR = {
@@ -132,7 +136,7 @@ def test_contexts_hold_what_kolla_builds_working_dir_holds(
 def test_options_change_the_key_of_the_images_they_change(options_tree: Path) -> None:
     def own_keys() -> dict[str, str]:  # each image's own inputs (its parent's ID aside)
         return {name: plan.sources.key
-                for name, plan in project.load(options_tree).plans.items()}
+                for name, plan in load_kolla(options_tree).plans.items()}
 
     def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
         return {name for name in after if after[name] != before[name]}
@@ -163,7 +167,7 @@ def test_an_option_naming_a_missing_path_is_an_error(options_tree: Path, option:
 
 def test_the_options_are_no_longer_warnings(options_tree: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    project.load(options_tree)
+    load_kolla(options_tree)
     assert "warning" not in capsys.readouterr().err
 
 

@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildlib import kolla_sources, project, watch
+from buildlib import expanders, kolla_sources, project, watch
 from buildlib.errors import InputError
+
+# a Kolla tree's project, as the entry points load it
+load_kolla = functools.partial(project.load, expand=expanders.kolla)
 
 NOVA = ("nova-base", "nova-base-plugin-blazar")
 
@@ -73,7 +76,7 @@ def tree(root: Path, conf: str = "", overrides: list[str] | None = None,
 
 
 def branch(path: Path) -> str:
-    return project.load(path).config.vars["openstack_branch"]
+    return load_kolla(path).config.vars["openstack_branch"]
 
 
 def members(archive: Path) -> list[tuple[str, int, int, str]]:
@@ -90,7 +93,7 @@ def test_tarballs_base_sources_are_fetched_only_for_the_images_a_run_builds(
     tarball(tarballs.root / f"openstack/blazar-nova/blazar-nova-{release}.tar.gz",
             "blazar-nova-4.0.0", {"setup.py": "# blazar-nova\n"})
 
-    plans = project.load(path).plans  # a read-only command: nothing fetched
+    plans = load_kolla(path).plans  # a read-only command: nothing fetched
     assert tarballs.asked == []
     assert plans["nova-base"].context.fetches == {
         "nova-base-archive": f"{tarballs.url}/openstack/nova/nova-{release}.tar.gz",
@@ -98,7 +101,7 @@ def test_tarballs_base_sources_are_fetched_only_for_the_images_a_run_builds(
     assert plans["nova-base"].context.missing_sources() == []
 
     with kolla_sources.fetching({"nova-base"}):
-        plans = project.load(path).plans
+        plans = load_kolla(path).plans
     context = plans["nova-base"].context
     assert context.fetches == {}
     assert context.files["nova-base-archive"].read_bytes() == nova
@@ -114,7 +117,7 @@ def test_tarballs_base_sources_are_fetched_only_for_the_images_a_run_builds(
 
     tarballs.asked.clear()
     with kolla_sources.fetching({"nova-base"}):  # downloaded once: no request
-        again = project.load(path).plans["nova-base"].context
+        again = load_kolla(path).plans["nova-base"].context
     assert tarballs.asked == []
     assert again.files == context.files
 
@@ -158,11 +161,11 @@ reference = main
 type = local
 location = {extra}
 """)
-    assert project.load(path).plans["nova-base"].context.fetches == {  # a dry run: no archive
+    assert load_kolla(path).plans["nova-base"].context.fetches == {  # a dry run: no archive
         "nova-base-archive": f"archive {checkout}",
         "plugins-archive": f"archive {plugin} at main",
         "additions-archive": f"archive {extra}"}
-    context = project.load(path, fetch={"nova-base"}).plans["nova-base"].context
+    context = load_kolla(path, fetch={"nova-base"}).plans["nova-base"].context
     assert context.fetches == {}
     assert [m[0] for m in members(context.files["nova-base-archive"])] == [
         "nova", "nova/setup.py"]  # a local folder under its own name
@@ -175,9 +178,9 @@ location = {extra}
     assert {checkout / "setup.py", extra / "notes.txt"} <= watch.tree_inputs(path)
 
     # editing the checkout changes nova-base's key, and no other image's own inputs
-    before = {name: plan.sources.key for name, plan in project.load(path, True).plans.items()}
+    before = {name: plan.sources.key for name, plan in load_kolla(path, True).plans.items()}
     (checkout / "setup.py").write_text("# my nova, edited\n")
-    after = {name: plan.sources.key for name, plan in project.load(path, True).plans.items()}
+    after = {name: plan.sources.key for name, plan in load_kolla(path, True).plans.items()}
     assert [name for name in after if after[name] != before[name]] == ["nova-base"]
 
 
@@ -192,12 +195,12 @@ sha256 = amd64:{digest},arm64:{digest}
 """
     path = tree(tmp_path, conf.format(url=tarballs.url, digest=good))
     with kolla_sources.fetching({"etcd"}):
-        assert project.load(path).plans["etcd"].context.files["etcd-archive"].read_bytes() \
+        assert load_kolla(path).plans["etcd"].context.files["etcd-archive"].read_bytes() \
             == data
     (tmp_path / "build").rename(tmp_path / "build-before")
     path = tree(tmp_path, conf.format(url=tarballs.url, digest="0" * 64))
     with kolla_sources.fetching({"etcd"}):  # it fails etcd's build, not the run
-        failures = project.load(path).plans["etcd"].context.failures
+        failures = load_kolla(path).plans["etcd"].context.failures
     assert failures == {"etcd-archive": f"kolla source [etcd] (url {tarballs.url}/etcd.tar.gz)"
                         f": has sha256 {good}, not the declared {'0' * 64} (correct `sha256:` "
                         "if the new tarball is the one you want)"}
@@ -217,7 +220,7 @@ refrence = main
 [no-such-image]
 type = local
 """, threads=4)
-    project.load(path)
+    load_kolla(path)
     err = capsys.readouterr().err
     conf = tmp_path / "kolla-build.conf"
     assert f"warning: {conf}: [DEFAULT] engine: imagebake does not use it" in err
@@ -231,11 +234,11 @@ type = local
 def test_a_bad_source_section_is_one_error_naming_it(tmp_path: Path) -> None:
     path = tree(tmp_path, "[nova-base]\ntype = svn\nlocation = /x\n")
     with pytest.raises(InputError) as info:
-        project.load(path)
+        load_kolla(path)
     assert "'svn'" in info.value.problem and "kolla-build.conf" in info.value.fix
     path = tree(tmp_path, f"[nova-base]\ntype = local\nlocation = {tmp_path / 'gone'}\n")
     with pytest.raises(InputError) as info:
-        project.load(path)
+        load_kolla(path)
     assert info.value.image == "nova-base"
     assert f"kolla source [nova-base] (local {tmp_path / 'gone'})" in info.value.problem
     assert "`location` in [nova-base]" in info.value.fix
@@ -268,19 +271,19 @@ def test_a_remote_git_source_is_mirrored_and_followed_by_building_runs(tmp_path:
     path = tree(tmp_path, f"[gnocchi-base]\ntype = git\nlocation = file://{upstream}\n"
                           "reference = main\n")
 
-    assert project.load(path).plans["gnocchi-base"].context.fetches == {
+    assert load_kolla(path).plans["gnocchi-base"].context.fetches == {
         "gnocchi-base-archive": f"file://{upstream}"}  # a dry run clones nothing
     with kolla_sources.fetching({"gnocchi-base"}):
-        first = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+        first = load_kolla(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
     with tarfile.open(first) as tar:  # as kolla-build names its clone
         assert tar.extractfile("gnocchi-base-archive-main/setup.py").read() == b"# gnocchi 1\n"
 
     (upstream / "setup.py").write_text("# gnocchi 2\n")
     git(upstream, "commit", "-q", "-am", "two")
-    stale = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+    stale = load_kolla(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
     assert stale == first  # a dry run uses the mirror as it is
     with kolla_sources.fetching({"gnocchi-base"}):
-        second = project.load(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
+        second = load_kolla(path).plans["gnocchi-base"].context.files["gnocchi-base-archive"]
     with tarfile.open(second) as tar:
         assert tar.extractfile("gnocchi-base-archive-main/setup.py").read() == b"# gnocchi 2\n"
 
@@ -291,12 +294,12 @@ def test_a_file_tarballs_base_is_read_where_it_is_and_missing_only_for_what_is_b
     path = tree(tmp_path, tarballs_base=f"file://{folder}")
     release = branch(path)
     nova = tarball(folder / f"openstack/nova/nova-{release}.tar.gz", "nova-1", {"a": "b"})
-    plans = project.load(path).plans
+    plans = load_kolla(path).plans
     assert plans["nova-base"].context.files["nova-base-archive"].read_bytes() == nova
     assert plans["aodh-base"].context.fetches == {  # not there: only a build of it fails
         "aodh-base-archive": f"file://{folder}/openstack/aodh/aodh-{release}.tar.gz"}
     with kolla_sources.fetching({"aodh-base"}):
-        failures = project.load(path).plans["aodh-base"].context.failures
+        failures = load_kolla(path).plans["aodh-base"].context.failures
     assert "does not exist" in failures["aodh-base-archive"]
 
 
@@ -308,6 +311,6 @@ def test_a_git_source_of_a_pbr_project_carries_pbr_s_version(tmp_path: Path) -> 
     path = tree(tmp_path, f"[gnocchi-base]\ntype = git\nlocation = file://{upstream}\n"
                           "reference = 1.2.3\n")
     with kolla_sources.fetching({"gnocchi-base"}):
-        plans = project.load(path).plans
+        plans = load_kolla(path).plans
     archive = plans["gnocchi-base"].context.files["gnocchi-base-archive"]
     assert pbr_version_of(archive, tmp_path) == "1.2.3"
