@@ -35,6 +35,7 @@ OWNER_ARG = "IMAGEBAKE_OWNER"
 BUILD_ARG = "IMAGEBAKE_BUILD"
 RMI_BATCH = 500  # names per `buildah rmi`: well within the limit of one command line
 
+
 class StorageError(Exception):
     """Local storage cannot be listed (a wrong --root, broken storage, no buildah)."""
 
