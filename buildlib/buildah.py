@@ -1,28 +1,30 @@
-"""The only module that starts buildah: one function per buildah verb, argument lists only."""
+"""The only module that starts buildah: one function per buildah verb, argument lists only.
+It runs them through processes.py and reads the storage's own files through
+storage_format.py."""
 
 from __future__ import annotations
 
-import base64
-import codecs
 import contextlib
 import json
 import os
 import re
-import shlex
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
+
+from buildlib import storage_format
+from buildlib.processes import CommandError, Interrupted, command_line, kill_groups_of, run_logged
+from buildlib.storage_format import (
+    StorageContents,
+    StoredImage,
+    image_id,
+    read_image_store,
+    read_storage_contents,
+)
 
 BUILDAH = "buildah"
-KILL_GRACE_SECONDS = 10
-POLL_SECONDS = 0.25  # how often a wait for processes to go looks again
-WAIT_STEP_SECONDS = 0.05  # a running build looks this often (at most) for its end or a stop
 PUSH_FORMATS = {"docker": "v2s2", "oci": "oci"}
 # A build arg no Dockerfile declares: it does not shape the image (buildah warns that it
 # was not consumed) but buildah records it in the working container, which tells our
@@ -31,58 +33,15 @@ OWNER_ARG = "IMAGEBAKE_OWNER"
 # ... and which build of the tree: its iidfile, one per image (a multi-arch image's
 # platforms build one after another), so that a failed build removes its own container.
 BUILD_ARG = "IMAGEBAKE_BUILD"
-TAIL_BYTES = 64 * 1024  # at most this much of a log's end is ever read back
-ECHO_LINE_CHARS = 2000  # verbose=1 shows at most this much of each output line
 RMI_BATCH = 500  # names per `buildah rmi`: well within the limit of one command line
-
-# Set by signal handlers (plain assignments only, no locks); read by running builds.
-_stop = {"signal": 0, "count": 0}
-_killed = {"any": False}
-
-
-def request_stop(signum: int) -> None:
-    """Ask every running build to stop (SIGTERM, then SIGKILL after a grace period, or at
-    once on a second request). Safe in a signal handler: it only assigns."""
-    _stop["signal"] = _stop["signal"] or signum
-    _stop["count"] += 1
-
-
-def stop_signal() -> int:
-    """The signal that asked this process to stop, or 0."""
-    return _stop["signal"]
-
-
-def killed_any() -> bool:
-    """Whether this process killed a buildah process group (which may leave containers)."""
-    return _killed["any"]
 
 
 class StorageError(Exception):
     """Local storage cannot be listed (a wrong --root, broken storage, no buildah)."""
 
 
-class BuildahError(Exception):
-    """buildah exited non-zero or ran out of time; `log` holds its output (`output`:
-    at most the last TAIL_BYTES of this run's part)."""
-
-    def __init__(self, reason: str, log: Path | None = None, output: str = "",
-                 timed_out: bool = False) -> None:
-        super().__init__(reason)
-        self.reason, self.log, self.output, self.timed_out = reason, log, output, timed_out
-
-
-class Interrupted(BuildahError):
-    """The run was asked to stop (SIGINT/SIGTERM): not started, or killed."""
-
-
-def image_id(raw: str) -> str:
-    """IDs as `sha256:<hex>`: `buildah images` prints them so, `buildah inspect` bare."""
-    raw = raw.strip()
-    return raw if raw.startswith("sha256:") else f"sha256:{raw}"
-
-
-def command_line(argv: Sequence[str]) -> str:
-    return shlex.join(argv)
+# What callers catch: a buildah command failed or ran out of time (raised by the runner).
+BuildahError = CommandError
 
 
 def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
@@ -143,96 +102,6 @@ def _push_options(fmt: str, digestfile: Path, tls_verify: bool,
     options = ["--format", PUSH_FORMATS[fmt], "--digestfile", str(digestfile),
                f"--tls-verify={str(tls_verify).lower()}"]
     return options + (["--authfile", str(authfile)] if authfile is not None else [])
-
-
-def read_image_store(path: Path | None) -> dict[str, set[str]] | None:
-    """containers/storage's list of images (written whole and renamed into place, so it is
-    never read half-written): ID -> names; None when it cannot be read as such."""
-    if path is None:
-        return None
-    try:
-        entries = json.loads(path.read_bytes())
-        return {image_id(entry["id"]): set(entry.get("names") or []) for entry in entries}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """One image record of local storage, as prune reads it."""
-
-    id: str
-    names: frozenset[str]
-    layer: str | None  # its top layer (None: an image of metadata only)
-    is_list: bool  # a manifest list (removed with `manifest rm`, never `rmi`)
-    # its config's history entries and layer digests (None: unread), which tell the
-    # steps it was built through: buildah's layer cache keeps one image per step
-    history: tuple[str, ...] | None = None
-    diff_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class StorageContents:
-    """Images, layers and what working containers stand on: what prune decides from."""
-
-    images: dict[str, StoredImage]
-    layers: dict[str, tuple[str | None, int]]  # layer ID -> (its parent, its diff size)
-    in_use: frozenset[str]  # image IDs that working containers stand on
-    complete: bool  # False: read through `buildah images` (no layers, no containers)
-
-    def chain(self, layer: str | None) -> list[str]:
-        """A layer and every layer below it."""
-        chain: list[str] = []
-        while layer and layer not in chain:
-            chain.append(layer)
-            layer = self.layers.get(layer, (None, 0))[0]
-        return chain
-
-
-def _read_json(path: Path) -> list | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, list) else None
-
-
-def _steps(folder: Path, bare_id: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
-    """An image's config history (each entry as canonical JSON) and layer digests, from
-    the config containers/storage keeps beside it (`=<base64 of its digest>`)."""
-    name = "=" + base64.b64encode(f"sha256:{bare_id}".encode()).decode()
-    try:
-        config = json.loads((folder / name).read_bytes())
-        history = tuple(json.dumps(entry, sort_keys=True) for entry in config["history"])
-        return history, tuple(config.get("rootfs", {}).get("diff_ids") or ())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None, ()
-
-
-def read_storage_contents(images_file: Path) -> StorageContents | None:
-    """The storage's own lists beside its images.json (`<driver>-layers/layers.json`,
-    `<driver>-containers/containers.json`); None when one cannot be read."""
-    driver = images_file.parent.name.removesuffix("-images")
-    root = images_file.parent.parent
-    images = _read_json(images_file)
-    layers = _read_json(root / f"{driver}-layers" / "layers.json")
-    containers = _read_json(root / f"{driver}-containers" / "containers.json")
-    if images is None or layers is None or containers is None:
-        return None
-    try:
-        return StorageContents(
-            images={image_id(e["id"]): StoredImage(
-                image_id(e["id"]), frozenset(e.get("names") or ()), e.get("layer") or None,
-                "instances.json" in (e.get("big-data-names") or ()),
-                *_steps(images_file.parent / e["id"], e["id"])) for e in images},
-            layers={e["id"]: (e.get("parent") or None, int(e.get("diff-size") or 0))
-                    for e in layers},
-            in_use=frozenset(image_id(e["image"]) for e in containers if e.get("image")),
-            complete=True)
-    except (KeyError, TypeError, AttributeError, ValueError):
-        return None
 
 
 class Built(NamedTuple):
@@ -355,7 +224,7 @@ class Buildah:
         cannot say."""
         store = self._image_store()
         if store is not None:
-            return store.parent.parent
+            return storage_format.graph_root(store)
         try:
             out = subprocess.run(self.argv("info"), check=True, capture_output=True,
                                  text=True, stdin=subprocess.DEVNULL, timeout=60).stdout
@@ -371,7 +240,7 @@ class Buildah:
             out = subprocess.run(self.argv("info"), check=True, capture_output=True,
                                  text=True, stdin=subprocess.DEVNULL, timeout=60).stdout
             store = json.loads(out)["store"]
-            path = Path(store["GraphRoot"], f"{store['GraphDriverName']}-images", "images.json")
+            path = storage_format.images_file(Path(store["GraphRoot"]), store["GraphDriverName"])
             count = store["ImageStore"]["number"]
         except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
             return False
@@ -502,135 +371,20 @@ class Buildah:
         containers = json.loads(listed.stdout or "[]")
         if not containers:
             return 0
-        # `buildah inspect` leaves out a container's build args; its own record keeps them.
         store = json.loads(subprocess.run(self.argv("info"), check=True, capture_output=True,
                                           text=True, stdin=subprocess.DEVNULL).stdout)["store"]
-        records = Path(store["GraphRoot"]) / f"{store['GraphDriverName']}-containers"
+        root, driver = Path(store["GraphRoot"]), store["GraphDriverName"]
         ours = [c["id"] for c in containers
-                if _build_args(records / c["id"] / "userdata" / "buildah.json")
-                .get(arg) == value]
+                if storage_format.read_build_args(root, driver, c["id"]).get(arg) == value]
         if ours:
             subprocess.run(self.argv("rm", *ours), check=True, capture_output=True,
                            stdin=subprocess.DEVNULL)
         return len(ours)
 
 
-def _build_args(record: Path) -> dict[str, str]:
-    try:
-        return json.loads(record.read_text()).get("Args") or {}
-    except (OSError, ValueError):
-        return {}
-
-
-def kill_orphans(owner: str) -> int:
-    """SIGKILL the process groups of buildah processes still running with our OWNER_ARG
-    (a killed run's builds go on in their own sessions); return how many groups."""
-    mark = f"{OWNER_ARG}={owner}".encode()
-    groups = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if mark in (entry / "cmdline").read_bytes().split(b"\0"):
-                groups.add(os.getpgid(int(entry.name)))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while groups and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
-        time.sleep(POLL_SECONDS)
-    return len(groups)
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def error_line(output: str) -> str:
     """What buildah said went wrong, in one line: the last of `error_lines`."""
     return (error_lines(output) or [""])[-1]
-
-
-def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,
-               note: str = "", echo: bool = False) -> float:
-    """Run argv with stdout and stderr in `log` (after `# note` and the command line),
-    and on our stdout too when `echo`; kill its whole process group on timeout or when
-    the run is asked to stop. A failure raises BuildahError carrying this run's output.
-    Returns the CPU seconds the command took (with every process it waited for)."""
-    if stop_signal():
-        raise Interrupted("interrupted", log)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a" if append else "w", encoding="utf-8") as out:
-        if note:
-            out.write(f"# {note}\n")
-        out.write(f"$ {command_line(argv)}\n")
-        out.flush()
-        start = out.tell()
-        # Own session, so that a timeout kills buildah and every process it started.
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE if echo else out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        tee = threading.Thread(target=_tee, args=(proc.stdout, out), daemon=True)
-        if echo:
-            tee.start()
-        try:
-            code, cpu_seconds = _wait(proc, timeout)
-        except BaseException:
-            _kill_group(proc)
-            raise
-        finally:
-            if echo:
-                tee.join(timeout=KILL_GRACE_SECONDS)
-    if code == "interrupted":
-        raise Interrupted("interrupted", log, read_tail(log, start))
-    if code == "timed out":
-        raise BuildahError(f"timed out after {timeout:g} s", log, read_tail(log, start),
-                           timed_out=True)
-    if code != 0:
-        raise BuildahError(f"exit code {code}", log, read_tail(log, start))
-    return cpu_seconds
-
-
-def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | str, float]:
-    """proc's exit code and the CPU seconds it and the processes it waited for used; or
-    kill its group and say why ("timed out", "interrupted")."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        if stop_signal():
-            _kill_group(proc)
-            return "interrupted", 0.0
-        left = deadline - time.monotonic()
-        if left <= 0:
-            _kill_group(proc)
-            return "timed out", 0.0
-        # os.wait4, not proc.wait: only it tells how much CPU the build took
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_utime + usage.ru_stime
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, WAIT_STEP_SECONDS)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the group, SIGKILL it after the grace period (at once on a second stop
-    request), and reap buildah."""
-    _killed["any"] = True
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while proc.poll() is None and time.monotonic() < deadline and _stop["count"] < 2:
-        time.sleep(POLL_SECONDS / 5)
-    with contextlib.suppress(ProcessLookupError):  # what is left of the group, too
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 # What buildah prints while it copies: never the reason it failed.
@@ -648,44 +402,7 @@ def error_lines(output: str) -> list[str]:
     return [line for line in lines if not PROGRESS_LINE.match(line)][-1:]
 
 
-def _tee(source: IO[bytes], log: IO[str]) -> None:
-    """Copy buildah's output to the log whole, and to stdout with each line capped."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    shown = 0  # characters of the current line shown so far
-    while chunk := source.read1(TAIL_BYTES):  # type: ignore[attr-defined]
-        text = decoder.decode(chunk)
-        log.write(text)
-        log.flush()
-        echoed, shown = capped_lines(text, shown, ECHO_LINE_CHARS)
-        sys.stdout.write(echoed)
-        sys.stdout.flush()
-    source.close()
-
-
-def capped_lines(text: str, shown: int, limit: int) -> tuple[str, int]:
-    """`text` with every line cut at `limit` characters (" [...]" marks a cut), given that
-    `shown` characters of its first line came before; also how many its last line has."""
-    pieces = text.split("\n")
-    out = []
-    for i, piece in enumerate(pieces):
-        if shown < limit:
-            out.append(piece[:limit - shown])
-            if shown + len(piece) > limit:
-                out.append(" [...]")
-        shown += len(piece)
-        if i < len(pieces) - 1:
-            out.append("\n")
-            shown = 0
-    return "".join(out), shown
-
-
-def read_tail(path: Path, start: int = 0, limit: int = TAIL_BYTES) -> str:
-    """The end of a file from offset `start`, at most `limit` bytes: never the whole of a
-    large log."""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(start, size - limit))
-            return f.read(limit).decode(errors="replace")
-    except OSError:
-        return ""
+def kill_orphans(owner: str) -> int:
+    """SIGKILL the process groups of buildah processes still running with our OWNER_ARG
+    (a killed run's builds go on in their own sessions); return how many groups."""
+    return kill_groups_of(f"{OWNER_ARG}={owner}")

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildlib import keys, storagelock
-from buildlib.buildah import StorageContents, StorageError, StoredImage
+from buildlib.buildah import StorageError
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
 from buildlib.registry import DeletionRefused, RegistryError
+from buildlib.storage_format import StorageContents, StoredImage
 
 if TYPE_CHECKING:
     from buildlib.run import Run

@@ -21,7 +21,7 @@ from typing import Any
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from buildlib import buildah, dispatch, doit_seam, pictures
+from buildlib import buildah, dispatch, doit_seam, pictures, processes
 from buildlib.estimate import Estimate
 from buildlib.graph import Selection
 from buildlib.progress import Progress
@@ -50,7 +50,7 @@ def ends_of(line: str, limit: int = LINE_CHARS) -> str:
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last `lines` lines of a log, each cut to LINE_CHARS, read from its last bytes."""
-    tail = buildah.read_tail(path, limit=LOG_TAIL_BYTES).splitlines()[-lines:]
+    tail = processes.read_tail(path, limit=LOG_TAIL_BYTES).splitlines()[-lines:]
     return "".join(ends_of(line) + "\n" for line in tail)
 
 
@@ -263,7 +263,7 @@ class ImageReporter(ConsoleReporter):
                                     if t in expected and (t in builds or t.startswith("push:"))])
 
     def execute_task(self, task: Any) -> None:
-        if _image(task) and not buildah.stop_signal():
+        if _image(task) and not processes.stop_signal():
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
             self._progress().begin(task.name, _label(task), task.title())
 
@@ -285,7 +285,7 @@ class ImageReporter(ConsoleReporter):
             return
         kind, name = _kind(task), _image(task)
         entry = self.report.entry(kind, name)
-        if buildah.stop_signal() and not entry["start"]:
+        if processes.stop_signal() and not entry["start"]:
             entry.update(status="blocked", error="not run: interrupted")
             self._progress().skip(task.name)
             return
@@ -322,7 +322,7 @@ class ImageReporter(ConsoleReporter):
     def complete_run(self) -> None:
         self._progress().stop()
         if self.reporting:
-            signum = buildah.stop_signal()
+            signum = processes.stop_signal()
             if signum:
                 self._mark_unfinished()
                 name = signal.Signals(signum).name

@@ -39,6 +39,7 @@ from buildlib import (
     doit_seam,
     expanders,
     graph,
+    processes,
     project,
     pushpool,
     registry,
@@ -278,7 +279,7 @@ class Run:
     def finish(self) -> None:
         """The end of a run, after its summary: an interrupted run exits 128 + signal; a
         run whose state doit could not save says so and exits 1."""
-        signum = buildah.stop_signal()
+        signum = processes.stop_signal()
         if signum:
             # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
             sys.stdout.flush()
@@ -586,13 +587,13 @@ def _number(proj: project.Project, name: str, kind: type, default: Any, minimum:
 
 def _end_building_run(unfinished: Path) -> None:
     """A run that killed no build leaves nothing behind: the next run need not look."""
-    if not buildah.killed_any():
+    if not processes.killed_any():
         unfinished.unlink(missing_ok=True)
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     """Only records the signal: no locks, no waiting, so a second signal cannot hang."""
-    buildah.request_stop(signum)
+    processes.request_stop(signum)
 
 
 def _take_over(proj: project.Project, invocation: Invocation) -> None:

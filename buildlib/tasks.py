@@ -29,6 +29,7 @@ from buildlib import (
     dispatch,
     keys,
     pictures,
+    processes,
     project,
     prune,
     publish,
@@ -292,7 +293,7 @@ def _finish(run: Run) -> None:
     something and in which every selected image was built or found prunes old keys; then
     `Run.finish`."""
     keep = run.project.config.settings.keep_keys
-    if (keep is not None and prune.remembered and not buildah.stop_signal()
+    if (keep is not None and prune.remembered and not processes.stop_signal()
             and run.selection.selected <= set(run.images)):
         print(f"pruning old keys (settings.keep_keys: {keep})")
         failed = prune.prune_tree(run, keep, dry=False, registry=False,
@@ -563,7 +564,7 @@ def _failed_raises(result: Any) -> Any:
 
 
 def _stopped() -> BaseException | None:
-    return buildah.Interrupted("interrupted") if buildah.stop_signal() else None
+    return buildah.Interrupted("interrupted") if processes.stop_signal() else None
 
 
 def _pooled_pushes(run: Run, reporter: type) -> type:

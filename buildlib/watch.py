@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from buildlib import buildah, config, expanders, project, render
+from buildlib import config, expanders, processes, project, render
 from buildlib.errors import InputError
 
 QUIET_MS = 400  # a burst of saves: the changes until this long without one are one build
@@ -75,7 +75,7 @@ class _StopRequested:
     """watchfiles' stop event: the run's signal flag (set by `run._on_signal`)."""
 
     def is_set(self) -> bool:
-        return bool(buildah.stop_signal())
+        return bool(processes.stop_signal())
 
 
 def watch(sources: config.Sources, build_argv: list[str], cwd: Path) -> None:
@@ -115,11 +115,11 @@ def _build(argv: list[str], cwd: Path) -> int:
     child = subprocess.Popen(argv, cwd=cwd, process_group=0)
     passed_on = None
     while (status := _wait(child)) is None:
-        signum = buildah.stop_signal()
+        signum = processes.stop_signal()
         if signum and signum != passed_on:
             child.send_signal(signum)
             passed_on = signum
-    if status and not buildah.stop_signal():
+    if status and not processes.stop_signal():
         _say(f"the build failed (exit {status}); waiting for the next change")
     return status
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Tree
 
-from buildlib import buildah
+from buildlib import buildah, storage_format
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +73,10 @@ def test_local_images_are_read_from_storage_as_buildah_lists_them(tree: Tree) ->
     def named(images: dict[str, set[str]]) -> dict[str, set[str]]:
         return {image_id: names for image_id, names in images.items() if names}
 
-    assert named(buildah.read_image_store(store) or {}) == named(engine.list_images())
+    assert named(storage_format.read_image_store(store) or {}) == named(engine.list_images())
     removed = ids(tree)["cron"]
     tree.buildah("rmi", "--force", removed)
-    after = buildah.read_image_store(store) or {}
+    after = storage_format.read_image_store(store) or {}
     assert removed not in after and named(after) == named(engine.list_images())
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 from buildlib import project, prune
-from buildlib.buildah import StorageContents, StoredImage
+from buildlib.storage_format import StorageContents, StoredImage
 
 OLD, NEW, OLDER = "ib-" + "1" * 32, "ib-" + "2" * 32, "ib-" + "3" * 32
 

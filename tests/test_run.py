@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import buildah, cli, doit_seam, report, run
+from buildlib import cli, doit_seam, processes, report, run
 
 
 @pytest.mark.parametrize(("argv", "command", "tasks", "jobs", "locks"), [
@@ -115,12 +115,12 @@ def test_a_log_is_read_from_its_end_and_its_lines_capped(tmp_path: Path) -> None
     assert "early line" not in tail  # the 5 MB line pushed it out of the bytes read
     assert len(tail) < report.LINE_CHARS * report.LOG_TAIL_LINES + 1000
     assert all(len(line) <= report.LINE_CHARS + len(" [...]") for line in tail.splitlines())
-    assert len(buildah.read_tail(log)) == buildah.TAIL_BYTES
+    assert len(processes.read_tail(log)) == processes.TAIL_BYTES
 
 
 def test_echoed_lines_are_capped_across_chunks() -> None:
-    first, shown = buildah.capped_lines("abc\n" + "x" * 8, 0, 5)
-    second, shown = buildah.capped_lines("x" * 8 + "\nok", shown, 5)
+    first, shown = processes.capped_lines("abc\n" + "x" * 8, 0, 5)
+    second, shown = processes.capped_lines("x" * 8 + "\nok", shown, 5)
     assert first + second == "abc\nxxxxx [...]\nok" and shown == 2
 
 
