@@ -65,22 +65,85 @@ def find_authfile(registry: str, named: str | None, root: Path) -> Path | None:
         f"{config_home}/containers/auth.json",
         os.path.expanduser("~/.docker/config.json"),
     ]
-    return next((Path(d) for d in defaults if credentials(registry, Path(d))), None)
+    return next((Path(d) for d in defaults if _names(registry, Path(d))), None)
+
+
+HELPER_TIMEOUT_SECONDS = 30  # a credential helper may ask a keyring or a cloud's API
+NOT_FOUND = "credentials not found"  # how docker-credential-helpers say "none stored"
+
+
+def _authfile(authfile: Path | None) -> dict[str, Any]:
+    """The authfile's JSON ({} when there is none or it cannot be read)."""
+    try:
+        document = json.loads(authfile.read_text()) if authfile is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _host(key: str) -> str:
+    return re.sub(r"^https?://", "", key).split("/")[0]
+
+
+def _names(registry: str, authfile: Path) -> bool:
+    """The authfile has an entry of its own for this registry (`auths` or `credHelpers`)."""
+    document = _authfile(authfile)
+    return bool(_auths_entry(registry, document)) or registry in (document.get("credHelpers") or {})
+
+
+def _auths_entry(registry: str, document: dict[str, Any]) -> str | None:
+    for key, entry in (document.get("auths") or {}).items():
+        if _host(key) == registry and isinstance(entry, dict) and entry.get("auth"):
+            return entry["auth"]
+    return None
 
 
 def credentials(registry: str, authfile: Path | None) -> str | None:
-    """The base64 `user:password` an authfile holds for this registry, if any."""
-    if authfile is None:
-        return None
+    """The base64 `user:password` for this registry, resolved as containers/image does in
+    one authfile: its `credHelpers` entry for the registry (that helper alone answers),
+    else its `auths` entry, else (as docker does) its `credsStore` helper. A helper that has
+    none stored gives None; one that fails raises RegistryError."""
+    document = _authfile(authfile)
+    helper = (document.get("credHelpers") or {}).get(registry)
+    if helper:
+        return _from_helper(helper, registry, authfile)
+    found = _auths_entry(registry, document)
+    if found or not document.get("credsStore"):
+        return found
+    return _from_helper(str(document["credsStore"]), registry, authfile)
+
+
+def _from_helper(helper: str, registry: str, authfile: Path | None) -> str | None:
+    """`docker-credential-<helper> get`, with the registry on stdin: its JSON
+    {ServerURL, Username, Secret} as base64 `user:password`; None when it has none."""
+    import base64
+    import subprocess
+
+    program = f"docker-credential-{helper}"
+    where = f"credential helper {program} (named in {authfile})"
+    fix = (f"install {program} on PATH and log in to {registry} with it, or remove it "
+           f"from {authfile}")
     try:
-        auths = json.loads(authfile.read_text()).get("auths", {})
-    except (OSError, ValueError, AttributeError):
+        done = subprocess.run([program, "get"], input=registry, capture_output=True,
+                              text=True, timeout=HELPER_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise RegistryError(f"{where} cannot run: {describe(err, HELPER_TIMEOUT_SECONDS)}; "
+                            f"{fix}") from None
+    said = (done.stdout.strip() or done.stderr.strip())
+    if done.returncode != 0:
+        if NOT_FOUND in said.lower():
+            return None
+        raise RegistryError(f"{where} failed for {registry} (exit {done.returncode}): "
+                            f"{said[-300:] or 'no output'}; {fix}")
+    try:
+        answer = json.loads(done.stdout)
+        user, secret = str(answer["Username"]), str(answer["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"{where} answered for {registry} with no JSON "
+                            f"{{ServerURL, Username, Secret}}: {said[:300]!r}; {fix}") from None
+    if user == "<token>":  # an identity token: a registry's OAuth, not user:password
         return None
-    for key, entry in auths.items():
-        host = re.sub(r"^https?://", "", key).split("/")[0]
-        if host == registry and isinstance(entry, dict) and entry.get("auth"):
-            return entry["auth"]
-    return None
+    return base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -242,6 +305,7 @@ class Client:
         self._checked = False
         self._problem: str | None = None
         self._scheme: str | None = None  # the scheme that answered
+        self._basic: tuple[str] | None = None  # the credentials, once resolved
         import ssl
 
         self._context = ssl.create_default_context()
@@ -448,7 +512,7 @@ class Client:
         import urllib.error
         import urllib.request
 
-        basic = credentials(self.host, self.authfile)
+        basic = self._credentials()
         headers = {"Accept": MANIFEST_TYPES, **extra}
         if basic:
             headers["Authorization"] = f"Basic {basic}"
@@ -466,6 +530,13 @@ class Client:
                                         transient=err.code >= 500 or err.code == 429) from None
                 headers["Authorization"] = f"Bearer {self._token(challenge, basic)}"
         raise RegistryError(f"{method} {url}: credentials refused")
+
+    def _credentials(self) -> str | None:
+        """Resolved once per client: a credential helper runs once per run."""
+        with self._lock:
+            if self._basic is None:
+                self._basic = (credentials(self.host, self.authfile) or "",)
+            return self._basic[0] or None
 
     def _token(self, challenge: str, basic: str | None) -> str:
         import http.client

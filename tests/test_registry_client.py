@@ -3,7 +3,9 @@ timeouts of registry requests, the circuit breaker, the authfile; buildah's erro
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -219,3 +221,35 @@ def test_retries_end_when_the_attempts_are_used() -> None:
     with pytest.raises(registry.GaveUp, match=r"still failing after 2 attempts in \d"):
         registry.with_retries(attempt, budget, lambda *_: None)
     assert len(calls) == 2
+
+
+def test_credential_helpers_answer_as_containers_image_asks_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """credHelpers[registry] alone answers for its registry; else `auths`; else credsStore.
+    A helper with no login gives none; one that fails is one error naming it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, login in (("stub", "helper"), ("store", "store")):
+        helper = bin_dir / f"docker-credential-{name}"
+        helper.write_text(
+            "#!/bin/sh\nread -r server\n"
+            f'[ "$server" = "r:5000" ] || {{ echo "credentials not found"; exit 1; }}\n'
+            f'printf \'{{"ServerURL": "r:5000", "Username": "{login}", "Secret": "pw"}}\'\n')
+        helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    authfile = tmp_path / "auth.json"
+
+    def resolved(document: dict, host: str = "r:5000") -> str | None:
+        authfile.write_text(json.dumps(document))
+        found = registry.credentials(host, authfile)
+        return found and base64.b64decode(found).decode()
+
+    auths = {"auths": {"r:5000": {"auth": base64.b64encode(b"file:pw").decode()}}}
+    assert resolved({**auths, "credHelpers": {"r:5000": "stub"}, "credsStore": "store"}) \
+        == "helper:pw"
+    assert resolved({**auths, "credsStore": "store"}) == "file:pw"
+    assert resolved({"credsStore": "store"}) == "store:pw"
+    assert resolved({"credsStore": "store"}, "other:5000") is None
+    assert resolved({"credHelpers": {"other:5000": "stub"}}) is None
+    with pytest.raises(registry.RegistryError, match="docker-credential-gone.*cannot run"):
+        resolved({"credHelpers": {"r:5000": "gone"}})
