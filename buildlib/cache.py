@@ -15,7 +15,6 @@ import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildlib import keys
@@ -239,10 +238,9 @@ class BaseImages:
     this machine's platform (its manifest's config digest: nothing pulled); else unknown,
     and the build pulls it first."""
 
-    def __init__(self, storage: Storage, tls_verify: bool,
-                 authfile_for: Callable[[str], Path | None], from_registry: bool) -> None:
-        self.storage, self.tls_verify = storage, tls_verify
-        self.authfile_for, self.from_registry = authfile_for, from_registry
+    def __init__(self, storage: Storage, client_for: Callable[[str], Client],
+                 from_registry: bool) -> None:
+        self.storage, self.client_for, self.from_registry = storage, client_for, from_registry
         self._lock = threading.Lock()
         self._asked: dict[str, str | None] = {}
 
@@ -258,8 +256,7 @@ class BaseImages:
             return self._asked[reference]
 
     def _in_registry(self, ref: ImageRef) -> str | None:
-        client = Client(ref.api_host, tls_verify=self.tls_verify,
-                        authfile=self.authfile_for(ref.domain))
+        client = self.client_for(str(ref))
         try:
             manifest = client.manifest(str(ref))
             if manifest is not None and manifest.is_index:
