@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from buildlib import buildah, config, dockerfile, registry
+from buildlib import buildah, config, credentials, dockerfile, registry
 from buildlib.reference import ImageRef
 
 STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
@@ -34,11 +34,11 @@ class Services:
 
     def authfile(self, domain: str | None = None) -> Path | None:
         """The credentials `buildah push/pull` and our own requests use for a registry
-        (`registry.find_authfile`; by default, settings.registry's)."""
+        (`credentials.find_authfile`; by default, settings.registry's)."""
         domain = domain or self.settings.registry
         with self._lock:
             if domain not in self._authfiles:
-                self._authfiles[domain] = registry.find_authfile(
+                self._authfiles[domain] = credentials.find_authfile(
                     domain, self.settings.authfile, self.root)
             return self._authfiles[domain]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from registry import GoesAwayRegistry, SilentSocket, free_port
 
-from buildlib import buildah, registry, run
+from buildlib import buildah, credentials, registry, run
 
 
 class Answers(BaseHTTPRequestHandler):
@@ -150,21 +150,21 @@ def test_one_authfile_for_buildah_and_requests(tmp_path: Path,
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     root = tmp_path / "tree"
-    assert registry.find_authfile("r:5000", None, root) is None
+    assert credentials.find_authfile("r:5000", None, root) is None
     # buildah's default places, in its order; only a file with this registry's credentials
     write_auth(tmp_path / "run" / "containers" / "auth.json", "other:5000")
     docker = write_auth(tmp_path / "home" / ".docker" / "config.json", "r:5000")
-    assert registry.find_authfile("r:5000", None, root) == docker
+    assert credentials.find_authfile("r:5000", None, root) == docker
     config = write_auth(tmp_path / "config" / "containers" / "auth.json", "r:5000")
-    assert registry.find_authfile("r:5000", None, root) == config
+    assert credentials.find_authfile("r:5000", None, root) == config
     # REGISTRY_AUTH_FILE, then settings.authfile (relative to images.yaml's folder) win
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "env.json"))
-    assert registry.find_authfile("r:5000", None, root) == tmp_path / "env.json"
+    assert credentials.find_authfile("r:5000", None, root) == tmp_path / "env.json"
     # ... the setting while its file exists; a CI checkout lacks it: REGISTRY_AUTH_FILE
-    assert registry.find_authfile("r:5000", "auth.json", root) == tmp_path / "env.json"
+    assert credentials.find_authfile("r:5000", "auth.json", root) == tmp_path / "env.json"
     write_auth(root / "auth.json", "r:5000")
-    assert registry.find_authfile("r:5000", "auth.json", root) == root / "auth.json"
-    assert registry.credentials("r:5000", config) == "dXNlcjpwdw=="
+    assert credentials.find_authfile("r:5000", "auth.json", root) == root / "auth.json"
+    assert credentials.credentials("r:5000", config) == "dXNlcjpwdw=="
 
 
 def test_error_lines_of_a_push_log_leave_out_progress() -> None:
@@ -241,7 +241,7 @@ def test_credential_helpers_answer_as_containers_image_asks_them(
 
     def resolved(document: dict, host: str = "r:5000") -> str | None:
         authfile.write_text(json.dumps(document))
-        found = registry.credentials(host, authfile)
+        found = credentials.credentials(host, authfile)
         return found and base64.b64decode(found).decode()
 
     auths = {"auths": {"r:5000": {"auth": base64.b64encode(b"file:pw").decode()}}}
@@ -251,5 +251,5 @@ def test_credential_helpers_answer_as_containers_image_asks_them(
     assert resolved({"credsStore": "store"}) == "store:pw"
     assert resolved({"credsStore": "store"}, "other:5000") is None
     assert resolved({"credHelpers": {"other:5000": "stub"}}) is None
-    with pytest.raises(registry.RegistryError, match="docker-credential-gone.*cannot run"):
+    with pytest.raises(credentials.HelperFailed, match="docker-credential-gone.*cannot run"):
         resolved({"credHelpers": {"r:5000": "gone"}})
