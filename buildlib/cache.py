@@ -21,7 +21,7 @@ from buildlib import keys
 from buildlib.builder import per_platform
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
-from buildlib.registry import Client, Manifest, RegistryError
+from buildlib.registry import Budget, Client, Manifest, RegistryError, asked_again
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,8 +88,8 @@ def repository_of(reference: str) -> str:
 class Lookups:
     """Manifests asked of one registry, each reference once, by a pool of threads."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, client: Client, budget: Callable[[], Budget] | None = None) -> None:
+        self.client, self.budget = client, budget  # budget: each lookup's retries
         self._lock = threading.Lock()
         self._asked: dict[str, Future[Manifest | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -101,8 +101,13 @@ class Lookups:
                     from concurrent.futures import ThreadPoolExecutor
 
                     self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lookup")
-                self._asked[reference] = self._pool.submit(self.client.manifest, reference)
+                self._asked[reference] = self._pool.submit(self._manifest, reference)
             return self._asked[reference]
+
+    def _manifest(self, reference: str) -> Manifest | None:
+        if self.budget is None:
+            return self.client.manifest(reference)
+        return asked_again(lambda: self.client.manifest(reference), self.budget())
 
     def find(self, reference: str) -> Found | None:
         """The manifest behind `reference`, or None; raises RegistryError when the
@@ -239,8 +244,9 @@ class BaseImages:
     and the build pulls it first."""
 
     def __init__(self, storage: Storage, client_for: Callable[[str], Client],
-                 from_registry: bool) -> None:
+                 from_registry: bool, budget: Callable[[], Budget]) -> None:
         self.storage, self.client_for, self.from_registry = storage, client_for, from_registry
+        self.budget = budget  # each request's retries
         self._lock = threading.Lock()
         self._asked: dict[str, str | None] = {}
 
@@ -258,10 +264,11 @@ class BaseImages:
     def _in_registry(self, ref: ImageRef) -> str | None:
         client = self.client_for(str(ref))
         try:
-            manifest = client.manifest(str(ref))
+            manifest = asked_again(lambda: client.manifest(str(ref)), self.budget())
             if manifest is not None and manifest.is_index:
                 digest = manifest.platform_digest(native_platform())
-                manifest = digest and client.manifest(f"{ref.repository}@{digest}")
+                manifest = digest and asked_again(
+                    lambda: client.manifest(f"{ref.repository}@{digest}"), self.budget())
         except RegistryError:
             return None  # unknown: the build pulls it, and says why it fails
         return manifest.config_digest if manifest else None

@@ -555,3 +555,22 @@ def with_retries(attempt: Callable[[], T], budget: Budget,
         raise GaveUp(f"still failing after {made} attempt{'s' * (made != 1)} in {spent:.1f} s "
                      f"(at most {budget.attempts} attempts within {budget.seconds:g} s: "
                      f"settings.push_retries, push_deadline): {err}") from None
+
+
+def asked_again(request: Callable[[], T], budget: Budget) -> T:
+    """A registry request, asked again while it fails in a way that may pass (HTTP 5xx or
+    429, a dropped connection), within `budget`; at once when the registry is not there
+    (refused, timed out: the check and the breaker say so). Raises RegistryError."""
+    def attempt() -> T:
+        try:
+            return request()
+        except RegistryError as err:
+            if err.transient and not err.unreachable:
+                raise TransientError(str(err)) from None
+            raise
+
+    try:
+        return with_retries(attempt, budget, lambda *_: None)
+    except GaveUp as err:
+        raise RegistryError(str(err)) from None
+

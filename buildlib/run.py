@@ -153,7 +153,8 @@ class Run:
     @functools.cached_property
     def bases(self) -> cache.BaseImages:
         """The roots' base images' IDs (storage, else the registry with cache=registry)."""
-        return cache.BaseImages(self.storage, self.services.client, self.from_registry)
+        return cache.BaseImages(self.storage, self.services.client, self.from_registry,
+                                self.services.budget)
 
     @functools.cached_property
     def push_pool(self) -> pushpool.PushPool:
@@ -366,7 +367,8 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     run = Run(proj, selection, storage.Storage(services.buildah), services,
               fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
               invocation=invocation,
-              lookups=cache.Lookups(services.client()) if asks_registry else None,
+              lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
+                       else None),
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:

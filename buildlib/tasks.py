@@ -208,7 +208,7 @@ def resolve_task(run: Run) -> dict[str, Any]:
 
 
 def _resolve(run: Run, lock: Path) -> Any:
-    lookups = run.lookups or cache.Lookups(run.services.client())
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
         resolved = cache.resolve(run.project, _selected_in_order(run), lookups, run.bases,
                                  run.warn)
@@ -234,7 +234,7 @@ def merge_task(run: Run) -> dict[str, Any]:
 def _merge(run: Run) -> Any:
     """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
     proj = run.project
-    lookups = run.lookups or cache.Lookups(run.services.client())
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
         parts = merge_parts(proj)
         for name, digests in parts.items():

@@ -253,3 +253,26 @@ def test_credential_helpers_answer_as_containers_image_asks_them(
     assert resolved({"credHelpers": {"other:5000": "stub"}}) is None
     with pytest.raises(credentials.HelperFailed, match="docker-credential-gone.*cannot run"):
         resolved({"credHelpers": {"r:5000": "gone"}})
+
+
+@pytest.fixture
+def unavailable() -> Iterator[tuple[str, list[str]]]:
+    yield from serve(503)
+
+
+def test_a_lookup_is_asked_again_while_the_registry_answers_503(
+        unavailable: tuple[str, list[str]]) -> None:
+    """A registry in trouble (HTTP 503) is asked again within the budget; the run's
+    lookups then say what the last answer was, after every attempt."""
+    from buildlib import cache
+
+    address, requests = unavailable
+    reference = f"{address}/kolla/base:latest"
+    lookups = cache.Lookups(client(address), lambda: registry.Budget(3, 30))
+    with pytest.raises(registry.RegistryError, match=r"3 attempts.*HTTP 503"):
+        lookups.find(reference)
+    assert requests.count("GET /v2/kolla/base/manifests/latest") == 3
+    once = cache.Lookups(client(address))  # no budget: asked once
+    with pytest.raises(registry.RegistryError, match="HTTP 503"):
+        once.find(reference)
+    assert requests.count("GET /v2/kolla/base/manifests/latest") == 4
