@@ -21,11 +21,10 @@ class Services:
     """A run's buildah and registry clients. `home` is a reference in the tree's registry
     (where it pushes): `client()` without a reference is that registry's."""
 
-    def __init__(self, cfg: config.Config, home: str | None = None,
-                 buildah_: buildah.Buildah | None = None) -> None:
+    def __init__(self, cfg: config.Config, home: str | None = None) -> None:
         self.settings, self.root = cfg.settings, cfg.root
-        self.buildah = buildah_ or buildah.Buildah(tuple(cfg.settings.buildah_args),
-                                                   store_note=cfg.build_dir / STORE_NOTE)
+        self.buildah = buildah.Buildah(tuple(cfg.settings.buildah_args),
+                                       store_note=cfg.build_dir / STORE_NOTE)
         self.home = home
         self.base_triggers = BaseTriggers(self.buildah)
         self._lock = threading.Lock()
