@@ -8,14 +8,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from buildlib import buildah, dockerfile, keys, registry, render
+from buildlib import buildah, dockerfile, keys, render
 from buildlib.buildah import BuildahError
 from buildlib.project import ImagePlan, Project
 from buildlib.reference import ImageRef
+from buildlib.services import Services
 from buildlib.storage import Storage
 
 
-def build_image(project: Project, name: str, record: keys.Record, storage: Storage,
+def build_image(project: Project, services: Services, name: str, record: keys.Record,
+                storage: Storage,
                 reason: str | None = None, echo: bool = False,
                 parent_name: str | None = None) -> dict[str, Any]:
     """The image with this record's key: found in storage by its key tag (and tagged
@@ -32,19 +34,20 @@ def build_image(project: Project, name: str, record: keys.Record, storage: Stora
             missing = [n for n in plan.local_names(record.key)
                        if n not in storage.names(found)]
             if missing:
-                project.buildah.tag(found, *missing)
+                services.buildah.tag(found, *missing)
                 storage.add(found, missing)
             return _values(plan, found, record, "local", start)
         context = plan.context
         if parent_name and plan.parent:
             context = context.from_parent(plan.parent_reference, parent_name)
-        values = _build(project, plan, context, record, reason, echo, start)
+        values = _build(project, services, plan, context, record, reason, echo, start)
         storage.add(values["id"], plan.local_names(values["key"]))
         return values
 
 
-def _build(project: Project, plan: ImagePlan, context: render.Context, record: keys.Record,
-           reason: str | None, echo: bool, start: float) -> dict[str, Any]:
+def _build(project: Project, services: Services, plan: ImagePlan, context: render.Context,
+           record: keys.Record, reason: str | None, echo: bool,
+           start: float) -> dict[str, Any]:
     name = plan.name
     plan.own_workdir()
     try:
@@ -62,24 +65,25 @@ def _build(project: Project, plan: ImagePlan, context: render.Context, record: k
     if blind:
         note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
-        built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
-                                    plan.build_log, plan.timeout, note=note, echo=echo,
-                                    append=record.platform is not None)
+        built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
+                                     plan.build_log, plan.timeout, note=note, echo=echo,
+                                     append=record.platform is not None)
     except BuildahError as err:
         if SAME_IMAGE_RACE not in err.output:
             raise
         # Two keys of one image ID (inputs that change no byte) committed at once; the
         # other build's image is there now, and the layer cache makes this one quick.
-        built = project.buildah.bud(bud_argv(project, name, record), plan.iidfile,
-                                    plan.build_log, plan.timeout, note=f"{note} (again)",
-                                    echo=echo, append=True)
+        built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
+                                     plan.build_log, plan.timeout, note=f"{note} (again)",
+                                     echo=echo, append=True)
     return _values(plan, built.id, record, "built", start, built.cpu_seconds)
 
 
 SAME_IMAGE_RACE = "locating just-written image"  # buildah 1.28, one ID committed twice
 
 
-def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
+def bud_argv(project: Project, services: Services, name: str,
+             record: keys.Record) -> list[str]:
     """`buildah bud` of this record, tagged with the key name and the reference (the
     key is no label: it would change the image ID; every build arg is given, those no
     ARG reads are no part of the key; the labels are in the Dockerfile it writes)."""
@@ -96,8 +100,8 @@ def bud_argv(project: Project, name: str, record: keys.Record) -> list[str]:
     # (A FROM of a variable without a default is unknown here: buildah finds it.)
     unknown = plan.parent is None and plan.base is None and (
         dockerfile.first_from(plan.context.dockerfile) or "").lower() != "scratch"
-    return project.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
-                                 pull="missing" if unknown else "never", owner=project.owner)
+    return services.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
+                                  pull="missing" if unknown else "never", owner=project.owner)
 
 
 def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
@@ -115,8 +119,9 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
             "cpu_seconds": cpu_seconds}
 
 
-def build(project: Project, name: str, records: Mapping[str | None, keys.Record],
-          storage: Storage, reasons: Mapping[str | None, str], echo: bool = False,
+def build(project: Project, services: Services, name: str,
+          records: Mapping[str | None, keys.Record], storage: Storage,
+          reasons: Mapping[str | None, str], echo: bool = False,
           parent_names: Mapping[str | None, str | None] | None = None) -> dict[str, Any]:
     """The image of these records (one per platform; `None`: a native image's one), each
     found by its key or built on `parent_names[platform]`, one after another into one log;
@@ -126,17 +131,17 @@ def build(project: Project, name: str, records: Mapping[str | None, keys.Record]
     plan = project.plans[name]
     parent_names = parent_names or {}
     if not plan.platforms:
-        return build_image(project, name, records[None], storage, reasons.get(None), echo,
-                           parent_names.get(None))
+        return build_image(project, services, name, records[None], storage,
+                           reasons.get(None), echo, parent_names.get(None))
     start = time.time()
     if any(storage.with_key(record.key) is None for record in records.values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
-    platforms = {platform: build_image(project, name, record, storage,
+    platforms = {platform: build_image(project, services, name, record, storage,
                                        reasons.get(platform), echo, parent_names.get(platform))
                  for platform, record in records.items()}
     key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
-    list_id = manifest_list(project, plan, key, [v["id"] for v in platforms.values()],
+    list_id = manifest_list(services, plan, key, [v["id"] for v in platforms.values()],
                             storage)
     built = any(values["found"] == "built" for values in platforms.values())
     return {"id": list_id, "key": key, "found": "built" if built else "local",
@@ -149,7 +154,7 @@ def build(project: Project, name: str, records: Mapping[str | None, keys.Record]
 PLATFORM_FIELDS = ("id", "key", "record", "found")
 
 
-def manifest_list(project: Project, plan: ImagePlan, key: str, image_ids: list[str],
+def manifest_list(services: Services, plan: ImagePlan, key: str, image_ids: list[str],
                   storage: Storage) -> str:
     """The manifest list of these images (one per platform): found by its key name, or
     made; named by the reference too. Returns its ID in storage."""
@@ -157,11 +162,11 @@ def manifest_list(project: Project, plan: ImagePlan, key: str, image_ids: list[s
     with storage.lock_for(key):
         found = storage.with_key(key)
         if found is None:
-            found = project.buildah.manifest_create(names[0], image_ids)
+            found = services.buildah.manifest_create(names[0], image_ids)
             storage.add(found, names[:1])
         missing = [n for n in names if n not in storage.names(found)]
         if missing:
-            project.buildah.tag(found, *missing)
+            services.buildah.tag(found, *missing)
             storage.add(found, missing)
     return found
 
@@ -178,15 +183,11 @@ def build_from(plan: ImagePlan, settled: Mapping[str, Any]) -> str | None:
     return plan.key_name(settled["key"]) if settled.get("key") else settled.get("pinned")
 
 
-def pull_base(project: Project, reference: str, storage: Storage,
+def pull_base(services: Services, reference: str, storage: Storage,
               anew: bool = False) -> tuple[str | None, str]:
-    """`buildah pull` a root's base image (TLS and credentials as settings say), when
-    storage lacks it or `anew`; the IDs its name had in storage before and has now."""
-    settings = project.config.settings
-    ref = ImageRef.parse(reference)
+    """Pull a root's base image (or an image a build reads) when storage lacks it or
+    `anew`; the IDs its name had in storage before and has now."""
     before = storage.id_of_image(reference)
-    after = project.buildah.pull(
-        str(ref), tls_verify=settings.tls_verify, timeout=settings.push_timeout, anew=anew,
-        authfile=registry.find_authfile(ref.domain, settings.authfile, project.config.root))
-    storage.add(after, [str(ref)])
+    after = services.pull(reference, anew=anew)
+    storage.add(after, [str(ImageRef.parse(reference))])
     return before, after

@@ -15,14 +15,13 @@ import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildlib import keys
 from buildlib.builder import per_platform
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
-from buildlib.registry import Client, Manifest, RegistryError
+from buildlib.registry import Budget, Client, Manifest, RegistryError, asked_again
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,8 +88,8 @@ def repository_of(reference: str) -> str:
 class Lookups:
     """Manifests asked of one registry, each reference once, by a pool of threads."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, client: Client, budget: Callable[[], Budget] | None = None) -> None:
+        self.client, self.budget = client, budget  # budget: each lookup's retries
         self._lock = threading.Lock()
         self._asked: dict[str, Future[Manifest | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -102,8 +101,13 @@ class Lookups:
                     from concurrent.futures import ThreadPoolExecutor
 
                     self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lookup")
-                self._asked[reference] = self._pool.submit(self.client.manifest, reference)
+                self._asked[reference] = self._pool.submit(self._manifest, reference)
             return self._asked[reference]
+
+    def _manifest(self, reference: str) -> Manifest | None:
+        if self.budget is None:
+            return self.client.manifest(reference)
+        return asked_again(lambda: self.client.manifest(reference), self.budget())
 
     def find(self, reference: str) -> Found | None:
         """The manifest behind `reference`, or None; raises RegistryError when the
@@ -239,10 +243,10 @@ class BaseImages:
     this machine's platform (its manifest's config digest: nothing pulled); else unknown,
     and the build pulls it first."""
 
-    def __init__(self, storage: Storage, tls_verify: bool,
-                 authfile_for: Callable[[str], Path | None], from_registry: bool) -> None:
-        self.storage, self.tls_verify = storage, tls_verify
-        self.authfile_for, self.from_registry = authfile_for, from_registry
+    def __init__(self, storage: Storage, client_for: Callable[[str], Client],
+                 from_registry: bool, budget: Callable[[], Budget]) -> None:
+        self.storage, self.client_for, self.from_registry = storage, client_for, from_registry
+        self.budget = budget  # each request's retries
         self._lock = threading.Lock()
         self._asked: dict[str, str | None] = {}
 
@@ -258,13 +262,13 @@ class BaseImages:
             return self._asked[reference]
 
     def _in_registry(self, ref: ImageRef) -> str | None:
-        client = Client(ref.api_host, tls_verify=self.tls_verify,
-                        authfile=self.authfile_for(ref.domain))
+        client = self.client_for(str(ref))
         try:
-            manifest = client.manifest(str(ref))
+            manifest = asked_again(lambda: client.manifest(str(ref)), self.budget())
             if manifest is not None and manifest.is_index:
                 digest = manifest.platform_digest(native_platform())
-                manifest = digest and client.manifest(f"{ref.repository}@{digest}")
+                manifest = digest and asked_again(
+                    lambda: client.manifest(f"{ref.repository}@{digest}"), self.budget())
         except RegistryError:
             return None  # unknown: the build pulls it, and says why it fails
         return manifest.config_digest if manifest else None

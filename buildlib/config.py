@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from buildlib.credentials import find_authfile
 from buildlib.errors import InputError
-from buildlib.registry import find_authfile
 
 if TYPE_CHECKING:
     import yaml

@@ -11,11 +11,10 @@ import hashlib
 import socket
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
-from buildlib import buildah, config, dockerfile, keys, registry, render, sources
+from buildlib import config, dockerfile, keys, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
@@ -23,7 +22,6 @@ from buildlib.reference import ImageRef
 LOCAL_KEY_REPOSITORY = "localhost/imagebake"
 
 WORKDIR_MARK = ".made-by-imagebake"
-STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
 # What a build or push writes in its image's folder (besides the logs and the mark).
 WORKDIR_FILES = {"Dockerfile", "context", "image-id", "pushed-digest", WORKDIR_MARK}
 
@@ -79,7 +77,7 @@ class ImagePlan:
     one_of: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()  # every other image the build reads (their IDs are in the key)
     # a root's base image -> its ONBUILD triggers (None: not in storage), asked when keyed
-    base_triggers: BaseTriggers | None = None
+    base_triggers: Callable[[str], tuple[dockerfile.Instruction, ...] | None] | None = None
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -200,6 +198,13 @@ class Project:
             name: replace(plan, platforms=(platform,), one_of=plan.platforms)
             if platform in plan.platforms else plan for name, plan in self.plans.items()})
 
+    def asking_storage(self, base_triggers: Callable[[str], tuple[dockerfile.Instruction, ...]
+                                                    | None]) -> Project:
+        """The tree whose roots' keys count their base images' ONBUILD triggers as
+        `base_triggers` reads them from local storage (a run's services hold it)."""
+        return replace(self, plans={name: replace(plan, base_triggers=base_triggers)
+                                    for name, plan in self.plans.items()})
+
     def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
                         outside: Callable[[str], str | None] = lambda name: None,
                         base_of: Callable[[str], str | None] = lambda name: None,
@@ -240,10 +245,6 @@ class Project:
         return self.config.build_dir
 
     @property
-    def buildah(self) -> buildah.Buildah:
-        return _buildah_of(self.config)
-
-    @property
     def report_path(self) -> Path:
         return self.build_dir / "report.json"
 
@@ -256,20 +257,6 @@ class Project:
         """What marks this tree's builds (host and build_dir) among others in one storage."""
         where = f"{socket.gethostname()}:{self.build_dir.resolve()}"
         return hashlib.sha256(where.encode()).hexdigest()[:16]
-
-    @cached_property
-    def authfile(self) -> Path | None:
-        """The registry credentials both `buildah push` and our own requests use."""
-        settings = self.config.settings
-        return registry.find_authfile(settings.registry, settings.authfile, self.config.root)
-
-    @cached_property
-    def registry_client(self) -> registry.Client:
-        """The registry of this run's pushes: checked once, shared by every push."""
-        settings = self.config.settings
-        host = ImageRef.parse(next(iter(self.plans.values())).reference).api_host
-        return registry.Client(host, tls_verify=settings.tls_verify,
-                               authfile=self.authfile, timeout=settings.push_timeout)
 
 
 def load(path: Path | str | config.Sources, fetch: bool | Collection[str] | None = None,
@@ -302,10 +289,9 @@ def _load(path: Path | str | config.Sources, expand: Expander | None) -> Project
             if parent is not None:
                 contexts[name] = replace(contexts[name], triggers=dockerfile.onbuild_triggers(
                     contexts[parent].dockerfile))
-    triggers = BaseTriggers(cfg)
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
-        plans[name] = replace(_plan(cfg, graph, contexts[name], plans), base_triggers=triggers)
+        plans[name] = _plan(cfg, graph, contexts[name], plans)
     return Project(cfg, graph, plans)
 
 
@@ -332,30 +318,6 @@ def _with_sources(cfg: config.Config, context: render.Context) -> render.Context
                    fetches={**context.fetches, **made.fetches},
                    failures={**context.failures, **made.failures},
                    digests={**context.digests, **made.digests})
-
-
-def _buildah_of(cfg: config.Config) -> buildah.Buildah:
-    return buildah.Buildah(tuple(cfg.settings.buildah_args),
-                           store_note=cfg.build_dir / STORE_NOTE)
-
-
-class BaseTriggers:
-    """The ONBUILD triggers of base images, as local storage holds them (asked once each;
-    None: storage lacks the image, until `pulled`)."""
-
-    def __init__(self, cfg: config.Config) -> None:
-        self.buildah = _buildah_of(cfg)
-        self.known: dict[str, tuple[dockerfile.Instruction, ...] | None] = {}
-
-    def __call__(self, reference: str) -> tuple[dockerfile.Instruction, ...] | None:
-        if reference not in self.known:
-            lines = self.buildah.onbuild_triggers(reference)
-            self.known[reference] = None if lines is None else dockerfile.config_triggers(lines)
-        return self.known[reference]
-
-    def pulled(self, reference: str) -> None:
-        """Storage holds the image now: its triggers are asked again."""
-        self.known.pop(reference, None)
 
 
 def _platforms(cfg: config.Config, name: str, parent: ImagePlan | None) -> tuple[str, ...]:

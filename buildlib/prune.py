@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildlib import keys, storagelock
-from buildlib.buildah import StorageError
+from buildlib.buildah import Buildah, StorageError
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
 from buildlib.registry import DeletionRefused, RegistryError
@@ -242,11 +242,10 @@ class LocalResult:
     held: set[tuple[str, str]]  # (image, key tag) of every key name storage still holds
 
 
-def prune_local(proj: Project, plan: LocalPlan, before: StorageContents) -> LocalResult:
+def prune_local(buildah: Buildah, plan: LocalPlan, before: StorageContents) -> LocalResult:
     """Carry out `plan`: old key names off the images that stay, then the images named by
     old keys only (manifest lists by `manifest rm`), then their intermediate images,
     again while some still wait for a dependent image to go."""
-    buildah = proj.buildah
     errors = buildah.remove(*plan.untag) if plan.untag else []
     lists = [image for image in plan.remove if image.is_list]
     errors += buildah.remove_lists(*[sorted(image.names)[0] for image in lists])
@@ -338,13 +337,13 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     Returns what went wrong, if anything."""
     if dry:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
-    busy = storagelock.exclusive(run.project.buildah)
+    busy = storagelock.exclusive(run.services.buildah)
     if busy:
         return f"error: {busy}"
     try:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
     finally:
-        storagelock.release(run.project.buildah)
+        storagelock.release(run.services.buildah)
 
 
 def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
@@ -352,7 +351,7 @@ def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
     proj = run.project
     names = [name for name in proj.graph.order() if name in run.selection.selected]
     try:
-        contents = proj.buildah.contents()
+        contents = run.services.buildah.contents()
     except (StorageError, subprocess.CalledProcessError, OSError) as err:
         return f"error: cannot read local image storage: {err}"
     record = recorded(proj)
@@ -368,7 +367,7 @@ def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
               f"{_count(len(plan.intermediates), 'intermediate image')}, untag "
               f"{_count(len(plan.untag), 'name')}; would free {_freed(plan.frees, contents)}")
         return failure
-    result = prune_local(proj, plan, contents)
+    result = prune_local(run.services.buildah, plan, contents)
     print(f"removed {_count(result.named, 'image')} of old keys and "
           f"{_count(result.images - result.named, 'intermediate image')}, untagged "
           f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
@@ -406,7 +405,7 @@ def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
     """Delete the manifests of old key tags of the selected images' repositories. Returns
     what went wrong, and each image's tags the registry still holds (None: unknown)."""
     proj = run.project
-    client = proj.registry_client
+    client = run.services.client()
     repositories = {name: ImageRef.parse(proj.plans[name].reference).registry_path
                     for name in names}
     try:

@@ -14,10 +14,12 @@ from buildlib import buildah, cache, keys, registry
 from buildlib.buildah import BuildahError, Interrupted
 from buildlib.builder import build_from, per_platform
 from buildlib.project import ImagePlan, Project
+from buildlib.services import Services
 from buildlib.storage import Storage
 
 
-def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Storage) -> None:
+def pull(project: Project, services: Services, name: str, settled: Mapping[str, Any],
+         storage: Storage) -> None:
     """Bring an image found in the registry into storage, once, by digest (exactly the
     image the run settled on; of a multi-arch image, each platform's), named as a build
     names it: a child is built on it."""
@@ -25,28 +27,12 @@ def pull(project: Project, name: str, settled: Mapping[str, Any], storage: Stora
     for values in per_platform(settled).values():
         with storage.lock_for(f"pull {values['pinned']}"):
             if not storage.has(values["id"], build_from(plan, values) or plan.reference):
-                _pull_one(project, plan, values, storage)
+                _pull_one(services, plan, values, storage)
 
 
-def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
+def _pull_one(services: Services, plan: ImagePlan, values: Mapping[str, Any],
               storage: Storage) -> None:
-    settings = project.config.settings
-    budget = push_budget(project)
-
-    def attempt() -> str:
-        try:
-            return project.buildah.pull(values["pinned"], tls_verify=settings.tls_verify,
-                                        authfile=project.authfile,
-                                        timeout=budget.timeout(settings.push_timeout))
-        except BuildahError as err:
-            if registry.permanent_cause(err.output):
-                raise
-            raise registry.TransientError(str(err)) from None
-
-    try:
-        image_id = registry.with_retries(attempt, budget, lambda *_: None)
-    except registry.GaveUp as err:
-        raise BuildahError(str(err)) from None
+    image_id = services.pull(values["pinned"])
     if image_id != values["id"]:
         raise BuildahError(f"pulled {values['pinned']}: image {image_id}, "
                            f"not {values['id']} as its manifest says")
@@ -56,15 +42,9 @@ def _pull_one(project: Project, plan: ImagePlan, values: Mapping[str, Any],
     # an image that verifiably carries its key: named as a build names it (a platform's
     # image by its key name only: the reference names the list)
     names = plan.local_names(values["key"])
-    project.buildah.tag(image_id, *names)
-    project.buildah.untag(values["pinned"])  # the pull's name would come first
+    services.buildah.tag(image_id, *names)
+    services.buildah.untag(values["pinned"])  # the pull's name would come first
     storage.add(image_id, names)
-
-
-def push_budget(project: Project) -> registry.Budget:
-    """The attempts and the overall time one image's push (or pull) may take, from now."""
-    settings = project.config.settings
-    return registry.Budget(settings.push_retries, settings.push_deadline)
 
 
 class PushFailed(Exception):
@@ -102,7 +82,7 @@ def _key_tag_problem(plan: ImagePlan, built: dict[str, Any], found: cache.Found)
     return f"names {found.manifest.digest}, which {problem}" if problem else None
 
 
-def push_image(project: Project, name: str, built: dict[str, Any],
+def push_image(project: Project, services: Services, name: str, built: dict[str, Any],
                lookups: cache.Lookups) -> dict[str, Any]:
     """The image in the registry under its key's tag (`buildah push`, unless the registry
     holds it already), then the user's tag set to that manifest; tried again on
@@ -116,7 +96,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
     plan.own_workdir()
     plan.push_log.write_text("")
     start, attempts, replaced = time.time(), 0, None
-    budget = push_budget(project)
+    budget = services.budget()
     try:
         client.check()
     except registry.RegistryError as err:
@@ -135,7 +115,7 @@ def push_image(project: Project, name: str, built: dict[str, Any],
                 plan, built, cache.Found(cache.repository_of(key_reference), content))
             if content is None or problem:
                 replaced = problem or None
-                content = _pushed_with_key(project, name, built,
+                content = _pushed_with_key(project, services, name, built,
                                            budget.timeout(settings.push_timeout))
             if not plan.one_of:  # (one platform's list: the user's tag is `merge`'s)
                 client.put_manifest(plan.reference, content)
@@ -163,15 +143,15 @@ def push_image(project: Project, name: str, built: dict[str, Any],
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
 
 
-def _pushed_with_key(project: Project, name: str, built: Mapping[str, Any],
-                     timeout: float) -> registry.Manifest:
+def _pushed_with_key(project: Project, services: Services, name: str,
+                     built: Mapping[str, Any], timeout: float) -> registry.Manifest:
     """`buildah push` to the key's tag, then that manifest annotated with the key (which
     the image config cannot hold without changing the image ID; a manifest list also with
     its images' keys) put back under the tag: what a lookup checks before it takes the
     image as the key's."""
     key = built["key"]
-    client, key_reference = project.registry_client, project.plans[name].key_reference(key)
-    digest = _buildah_push(project, name, key, timeout)
+    client, key_reference = services.client(), project.plans[name].key_reference(key)
+    digest = _buildah_push(project, services, name, key, timeout)
     pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
     if pushed is None:
         raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
@@ -193,15 +173,15 @@ def report_try_line(number: int) -> str:
     return f"{TRY_LINE} {number}"
 
 
-def push_argv(project: Project, name: str, key: str) -> list[str]:
+def push_argv(project: Project, services: Services, name: str, key: str) -> list[str]:
     """`buildah push` of the image to its key's tag (the user's tag then names the
     manifest it pushed); of a multi-arch image, `buildah manifest push --all` of its
     manifest list with every platform's image."""
     settings, plan = project.config.settings, project.plans[name]
-    push = project.buildah.manifest_push_argv if plan.platforms else project.buildah.push_argv
+    push = services.buildah.manifest_push_argv if plan.platforms else services.buildah.push_argv
     return push(plan.reference, plan.key_reference(key), fmt=settings.format,
                 digestfile=project.plans[name].digestfile, tls_verify=settings.tls_verify,
-                authfile=project.authfile)
+                authfile=services.authfile())
 
 
 def _give_up(plan: ImagePlan, message: str) -> PushFailed:
@@ -210,16 +190,17 @@ def _give_up(plan: ImagePlan, message: str) -> PushFailed:
     return PushFailed(message)
 
 
-def _buildah_push(project: Project, name: str, key: str, timeout: float) -> str:
+def _buildah_push(project: Project, services: Services, name: str, key: str,
+                  timeout: float) -> str:
     """One `buildah push` to the key's tag, killed after `timeout` seconds; the digest."""
     plan = project.plans[name]
     try:
-        return project.buildah.push(push_argv(project, name, key), plan.digestfile,
-                                    plan.push_log, timeout)
+        return services.buildah.push(push_argv(project, services, name, key), plan.digestfile,
+                                     plan.push_log, timeout)
     except Interrupted:
         raise PushFailed("interrupted") from None
     except BuildahError as err:
-        raise _attempt_failed(err, name, project.registry_client.breaker) from None
+        raise _attempt_failed(err, name, services.client().breaker) from None
 
 
 def _request_failed(err: registry.RegistryError, name: str,
@@ -248,11 +229,12 @@ def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> 
     return registry.TransientError(line)
 
 
-def merge(project: Project, name: str, parts: list[cache.Found]) -> registry.Manifest:
+def merge(project: Project, services: Services, name: str,
+          parts: list[cache.Found]) -> registry.Manifest:
     """The manifest list of a multi-arch image made of its platforms' lists (`parts`, each
     pushed by a `push platform=P` run): an index of their images, annotated with its key
     (of its platforms' keys) and theirs, put under its key's tag and the user's tag."""
-    plan, client = project.plans[name], project.registry_client
+    plan, client = project.plans[name], services.client()
     entries: dict[str, Any] = {}
     platform_keys: dict[str, str] = {}
     for part in parts:

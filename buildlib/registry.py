@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from buildlib.credentials import HelperFailed, credentials
 from buildlib.reference import ImageRef
 
 if TYPE_CHECKING:  # imported where requests are made: a run that asks no registry skips them
@@ -44,43 +44,6 @@ FIX_UNREACHABLE = ("start it (for the example tree `make registry` starts one on
 FIX_HOST = "correct `registry:` under settings in images.yaml"
 FIX_TLS = ("if it is a plain-HTTP or self-signed registry you trust, mark it insecure with "
            "`tls_verify: false` under settings")
-
-
-def find_authfile(registry: str, named: str | None, root: Path) -> Path | None:
-    """The one authfile of a run, for `buildah push --authfile` and our own requests alike:
-    `named` (settings.authfile, relative to `root`) if that file exists, else
-    REGISTRY_AUTH_FILE (a CI job's login: the checkout lacks the named file), else `named`
-    (missing: config.load says so), else the first of buildah's default places that holds
-    credentials for this registry."""
-    from_env = os.environ.get("REGISTRY_AUTH_FILE")
-    if named and ((root / named).is_file() or not from_env):
-        return root / named
-    if from_env:
-        return root / from_env
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    defaults = [
-        f"{runtime_dir}/containers/auth.json" if runtime_dir
-        else f"/run/containers/{os.getuid()}/auth.json",
-        f"{config_home}/containers/auth.json",
-        os.path.expanduser("~/.docker/config.json"),
-    ]
-    return next((Path(d) for d in defaults if credentials(registry, Path(d))), None)
-
-
-def credentials(registry: str, authfile: Path | None) -> str | None:
-    """The base64 `user:password` an authfile holds for this registry, if any."""
-    if authfile is None:
-        return None
-    try:
-        auths = json.loads(authfile.read_text()).get("auths", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    for key, entry in auths.items():
-        host = re.sub(r"^https?://", "", key).split("/")[0]
-        if host == registry and isinstance(entry, dict) and entry.get("auth"):
-            return entry["auth"]
-    return None
 
 
 @dataclass(frozen=True)
@@ -242,6 +205,7 @@ class Client:
         self._checked = False
         self._problem: str | None = None
         self._scheme: str | None = None  # the scheme that answered
+        self._basic: tuple[str] | None = None  # the credentials, once resolved
         import ssl
 
         self._context = ssl.create_default_context()
@@ -448,7 +412,7 @@ class Client:
         import urllib.error
         import urllib.request
 
-        basic = credentials(self.host, self.authfile)
+        basic = self._credentials()
         headers = {"Accept": MANIFEST_TYPES, **extra}
         if basic:
             headers["Authorization"] = f"Basic {basic}"
@@ -466,6 +430,16 @@ class Client:
                                         transient=err.code >= 500 or err.code == 429) from None
                 headers["Authorization"] = f"Bearer {self._token(challenge, basic)}"
         raise RegistryError(f"{method} {url}: credentials refused")
+
+    def _credentials(self) -> str | None:
+        """Resolved once per client: a credential helper runs once per run."""
+        with self._lock:
+            if self._basic is None:
+                try:
+                    self._basic = (credentials(self.host, self.authfile) or "",)
+                except HelperFailed as err:
+                    raise RegistryError(str(err)) from None
+            return self._basic[0] or None
 
     def _token(self, challenge: str, basic: str | None) -> str:
         import http.client
@@ -581,3 +555,22 @@ def with_retries(attempt: Callable[[], T], budget: Budget,
         raise GaveUp(f"still failing after {made} attempt{'s' * (made != 1)} in {spent:.1f} s "
                      f"(at most {budget.attempts} attempts within {budget.seconds:g} s: "
                      f"settings.push_retries, push_deadline): {err}") from None
+
+
+def asked_again(request: Callable[[], T], budget: Budget) -> T:
+    """A registry request, asked again while it fails in a way that may pass (HTTP 5xx or
+    429, a dropped connection), within `budget`; at once when the registry is not there
+    (refused, timed out: the check and the breaker say so). Raises RegistryError."""
+    def attempt() -> T:
+        try:
+            return request()
+        except RegistryError as err:
+            if err.transient and not err.unreachable:
+                raise TransientError(str(err)) from None
+            raise
+
+    try:
+        return with_retries(attempt, budget, lambda *_: None)
+    except GaveUp as err:
+        raise RegistryError(str(err)) from None
+

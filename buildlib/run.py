@@ -42,12 +42,12 @@ from buildlib import (
     processes,
     project,
     pushpool,
-    registry,
     storage,
     storagelock,
     variables,
 )
 from buildlib.errors import InputError
+from buildlib.services import Services
 
 LOCK_FILE = ".lock"
 UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
@@ -142,6 +142,7 @@ class Run:
     project: project.Project
     selection: graph.Selection
     storage: storage.Storage
+    services: Services  # buildah and the registry clients, made once per run
     fail_fast: bool = False
     verbose: bool = False
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -154,11 +155,8 @@ class Run:
     @functools.cached_property
     def bases(self) -> cache.BaseImages:
         """The roots' base images' IDs (storage, else the registry with cache=registry)."""
-        settings, root = self.project.config.settings, self.project.config.root
-        return cache.BaseImages(
-            self.storage, settings.tls_verify,
-            lambda host: registry.find_authfile(host, settings.authfile, root),
-            self.from_registry)
+        return cache.BaseImages(self.storage, self.services.client, self.from_registry,
+                                self.services.budget)
 
     @functools.cached_property
     def push_pool(self) -> pushpool.PushPool:
@@ -223,7 +221,7 @@ class Run:
         plan = self.project.plans[name]
         reference = self.project.plans[plan.parent].reference
         ids: dict[str | None, str | None] = (
-            self.project.buildah.manifest_platform_ids(reference) if plan.platforms
+            self.services.buildah.manifest_platform_ids(reference) if plan.platforms
             and self.storage.id_of(reference) else {None: self.storage.id_of(reference)})
         missing = [p for p in plan.platforms or (None,) if not ids.get(p)]
         if missing:
@@ -345,15 +343,18 @@ def _terminated_while_loading() -> Iterator[None]:
 def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
         proj = _load_project(tree_dir, fetch=False)
+        services = services_of(proj)
+        proj = proj.asking_storage(services.base_triggers)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
         _check_platform_selection(proj, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
         if invocation.takes_lock:
-            _take_over(proj, invocation)
+            _take_over(proj, services.buildah, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
-            proj = _load_project(tree_dir, fetch=building)
+            proj = _load_project(tree_dir, fetch=building).asking_storage(
+                services.base_triggers)
         from_registry = _cache_mode(proj) == "registry"
         strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
     except (InputError, RunError) as err:
@@ -363,12 +364,13 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         print("interrupted while loading the tree; nothing was built", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     if invocation.builds and str(variables.value("bases", "")) == "pull":
-        _pull_bases(proj, selection.selected)
+        _pull_bases(proj, services, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
-    run = Run(proj, selection, storage.Storage(proj.buildah),
+    run = Run(proj, selection, storage.Storage(services.buildah), services,
               fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
               invocation=invocation,
-              lookups=cache.Lookups(proj.registry_client) if asks_registry else None,
+              lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
+                       else None),
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:
@@ -387,17 +389,24 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     return run
 
 
-def _pull_bases(proj: project.Project, selected: frozenset[str] | set[str]) -> None:
+def services_of(proj: project.Project) -> Services:
+    """The run's services: buildah as settings say, and the registry of the tree's pushes
+    (where its first image's reference points) as the default registry client."""
+    return Services(proj.config, home=next((p.reference for p in proj.plans.values()), None))
+
+
+def _pull_bases(proj: project.Project, services: Services,
+                selected: frozenset[str] | set[str]) -> None:
     """`bases=pull`: every selected root's base image pulled anew (the run then builds what
     a changed base changed): the "rebuild on today's base" run that security fixes need.
     A base that cannot be pulled stops the run before any build."""
     tree = {plan.reference for plan in proj.plans.values()}  # built here, never pulled
     wanted = sorted({image for name, plan in proj.plans.items() if name in selected
                      for image in (plan.base, *plan.reads) if image and image not in tree})
-    listed = storage.Storage(proj.buildah)  # (the run lists storage anew, after the pulls)
+    listed = storage.Storage(services.buildah)  # (the run lists storage anew, after the pulls)
     for base in wanted:
         try:
-            before, after = builder.pull_base(proj, base, listed, anew=True)
+            before, after = builder.pull_base(services, base, listed, anew=True)
         except buildah.BuildahError as err:
             print(f"error: cannot pull base image {base!r} (bases=pull): {err}\n  fix: check "
                   f"the FROM line's name, the registry and its credentials, or run without "
@@ -596,16 +605,17 @@ def _on_signal(signum: int, frame: Any) -> None:
     processes.request_stop(signum)
 
 
-def _take_over(proj: project.Project, invocation: Invocation) -> None:
+def _take_over(proj: project.Project, buildah_: buildah.Buildah,
+               invocation: Invocation) -> None:
     """Lock build_dir for this run; set aside unreadable state; clean up after a killed run."""
     build_dir = proj.build_dir
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         lock_build_dir(build_dir, invocation)
-        storagelock.share(proj.buildah)  # another tree's prune waits for this run
+        storagelock.share(buildah_)  # another tree's prune waits for this run
         unfinished = build_dir / UNFINISHED_MARK
         if unfinished.exists():
-            _clean_up_after_killed_run(proj)
+            _clean_up_after_killed_run(proj, buildah_)
         if invocation.builds:
             unfinished.write_text(f"{os.getpid()}\n")
             atexit.register(_end_building_run, unfinished)  # os._exit skips it: mark kept
@@ -674,12 +684,12 @@ def _state_problem(state_file: Path) -> str | None:
     return None
 
 
-def _clean_up_after_killed_run(proj: project.Project) -> None:
+def _clean_up_after_killed_run(proj: project.Project, buildah_: buildah.Buildah) -> None:
     """The last building run here did not end (kill -9): stop the builds it left running
     and remove their working containers. Only builds of this tree carry its owner mark, and
     no other run of this tree is alive while we hold the lock."""
     stopped = buildah.kill_orphans(proj.owner)
-    removed = proj.buildah.remove_containers_of(proj.owner)
+    removed = buildah_.remove_containers_of(proj.owner)
     if stopped or removed:
         print(f"cleaned up after a killed run: stopped {stopped} buildah process group(s), "
               f"removed {removed} working container(s)", file=sys.stderr)

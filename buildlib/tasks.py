@@ -209,7 +209,7 @@ def resolve_task(run: Run) -> dict[str, Any]:
 
 
 def _resolve(run: Run, lock: Path) -> Any:
-    lookups = run.lookups or cache.Lookups(run.project.registry_client)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
         resolved = cache.resolve(run.project, _selected_in_order(run), lookups, run.bases,
                                  run.warn)
@@ -235,7 +235,7 @@ def merge_task(run: Run) -> dict[str, Any]:
 def _merge(run: Run) -> Any:
     """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
     proj = run.project
-    lookups = run.lookups or cache.Lookups(proj.registry_client)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
         parts = merge_parts(proj)
         for name, digests in parts.items():
@@ -244,7 +244,7 @@ def _merge(run: Run) -> Any:
             absent = [d for d, f in zip(digests, found, strict=True) if f is None]
             if absent:
                 return TaskFailed(f"error: {repository} has no {', '.join(absent)}")
-            index = publish.merge(proj, name, [f for f in found if f is not None])
+            index = publish.merge(proj, run.services, name, [f for f in found if f is not None])
             print(f"merged {proj.plans[name].reference}: {index.digest} "
                   f"({', '.join(proj.plans[name].platforms)})")
     except InputError as err:
@@ -463,7 +463,7 @@ def _build_title(run: Run, name: str, task: Any) -> str:
     lines = []
     for platform, record in found.records.items():
         what = f"{name} for {platform}" if platform else name
-        argv = builder.bud_argv(run.project, name, record)
+        argv = builder.bud_argv(run.project, run.services, name, record)
         lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
                      if run.storage.with_key(record.key) else
                      f"building {what}: {command_line(argv)}")
@@ -487,9 +487,9 @@ def _build(run: Run, name: str, task: Any) -> Any:
     parent = plan.parent
     try:
         if parent and run.images.get(parent, {}).get("found") == "registry":
-            publish.pull(proj, parent, run.images[parent], run.storage)
-        values = builder.build(proj, name, found.records, run.storage, found.stale,
-                               echo=run.verbose, parent_names=_parent_names(run, name))
+            publish.pull(proj, run.services, parent, run.images[parent], run.storage)
+        values = builder.build(proj, run.services, name, found.records, run.storage,
+                               found.stale, echo=run.verbose, parent_names=_parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
@@ -525,14 +525,13 @@ def _images_in_storage(run: Run, name: str) -> str | bool:
             continue
         what = "its base image" if image == plan.base and not plan.parent else "the image"
         try:
-            builder.pull_base(run.project, image, run.storage)
+            builder.pull_base(run.services, image, run.storage)
         except BuildahError as err:
             return (f"cannot build {name}: {what} {image!r} is not in local storage and "
                     f"could not be pulled: {err}\n  fix: correct the line that names it, "
                     "or pull or build that image first")
         pulled = True
-        if plan.base_triggers is not None:
-            plan.base_triggers.pulled(image)
+        run.services.base_triggers.pulled(image)
     return pulled
 
 
@@ -540,7 +539,8 @@ def _push_title(run: Run, name: str) -> str:
     built = run.images.get(name, {})
     if built.get("found") == "registry" or not built.get("key"):
         return f"tagging {run.project.plans[name].reference}"
-    return f"pushing {name}: {command_line(publish.push_argv(run.project, name, built['key']))}"
+    argv = publish.push_argv(run.project, run.services, name, built["key"])
+    return f"pushing {name}: {command_line(argv)}"
 
 
 def _hand_over_push(run: Run, name: str, task: Any) -> None:
@@ -621,7 +621,8 @@ def _pooled(task: Any) -> bool:
 def _push(run: Run, name: str) -> Any:
     assert run.lookups is not None  # a run with pushes asks the registry
     try:
-        return publish.push_image(run.project, name, run.images.get(name, {}), run.lookups)
+        return publish.push_image(run.project, run.services, name, run.images.get(name, {}),
+                                  run.lookups)
     except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
@@ -629,17 +630,17 @@ def _push(run: Run, name: str) -> Any:
 def _clean(run: Run, name: str) -> None:
     """Take off the names imagebake gave the image (its key names and its reference): an
     image goes with the last of them, so one that a user named too stays, by that name."""
-    proj, plan = run.project, run.project.plans[name]
+    buildah_, plan = run.services.buildah, run.project.plans[name]
     image_id = run.storage.id_of(plan.reference)
     try:
         if image_id and plan.platforms:  # the manifest list, then the images it lists
-            images = proj.buildah.manifest_images(plan.reference)
-            proj.buildah.manifest_rm(*_names_made(plan, run.storage.names(image_id)))
+            images = buildah_.manifest_images(plan.reference)
+            buildah_.manifest_rm(*_names_made(plan, run.storage.names(image_id)))
             for image in images:
                 if made := _names_made(plan, run.storage.names(image)):
-                    proj.buildah.remove_names(*made)
+                    buildah_.remove_names(*made)
         elif image_id:
-            proj.buildah.remove_names(*_names_made(plan, run.storage.names(image_id)))
+            buildah_.remove_names(*_names_made(plan, run.storage.names(image_id)))
     except subprocess.CalledProcessError as err:  # gone meanwhile, or a container uses it
         print(f"left {plan.reference} in local storage: {error_line(err.stderr or '')}")
     if plan.owns_workdir():

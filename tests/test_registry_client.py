@@ -3,7 +3,9 @@ timeouts of registry requests, the circuit breaker, the authfile; buildah's erro
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from registry import GoesAwayRegistry, SilentSocket, free_port
 
-from buildlib import buildah, registry, run
+from buildlib import buildah, credentials, registry, run
 
 
 class Answers(BaseHTTPRequestHandler):
@@ -148,21 +150,21 @@ def test_one_authfile_for_buildah_and_requests(tmp_path: Path,
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     root = tmp_path / "tree"
-    assert registry.find_authfile("r:5000", None, root) is None
+    assert credentials.find_authfile("r:5000", None, root) is None
     # buildah's default places, in its order; only a file with this registry's credentials
     write_auth(tmp_path / "run" / "containers" / "auth.json", "other:5000")
     docker = write_auth(tmp_path / "home" / ".docker" / "config.json", "r:5000")
-    assert registry.find_authfile("r:5000", None, root) == docker
+    assert credentials.find_authfile("r:5000", None, root) == docker
     config = write_auth(tmp_path / "config" / "containers" / "auth.json", "r:5000")
-    assert registry.find_authfile("r:5000", None, root) == config
+    assert credentials.find_authfile("r:5000", None, root) == config
     # REGISTRY_AUTH_FILE, then settings.authfile (relative to images.yaml's folder) win
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "env.json"))
-    assert registry.find_authfile("r:5000", None, root) == tmp_path / "env.json"
+    assert credentials.find_authfile("r:5000", None, root) == tmp_path / "env.json"
     # ... the setting while its file exists; a CI checkout lacks it: REGISTRY_AUTH_FILE
-    assert registry.find_authfile("r:5000", "auth.json", root) == tmp_path / "env.json"
+    assert credentials.find_authfile("r:5000", "auth.json", root) == tmp_path / "env.json"
     write_auth(root / "auth.json", "r:5000")
-    assert registry.find_authfile("r:5000", "auth.json", root) == root / "auth.json"
-    assert registry.credentials("r:5000", config) == "dXNlcjpwdw=="
+    assert credentials.find_authfile("r:5000", "auth.json", root) == root / "auth.json"
+    assert credentials.credentials("r:5000", config) == "dXNlcjpwdw=="
 
 
 def test_error_lines_of_a_push_log_leave_out_progress() -> None:
@@ -219,3 +221,58 @@ def test_retries_end_when_the_attempts_are_used() -> None:
     with pytest.raises(registry.GaveUp, match=r"still failing after 2 attempts in \d"):
         registry.with_retries(attempt, budget, lambda *_: None)
     assert len(calls) == 2
+
+
+def test_credential_helpers_answer_as_containers_image_asks_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """credHelpers[registry] alone answers for its registry; else `auths`; else credsStore.
+    A helper with no login gives none; one that fails is one error naming it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, login in (("stub", "helper"), ("store", "store")):
+        helper = bin_dir / f"docker-credential-{name}"
+        helper.write_text(
+            "#!/bin/sh\nread -r server\n"
+            f'[ "$server" = "r:5000" ] || {{ echo "credentials not found"; exit 1; }}\n'
+            f'printf \'{{"ServerURL": "r:5000", "Username": "{login}", "Secret": "pw"}}\'\n')
+        helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    authfile = tmp_path / "auth.json"
+
+    def resolved(document: dict, host: str = "r:5000") -> str | None:
+        authfile.write_text(json.dumps(document))
+        found = credentials.credentials(host, authfile)
+        return found and base64.b64decode(found).decode()
+
+    auths = {"auths": {"r:5000": {"auth": base64.b64encode(b"file:pw").decode()}}}
+    assert resolved({**auths, "credHelpers": {"r:5000": "stub"}, "credsStore": "store"}) \
+        == "helper:pw"
+    assert resolved({**auths, "credsStore": "store"}) == "file:pw"
+    assert resolved({"credsStore": "store"}) == "store:pw"
+    assert resolved({"credsStore": "store"}, "other:5000") is None
+    assert resolved({"credHelpers": {"other:5000": "stub"}}) is None
+    with pytest.raises(credentials.HelperFailed, match="docker-credential-gone.*cannot run"):
+        resolved({"credHelpers": {"r:5000": "gone"}})
+
+
+@pytest.fixture
+def unavailable() -> Iterator[tuple[str, list[str]]]:
+    yield from serve(503)
+
+
+def test_a_lookup_is_asked_again_while_the_registry_answers_503(
+        unavailable: tuple[str, list[str]]) -> None:
+    """A registry in trouble (HTTP 503) is asked again within the budget; the run's
+    lookups then say what the last answer was, after every attempt."""
+    from buildlib import cache
+
+    address, requests = unavailable
+    reference = f"{address}/kolla/base:latest"
+    lookups = cache.Lookups(client(address), lambda: registry.Budget(3, 30))
+    with pytest.raises(registry.RegistryError, match=r"3 attempts.*HTTP 503"):
+        lookups.find(reference)
+    assert requests.count("GET /v2/kolla/base/manifests/latest") == 3
+    once = cache.Lookups(client(address))  # no budget: asked once
+    with pytest.raises(registry.RegistryError, match="HTTP 503"):
+        once.find(reference)
+    assert requests.count("GET /v2/kolla/base/manifests/latest") == 4

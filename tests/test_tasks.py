@@ -17,6 +17,7 @@ import yaml
 from doit.loader import generate_tasks
 
 from buildlib import buildah, doit_seam, graph, keys, project, render, run, tasks, verdict
+from buildlib.run import services_of
 from buildlib.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +47,9 @@ def example(tmp_path: Path) -> project.Project:
 
 def run_of(proj: project.Project, storage: Any = None) -> tasks.Run:
     """A run of every image; each image's parent settled as `sha256:id-of-<parent>`."""
+    services = services_of(proj)
     run = tasks.Run(proj, graph.select(proj.graph, [], []),
-                    storage or Storage(proj.buildah))
+                    storage or Storage(services.buildah), services)
     run.images.update({name: {"id": f"sha256:id-of-{name}"} for name in proj.plans})
     return run
 
