@@ -78,6 +78,7 @@ def test_edge_cases_read_as_buildah_reads_them(buildah_reader: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.real  # buildah's own parser over 764 Dockerfiles: make test-real (CI runs it)
 @pytest.mark.parametrize("release", ["current", "21.3.0"])
 def test_every_kolla_dockerfile_read_as_buildah_reads_it(
         buildah_reader: Path, tmp_path: Path, release: str) -> None:
