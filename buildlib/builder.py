@@ -69,17 +69,21 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
                                      plan.build_log, plan.timeout, note=note, echo=echo,
                                      append=record.platform is not None)
     except BuildahError as err:
-        if SAME_IMAGE_RACE not in err.output:
+        if not any(race in err.output for race in TRIED_AGAIN):
             raise
-        # Two keys of one image ID (inputs that change no byte) committed at once; the
-        # other build's image is there now, and the layer cache makes this one quick.
+        # Two keys of one image ID (inputs that change no byte) committed at once (the
+        # other build's image is there now, and the layer cache makes this one quick), or
+        # a RUN step's runtime could not start under load: the same build once more.
         built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
                                      plan.build_log, plan.timeout, note=f"{note} (again)",
                                      echo=echo, append=True)
     return _values(plan, built.id, record, "built", start, built.cpu_seconds)
 
 
-SAME_IMAGE_RACE = "locating just-written image"  # buildah 1.28, one ID committed twice
+TRIED_AGAIN = (
+    "locating just-written image",  # buildah 1.28, one ID committed twice at once
+    "sealing memfd copy: Device or resource busy",  # chroot isolation's runtime, under load
+)
 
 
 def bud_argv(project: Project, services: Services, name: str,

@@ -168,7 +168,7 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
         args = {**settings.get("args", {}), **entry.get("args", {})}
         argv += [a for k, v in sorted(args.items()) for a in ("--build-arg", f"{k}={v}")]
         argv += [a for volume in entry.get("volumes", []) for a in ("--volume", volume)]
-        result = subprocess.run([*argv, str(context)], capture_output=True, text=True)
+        result = oracle_bud([*argv, str(context)])
         built[name] = (f"sha256:{result.stdout.strip().splitlines()[-1]}"
                        if result.returncode == 0
                        else f"oracle failed: {result.stderr.strip()[-400:]}")
@@ -205,6 +205,20 @@ def oracle_archive(world: World, name: str, source: dict[str, str], target: Path
         target.write_bytes(data)
     else:
         shutil.copy2(source["url"].removeprefix("file://"), target)
+
+
+# What buildah 1.28's chroot isolation sometimes says when a RUN step cannot start under
+# load (runc's cloned-binary memfd): the environment failed, not the build.
+TRANSIENT = "sealing memfd copy: Device or resource busy"
+
+
+def oracle_bud(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The oracle's clean build, tried once more when buildah could not start a RUN step
+    (TRANSIENT): the same inputs and flags, so nothing it compares changes."""
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0 and TRANSIENT in result.stderr:
+        result = subprocess.run(argv, capture_output=True, text=True)
+    return result
 
 
 def differences(world: World, ours: dict[str, Any], oracle_args: list[str],
