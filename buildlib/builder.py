@@ -19,17 +19,18 @@ from buildlib.storage import Storage
 def build_image(project: Project, services: Services, name: str, record: keys.Record,
                 storage: Storage,
                 reason: str | None = None, echo: bool = False,
-                parent_name: str | None = None) -> dict[str, Any]:
+                parent_name: str | None = None, fresh: bool = False) -> dict[str, Any]:
     """The image with this record's key: found in storage by its key tag (and tagged
     with the reference), or built from a fresh copy of the context, FROM `parent_name`:
     the parent's key name, or the digest reference of a pinned parent that carries no key
     (exactly that image; and buildah writes the FROM name into the image's history, so a
     tag there would make the ID depend on the tag). Returns what later runs, children and
-    pushes need."""
+    pushes need. `fresh`: built without buildah's layer cache, though storage holds it,
+    and the new image takes the key's names."""
     plan = project.plans[name]
     start = time.time()
     with storage.lock_for(record.key):
-        found = storage.with_key(record.key)
+        found = None if fresh else storage.with_key(record.key)
         if found is not None:
             missing = [n for n in plan.local_names(record.key)
                        if n not in storage.names(found)]
@@ -40,14 +41,14 @@ def build_image(project: Project, services: Services, name: str, record: keys.Re
         context = plan.context
         if parent_name and plan.parent:
             context = context.from_parent(plan.parent_reference, parent_name)
-        values = _build(project, services, plan, context, record, reason, echo, start)
+        values = _build(project, services, plan, context, record, reason, echo, start, fresh)
         storage.add(values["id"], plan.local_names(values["key"]))
         return values
 
 
 def _build(project: Project, services: Services, plan: ImagePlan, context: render.Context,
            record: keys.Record, reason: str | None, echo: bool,
-           start: float) -> dict[str, Any]:
+           start: float, fresh: bool = False) -> dict[str, Any]:
     name = plan.name
     plan.own_workdir()
     try:
@@ -65,7 +66,7 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
     if blind:
         note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
-        built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
+        built = services.buildah.bud(bud_argv(project, services, name, record, fresh), plan.iidfile,
                                      plan.build_log, plan.timeout, note=note, echo=echo,
                                      append=record.platform is not None)
     except BuildahError as err:
@@ -74,7 +75,7 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
         # Two keys of one image ID (inputs that change no byte) committed at once (the
         # other build's image is there now, and the layer cache makes this one quick), or
         # a RUN step's runtime could not start under load: the same build once more.
-        built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
+        built = services.buildah.bud(bud_argv(project, services, name, record, fresh), plan.iidfile,
                                      plan.build_log, plan.timeout, note=f"{note} (again)",
                                      echo=echo, append=True)
     return _values(plan, built.id, record, "built", start, built.cpu_seconds)
@@ -87,7 +88,7 @@ TRIED_AGAIN = (
 
 
 def bud_argv(project: Project, services: Services, name: str,
-             record: keys.Record) -> list[str]:
+             record: keys.Record, fresh: bool = False) -> list[str]:
     """`buildah bud` of this record, tagged with the key name and the reference (the
     key is no label: it would change the image ID; every build arg is given, those no
     ARG reads are no part of the key; the labels are in the Dockerfile it writes)."""
@@ -96,7 +97,8 @@ def bud_argv(project: Project, services: Services, name: str,
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
-        layer_cache=not cache_blind_reads(plan, record))
+        layer_cache=not fresh and not cache_blind_reads(plan, record), target=record.target,
+        contexts=plan.contexts)
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the
     # key was made, when storage lacked it). Never a pull during the build, so a
@@ -126,7 +128,8 @@ def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
 def build(project: Project, services: Services, name: str,
           records: Mapping[str | None, keys.Record], storage: Storage,
           reasons: Mapping[str | None, str], echo: bool = False,
-          parent_names: Mapping[str | None, str | None] | None = None) -> dict[str, Any]:
+          parent_names: Mapping[str | None, str | None] | None = None,
+          fresh: bool = False) -> dict[str, Any]:
     """The image of these records (one per platform; `None`: a native image's one), each
     found by its key or built on `parent_names[platform]`, one after another into one log;
     of a multi-arch image, then the manifest list of them, named by its key and the
@@ -136,13 +139,14 @@ def build(project: Project, services: Services, name: str,
     parent_names = parent_names or {}
     if not plan.platforms:
         return build_image(project, services, name, records[None], storage,
-                           reasons.get(None), echo, parent_names.get(None))
+                           reasons.get(None), echo, parent_names.get(None), fresh)
     start = time.time()
     if any(storage.with_key(record.key) is None for record in records.values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
     platforms = {platform: build_image(project, services, name, record, storage,
-                                       reasons.get(platform), echo, parent_names.get(platform))
+                                       reasons.get(platform), echo, parent_names.get(platform),
+                                       fresh)
                  for platform, record in records.items()}
     key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
     list_id = manifest_list(services, plan, key, [v["id"] for v in platforms.values()],

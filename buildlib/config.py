@@ -202,6 +202,14 @@ class Image:
     """Sources archived into its context, each as `<name>-archive`."""
     platforms: Platforms | None = None
     """Its platforms, among its parent's (default: the parent's; a root's: settings')."""
+    target: StrictStr | None = None
+    """The stage of its Dockerfile to build (`FROM ... AS <name>`; buildah `--target`);
+    default: the last. Part of the key."""
+    contexts: dict[StrictStr, StrictStr] = field(default_factory=dict)
+    """Named build contexts (buildah `--build-context`), which `FROM <name>`,
+    `COPY --from=<name>` and `RUN --mount=from=<name>` read: name -> a folder (relative
+    to images.yaml's) or `docker-image://<reference>`. Keyed by the folder's content or
+    the image's ID."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property

@@ -17,7 +17,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 TOKEN_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
@@ -671,29 +671,71 @@ def base_image(text: str, build_args: Mapping[str, str]) -> str | None:
 
 
 def images_read(text: str, build_args: Mapping[str, str],
-                triggers: tuple[Instruction, ...] = ()) -> list[str]:
+                triggers: tuple[Instruction, ...] = (), target: str | None = None,
+                contexts: Collection[str] = ()) -> list[str]:
     """Every image a build reads besides the one its first FROM names: a later stage's
     FROM, `COPY --from=<image>`, `RUN --mount=...,from=<image>` (an earlier stage's name
-    or number is no image); resolved with the build args, as buildah resolves them."""
-    parsed = read(text)
-    heading = heading_args(parsed, build_args)
-    stages = parsed.stages(build_args, triggers)
+    or number is no image, nor a named build context of `contexts`); resolved with the
+    build args, as buildah resolves them. Only the stages buildah builds count: the
+    `target` stage (default: the last) and the stages it reads, as `built_stages` says."""
+    stages = read(text).stages(build_args, triggers)
+    reads = _stage_reads(read(text), stages, build_args)
     found: list[str] = []
+    for index in sorted(built_stages(stages, reads, target)):
+        earlier = {str(i) for i in range(index)} | {
+            s.name.lower() for s in stages[:index] if s.name}
+        for image in reads[index]:
+            if (image and image.lower() not in earlier | {SCRATCH} and image not in contexts
+                    and image not in found):
+                found.append(image)
+    return found
+
+
+def _stage_reads(parsed: Dockerfile, stages: list[Stage],
+                 build_args: Mapping[str, str]) -> list[list[str]]:
+    """What each stage reads besides the first stage's FROM image: a later stage's FROM,
+    each `COPY --from=` and `RUN --mount=...,from=` (a stage, a named context or an
+    image), resolved with the build args."""
+    heading = heading_args(parsed, build_args)
+    found = []
     for index, stage in enumerate(stages):
         # (a wider reading than buildah's: the ARGs before the first FROM count too)
         env = {**heading, **_stage_defaults(stage), **build_args}
-        earlier = {str(i) for i in range(index)} | {
-            s.name.lower() for s in stages[:index] if s.name}
         named = [stage.image] if index else []  # (a FROM is resolved already)
         for instruction in stage.instructions:
             source = instruction.flag("from") if instruction.keyword == "copy" else None
             sources = [source] if source is not None else []
             sources += [fields["from"] for fields in bind_mounts(instruction) if "from" in fields]
             named += [process_word(s, env) for s in sources]
-        for image in named:
-            if image and image.lower() not in earlier | {SCRATCH} and image not in found:
-                found.append(image)
+        found.append(named)
     return found
+
+
+def built_stages(stages: list[Stage], reads: list[list[str]],
+                 target: str | None = None) -> set[int]:
+    """The stages buildah 1.28 builds (it skips unused stages): the `target` stage (its
+    name, as buildah's `--target` matches it; None: the last stage) and every earlier
+    stage it reads, by name or number, in its FROM, a `COPY --from=` or a
+    `RUN --mount=...,from=`, and what those read in turn."""
+    if not stages:
+        return set()
+    names = {s.name: i for i, s in enumerate(stages) if s.name}
+    wanted = [len(stages) - 1 if target is None else names[target]]
+    built: set[int] = set()
+    while wanted:
+        index = wanted.pop()
+        if index in built:
+            continue
+        built.add(index)
+        earlier = {str(i): i for i in range(index)} | {
+            s.name.lower(): i for i, s in enumerate(stages[:index]) if s.name}
+        wanted += [earlier[name.lower()] for name in reads[index] if name.lower() in earlier]
+    return built
+
+
+def stage_names(text: str) -> list[str]:
+    """The names its stages are given (`FROM ... AS name`), which `--target` can name."""
+    return [stage.name for stage in read(text).stages() if stage.name]
 
 
 def _stage_defaults(stage: Stage) -> dict[str, str]:

@@ -150,6 +150,7 @@ class Run:
     lookups: cache.Lookups | None = None  # the registry, when this run asks it
     from_registry: bool = False  # cache=registry: look images up before building them
     pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
+    fresh: frozenset[str] = frozenset()  # no_cache=1: built afresh though current
     warnings: set[str] = field(default_factory=set)
 
     @functools.cached_property
@@ -371,7 +372,8 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
               invocation=invocation,
               lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
                        else None),
-              from_registry=from_registry, pins=pins)
+              from_registry=from_registry, pins=pins,
+              fresh=selection.selected - set(pins) if variables.flag("no_cache") else frozenset())
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:
         doit_seam.keep_state_save_errors(_unsaved_state)

@@ -489,7 +489,8 @@ def _build(run: Run, name: str, task: Any) -> Any:
         if parent and run.images.get(parent, {}).get("found") == "registry":
             publish.pull(proj, run.services, parent, run.images[parent], run.storage)
         values = builder.build(proj, run.services, name, found.records, run.storage,
-                               found.stale, echo=run.verbose, parent_names=_parent_names(run, name))
+                               found.stale, echo=run.verbose, parent_names=_parent_names(run, name),
+                               fresh=name in run.fresh)
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path

@@ -44,6 +44,10 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "descendants (adds to settings.excludes)"),
     Variable("skip_parents", "1", "as images=", "build the selected images on their parents "
              "as they are in local storage"),
+    Variable("no_cache", "1", "build, push, status", "build the selected images afresh, "
+             "without buildah's layer cache, though their keys are current (their children "
+             "then rebuild on them): for what the key cannot see, e.g. a mirror's security "
+             "updates; with skip_parents=1, the matched images alone"),
     Variable("fail_fast", "1", "build, push", "stop at the first failure instead of building "
              "everything else"),
     Variable("verbose", "1", "build, push", "buildah's output on the terminal too (it always "

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from buildlib.storage import Storage
 
 Platform = str | None  # None: the machine's own platform (an image with no `platforms:`)
+FRESH = "forced fresh build (no_cache=1)"  # buildah's layer cache off, though current
 
 
 class Outcome(Enum):
@@ -92,6 +93,9 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
         return verdict.add(Outcome.BUILD, f"image '{read}' is not in local storage (pulled first)")
     verdict.records = {platform: plan.record_on(parent_id, platform, read)
                        for platform, parent_id in standing.items()}
+    if name in run.fresh:
+        verdict.stale = dict.fromkeys(verdict.records, FRESH)
+        return verdict.add(Outcome.BUILD, FRESH)
     stale = _stale(plan, saved, verdict.records, run.storage)
     if not stale:
         verdict.outcome, verdict.settled = Outcome.CURRENT, dict(saved)
