@@ -30,6 +30,51 @@ def test_images_read_besides_the_first_from() -> None:
     assert dockerfile.images_read("FROM localhost/base:1\nRUN true\n", {}) == []
 
 
+# What buildah 1.28 built of this Dockerfile with each --target (checked with real buildah
+# and `--pull=never`: an image of a stage it skips, missing from storage, failed nothing).
+STAGES = ("FROM localhost/unused:1 AS unused\n"
+          "FROM localhost/bb:1 AS one\n"
+          "COPY --from=localhost/one-reads:1 /x /x\n"
+          "FROM localhost/bb:1 AS two\n"
+          "COPY --from=localhost/two-reads:1 /x /x\n"
+          "FROM localhost/bb:1 AS three\n"
+          "RUN --mount=type=bind,from=one,target=/m true\n"
+          "FROM localhost/last:1\n")
+
+
+@pytest.mark.parametrize(("target", "built", "read"), [
+    ("three", {1, 3}, ["localhost/bb:1", "localhost/one-reads:1"]),
+    ("two", {2}, ["localhost/bb:1", "localhost/two-reads:1"]),
+    ("unused", {0}, []),
+    (None, {4}, ["localhost/last:1"]),
+])
+def test_only_the_stages_buildah_builds_are_read(target: str | None, built: set[int],
+                                                  read: list[str]) -> None:
+    parsed = dockerfile.read(STAGES)
+    stages = parsed.stages()
+    reads = dockerfile._stage_reads(parsed, stages, {})
+    assert dockerfile.built_stages(stages, reads, target) == built
+    assert dockerfile.images_read(STAGES, {}, target=target) == read
+    assert dockerfile.stage_names(STAGES) == ["unused", "one", "two", "three"]
+
+
+def test_a_named_context_is_no_image_to_pull() -> None:
+    text = "FROM localhost/bb:1\nCOPY --from=extra /a /a\nCOPY --from=localhost/x:1 /b /b\n"
+    assert dockerfile.images_read(text, {}, contexts={"extra"}) == ["localhost/x:1"]
+    assert dockerfile.images_read(text, {}) == ["extra", "localhost/x:1"]
+
+
+def test_a_record_without_target_or_contexts_keeps_its_key() -> None:
+    plain = keys.Record("d", {"a": "1"})
+    assert "target" not in plain.as_dict() and "contexts" not in plain.as_dict()
+    staged = keys.Record("d", {"a": "1"}, target="tools")
+    named = keys.Record("d", {"a": "1"}, contexts={"extra": "abc"})
+    assert len({plain.key, staged.key, named.key}) == 3
+    assert keys.changes(plain.as_dict(), staged, "base image 'x'") == "target changed: None -> tools"
+    assert keys.changes(named.as_dict(), plain, "base image 'x'") == (
+        "build context changed: -extra=abc")
+
+
 @pytest.mark.parametrize(("text", "args", "expected"), [
     ("ARG BASE=localhost/defbase:1\nFROM ${BASE}\n", {}, "localhost/defbase:1"),
     ("ARG BASE=localhost/defbase:1\nFROM ${BASE}\n", {"BASE": "localhost/realbase:1"},
