@@ -55,9 +55,9 @@ def test_target_builds_the_named_stage_and_is_in_the_key(tree: Tree) -> None:
     assert file_in(tree, "staged", "stage") == "tools\n"
     status, tools = entry(tree, "staged")
     assert status == "built" and tools != last_stage
-    assert ["--target", "tools"] == next(
+    assert next(
         call[call.index("--target"):call.index("--target") + 2]
-        for call in tree.buildah_calls() if "bud" in call)
+        for call in tree.buildah_calls() if "bud" in call) == ["--target", "tools"]
 
     tree.edit_yaml(lambda data: data["images"]["staged"].update(target="nope"))
     failed = tree.doit("status", check=False)

@@ -70,7 +70,8 @@ def test_a_record_without_target_or_contexts_keeps_its_key() -> None:
     staged = keys.Record("d", {"a": "1"}, target="tools")
     named = keys.Record("d", {"a": "1"}, contexts={"extra": "abc"})
     assert len({plain.key, staged.key, named.key}) == 3
-    assert keys.changes(plain.as_dict(), staged, "base image 'x'") == "target changed: None -> tools"
+    assert keys.changes(plain.as_dict(), staged, "base image 'x'") == (
+        "target changed: None -> tools")
     assert keys.changes(named.as_dict(), plain, "base image 'x'") == (
         "build context changed: -extra=abc")
 
