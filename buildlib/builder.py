@@ -150,7 +150,7 @@ def build(project: Project, services: Services, name: str,
                  for platform, record in records.items()}
     key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
     list_id = manifest_list(services, plan, key, [v["id"] for v in platforms.values()],
-                            storage)
+                            storage, fresh)
     built = any(values["found"] == "built" for values in platforms.values())
     return {"id": list_id, "key": key, "found": "built" if built else "local",
             "image": plan.reference, "start": start, "end": time.time(),
@@ -163,12 +163,16 @@ PLATFORM_FIELDS = ("id", "key", "record", "found")
 
 
 def manifest_list(services: Services, plan: ImagePlan, key: str, image_ids: list[str],
-                  storage: Storage) -> str:
+                  storage: Storage, fresh: bool = False) -> str:
     """The manifest list of these images (one per platform): found by its key name, or
-    made; named by the reference too. Returns its ID in storage."""
+    made; named by the reference too. Returns its ID in storage. `fresh`: made anew (the
+    images were built afresh under their keys: the list found lists the old ones)."""
     names = plan.list_names(key)
     with storage.lock_for(key):
         found = storage.with_key(key)
+        if found is not None and fresh:
+            services.buildah.manifest_rm(*sorted(set(names) & storage.names(found)))
+            found = None
         if found is None:
             found = services.buildah.manifest_create(names[0], image_ids)
             storage.add(found, names[:1])

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Tree
+from conftest import Tree, unmount_under
+from test_platforms_integration import built_for, calls, platform_tree
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +109,24 @@ def test_no_cache_rebuilds_the_selected_image_afresh_and_then_its_children(
     assert statuses["stamp"] == "up-to-date" and statuses["base"] == "up-to-date"
     assert statuses["stamp-child"] == "built" and entry(tree, "stamp-child")[1] != child_key
     assert file_in(tree, "stamp-child", "child-stamp") == file_in(tree, "stamp", "stamp")
+
+
+def test_no_cache_makes_a_multi_arch_images_list_anew(tmp_path: Path) -> None:
+    tree = platform_tree(tmp_path / "multi", {"root": {}},
+                         {"root/Dockerfile.j2": "FROM scratch\nCOPY hello.txt /hello.txt\n"},
+                         {"root/hello.txt": "hello\n"})
+    try:
+        tree.doit("build")
+        _, key = entry(tree, "root")
+        tree.doit("build", "no_cache=1")
+        assert sorted(built_for(call) for call in calls(tree, "bud")) == [
+            ("root", "linux/amd64"), ("root", "linux/arm64")]
+        assert all("--layers=false" in call for call in calls(tree, "bud"))
+        assert len(calls(tree, "create")) == 1  # the list, made anew
+        assert entry(tree, "root") == ("built", key)
+        listed = tree.buildah("manifest", "inspect", "localhost:5000/multi/root:latest")
+        assert listed.count('"digest"') == 2
+        tree.doit("build")
+        assert tree.statuses() == {"root": "up-to-date"}
+    finally:
+        unmount_under(tmp_path / "multi")
