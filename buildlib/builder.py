@@ -114,7 +114,7 @@ def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
     """What this image's build reads that buildah's layer cache does not look at: when
     any, it is built without that cache (else a new key could take old bytes)."""
     return dockerfile.cache_blind_reads(plan.context.dockerfile, plan.args, record.volumes,
-                                        plan.triggers)
+                                        plan.triggers, plan.target)
 
 
 def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,

@@ -589,7 +589,8 @@ ARGS_IN_HISTORY = frozenset({"run", "from", "arg"})
 
 
 def cache_blind_reads(text: str, build_args: Mapping[str, str], volumes: Sequence[str],
-                      triggers: tuple[Instruction, ...] = ()) -> list[str]:
+                      triggers: tuple[Instruction, ...] = (),
+                      target: str | None = None) -> list[str]:
     """What a build of this Dockerfile (after the ONBUILD `triggers` of the image it is
     built on) reads that buildah 1.28's layer cache does not look at, one phrase each;
     when any, the image must be built without that cache. buildah reuses a step when its
@@ -600,8 +601,8 @@ def cache_blind_reads(text: str, build_args: Mapping[str, str], volumes: Sequenc
     ARG declares (buildah keeps them out of history); a given build arg read by a step
     but RUN (ENV, LABEL, WORKDIR... are cached by their text before substitution, and
     kept the old value). COPY and ADD (of the context, `--from=`, a URL) are compared by
-    content."""
-    instructions = [*triggers, *with_triggers(read(text).instructions)]
+    content. Only the stages buildah builds (for `target`) count."""
+    instructions = list(with_triggers(built_instructions(text, build_args, target, triggers)))
     blind = [f"RUN {flag}" for instruction in instructions
              for flag, fields in mounts(instruction)
              if fields.get("type", "bind") not in CACHE_SEEN_MOUNTS]
@@ -733,6 +734,24 @@ def built_stages(stages: list[Stage], reads: list[list[str]],
     return built
 
 
+def built_instructions(text: str, build_args: Mapping[str, str] | None = None,
+                       target: str | None = None,
+                       triggers: tuple[Instruction, ...] = ()) -> list[Instruction]:
+    """The instructions of the stages buildah builds (`built_stages`; their FROM lines
+    left out), the `triggers` first in the first stage; every instruction when a later
+    stage's FROM or a `--from=` is built of a variable (which stage it names may depend on
+    a build arg)."""
+    parsed = read(text)
+    stages = parsed.stages(build_args or {}, triggers)
+    named = [i for stage in stages for i in stage.instructions if i.flag("from") or any(
+        "from" in fields for fields in bind_mounts(i))]
+    named += [i for i in parsed.instructions if i.keyword == "from"][1:]
+    if any("$" in i.original for i in named):
+        return [instruction for stage in stages for instruction in stage.instructions]
+    built = built_stages(stages, _stage_reads(parsed, stages, build_args or {}), target)
+    return [instruction for index in sorted(built) for instruction in stages[index].instructions]
+
+
 def stage_names(text: str) -> list[str]:
     """The names its stages are given (`FROM ... AS name`), which `--target` can name."""
     return [stage.name for stage in read(text).stages() if stage.name]
@@ -749,13 +768,15 @@ def _stage_defaults(stage: Stage) -> dict[str, str]:
     return values
 
 
-def context_read(text: str, triggers: tuple[Instruction, ...] = ()) -> Callable[[str], bool]:
+def context_read(text: str, triggers: tuple[Instruction, ...] = (),
+                 target: str | None = None) -> Callable[[str], bool]:
     """Whether a build of this Dockerfile can read a context file (by its path inside the
     context): some COPY/ADD source or `RUN --mount=type=bind` source names it, the file or
     a folder above it, with buildah's wildcards (`*`, `?`, `[...]` within one path part).
     A source built from a variable can name anything; ignore files decide what is sent and
-    are always read. `triggers`: ONBUILD instructions of the image it is built on."""
-    instructions = [*triggers, *read(text).instructions]
+    are always read. `triggers`: ONBUILD instructions of the image it is built on. Only
+    the stages buildah builds (for `target`) count."""
+    instructions = built_instructions(text, target=target, triggers=triggers)
     patterns = [path for _, path in context_sources(instructions, variables=True)]
     patterns += bind_mount_sources(instructions)
     if any("$" in p or p == "." for p in patterns):

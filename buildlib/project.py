@@ -301,6 +301,8 @@ def _load(path: Path | str | config.Sources, expand: Expander | None) -> Project
             if parent is not None:
                 contexts[name] = replace(contexts[name], triggers=dockerfile.onbuild_triggers(
                     contexts[parent].dockerfile))
+    for name, image in cfg.images.items():
+        contexts[name] = replace(contexts[name], target=image.target)
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
         plans[name] = _plan(cfg, graph, contexts[name], plans)

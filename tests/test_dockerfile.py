@@ -5,11 +5,12 @@ test_dockerfile_parity.py.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from buildlib import dockerfile, keys, project
+from buildlib import dockerfile, keys, project, render
 
 
 def test_images_read_besides_the_first_from() -> None:
@@ -56,6 +57,26 @@ def test_only_the_stages_buildah_builds_are_read(target: str | None, built: set[
     assert dockerfile.built_stages(stages, reads, target) == built
     assert dockerfile.images_read(STAGES, {}, target=target) == read
     assert dockerfile.stage_names(STAGES) == ["unused", "one", "two", "three"]
+
+
+def test_context_files_mounts_and_missing_sources_of_unbuilt_stages_count_for_nothing(
+        tmp_path: Path) -> None:
+    text = ("FROM scratch AS docs\nCOPY manual.txt /m\n"
+            "RUN --mount=type=cache,target=/c true\n"
+            "FROM scratch AS app\nCOPY app.txt /a\n")
+    reads = dockerfile.context_read(text, target="app")
+    assert reads("app.txt") and not reads("manual.txt")
+    assert dockerfile.context_read(text, target="docs")("manual.txt")
+    assert dockerfile.cache_blind_reads(text, {}, [], target="app") == []
+    assert dockerfile.cache_blind_reads(text, {}, [], target="docs") == [
+        "RUN --mount=type=cache,target=/c"]
+    context = render.Context("x", text, {"app.txt": tmp_path}, tmp_path, target="app")
+    assert context.missing_sources() == []
+    assert replace(context, target="docs").missing_sources() == ["COPY 'manual.txt'"]
+    # which stage a `--from=$VARIABLE` names is known at build time only: every stage counts
+    variable = text.replace("FROM scratch AS app", "FROM scratch AS app\nARG S=docs\n"
+                            "COPY --from=${S} /m /m")
+    assert dockerfile.context_read(variable, target="app")("manual.txt")
 
 
 def test_a_named_context_is_no_image_to_pull() -> None:
