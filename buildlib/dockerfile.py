@@ -752,6 +752,16 @@ def built_instructions(text: str, build_args: Mapping[str, str] | None = None,
     return [instruction for index in sorted(built) for instruction in stages[index].instructions]
 
 
+def stage_end(text: str, target: str) -> int | None:
+    """The line the `target` stage ends on, when a stage follows it: the line before the
+    next FROM (1-based; None when the target is the last stage)."""
+    froms = [i for i in read(text).instructions if i.keyword == "from"]
+    names = [i.args[2] if len(i.args) == 3 and i.args[1].lower() == "as" else None
+             for i in froms]
+    index = names.index(target)
+    return froms[index + 1].start - 1 if index + 1 < len(froms) else None
+
+
 def stage_names(text: str) -> list[str]:
     """The names its stages are given (`FROM ... AS name`), which `--target` can name."""
     return [stage.name for stage in read(text).stages() if stage.name]

@@ -91,7 +91,7 @@ class Context:
 
     def as_built(self, labels: Mapping[str, str]) -> Context:
         """This context with the Dockerfile a build writes (`as_built`)."""
-        return replace(self, dockerfile=as_built(self.dockerfile, labels))
+        return replace(self, dockerfile=as_built(self.dockerfile, labels, self.target))
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
@@ -413,7 +413,7 @@ class _Folders:
 LAST_STEP = "ARG IMAGEBAKE_END"
 
 
-def as_built(text: str, labels: Mapping[str, str]) -> str:
+def as_built(text: str, labels: Mapping[str, str], target: str | None = None) -> str:
     """The Dockerfile a build writes: the rendered one, then a last step of its own: the
     image's labels, spelled as buildah records `--label k=v` (`LABEL "k"="v"`; `\\`, `"`
     and `$` escaped by a backslash, which buildah 1.28's LABEL reads under any
@@ -424,12 +424,17 @@ def as_built(text: str, labels: Mapping[str, str]) -> str:
       with other labels named another image;
     - the image a build ends in is tagged (its key name), and a later build whose
       Dockerfile goes on after those steps started its next step from it, named so. A
-      last step of its own keeps every step of the user's Dockerfile an untagged one."""
+      last step of its own keeps every step of the user's Dockerfile an untagged one.
+    With a `target` stage, the step ends that stage (before the next FROM), the one built."""
     if labels:
         last = "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}"
                                    for k, v in sorted(labels.items()))
     else:
         last = LAST_STEP
+    after = dockerfile.stage_end(text, target) if target else None
+    if after is not None:
+        lines = text.splitlines(keepends=True)
+        return "".join([*lines[:after], f"{last}\n", *lines[after:]])
     return f"{text.rstrip(chr(10))}\n{last}\n"
 
 
