@@ -695,8 +695,8 @@ def images_read(text: str, build_args: Mapping[str, str],
 def _stage_reads(parsed: Dockerfile, stages: list[Stage],
                  build_args: Mapping[str, str]) -> list[list[str]]:
     """What each stage reads besides the first stage's FROM image: a later stage's FROM,
-    each `COPY --from=` and `RUN --mount=...,from=` (a stage, a named context or an
-    image), resolved with the build args."""
+    each `COPY --from=` and `RUN --mount=...,from=` of any type (a stage, a named context
+    or an image), resolved with the build args."""
     heading = heading_args(parsed, build_args)
     found = []
     for index, stage in enumerate(stages):
@@ -706,7 +706,7 @@ def _stage_reads(parsed: Dockerfile, stages: list[Stage],
         for instruction in stage.instructions:
             source = instruction.flag("from") if instruction.keyword == "copy" else None
             sources = [source] if source is not None else []
-            sources += [fields["from"] for fields in bind_mounts(instruction) if "from" in fields]
+            sources += [fields["from"] for _, fields in mounts(instruction) if "from" in fields]
             named += [process_word(s, env) for s in sources]
         found.append(named)
     return found
@@ -744,7 +744,7 @@ def built_instructions(text: str, build_args: Mapping[str, str] | None = None,
     parsed = read(text)
     stages = parsed.stages(build_args or {}, triggers)
     named = [i for stage in stages for i in stage.instructions if i.flag("from") or any(
-        "from" in fields for fields in bind_mounts(i))]
+        "from" in fields for _, fields in mounts(i))]
     named += [i for i in parsed.instructions if i.keyword == "from"][1:]
     if any("$" in i.original for i in named):
         return [instruction for stage in stages for instruction in stage.instructions]

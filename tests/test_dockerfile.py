@@ -59,6 +59,12 @@ def test_only_the_stages_buildah_builds_are_read(target: str | None, built: set[
     assert dockerfile.stage_names(STAGES) == ["unused", "one", "two", "three"]
 
 
+def test_a_cache_mount_from_a_stage_builds_that_stage() -> None:
+    text = ("FROM scratch AS s\nCOPY s /s\nFROM scratch\n"
+            "RUN --mount=type=cache,from=s,source=/,target=/m cp /m/s /f\n")
+    assert dockerfile.context_read(text)("s")
+
+
 def test_context_files_mounts_and_missing_sources_of_unbuilt_stages_count_for_nothing(
         tmp_path: Path) -> None:
     text = ("FROM scratch AS docs\nCOPY manual.txt /m\n"
