@@ -380,9 +380,22 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout,
                      platforms=_platforms(cfg, name, plans[parent] if parent else None),
-                     base=None if parent else dockerfile.base_image(context.dockerfile, args),
+                     base=None if parent else _base(cfg, context, args, contexts),
                      reads=tuple(dict.fromkeys([*reads, *images])), target=target,
                      contexts=contexts)
+
+
+def _base(cfg: config.Config, context: render.Context, args: Mapping[str, str],
+          contexts: Mapping[str, str]) -> str | None:
+    """A root's base image: what its first FROM names, or the image of the named context
+    it names."""
+    base = dockerfile.base_image(context.dockerfile, args)
+    if base is None or base not in contexts:
+        return base
+    if not contexts[base].startswith(IMAGE_CONTEXT):
+        _refuse(cfg, context.name, f"contexts.{base}: the first FROM names this folder",
+                f"build FROM an image (`{IMAGE_CONTEXT}<reference>`, or the reference itself)")
+    return contexts[base].removeprefix(IMAGE_CONTEXT)
 
 
 def _target(cfg: config.Config, context: render.Context) -> str | None:

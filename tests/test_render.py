@@ -783,6 +783,13 @@ def test_a_bad_named_context_is_one_clear_error_at_load(tmp_path: Path, value: s
     assert said in load_error(config, "base")
 
 
+def test_a_root_built_from_a_named_image_context_has_that_image_as_its_base(
+        tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {contexts: {b: 'docker-image://localhost/b:1'}}\n",
+                       {"templates/base/Dockerfile.j2": "FROM b\nRUN true\n"})
+    assert project.load(config).plans["base"].base == "localhost/b:1"
+
+
 def test_named_contexts_are_keyed_by_content_and_image(tmp_path: Path) -> None:
     config = make_tree(tmp_path, """\
         images:
