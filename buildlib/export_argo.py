@@ -7,17 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from buildlib.export import (
-    CI_IMAGE,
-    HEADER,
-    REGISTRY_SECRETS,
-    Target,
-    Tool,
-    images_variable,
-    login,
-    output_name,
-    publish,
-)
+from buildlib import export
+from buildlib.export import Target, Tool
 from buildlib.export_jobs import Job, Partition
 
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
@@ -38,7 +29,7 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     whole = whole and len(partition.jobs) == 1
     secrets = [EnvVar(name=name, value_from=EnvVarSource(secret_key_ref=SecretKeySelector(
         name=ARGO_SECRET, key=name.removeprefix("REGISTRY_").lower(), optional=True)))
-        for name in REGISTRY_SECRETS]
+        for name in export.REGISTRY_SECRETS]
     values = [EnvVar(name=name, value=value)
               for name, value in {**tool.env(), **target.env()}.items()]
     templates, tasks = [], []
@@ -54,14 +45,15 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
             inputs.append(Parameter(name="pins"))
             env.append(EnvVar(name="PINS", value="{{inputs.parameters.pins}}"))
             pins = ",".join(f"{parent}@{{{{tasks.{job.parent}.outputs.parameters."
-                            f"{output_name(parent)}}}}}" for parent in job.pinned())
+                            f"{export.output_name(parent)}}}}}" for parent in job.pinned())
             arguments = Arguments(parameters=[Parameter(name="pins", value=pins).as_argument()])
         templates.append(Script(
-            name=job.name, image=CI_IMAGE, command=["bash"], working_dir="/src",
+            name=job.name, image=export.CI_IMAGE, command=["bash"], working_dir="/src",
             source=_argo_script(job, tool, target, whole, outputs),
             env=env, security_context=SecurityContext(privileged=True), inputs=inputs,
-            outputs=[Parameter(name=output_name(image),
-                               value_from=ValueFrom(path=f"/tmp/digests/{output_name(image)}"))
+            outputs=[Parameter(name=export.output_name(image),
+                               value_from=ValueFrom(
+                                   path=f"/tmp/digests/{export.output_name(image)}"))
                      for image in outputs] or None))
         tasks.append(Task(name=job.name, template=job.name, depends=job.parent,
                           arguments=arguments))
@@ -70,18 +62,20 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
         arguments=[Parameter(name="repo", value="https://example.invalid/your/repository.git"),
                    Parameter(name="revision", value="main")],
         templates=[DAG(name="images", tasks=tasks), *templates])
-    return HEADER.format(format="argo", config=tool.config) + workflow.to_yaml(width=1 << 16)
+    return (export.HEADER.format(format="argo", config=tool.config)
+            + workflow.to_yaml(width=1 << 16))
 
 
 def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: list[str]) -> str:
-    selection = images_variable(job, whole)
+    selection = export.images_variable(job, whole)
     pin_words = ['"pin=$PINS"'] if job.pins else []
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
-             login(target).rstrip("\n"),
+             export.login(target).rstrip("\n"),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
     if outputs:
         lines.append("mkdir -p /tmp/digests")
-        lines.append(publish(tool, selection, outputs, "/tmp/digests/all").rstrip("\n"))
+        lines.append(
+            export.publish(tool, selection, outputs, "/tmp/digests/all").rstrip("\n"))
         lines.append("while IFS='=' read -r name digest; do printf '%s' \"$digest\" > "
                      "\"/tmp/digests/$name\"; done < /tmp/digests/all")
     return "\n".join(lines) + "\n"

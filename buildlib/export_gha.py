@@ -6,19 +6,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from buildlib.export import (
-    HEADER,
-    REGISTRY_SECRETS,
-    Target,
-    Tool,
-    dump,
-    images_variable,
-    job_platforms,
-    login,
-    output_name,
-    platform_job,
-    publish,
-)
+from buildlib import export
+from buildlib.export import Target, Tool
 from buildlib.export_jobs import Job, Partition, identifier
 
 CHECKOUT_ACTION = "actions/checkout@v5"
@@ -34,10 +23,10 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
     whole = whole and len(partition.jobs) == 1
     jobs: dict[str, dict[str, Any]] = {}
     for job in partition.jobs:
-        own = job_platforms(job, platforms or {})
+        own = export.job_platforms(job, platforms or {})
         made = {job.name: _gha_job(partition, job, tool, target, whole)} if not own else {
-            **{platform_job(job.name, platform): _gha_job(partition, job, tool, target, whole,
-                                                          platform) for platform in own},
+            **{export.platform_job(job.name, platform):
+               _gha_job(partition, job, tool, target, whole, platform) for platform in own},
             **{f"merge-{identifier(image)}": _gha_merge_job(image, job, own, tool, target)
                for image in job.images}}
         for name in set(made) & set(jobs):
@@ -50,7 +39,7 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
         "env": {**tool.env(), **target.env()},
         "jobs": jobs,
     }
-    return HEADER.format(format="gha", config=tool.config) + dump(document)
+    return export.HEADER.format(format="gha", config=tool.config) + export.dump(document)
 
 
 def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
@@ -60,8 +49,8 @@ def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
         {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
          "env": {**GHA_AUTH,
-                 **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
-         "run": login(target)},
+                 **{name: f"${{{{ secrets.{name} }}}}" for name in export.REGISTRY_SECRETS}},
+         "run": export.login(target)},
     ]
 
 
@@ -73,17 +62,18 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
              platform: str | None = None) -> dict[str, Any]:
     """A job of `partition` (for one platform of its multi-arch images: then its outputs
     are all its images' lists, which their merge jobs need)."""
-    parent = job.parent and (platform_job(job.parent, platform) if platform else job.parent)
+    parent = job.parent and (export.platform_job(job.parent, platform) if platform
+                             else job.parent)
     outputs = list(job.images) if platform else partition.outputs(job)
     steps = _gha_start(tool, target)
     build_env = dict(GHA_AUTH)
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
-            f"{name}@${{{{ needs.{parent}.outputs.{output_name(name)} }}}}"
+            f"{name}@${{{{ needs.{parent}.outputs.{export.output_name(name)} }}}}"
             for name in job.pinned())
         pin_words = ['"pin=$PINS"']
-    selection = images_variable(job, whole) + (
+    selection = export.images_variable(job, whole) + (
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = job.summary() + (f" for {platform}" if platform else "")
     steps.append({"name": f"build and push {what}", "env": build_env,
@@ -93,10 +83,10 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
         result["needs"] = parent
     if outputs:
         result["outputs"] = {output: f"${{{{ steps.digests.outputs.{output} }}}}"
-                             for output in map(output_name, outputs)}
+                             for output in map(export.output_name, outputs)}
         steps.append({"name": "publish the digests other jobs need", "id": "digests",
                       "env": GHA_AUTH,
-                      "run": publish(tool, selection, outputs, '"$GITHUB_OUTPUT"')})
+                      "run": export.publish(tool, selection, outputs, '"$GITHUB_OUTPUT"')})
     result["steps"] = steps
     return result
 
@@ -104,8 +94,8 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
 def _gha_merge_job(image: str, job: Job, platforms: tuple[str, ...], tool: Tool,
                    target: Target) -> dict[str, Any]:
     """The job that makes a multi-arch image's list of its platforms' lists."""
-    needs = [platform_job(job.name, platform) for platform in platforms]
-    parts = ",".join(f"{image}@${{{{ needs.{name}.outputs.{output_name(image)} }}}}"
+    needs = [export.platform_job(job.name, platform) for platform in platforms]
+    parts = ",".join(f"{image}@${{{{ needs.{name}.outputs.{export.output_name(image)} }}}}"
                      for name in needs)
     return {"name": f"merge {image}", "runs-on": _runs_on(target.labels()), "needs": needs,
             "steps": [*_gha_start(tool, target),

@@ -6,21 +6,11 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from buildlib.export import (
-    CI_IMAGE,
-    HEADER,
-    Target,
-    Tool,
-    dump,
-    images_variable,
-    job_platforms,
-    login,
-    output_name,
-    platform_job,
-)
+from buildlib import export
+from buildlib.export import Target, Tool
 from buildlib.export_jobs import Job, Partition
 
-GITLAB_IMAGE = CI_IMAGE  # for docker runners; a shell runner ignores it
+GITLAB_IMAGE = export.CI_IMAGE  # for docker runners; a shell runner ignores it
 GITLAB_PINS = "IMAGEBAKE_PINS"  # NAME@DIGEST,... : the one dotenv variable a job publishes
 GITLAB_DOTENV = "imagebake-pins.env"
 GITLAB_PLATFORM_TAGS = {"linux/arm64": ("saas-linux-small-arm64",)}  # GitLab.com's runners
@@ -55,16 +45,16 @@ def gitlab(partition: Partition, tool: Tool, target: Target, whole: bool,
                       for name, value in {**tool.env(), **target.env()}.items()},
     }
     for job in partition.jobs:
-        own = job_platforms(job, platforms or {})
+        own = export.job_platforms(job, platforms or {})
         made = {names[job.name]: _gitlab_job(partition, job, names, tool, target, whole)
                 } if not own else {
-            **{platform_job(names[job.name], platform): _gitlab_job(
+            **{export.platform_job(names[job.name], platform): _gitlab_job(
                 partition, job, names, tool, target, whole, platform) for platform in own},
             f"merge-{names[job.name]}": _gitlab_merge_job(job, names, own, tool)}
         for name in set(made) & (set(document) | GITLAB_KEYWORDS):
             raise ValueError(f"two jobs would be named {name}")
         document.update(made)
-    return HEADER.format(format="gitlab", config=tool.config) + dump(document)
+    return export.HEADER.format(format="gitlab", config=tool.config) + export.dump(document)
 
 
 def _gitlab_names(jobs: Sequence[Job]) -> dict[str, str]:
@@ -85,7 +75,7 @@ def _gitlab_setup(tool: Tool, target: Target) -> list[str]:
     """Every job's `before_script`: install, then log in with GitLab's registry variables
     (to $CI_REGISTRY; the images' registry when it is not set), the credentials in a file
     of the job's own."""
-    command = login(target, "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
+    command = export.login(target, "CI_REGISTRY_USER", "CI_REGISTRY_PASSWORD",
                     '"${CI_REGISTRY:-$IMAGEBAKE_REGISTRY}"')
     return [tool.install().rstrip("\n"),
             'export REGISTRY_AUTH_FILE="$(mktemp -d)/registry-auth.json"', command.rstrip("\n")]
@@ -97,8 +87,8 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
     all its images' lists, which its merge job needs)."""
     parent = job.parent and names[job.parent]
     if parent and platform:
-        parent = platform_job(parent, platform)
-    selection = images_variable(job, whole) + (
+        parent = export.platform_job(parent, platform)
+    selection = export.images_variable(job, whole) + (
         [shlex.quote(f"platform={platform}")] if platform else [])
     # (a child job whose dotenv did not arrive stops, rather than look its parents up)
     pin_words = [f'"pin={_pins_word(parent, platform)}"'] if job.pins and parent else []
@@ -119,7 +109,7 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
 def _gitlab_merge_job(job: Job, names: Mapping[str, str], platforms: tuple[str, ...],
                       tool: Tool) -> dict[str, Any]:
     """The job that makes each multi-arch image's list of its platforms' lists."""
-    needs = [platform_job(names[job.name], platform) for platform in platforms]
+    needs = [export.platform_job(names[job.name], platform) for platform in platforms]
     parts = ",".join(_pins_word(need, platform) for need, platform in zip(needs, platforms,
                                                                           strict=True))
     return {"needs": needs, "script": [tool.doit("merge", f'"parts={parts}"')]}
@@ -136,7 +126,7 @@ def _gitlab_tags(target: Target, platform: str | None) -> tuple[str, ...]:
 def pins_variable(platform: str | None) -> str:
     """The dotenv variable a job publishes its digests in (one per platform: a merge job
     receives all its platforms' at once)."""
-    return GITLAB_PINS if platform is None else f"{GITLAB_PINS}_{output_name(platform)}"
+    return GITLAB_PINS if platform is None else f"{GITLAB_PINS}_{export.output_name(platform)}"
 
 
 def _pins_word(job: str, platform: str | None) -> str:
