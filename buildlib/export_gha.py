@@ -12,6 +12,11 @@ from buildlib.export_jobs import Job, Partition, identifier
 
 CHECKOUT_ACTION = "actions/checkout@v5"
 GHA_AUTH = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
+# A run started by hand may build afresh (`no_cache=1`: what the keys cannot see, e.g. a
+# mirror's security updates); a push's run has no inputs: its value is empty.
+NO_CACHE_ENV = "IMAGEBAKE_NO_CACHE"
+NO_CACHE_INPUT = ("build the selected images afresh, without buildah's layer cache, though "
+                  "their keys are current (no_cache=1)")
 
 
 def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
@@ -34,9 +39,10 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
         jobs.update(made)
     document = {
         "name": "images",
-        "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {}},
+        "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {"inputs": {
+            "no_cache": {"description": NO_CACHE_INPUT, "type": "boolean", "default": False}}}},
         "permissions": {"contents": "read"},
-        "env": {**tool.env(), **target.env()},
+        "env": {**tool.env(), **target.env(), NO_CACHE_ENV: "${{ inputs.no_cache }}"},
         "jobs": jobs,
     }
     return export.HEADER.format(format="gha", config=tool.config) + export.dump(document)
@@ -77,7 +83,8 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = job.summary() + (f" for {platform}" if platform else "")
     steps.append({"name": f"build and push {what}", "env": build_env,
-                  "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
+                  "run": tool.doit("push", "cache=registry", *selection, *pin_words,
+                                   f'"no_cache=${NO_CACHE_ENV}"') + "\n"})
     result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
     if parent:
         result["needs"] = parent

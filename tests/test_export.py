@@ -123,7 +123,7 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
     assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova_hbase }}"
     assert build["run"] == ('PYTHONPATH="$PWD/$IMAGEBAKE_DIR" .venv/bin/python -m buildlib.cli '
                             "-c \"$IMAGEBAKE_CONFIG\" push cache=registry "
-                            "'images=^nova-api$' \"pin=$PINS\"\n")
+                            "'images=^nova-api$' \"pin=$PINS\" \"no_cache=$IMAGEBAKE_NO_CACHE\"\n")
     assert jobs["nova-base"]["outputs"] == {
         "nova_hbase": "${{ steps.digests.outputs.nova_hbase }}"}
     assert "outputs" not in jobs["nova-api"]  # a leaf: nobody needs its digest
