@@ -721,16 +721,17 @@ def built_stages(stages: list[Stage], reads: list[list[str]],
     if not stages:
         return set()
     names = {s.name: i for i, s in enumerate(stages) if s.name}
-    wanted = [len(stages) - 1 if target is None else names[target]]
     built: set[int] = set()
-    while wanted:
-        index = wanted.pop()
-        if index in built:
-            continue
+
+    def build(index: int) -> None:
         built.add(index)
         earlier = {str(i): i for i in range(index)} | {
             s.name.lower(): i for i, s in enumerate(stages[:index]) if s.name}
-        wanted += [earlier[name.lower()] for name in reads[index] if name.lower() in earlier]
+        for name in reads[index]:
+            if earlier.get(name.lower(), index) not in built | {index}:
+                build(earlier[name.lower()])
+
+    build(len(stages) - 1 if target is None else names[target])
     return built
 
 
