@@ -353,3 +353,32 @@ def _glob(pattern: str) -> re.Pattern[str]:
         "[^/]*" if part == "*" else "[^/]" if part == "?" else
         part if part.startswith("[") and part.endswith("]") and len(part) > 2
         else re.escape(part) for part in parts))
+
+
+# The last step of a Dockerfile as built when the image has no labels (see `as_built`).
+LAST_STEP = "ARG IMAGEBAKE_END"
+
+
+def as_built(text: str, labels: Mapping[str, str]) -> str:
+    """The Dockerfile a build writes: the rendered one, then a last step of its own: the
+    image's labels, spelled as buildah records `--label k=v` (`LABEL "k"="v"`; `\\`, `"`
+    and `$` escaped by a backslash, which buildah 1.28's LABEL reads under any
+    `# escape=`), or without labels LAST_STEP. Two ways buildah 1.28's layer cache gave
+    the same files under another image ID than a clean build's, as each step's history
+    names the image it started from (`FROM <name or ID>`):
+    - `--label`s are written into every intermediate image, so a step taken from a build
+      with other labels named another image;
+    - the image a build ends in is tagged (its key name), and a later build whose
+      Dockerfile goes on after those steps started its next step from it, named so. A
+      last step of its own keeps every step of the user's Dockerfile an untagged one."""
+    if labels:
+        last = "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}"
+                                   for k, v in sorted(labels.items()))
+    else:
+        last = LAST_STEP
+    return f"{text.rstrip(chr(10))}\n{last}\n"
+
+
+def _quoted(word: str) -> str:
+    escaped = "".join(f"\\{c}" if c in '\\"$' else c for c in word)
+    return f'"{escaped}"'
