@@ -1,8 +1,8 @@
 """One doit run: its command line read once, the images it selects, the run lock, signals.
 
 A run is shaped by doit command-line variables (`doit build images=nova profile=x`): each
-is a row of `variables.VARIABLES` (their table, and docs/reference/variables.md), read
-through `variables` alone.
+is a field of `options.Options` (their model, and docs/reference/variables.md), read from
+the command line once, when the run loads.
 
 A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
 kernel releases when the process ends, even by `kill -9`): a second run on the same
@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import functools
 import json
-import math
 import os
 import re
 import shlex
@@ -44,9 +43,15 @@ from buildlib import (
     pushpool,
     storage,
     storagelock,
-    variables,
 )
 from buildlib.errors import InputError
+from buildlib.options import (
+    Options,
+    cache_mode,
+    check_platform_selection,
+    pin_digests,
+    platform_tree,
+)
 from buildlib.services import Services
 
 LOCK_FILE = ".lock"
@@ -143,8 +148,7 @@ class Run:
     selection: graph.Selection
     storage: storage.Storage
     services: Services  # buildah and the registry clients, made once per run
-    fail_fast: bool = False
-    verbose: bool = False
+    options: Options = Options()  # the command line's variables
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     invocation: Invocation = Invocation()
     lookups: cache.Lookups | None = None  # the registry, when this run asks it
@@ -342,33 +346,34 @@ def _terminated_while_loading() -> Iterator[None]:
 
 def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
-        proj = _load_project(tree_dir, fetch=False)
+        options = Options.read()
+        proj = _load_project(tree_dir, options, fetch=False)
         services = services_of(proj)
         proj = proj.asking_storage(services.base_triggers)
-        pins = _pins(proj)
-        selection = _selection(proj, frozenset(pins))
-        _check_platform_selection(proj, selection.selected)
+        pins = pin_digests(proj, options)
+        selection = _selection(proj, options, frozenset(pins))
+        check_platform_selection(proj, options, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
         if invocation.takes_lock:
             _take_over(proj, services.buildah, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
-            proj = _load_project(tree_dir, fetch=building).asking_storage(
+            proj = _load_project(tree_dir, options, fetch=building).asking_storage(
                 services.base_triggers)
-        from_registry = _cache_mode(proj) == "registry"
-        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
+        from_registry = cache_mode(proj, options) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs,
+                                            options.dispatch)
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before any build: nothing to stop, nothing to keep
         print("interrupted while loading the tree; nothing was built", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
-    if invocation.builds and str(variables.value("bases", "")) == "pull":
+    if invocation.builds and options.bases == "pull":
         _pull_bases(proj, services, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
     run = Run(proj, selection, storage.Storage(services.buildah), services,
-              fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
-              invocation=invocation,
+              options=options, invocation=invocation,
               lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
                        else None),
               from_registry=from_registry, pins=pins)
@@ -429,169 +434,6 @@ def _building(proj: project.Project, selection: graph.Selection,
             wanted.add(name)
             name = proj.graph.parents[name]
     return wanted & selection.selected
-
-
-def _cache_mode(proj: project.Project) -> str:
-    mode = str(variables.value("cache", "") or proj.config.settings.cache)
-    if mode not in ("local", "registry"):
-        raise InputError(proj.config.path, f"cache={mode}: not a cache",
-                         fix="use cache=local or cache=registry")
-    return mode
-
-
-def _pins(proj: project.Project) -> dict[str, str]:
-    """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
-    pins: dict[str, str] = {}
-    for name, digest in _images_at_digests(proj, "pin"):
-        if pins.get(name, digest) != digest:
-            raise InputError(proj.config.path, f"pin= names two digests for {name}: "
-                             f"{pins[name]} and {digest}", image=name,
-                             fix=f"pin {name} once")
-        pins[name] = digest
-    return pins
-
-
-def _images_at_digests(proj: project.Project, variable: str) -> list[tuple[str, str]]:
-    """`VARIABLE=NAME@sha256:DIGEST,...` as (name, digest) pairs."""
-    pairs = []
-    for word in variables.words(variable):
-        name, _, digest = word.partition("@")
-        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-            raise InputError(proj.config.path, f"{variable}={word}: not an image of this "
-                             "tree at a digest", image=name if name in proj.plans else None,
-                             fix=f"write {variable}=NAME@sha256:<64 hex>, NAME under `images:`")
-        pairs.append((name, digest))
-    return pairs
-
-
-def merge_parts(proj: project.Project) -> dict[str, list[str]]:
-    """`doit merge`'s `parts=NAME@sha256:DIGEST,...`: for each multi-arch image, the
-    digests of its platforms' lists (one each, pushed by `push platform=P`)."""
-    parts: dict[str, list[str]] = {}
-    for name, digest in _images_at_digests(proj, "parts"):
-        if not proj.plans[name].platforms:
-            raise InputError(proj.config.path, f"parts={name}@...: {name} has no "
-                             "`platforms:`", image=name, fix="merge multi-arch images only")
-        parts.setdefault(name, []).append(digest)
-    if not parts:
-        raise InputError(proj.config.path, "merge needs parts=NAME@sha256:<digest>,... (the "
-                         "lists that `push platform=P` pushed, one per platform)",
-                         fix="give each platform's list of the image")
-    return parts
-
-
-EXPORT_FORMATS = ("gha", "argo", "gitlab")
-DEFAULT_JOB_START = 30.0  # seconds: a fresh runner's start, checkout and install
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    format: str
-    out: Path | None  # from the user's directory
-    max_jobs: int | None
-    job_start: float
-    runs_on: tuple[str, ...] | None  # runner labels; None: the format's default
-    storage: str  # runner | job | an absolute path
-    runners: tuple[tuple[str, tuple[str, ...]], ...]  # platform -> its jobs' runner labels
-
-
-def export_options(proj: project.Project) -> ExportOptions:
-    """`doit export`'s variables; read when it runs, so that other commands ignore them."""
-    fmt = str(variables.value("format", "") or "")
-    if fmt not in EXPORT_FORMATS:
-        raise InputError(proj.config.path, f"export needs format=gha, format=gitlab or "
-                         f"format=argo (got {fmt!r})", fix="`doit export format=gha` (GitHub "
-                         "Actions), `format=gitlab` (GitLab CI) or `format=argo` (Argo "
-                         "Workflows)")
-    out = variables.value("out")
-    path = (doit_seam.user_workdir() / out).resolve() if out else None
-    if path is not None and path.is_dir():
-        raise InputError(proj.config.path, f"out={out!r} is a folder", fix="give out= the "
-                         "path of the file to write, e.g. out=.github/workflows/images.yml")
-    return ExportOptions(fmt, path, _number(proj, "max_jobs", int, None, minimum=1),
-                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0),
-                         _runner_labels(proj, "runs_on", variables.value("runs_on", "")),
-                         _storage(proj), _platform_runners(proj))
-
-
-def _runner_labels(proj: project.Project, variable: str, text: str, separator: str = ","
-                   ) -> tuple[str, ...] | None:
-    text = str(text or "")
-    if not text:
-        return None
-    labels = tuple(label.strip() for label in text.split(separator))
-    if not all(labels) or any(re.search(r"[\s{}\x00-\x1f,=+]", label) for label in labels):
-        raise InputError(proj.config.path, f"{variable}={text!r} is not a list of runner "
-                         "labels", fix="give labels separated by commas, e.g. "
-                         "runs_on=self-hosted,linux (in runners=: by +, e.g. "
-                         "runners=linux/arm64=self-hosted+arm64)")
-    return labels
-
-
-def _platform_runners(proj: project.Project) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """`runners=linux/arm64=my-arm,...`: the runner labels (joined by `+`) of each
-    platform's jobs."""
-    known = {p for plan in proj.plans.values() for p in plan.platforms}
-    result = []
-    for word in variables.words("runners"):
-        platform, _, labels = word.partition("=")
-        if platform not in known:
-            raise InputError(proj.config.path, f"runners={word}: {platform!r} is none of the "
-                             f"tree's platforms ({', '.join(sorted(known)) or 'none'})",
-                             fix="write runners=PLATFORM=LABEL[+LABEL],... for platforms "
-                             "under `platforms:`")
-        result.append((platform, _runner_labels(proj, "runners", labels, "+") or ()))
-        if not result[-1][1]:
-            raise InputError(proj.config.path, f"runners={word}: no labels",
-                             fix="write runners=linux/arm64=my-arm-runner")
-    return tuple(result)
-
-
-def _storage(proj: project.Project) -> str:
-    text = str(variables.value("storage", "") or "runner")
-    if text not in ("runner", "job") and not text.startswith("/"):
-        raise InputError(proj.config.path, f"storage={text!r} is not runner, job or an "
-                         "absolute path", fix="storage=runner (the runner's default storage), "
-                         "storage=job (one per job) or storage=/a/folder (shared by the "
-                         "runner's jobs)")
-    return text
-
-
-def _for_platform(proj: project.Project) -> project.Project:
-    """With `platform=os/arch`: the tree as one runner of that platform builds it."""
-    wanted = str(variables.value("platform", "") or "")
-    if not wanted:
-        return proj
-    known = {p for plan in proj.plans.values() for p in plan.platforms}
-    if wanted not in known:
-        raise InputError(proj.config.path, f"platform={wanted!r} is none of the tree's "
-                         f"platforms ({', '.join(sorted(known)) or 'none: no `platforms:`'})",
-                         fix="name one of the platforms under `platforms:`")
-    return proj.one_platform(wanted)
-
-
-def _check_platform_selection(proj: project.Project, selected: frozenset[str]) -> None:
-    """A run for one platform builds only images of that platform."""
-    wanted = str(variables.value("platform", "") or "")
-    other = sorted(name for name in selected if wanted and not proj.plans[name].one_of)
-    if other:
-        raise InputError(proj.config.path, f"platform={wanted} selects {', '.join(other)}, "
-                         f"which {'is' if len(other) == 1 else 'are'} not built for {wanted}",
-                         image=other[0], fix="select only images of that platform (images=)")
-
-
-def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
-    text = variables.value(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value < minimum:
-        raise InputError(proj.config.path, f"{name}={text!r} is not a number >= {minimum:g}",
-                         fix=f"give {name} a {'whole ' if kind is int else ''}number")
-    return value
 
 
 def _end_building_run(unfinished: Path) -> None:
@@ -695,35 +537,36 @@ def _clean_up_after_killed_run(proj: project.Project, buildah_: buildah.Buildah)
               f"removed {removed} working container(s)", file=sys.stderr)
 
 
-def _load_project(tree_dir: Path, fetch: bool | set[str]) -> project.Project:
-    return _for_platform(project.load(_config_sources(tree_dir), fetch=fetch,
-                                      expand=expanders.kolla))
+def _load_project(tree_dir: Path, options: Options, fetch: bool | set[str]
+                  ) -> project.Project:
+    return platform_tree(project.load(_config_sources(tree_dir, options),
+                                               fetch=fetch, expand=expanders.kolla), options)
 
 
-def _config_sources(tree_dir: Path) -> config.Sources:
+def _config_sources(tree_dir: Path, options: Options) -> config.Sources:
     """The files `config=` names (`imagebake -c`), each merged on top of those before it,
     else images.yaml in tree_dir with images.override.yaml beside it (as bake: its
     override file counts only when no file is named); and the `set.PATH=VALUE` variables."""
-    sets = tuple(variables.assignments())
-    named = variables.words("config")
+    named, sets = options.config, options.sets
     if not named:
         return config.Sources.default(Path(tree_dir).resolve(), sets)
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
     return config.Sources(tuple((doit_seam.user_workdir() / n).resolve() for n in named), sets)
 
 
-def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:
-    patterns = variables.words("images")
-    for profile in variables.words("profile"):
+def _selection(proj: project.Project, options: Options, pinned: frozenset[str] = frozenset()
+               ) -> graph.Selection:
+    patterns = list(options.images)
+    for profile in options.profile:
         if profile not in proj.config.profiles:
             known = ", ".join(sorted(proj.config.profiles)) or "none declared"
             raise InputError(proj.config.path, f"profile '{profile}' is not declared "
                              f"(known: {known})", fix="add it under `profiles:` or use one "
                              "of those names")
         patterns += proj.config.profiles[profile]
-    excludes = proj.config.settings.excludes + variables.words("exclude")
+    excludes = proj.config.settings.excludes + list(options.exclude)
     try:
-        return graph.select(proj.graph, patterns, excludes, variables.flag("skip_parents"),
+        return graph.select(proj.graph, patterns, excludes, options.skip_parents,
                             pinned)
     except re.error as err:
         raise InputError(proj.config.path, f"bad pattern on the command line: {err}",
