@@ -43,7 +43,6 @@ RECORD_FILE = "keys.jsonl"
 KEY_NAME = re.compile(rf"^{re.escape(LOCAL_KEY_REPOSITORY)}/(?P<image>[^:]+):"
                       rf"(?P<tag>{keys.KEY_TAG_PREFIX}[0-9a-f]+)$")
 _record_lock = threading.Lock()
-remembered: set[str] = set()  # the images this process built or found by their key
 
 
 # -- the tree's record of its keys --------------------------------------------------------
@@ -52,9 +51,9 @@ def record_path(proj: Project) -> Path:
     return proj.build_dir / RECORD_FILE
 
 
-def remember(proj: Project, name: str, values: Mapping[str, Any]) -> None:
+def remember(proj: Project, name: str, values: Mapping[str, Any], names: set[str]) -> None:
     """Note the keys a build of `name` made or found (each platform's and the list's),
-    as this tree's, most recent last."""
+    as this tree's, most recent last; and `name` in `names` (the run's)."""
     tags = [keys.key_tag(v["key"]) for v in (values.get("platforms") or {}).values()
             if v.get("key")]
     if values.get("key"):
@@ -63,7 +62,7 @@ def remember(proj: Project, name: str, values: Mapping[str, Any]) -> None:
                     for tag in tags)
     with _record_lock, record_path(proj).open("a") as out:
         out.write(lines)
-        remembered.add(name)
+        names.add(name)
 
 
 def recorded(proj: Project) -> dict[str, list[str]]:

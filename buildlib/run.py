@@ -135,9 +135,22 @@ def parse_argv(argv: list[str], program: str = "doit") -> Invocation:
     return Invocation(command, tuple(tasks), jobs, tuple(argv), program)
 
 
+@dataclass
+class RunState:
+    """What a run keeps beside what its images settled on (`Run.images`)."""
+
+    remembered: set[str] = field(default_factory=set)  # images whose keys it recorded
+    # Why doit could not save this run's state. doit saves it when the run ends, before its
+    # reporter's summary; a full disk there raised a traceback and lost the summary and
+    # report.json: the error is kept for `Run.finish` instead.
+    unsaved: list[Exception] = field(default_factory=list)
+    lock: int | None = None  # the open `{build_dir}/.lock`, held for the process's life
+
+
 @dataclass(frozen=True)
 class Run:
-    """One doit run: the project, the images selected, and the run's options.
+    """One doit run: the project, the images selected, the run's options (the command
+    line's variables), its state and its services.
 
     `images` holds what each image's task settled in this run (its ID and key: saved by
     an up-to-date check or returned by a build), which is all a child needs of its
@@ -149,6 +162,7 @@ class Run:
     storage: storage.Storage
     services: Services  # buildah and the registry clients, made once per run
     options: Options = Options()  # the command line's variables
+    state: RunState = field(default_factory=RunState)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     invocation: Invocation = Invocation()
     lookups: cache.Lookups | None = None  # the registry, when this run asks it
@@ -278,32 +292,25 @@ class Run:
             self.warnings.add(message)
             print(message, file=sys.stderr)
 
-    def finish(self) -> None:
-        """The end of a run, after its summary: an interrupted run exits 128 + signal; a
-        run whose state doit could not save says so and exits 1."""
-        signum = processes.stop_signal()
+    def finish(self) -> int | None:
+        """The end of a run, after its summary: the status its process ends with (None:
+        as doit says). An interrupted run ends with 128 + signal; a run whose state doit
+        could not save says so and ends with 1. (The caller ends the process.)"""
+        signum = self.services.stop.signal
         if signum:
-            # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signum)
-        if _unsaved_state:
+            return 128 + signum
+        if self.state.unsaved:
             print(f"error: {self.project.state_file}: doit could not save this run's state: "
-                  f"{_unsaved_state[0]}\n  fix: make room or fix what the error names; "
+                  f"{self.state.unsaved[0]}\n  fix: make room or fix what the error names; "
                   "what this run built is not lost: each image is in local storage under "
                   "its key, where the next run finds it instead of building it again",
                   file=sys.stderr)
-            sys.exit(1)
+            return 1
+        return None
 
 
 class RunError(Exception):
     """This run cannot start: another holds the tree, or build_dir cannot be written."""
-
-
-# Why doit could not save this run's state. doit saves it when the run ends, before its
-# reporter's summary; a full disk there raised a traceback and lost the summary and
-# report.json: the error is kept for `Run.finish` instead.
-_unsaved_state: list[Exception] = []
 
 
 def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
@@ -354,8 +361,9 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         selection = _selection(proj, options, frozenset(pins))
         check_platform_selection(proj, options, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
+        state = RunState()
         if invocation.takes_lock:
-            _take_over(proj, services.buildah, invocation)
+            state.lock = _take_over(proj, services, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
             proj = _load_project(tree_dir, options, fetch=building).asking_storage(
@@ -373,13 +381,13 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         _pull_bases(proj, services, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
     run = Run(proj, selection, storage.Storage(services.buildah), services,
-              options=options, invocation=invocation,
+              options=options, state=state, invocation=invocation,
               lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
                        else None),
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:
-        doit_seam.keep_state_save_errors(_unsaved_state)
+        doit_seam.keep_state_save_errors(state.unsaved)
         if invocation.reads_storage:
             run.storage.prefetch()
         if run.lookups is not None:  # ask the registry while doit loads and builds
@@ -390,7 +398,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
                     run.bases, run.warn)).start()
     if invocation.builds or invocation.watches:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _on_signal)
+            signal.signal(sig, services.stop.handle)
     return run
 
 
@@ -436,42 +444,37 @@ def _building(proj: project.Project, selection: graph.Selection,
     return wanted & selection.selected
 
 
-def _end_building_run(unfinished: Path) -> None:
+def _end_building_run(unfinished: Path, stop: processes.StopControl) -> None:
     """A run that killed no build leaves nothing behind: the next run need not look."""
-    if not processes.killed_any():
+    if not stop.killed_any:
         unfinished.unlink(missing_ok=True)
 
 
-def _on_signal(signum: int, frame: Any) -> None:
-    """Only records the signal: no locks, no waiting, so a second signal cannot hang."""
-    processes.request_stop(signum)
-
-
-def _take_over(proj: project.Project, buildah_: buildah.Buildah,
-               invocation: Invocation) -> None:
-    """Lock build_dir for this run; set aside unreadable state; clean up after a killed run."""
+def _take_over(proj: project.Project, services: Services, invocation: Invocation) -> int:
+    """Lock build_dir for this run (the lock's open file, kept open for the process's
+    life); set aside unreadable state; clean up after a killed run."""
     build_dir = proj.build_dir
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        lock_build_dir(build_dir, invocation)
-        storagelock.share(buildah_)  # another tree's prune waits for this run
+        lock = lock_build_dir(build_dir, invocation)
+        storagelock.share(services.buildah)  # another tree's prune waits for this run
         unfinished = build_dir / UNFINISHED_MARK
         if unfinished.exists():
-            _clean_up_after_killed_run(proj, buildah_)
+            _clean_up_after_killed_run(proj, services.buildah)
         if invocation.builds:
             unfinished.write_text(f"{os.getpid()}\n")
-            atexit.register(_end_building_run, unfinished)  # os._exit skips it: mark kept
+            # os._exit skips it: the mark is kept
+            atexit.register(_end_building_run, unfinished, services.stop)
         set_aside_unreadable_state(proj.state_file)
+        return lock
     except OSError as err:
         raise RunError(f"cannot write in {build_dir}: {err.strerror or err}; free some "
                        "space there or choose a writable settings.build_dir") from None
 
 
-_LOCK_FDS: list[int] = []  # kept open for the life of the process
-
-
-def lock_build_dir(build_dir: Path, invocation: Invocation) -> None:
-    """Take `{build_dir}/.lock` for this process, or raise RunError naming its holder."""
+def lock_build_dir(build_dir: Path, invocation: Invocation) -> int:
+    """Take `{build_dir}/.lock` for this process, or raise RunError naming its holder;
+    return its open file, which holds the lock until it is closed or the process ends."""
     path = build_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -484,7 +487,7 @@ def lock_build_dir(build_dir: Path, invocation: Invocation) -> None:
     os.ftruncate(fd, 0)
     record = {"pid": os.getpid(), "command": shlex.join([invocation.program, *invocation.words])}
     os.write(fd, (json.dumps(record) + "\n").encode())
-    _LOCK_FDS.append(fd)
+    return fd
 
 
 def _read_holder(fd: int) -> str:

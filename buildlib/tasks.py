@@ -79,7 +79,7 @@ def doit_config(run: Run) -> dict[str, Any]:
         "continue": not run.options.fail_fast,
         "reporter": _pooled_pushes(run, report.reporter_for(
             run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
-            run.last_report)),
+            run.last_report, run.services.stop)),
     }
 
 
@@ -198,7 +198,7 @@ def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
     watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
-                run.invocation.where)
+                run.invocation.where, run.services.stop)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
@@ -282,14 +282,14 @@ def _finish(run: Run) -> None:
     something and in which every selected image was built or found prunes old keys; then
     `Run.finish`."""
     keep = run.project.config.settings.keep_keys
-    if (keep is not None and prune.remembered and not processes.stop_signal()
+    if (keep is not None and run.state.remembered and not run.services.stop.signal
             and run.selection.selected <= set(run.images)):
         print(f"pruning old keys (settings.keep_keys: {keep})")
         failed = prune.prune_tree(run, keep, dry=False, registry=False,
                                   saved=lambda name: run.images.get(name, {}))
         if failed:
             print(f"warning: {failed}", file=sys.stderr)
-    run.finish()
+    processes.exit_as(run.finish())
     if run.push_pool.failed:  # doit saw each push handed over, not how it ended
         sys.exit(1)
 
@@ -484,7 +484,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.settle(name, values)
-    prune.remember(proj, name, values)
+    prune.remember(proj, name, values, run.state.remembered)
     run.ask_for_children(name)
     return values
 
@@ -537,7 +537,8 @@ def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A push task's action: the push goes to the run's push pool, and the task ends at
     once, so that its job slot goes to the next build. The reporter hears of the push
     when it starts and ends in the pool, and the run's end waits for it."""
-    run.push_pool.submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
+    run.push_pool.submit(task, lambda: _failed_raises(_push(run, name)),
+                         lambda: _stopped(run))
 
 
 class _PushFailed(Exception):
@@ -553,8 +554,8 @@ def _failed_raises(result: Any) -> Any:
     return result
 
 
-def _stopped() -> BaseException | None:
-    return buildah.Interrupted("interrupted") if processes.stop_signal() else None
+def _stopped(run: Run) -> BaseException | None:
+    return buildah.Interrupted("interrupted") if run.services.stop.signal else None
 
 
 def _pooled_pushes(run: Run, reporter: type) -> type:
