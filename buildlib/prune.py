@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildlib import keys, storagelock
+from buildlib import keys
 from buildlib.buildah import Buildah, StorageError
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
@@ -336,13 +336,13 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     Returns what went wrong, if anything."""
     if dry:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
-    busy = storagelock.exclusive(run.services.buildah)
+    busy = run.services.storage_lock.exclusive()
     if busy:
         return f"error: {busy}"
     try:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
     finally:
-        storagelock.release(run.services.buildah)
+        run.services.storage_lock.release()
 
 
 def _prune(run: Run, keep: int, *, dry: bool, registry: bool,

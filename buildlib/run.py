@@ -42,7 +42,6 @@ from buildlib import (
     project,
     pushpool,
     storage,
-    storagelock,
 )
 from buildlib.errors import InputError
 from buildlib.options import (
@@ -457,7 +456,7 @@ def _take_over(proj: project.Project, services: Services, invocation: Invocation
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_build_dir(build_dir, invocation)
-        storagelock.share(services.buildah)  # another tree's prune waits for this run
+        services.storage_lock.share()  # another tree's prune waits for this run
         unfinished = build_dir / UNFINISHED_MARK
         if unfinished.exists():
             _clean_up_after_killed_run(proj, services.buildah)

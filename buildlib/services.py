@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from buildlib import buildah, config, credentials, dockerfile, processes, registry
+from buildlib import buildah, config, credentials, dockerfile, processes, registry, storagelock
 from buildlib.reference import ImageRef
 
 STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
@@ -27,6 +27,7 @@ class Services:
         self.stop = processes.StopControl()  # the run's signals; every command heeds it
         self.buildah = buildah.Buildah(tuple(cfg.settings.buildah_args),
                                        store_note=cfg.build_dir / STORE_NOTE, stop=self.stop)
+        self.storage_lock = storagelock.StorageLock(self.buildah)  # shared by the run
         self.home = home
         self.base_triggers = BaseTriggers(self.buildah)
         self._lock = threading.Lock()
