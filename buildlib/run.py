@@ -1,27 +1,21 @@
-"""One doit run: its command line read once, the images it selects, the run lock, signals.
+"""One doit run = project + options + state + services: its command line read once, the
+images it selects, the run lock taken, signals.
 
 A run is shaped by doit command-line variables (`doit build images=nova profile=x`): each
 is a field of `options.Options` (their model, and docs/reference/variables.md), read from
 the command line once, when the run loads.
 
-A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
-kernel releases when the process ends, even by `kill -9`): a second run on the same
-tree stops at once, naming the first. SIGINT and SIGTERM only set a flag; the running
+A run that builds, pushes or cleans takes over its tree (`takeover`: one run per tree at
+a time). SIGINT and SIGTERM only set the run's stop request (`Services.stop`); the running
 builds see it, kill their own buildah process groups and fail as "interrupted".
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import fcntl
 import functools
-import json
-import os
 import re
-import shlex
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -38,12 +32,12 @@ from buildlib import (
     doit_seam,
     expanders,
     graph,
-    processes,
     project,
     pushpool,
     storage,
 )
 from buildlib.errors import InputError
+from buildlib.invocation import Invocation, parse_argv
 from buildlib.options import (
     Options,
     cache_mode,
@@ -52,86 +46,7 @@ from buildlib.options import (
     platform_tree,
 )
 from buildlib.services import Services
-
-LOCK_FILE = ".lock"
-UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
-# doit commands that change the tree's state or images, and so take the lock.
-CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
-# tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render", "merge"}
-STORAGE_FREE_TASKS = {"export", "render", "merge"}  # never read local image storage
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """doit's command line, read once: the command, the tasks it names, `-n` jobs."""
-
-    command: str = "run"  # `doit build` is doit's `run` command with task `build`
-    tasks: tuple[str, ...] = ()
-    jobs: int | None = None
-    words: tuple[str, ...] = field(default=(), compare=False)
-    program: str = field(default="doit", compare=False)  # or `imagebake`
-
-    @property
-    def runs_tasks(self) -> bool:
-        return self.command == "run"
-
-    @property
-    def builds(self) -> bool:
-        """Whether it may start buildah to build or push (`doit status` does not)."""
-        return self.runs_tasks and not (self.tasks and set(self.tasks) <= READ_ONLY_TASKS)
-
-    @property
-    def reads_storage(self) -> bool:
-        """Whether its up-to-date checks list local images (`doit export` does not)."""
-        return self.runs_tasks and not (self.tasks and set(self.tasks) <= STORAGE_FREE_TASKS)
-
-    @property
-    def pushes(self) -> bool:
-        """Whether it runs a push task (`doit push`, `doit push:nova-api`), whose up-to-date
-        checks ask the registry."""
-        return self.runs_tasks and any(t == "push" or t.startswith("push:") for t in self.tasks)
-
-    @property
-    def may_push(self) -> bool:
-        """Whether a push task may run or be shown: anything but `build` or `build:<image>`
-        runs (doit's `list` and `info` show every task)."""
-        return not self.runs_tasks or not all(
-            task == "build" or task.startswith("build:") for task in self.tasks or ("build",))
-
-    @property
-    def watches(self) -> bool:
-        return self.runs_tasks and "watch" in self.tasks
-
-    @property
-    def where(self) -> Path:
-        """The folder the command was run in (doit has changed into dodo.py's since)."""
-        return doit_seam.user_workdir()
-
-    def rerun_as(self, task: str) -> list[str]:
-        """This command line as a child process runs it, with `watch` replaced by `task`."""
-        module = "buildlib.cli" if self.program == "imagebake" else "doit"
-        return [sys.executable, "-m", module,
-                *(task if word == "watch" else word for word in self.words)]
-
-    @property
-    def takes_lock(self) -> bool:
-        return self.command in CHANGING_COMMANDS and (self.command != "run" or self.builds)
-
-
-def parse_argv(argv: list[str], program: str = "doit") -> Invocation:
-    """Read argv as doit reads it: its loader options (`-f dodo.py`) first, variables
-    (`config=x`) aside; the first word left names the command, `run` when it names none."""
-    rest = doit_seam.strip_loader_options(argv)
-    words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
-    command = "run"
-    if words and words[0] in doit_seam.command_names():
-        command, words = words[0], words[1:]
-    parsed = doit_seam.run_options(words) if command == "run" else None
-    if parsed is None:
-        return Invocation(command, words=tuple(argv), program=program)
-    jobs, tasks = parsed
-    return Invocation(command, tuple(tasks), jobs, tuple(argv), program)
+from buildlib.takeover import RunError, take_over
 
 
 @dataclass
@@ -308,10 +223,6 @@ class Run:
         return None
 
 
-class RunError(Exception):
-    """This run cannot start: another holds the tree, or build_dir cannot be written."""
-
-
 def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
     """The project named by `config=` (default: images.yaml in `tree_dir`, dodo.py's folder
     or the imagebake command's working directory) and the run the other variables ask for.
@@ -362,7 +273,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         building = _building(proj, selection, invocation) if invocation.builds else set()
         state = RunState()
         if invocation.takes_lock:
-            state.lock = _take_over(proj, services, invocation)
+            state.lock = take_over(proj, services, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
             proj = _load_project(tree_dir, options, fetch=building).asking_storage(
@@ -441,102 +352,6 @@ def _building(proj: project.Project, selection: graph.Selection,
             wanted.add(name)
             name = proj.graph.parents[name]
     return wanted & selection.selected
-
-
-def _end_building_run(unfinished: Path, stop: processes.StopControl) -> None:
-    """A run that killed no build leaves nothing behind: the next run need not look."""
-    if not stop.killed_any:
-        unfinished.unlink(missing_ok=True)
-
-
-def _take_over(proj: project.Project, services: Services, invocation: Invocation) -> int:
-    """Lock build_dir for this run (the lock's open file, kept open for the process's
-    life); set aside unreadable state; clean up after a killed run."""
-    build_dir = proj.build_dir
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_build_dir(build_dir, invocation)
-        services.storage_lock.share()  # another tree's prune waits for this run
-        unfinished = build_dir / UNFINISHED_MARK
-        if unfinished.exists():
-            _clean_up_after_killed_run(proj, services.buildah)
-        if invocation.builds:
-            unfinished.write_text(f"{os.getpid()}\n")
-            # os._exit skips it: the mark is kept
-            atexit.register(_end_building_run, unfinished, services.stop)
-        set_aside_unreadable_state(proj.state_file)
-        return lock
-    except OSError as err:
-        raise RunError(f"cannot write in {build_dir}: {err.strerror or err}; free some "
-                       "space there or choose a writable settings.build_dir") from None
-
-
-def lock_build_dir(build_dir: Path, invocation: Invocation) -> int:
-    """Take `{build_dir}/.lock` for this process, or raise RunError naming its holder;
-    return its open file, which holds the lock until it is closed or the process ends."""
-    path = build_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(fd)
-        os.close(fd)
-        raise RunError(f"another run is using {build_dir}: {holder}; wait for it to end "
-                       "(one run per tree at a time)") from None
-    os.ftruncate(fd, 0)
-    record = {"pid": os.getpid(), "command": shlex.join([invocation.program, *invocation.words])}
-    os.write(fd, (json.dumps(record) + "\n").encode())
-    return fd
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {record['pid']}, `{record['command']}`"
-    except (ValueError, KeyError, OSError):
-        return "a run that is starting"
-
-
-def set_aside_unreadable_state(state_file: Path) -> Path | None:
-    """Rename doit's state file when sqlite or doit could not read it, with one warning,
-    so that the run goes on as if nothing had been built; return the new name."""
-    problem = _state_problem(state_file)
-    if problem is None:
-        return None
-    aside = state_file.with_name(state_file.name + ".unreadable")
-    state_file.replace(aside)
-    print(f"warning: {state_file} is unreadable ({problem}); set aside as {aside.name}. "
-          "What earlier runs recorded is lost, so images are checked as never built.",
-          file=sys.stderr)
-    return aside
-
-
-def _state_problem(state_file: Path) -> str | None:
-    if not state_file.exists():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)) as db:
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                return check
-            tables = {row[0] for row in db.execute("select name from sqlite_master")}
-            if "doit" in tables:
-                for (data,) in db.execute("select task_data from doit"):
-                    json.loads(data)
-    except (sqlite3.DatabaseError, ValueError) as err:
-        return str(err)
-    return None
-
-
-def _clean_up_after_killed_run(proj: project.Project, buildah_: buildah.Buildah) -> None:
-    """The last building run here did not end (kill -9): stop the builds it left running
-    and remove their working containers. Only builds of this tree carry its owner mark, and
-    no other run of this tree is alive while we hold the lock."""
-    stopped = buildah.kill_orphans(proj.owner)
-    removed = buildah_.remove_containers_of(proj.owner)
-    if stopped or removed:
-        print(f"cleaned up after a killed run: stopped {stopped} buildah process group(s), "
-              f"removed {removed} working container(s)", file=sys.stderr)
 
 
 def _load_project(tree_dir: Path, options: Options, fetch: bool | set[str]

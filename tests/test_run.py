@@ -1,4 +1,5 @@
-"""buildlib.run: doit's argv read once, the run lock, unreadable state; bounded log reading."""
+"""buildlib.run, invocation and takeover: doit's argv read once, the run lock, unreadable
+state; bounded log reading."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import cli, doit_seam, processes, report, run
+from buildlib import cli, doit_seam, processes, report, run, takeover
 
 
 @pytest.mark.parametrize(("argv", "command", "tasks", "jobs", "locks"), [
@@ -50,8 +51,8 @@ def test_only_a_build_goes_without_push_tasks(argv: list[str], may_push: bool) -
 HOLD_LOCK = textwrap.dedent("""\
     import sys
     from pathlib import Path
-    from buildlib import run
-    run.lock_build_dir(Path(sys.argv[1]), run.parse_argv(["-n", "2", "build"]))
+    from buildlib import invocation, takeover
+    takeover.lock_build_dir(Path(sys.argv[1]), invocation.parse_argv(["-n", "2", "build"]))
     print("locked", flush=True)
     sys.stdin.read()
 """)
@@ -62,13 +63,13 @@ def test_a_second_run_stops_naming_the_first_and_a_dead_holder_leaves_no_lock(
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "locked\n"
-    with pytest.raises(run.RunError) as info:
-        run.lock_build_dir(tmp_path, run.parse_argv(["build"]))
+    with pytest.raises(takeover.RunError) as info:
+        takeover.lock_build_dir(tmp_path, run.parse_argv(["build"]))
     assert f"another run is using {tmp_path}: pid {holder.pid}, `doit -n 2 build`" \
         in str(info.value)
     holder.kill()  # as kill -9: the kernel releases the lock
     holder.wait()
-    run.lock_build_dir(tmp_path, run.parse_argv(["build"]))
+    takeover.lock_build_dir(tmp_path, run.parse_argv(["build"]))
     assert json.loads((tmp_path / ".lock").read_text())["command"] == "doit build"
 
 
@@ -90,7 +91,7 @@ def test_unreadable_state_is_set_aside_with_one_warning(tmp_path: Path, damage: 
     else:
         with sqlite3.connect(state) as db:
             db.execute("update doit set task_data = '{not json'")
-    aside = run.set_aside_unreadable_state(state)
+    aside = takeover.set_aside_unreadable_state(state)
     assert aside == tmp_path / ".doit.db.unreadable" and aside.exists()
     assert not state.exists()
     warning = capsys.readouterr().err
@@ -100,7 +101,7 @@ def test_unreadable_state_is_set_aside_with_one_warning(tmp_path: Path, damage: 
 def test_readable_state_is_left_alone(tmp_path: Path) -> None:
     state = tmp_path / ".doit.db"
     doit_state(state)
-    assert run.set_aside_unreadable_state(state) is None
+    assert takeover.set_aside_unreadable_state(state) is None
     assert state.exists()
 
 
