@@ -209,14 +209,14 @@ class RunReport:
 def reporter_for(proj: Project, selection: Selection, jobs: int,
                  on_complete: Callable[[], None],
                  likely_builds: Callable[[], set[str]] | None = None,
-                 last: dict[str, Any] | None = None,
-                 stop: processes.StopControl | None = None) -> type[ConsoleReporter]:
+                 last: dict[str, Any] | None = None, *,
+                 stop: processes.StopControl) -> type[ConsoleReporter]:
     """doit's reporter class for this run; `on_complete` runs after the summary;
     `likely_builds()` names the images the run is expected to build, for its estimate;
     `last` is the report.json of the run before; `stop` the run's stop request."""
     return type("ImageReporter", (ImageReporter,),
                 {"project": proj, "selection": selection, "jobs": jobs, "last": last,
-                 "stop": stop or processes.StopControl(),
+                 "stop": stop,
                  "on_complete": staticmethod(on_complete),
                  "likely_builds": staticmethod(likely_builds or (lambda: selection.selected))})
 

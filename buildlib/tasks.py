@@ -79,7 +79,7 @@ def doit_config(run: Run) -> dict[str, Any]:
         "continue": not run.options.fail_fast,
         "reporter": _pooled_pushes(run, report.reporter_for(
             run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
-            run.last_report, run.services.stop)),
+            run.last_report, stop=run.services.stop)),
     }
 
 
