@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import cli, doit_seam, processes, report, run, takeover
+from buildlib import buildah, cli, doit_seam, processes, project, report, run, takeover
 
 
 @pytest.mark.parametrize(("argv", "command", "tasks", "jobs", "locks"), [
@@ -152,3 +153,32 @@ def test_a_long_error_keeps_its_cause_at_the_end(tmp_path: Path) -> None:
     log = tmp_path / "x-build.log"
     log.write_text(error + "\n")
     assert report.log_tail(log) == shown + "\n"
+
+
+def test_a_stop_request_is_one_runs_own_and_its_commands_heed_it(tmp_path: Path) -> None:
+    stopped, other = processes.StopControl(), processes.StopControl()
+    stopped.request(signal.SIGTERM)
+    with pytest.raises(processes.Interrupted):
+        processes.run_logged(["true"], tmp_path / "a.log", 30, stop=stopped)
+    assert not (tmp_path / "a.log").exists()  # never started
+    processes.run_logged(["true"], tmp_path / "b.log", 30, stop=other)  # another run goes on
+    assert buildah.Buildah().stop is not buildah.Buildah().stop
+
+
+def test_the_end_of_a_run_is_its_callers_to_act_on(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from test_tasks import copy_example, run_of
+
+    proj = project.load(copy_example(tmp_path))
+    assert run_of(proj).finish() is None
+    unsaved = run_of(proj)
+    unsaved.state.unsaved.append(OSError(28, "No space left on device"))
+    assert unsaved.finish() == 1
+    assert "doit could not save this run's state" in capsys.readouterr().err
+    interrupted = run_of(proj)
+    interrupted.services.stop.request(signal.SIGINT)
+    assert interrupted.finish() == 128 + signal.SIGINT
+    ended = subprocess.run([sys.executable, "-c", "from buildlib import processes; "
+                            "processes.exit_as(None); print('on'); processes.exit_as(130)"],
+                           capture_output=True, text=True)
+    assert (ended.returncode, ended.stdout) == (130, "on\n")
