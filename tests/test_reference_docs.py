@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from buildlib import config, options, reference_docs
+from buildlib import config_load, options, reference_docs
 from buildlib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_the_schema_refuses_what_loading_refuses(tmp_path: Path, text: str) -> N
     assert not schema_validator().is_valid(yaml.safe_load(text))
     (tmp_path / "images.yaml").write_text(text)
     with pytest.raises(InputError):
-        config.load(tmp_path / "images.yaml")
+        config_load.load(tmp_path / "images.yaml")
 
 
 def slug(heading: str) -> str:
