@@ -51,9 +51,9 @@ def record_path(proj: Project) -> Path:
     return proj.build_dir / RECORD_FILE
 
 
-def remember(proj: Project, name: str, values: Mapping[str, Any], names: set[str]) -> None:
+def remember(proj: Project, name: str, values: Mapping[str, Any]) -> None:
     """Note the keys a build of `name` made or found (each platform's and the list's),
-    as this tree's, most recent last; and `name` in `names` (the run's)."""
+    as this tree's, most recent last."""
     tags = [keys.key_tag(v["key"]) for v in (values.get("platforms") or {}).values()
             if v.get("key")]
     if values.get("key"):
@@ -62,7 +62,6 @@ def remember(proj: Project, name: str, values: Mapping[str, Any], names: set[str
                     for tag in tags)
     with _record_lock, record_path(proj).open("a") as out:
         out.write(lines)
-        names.add(name)
 
 
 def recorded(proj: Project) -> dict[str, list[str]]:

@@ -485,7 +485,8 @@ def _build(run: Run, name: str, task: Any) -> Any:
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.settle(name, values)
-    prune.remember(proj, name, values, run.state.remembered)
+    prune.remember(proj, name, values)
+    run.state.remembered.add(name)
     run.ask_for_children(name)
     return values
 
