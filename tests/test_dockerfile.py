@@ -52,7 +52,7 @@ STAGES = ("FROM localhost/unused:1 AS unused\n"
 def test_only_the_stages_buildah_builds_are_read(target: str | None, built: set[int],
                                                   read: list[str]) -> None:
     parsed = dockerfile.read(STAGES)
-    stages = parsed.stages()
+    stages = dockerfile.stages(parsed)
     reads = dockerfile._stage_reads(parsed, stages, {})
     assert dockerfile.built_stages(stages, reads, target) == built
     assert dockerfile.images_read(STAGES, {}, target=target) == read
