@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import dockerfile, keys, project, render
+from buildlib import dockerfile, dockerfile_stages, keys, project, render
 
 
 def test_images_read_besides_the_first_from() -> None:
@@ -52,9 +52,9 @@ STAGES = ("FROM localhost/unused:1 AS unused\n"
 def test_only_the_stages_buildah_builds_are_read(target: str | None, built: set[int],
                                                   read: list[str]) -> None:
     parsed = dockerfile.read(STAGES)
-    stages = dockerfile.stages(parsed)
-    reads = dockerfile._stage_reads(parsed, stages, {})
-    assert dockerfile.built_stages(stages, reads, target) == built
+    stages = dockerfile_stages.stages(parsed)
+    reads = dockerfile_stages.stage_reads(parsed, stages, {})
+    assert dockerfile_stages.built_stages(stages, reads, target) == built
     assert dockerfile.images_read(STAGES, {}, target=target) == read
     assert dockerfile.stage_names(STAGES) == ["unused", "one", "two", "three"]
 
