@@ -63,6 +63,25 @@ PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64,
 
 
 @dataclass(frozen=True)
+class Signing:
+    """`settings.sign`: every push signed cosign's way, with its provenance attached."""
+
+    __pydantic_config__ = _STRICT
+    key: StrictStr = "cosign.key"
+    """The cosign private key file (`imagebake keygen`), relative to images.yaml; its
+    password in COSIGN_PASSWORD."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """`settings.trust`: an image found under a key is used only when signed by one of these."""
+
+    __pydantic_config__ = _STRICT
+    keys: list[StrictStr] = field(default_factory=lambda: ["cosign.pub"])
+    """cosign public key files, relative to images.yaml."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """How every image is built, named and pushed (the `settings:` section).
 
@@ -120,6 +139,11 @@ class Settings:
     """Prune after each run that built something, keeping N old keys per image; unset: off."""
     push_jobs: NonNegativeInt = 4
     """Pushes at once, in their own pool beside the build jobs (0: in the build slots)."""
+    sign: Signing | None = None
+    """Sign every pushed image and attach its provenance (docs/signing.md); unset: off."""
+    trust: Trust | None = None
+    """Use an image found in the registry only when signed by one of these keys; unset:
+    trusted as far as the registry's push rights go."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +344,8 @@ _ALLOWED_KEYS = {
     ("settings",): [f.name for f in fields(Settings)],
     ("images", "*"): [f.name for f in fields(Image) if f.init],
     ("jinja",): [f.name for f in fields(Jinja)],
+    ("settings", "sign"): [f.name for f in fields(Signing)],
+    ("settings", "trust"): [f.name for f in fields(Trust)],
     ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
     ("kolla",): [f.name for f in fields(KollaSource)],
 }
@@ -481,11 +507,17 @@ def _file_of(data: dict[str, Any]) -> _File:
     return _File(
         images=None if images is None else {name: _built_image(image)
                                             for name, image in images.items()},
-        settings=Settings(**data.get("settings", {})),
+        settings=_settings_of(data.get("settings", {})),
         vars=data.get("vars", {}),
         profiles=data.get("profiles", {}),
         jinja=Jinja(**data.get("jinja", {})),
         kolla=None if data.get("kolla") is None else KollaSource(**data["kolla"]))
+
+
+def _settings_of(data: dict[str, Any]) -> Settings:
+    nested = {"sign": Signing, "trust": Trust}
+    return Settings(**{name: nested[name](**value) if name in nested and value is not None
+                       else value for name, value in data.items()})
 
 
 def _built_image(image: dict[str, Any] | None) -> Image | None:
@@ -948,10 +980,30 @@ def _check_references(config: Config) -> None:
             raise _located(config, tuple(key.split(".")), f"invalid {key} {value!r}",
                            fix=f"use {expected}")
     _check_authfile(config)
+    _check_key_files(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
             raise _located(config, ("images", name), f"invalid image name {name!r}", image=name,
                            fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_key_files(config: Config) -> None:
+    """settings.sign's key and settings.trust's keys must exist (their contents and the
+    password are read by a run that signs or checks)."""
+    s = config.settings
+    named = [(("settings", "sign", "key"), s.sign.key)] if s.sign else []
+    named += [(("settings", "trust", "keys", i), key)
+              for i, key in enumerate(s.trust.keys if s.trust else [])]
+    for loc, key in named:
+        if not config.source_path(key).is_file():
+            raise _located(config, loc, f"{_dotted(loc[:3])} {key!r}: "
+                           f"{config.source_path(key)} does not exist",
+                           fix="make a key pair with `imagebake keygen` (or `cosign "
+                           "generate-key-pair`) or correct the path (relative to the "
+                           "directory of images.yaml)")
+    if s.trust and not s.trust.keys:
+        raise _located(config, ("settings", "trust", "keys"), "settings.trust.keys is empty",
+                       fix="name at least one public key file, or drop settings.trust")
 
 
 def _check_authfile(config: Config) -> None:

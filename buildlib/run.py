@@ -344,6 +344,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
         proj = _load_project(tree_dir, fetch=False)
         services = services_of(proj)
+        services.open_keys(signs=invocation.pushes)
         proj = proj.asking_storage(services.base_triggers)
         pins = _pins(proj)
         selection = _selection(proj, frozenset(pins))
@@ -369,8 +370,8 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     run = Run(proj, selection, storage.Storage(services.buildah), services,
               fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
               invocation=invocation,
-              lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
-                       else None),
+              lookups=(cache.Lookups(services.client(), services.budget, services.trusted)
+                       if asks_registry else None),
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:

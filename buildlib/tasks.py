@@ -58,7 +58,8 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task, "merge": merge_task, "config": config_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task,
+            "verify": verify_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -135,11 +136,19 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "doc": f"push {plan.reference}",
         "title": lambda task: _push_title(run, name),
         "actions": [(_hand_over_push, [run, name]) if pooled else (_push, [run, name])],
-        "task_dep": [f"build:{name}"],
+        "task_dep": [f"build:{name}", *_parent_push(run, name)],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
         "verbosity": 2 if run.verbose else 1,
     }
+
+
+def _parent_push(run: Run, name: str) -> list[str]:
+    """A signed push states its parent's pushed digest: the parent's push is handed over
+    first (the push pool starts pushes in the order they come)."""
+    parent = run.project.plans[name].parent
+    signs = run.project.config.settings.sign is not None
+    return [f"push:{parent}"] if signs and parent in run.selection.selected else []
 
 
 def status_task(run: Run) -> dict[str, Any]:
@@ -209,7 +218,8 @@ def resolve_task(run: Run) -> dict[str, Any]:
 
 
 def _resolve(run: Run, lock: Path) -> Any:
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget,
+                                             run.services.trusted)
     try:
         resolved = cache.resolve(run.project, _selected_in_order(run), lookups, run.bases,
                                  run.warn)
@@ -225,6 +235,28 @@ def _resolve(run: Run, lock: Path) -> Any:
     return None
 
 
+def verify_task(run: Run) -> dict[str, Any]:
+    """check each selected image's pushed tag: signature, provenance, current key"""
+    return _command("verify", "check each selected image's pushed tag: signed by a key of "
+                    "settings.trust, its provenance attached, the image of its current key",
+                    _verify, run)
+
+
+def _verify(run: Run) -> Any:
+    from buildlib import verify
+
+    problem = verify.no_keys(run)
+    if problem:
+        return TaskFailed(f"error: {problem}")
+    try:
+        rows = verify.verify(run, _selected_in_order(run))
+    except RegistryError as err:
+        return TaskFailed(f"error: {err}")
+    print(verify.table(rows))
+    failure = verify.failed(rows)
+    return TaskFailed(failure) if failure else None
+
+
 def merge_task(run: Run) -> dict[str, Any]:
     """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
     return _command("merge", "make each multi-arch image's manifest list of the lists its "
@@ -235,7 +267,8 @@ def merge_task(run: Run) -> dict[str, Any]:
 def _merge(run: Run) -> Any:
     """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
     proj = run.project
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget,
+                                             run.services.trusted)
     try:
         parts = merge_parts(proj)
         for name, digests in parts.items():
@@ -621,8 +654,9 @@ def _pooled(task: Any) -> bool:
 def _push(run: Run, name: str) -> Any:
     assert run.lookups is not None  # a run with pushes asks the registry
     try:
+        parent = run.project.plans[name].parent
         return publish.push_image(run.project, run.services, name, run.images.get(name, {}),
-                                  run.lookups)
+                                  run.lookups, parent and run.images.get(parent))
     except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
@@ -784,7 +818,7 @@ class PushUpToDate:
             return True
         assert self.run.lookups is not None  # a run with pushes asks the registry
         plan = self.run.project.plans[self.name]
-        reason = publish.push_stale_reason(plan, built, self.run.lookups)
+        reason = publish.push_stale_reason(plan, built, self.run.lookups, self.run.services)
         if reason is None:
             digest = self.run.lookups.find(plan.reference).manifest.digest
             task.meta["settled"] = {"digest": digest, "attempts": 0}

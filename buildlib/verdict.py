@@ -159,6 +159,11 @@ def _key_of(run: Run, found: cache.Found) -> str | None:
     """The key a pinned image verifiably carries (its manifest's annotation, unless this
     machine holds another image under that key), else None: then it is used by its digest
     reference only, and given no key name."""
+    unsigned = found.key and run.lookups and run.lookups.unsigned(found)
+    if unsigned:
+        run.warn(f"warning: pin {found.pinned}: {unsigned} (settings.trust): used by its "
+                 "digest only, under no key")
+        return None
     local = found.key and run.storage.with_key(found.key)
     if local and local != found.image_id and not found.manifest.is_index:
         run.warn(f"warning: pin {found.pinned} carries key {found.key[:32]}..., whose "

@@ -1,0 +1,128 @@
+"""settings.sign and settings.trust against a loopback registry: the example tree pushed
+signed (checked by the independent verifier of cosign's format in
+test_signing_integration), a fresh machine that trusts the key builds nothing, a forged or
+foreign-signed key tag is rebuilt with one warning, and `verify` says which image fails."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import time
+
+import pytest
+from conftest import Tree
+from registry import Registry
+from test_build_integration import EXAMPLE, built, ids
+from test_signing_integration import cosign_verify, cosign_verify_attestation
+from test_trust_integration import key_tag, plant
+
+from buildlib import signatures, signing
+from buildlib.registry import Client
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "integration"
+ENV = {"COSIGN_PASSWORD": PASSWORD}
+
+
+def signing_machines(machines: tuple[Tree, Tree]) -> tuple[Tree, Tree]:
+    """A signs its pushes and trusts its key; B trusts A's public key, has no private key."""
+    machine_a, machine_b = machines
+    machine_a.doit("keygen", env=ENV)
+    machine_a.settings(sign={"key": "cosign.key"}, trust={"keys": ["cosign.pub"]})
+    shutil.copy(machine_a.root / "cosign.pub", machine_b.root / "cosign.pub")
+    machine_b.settings(trust={"keys": ["cosign.pub"]})
+    return machine_a, machine_b
+
+
+def forge(registry: Registry, tree: Tree, name: str, key: str) -> str:
+    """Over `name`'s key tag: another image whose manifest carries the annotation of `key`
+    (what someone allowed to push can do); the forged manifest's digest."""
+    tag = key_tag(tree, name)
+    plant(tree, registry, f"kolla/{name}:planted", None)
+    response = registry.request("GET", f"/v2/kolla/{name}/manifests/planted",
+                                {"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    document = json.loads(response.body)
+    document["annotations"] = {"org.imagebake.key": key}
+    body = json.dumps(document).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=30)
+    conn.request("PUT", f"/v2/kolla/{name}/manifests/{tag}", body,
+                 {"Content-Type": document["mediaType"]})
+    answer = conn.getresponse()
+    assert answer.status == 201, answer.read()
+    digest = answer.getheader("Docker-Content-Digest")
+    conn.close()
+    return digest
+
+
+def test_a_signed_tree_is_verified_reused_and_a_forgery_rebuilt(
+        machines: tuple[Tree, Tree], registry: Registry) -> None:
+    machine_a, machine_b = signing_machines(machines)
+    machine_a.doit("build")
+    started = time.monotonic()
+    machine_a.doit("push", env=ENV)
+    print(f"\nsigned push of {len(EXAMPLE)} images: {time.monotonic() - started:.2f} s")
+    public = (machine_a.root / "cosign.pub").read_bytes()
+    report = machine_a.report()
+    digests = {name: registry.digest(f"kolla/{name}", "latest") for name in EXAMPLE}
+    for name in EXAMPLE:
+        cosign_verify(registry, digests[name], public, f"kolla/{name}")
+        statement = cosign_verify_attestation(registry, digests[name], public, f"kolla/{name}")
+        parameters = statement["predicate"]["buildDefinition"]
+        assert parameters["externalParameters"]["key"] == report["images"][name]["key"]
+        parent = {"base": None, "cron": "base", "nova-api": "nova-base"}.get(name)
+        if name in ("base", "cron", "nova-api"):
+            named = [d for d in parameters["resolvedDependencies"] if d["name"] == "parent"]
+            assert named == ([{"name": "parent", "digest": {
+                "sha256": digests[parent].removeprefix("sha256:")},
+                "uri": f"oci://{registry.address}/kolla/{parent}:latest"}] if parent else [])
+
+    # a fresh machine that trusts the key builds nothing, warns of nothing
+    run_b = machine_b.doit("build", "cache=registry")
+    assert built(machine_b) == set(), run_b.stdout
+    assert "warning" not in run_b.stderr
+    verified = machine_b.doit("verify")
+    assert verified.stdout.count(" ok") >= len(EXAMPLE), verified.stdout
+
+    # an unsigned image carrying base's key: not taken, rebuilt, one warning; verify fails
+    forged = forge(registry, machine_a, "base", report["images"]["base"]["key"])
+    for each in (machine_b.root / "build",):
+        shutil.rmtree(each)
+    machine_b.buildah("rmi", "--all", "--force")
+    run_b = machine_b.doit("build", "cache=registry", "images=^base$")
+    assert run_b.stderr.count("not cached: unsigned") == 1, run_b.stderr
+    assert forged in run_b.stderr
+    assert built(machine_b) == {"base"}
+    assert ids(machine_b)["base"] == report["images"]["base"]["id"]
+    failed = machine_b.doit("verify", check=False)
+    assert failed.returncode == 1
+    assert "verify failed for base" in failed.stdout + failed.stderr
+    assert "unsigned" in failed.stdout
+
+
+def test_a_key_tag_signed_by_another_key_is_refused(machines: tuple[Tree, Tree],
+                                                    registry: Registry) -> None:
+    machine_a, machine_b = signing_machines(machines)
+    machine_a.doit("push", env=ENV)
+    key = machine_a.report()["images"]["base"]["key"]
+    forged = forge(registry, machine_a, "base", key)
+    other = signing.load_private(signing.generate(b"other").private_pem, b"other")
+    client = Client(registry.address, tls_verify=False, authfile=None)
+    signatures.sign_image(client, f"{registry.address}/kolla/base", forged, other)
+    run_b = machine_b.doit("build", "cache=registry", "images=^base$")
+    assert run_b.stderr.count("not cached: signed by an unknown key") == 1, run_b.stderr
+    assert built(machine_b) == {"base"}
+
+    # machine A's next push puts its own signed image back under the key's tag
+    machine_a.doit("push", env=ENV)
+    assert registry.digest("kolla/base", key_tag(machine_a, "base")) != forged
+    machine_b.doit("verify")
+
+
+def test_signing_needs_the_password_before_any_build(machines: tuple[Tree, Tree]) -> None:
+    machine_a, _ = signing_machines(machines)
+    run = machine_a.doit("push", check=False, env={"COSIGN_PASSWORD": "wrong"})
+    assert run.returncode == 1 and "settings.sign/trust" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (machine_a.root / "build" / "base" / "base-build.log").exists()
