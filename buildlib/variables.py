@@ -36,7 +36,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "image names; VALUE: YAML); one variable per field (`imagebake --set "
              "IMAGE.FIELD=VALUE`)"),
     Variable("images", "RE[,RE...]", "build, push, status, resolve, graph, render, export, "
-             "prune, watch", "only the images whose name matches any regex, with their "
+             "prune, watch, verify", "only the images whose name matches any regex, with their "
              "ancestors"),
     Variable("profile", "NAME[,NAME...]", "as images=", "the regexes of these `profiles:` "
              "of images.yaml"),
