@@ -53,6 +53,9 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
     plan = project.plans[name]
     client, repository = services.client(), cache.repository_of(plan.reference)
     stands_on = _stands_on(project, services, plan, parent, budget)
+    downloads = [provenance.url_source(source_name, source.url, source.sha256) for
+                 source_name, source in project.config.images[name].sources.items()
+                 if source.url and source.sha256]
     images = {None: (content.digest, built)}
     for platform, values in (built.get("platforms") or {}).items():
         digest = content.platform_digest(platform)
@@ -71,7 +74,8 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
                                  p: v.get("key") for p, v in built["platforms"].items()}},
                              stands_on=stands_on,
                              dockerfile=(values.get("record") or {}).get("dockerfile", ""),
-                             version=version(), platform=platform)), key)
+                             version=version(), sources=downloads, platform=platform)),
+            key)
 
 
 def _attested(client: registry.Client, repository: str, digest: str,
