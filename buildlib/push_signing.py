@@ -63,8 +63,11 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
             raise registry.RegistryError(f"{plan.reference}: the pushed list names no "
                                          f"image for {platform}")
         images[platform] = (digest, values)
+    sign = project.config.settings.sign
     for platform, (digest, values) in images.items():
         signatures.sign_image(client, repository, digest, key)
+        if sign and sign.sbom and (platform or not plan.platforms):  # images, not a list
+            _attach_sbom(services, repository, digest, key, budget)
         if _attested(client, repository, digest, key, values.get("key")):
             continue
         signatures.attest_image(client, repository, digest, provenance.statement(
@@ -76,6 +79,25 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
                              dockerfile=(values.get("record") or {}).get("dockerfile", ""),
                              version=version(), sources=downloads, platform=platform)),
             key)
+
+
+def _attach_sbom(services: Services, repository: str, digest: str,
+                 key: EllipticCurvePrivateKey, budget: registry.Budget) -> None:
+    """syft's SPDX SBOM of the image, attached signed (unless this key attached one)."""
+    from buildlib import sbom
+
+    client = services.client()
+    if signatures.find_provenance(client, repository, digest, [key.public_key()],
+                                  provenance.SBOM_PREDICATE_TYPE):
+        return
+    try:
+        document = sbom.spdx_of(f"{repository}@{digest}", tls_verify=services.settings.tls_verify,
+                                authfile=services.authfile(),
+                                timeout=budget.timeout(services.settings.push_timeout))
+    except sbom.SbomError as err:
+        raise registry.RegistryError(str(err)) from None  # (fails the push: not retried)
+    signatures.attest_image(client, repository, digest, provenance.sbom_statement(
+        signatures.docker_reference(repository), digest, document), key)
 
 
 def _attested(client: registry.Client, repository: str, digest: str,

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from buildlib import cache, keys, push_signing, signatures
+from buildlib import cache, keys, provenance, push_signing, signatures
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -28,14 +28,15 @@ class Row:
     digest: str
     signature: str
     provenance: str
+    sbom: str
     problem: str | None
 
     def cells(self) -> tuple[str, ...]:
         return (self.name, self.digest[:19] if self.digest else "-", self.signature,
-                self.provenance, self.problem or OK)
+                self.provenance, self.sbom, self.problem or OK)
 
 
-HEADER = ("IMAGE", "DIGEST", "SIGNATURE", "PROVENANCE", "RESULT")
+HEADER = ("IMAGE", "DIGEST", "SIGNATURE", "PROVENANCE", "SBOM", "RESULT")
 
 
 def verify(run: Run, names: Sequence[str]) -> list[Row]:
@@ -44,16 +45,17 @@ def verify(run: Run, names: Sequence[str]) -> list[Row]:
     trusted = run.services.trusted
     lookups = cache.Lookups(run.services.client(), run.services.budget)  # checked here
     current = cache.resolve(run.project, list(names), lookups, run.bases, lambda _: None)
-    return [_row(run.project.plans[name], lookups, trusted, current.get(name))
-            for name in names]
+    sign = run.project.config.settings.sign
+    return [_row(run.project.plans[name], lookups, trusted, current.get(name),
+                 bool(sign and sign.sbom)) for name in names]
 
 
 def _row(plan: ImagePlan, lookups: cache.Lookups, trusted: Sequence[EllipticCurvePublicKey],
-         current: Mapping[str, Any] | None) -> Row:
+         current: Mapping[str, Any] | None, wants_sbom: bool) -> Row:
     client, repository = lookups.client, cache.repository_of(plan.reference)
     tagged = lookups.find(plan.reference)
     if tagged is None:
-        return Row(plan.name, "", "-", "-", f"{plan.reference} is not in the registry")
+        return Row(plan.name, "", "-", "-", "-", f"{plan.reference} is not in the registry")
     digest = tagged.manifest.digest
     signed = signatures.check_signature(client, repository, digest, trusted)
     statement = signatures.find_provenance(client, repository, digest, trusted)
@@ -64,8 +66,17 @@ def _row(plan: ImagePlan, lookups: cache.Lookups, trusted: Sequence[EllipticCurv
         problems.append(f"{plan.reference} has no provenance signed by a trusted key")
     elif push_signing.provenance_key(statement) != tagged.key:
         problems.append("its provenance names another key than its manifest")
+    sbom = "-"
+    if wants_sbom:  # (of a multi-arch image: each platform's image carries its own)
+        images = [digest] if not tagged.manifest.is_index else [
+            d for p in plan.platforms if (d := tagged.manifest.platform_digest(p))]
+        found = [signatures.find_provenance(client, repository, each, trusted,
+                                            provenance.SBOM_PREDICATE_TYPE) for each in images]
+        sbom = "signed" if all(found) else "none"
+        if not all(found):
+            problems.append("no SPDX SBOM signed by a trusted key")
     problems += _current_problem(plan, lookups, trusted, digest, current)
-    return Row(plan.name, digest, signed.why, "signed" if statement else "none",
+    return Row(plan.name, digest, signed.why, "signed" if statement else "none", sbom,
                "; ".join(problems) or None)
 
 

@@ -126,3 +126,23 @@ def test_signing_needs_the_password_before_any_build(machines: tuple[Tree, Tree]
     assert run.returncode == 1 and "settings.sign/trust" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
     assert not (machine_a.root / "build" / "base" / "base-build.log").exists()
+
+
+def test_an_sbom_is_attached_signed_when_asked_for(machines: tuple[Tree, Tree],
+                                                  registry: Registry) -> None:
+    machine_a, _ = signing_machines(machines)
+    machine_a.settings(sign={"key": "cosign.key", "sbom": True})
+    machine_a.doit("push", "images=^cron$", env=ENV)
+    public = (machine_a.root / "cosign.pub").read_bytes()
+    for name in ("base", "cron"):
+        digest = registry.digest(f"kolla/{name}", "latest")
+        statement = cosign_verify_attestation(registry, digest, public, f"kolla/{name}",
+                                              "https://spdx.dev/Document")
+        assert statement["predicate"]["spdxVersion"].startswith("SPDX-")
+        assert isinstance(statement["predicate"].get("packages"), list)
+        cosign_verify_attestation(registry, digest, public, f"kolla/{name}")  # still one
+    verified = machine_a.doit("verify", "images=^cron$")
+    assert "SBOM" in verified.stdout and verified.stdout.count("signed") >= 4, verified.stdout
+    machine_a.doit("push", "images=^cron$", env=ENV)  # again: nothing attached twice
+    digest = registry.digest("kolla/cron", "latest")
+    cosign_verify_attestation(registry, digest, public, "kolla/cron", "https://spdx.dev/Document")

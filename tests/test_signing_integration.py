@@ -84,13 +84,14 @@ def ecdsa_valid(pem: bytes, message: bytes, signature_b64: str) -> bool:
     return True
 
 
-def layer_of(registry: Registry, tag: str, media_type: str,
-             repository: str = REPOSITORY) -> tuple[dict, bytes]:
+def layer_of(registry: Registry, tag: str, media_type: str, repository: str = REPOSITORY,
+             predicate_type: str | None = None) -> tuple[dict, bytes]:
     manifest = json.loads(fetch(registry, f"manifests/{tag}",
                                 "application/vnd.oci.image.manifest.v1+json", repository))
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     fetch(registry, f"blobs/{manifest['config']['digest']}", None, repository)  # config too
-    [layer] = [entry for entry in manifest["layers"] if entry["mediaType"] == media_type]
+    [layer] = [entry for entry in manifest["layers"] if entry["mediaType"] == media_type
+               and predicate_type in (None, entry["annotations"].get("predicateType"))]
     blob = fetch(registry, f"blobs/{layer['digest']}", None, repository)
     assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
     return layer, blob
@@ -112,12 +113,14 @@ def cosign_verify(registry: Registry, digest: str, pub_pem: bytes,
 
 
 def cosign_verify_attestation(registry: Registry, digest: str, pub_pem: bytes,
-                              repository: str = REPOSITORY) -> dict:
+                              repository: str = REPOSITORY,
+                              predicate_type: str = "https://slsa.dev/provenance/v1") -> dict:
     """What `cosign verify-attestation --key cosign.pub --type slsaprovenance1` checks: the
     DSSE envelope under the `.att` tag, its signature over the PAE, the statement's subject."""
     tag = "sha256-" + digest.removeprefix("sha256:") + ".att"
-    layer, sealed = layer_of(registry, tag, "application/vnd.dsse.envelope.v1+json", repository)
-    assert layer["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
+    layer, sealed = layer_of(registry, tag, "application/vnd.dsse.envelope.v1+json", repository,
+                             predicate_type)
+    assert layer["annotations"]["predicateType"] == predicate_type
     envelope = json.loads(sealed)
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
     body = base64.b64decode(envelope["payload"])
@@ -127,7 +130,7 @@ def cosign_verify_attestation(registry: Registry, digest: str, pub_pem: bytes,
     assert any(ecdsa_valid(pub_pem, pae, entry["sig"]) for entry in envelope["signatures"])
     statement = json.loads(body)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
-    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert statement["predicateType"] == predicate_type
     assert statement["subject"][0]["digest"] == {"sha256": digest.removeprefix("sha256:")}
     return statement
 
