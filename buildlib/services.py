@@ -74,7 +74,7 @@ class Services:
             self.trusted = tuple(signing.read_public(self.root / key)
                                  for key in (trust.keys if trust else []))
             if signs and sign:
-                self.signing_key = signing.read_private(self.root / sign.key)
+                self.signing_key = signing.signing_key(self.root / sign.key)
         except signing.SigningError as err:
             raise InputError(self.config_path, f"settings.sign/trust: {err}",
                              fix="check the key files (`imagebake keygen` makes a pair) and "

@@ -114,6 +114,11 @@ def test_a_key_tag_signed_by_another_key_is_refused(machines: tuple[Tree, Tree],
     assert run_b.stderr.count("not cached: signed by an unknown key") == 1, run_b.stderr
     assert built(machine_b) == {"base"}
 
+    # pinned, it is used for the run by its digest only, under no key
+    pinned = machine_b.doit("build", "images=^cron$", f"pin=base@{forged}")
+    assert "signed by an unknown key (settings.trust): used by its digest only" in pinned.stderr
+    assert built(machine_b) == {"cron"}
+
     # machine A's next push puts its own signed image back under the key's tag
     machine_a.doit("push", env=ENV)
     assert registry.digest("kolla/base", key_tag(machine_a, "base")) != forged
