@@ -14,6 +14,7 @@ import pytest
 from conftest import Tree
 from registry import Registry
 from test_build_integration import EXAMPLE, built, ids
+from test_platforms_integration import copy_only  # noqa: F401  (a fixture)
 from test_signing_integration import cosign_verify, cosign_verify_attestation
 from test_trust_integration import key_tag, plant
 
@@ -151,3 +152,29 @@ def test_an_sbom_is_attached_signed_when_asked_for(machines: tuple[Tree, Tree],
     machine_a.doit("push", "images=^cron$", env=ENV)  # again: nothing attached twice
     digest = registry.digest("kolla/cron", "latest")
     cosign_verify_attestation(registry, digest, public, "kolla/cron", "https://spdx.dev/Document")
+
+
+def test_a_multi_arch_push_signs_the_list_and_each_platform_image(
+        copy_only: Tree, registry: Registry) -> None:  # noqa: F811
+    tree = copy_only
+    signing.write_pair(tree.root, PASSWORD.encode())
+    tree.settings(sign={"key": "cosign.key"}, trust={"keys": ["cosign.pub"]})
+    tree.doit("push", env=ENV)
+    public = (tree.root / "cosign.pub").read_bytes()
+    lists = {name: registry.digest(f"multi/{name}", "latest") for name in ("root", "child")}
+    for name, digest in lists.items():
+        repository = f"multi/{name}"
+        cosign_verify(registry, digest, public, repository)
+        index = json.loads(registry.request("GET", f"/v2/{repository}/manifests/{digest}", {
+            "Accept": "application/vnd.oci.image.index.v1+json"}).body)
+        for entry in index["manifests"]:
+            cosign_verify(registry, entry["digest"], public, repository)
+            statement = cosign_verify_attestation(registry, entry["digest"], public, repository)
+            platform = statement["predicate"]["buildDefinition"]["externalParameters"]
+            assert platform["platform"] == f"{entry['platform']['os']}/" \
+                                           f"{entry['platform']['architecture']}"
+    statement = cosign_verify_attestation(registry, lists["child"], public, "multi/child")
+    [parent] = [d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+                if d["name"] == "parent"]
+    assert parent["digest"] == {"sha256": lists["root"].removeprefix("sha256:")}
+    assert "ok" in tree.doit("verify").stdout
