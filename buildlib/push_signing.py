@@ -68,13 +68,13 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
         signatures.sign_image(client, repository, digest, key)
         if sign and sign.sbom and (platform or not plan.platforms):  # images, not a list
             _attach_sbom(services, repository, digest, key, budget)
-        if _attested(client, repository, digest, key, values.get("key")):
-            continue
+        record = values.get("record") or (platform is None and plan.platforms and {
+            "manifest_list": {p: v.get("key") for p, v in built["platforms"].items()}})
+        if not record or _attested(client, repository, digest, key, values.get("key")):
+            continue  # (an image found in the registry: signed, its record is not known)
         signatures.attest_image(client, repository, digest, provenance.statement(
             provenance.Build(image=name, repository=signatures.docker_reference(repository),
-                             digest=digest, key=values.get("key") or "",
-                             record=values.get("record") or {"manifest_list": {
-                                 p: v.get("key") for p, v in built["platforms"].items()}},
+                             digest=digest, key=values.get("key") or "", record=record,
                              stands_on=stands_on,
                              dockerfile=(values.get("record") or {}).get("dockerfile", ""),
                              version=version(), sources=downloads, platform=platform)),
@@ -122,7 +122,7 @@ def _stands_on(project: Project, services: Services, plan: ImagePlan,
     if plan.parent is None:
         return _base(services, plan.base)
     parent_plan = project.plans[plan.parent]
-    if parent and parent.get("digest"):  # found in the registry, or pinned
+    if parent and parent.get("found") == "registry" and parent.get("digest"):  # or pinned
         return provenance.image("parent", parent_plan.reference, parent["digest"])
     if not parent or not parent.get("key"):
         raise registry.RegistryError(f"the provenance of {plan.name} names its parent "
