@@ -990,13 +990,12 @@ def _check_references(config: Config) -> None:
 
 
 def _check_key_files(config: Config) -> None:
-    """settings.sign's key and settings.trust's keys must exist (their contents and the
-    password are read by a run that signs or checks)."""
+    """settings.trust's keys must exist (their contents are read by a run that checks;
+    settings.sign's key, or COSIGN_PRIVATE_KEY, with its password by a run that pushes:
+    a CI job's other steps have neither)."""
     s = config.settings
-    from_ci = bool(os.environ.get("COSIGN_PRIVATE_KEY"))  # (signing.PRIVATE_KEY_VARIABLE)
-    named = [(("settings", "sign", "key"), s.sign.key)] if s.sign and not from_ci else []
-    named += [(("settings", "trust", "keys", i), key)
-              for i, key in enumerate(s.trust.keys if s.trust else [])]
+    named = [(("settings", "trust", "keys", i), key)
+             for i, key in enumerate(s.trust.keys if s.trust else [])]
     for loc, key in named:
         if not config.source_path(key).is_file():
             raise _located(config, loc, f"{_dotted(loc[:3])} {key!r}: "

@@ -562,11 +562,9 @@ def test_build_dir_may_not_hold_a_control_character(tmp_path: Path) -> None:
     assert "settings.build_dir 'b\\nx' holds a control character" in message
 
 
-def test_a_missing_signing_or_trusted_key_file_is_one_error(tmp_path: Path) -> None:
-    message = load_error(tmp_path, "settings: {sign: {key: keys/cosign.key}}\nimages: {base: }\n")
-    assert "settings.sign.key 'keys/cosign.key'" in message and "imagebake keygen" in message
+def test_a_missing_trusted_key_file_is_one_error(tmp_path: Path) -> None:
     message = load_error(tmp_path, "settings: {trust: {keys: [a.pub]}}\nimages: {base: }\n")
-    assert "settings.trust.keys 'a.pub'" in message
+    assert "settings.trust.keys 'a.pub'" in message and "imagebake keygen" in message
     assert "settings.trust.keys is empty" in load_error(
         tmp_path, "settings: {trust: {keys: []}}\nimages: {base: }\n")
     assert "unknown key 'settings.trust.key'" in load_error(

@@ -132,6 +132,11 @@ def test_signing_needs_the_password_before_any_build(machines: tuple[Tree, Tree]
     assert run.returncode == 1 and "settings.sign/trust" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
     assert not (machine_a.root / "build" / "base" / "base-build.log").exists()
+    (machine_a.root / "cosign.key").rename(machine_a.root / "elsewhere.key")
+    run = machine_a.doit("push", check=False, env=ENV)
+    assert run.returncode == 1 and "cosign.key: No such file" in run.stderr, run.stderr
+    assert "imagebake keygen" in run.stderr and "Traceback" not in run.stderr
+    machine_a.doit("build", "images=^base$")  # a build signs nothing: no key, no password
 
 
 def test_an_sbom_is_attached_signed_when_asked_for(machines: tuple[Tree, Tree],
