@@ -355,7 +355,8 @@ UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
 
 def _export(run: Run, tool_dir: Path) -> Any:
     """Partition the selection into jobs, write the workflow, print the estimates."""
-    from buildlib import export  # (and a YAML writer): only this task needs them
+    # (and a YAML writer): only this task needs them
+    from buildlib import export, export_argo, export_gha, export_gitlab, export_jobs
 
     proj = run.project
     try:
@@ -370,7 +371,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
                                runs_on=options.runs_on or (export.GHA_RUNNER
                                                           if options.format == "gha" else ()),
                                storage=options.storage, runners=options.runners)
-        sub = export.selected_graph(proj.graph, run.selection.selected)
+        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
             raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
@@ -380,14 +381,14 @@ def _export(run: Run, tool_dir: Path) -> Any:
         return TaskFailed(f"error: {err}")
     measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
-    estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
+    estimates = export_jobs.partition(sub, durations, options.max_jobs, options.job_start)
     try:
         whole = not run.selection.excluded
         platforms = {name: proj.plans[name].platforms for name in sub.parents}
         if options.format == "argo":
-            text = export.argo(estimates.chosen, tool, target, whole)
+            text = export_argo.argo(estimates.chosen, tool, target, whole)
         else:
-            exporter = {"gha": export.gha, "gitlab": export.gitlab}[options.format]
+            exporter = {"gha": export_gha.gha, "gitlab": export_gitlab.gitlab}[options.format]
             text = exporter(estimates.chosen, tool, target, whole, platforms=platforms)
     except ValueError as err:  # jobs the format cannot write
         return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
