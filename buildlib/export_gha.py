@@ -54,6 +54,12 @@ def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
     ]
 
 
+def _signing(target: Target) -> dict[str, str]:
+    """The secrets a signing push reads (the key's PEM and its password), if it signs."""
+    return {name: f"${{{{ secrets.{name} }}}}" for name in export.SIGNING_SECRETS
+            } if target.signs else {}
+
+
 def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
     return labels[0] if len(labels) == 1 else list(labels)
 
@@ -76,8 +82,11 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     selection = export.images_variable(job, whole) + (
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = job.summary() + (f" for {platform}" if platform else "")
-    steps.append({"name": f"build and push {what}", "env": build_env,
+    steps.append({"name": f"build and push {what}", "env": {**build_env, **_signing(target)},
                   "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
+    if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
+        steps.append({"name": f"verify {what}", "env": GHA_AUTH,
+                      "run": tool.doit("verify", "cache=registry", *selection) + "\n"})
     result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
     if parent:
         result["needs"] = parent
@@ -100,5 +109,5 @@ def _gha_merge_job(image: str, job: Job, platforms: tuple[str, ...], tool: Tool,
     return {"name": f"merge {image}", "runs-on": _runs_on(target.labels()), "needs": needs,
             "steps": [*_gha_start(tool, target),
                       {"name": f"merge the platforms of {image}",
-                       "env": {**GHA_AUTH, "PARTS": parts},
+                       "env": {**GHA_AUTH, "PARTS": parts, **_signing(target)},
                        "run": tool.doit("merge", '"parts=$PARTS"') + "\n"}]}

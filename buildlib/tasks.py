@@ -370,7 +370,9 @@ def _export(run: Run, tool_dir: Path) -> Any:
                                proj.config.settings.tls_verify,
                                runs_on=options.runs_on or (export.GHA_RUNNER
                                                           if options.format == "gha" else ()),
-                               storage=options.storage, runners=options.runners)
+                               storage=options.storage, runners=options.runners,
+                               signs=proj.config.settings.sign is not None,
+                               verifies=proj.config.settings.trust is not None)
         sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:

@@ -51,7 +51,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("dispatch", "critical-path|fifo", "build, push", "the order of ready builds: the "
              "longest remaining path first (default while the jobs do not outnumber the "
              "cores), or doit's own first-come order"),
-    Variable("cache", "local|registry", "build, push, status, resolve", "`registry`: look "
+    Variable("cache", "local|registry", "build, push, status, resolve, verify", "`registry`: look "
              "images up in the registry by their key before building them (default: "
              "settings.cache)"),
     Variable("pin", "NAME@sha256:DIGEST[,...]", "build, push, status, resolve", "take these "
