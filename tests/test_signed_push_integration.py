@@ -9,11 +9,21 @@ import http.client
 import json
 import shutil
 import time
+from pathlib import Path
 
 import pytest
-from conftest import Tree
+from conftest import Tree, unmount_under
+from gha_replay import Replay
 from registry import Registry
 from test_build_integration import EXAMPLE, built, ids
+from test_export_replay_integration import (
+    checkout,
+    export,
+    link_venv,
+    prepare,
+    repository,
+    runner_env,
+)
 from test_platforms_integration import copy_only  # noqa: F401  (a fixture)
 from test_signing_integration import cosign_verify, cosign_verify_attestation
 from test_trust_integration import key_tag, plant
@@ -183,3 +193,35 @@ def test_a_multi_arch_push_signs_the_list_and_each_platform_image(
                 if d["name"] == "parent"]
     assert parent["digest"] == {"sha256": lists["root"].removeprefix("sha256:")}
     assert "ok" in tree.doit("verify").stdout
+
+
+def test_an_exported_workflow_signs_with_the_secret_and_verifies(tree: Tree, registry: Registry,
+                                                                tmp_path: Path) -> None:
+    """The GHA export replayed job by job (tests/gha_replay.py): the key is no file of the
+    checkout, only the COSIGN_PRIVATE_KEY secret; each job verifies what it pushed."""
+    prepare(tree, registry, "ci")
+    signing.write_pair(tree.root, PASSWORD.encode())
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write("cosign.key\n")
+    tree.settings(sign={"key": "cosign.key"}, trust={"keys": ["cosign.pub"]})
+    workflow = export(tree, "images=^(base|openstack-base|nova-base)$", "max_jobs=3")
+    secrets = {"COSIGN_PRIVATE_KEY": (tree.root / "cosign.key").read_text(),
+               "COSIGN_PASSWORD": PASSWORD}
+    jobs = Replay.of(workflow, tmp_path / "replay", parallel=3, runner_env=runner_env,
+                     secrets=secrets,
+                     setup={"actions/checkout@v5": checkout(repository(tree)),
+                            "install imagebake": link_venv}).run()
+    try:
+        failed = [job for job in jobs.values() if job.status != "success"]
+        assert not failed, "\n\n".join(f"== {job.name}\n{job.text}" for job in failed)
+        public = (tree.root / "cosign.pub").read_bytes()
+        for name in ("base", "openstack-base", "nova-base"):
+            digest = registry.digest(f"ci/{name}", "latest")
+            cosign_verify(registry, digest, public, f"ci/{name}")
+            cosign_verify_attestation(registry, digest, public, f"ci/{name}")
+        for job in jobs.values():
+            assert not (job.workspace / "cosign.key").exists()
+            verify = job.text[job.text.index("## verify"):]
+            assert "verify failed" not in job.text and " ok" in verify, job.text
+    finally:
+        unmount_under(tmp_path / "replay")
