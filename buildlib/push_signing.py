@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from buildlib import cache, keys, provenance, registry, signatures
+from buildlib import cache, keys, provenance, registry, retries, signatures
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -43,7 +43,7 @@ def unsigned(services: Services, found: cache.Found) -> str | None:
 
 def sign_pushed(project: Project, services: Services, name: str, built: Mapping[str, Any],
                 content: registry.Manifest, parent: Mapping[str, Any] | None,
-                budget: registry.Budget) -> None:
+                budget: retries.Budget) -> None:
     """Sign the pushed manifest `content` (and each image a list names) and attach the
     provenance of each; what is signed already by this key is not signed again. Raises
     RegistryError (a transient one is tried again with the push)."""
@@ -82,7 +82,7 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
 
 
 def _attach_sbom(services: Services, repository: str, digest: str,
-                 key: EllipticCurvePrivateKey, budget: registry.Budget) -> None:
+                 key: EllipticCurvePrivateKey, budget: retries.Budget) -> None:
     """syft's SPDX SBOM of the image, attached signed (unless this key attached one)."""
     from buildlib import sbom
 
@@ -115,7 +115,7 @@ def provenance_key(statement: Mapping[str, Any]) -> str | None:
 
 def _stands_on(project: Project, services: Services, plan: ImagePlan,
                parent: Mapping[str, Any] | None,
-               budget: registry.Budget) -> provenance.Material | None:
+               budget: retries.Budget) -> provenance.Material | None:
     """The image it is built on at its pushed digest: the parent's signed image under its
     key's tag (waiting, within the push's deadline, while this run pushes it), or the
     base's manifest in its registry (None when that cannot be asked)."""

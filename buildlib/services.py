@@ -1,4 +1,5 @@
-"""What a run talks to, made once per run and passed to whoever asks: buildah, the authfile
+"""What a run talks to, made once per run and passed to whoever asks: its stop request
+(set by its signal handlers), buildah, the authfile
 of each registry, and one registry client per registry host (lookups, base images, pulls,
 pushes and prune share it, with its /v2/ check, credentials and circuit breaker).
 
@@ -12,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from buildlib import buildah, config, credentials, dockerfile, registry
+from buildlib import (
+    buildah,
+    config,
+    credentials,
+    dockerfile,
+    processes,
+    registry,
+    retries,
+    storagelock,
+)
 from buildlib.errors import InputError
 from buildlib.reference import ImageRef
 
@@ -31,11 +41,13 @@ class Services:
 
     def __init__(self, cfg: config.Config, home: str | None = None) -> None:
         self.settings, self.root, self.config_path = cfg.settings, cfg.root, cfg.path
+        self.stop = processes.StopControl()  # the run's signals; every command heeds it
         self.signing_key: EllipticCurvePrivateKey | None = None  # settings.sign's, opened
         self.trusted: tuple[EllipticCurvePublicKey, ...] = ()  # settings.trust's keys
         self.failed_pushes: set[str] = set()  # images whose push failed for good this run
         self.buildah = buildah.Buildah(tuple(cfg.settings.buildah_args),
-                                       store_note=cfg.build_dir / STORE_NOTE)
+                                       store_note=cfg.build_dir / STORE_NOTE, stop=self.stop)
+        self.storage_lock = storagelock.StorageLock(self.buildah)  # shared by the run
         self.home = home
         self.base_triggers = BaseTriggers(self.buildah)
         self._lock = threading.Lock()
@@ -80,9 +92,9 @@ class Services:
                              fix="check the key files (`imagebake keygen` makes a pair) and "
                              "COSIGN_PASSWORD") from None
 
-    def budget(self) -> registry.Budget:
+    def budget(self) -> retries.Budget:
         """The attempts and the overall time one image's push (or pull) may take, from now."""
-        return registry.Budget(self.settings.push_retries, self.settings.push_deadline)
+        return retries.Budget(self.settings.push_retries, self.settings.push_deadline)
 
     def pull(self, reference: str, anew: bool = False,
              on_retry: Callable[[int, float, BaseException], None] = lambda *_: None) -> str:
@@ -97,13 +109,13 @@ class Services:
                                          authfile=self.authfile(ref.domain), anew=anew,
                                          timeout=budget.timeout(self.settings.push_timeout))
             except buildah.BuildahError as err:
-                if registry.permanent_cause(err.output):
+                if retries.permanent_cause(err.output):
                     raise
-                raise registry.TransientError(str(err)) from None
+                raise retries.TransientError(str(err)) from None
 
         try:
-            return registry.with_retries(attempt, budget, on_retry)
-        except registry.GaveUp as err:
+            return retries.with_retries(attempt, budget, on_retry)
+        except retries.GaveUp as err:
             raise buildah.BuildahError(str(err)) from None
 
 
