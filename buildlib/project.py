@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -204,41 +204,6 @@ class Project:
         `base_triggers` reads them from local storage (a run's services hold it)."""
         return replace(self, plans={name: replace(plan, base_triggers=base_triggers)
                                     for name, plan in self.plans.items()})
-
-    def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
-                        outside: Callable[[str], str | None] = lambda name: None,
-                        base_of: Callable[[str], str | None] = lambda name: None,
-                        id_of: Callable[[str], str | None] = lambda reference: None
-                        ) -> Iterator[tuple[str, str | None, str | None]]:
-        """(name, key, image ID) of each image in `names` (parents first): its key on its
-        parent's ID, and the ID `image_of(name, key)` finds for it; one per platform of a
-        multi-arch image, each on its parent's image of that platform. A parent outside
-        `names` stands as `outside(name)` says (a multi-arch one: unknown), a root's base
-        image as `base_of(name)` says, any other image a build reads as `id_of(reference)`
-        says. Key and ID are None below an image that has no ID: its children's keys
-        cannot be known before it is built."""
-        ids: dict[str, dict[str | None, str | None]] = {}
-        for name in names:
-            plan = self.plans[name]
-            if plan.parent is None:
-                base_id = base_of(name) if plan.base else None
-                parent_ids: dict[str | None, str | None] = dict.fromkeys(
-                    plan.platforms or (None,), base_id)
-            elif plan.parent in ids:
-                parent_ids = ids[plan.parent]
-            else:
-                parent_ids = {} if plan.platforms else {None: outside(name)}
-            ids[name] = {}
-            read = plan.read_ids(id_of)
-            for platform in plan.platforms or (None,):
-                parent_id = parent_ids.get(platform)
-                if (plan.parent or plan.base) and parent_id is None or isinstance(read, str):
-                    ids[name][platform] = None
-                    yield name, None, None
-                    continue
-                key = plan.record_on(parent_id, platform, read).key
-                ids[name][platform] = image_of(name, key)
-                yield name, key, ids[name][platform]
 
     @property
     def build_dir(self) -> Path:
