@@ -137,7 +137,7 @@ def build(project: Project, services: Services, name: str,
         return build_image(project, services, name, records[None], storage,
                            reasons.get(None), echo, parent_names.get(None))
     start = time.time()
-    if any(storage.with_key(record.key) is None for record in records.values()):
+    if not all(storage.with_keys(records).values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
     platforms = {platform: build_image(project, services, name, record, storage,

@@ -176,7 +176,7 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
     Run it in a thread of its own: it waits for answers, parents first."""
 
     def find(name: str, records: Mapping[str | None, Record]) -> dict[str | None, str | None]:
-        local = {p: storage.with_key(record.key) for p, record in records.items()}
+        local = storage.with_keys(records)
         if all(local.values()) or project.plans[name].platforms:
             return local  # (a multi-arch image is looked up by its list key when judged)
         try:

@@ -39,7 +39,6 @@ from buildlib import (
     doit_seam,
     expanders,
     graph,
-    keys,
     processes,
     project,
     pushpool,
@@ -236,16 +235,13 @@ class Run:
         expected to build, for its estimate of the time left."""
         names = [name for name in self.project.graph.order() if name in self.selection.selected]
 
-        def in_storage(name: str, records: Mapping[str | None, keys.Record]
-                       ) -> dict[str | None, str | None]:
-            return {p: self.storage.with_key(record.key) for p, record in records.items()}
-
         def outside(name: str) -> standing.Parent:  # skip_parents: as storage holds it now
             parent = self.project.plans[name].parent
             return None if self.project.plans[name].platforms else {
                 None: self.storage.id_of(self.project.plans[parent].reference)}
 
-        steps = standing.walk(self.project.plans, names, self.bases.id_of, in_storage, outside)
+        steps = standing.walk(self.project.plans, names, self.bases.id_of,
+                              lambda name, records: self.storage.with_keys(records), outside)
         return {step.name for step in steps if not step.found}
 
     def settle(self, name: str, settled: Settled) -> None:
@@ -263,9 +259,9 @@ class Run:
                 continue
             ground = self.stands_on(child)
             if isinstance(ground, standing.Ground):
-                key = ground.records(plan)[None].key
-                if not self.storage.with_key(key):
-                    self.lookups.ask(plan.key_reference(key))
+                records = ground.records(plan)
+                if not self.storage.with_keys(records)[None]:
+                    self.lookups.ask(plan.key_reference(records[None].key))
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:

@@ -1,9 +1,10 @@
 """The only module that knows doit's task dicts: a loaded project -> doit tasks.
 
 Task creators are small generators of plain dicts, as in pydoit's own code. A build
-action returns the image's ID, key and record as the task's saved values; a child reads
-its parent's ID from the run (`Run.images`, not `getargs`, which would make it depend on
-the parent's whole result), and `ImageUpToDate` compares the current key with the saved.
+action (`building.build`) returns what the image settled on as the task's saved values; a
+child reads its parent's ID from the run (`Run.images`, not `getargs`, which would make it
+depend on the parent's whole result), and `ImageUpToDate` compares the current key with
+the saved. doit's saved values are plain dicts here only: `settled.Settled` elsewhere.
 
 The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 """
@@ -463,12 +464,12 @@ def _build_title(run: Run, name: str, task: Any) -> str:
     found: Verdict = task.meta.get("verdict") or judge(run, name, None)
     if not found.records:
         return f"building {name}"
-    lines = []
+    lines, in_storage = [], run.storage.with_keys(found.records)
     for platform, record in found.records.items():
         what = f"{name} for {platform}" if platform else name
         argv = builder.bud_argv(run.project, run.services, name, record)
         lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
-                     if run.storage.with_key(record.key) else
+                     if in_storage[platform] else
                      f"building {what}: {command_line(argv)}")
     return "\n.  ".join(lines)
 

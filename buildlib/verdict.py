@@ -111,7 +111,7 @@ def judge(run: Judging, name: str, saved: Settled | None,
     if not stale and saved is not None:
         verdict.outcome, verdict.settled = Outcome.CURRENT, saved
         return verdict
-    found = {p: run.storage.with_key(r.key) for p, r in verdict.records.items()}
+    found = run.storage.with_keys(verdict.records)
     if all(found.values()):
         verdict.settled = _found_locally(plan, verdict.records, found)
         return verdict.add(Outcome.FOUND_LOCAL, "; ".join(
