@@ -31,11 +31,20 @@ class Judging(Protocol):
     """What `judge` reads of a run (as pydoit's `get_status(task, tasks_dict)` reads only
     the tasks): the tree, local storage, the registry, pins, what each image stands on."""
 
-    project: Project
-    storage: Storage
-    lookups: cache.Lookups | None  # the registry, when this run asks it
-    from_registry: bool  # cache=registry
-    pins: dict[str, str]  # pin=NAME@DIGEST
+    @property
+    def project(self) -> Project: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def lookups(self) -> cache.Lookups | None: ...  # the registry, when this run asks it
+
+    @property
+    def from_registry(self) -> bool: ...  # cache=registry
+
+    @property
+    def pins(self) -> Mapping[str, str]: ...  # pin=NAME@DIGEST
 
     def stands_on(self, name: str, saved_of: Callable[[str], Mapping[str, Any]] | None = None
                   ) -> Ground | Blocked: ...
