@@ -5,8 +5,8 @@ as its verdict says (build it, tag what storage holds under its key, or fail, sa
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from buildlib import builder, project, prune, publish
 from buildlib.buildah import BuildahError, StorageError
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def up_to_date(run: Run, name: str, saved: Settled | None,
-               saved_of: Callable[[str], Mapping[str, Any]]) -> tuple[Verdict, Settled | None]:
+               saved_of: Callable[[str], Settled | None]) -> tuple[Verdict, Settled | None]:
     """The image's verdict, and what it settles on when it needs no action (then settled
     in the run: what its children are judged on): the image its task recorded carries the
     current key, or the registry holds it (cache=registry), or it is pinned."""

@@ -25,7 +25,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,7 @@ class Run:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
 
-    def stands_on(self, name: str, saved_of: Callable[[str], Mapping[str, Any]] | None = None
+    def stands_on(self, name: str, saved_of: Callable[[str], Settled | None] | None = None
                   ) -> standing.Ground | standing.Blocked:
         """What this image is built on (`standing.stands_on`): its parent as its task
         settled it in this run (outside a run, as in `doit info`, as it recorded it:
@@ -199,19 +199,19 @@ class Run:
         return standing.stands_on(self.project.plans[name], self._parent(name, saved_of),
                                   self.bases.id_of)
 
-    def _parent(self, name: str, saved_of: Callable[[str], Mapping[str, Any]] | None
+    def _parent(self, name: str, saved_of: Callable[[str], Settled | None] | None
                 ) -> standing.Parent:
         parent = self.project.plans[name].parent
-        parent_task = self.parent_task(name)
         if parent is None:
             return None
+        parent_task = self.parent_task(name)
         if parent_task is None:
             return self._parent_in_storage(name)
         if parent in self.images:
             return self.images[parent].ids()
         if saved_of is None:
             return None
-        return (Settled.from_values(saved_of(parent_task)) or Settled(None, None)).ids()
+        return (saved_of(parent_task) or Settled(None, None)).ids()
 
     def _parent_in_storage(self, name: str) -> standing.Parent:
         """skip_parents: the parent's image (of each platform) as local storage holds it."""

@@ -688,9 +688,9 @@ class ImageUpToDate(SavedValuesCalculator):
             task.meta["settled"] = settled.as_values()
         return settled is not None
 
-    def _saved(self, task_name: str) -> dict[str, Any]:
+    def _saved(self, task_name: str) -> Settled | None:
         """What another task saved when it last ran (outside a run: its values)."""
-        return self.saved_values(task_name)
+        return Settled.from_values(self.saved_values(task_name))
 
 
 class PushUpToDate:

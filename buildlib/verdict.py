@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from buildlib import cache, keys, sources
 from buildlib.registry import RegistryError
@@ -46,7 +46,7 @@ class Judging(Protocol):
     @property
     def pins(self) -> Mapping[str, str]: ...  # pin=NAME@DIGEST
 
-    def stands_on(self, name: str, saved_of: Callable[[str], Mapping[str, Any]] | None = None
+    def stands_on(self, name: str, saved_of: Callable[[str], Settled | None] | None = None
                   ) -> Ground | Blocked: ...
 
     def warn(self, message: str) -> None: ...
@@ -97,9 +97,9 @@ class Verdict:
 
 
 def judge(run: Judging, name: str, saved: Settled | None,
-          saved_of: Callable[[str], Mapping[str, Any]] | None = None) -> Verdict:
+          saved_of: Callable[[str], Settled | None] | None = None) -> Verdict:
     """What a build does with this image now. `saved`: what its task settled on when it
-    last ran; `saved_of(task)`: another task's saved values, outside a run (`doit info`)."""
+    last ran; `saved_of(task)`: another task's, outside a run (`doit info`)."""
     plan = run.project.plans[name]
     verdict = Verdict(name)
     if name in run.pins:
