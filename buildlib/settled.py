@@ -8,7 +8,7 @@ back) at doit's seam only, by `from_values` and `as_values`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -23,7 +23,10 @@ class How(Enum):
     BUILT = "built"
 
 
-@dataclass(frozen=True)
+_HOW = {how.value: how for how in How}
+
+
+@dataclass(frozen=True, slots=True)  # (slots: made and read in every up-to-date check)
 class Settled:
     id: str | None  # the image ID (a multi-arch image's: its manifest list's)
     key: str | None  # None: a pinned image that carries no key
@@ -50,30 +53,28 @@ class Settled:
         return [s.key for s in (*(self.platforms or {}).values(), self) if s.key]
 
     def found_locally(self) -> Settled:
-        return replace(self, how=How.LOCAL)
+        return Settled(self.id, self.key, How.LOCAL, self.pinned, self.digest, self.record,
+                       self.image, self.start, self.end, self.cpu_seconds, self.platforms)
 
     def as_values(self) -> dict[str, Any]:
         """doit's saved values: the fields that are set, `how` as "found"."""
-        values: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name == "how":
-                values["found"] = value.value
-            elif item.name == "platforms" and value is not None:
-                values["platforms"] = {p: s.as_values() for p, s in value.items()}
-            elif value is not None:
-                values[item.name] = dict(value) if item.name == "record" else value
-        return values
+        values = {"id": self.id, "key": self.key, "found": self.how.value,
+                  "pinned": self.pinned, "digest": self.digest,
+                  "record": self.record if self.record is None else dict(self.record),
+                  "image": self.image, "start": self.start, "end": self.end,
+                  "cpu_seconds": self.cpu_seconds,
+                  "platforms": self.platforms if self.platforms is None else
+                  {p: s.as_values() for p, s in self.platforms.items()}}
+        return {name: value for name, value in values.items() if value is not None}
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None) -> Settled | None:
         """doit's saved values (None when the task saved none)."""
         if not values:
             return None
-        known = {item.name for item in fields(cls)} - {"id", "key", "how", "platforms"}
-        platforms = values.get("platforms")
-        return cls(values.get("id"), values.get("key"),
-                   **{name: values[name] for name in known if name in values},
-                   how=How(values.get("found") or How.BUILT.value),
-                   platforms={p: cls.from_values(v) or cls(None, None)
-                              for p, v in platforms.items()} if platforms else None)
+        get, platforms = values.get, values.get("platforms")
+        return cls(get("id"), get("key"), _HOW.get(get("found"), How.BUILT),
+                   get("pinned"), get("digest"), get("record"), get("image"), get("start"),
+                   get("end"), get("cpu_seconds"),
+                   {p: cls.from_values(v) or cls(None, None) for p, v in platforms.items()}
+                   if platforms else None)
