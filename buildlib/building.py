@@ -65,13 +65,14 @@ def build(run: Run, name: str, found: Verdict | None) -> Settled | str:
         if plan.parent and parent is not None and parent.how is How.REGISTRY:
             publish.pull(proj, run.services, plan.parent, parent, run.storage)
         settled = builder.build(proj, run.services, name, found.records, run.storage,
-                                found.stale, echo=run.verbose,
+                                found.stale, echo=run.options.verbose,
                                 parent_names=parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return str(err)  # the summary adds the log's tail and path
     run.settle(name, settled)
     prune.remember(proj, name, settled)
+    run.state.remembered.add(name)
     run.ask_for_children(name)
     return settled
 
