@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from buildlib import keys, standing
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
-from buildlib.registry import Budget, Client, Manifest, RegistryError, asked_again
+from buildlib.registry import Client, Manifest, RegistryError, asked_again
+from buildlib.retries import Budget
 from buildlib.settled import How, Settled
 
 if TYPE_CHECKING:
