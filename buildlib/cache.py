@@ -218,6 +218,7 @@ def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseIma
             warn) if known and not isinstance(read, str) else None
         resolved[name] = found and {
             "reference": found["pinned"], "tag": plan.reference, "digest": found["digest"],
+            "tags": plan.tag_references,
             "key": found["key"], "id": found["id"],
             **({"platforms": {p: {"id": v["id"], "key": v["key"], "reference": v["pinned"]}
                               for p, v in found["platforms"].items()}}

@@ -63,6 +63,24 @@ PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64,
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A build secret of `settings.secrets` or an image's `secrets:`: one of `file`, `env`.
+
+    `RUN --mount=type=secret,id=ID` reads it at /run/secrets/ID. Its content is in no
+    image, key, log or report: changing it rebuilds nothing."""
+
+    __pydantic_config__ = _STRICT
+    file: StrictStr | None = None
+    """A file whose content is the secret (`~` is your home; relative to images.yaml)."""
+    env: StrictStr | None = None
+    """An environment variable of the run whose value is the secret."""
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("file", "env") if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
 class Settings:
     """How every image is built, named and pushed (the `settings:` section).
 
@@ -120,6 +138,12 @@ class Settings:
     """Prune after each run that built something, keeping N old keys per image; unset: off."""
     push_jobs: NonNegativeInt = 4
     """Pushes at once, in their own pool beside the build jobs (0: in the build slots)."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of every image by id (`RUN --mount=type=secret,id=ID`); an image's own
+    `secrets:` win. Not in the key."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of every build (`RUN --mount=type=ssh`), as `buildah --ssh`:
+    `default` (SSH_AUTH_SOCK) or `ID=PATH[,PATH]`; an image's own `ssh:` win by ID."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +226,16 @@ class Image:
     """Sources archived into its context, each as `<name>-archive`."""
     platforms: Platforms | None = None
     """Its platforms, among its parent's (default: the parent's; a root's: settings')."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of this image by id, over settings' (not in the key)."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of this build, over settings' by ID (not in the key)."""
+    network: StrictStr | None = None
+    """`buildah bud --network` of its RUN steps: `private` (the default), `none`, `host` or
+    `ns:PATH`. Not in the key: it changes what a RUN can reach, not what it is given."""
+    tags: list[StrictStr] = field(default_factory=list)
+    """Extra tags beside settings.tag (e.g. a release tag), each set at push to the same
+    digest. Not in the key."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -321,6 +355,8 @@ _ALLOWED_KEYS = {
     ("images", "*"): [f.name for f in fields(Image) if f.init],
     ("jinja",): [f.name for f in fields(Jinja)],
     ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
+    ("images", "*", "secrets", "*"): [f.name for f in fields(Secret)],
+    ("settings", "secrets", "*"): [f.name for f in fields(Secret)],
     ("kolla",): [f.name for f in fields(KollaSource)],
 }
 # What every template sees under these names; `vars:` may not take them.
@@ -356,6 +392,7 @@ def load(source: Path | str | Sources) -> Config:
     _check_sources(config)
     _check_platforms(config)
     _check_build_dir(config)
+    _check_bake_fields(config)
     if not noted:
         _note_valid(config, digest, data)
     return config
@@ -481,7 +518,7 @@ def _file_of(data: dict[str, Any]) -> _File:
     return _File(
         images=None if images is None else {name: _built_image(image)
                                             for name, image in images.items()},
-        settings=Settings(**data.get("settings", {})),
+        settings=_built_settings(data.get("settings", {})),
         vars=data.get("vars", {}),
         profiles=data.get("profiles", {}),
         jinja=Jinja(**data.get("jinja", {})),
@@ -492,7 +529,15 @@ def _built_image(image: dict[str, Any] | None) -> Image | None:
     if image is None:
         return None
     sources = {name: Source(**source) for name, source in image.get("sources", {}).items()}
-    return Image(**{**image, "sources": sources})
+    return Image(**{**image, "sources": sources, "secrets": _built_secrets(image)})
+
+
+def _built_settings(settings: dict[str, Any]) -> Settings:
+    return Settings(**{**settings, "secrets": _built_secrets(settings)})
+
+
+def _built_secrets(owner: dict[str, Any]) -> dict[str, Secret]:
+    return {name: Secret(**secret) for name, secret in owner.get("secrets", {}).items()}
 
 
 def named_image(image: Image, name: str) -> Image:
@@ -894,10 +939,8 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
     image = loc[1] if len(loc) > 1 and loc[0] == "images" else None
     if first["type"] == "unexpected_keyword_argument":
         key = loc[-1]
-        parent = ("images", "*") if image and len(loc) == 3 else (
-            ("images", "*", "sources", "*") if image and len(loc) == 5 and loc[2] == "sources"
-            else loc[:-1])
-        allowed = ", ".join(_ALLOWED_KEYS.get(parent, []))
+        allowed = ", ".join(next((keys for pattern, keys in _ALLOWED_KEYS.items()
+                                  if _matches(pattern, loc[:-1])), []))
         return InputError(path, f"unknown key '{_dotted(loc)}'", image=image,
                           fix=f"remove '{key}' or correct its spelling; allowed here: {allowed}")
     if first["type"] == "missing":
@@ -918,10 +961,16 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
                       image=image, fix=f"give '{field_loc[-1]}' a value of the right type")
 
 
+def _matches(pattern: tuple, loc: tuple) -> bool:
+    """Whether `loc` is the place `pattern` names (`*`: any name)."""
+    return len(pattern) == len(loc) and all(p in ("*", part)
+                                            for p, part in zip(pattern, loc, strict=True))
+
+
 def _field_loc(loc: tuple) -> tuple:
     """Drop the union-member names pydantic appends (e.g. ..., 'X', 'str')."""
     members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image",
-               "Source"}
+               "Source", "Secret"}
     while len(loc) > 1 and isinstance(loc[-1], str) and (
         loc[-1] in members or loc[-1].startswith(("literal[", "constrained-"))
     ):
@@ -968,3 +1017,35 @@ def _check_authfile(config: Config) -> None:
                        fix="create it (e.g. `buildah login --authfile FILE REGISTRY`), "
                        "correct the path (relative to the directory of images.yaml), or set "
                        "REGISTRY_AUTH_FILE to an authfile")
+
+
+NETWORK_RE = re.compile(r"^(private|none|host|ns:/.+)$")  # what `buildah bud --network` takes
+
+
+def _check_bake_fields(config: Config) -> None:
+    """Each secret names one source, each extra tag is a tag, `network:` is buildah's."""
+    owners = [(None, ("settings",), config.settings.secrets)]
+    owners += [(name, ("images", name), image.secrets) for name, image in config.images.items()]
+    for image, loc, secrets in owners:
+        for secret_id, secret in secrets.items():
+            if len(secret.kinds) != 1:
+                raise _located(config, (*loc, "secrets", secret_id),
+                               f"{_dotted(loc)}.secrets.{secret_id}: "
+                               f"{' and '.join(secret.kinds) or 'nothing'} given", image=image,
+                               fix="give exactly one of `file: PATH` or `env: VARIABLE`")
+    for name, image in config.images.items():
+        for tag in image.tags:
+            if not TAG_RE.fullmatch(tag):
+                raise _located(config, ("images", name, "tags"), f"images.{name}.tags: "
+                               f"invalid tag {tag!r}", image=name, fix="use up to 128 "
+                               "letters, digits, _ . - (not starting with . or -)")
+        if image.network is not None and not NETWORK_RE.fullmatch(image.network):
+            raise _located(config, ("images", name, "network"), f"images.{name}.network: "
+                           f"{image.network!r} is not a network buildah knows", image=name,
+                           fix="give `private`, `none`, `host` or `ns:/PATH` of a namespace")
+        if image.network not in (None, "host") and config.settings.isolation == "chroot":
+            raise _located(config, ("images", name, "network"), f"images.{name}.network: "
+                           f"{image.network} needs a network namespace, which "
+                           "`isolation: chroot` has not (buildah: only host)", image=name,
+                           fix="drop `network:` (or give `host`), or set settings.isolation "
+                           "to oci where RUN steps can run in a namespace")
