@@ -1020,6 +1020,8 @@ def _check_authfile(config: Config) -> None:
 
 
 NETWORK_RE = re.compile(r"^(private|none|host|ns:/.+)$")  # what `buildah bud --network` takes
+SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _check_bake_fields(config: Config) -> None:
@@ -1028,11 +1030,18 @@ def _check_bake_fields(config: Config) -> None:
     owners += [(name, ("images", name), image.secrets) for name, image in config.images.items()]
     for image, loc, secrets in owners:
         for secret_id, secret in secrets.items():
+            where = (*loc, "secrets", secret_id)
             if len(secret.kinds) != 1:
-                raise _located(config, (*loc, "secrets", secret_id),
-                               f"{_dotted(loc)}.secrets.{secret_id}: "
+                raise _located(config, where, f"{_dotted(where)}: "
                                f"{' and '.join(secret.kinds) or 'nothing'} given", image=image,
                                fix="give exactly one of `file: PATH` or `env: VARIABLE`")
+            # (buildah reads `--secret id=ID,src=...` split at commas)
+            if not SECRET_ID_RE.fullmatch(secret_id) or "," in (secret.file or "") or not \
+                    ENV_NAME_RE.fullmatch(secret.env or "X"):
+                raise _located(config, where, f"{_dotted(where)}: an id, file or variable "
+                               "buildah cannot take", image=image, fix="name the secret with "
+                               "letters, digits, _ . -; give a file path without commas and a "
+                               "variable name of letters, digits and _")
     for name, image in config.images.items():
         for tag in image.tags:
             if not TAG_RE.fullmatch(tag):

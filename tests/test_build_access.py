@@ -112,6 +112,13 @@ def test_a_secret_names_one_source(tmp_path: Path, secret: str, given: str) -> N
     assert "line 3" in message
 
 
+@pytest.mark.parametrize("secret", ["{'a,b': {env: X}}", "{tok: {file: 'a,b'}}",
+                                    "{tok: {env: 'X Y'}}"])
+def test_buildah_can_read_each_secret(tmp_path: Path, secret: str) -> None:
+    message = load_error(tmp_path, f"images:\n  base:\n    secrets: {secret}\n")
+    assert "an id, file or variable buildah cannot take" in message
+
+
 def test_a_secret_has_no_other_key(tmp_path: Path) -> None:
     message = load_error(tmp_path, "settings: {secrets: {tok: {path: a}}}\nimages: {base: }\n")
     assert "unknown key 'settings.secrets.tok.path'" in message
