@@ -6,6 +6,7 @@ imagebake, so it reaches no log, report or key."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from buildlib.config import Config, Secret
 from buildlib.errors import InputError
 
 SSH_AGENT = "SSH_AUTH_SOCK"  # where buildah finds the agent of `--ssh default`
+FILE_SECRET_PREFIX = "IMAGEBAKE_SECRET_"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,35 @@ class Access:
                        "correct the path (relative to the folder of images.yaml)")
                       for p in paths if not _path(root, p).exists()]
         return found
+
+
+@dataclass(frozen=True, order=True)
+class EngineSecret:
+    """A secret as an exported workflow's job gets it: from the engine's secret store as
+    the environment variable `variable` (GitHub `secrets.X`, a GitLab CI variable, a key of
+    an Argo secret); a file secret's content is written to `file` before the build (`~/`:
+    the job's home; else absolute, or relative to the repository's root)."""
+
+    variable: str
+    file: str | None = None
+
+
+def engine_secrets(access: Access, config_dir: str) -> list[EngineSecret]:
+    """What a job needs to build an image of this access (`config_dir`: the folder of
+    images.yaml, relative to the repository's root). A file secret comes from the
+    variable of its id in capitals after FILE_SECRET_PREFIX (`pip_conf`:
+    IMAGEBAKE_SECRET_PIP_CONF, which no job's own variable is)."""
+    found = []
+    for secret_id, secret in sorted(access.secrets.items()):
+        if secret.env is not None:
+            found.append(EngineSecret(secret.env))
+            continue
+        file = str(secret.file)
+        if not file.startswith(("~/", "/")):
+            file = os.path.normpath(os.path.join(config_dir, file))
+        found.append(EngineSecret(FILE_SECRET_PREFIX + re.sub(r"\W", "_", secret_id).upper(),
+                                  file))
+    return found
 
 
 def access_of(cfg: Config, name: str) -> Access:

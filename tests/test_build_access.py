@@ -143,3 +143,15 @@ def test_network_is_one_buildah_can_give(tmp_path: Path, isolation: str, network
 def test_network_loads(tmp_path: Path) -> None:
     cfg = load(tmp_path, "settings: {isolation: oci}\nimages: {base: {network: none}}\n")
     assert build_access.access_of(cfg, "base").network == "none"
+
+
+def test_a_job_of_an_exported_workflow_gets_each_secret_from_the_engine(tmp_path: Path) -> None:
+    cfg = load(tmp_path, """\
+        settings: {secrets: {pip.conf: {file: pip.conf}, home: {file: ~/.netrc}}}
+        images: {base: {secrets: {token: {env: GITLAB_TOKEN}, abs: {file: /etc/x}}}}
+        """)
+    assert build_access.engine_secrets(build_access.access_of(cfg, "base"), "ci/tree") == [
+        build_access.EngineSecret("IMAGEBAKE_SECRET_ABS", "/etc/x"),
+        build_access.EngineSecret("IMAGEBAKE_SECRET_HOME", "~/.netrc"),
+        build_access.EngineSecret("IMAGEBAKE_SECRET_PIP_CONF", "ci/tree/pip.conf"),
+        build_access.EngineSecret("GITLAB_TOKEN")]
