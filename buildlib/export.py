@@ -28,10 +28,12 @@ from typing import Any
 
 import yaml
 
+from buildlib.build_access import EngineSecret
 from buildlib.graph import Graph
 
 REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
+ARGO_BUILD_SECRETS = "imagebake-build-secrets"  # a Kubernetes secret: variable -> content
 ARGO_IMAGE = "debian:bookworm"  # buildah 1.28, as the project is tested with
 GHA_RUNNER = ("ubuntu-latest",)
 PLATFORM_RUNNERS = {"linux/arm64": ("ubuntu-24.04-arm",)}  # GitHub-hosted; else GHA_RUNNER
@@ -53,6 +55,8 @@ class Tool:
     directory: str  # the imagebake checkout: the folder holding pyproject.toml
     config: str  # images.yaml
     lock: str  # {build_dir}/images.lock.json
+    # image -> the build secrets a job that builds it gets from the engine's secret store
+    secrets: tuple[tuple[str, tuple[EngineSecret, ...]], ...] = ()
 
     def env(self) -> dict[str, str]:
         """The paths, as the environment variables the scripts below name them by."""
@@ -64,6 +68,25 @@ class Tool:
         kept between jobs, linked as `.venv`: buildlib/ci_install.sh of the checkout, sourced
         (it sets the storage of the job's later commands)."""
         return '. "$IMAGEBAKE_DIR/buildlib/ci_install.sh"\n'
+
+    def secrets_of(self, images: Iterable[str]) -> list[EngineSecret]:
+        """The build secrets of these images, each once."""
+        given = dict(self.secrets)
+        return sorted({secret for image in images for secret in given.get(image, ())})
+
+    @staticmethod
+    def secret_files(secrets: Sequence[EngineSecret]) -> dict[str, str]:
+        """The variable that tells `write_secrets` which file each file secret goes to."""
+        lines = [f"{secret.variable}={secret.file}" for secret in secrets if secret.file]
+        return {"IMAGEBAKE_SECRET_FILES": "\n".join(lines)} if lines else {}
+
+    @staticmethod
+    def write_secrets(secrets: Sequence[EngineSecret]) -> str:
+        """Before a build: the file secrets' contents, from their variables, in their
+        files (buildlib/ci_secrets.sh of the checkout)."""
+        if not any(secret.file for secret in secrets):
+            return ""
+        return 'sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"\n'
 
     def doit(self, *words: str) -> str:
         """The `imagebake` command of the checked-out source, run by the virtualenv that
@@ -78,7 +101,9 @@ def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None
     named = [("the path of images.yaml", tool.config), ("the path of build_dir", tool.lock),
              ("the path of the imagebake checkout", tool.directory),
              ("settings.registry", target.registry), ("storage=", target.storage),
-             *(("the image name", name) for name in images)]
+             *(("the image name", name) for name in images),
+             *(("a secret's file", secret.file) for _, secrets in tool.secrets
+               for secret in secrets if secret.file)]
     for what, value in named:
         found = UNSAFE.search(value)
         if found:
@@ -355,10 +380,14 @@ def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
         {"uses": CHECKOUT_ACTION},
         {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
-         "env": {**GHA_AUTH,
-                 **{name: f"${{{{ secrets.{name} }}}}" for name in REGISTRY_SECRETS}},
+         "env": {**GHA_AUTH, **_gha_secrets(REGISTRY_SECRETS)},
          "run": _login(target)},
     ]
+
+
+def _gha_secrets(names: Iterable[str]) -> dict[str, str]:
+    """Each variable from the repository's secret of its name."""
+    return {name: f"${{{{ secrets.{name} }}}}" for name in names}
 
 
 def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
@@ -372,7 +401,9 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     parent = job.parent and (platform_job(job.parent, platform) if platform else job.parent)
     outputs = list(job.images) if platform else partition.outputs(job)
     steps = _gha_start(tool, target)
-    build_env = dict(GHA_AUTH)
+    secrets = tool.secrets_of(job.images)
+    build_env = {**GHA_AUTH, **_gha_secrets(s.variable for s in secrets),
+                 **tool.secret_files(secrets)}
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
@@ -383,7 +414,8 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = _summary(job) + (f" for {platform}" if platform else "")
     steps.append({"name": f"build and push {what}", "env": build_env,
-                  "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
+                  "run": tool.write_secrets(secrets)
+                  + tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
     result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
     if parent:
         result["needs"] = parent
@@ -536,9 +568,14 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
         [shlex.quote(f"platform={platform}")] if platform else [])
     # (a child job whose dotenv did not arrive stops, rather than look its parents up)
     pin_words = [f'"pin={_pins_word(parent, platform)}"'] if job.pins and parent else []
+    secrets = tool.secrets_of(job.images)  # (each a CI/CD variable of the project)
     result: dict[str, Any] = {
         "needs": [parent] if parent else [],
-        "script": [tool.doit("push", "cache=registry", *selection, *pin_words)]}
+        "script": [*filter(None, [tool.write_secrets(secrets).rstrip("\n")]),
+                   tool.doit("push", "cache=registry", *selection, *pin_words)]}
+    if tool.secret_files(secrets):
+        result["variables"] = {name: value.replace("$", "$$")
+                               for name, value in tool.secret_files(secrets).items()}
     labels = _gitlab_tags(target, platform)
     if labels != target.runs_on:
         result["tags"] = list(labels)
@@ -617,8 +654,15 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     templates, tasks = [], []
     for job in partition.jobs:
         outputs = partition.outputs(job)
+        needed = tool.secrets_of(job.images)
         env = [*secrets, *values,
-               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json")]
+               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json"),
+               *(EnvVar(name=secret.variable, value_from=EnvVarSource(
+                   secret_key_ref=SecretKeySelector(name=ARGO_BUILD_SECRETS,
+                                                    key=secret.variable, optional=True)))
+                 for secret in needed),
+               *(EnvVar(name=name, value=value)
+                 for name, value in tool.secret_files(needed).items())]
         inputs: list[Any] = [GitArtifact(name="source", path="/src",
                                          repo="{{workflow.parameters.repo}}",
                                          revision="{{workflow.parameters.revision}}")]
@@ -651,6 +695,7 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
     pin_words = ['"pin=$PINS"'] if job.pins else []
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              _login(target).rstrip("\n"),
+             *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
     if outputs:
         lines.append("mkdir -p /tmp/digests")
