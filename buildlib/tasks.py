@@ -323,13 +323,14 @@ UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
 
 def _export(run: Run, tool_dir: Path) -> Any:
     """Partition the selection into jobs, write the workflow, print the estimates."""
-    from buildlib import export  # (and a YAML writer): only this task needs them
+    # (and a YAML writer): only this task needs them
+    from buildlib import export, export_argo, export_gha, export_gitlab, export_jobs
 
     proj = run.project
     try:
         options = export_options(proj)
         root = _repository_root(proj.config.root)
-        sub = export.selected_graph(proj.graph, run.selection.selected)
+        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
         folder = _inside(root, proj.config.root, proj, "images.yaml")
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                            config=_config_files(root, proj),
@@ -351,14 +352,14 @@ def _export(run: Run, tool_dir: Path) -> Any:
         return TaskFailed(f"error: {err}")
     measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
-    estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
+    estimates = export_jobs.partition(sub, durations, options.max_jobs, options.job_start)
     try:
         whole = not run.selection.excluded
         platforms = {name: proj.plans[name].platforms for name in sub.parents}
         if options.format == "argo":
-            text = export.argo(estimates.chosen, tool, target, whole)
+            text = export_argo.argo(estimates.chosen, tool, target, whole)
         else:
-            exporter = {"gha": export.gha, "gitlab": export.gitlab}[options.format]
+            exporter = {"gha": export_gha.gha, "gitlab": export_gitlab.gitlab}[options.format]
             text = exporter(estimates.chosen, tool, target, whole, platforms=platforms)
     except ValueError as err:  # jobs the format cannot write
         return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "

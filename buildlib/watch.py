@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from buildlib import config, expanders, processes, project, render
+from buildlib import config, config_load, expanders, processes, project, render
 from buildlib.errors import InputError
 
 QUIET_MS = 400  # a burst of saves: the changes until this long without one are one build
@@ -36,7 +36,7 @@ def tree_inputs(sources: Path | config.Sources,
                             expand=expanders.kolla)
     except InputError:
         try:
-            cfg = config.load(sources)
+            cfg = config_load.load(sources)
         except InputError:
             return previous | configs
         return _outside(cfg.build_dir, previous | configs | render.templates_used(cfg))

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import build_access, buildah, config
+from buildlib import build_access, buildah, config, config_load
 from buildlib.errors import InputError
 
 
 def load(tmp_path: Path, text: str) -> config.Config:
     path = tmp_path / "images.yaml"
     path.write_text(textwrap.dedent(text))
-    return config.load(path)
+    return config_load.load(path)
 
 
 def load_error(tmp_path: Path, text: str) -> str:

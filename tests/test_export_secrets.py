@@ -15,7 +15,7 @@ from conftest import Tree, actionlint
 from gha_replay import Replay
 from test_export import HOSTILE, clone, run_argo_script, stub_cache, stubs, tree_in
 
-from buildlib import export
+from buildlib import export, export_argo
 from buildlib.build_access import EngineSecret
 
 FILE_CONTENT = "[global]\nindex-url = https://user:pw-3f9a@pypi.example/simple\n"
@@ -87,11 +87,11 @@ def test_gitlab_and_argo_jobs_get_their_secrets(tmp_path: Path) -> None:
     argo_file = tree.root / "build" / "argo-workflow.yaml"
     assert FILE_CONTENT.splitlines()[1] not in argo_file.read_text()
     argo = yaml.safe_load(argo_file.read_text())
-    assert export.argo_problems(argo) == []
+    assert export_argo.argo_problems(argo) == []
     [template] = [t for t in argo["spec"]["templates"] if t["name"] == "nova-base"]
     env = {item["name"]: item for item in template["script"]["env"]}
     assert env["GITLAB_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": export.ARGO_BUILD_SECRETS, "key": "GITLAB_TOKEN", "optional": True}
+        "name": export_argo.ARGO_BUILD_SECRETS, "key": "GITLAB_TOKEN", "optional": True}
     assert env[FILE_VARIABLE]["valueFrom"]["secretKeyRef"]["key"] == FILE_VARIABLE
 
     bin_dir = stubs(tmp_path / "stubs")

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from buildlib import config, reference_docs, variables
+from buildlib import config_load, reference_docs, variables
 from buildlib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_the_schema_refuses_what_loading_refuses(tmp_path: Path, text: str) -> N
     assert not schema_validator().is_valid(yaml.safe_load(text))
     (tmp_path / "images.yaml").write_text(text)
     with pytest.raises(InputError):
-        config.load(tmp_path / "images.yaml")
+        config_load.load(tmp_path / "images.yaml")
 
 
 def slug(heading: str) -> str:
