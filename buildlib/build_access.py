@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,13 @@ def check(cfg: Config, accesses: Iterable[tuple[str, Access]]) -> None:
     for name, access in accesses:
         for problem, fix in access.missing(cfg.root)[:1]:
             raise InputError(cfg.path, problem, image=name, fix=fix)
+
+
+def builds_images(tasks: Sequence[str]) -> bool:
+    """Whether a run of these doit tasks may build an image (none: the default, `build`),
+    and so needs its secrets (`resolve`, `prune`... do not: a CI job's step that publishes
+    digests has none)."""
+    return not tasks or any(task.partition(":")[0] in ("build", "push") for task in tasks)
 
 
 def _ssh_entries(entries: list[str]) -> dict[str, tuple[str, ...]]:

@@ -350,7 +350,8 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         selection = _selection(proj, frozenset(pins))
         _check_platform_selection(proj, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
-        build_access.check(proj.config, ((n, proj.plans[n].access) for n in sorted(building)))
+        if build_access.builds_images(invocation.tasks):
+            build_access.check(proj.config, ((n, proj.plans[n].access) for n in sorted(building)))
         if invocation.takes_lock:
             _take_over(proj, services.buildah, invocation)
         if any(proj.plans[name].context.fetches for name in building):

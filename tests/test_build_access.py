@@ -155,3 +155,11 @@ def test_a_job_of_an_exported_workflow_gets_each_secret_from_the_engine(tmp_path
         build_access.EngineSecret("IMAGEBAKE_SECRET_HOME", "~/.netrc"),
         build_access.EngineSecret("IMAGEBAKE_SECRET_PIP_CONF", "ci/tree/pip.conf"),
         build_access.EngineSecret("GITLAB_TOKEN")]
+
+
+@pytest.mark.parametrize(("tasks", "builds"), [
+    ((), True), (("build",), True), (("push:nova-api",), True), (("resolve",), False),
+    (("prune", "clean"), False), (("resolve", "build:base"), True)])
+def test_only_a_run_that_may_build_needs_the_secrets(tasks: tuple[str, ...],
+                                                      builds: bool) -> None:
+    assert build_access.builds_images(tasks) is builds
