@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 from conftest import Tree
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -120,7 +121,9 @@ def test_a_missing_secret_stops_the_run_before_any_build(tree: Tree) -> None:
 
 def test_ssh_and_network_reach_buildah_bud(tree: Tree) -> None:
     key = tree.root.parent / "deploy_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()))
     add_image(tree, "offline", SSH_TEMPLATE, network="host", ssh=[f"deploy={key}"])
     tree.doit("build", "images=^offline$")
     assert read_in_image(tree, "localhost:5000/kolla/offline:latest", "agent") == ["socket"]
