@@ -36,13 +36,13 @@ from buildlib import (
     publish,
     report,
     sources,
-    variables,
 )
 from buildlib.buildah import BuildahError, StorageError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
+from buildlib.options import export_options, merge_parts, prune_keep
 from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options, merge_parts
+from buildlib.run import Run
 from buildlib.verdict import Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
@@ -77,10 +77,10 @@ def doit_config(run: Run) -> dict[str, Any]:
         "par_type": "thread",  # builds are subprocesses; threads share the storage lister
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
-        "continue": not run.fail_fast,
+        "continue": not run.options.fail_fast,
         "reporter": _pooled_pushes(run, report.reporter_for(
             run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
-            run.last_report)),
+            run.last_report, stop=run.services.stop)),
     }
 
 
@@ -114,7 +114,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "uptodate": [ImageUpToDate(run, name)],
         "clean": [(_clean, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
-        "verbosity": 2 if run.verbose else 1,
+        "verbosity": 2 if run.options.verbose else 1,
     }
 
 
@@ -139,7 +139,7 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
-        "verbosity": 2 if run.verbose else 1,
+        "verbosity": 2 if run.options.verbose else 1,
     }
 
 
@@ -199,7 +199,7 @@ def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
     watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
-                run.invocation.where)
+                run.invocation.where, run.services.stop)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def _merge(run: Run) -> Any:
     proj = run.project
     lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
-        parts = merge_parts(proj)
+        parts = merge_parts(proj, run.options)
         for name, digests in parts.items():
             repository = cache.repository_of(proj.plans[name].reference)
             found = [lookups.find(f"{repository}@{digest}") for digest in digests]
@@ -270,23 +270,12 @@ def prune_task(run: Run) -> dict[str, Any]:
 
 def _prune(run: Run, probe: StateProbe) -> Any:
     try:
-        keep = _prune_keep(run.project)
+        keep = prune_keep(run.project, run.options)
     except InputError as err:
         return TaskFailed(f"error: {err}")
-    error = prune.prune_tree(run, keep, dry=variables.flag("dry"),
-                             registry=variables.flag("registry"),
+    error = prune.prune_tree(run, keep, dry=run.options.dry, registry=run.options.registry,
                              saved=lambda name: probe.values(f"build:{name}"))
     return TaskFailed(error) if error else None
-
-
-def _prune_keep(proj: project.Project) -> int:
-    text = str(variables.value("keep", "") or "")
-    if not text:
-        return proj.config.settings.keep_keys or 0
-    if not text.isdigit():
-        raise InputError(proj.config.path, f"keep={text!r} is not a whole number >= 0",
-                         fix="write keep=N: how many old keys of each image to keep")
-    return int(text)
 
 
 def _finish(run: Run) -> None:
@@ -294,14 +283,14 @@ def _finish(run: Run) -> None:
     something and in which every selected image was built or found prunes old keys; then
     `Run.finish`."""
     keep = run.project.config.settings.keep_keys
-    if (keep is not None and prune.remembered and not processes.stop_signal()
+    if (keep is not None and run.state.remembered and not run.services.stop.signal
             and run.selection.selected <= set(run.images)):
         print(f"pruning old keys (settings.keep_keys: {keep})")
         failed = prune.prune_tree(run, keep, dry=False, registry=False,
                                   saved=lambda name: run.images.get(name, {}))
         if failed:
             print(f"warning: {failed}", file=sys.stderr)
-    run.finish()
+    processes.exit_as(run.finish())
     if run.push_pool.failed:  # doit saw each push handed over, not how it ended
         sys.exit(1)
 
@@ -328,7 +317,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
 
     proj = run.project
     try:
-        options = export_options(proj)
+        options = export_options(proj, run.options)
         root = _repository_root(proj.config.root)
         sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
         folder = _inside(root, proj.config.root, proj, "images.yaml")
@@ -494,12 +483,14 @@ def _build(run: Run, name: str, task: Any) -> Any:
         if parent and run.images.get(parent, {}).get("found") == "registry":
             publish.pull(proj, run.services, parent, run.images[parent], run.storage)
         values = builder.build(proj, run.services, name, found.records, run.storage,
-                               found.stale, echo=run.verbose, parent_names=_parent_names(run, name))
+                               found.stale, echo=run.options.verbose,
+                               parent_names=_parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.settle(name, values)
     prune.remember(proj, name, values)
+    run.state.remembered.add(name)
     run.ask_for_children(name)
     return values
 
@@ -552,7 +543,8 @@ def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A push task's action: the push goes to the run's push pool, and the task ends at
     once, so that its job slot goes to the next build. The reporter hears of the push
     when it starts and ends in the pool, and the run's end waits for it."""
-    run.push_pool.submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
+    run.push_pool.submit(task, lambda: _failed_raises(_push(run, name)),
+                         lambda: _stopped(run))
 
 
 class _PushFailed(Exception):
@@ -568,8 +560,8 @@ def _failed_raises(result: Any) -> Any:
     return result
 
 
-def _stopped() -> BaseException | None:
-    return buildah.Interrupted("interrupted") if processes.stop_signal() else None
+def _stopped(run: Run) -> BaseException | None:
+    return buildah.Interrupted("interrupted") if run.services.stop.signal else None
 
 
 def _pooled_pushes(run: Run, reporter: type) -> type:
