@@ -21,7 +21,8 @@ from buildlib import keys
 from buildlib.builder import per_platform
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
-from buildlib.registry import Budget, Client, Manifest, RegistryError, asked_again
+from buildlib.registry import Client, Manifest, RegistryError, asked_again
+from buildlib.retries import Budget
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor

@@ -414,10 +414,5 @@ def named_image(image: Image, name: str) -> Image:
     return image
 
 
-def holds(folder: Path, path: Path) -> bool:
-    """Whether `path` is `folder` or inside it (both resolved)."""
-    return path == folder or folder in path.parents
-
-
 # The mappings whose keys may hold dots (`labels.org.opencontainers.image.version`): in a
 # --set, the rest of the path after one of these is one key.

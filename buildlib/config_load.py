@@ -28,7 +28,6 @@ from buildlib.config import (
     Image,
     Sources,
     built,
-    holds,
     named_image,
     validate,
 )
@@ -36,6 +35,7 @@ from buildlib.config_note import note_valid, set_lines, validated_before
 from buildlib.config_yaml import Origins, apply_set, dotted, merge, read_text, read_yaml
 from buildlib.credentials import find_authfile
 from buildlib.errors import InputError
+from buildlib.tree_files import holds
 
 if TYPE_CHECKING:
     from pydantic import ValidationError

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from buildlib import buildah, cache, keys, registry
+from buildlib import buildah, cache, keys, registry, retries
 from buildlib.buildah import BuildahError, Interrupted
 from buildlib.builder import build_from, per_platform
 from buildlib.project import ImagePlan, Project
@@ -132,8 +132,8 @@ def push_image(project: Project, services: Services, name: str, built: dict[str,
                       f"{error}\n")
 
     try:
-        content = registry.with_retries(attempt, budget, log_retry)
-    except registry.GaveUp as err:
+        content = retries.with_retries(attempt, budget, log_retry)
+    except retries.GaveUp as err:
         raise _give_up(plan, str(err)) from None
     with plan.push_log.open("a") as log:
         if replaced:
@@ -157,7 +157,7 @@ def _pushed_with_key(project: Project, services: Services, name: str,
     digest = _buildah_push(project, services, name, key, timeout)
     pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
     if pushed is None:
-        raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
+        raise retries.TransientError(f"the registry does not serve {digest}, just pushed")
     annotations = {keys.KEY_ANNOTATION: key}
     if built.get("platforms"):
         annotations[keys.PLATFORM_KEYS_ANNOTATION] = json.dumps(
@@ -207,29 +207,29 @@ def _buildah_push(project: Project, services: Services, name: str, key: str,
 
 
 def _request_failed(err: registry.RegistryError, name: str,
-                    breaker: registry.Breaker) -> Exception:
+                    breaker: retries.Breaker) -> Exception:
     """A failed registry request as PushFailed or TransientError; tells the breaker."""
     if err.unreachable:
         breaker.unreachable(name, err.unreachable)
     if err.transient:
-        return registry.TransientError(str(err))
-    cause = registry.permanent_cause(str(err))
+        return retries.TransientError(str(err))
+    cause = retries.permanent_cause(str(err))
     return PushFailed(f"{cause} ({err})" if cause else str(err))
 
 
-def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
+def _attempt_failed(err: BuildahError, name: str, breaker: retries.Breaker) -> Exception:
     """A failed `buildah push` as PushFailed (no retry mends it) or TransientError,
     in buildah's own error line; tells the breaker whether the registry was there."""
     line = err.reason if err.timed_out else (buildah.error_line(err.output) or err.reason)
-    not_there = err.reason if err.timed_out else registry.unreachable(err.output)
+    not_there = err.reason if err.timed_out else retries.unreachable(err.output)
     if not_there:
         breaker.unreachable(name, not_there)
     else:
         breaker.answered()
-    cause = None if err.timed_out else registry.permanent_cause(err.output)
+    cause = None if err.timed_out else retries.permanent_cause(err.output)
     if cause:
         return PushFailed(f"{cause} ({line})")
-    return registry.TransientError(line)
+    return retries.TransientError(line)
 
 
 def merge(project: Project, services: Services, name: str,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, doit_seam, graph, keys, project, render, run, tasks, verdict
+from buildlib import buildah, dockerfile, doit_seam, graph, keys, project, run, tasks, verdict
 from buildlib.run import services_of
 from buildlib.storage import Storage
 
@@ -176,7 +176,7 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
                                                  f"IMAGEBAKE_OWNER={proj.owner}",
                                                  f"IMAGEBAKE_BUILD={plan.iidfile}"]
-    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see render.as_built
+    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see dockerfile.as_built
     assert plan.labels == {"team": "infra"}
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
     assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
@@ -216,7 +216,7 @@ def test_build_action_runs_the_command_in_the_title(example: project.Project,
     assert values["key"] == plan.sources.on_parent("sha256:id-of-nova-base").key
     assert values["found"] == "built"
     assert run.images["nova-api"] == values  # what its children and its push read
-    assert plan.dockerfile.read_text() == render.as_built(plan.context.dockerfile, plan.labels)
+    assert plan.dockerfile.read_text() == dockerfile.as_built(plan.context.dockerfile, plan.labels)
     assert (plan.context_dir / "start.sh").exists()
 
 
