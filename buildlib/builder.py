@@ -97,6 +97,9 @@ def bud_argv(project: Project, services: Services, name: str,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
         layer_cache=not cache_blind_reads(plan, record))
+    options += buildah.access_options(plan.access.secret_sources(project.config.root),
+                                      plan.access.ssh_sources(project.config.root),
+                                      plan.access.network)
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the
     # key was made, when storage lacked it). Never a pull during the build, so a

@@ -205,6 +205,7 @@ def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseIma
             return {}
         resolved[name] = {
             "reference": found.pinned, "tag": plan.reference, "digest": found.digest,
+            "tags": _tagged(lookups, plan.tag_references, found.digest),
             "key": found.key, "id": found.id,
             **({"platforms": {p: {"id": v.id, "key": v.key, "reference": v.pinned}
                               for p, v in (found.platforms or {}).items()}}
@@ -214,6 +215,13 @@ def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseIma
     for _ in standing.walk(project.plans, names, bases.id_of, find):
         pass
     return resolved
+
+
+def _tagged(lookups: Lookups, references: list[str], digest: str) -> list[str]:
+    """The references among these that name `digest` in the registry now."""
+    named = {reference: lookups.find(reference) for reference in references}
+    return [reference for reference, found in named.items()
+            if found is not None and found.manifest.digest == digest]
 
 
 NATIVE_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "ppc64le": "ppc64le",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from buildlib import config, config_load, dockerfile, keys, render, sources
+from buildlib import build_access, config, config_load, dockerfile, keys, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
@@ -78,6 +78,8 @@ class ImagePlan:
     reads: tuple[str, ...] = ()  # every other image the build reads (their IDs are in the key)
     # a root's base image -> its ONBUILD triggers (None: not in storage), asked when keyed
     base_triggers: Callable[[str], tuple[dockerfile.Instruction, ...] | None] | None = None
+    access: build_access.Access = build_access.Access()  # secrets, SSH, network: not keyed
+    extra_tags: tuple[str, ...] = ()  # tags beside the reference's, pushed to one digest
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -177,6 +179,12 @@ class ImagePlan:
     def list_names(self, key: str) -> list[str]:
         """The names of a multi-arch image's manifest list: its key name, the reference."""
         return [self.key_name(key), self.reference]
+
+    @property
+    def tag_references(self) -> list[str]:
+        """The reference, then the same repository under each extra tag."""
+        ref = ImageRef.parse(self.reference)
+        return [self.reference, *(str(replace(ref, tag=tag)) for tag in self.extra_tags)]
 
     def key_reference(self, key: str) -> str:
         """The reference that names this image by its key, beside the user's tag."""
@@ -328,7 +336,8 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
                      platforms=_platforms(cfg, name, plans[parent] if parent else None),
                      base=None if parent else dockerfile.base_image(context.dockerfile, args),
                      reads=tuple(dockerfile.images_read(context.dockerfile, args,
-                                                        context.triggers)))
+                                                        context.triggers)),
+                     access=build_access.access_of(cfg, name), extra_tags=tuple(image.tags))
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:

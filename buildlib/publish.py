@@ -66,12 +66,13 @@ def push_stale_reason(plan: ImagePlan, built: Settled,
             return f"{key_reference} {problem}: this run's image is pushed over it"
         if plan.one_of:  # one platform's list: the user's tag is `merge`'s
             return None
-        tagged = lookups.find(plan.reference)
+        for reference in plan.tag_references:
+            tagged = lookups.find(reference)
+            if tagged is None or tagged.manifest.digest != content.manifest.digest:
+                served = tagged.manifest.digest if tagged else "nothing"
+                return f"{reference} names {served}, not {content.manifest.digest}"
     except registry.RegistryError as err:
         return str(err)
-    if tagged is None or tagged.manifest.digest != content.manifest.digest:
-        served = tagged.manifest.digest if tagged else "nothing"
-        return f"{plan.reference} names {served}, not {content.manifest.digest}"
     return None
 
 
@@ -122,8 +123,9 @@ def push_image(project: Project, services: Services, name: str, built: Settled,
                 replaced = problem or None
                 content = _pushed_with_key(project, services, name, built,
                                            budget.timeout(settings.push_timeout))
-            if not plan.one_of:  # (one platform's list: the user's tag is `merge`'s)
-                client.put_manifest(plan.reference, content)
+            if not plan.one_of:  # (one platform's list: the user's tags are `merge`'s)
+                for reference in plan.tag_references:
+                    client.put_manifest(reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
         client.breaker.answered()
@@ -142,7 +144,8 @@ def push_image(project: Project, services: Services, name: str, built: Settled,
         if replaced:
             log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
         log.write(f"# {key_reference} ({content.digest})" if plan.one_of else
-                  f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
+                  f"# tagged {', '.join(plan.tag_references)} -> {key_reference} "
+                  f"({content.digest})\n")
     return {"id": built.id, "key": built.key, "digest": content.digest,
             "image": plan.reference, "start": start, "end": time.time(),
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
@@ -263,5 +266,6 @@ def merge(project: Project, services: Services, name: str,
                                   keys.PLATFORM_KEYS_ANNOTATION: json.dumps(platform_keys,
                                                                             sort_keys=True)})
     client.put_manifest(plan.key_reference(key), index)
-    client.put_manifest(plan.reference, index)
+    for reference in plan.tag_references:
+        client.put_manifest(reference, index)
     return index

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from buildlib import (
+    build_access,
     buildah,
     builder,
     cache,
@@ -265,6 +266,8 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         selection = _selection(proj, options, frozenset(pins))
         check_platform_selection(proj, options, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
+        if build_access.builds_images(invocation.tasks):
+            build_access.check(proj.config, ((n, proj.plans[n].access) for n in sorted(building)))
         state = RunState()
         if invocation.takes_lock:
             state.lock = take_over(proj, services, invocation)

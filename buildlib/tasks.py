@@ -23,6 +23,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from buildlib import (
+    build_access,
     buildah,
     builder,
     building,
@@ -322,16 +323,19 @@ def _export(run: Run, tool_dir: Path) -> Any:
     try:
         options = export_options(proj, run.options)
         root = _repository_root(proj.config.root)
+        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
+        folder = _inside(root, proj.config.root, proj, "images.yaml")
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                            config=_config_files(root, proj),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
-                                        "build_dir"))
+                                        "build_dir"),
+                           secrets=tuple((name, tuple(build_access.engine_secrets(
+                               proj.plans[name].access, folder))) for name in sub.parents))
         target = export.Target(proj.config.settings.registry,
                                proj.config.settings.tls_verify,
                                runs_on=options.runs_on or (export.GHA_RUNNER
                                                           if options.format == "gha" else ()),
                                storage=options.storage, runners=options.runners)
-        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
             raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
