@@ -76,6 +76,24 @@ class Trust:
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A build secret of `settings.secrets` or an image's `secrets:`: one of `file`, `env`.
+
+    `RUN --mount=type=secret,id=ID` reads it at /run/secrets/ID. Its content is in no
+    image, key, log or report: changing it rebuilds nothing."""
+
+    __pydantic_config__ = _STRICT
+    file: StrictStr | None = None
+    """A file whose content is the secret (`~` is your home; relative to images.yaml)."""
+    env: StrictStr | None = None
+    """An environment variable of the run whose value is the secret."""
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("file", "env") if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
 class Settings:
     """How every image is built, named and pushed (the `settings:` section).
 
@@ -133,6 +151,12 @@ class Settings:
     """Prune after each run that built something, keeping N old keys per image; unset: off."""
     push_jobs: NonNegativeInt = 4
     """Pushes at once, in their own pool beside the build jobs (0: in the build slots)."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of every image by id (`RUN --mount=type=secret,id=ID`); an image's own
+    `secrets:` win. Not in the key."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of every build (`RUN --mount=type=ssh`), as `buildah --ssh`:
+    `default` (SSH_AUTH_SOCK) or `ID=PATH[,PATH]`; an image's own `ssh:` win by ID."""
     sign: Signing | None = None
     """Sign every pushed image and attach its provenance (docs/signing.md); unset: off."""
     trust: Trust | None = None
@@ -220,6 +244,16 @@ class Image:
     """Sources archived into its context, each as `<name>-archive`."""
     platforms: Platforms | None = None
     """Its platforms, among its parent's (default: the parent's; a root's: settings')."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of this image by id, over settings' (not in the key)."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of this build, over settings' by ID (not in the key)."""
+    network: StrictStr | None = None
+    """`buildah bud --network` of its RUN steps: `private` (the default), `none`, `host` or
+    `ns:PATH`. Not in the key: it changes what a RUN can reach, not what it is given."""
+    tags: list[StrictStr] = field(default_factory=list)
+    """Extra tags beside settings.tag (e.g. a release tag), each set at push to the same
+    digest. Not in the key."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -341,6 +375,8 @@ ALLOWED_KEYS = {
     ("settings", "sign"): [f.name for f in fields(Signing)],
     ("settings", "trust"): [f.name for f in fields(Trust)],
     ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
+    ("images", "*", "secrets", "*"): [f.name for f in fields(Secret)],
+    ("settings", "secrets", "*"): [f.name for f in fields(Secret)],
     ("kolla",): [f.name for f in fields(KollaSource)],
 }
 # What every template sees under these names; `vars:` may not take them.
@@ -373,24 +409,28 @@ def _file_of(data: dict[str, Any]) -> _File:
     return _File(
         images=None if images is None else {name: _built_image(image)
                                             for name, image in images.items()},
-        settings=_settings_of(data.get("settings", {})),
+        settings=_built_settings(data.get("settings", {})),
         vars=data.get("vars", {}),
         profiles=data.get("profiles", {}),
         jinja=Jinja(**data.get("jinja", {})),
         kolla=None if data.get("kolla") is None else KollaSource(**data["kolla"]))
 
 
-def _settings_of(data: dict[str, Any]) -> Settings:
-    nested = {"sign": Signing, "trust": Trust}
-    return Settings(**{name: nested[name](**value) if name in nested and value is not None
-                       else value for name, value in data.items()})
-
-
 def _built_image(image: dict[str, Any] | None) -> Image | None:
     if image is None:
         return None
     sources = {name: Source(**source) for name, source in image.get("sources", {}).items()}
-    return Image(**{**image, "sources": sources})
+    return Image(**{**image, "sources": sources, "secrets": _built_secrets(image)})
+
+
+def _built_settings(settings: dict[str, Any]) -> Settings:
+    nested = {name: kind(**settings[name]) for name, kind in (("sign", Signing),
+              ("trust", Trust)) if settings.get(name) is not None}
+    return Settings(**{**settings, **nested, "secrets": _built_secrets(settings)})
+
+
+def _built_secrets(owner: dict[str, Any]) -> dict[str, Secret]:
+    return {name: Secret(**secret) for name, secret in owner.get("secrets", {}).items()}
 
 
 def validate(data: Any) -> _File:
@@ -406,5 +446,3 @@ def named_image(image: Image, name: str) -> Image:
 
 # The mappings whose keys may hold dots (`labels.org.opencontainers.image.version`): in a
 # --set, the rest of the path after one of these is one key.
-
-

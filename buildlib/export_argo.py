@@ -16,6 +16,7 @@ ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, 
 # writes, with keys `cosign.key`, `cosign.password` (and `cosign.pub`)
 ARGO_SIGNING_SECRET = "imagebake-signing"
 ARGO_SIGNING_KEYS = {"COSIGN_PRIVATE_KEY": "cosign.key", "COSIGN_PASSWORD": "cosign.password"}
+ARGO_BUILD_SECRETS = "imagebake-build-secrets"  # a Kubernetes secret: variable -> content
 
 
 def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
@@ -43,8 +44,15 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     templates, tasks = [], []
     for job in partition.jobs:
         outputs = partition.outputs(job)
+        needed = tool.secrets_of(job.images)
         env = [*secrets, *values,
-               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json")]
+               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json"),
+               *(EnvVar(name=secret.variable, value_from=EnvVarSource(
+                   secret_key_ref=SecretKeySelector(name=ARGO_BUILD_SECRETS,
+                                                    key=secret.variable, optional=True)))
+                 for secret in needed),
+               *(EnvVar(name=name, value=value)
+                 for name, value in tool.secret_files(needed).items())]
         inputs: list[Any] = [GitArtifact(name="source", path="/src",
                                          repo="{{workflow.parameters.repo}}",
                                          revision="{{workflow.parameters.revision}}")]
@@ -79,6 +87,7 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
     pin_words = ['"pin=$PINS"'] if job.pins else []
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              export.login(target).rstrip("\n"),
+             *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
     if target.verifies:
         lines.append(tool.doit("verify", "cache=registry", *selection))

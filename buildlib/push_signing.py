@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from buildlib import cache, keys, provenance, registry, retries, signatures
+from buildlib.settled import How, Settled
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -41,8 +42,8 @@ def unsigned(services: Services, found: cache.Found) -> str | None:
     return None if check.valid else f"is {check.why} by settings.sign's key"
 
 
-def sign_pushed(project: Project, services: Services, name: str, built: Mapping[str, Any],
-                content: registry.Manifest, parent: Mapping[str, Any] | None,
+def sign_pushed(project: Project, services: Services, name: str, built: Settled,
+                content: registry.Manifest, parent: Settled | None,
                 budget: retries.Budget) -> None:
     """Sign the pushed manifest `content` (and each image a list names) and attach the
     provenance of each; what is signed already by this key is not signed again. Raises
@@ -57,7 +58,7 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
                  source_name, source in project.config.images[name].sources.items()
                  if source.url and source.sha256]
     images = {None: (content.digest, built)}
-    for platform, values in (built.get("platforms") or {}).items():
+    for platform, values in (built.platforms or {}).items():
         digest = content.platform_digest(platform)
         if digest is None:
             raise registry.RegistryError(f"{plan.reference}: the pushed list names no "
@@ -68,15 +69,15 @@ def sign_pushed(project: Project, services: Services, name: str, built: Mapping[
         signatures.sign_image(client, repository, digest, key)
         if sign and sign.sbom and (platform or not plan.platforms):  # images, not a list
             _attach_sbom(services, repository, digest, key, budget)
-        record = values.get("record") or (platform is None and plan.platforms and {
-            "manifest_list": {p: v.get("key") for p, v in built["platforms"].items()}})
-        if not record or _attested(client, repository, digest, key, values.get("key")):
+        record = values.record or (platform is None and built.platforms and {
+            "manifest_list": {p: v.key for p, v in built.platforms.items()}})
+        if not record or _attested(client, repository, digest, key, values.key):
             continue  # (an image found in the registry: signed, its record is not known)
         signatures.attest_image(client, repository, digest, provenance.statement(
             provenance.Build(image=name, repository=signatures.docker_reference(repository),
-                             digest=digest, key=values.get("key") or "", record=record,
+                             digest=digest, key=values.key or "", record=record,
                              stands_on=stands_on,
-                             dockerfile=(values.get("record") or {}).get("dockerfile", ""),
+                             dockerfile=(values.record or {}).get("dockerfile", ""),
                              version=version(), sources=downloads, platform=platform)),
             key)
 
@@ -114,7 +115,7 @@ def provenance_key(statement: Mapping[str, Any]) -> str | None:
 
 
 def _stands_on(project: Project, services: Services, plan: ImagePlan,
-               parent: Mapping[str, Any] | None,
+               parent: Settled | None,
                budget: retries.Budget) -> provenance.Material | None:
     """The image it is built on at its pushed digest: the parent's signed image under its
     key's tag (waiting, within the push's deadline, while this run pushes it), or the
@@ -122,15 +123,15 @@ def _stands_on(project: Project, services: Services, plan: ImagePlan,
     if plan.parent is None:
         return _base(services, plan.base)
     parent_plan = project.plans[plan.parent]
-    if parent and parent.get("found") == "registry" and parent.get("digest"):  # or pinned
-        return provenance.image("parent", parent_plan.reference, parent["digest"])
-    if not parent or not parent.get("key"):
+    if parent and parent.how is How.REGISTRY and parent.digest:  # or pinned
+        return provenance.image("parent", parent_plan.reference, parent.digest)
+    if not parent or not parent.key:
         raise registry.RegistryError(f"the provenance of {plan.name} names its parent "
                                      f"{plan.parent}, which this run has not built")
-    reference = parent_plan.key_reference(parent["key"])
+    reference = parent_plan.key_reference(parent.key)
     while True:
         found = services.client().manifest(reference)
-        if found and found.annotations.get(keys.KEY_ANNOTATION) == parent["key"] and \
+        if found and found.annotations.get(keys.KEY_ANNOTATION) == parent.key and \
                 not unsigned(services, cache.Found(cache.repository_of(reference), found)):
             return provenance.image("parent", parent_plan.reference, found.digest)
         if plan.parent in services.failed_pushes:

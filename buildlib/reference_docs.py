@@ -35,6 +35,7 @@ SECTIONS = (
     ("trust", "settings.trust.", config.Trust),
     ("images", "images.NAME.", config.Image),
     ("sources", "images.NAME.sources.NAME.", config.Source),
+    ("secrets", "secrets.ID.", config.Secret),
     ("jinja", "jinja.", config.Jinja),
     ("kolla", "kolla.", config.KollaSource),
 )
