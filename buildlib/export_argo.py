@@ -12,6 +12,11 @@ from buildlib.export import Target, Tool
 from buildlib.export_jobs import Job, Partition
 
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
+# settings.sign: the secret `cosign generate-key-pair k8s://NAMESPACE/imagebake-signing`
+# writes, with keys `cosign.key`, `cosign.password` (and `cosign.pub`)
+ARGO_SIGNING_SECRET = "imagebake-signing"
+ARGO_SIGNING_KEYS = {"COSIGN_PRIVATE_KEY": "cosign.key", "COSIGN_PASSWORD": "cosign.password"}
+ARGO_BUILD_SECRETS = "imagebake-build-secrets"  # a Kubernetes secret: variable -> content
 
 
 def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
@@ -30,13 +35,24 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     secrets = [EnvVar(name=name, value_from=EnvVarSource(secret_key_ref=SecretKeySelector(
         name=ARGO_SECRET, key=name.removeprefix("REGISTRY_").lower(), optional=True)))
         for name in export.REGISTRY_SECRETS]
+    if target.signs:
+        secrets += [EnvVar(name=name, value_from=EnvVarSource(secret_key_ref=SecretKeySelector(
+            name=ARGO_SIGNING_SECRET, key=ARGO_SIGNING_KEYS[name])))
+            for name in export.SIGNING_SECRETS]
     values = [EnvVar(name=name, value=value)
               for name, value in {**tool.env(), **target.env()}.items()]
     templates, tasks = [], []
     for job in partition.jobs:
         outputs = partition.outputs(job)
+        needed = tool.secrets_of(job.images)
         env = [*secrets, *values,
-               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json")]
+               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json"),
+               *(EnvVar(name=secret.variable, value_from=EnvVarSource(
+                   secret_key_ref=SecretKeySelector(name=ARGO_BUILD_SECRETS,
+                                                    key=secret.variable, optional=True)))
+                 for secret in needed),
+               *(EnvVar(name=name, value=value)
+                 for name, value in tool.secret_files(needed).items())]
         inputs: list[Any] = [GitArtifact(name="source", path="/src",
                                          repo="{{workflow.parameters.repo}}",
                                          revision="{{workflow.parameters.revision}}")]
@@ -71,7 +87,10 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
     pin_words = ['"pin=$PINS"'] if job.pins else []
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              export.login(target).rstrip("\n"),
+             *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
+    if target.verifies:
+        lines.append(tool.doit("verify", "cache=registry", *selection))
     if outputs:
         lines.append("mkdir -p /tmp/digests")
         lines.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from buildlib import export
@@ -54,10 +54,19 @@ def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
         {"uses": CHECKOUT_ACTION},
         {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
-         "env": {**GHA_AUTH,
-                 **{name: f"${{{{ secrets.{name} }}}}" for name in export.REGISTRY_SECRETS}},
+         "env": {**GHA_AUTH, **_gha_secrets(export.REGISTRY_SECRETS)},
          "run": export.login(target)},
     ]
+
+
+def _gha_secrets(names: Iterable[str]) -> dict[str, str]:
+    """Each variable from the repository's secret of its name."""
+    return {name: f"${{{{ secrets.{name} }}}}" for name in names}
+
+
+def _signing(target: Target) -> dict[str, str]:
+    """The secrets a signing push reads (the key's PEM and its password), if it signs."""
+    return _gha_secrets(export.SIGNING_SECRETS) if target.signs else {}
 
 
 def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
@@ -72,7 +81,9 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
                              else job.parent)
     outputs = list(job.images) if platform else partition.outputs(job)
     steps = _gha_start(tool, target)
-    build_env = dict(GHA_AUTH)
+    secrets = tool.secrets_of(job.images)
+    build_env = {**GHA_AUTH, **_gha_secrets(s.variable for s in secrets),
+                 **tool.secret_files(secrets)}
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
@@ -82,9 +93,13 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     selection = export.images_variable(job, whole) + (
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = job.summary() + (f" for {platform}" if platform else "")
-    steps.append({"name": f"build and push {what}", "env": build_env,
-                  "run": tool.doit("push", "cache=registry", *selection, *pin_words,
-                                   f'"no_cache=${NO_CACHE_ENV}"') + "\n"})
+    steps.append({"name": f"build and push {what}", "env": {**build_env, **_signing(target)},
+                  "run": tool.write_secrets(secrets)
+                  + tool.doit("push", "cache=registry", *selection, *pin_words,
+                                f'"no_cache=${NO_CACHE_ENV}"') + "\n"})
+    if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
+        steps.append({"name": f"verify {what}", "env": GHA_AUTH,
+                      "run": tool.doit("verify", "cache=registry", *selection) + "\n"})
     result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
     if parent:
         result["needs"] = parent
@@ -107,5 +122,5 @@ def _gha_merge_job(image: str, job: Job, platforms: tuple[str, ...], tool: Tool,
     return {"name": f"merge {image}", "runs-on": _runs_on(target.labels()), "needs": needs,
             "steps": [*_gha_start(tool, target),
                       {"name": f"merge the platforms of {image}",
-                       "env": {**GHA_AUTH, "PARTS": parts},
+                       "env": {**GHA_AUTH, "PARTS": parts, **_signing(target)},
                        "run": tool.doit("merge", '"parts=$PARTS"') + "\n"}]}

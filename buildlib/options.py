@@ -57,7 +57,8 @@ class Options:
     `set.settings.tag=rc1` (IMAGE: a glob of image names; VALUE: YAML); one variable per
     field (`imagebake --set IMAGE.FIELD=VALUE`)"""
     images: tuple[str, ...] = variable(
-        "RE[,RE...]", "build, push, status, resolve, graph, render, export, prune, watch", ())
+        "RE[,RE...]", "build, push, status, resolve, graph, render, export, prune, watch, "
+        "verify", ())
     """only the images whose name matches any regex, with their ancestors"""
     profile: tuple[str, ...] = variable("NAME[,NAME...]", "as images=", ())
     """the regexes of these `profiles:` of images.yaml"""
@@ -76,7 +77,7 @@ class Options:
     dispatch: str | None = variable("critical-path|fifo", "build, push")
     """the order of ready builds: the longest remaining path first (default while the jobs
     do not outnumber the cores), or doit's own first-come order"""
-    cache: str | None = variable("local|registry", "build, push, status, resolve")
+    cache: str | None = variable("local|registry", "build, push, status, resolve, verify")
     """`registry`: look images up in the registry by their key before building them
     (default: settings.cache)"""
     pin: tuple[str, ...] = variable("NAME@sha256:DIGEST[,...]", "build, push, status, resolve",

@@ -1,9 +1,10 @@
 """The only module that knows doit's task dicts: a loaded project -> doit tasks.
 
 Task creators are small generators of plain dicts, as in pydoit's own code. A build
-action returns the image's ID, key and record as the task's saved values; a child reads
-its parent's ID from the run (`Run.images`, not `getargs`, which would make it depend on
-the parent's whole result), and `ImageUpToDate` compares the current key with the saved.
+action (`building.build`) returns what the image settled on as the task's saved values; a
+child reads its parent's ID from the run (`Run.images`, not `getargs`, which would make it
+depend on the parent's whole result), and `ImageUpToDate` compares the current key with
+the saved. doit's saved values are plain dicts here only: `settled.Settled` elsewhere.
 
 The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 """
@@ -22,8 +23,10 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from buildlib import (
+    build_access,
     buildah,
     builder,
+    building,
     cache,
     config,
     dispatch,
@@ -36,13 +39,14 @@ from buildlib import (
     report,
     sources,
 )
-from buildlib.buildah import BuildahError, StorageError, command_line, error_line
+from buildlib.buildah import BuildahError, command_line, error_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import InputError
 from buildlib.options import export_options, merge_parts, prune_keep
 from buildlib.registry import RegistryError
 from buildlib.run import Run
-from buildlib.verdict import Outcome, Verdict, judge
+from buildlib.settled import How, Settled
+from buildlib.verdict import MISSING_SOURCES_FIX, Outcome, Verdict, judge
 
 RESOLVED_FILE = "images.lock.json"
 
@@ -58,7 +62,8 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task, "merge": merge_task, "config": config_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task,
+            "verify": verify_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -135,11 +140,19 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "doc": f"push {plan.reference}",
         "title": lambda task: _push_title(run, name),
         "actions": [(_hand_over_push, [run, name]) if pooled else (_push, [run, name])],
-        "task_dep": [f"build:{name}"],
+        "task_dep": [f"build:{name}", *_parent_push(run, name)],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
         "verbosity": 2 if run.options.verbose else 1,
     }
+
+
+def _parent_push(run: Run, name: str) -> list[str]:
+    """A signed push states its parent's pushed digest: the parent's push is handed over
+    first (the push pool starts pushes in the order they come)."""
+    parent = run.project.plans[name].parent
+    signs = run.project.config.settings.sign is not None
+    return [f"push:{parent}"] if signs and parent in run.selection.selected else []
 
 
 def status_task(run: Run) -> dict[str, Any]:
@@ -209,7 +222,8 @@ def resolve_task(run: Run) -> dict[str, Any]:
 
 
 def _resolve(run: Run, lock: Path) -> Any:
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget,
+                                             run.services.trusted)
     try:
         resolved = cache.resolve(run.project, _selected_in_order(run), lookups, run.bases,
                                  run.warn)
@@ -225,6 +239,28 @@ def _resolve(run: Run, lock: Path) -> Any:
     return None
 
 
+def verify_task(run: Run) -> dict[str, Any]:
+    """check each selected image's pushed tag: signature, provenance, current key"""
+    return _command("verify", "check each selected image's pushed tag: signed by a key of "
+                    "settings.trust, its provenance attached, the image of its current key",
+                    _verify, run)
+
+
+def _verify(run: Run) -> Any:
+    from buildlib import verify
+
+    problem = verify.no_keys(run)
+    if problem:
+        return TaskFailed(f"error: {problem}")
+    try:
+        rows = verify.verify(run, _selected_in_order(run))
+    except RegistryError as err:
+        return TaskFailed(f"error: {err}")
+    print(verify.table(rows))
+    failure = verify.failed(rows)
+    return TaskFailed(failure) if failure else None
+
+
 def merge_task(run: Run) -> dict[str, Any]:
     """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
     return _command("merge", "make each multi-arch image's manifest list of the lists its "
@@ -235,7 +271,8 @@ def merge_task(run: Run) -> dict[str, Any]:
 def _merge(run: Run) -> Any:
     """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
     proj = run.project
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget,
+                                             run.services.trusted)
     try:
         parts = merge_parts(proj, run.options)
         for name, digests in parts.items():
@@ -273,7 +310,8 @@ def _prune(run: Run, probe: StateProbe) -> Any:
     except InputError as err:
         return TaskFailed(f"error: {err}")
     error = prune.prune_tree(run, keep, dry=run.options.dry, registry=run.options.registry,
-                             saved=lambda name: probe.values(f"build:{name}"))
+                             saved=lambda name: Settled.from_values(
+                                 probe.values(f"build:{name}")))
     return TaskFailed(error) if error else None
 
 
@@ -286,7 +324,7 @@ def _finish(run: Run) -> None:
             and run.selection.selected <= set(run.images)):
         print(f"pruning old keys (settings.keep_keys: {keep})")
         failed = prune.prune_tree(run, keep, dry=False, registry=False,
-                                  saved=lambda name: run.images.get(name, {}))
+                                  saved=run.images.get)
         if failed:
             print(f"warning: {failed}", file=sys.stderr)
     processes.exit_as(run.finish())
@@ -318,16 +356,21 @@ def _export(run: Run, tool_dir: Path) -> Any:
     try:
         options = export_options(proj, run.options)
         root = _repository_root(proj.config.root)
+        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
+        folder = _inside(root, proj.config.root, proj, "images.yaml")
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                            config=_config_files(root, proj),
                            lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
-                                        "build_dir"))
+                                        "build_dir"),
+                           secrets=tuple((name, tuple(build_access.engine_secrets(
+                               proj.plans[name].access, folder))) for name in sub.parents))
         target = export.Target(proj.config.settings.registry,
                                proj.config.settings.tls_verify,
                                runs_on=options.runs_on or (export.GHA_RUNNER
                                                           if options.format == "gha" else ()),
-                               storage=options.storage, runners=options.runners)
-        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
+                               storage=options.storage, runners=options.runners,
+                               signs=proj.config.settings.sign is not None,
+                               verifies=proj.config.settings.trust is not None)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
             raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
@@ -447,91 +490,30 @@ def _draw_graph(proj: project.Project, dot: Path) -> None:
 def _build_title(run: Run, name: str, task: Any) -> str:
     """What the build does, from its verdict: per platform, found by its key or the exact
     buildah command."""
-    found: Verdict = task.meta.get("verdict") or judge(run, name, {})
+    found: Verdict = task.meta.get("verdict") or judge(run, name, None)
     if not found.records:
         return f"building {name}"
-    lines = []
+    lines, in_storage = [], run.storage.with_keys(found.records)
     for platform, record in found.records.items():
         what = f"{name} for {platform}" if platform else name
         argv = builder.bud_argv(run.project, run.services, name, record)
         lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
-                     if run.storage.with_key(record.key) else
+                     if in_storage[platform] else
                      f"building {what}: {command_line(argv)}")
     return "\n.  ".join(lines)
 
 
 def _build(run: Run, name: str, task: Any) -> Any:
-    """Build the image as its verdict says (or find it in storage by its key)."""
-    proj, plan = run.project, run.project.plans[name]
-    found: Verdict = task.meta.get("verdict") or judge(run, name, {})
-    if found.outcome is Outcome.FAIL:
-        fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
-        return TaskFailed(f"cannot build {name}: {found.why}{fix}")
-    pulled = _images_in_storage(run, name)  # its base, and the other images it reads
-    if isinstance(pulled, str):
-        return TaskFailed(pulled)
-    if found.records is None or pulled:  # judged again on what storage holds now
-        found = judge(run, name, {})
-        if found.records is None:
-            return TaskFailed(f"cannot build {name}: {found.why}")
-    parent = plan.parent
-    try:
-        if parent and run.images.get(parent, {}).get("found") == "registry":
-            publish.pull(proj, run.services, parent, run.images[parent], run.storage)
-        values = builder.build(proj, run.services, name, found.records, run.storage,
-                               found.stale, echo=run.options.verbose,
-                               parent_names=_parent_names(run, name), fresh=name in run.fresh)
-    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
-            OSError) as err:
-        return TaskFailed(str(err))  # the summary adds the log's tail and path
-    run.settle(name, values)
-    prune.remember(proj, name, values)
-    run.state.remembered.add(name)
-    run.ask_for_children(name)
-    return values
-
-
-def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
-    """The name each platform's image is built FROM: its parent's (of that platform) as
-    this run settled it; none with skip_parents (FROM the reference)."""
-    plan = run.project.plans[name]
-    settled = run.images.get(plan.parent) if plan.parent else None
-    if not settled:
-        return {}
-    parent_plan = run.project.plans[plan.parent]
-    parent = builder.per_platform(settled)
-    return {platform: builder.build_from(parent_plan, parent.get(platform) or {})
-            for platform in plan.platforms or (None,)}
-
-
-def _images_in_storage(run: Run, name: str) -> str | bool:
-    """A root's base image, and every other image the build reads but this tree's own,
-    pulled when local storage lacks it (it is built on exactly the images its key names,
-    with `--pull=never`): whether any was, or the error when one cannot be pulled."""
-    plan = run.project.plans[name]
-    wanted = [plan.base] if plan.base and not plan.parent else []
-    wanted += [image for image in plan.reads if image not in run.tree_references]
-    pulled = False
-    for image in wanted:
-        if run.storage.id_of_image(image):
-            continue
-        what = "its base image" if image == plan.base and not plan.parent else "the image"
-        try:
-            builder.pull_base(run.services, image, run.storage)
-        except BuildahError as err:
-            return (f"cannot build {name}: {what} {image!r} is not in local storage and "
-                    f"could not be pulled: {err}\n  fix: correct the line that names it, "
-                    "or pull or build that image first")
-        pulled = True
-        run.services.base_triggers.pulled(image)
-    return pulled
+    """The build use case (`building.build`), its result as doit saves it."""
+    result = building.build(run, name, task.meta.get("verdict"))
+    return TaskFailed(result) if isinstance(result, str) else result.as_values()
 
 
 def _push_title(run: Run, name: str) -> str:
-    built = run.images.get(name, {})
-    if built.get("found") == "registry" or not built.get("key"):
+    built = run.images.get(name)
+    if built is None or built.how is How.REGISTRY or not built.key:
         return f"tagging {run.project.plans[name].reference}"
-    argv = publish.push_argv(run.project, run.services, name, built["key"])
+    argv = publish.push_argv(run.project, run.services, name, built.key)
     return f"pushing {name}: {command_line(argv)}"
 
 
@@ -614,8 +596,9 @@ def _pooled(task: Any) -> bool:
 def _push(run: Run, name: str) -> Any:
     assert run.lookups is not None  # a run with pushes asks the registry
     try:
-        return publish.push_image(run.project, run.services, name, run.images.get(name, {}),
-                                  run.lookups)
+        parent = run.project.plans[name].parent
+        return publish.push_image(run.project, run.services, name, run.images[name],
+                                  run.lookups, run.images.get(parent) if parent else None)
     except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
 
@@ -668,7 +651,7 @@ def _print_status(run: Run, probe: StateProbe) -> Any:
             failing.add(name)
             rows.append((name, plan.parent, f"blocked: parent '{plan.parent}' would fail"))
             continue
-        found = judge(run, name, probe.values(f"build:{name}"))
+        found = judge(run, name, Settled.from_values(probe.values(f"build:{name}")))
         counts[found.outcome] += 1
         if found.outcome is Outcome.FAIL:
             failing.add(name)
@@ -703,10 +686,6 @@ def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
     return f"parent '{parent}' would fetch a source first" if parent in fetching else None
 
 
-MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
-                       "under `files:` in images.yaml), or correct the COPY/ADD")
-
-
 class StateProbe(SavedValuesCalculator):
     """Never up to date; reads every build task's saved values for its own task's action
     (in doit's main thread: the state database may be used by that thread only)."""
@@ -725,42 +704,24 @@ class StateProbe(SavedValuesCalculator):
 
 
 class ImageUpToDate(SavedValuesCalculator):
-    """Up to date when the image's verdict needs no action: the image this task recorded
-    carries the current key, or the registry holds it (cache=registry), or it is pinned.
-    What it settled on is what the children are judged on."""
+    """Up to date when the image's verdict needs no action (`building.up_to_date`); what
+    it settled on goes to the reporter."""
 
     def __init__(self, run: Run, name: str) -> None:
         super().__init__()
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        _check_storage(self.run)
-        found = judge(self.run, self.name, values, self._saved)
-        task.meta["verdict"] = found
-        if found.runs_action:
-            return False
-        settled = found.settled or {}
-        if found.outcome is Outcome.CURRENT:
-            settled = {**settled, "found": "local"}
-        self.run.settle(self.name, settled)
-        task.meta["settled"] = settled
-        return True
+        verdict, settled = building.up_to_date(self.run, self.name,
+                                               Settled.from_values(values), self._saved)
+        task.meta["verdict"] = verdict
+        if settled is not None:
+            task.meta["settled"] = settled.as_values()
+        return settled is not None
 
-    def _saved(self, task_name: str) -> dict[str, Any]:
+    def _saved(self, task_name: str) -> Settled | None:
         """What another task saved when it last ran (outside a run: its values)."""
-        return self.saved_values(task_name)
-
-
-def _check_storage(run: Run) -> None:
-    """A storage that cannot be listed stops the run before any build, with one message
-    (the first up-to-date check comes before every build)."""
-    try:
-        run.storage.check()
-    except StorageError as err:
-        raise SystemExit(f"error: cannot read local image storage: {err}\n"
-                         "  fix: check `buildah_args` under settings in "
-                         f"{run.project.config.path} (--root, --runroot, --storage-driver) "
-                         "and that `buildah images` works with them") from None
+        return Settled.from_values(self.saved_values(task_name))
 
 
 class PushUpToDate:
@@ -771,13 +732,14 @@ class PushUpToDate:
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        built = self.run.images.get(self.name, {})
+        built = self.run.images.get(self.name)
         if self.name in self.run.pins:
-            task.meta["settled"] = {"digest": built.get("digest"), "attempts": 0}
+            task.meta["settled"] = {"digest": built and built.digest, "attempts": 0}
             return True
         assert self.run.lookups is not None  # a run with pushes asks the registry
         plan = self.run.project.plans[self.name]
-        reason = publish.push_stale_reason(plan, built, self.run.lookups)
+        reason = publish.push_stale_reason(plan, self.run.images[self.name], self.run.lookups,
+                                           self.run.services)
         if reason is None:
             digest = self.run.lookups.find(plan.reference).manifest.digest
             task.meta["settled"] = {"digest": digest, "attempts": 0}
