@@ -255,13 +255,9 @@ class Image:
     """Extra tags beside settings.tag (e.g. a release tag), each set at push to the same
     digest. Not in the key."""
     target: StrictStr | None = None
-    """The stage of its Dockerfile to build (`FROM ... AS <name>`; buildah `--target`);
-    default: the last. Part of the key."""
+    """The stage to build (`FROM ... AS <name>`, `--target`; default: the last). Keyed."""
     contexts: dict[StrictStr, StrictStr] = field(default_factory=dict)
-    """Named build contexts (buildah `--build-context`), which `FROM <name>`,
-    `COPY --from=<name>` and `RUN --mount=from=<name>` read: name -> a folder (relative
-    to images.yaml's) or `docker-image://<reference>`. Keyed by the folder's content or
-    the image's ID."""
+    """Named build contexts (`--build-context`): name -> a folder or `docker-image://REF`."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
