@@ -387,16 +387,6 @@ ALLOWED_KEYS = {
 RESERVED_VARS = ("settings", "image_name", "image", "tag", "parent_name", "parent_image")
 
 
-def merged_yaml(config: Config) -> str:
-    """The merged tree as YAML, after comments naming what was merged, in order."""
-    import yaml
-
-    sources = config.sources
-    merged = [f"# {file}" for file in sources.files] + [f"# --set {s}" for s in sources.sets]
-    return "\n".join(["# merged from:", *merged, ""]) + yaml.safe_dump(
-        config.data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-
-
 def built(data: dict[str, Any]) -> _File | None:
     """What `_adapter().validate_python(data)` returns for data that passed it before (the
     file is unchanged), made without pydantic: the nested dataclasses from their

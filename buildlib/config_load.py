@@ -379,3 +379,13 @@ def _check_image_bake_fields(config: Config, name: str, image: Image) -> None:
                        "`isolation: chroot` has not (buildah: only host)", image=name,
                        fix="drop `network:` (or give `host`), or set settings.isolation "
                        "to oci where RUN steps can run in a namespace")
+
+
+def merged_yaml(config: Config) -> str:
+    """The merged tree as YAML, after comments naming what was merged, in order."""
+    import yaml
+
+    sources = config.sources
+    merged = [f"# {file}" for file in sources.files] + [f"# --set {s}" for s in sources.sets]
+    return "\n".join(["# merged from:", *merged, ""]) + yaml.safe_dump(
+        config.data, sort_keys=False, allow_unicode=True, default_flow_style=False)

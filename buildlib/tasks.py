@@ -29,6 +29,7 @@ from buildlib import (
     building,
     cache,
     config,
+    config_load,
     dispatch,
     keys,
     pictures,
@@ -198,7 +199,7 @@ def config_task(run: Run) -> dict[str, Any]:
 
 
 def _print_config(cfg: config.Config) -> None:
-    print(config.merged_yaml(cfg), end="")
+    print(config_load.merged_yaml(cfg), end="")
 
 
 def watch_task(run: Run) -> dict[str, Any]:
