@@ -251,7 +251,7 @@ def test_a_merged_tree_noted_valid_is_not_parsed_again(tmp_path: Path) -> None:
 
 def test_the_printed_tree_loads_as_the_merged_one(tmp_path: Path) -> None:
     cfg = load(tree(tmp_path, "images: {nova-api: {args: {EXTRA: x}}}\n"), "settings.tag=rc1")
-    printed = config.merged_yaml(cfg)
+    printed = config_load.merged_yaml(cfg)
     assert printed.startswith(f"# merged from:\n# {tmp_path / 'images.yaml'}\n"
                               f"# {tmp_path / 'images.override.yaml'}\n# --set settings.tag=rc1\n")
     alone = tmp_path / "alone"
