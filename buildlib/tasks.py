@@ -10,11 +10,8 @@ The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,29 +19,28 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from buildlib import (
-    buildah,
     builder,
-    cache,
-    config,
+    clean,
     dispatch,
+    keygen,
     keys,
-    pictures,
-    processes,
+    merge,
+    preview,
     project,
     prune,
+    pruning,
     publish,
+    push_report,
     report,
-    sources,
-    variables,
+    resolve,
+    status,
 )
-from buildlib.buildah import BuildahError, StorageError, command_line, error_line
+from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.doit_seam import SavedValuesCalculator
-from buildlib.errors import InputError
-from buildlib.registry import RegistryError
-from buildlib.run import Run, export_options, merge_parts
+from buildlib.errors import CommandFailed, InputError
+from buildlib.run import Run, export_options
+from buildlib.status import MISSING_SOURCES_FIX
 from buildlib.verdict import Outcome, Verdict, judge
-
-RESOLVED_FILE = "images.lock.json"
 
 
 def namespace(run: Run) -> dict[str, Any]:
@@ -77,16 +73,36 @@ def doit_config(run: Run) -> dict[str, Any]:
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
         "continue": not run.fail_fast,
-        "reporter": _pooled_pushes(run, report.reporter_for(
+        "reporter": push_report.pooled_pushes(run.push_pool, report.reporter_for(
             run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
             run.last_report)),
     }
 
 
+def _finish(run: Run) -> None:
+    """The end of a run, after its summary: the prune after a build, then `Run.finish`;
+    exit 1 when a pooled push failed (doit saw each push handed over, not how it ended)."""
+    pruning.after_build(run)
+    run.finish()
+    if run.push_pool.failed:
+        sys.exit(1)
+
+
 def _command(basename: str, doc: str, action: Callable[..., Any], *args: Any) -> dict[str, Any]:
     """A task that runs each time it is asked for, its output on the terminal."""
-    return {"basename": basename, "doc": doc, "actions": [(action, list(args))],
+    return {"basename": basename, "doc": doc, "actions": [(_failing(action), list(args))],
             "uptodate": [False], "verbosity": 2}
+
+
+def _failing(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
+    """`action` as doit runs it: its CommandFailed is the task's failure."""
+    def run_action(*args: Any) -> TaskFailed | None:
+        try:
+            action(*args)
+        except CommandFailed as err:
+            return TaskFailed(str(err))
+        return None
+    return run_action
 
 
 def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
@@ -98,7 +114,7 @@ def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
 
 
 def _selected_in_order(run: Run) -> list[str]:
-    return [name for name in run.project.graph.order() if name in run.selection.selected]
+    return run.project.graph.ordered(run.selection.selected)
 
 
 def build_task(run: Run, name: str) -> dict[str, Any]:
@@ -111,7 +127,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "actions": [(_build, [run, name])],
         "task_dep": ([parent_task] if parent_task else []) + run.read_tasks(name),
         "uptodate": [ImageUpToDate(run, name)],
-        "clean": [(_clean, [run, name])],
+        "clean": [(clean.clean_image, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
         "verbosity": 2 if run.verbose else 1,
     }
@@ -148,7 +164,7 @@ def status_task(run: Run) -> dict[str, Any]:
     return {
         "basename": "status",
         "doc": "list images with their parents and what a build would do (a dry run)",
-        "actions": [(_print_status, [run, probe])],
+        "actions": [(_failing(status.print_status), [run, probe.values])],
         "uptodate": [probe],
         "verbosity": 2,
     }
@@ -159,33 +175,14 @@ def render_task(run: Run) -> dict[str, Any]:
     where = report.display_path(run.project.build_dir)
     return _command("render", f"write {where}/<image>/Dockerfile and context/ of each "
                     "selected image, build nothing (kolla-build --template-only)",
-                    _render, run)
-
-
-def _render(run: Run) -> Any:
-    """The Dockerfile as its template renders it (its own FROM line), and its context."""
-    names = _selected_in_order(run)
-    for name in names:
-        plan = run.project.plans[name]
-        try:
-            plan.own_workdir()
-        except project.ForeignFolder as err:
-            return TaskFailed(f"cannot render {name}: {err}")
-        plan.context.write(plan.dockerfile, plan.context_dir)
-    where = report.display_path(run.project.build_dir)
-    print(f"wrote the Dockerfile and context of {len(names)} images under {where}/<image>/")
-    return None
+                    preview.render_images, run)
 
 
 def config_task(run: Run) -> dict[str, Any]:
     """Build nothing; print images.yaml as merged with images.override.yaml (or the `-c`
     files) and the `--set` values, validated (as `docker buildx bake --print`)."""
     return _command("config", "print the merged images.yaml (override files, --set), "
-                    "validated", _print_config, run.project.config)
-
-
-def _print_config(cfg: config.Config) -> None:
-    print(config.merged_yaml(cfg), end="")
+                    "validated", preview.print_config, run.project.config)
 
 
 def watch_task(run: Run) -> dict[str, Any]:
@@ -203,55 +200,15 @@ def _watch(run: Run) -> None:
 
 def resolve_task(run: Run) -> dict[str, Any]:
     """write build/images.lock.json: each image's digest, key and ID in the registry"""
-    lock = run.project.build_dir / RESOLVED_FILE
-    return _command("resolve", f"write {lock.name}: each selected image's digest, key and ID "
-                    "in the registry", _resolve, run, lock)
-
-
-def _resolve(run: Run, lock: Path) -> Any:
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
-    try:
-        resolved = cache.resolve(run.project, _selected_in_order(run), lookups, run.bases,
-                                 run.warn)
-    except RegistryError as err:
-        return TaskFailed(str(err))
-    missing = sorted(name for name, entry in resolved.items() if entry is None)
-    if missing:
-        return TaskFailed(f"not in the registry for their current keys: {', '.join(missing)}; "
-                          "push them first (`doit push`)")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
-    return None
+    return _command("resolve", f"write {resolve.RESOLVED_FILE}: each selected image's digest, "
+                    "key and ID in the registry", resolve.write_lock, run)
 
 
 def merge_task(run: Run) -> dict[str, Any]:
     """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
     return _command("merge", "make each multi-arch image's manifest list of the lists its "
                     "platforms' runs pushed (push platform=P): parts=NAME@sha256:...,...",
-                    _merge, run)
-
-
-def _merge(run: Run) -> Any:
-    """Each image's platforms' lists in one list, under its key's tag and the user's tag."""
-    proj = run.project
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
-    try:
-        parts = merge_parts(proj)
-        for name, digests in parts.items():
-            repository = cache.repository_of(proj.plans[name].reference)
-            found = [lookups.find(f"{repository}@{digest}") for digest in digests]
-            absent = [d for d, f in zip(digests, found, strict=True) if f is None]
-            if absent:
-                return TaskFailed(f"error: {repository} has no {', '.join(absent)}")
-            index = publish.merge(proj, run.services, name, [f for f in found if f is not None])
-            print(f"merged {proj.plans[name].reference}: {index.digest} "
-                  f"({', '.join(proj.plans[name].platforms)})")
-    except InputError as err:
-        return TaskFailed(f"error: {err}")
-    except RegistryError as err:
-        return TaskFailed(f"error: {err}")
-    return None
+                    merge.merge_lists, run)
 
 
 def prune_task(run: Run) -> dict[str, Any]:
@@ -261,48 +218,10 @@ def prune_task(run: Run) -> dict[str, Any]:
         "basename": "prune",
         "doc": "remove this tree's images of old keys from local storage: keep=N (old keys "
                "to keep per image), dry=1 (list only), registry=1 (the registry's key tags too)",
-        "actions": [(_prune, [run, probe])],
+        "actions": [(_failing(pruning.prune_command), [run, probe.values])],
         "uptodate": [probe],
         "verbosity": 2,
     }
-
-
-def _prune(run: Run, probe: StateProbe) -> Any:
-    try:
-        keep = _prune_keep(run.project)
-    except InputError as err:
-        return TaskFailed(f"error: {err}")
-    error = prune.prune_tree(run, keep, dry=variables.flag("dry"),
-                             registry=variables.flag("registry"),
-                             saved=lambda name: probe.values(f"build:{name}"))
-    return TaskFailed(error) if error else None
-
-
-def _prune_keep(proj: project.Project) -> int:
-    text = str(variables.value("keep", "") or "")
-    if not text:
-        return proj.config.settings.keep_keys or 0
-    if not text.isdigit():
-        raise InputError(proj.config.path, f"keep={text!r} is not a whole number >= 0",
-                         fix="write keep=N: how many old keys of each image to keep")
-    return int(text)
-
-
-def _finish(run: Run) -> None:
-    """The end of a run, after its summary: with `settings.keep_keys`, a run that built
-    something and in which every selected image was built or found prunes old keys; then
-    `Run.finish`."""
-    keep = run.project.config.settings.keep_keys
-    if (keep is not None and prune.remembered and not processes.stop_signal()
-            and run.selection.selected <= set(run.images)):
-        print(f"pruning old keys (settings.keep_keys: {keep})")
-        failed = prune.prune_tree(run, keep, dry=False, registry=False,
-                                  saved=lambda name: run.images.get(name, {}))
-        if failed:
-            print(f"warning: {failed}", file=sys.stderr)
-    run.finish()
-    if run.push_pool.failed:  # doit saw each push handed over, not how it ended
-        sys.exit(1)
 
 
 TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running now
@@ -330,7 +249,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
         root = _repository_root(proj.config.root)
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                            config=_config_files(root, proj),
-                           lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj,
+                           lock=_inside(root, proj.build_dir / resolve.RESOLVED_FILE, proj,
                                         "build_dir"))
         target = export.Target(proj.config.settings.registry,
                                proj.config.settings.tls_verify,
@@ -420,22 +339,8 @@ def keygen_task(run: Run) -> dict[str, Any]:
     """Write a new cosign signing key pair beside images.yaml: cosign.key, encrypted with
     COSIGN_PASSWORD, and cosign.pub; never overwrites a key."""
     return _command("keygen", "write cosign.key (encrypted with COSIGN_PASSWORD) and "
-                    "cosign.pub beside images.yaml", _keygen, run.project.config.root)
-
-
-def _keygen(folder: Path) -> Any:
-    from buildlib import signing  # its crypto libraries load only when a key is made
-
-    try:
-        private, public = signing.write_pair(folder, signing.password())
-    except ImportError as err:
-        return TaskFailed(f"error: imagebake keygen needs the `sign` extra ({err.name} is "
-                          "missing): pip install 'buildlib[sign]'")
-    except signing.SigningError as err:
-        return TaskFailed(f"error: {err}")
-    print(f"wrote {report.display_path(private)} (secret: keep it out of the repository) "
-          f"and {report.display_path(public)} (commit it: `cosign verify --key` reads it)")
-    return None
+                    "cosign.pub beside images.yaml", keygen.write_key_pair,
+                    run.project.config.root)
 
 
 def graph_task(run: Run) -> dict[str, Any]:
@@ -444,14 +349,7 @@ def graph_task(run: Run) -> dict[str, Any]:
     proj = run.project
     dot = proj.build_dir / "graph.dot"
     return _command("graph", f"draw the image graph, coloured by last status: {dot} and "
-                    "graph.svg", _draw_graph, proj, dot)
-
-
-def _draw_graph(proj: project.Project, dot: Path) -> None:
-    last = json.loads(proj.report_path.read_text()) if proj.report_path.exists() else None
-    svg = pictures.write_graph(proj.graph, last, dot)
-    print(f"wrote {report.display_path(dot)}"
-          + (f" and {report.display_path(svg)}" if svg else " (install graphviz for the SVG)"))
+                    "graph.svg", preview.draw_graph, proj, dot)
 
 
 def _build_title(run: Run, name: str, task: Any) -> str:
@@ -547,75 +445,7 @@ def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A push task's action: the push goes to the run's push pool, and the task ends at
     once, so that its job slot goes to the next build. The reporter hears of the push
     when it starts and ends in the pool, and the run's end waits for it."""
-    run.push_pool.submit(task, lambda: _failed_raises(_push(run, name)), _stopped)
-
-
-class _PushFailed(Exception):
-    def __init__(self, failure: TaskFailed) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
-
-
-def _failed_raises(result: Any) -> Any:
-    """A push's result, its TaskFailed raised (the pool counts what raises as failed)."""
-    if isinstance(result, TaskFailed):
-        raise _PushFailed(result)
-    return result
-
-
-def _stopped() -> BaseException | None:
-    return buildah.Interrupted("interrupted") if processes.stop_signal() else None
-
-
-def _pooled_pushes(run: Run, reporter: type) -> type:
-    """The run's reporter, told of pooled pushes by the pool (when each really starts and
-    ends) instead of by doit (when it was handed over), one event at a time; its end
-    waits for the pushes, before the summary and report.json."""
-    pool = run.push_pool
-
-    class PooledPushes(reporter):  # type: ignore[misc,valid-type]
-        def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
-            super().__init__(outstream, options)
-            pool.listener = self
-
-        def execute_task(self, task: Any) -> None:
-            if not _pooled(task):
-                with pool.lock:
-                    super().execute_task(task)
-
-        def add_success(self, task: Any) -> None:
-            if not _pooled(task):
-                with pool.lock:
-                    super().add_success(task)
-
-        def add_failure(self, task: Any, fail: Any) -> None:
-            with pool.lock:  # (a pooled push fails here only when it was never handed over)
-                super().add_failure(task, fail)
-
-        def skip_uptodate(self, task: Any) -> None:
-            with pool.lock:
-                super().skip_uptodate(task)
-
-        def started(self, task: Any) -> None:
-            super().execute_task(task)
-
-        def finished(self, task: Any, result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                super().add_failure(task, error.failure if isinstance(error, _PushFailed)
-                                    else TaskFailed(str(error)))
-                return
-            task.values.update(result or {})
-            super().add_success(task)
-
-        def complete_run(self) -> None:
-            pool.wait()
-            super().complete_run()
-
-    return PooledPushes
-
-
-def _pooled(task: Any) -> bool:
-    return bool((task.meta or {}).get("pooled"))
+    push_report.hand_over(run.push_pool, task, lambda: _push(run, name))
 
 
 def _push(run: Run, name: str) -> Any:
@@ -625,93 +455,6 @@ def _push(run: Run, name: str) -> Any:
                                   run.lookups)
     except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
-
-
-def _clean(run: Run, name: str) -> None:
-    """Take off the names imagebake gave the image (its key names and its reference): an
-    image goes with the last of them, so one that a user named too stays, by that name."""
-    buildah_, plan = run.services.buildah, run.project.plans[name]
-    image_id = run.storage.id_of(plan.reference)
-    try:
-        if image_id and plan.platforms:  # the manifest list, then the images it lists
-            images = buildah_.manifest_images(plan.reference)
-            buildah_.manifest_rm(*_names_made(plan, run.storage.names(image_id)))
-            for image in images:
-                if made := _names_made(plan, run.storage.names(image)):
-                    buildah_.remove_names(*made)
-        elif image_id:
-            buildah_.remove_names(*_names_made(plan, run.storage.names(image_id)))
-    except subprocess.CalledProcessError as err:  # gone meanwhile, or a container uses it
-        print(f"left {plan.reference} in local storage: {error_line(err.stderr or '')}")
-    if plan.owns_workdir():
-        shutil.rmtree(plan.workdir, ignore_errors=True)
-    elif plan.workdir.exists():
-        print(f"left {plan.workdir} alone: imagebake did not make it")
-
-
-def _names_made(plan: project.ImagePlan, names: set[str]) -> list[str]:
-    """Those of an image's names that builds of this image give: its reference, and the
-    names made of its keys (`localhost/imagebake/<name>:ib-<key>`)."""
-    key_names = f"{project.LOCAL_KEY_REPOSITORY}/{plan.name}:{keys.KEY_TAG_PREFIX}"
-    return sorted(n for n in names if n == plan.reference or n.startswith(key_names))
-
-
-def _print_status(run: Run, probe: StateProbe) -> Any:
-    """Each image's verdict, judged parents first as a build judges it (what it settles on
-    is what its children are judged on): exactly what `doit build` with the same variables
-    does."""
-    proj, counts, failing, fetching = run.project, Counter(), set(), set()
-    rows = [("IMAGE", "PARENT", "STATUS")]
-    for name in proj.graph.order():
-        plan = proj.plans[name]
-        if name not in run.selection.selected:
-            rows.append((name, plan.parent or "-", "excluded"))
-            continue
-        if fetch := _would_fetch(run, name, fetching):  # (status downloads nothing)
-            fetching.add(name)
-            rows.append((name, plan.parent or "-", fetch))
-            continue
-        if plan.parent in failing:
-            failing.add(name)
-            rows.append((name, plan.parent, f"blocked: parent '{plan.parent}' would fail"))
-            continue
-        found = judge(run, name, probe.values(f"build:{name}"))
-        counts[found.outcome] += 1
-        if found.outcome is Outcome.FAIL:
-            failing.add(name)
-        elif found.settled is not None:
-            run.settle(name, found.settled)
-        rows.append((name, plan.parent or "-", found.line()))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    for image, parent, status in rows:
-        print(f"{image:<{widths[0]}}  {parent:<{widths[1]}}  {status}")
-    print(f"{counts[Outcome.BUILD]} of {len(run.selection.selected)} selected images would "
-          "build" + "".join(f", {counts[o]} {o.value}" for o in (
-              Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED) if counts[o])
-          + (f"; {len(fetching)} would first fetch or archive a source (then build "
-             "if it changed)"
-             if fetching else ""))
-    failed = sorted(n for n in failing if proj.plans[n].context.missing_sources())
-    if failed:
-        return TaskFailed(f"{len(failed)} images would fail, their build context lacks what "
-                          f"their Dockerfile copies: {', '.join(failed)}\n  fix: "
-                          f"{MISSING_SOURCES_FIX}")
-    if counts[Outcome.FAIL]:
-        return TaskFailed(f"{counts[Outcome.FAIL]} images would fail (above)")
-    return None
-
-
-def _would_fetch(run: Run, name: str, fetching: set[str]) -> str | None:
-    """What a build would download before it could judge this image by its key."""
-    fetches = run.project.plans[name].context.fetches
-    if fetches:
-        return f"would {sources.doing(fetches)}, then build if it changed"
-    parent = run.project.plans[name].parent
-    return f"parent '{parent}' would fetch a source first" if parent in fetching else None
-
-
-MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
-                       "under `files:` in images.yaml), or correct the COPY/ADD")
 
 
 class StateProbe(SavedValuesCalculator):

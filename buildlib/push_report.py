@@ -1,0 +1,85 @@
+"""The run's reporter told of pooled pushes by the push pool (`pushpool`), when each push
+really starts and ends, instead of by doit, which saw it handed over; one event at a time.
+The reporter's end waits for the pushes, before the summary and report.json."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from buildlib import buildah, processes
+from buildlib.pushpool import PushPool
+
+
+class PushFailed(Exception):
+    """A pooled push's TaskFailed, raised: the pool counts what raises as failed."""
+
+    def __init__(self, failure: TaskFailed) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def hand_over(pool: PushPool, task: Any, push: Callable[[], Any]) -> None:
+    """A push task's action: the push goes to the pool and the task ends at once, so that
+    its job slot goes to the next build."""
+    pool.submit(task, lambda: _failed_raises(push()), _stopped)
+
+
+def _failed_raises(result: Any) -> Any:
+    if isinstance(result, TaskFailed):
+        raise PushFailed(result)
+    return result
+
+
+def _stopped() -> BaseException | None:
+    return buildah.Interrupted("interrupted") if processes.stop_signal() else None
+
+
+def pooled_pushes(pool: PushPool, reporter: type) -> type:
+    """`reporter`, told of the pool's pushes by the pool."""
+
+    class PooledPushes(reporter):  # type: ignore[misc,valid-type]
+        def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+            super().__init__(outstream, options)
+            pool.listener = self
+
+        def execute_task(self, task: Any) -> None:
+            if not _pooled(task):
+                with pool.lock:
+                    super().execute_task(task)
+
+        def add_success(self, task: Any) -> None:
+            if not _pooled(task):
+                with pool.lock:
+                    super().add_success(task)
+
+        def add_failure(self, task: Any, fail: Any) -> None:
+            with pool.lock:  # (a pooled push fails here only when it was never handed over)
+                super().add_failure(task, fail)
+
+        def skip_uptodate(self, task: Any) -> None:
+            with pool.lock:
+                super().skip_uptodate(task)
+
+        def started(self, task: Any) -> None:
+            super().execute_task(task)
+
+        def finished(self, task: Any, result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                super().add_failure(task, error.failure if isinstance(error, PushFailed)
+                                    else TaskFailed(str(error)))
+                return
+            task.values.update(result or {})
+            super().add_success(task)
+
+        def complete_run(self) -> None:
+            pool.wait()
+            super().complete_run()
+
+    return PooledPushes
+
+
+def _pooled(task: Any) -> bool:
+    return bool((task.meta or {}).get("pooled"))
