@@ -13,24 +13,10 @@ from buildlib import buildah, processes
 from buildlib.pushpool import PushPool
 
 
-class PushFailed(Exception):
-    """A pooled push's TaskFailed, raised: the pool counts what raises as failed."""
-
-    def __init__(self, failure: TaskFailed) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
-
-
 def hand_over(pool: PushPool, task: Any, push: Callable[[], Any]) -> None:
     """A push task's action: the push goes to the pool and the task ends at once, so that
-    its job slot goes to the next build."""
-    pool.submit(task, lambda: _failed_raises(push()), _stopped)
-
-
-def _failed_raises(result: Any) -> Any:
-    if isinstance(result, TaskFailed):
-        raise PushFailed(result)
-    return result
+    its job slot goes to the next build. What `push` raises is its failure."""
+    pool.submit(task, push, _stopped)
 
 
 def _stopped() -> BaseException | None:
@@ -68,8 +54,7 @@ def pooled_pushes(pool: PushPool, reporter: type) -> type:
 
         def finished(self, task: Any, result: Any, error: BaseException | None) -> None:
             if error is not None:
-                super().add_failure(task, error.failure if isinstance(error, PushFailed)
-                                    else TaskFailed(str(error)))
+                super().add_failure(task, TaskFailed(str(error)))
                 return
             task.values.update(result or {})
             super().add_success(task)

@@ -31,6 +31,7 @@ from buildlib import (
     pruning,
     publish,
     push_report,
+    pushing,
     report,
     resolve,
     status,
@@ -94,14 +95,21 @@ def _command(basename: str, doc: str, action: Callable[..., Any], *args: Any) ->
             "uptodate": [False], "verbosity": 2}
 
 
-def _failing(action: Callable[..., None]) -> Callable[..., TaskFailed | None]:
-    """`action` as doit runs it: its CommandFailed is the task's failure."""
-    def run_action(*args: Any) -> TaskFailed | None:
+def _reading_saved(basename: str, doc: str, action: Callable[..., Any],
+                   run: Run) -> dict[str, Any]:
+    """A command whose action reads what each build task saved when it last ran."""
+    probe = StateProbe()
+    return {**_command(basename, doc, action, run, probe.values), "uptodate": [probe]}
+
+
+def _failing(action: Callable[..., Any]) -> Callable[..., Any]:
+    """`action` as doit runs it: what it returns are the task's saved values, its
+    CommandFailed the task's failure."""
+    def run_action(*args: Any) -> Any:
         try:
-            action(*args)
+            return action(*args)
         except CommandFailed as err:
             return TaskFailed(str(err))
-        return None
     return run_action
 
 
@@ -149,8 +157,9 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "doc": f"push {plan.reference}",
-        "title": lambda task: _push_title(run, name),
-        "actions": [(_hand_over_push, [run, name]) if pooled else (_push, [run, name])],
+        "title": lambda task: pushing.title(run, name),
+        "actions": [(_hand_over_push, [run, name]) if pooled
+                    else (_failing(pushing.push), [run, name])],
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
@@ -160,14 +169,8 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
 
 def status_task(run: Run) -> dict[str, Any]:
     """Build nothing; list each image, its parent and whether (and why) it would build."""
-    probe = StateProbe()
-    return {
-        "basename": "status",
-        "doc": "list images with their parents and what a build would do (a dry run)",
-        "actions": [(_failing(status.print_status), [run, probe.values])],
-        "uptodate": [probe],
-        "verbosity": 2,
-    }
+    return _reading_saved("status", "list images with their parents and what a build would "
+                          "do (a dry run)", status.print_status, run)
 
 
 def render_task(run: Run) -> dict[str, Any]:
@@ -213,15 +216,9 @@ def merge_task(run: Run) -> dict[str, Any]:
 
 def prune_task(run: Run) -> dict[str, Any]:
     """remove the images of old keys from local storage (keep=N dry=1 registry=1)"""
-    probe = StateProbe()
-    return {
-        "basename": "prune",
-        "doc": "remove this tree's images of old keys from local storage: keep=N (old keys "
-               "to keep per image), dry=1 (list only), registry=1 (the registry's key tags too)",
-        "actions": [(_failing(pruning.prune_command), [run, probe.values])],
-        "uptodate": [probe],
-        "verbosity": 2,
-    }
+    return _reading_saved("prune", "remove this tree's images of old keys from local storage: "
+                          "keep=N (old keys to keep per image), dry=1 (list only), registry=1 "
+                          "(the registry's key tags too)", pruning.prune_command, run)
 
 
 TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running now
@@ -433,28 +430,11 @@ def _images_in_storage(run: Run, name: str) -> str | bool:
     return pulled
 
 
-def _push_title(run: Run, name: str) -> str:
-    built = run.images.get(name, {})
-    if built.get("found") == "registry" or not built.get("key"):
-        return f"tagging {run.project.plans[name].reference}"
-    argv = publish.push_argv(run.project, run.services, name, built["key"])
-    return f"pushing {name}: {command_line(argv)}"
-
-
 def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A push task's action: the push goes to the run's push pool, and the task ends at
     once, so that its job slot goes to the next build. The reporter hears of the push
     when it starts and ends in the pool, and the run's end waits for it."""
-    push_report.hand_over(run.push_pool, task, lambda: _push(run, name))
-
-
-def _push(run: Run, name: str) -> Any:
-    assert run.lookups is not None  # a run with pushes asks the registry
-    try:
-        return publish.push_image(run.project, run.services, name, run.images.get(name, {}),
-                                  run.lookups)
-    except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
-        return TaskFailed(str(err))  # the summary adds the log's tail and path
+    push_report.hand_over(run.push_pool, task, lambda: pushing.push(run, name))
 
 
 class StateProbe(SavedValuesCalculator):
