@@ -519,7 +519,7 @@ def noop_runs(runner: Runner, tree: trees.Tree, repeats: int, *args: str) -> dic
 
 PHASES = [  # (label, path suffix, function): cumulative times shown when present
     ("load the project (config, graph, render, plans)", "buildlib/project.py", "load"),
-    ("  images.yaml (note, or YAML + validation)", "buildlib/config.py", "load"),
+    ("  images.yaml (note, or YAML + validation)", "buildlib/config_load.py", "load"),
     ("  render every template", "buildlib/render.py", "render_all"),
     ("hash every image's inputs", "buildlib/project.py", "sources"),
     ("doit: import dodo.py (which loads the project)", "doit/loader.py", "get_module"),
@@ -575,7 +575,7 @@ START = time.perf_counter()
 import functools, json, sys
 from doit.doit_cmd import DoitMain
 from doit import dependency, loader, runner
-from buildlib import config, render, report, run, tasks
+from buildlib import config_load, render, report, run, tasks
 IMPORTED = time.perf_counter()
 spent = dict.fromkeys(["config", "render", "load_run", "create", "checks", "run_all",
                        "report", "save"], 0.0)
@@ -589,7 +589,7 @@ def timed(owner, attr, part):
         finally:
             spent[part] += time.perf_counter() - start
     setattr(owner, attr, wrapper)
-timed(config, "load", "config"); timed(render, "render_all", "render")
+timed(config_load, "load", "config"); timed(render, "render_all", "render")
 timed(run, "load_run", "load_run"); timed(loader, "load_tasks", "create")
 timed(tasks.ImageUpToDate, "__call__", "checks"); timed(runner.Runner, "run_all", "run_all")
 timed(report.RunReport, "write", "report"); timed(report.RunReport, "summary", "report")

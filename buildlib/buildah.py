@@ -10,12 +10,19 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from buildlib import storage_format
-from buildlib.processes import CommandError, Interrupted, command_line, kill_groups_of, run_logged
+from buildlib.processes import (
+    CommandError,
+    Interrupted,
+    StopControl,
+    command_line,
+    kill_groups_of,
+    run_logged,
+)
 from buildlib.storage_format import (
     StorageContents,
     StoredImage,
@@ -117,6 +124,8 @@ class Buildah:
     # Where the storage's own image list was found for these global args (a file this
     # tool may write; None: always ask `buildah images`).
     store_note: Path | None = None
+    # The run's stop request, which every command it runs heeds.
+    stop: StopControl = field(default_factory=StopControl, compare=False)
 
     def argv(self, *args: str) -> list[str]:
         return [BUILDAH, *self.global_args, *args]
@@ -134,7 +143,8 @@ class Buildah:
         `append`)."""
         iidfile.unlink(missing_ok=True)
         try:
-            cpu_seconds = run_logged(argv, log, timeout, note=note, echo=echo, append=append)
+            cpu_seconds = run_logged(argv, log, timeout, stop=self.stop, note=note, echo=echo,
+                                     append=append)
         except Interrupted:
             raise  # the run is ending: its next run removes what is left (the killed mark)
         except BuildahError as err:
@@ -176,7 +186,7 @@ class Buildah:
         """Run a `push_argv` or `manifest_push_argv` command, its output appended to
         `log`; return the digest."""
         digestfile.unlink(missing_ok=True)
-        run_logged(argv, log, timeout, append=True)
+        run_logged(argv, log, timeout, stop=self.stop, append=True)
         return digestfile.read_text().strip()
 
     def images(self) -> dict[str, set[str]]:

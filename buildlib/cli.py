@@ -17,7 +17,7 @@ from typing import Any
 
 from doit.doit_cmd import DoitMain
 
-from buildlib import doit_seam, run, tasks, variables
+from buildlib import doit_seam, options, run, tasks
 
 PROGRAM = "imagebake"
 CONFIG_OPTIONS = ("-c", "--config")
@@ -58,7 +58,7 @@ def config_as_variable(argv: list[str]) -> list[str]:
             at = at if files else len(result)
             files += [file for file in value.split(",") if file]
         elif option == SET_OPTION:
-            result.append(variables.SET_PREFIX + value)
+            result.append(options.SET_PREFIX + value)
         else:
             result.append(word)
     return result[:at] + ([f"config={','.join(files)}"] if files else []) + result[at:]

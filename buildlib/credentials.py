@@ -21,7 +21,7 @@ def find_authfile(registry: str, named: str | None, root: Path) -> Path | None:
     """The one authfile of a run, for `buildah push --authfile` and our own requests alike:
     `named` (settings.authfile, relative to `root`) if that file exists, else
     REGISTRY_AUTH_FILE (a CI job's login: the checkout lacks the named file), else `named`
-    (missing: config.load says so), else the first of buildah's default places that names
+    (missing: config_load.load says so), else the first of buildah's default places that names
     this registry (in `auths` or `credHelpers`)."""
     from_env = os.environ.get("REGISTRY_AUTH_FILE")
     if named and ((root / named).is_file() or not from_env):

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildlib import doit_seam, variables
+from buildlib import doit_seam
 from buildlib.errors import InputError
 from buildlib.graph import Graph
 
@@ -76,10 +76,10 @@ def default_strategy(jobs: int) -> str:
     return "critical-path" if jobs <= len(os.sched_getaffinity(0)) else "fifo"
 
 
-def chosen_strategy(proj: Project, jobs: int) -> str:
-    """The `dispatch=` variable's strategy (default: `default_strategy`); InputError when it
-    names none we know."""
-    strategy = variables.value("dispatch") or default_strategy(jobs)
+def chosen_strategy(proj: Project, jobs: int, asked: str | None) -> str:
+    """The strategy the `dispatch=` variable asks for (default: `default_strategy`);
+    InputError when it names none we know."""
+    strategy = asked or default_strategy(jobs)
     if strategy not in STRATEGIES:
         raise InputError(proj.config.path, f"dispatch={strategy} on the command line is not "
                          "a dispatch strategy", fix="use dispatch=critical-path (the default "

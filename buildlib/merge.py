@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from buildlib import cache, publish
 from buildlib.errors import CommandFailed, InputError
+from buildlib.options import merge_parts
 from buildlib.registry import RegistryError
-from buildlib.run import Run, merge_parts
+from buildlib.run import Run
 
 
 def merge_lists(run: Run) -> None:
@@ -15,7 +16,7 @@ def merge_lists(run: Run) -> None:
     proj = run.project
     lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
-        for name, digests in merge_parts(proj).items():
+        for name, digests in merge_parts(proj, run.options).items():
             repository = cache.repository_of(proj.plans[name].reference)
             found = [lookups.find(f"{repository}@{digest}") for digest in digests]
             absent = [d for d, f in zip(digests, found, strict=True) if f is None]

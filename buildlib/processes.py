@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 KILL_GRACE_SECONDS = 10
 POLL_SECONDS = 0.25  # how often a wait for processes to go looks again
@@ -25,9 +25,9 @@ ECHO_LINE_CHARS = 2000  # verbose=1 shows at most this much of each output line
 
 
 class StopControl:
-    """Whether this process was asked to stop (by which signal, how often), and whether it
-    killed a process group (which may leave containers). Set from signal handlers: plain
-    assignments only, no locks."""
+    """Whether a run was asked to stop (by which signal, how often), and whether it killed
+    a process group (which may leave containers). Each run owns one (`Services.stop`), which
+    its signal handlers set: plain assignments only, no locks."""
 
     def __init__(self) -> None:
         self.signal = 0
@@ -40,24 +40,22 @@ class StopControl:
         self.signal = self.signal or signum
         self.count += 1
 
-
-# Signals reach a process, not a run: this process's one stop state.
-STOP = StopControl()
-
-
-def request_stop(signum: int) -> None:
-    """Ask every running command to stop. Safe in a signal handler: it only assigns."""
-    STOP.request(signum)
+    def handle(self, signum: int, frame: Any) -> None:
+        """A signal handler: only records the signal (no locks, no waiting), so that a
+        second signal cannot hang."""
+        self.request(signum)
 
 
-def stop_signal() -> int:
-    """The signal that asked this process to stop, or 0."""
-    return STOP.signal
-
-
-def killed_any() -> bool:
-    """Whether this process killed a command's process group (which may leave containers)."""
-    return STOP.killed_any
+def exit_as(status: int | None) -> None:
+    """End this process with `status` (None: go on). Above 128 (stopped by a signal):
+    at once, past doit's KeyboardInterrupt traceback, once doit has saved what finished."""
+    if status is None:
+        return
+    if status > 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 class CommandError(Exception):
@@ -78,13 +76,13 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = False,
-               note: str = "", echo: bool = False) -> float:
+def run_logged(argv: Sequence[str], log: Path, timeout: float, *, stop: StopControl,
+               append: bool = False, note: str = "", echo: bool = False) -> float:
     """Run argv with stdout and stderr in `log` (after `# note` and the command line),
     and on our stdout too when `echo`; kill its whole process group on timeout or when
-    the run is asked to stop. A failure raises CommandError carrying this run's output.
+    the run is asked to stop (`stop`). A failure raises CommandError carrying this run's output.
     Returns the CPU seconds the command took (with every process it waited for)."""
-    if stop_signal():
+    if stop.signal:
         raise Interrupted("interrupted", log)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a" if append else "w", encoding="utf-8") as out:
@@ -101,9 +99,9 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
         if echo:
             tee.start()
         try:
-            code, cpu_seconds = _wait(proc, timeout)
+            code, cpu_seconds = _wait(proc, timeout, stop)
         except BaseException:
-            _kill_group(proc)
+            _kill_group(proc, stop)
             raise
         finally:
             if echo:
@@ -118,18 +116,19 @@ def run_logged(argv: Sequence[str], log: Path, timeout: float, append: bool = Fa
     return cpu_seconds
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | str, float]:
+def _wait(proc: subprocess.Popen, timeout: float, stop: StopControl
+          ) -> tuple[int | str, float]:
     """proc's exit code and the CPU seconds it and the processes it waited for used; or
     kill its group and say why ("timed out", "interrupted")."""
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
-        if stop_signal():
-            _kill_group(proc)
+        if stop.signal:
+            _kill_group(proc, stop)
             return "interrupted", 0.0
         left = deadline - time.monotonic()
         if left <= 0:
-            _kill_group(proc)
+            _kill_group(proc, stop)
             return "timed out", 0.0
         # os.wait4, not proc.wait: only it tells how much CPU the build took
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -140,14 +139,14 @@ def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | str, float]:
         delay = min(delay * 2, WAIT_STEP_SECONDS)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen, stop: StopControl) -> None:
     """SIGTERM the group, SIGKILL it after the grace period (at once on a second stop
     request), and reap the command."""
-    STOP.killed_any = True
+    stop.killed_any = True
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while proc.poll() is None and time.monotonic() < deadline and STOP.count < 2:
+    while proc.poll() is None and time.monotonic() < deadline and stop.count < 2:
         time.sleep(POLL_SECONDS / 5)
     with contextlib.suppress(ProcessLookupError):  # what is left of the group, too
         os.killpg(proc.pid, signal.SIGKILL)

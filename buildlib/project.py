@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from buildlib import config, dockerfile, keys, render, sources
+from buildlib import config, config_load, dockerfile, keys, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
@@ -272,7 +272,7 @@ def load(path: Path | str | config.Sources, fetch: bool | Collection[str] | None
 
 
 def _load(path: Path | str | config.Sources, expand: Expander | None) -> Project:
-    cfg, texts, sourced = _expanded(config.load(path), expand)
+    cfg, texts, sourced = _expanded(config_load.load(path), expand)
     try:
         graph = Graph.build({name: image.parent for name, image in cfg.images.items()})
     except GraphError as err:

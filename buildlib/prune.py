@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from buildlib import keys, storagelock
+from buildlib import keys
 from buildlib.buildah import Buildah, StorageError
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
@@ -43,7 +43,6 @@ RECORD_FILE = "keys.jsonl"
 KEY_NAME = re.compile(rf"^{re.escape(LOCAL_KEY_REPOSITORY)}/(?P<image>[^:]+):"
                       rf"(?P<tag>{keys.KEY_TAG_PREFIX}[0-9a-f]+)$")
 _record_lock = threading.Lock()
-remembered: set[str] = set()  # the images this process built or found by their key
 
 
 # -- the tree's record of its keys --------------------------------------------------------
@@ -63,7 +62,6 @@ def remember(proj: Project, name: str, values: Mapping[str, Any]) -> None:
                     for tag in tags)
     with _record_lock, record_path(proj).open("a") as out:
         out.write(lines)
-        remembered.add(name)
 
 
 def recorded(proj: Project) -> dict[str, list[str]]:
@@ -337,13 +335,13 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
     Returns what went wrong, if anything."""
     if dry:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
-    busy = storagelock.exclusive(run.services.buildah)
+    busy = run.services.storage_lock.exclusive()
     if busy:
         return f"error: {busy}"
     try:
         return _prune(run, keep, dry=dry, registry=registry, saved=saved)
     finally:
-        storagelock.release(run.services.buildah)
+        run.services.storage_lock.release()
 
 
 def _prune(run: Run, keep: int, *, dry: bool, registry: bool,

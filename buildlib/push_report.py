@@ -9,18 +9,19 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from buildlib import buildah, processes
+from buildlib import buildah
+from buildlib.processes import StopControl
 from buildlib.pushpool import PushPool
 
 
-def hand_over(pool: PushPool, task: Any, push: Callable[[], Any]) -> None:
+def hand_over(pool: PushPool, task: Any, push: Callable[[], Any], stop: StopControl) -> None:
     """A push task's action: the push goes to the pool and the task ends at once, so that
     its job slot goes to the next build. What `push` raises is its failure."""
-    pool.submit(task, push, _stopped)
+    pool.submit(task, push, lambda: _stopped(stop))
 
 
-def _stopped() -> BaseException | None:
-    return buildah.Interrupted("interrupted") if processes.stop_signal() else None
+def _stopped(stop: StopControl) -> BaseException | None:
+    return buildah.Interrupted("interrupted") if stop.signal else None
 
 
 def pooled_pushes(pool: PushPool, reporter: type) -> type:

@@ -2,8 +2,9 @@
 every command-line variable, every task) and docs/images.schema.json.
 
 The fields come from the model in `config` (pydantic reads each field's docstring as its
-description), the variables from `variables.VARIABLES`, the tasks from `tasks.creators`.
-A field without a description is an error: the docs never fall behind the model.
+description), the variables from the model in `options` (read the same way), the tasks
+from `tasks.creators`. A field or variable without a description is an error: the docs
+never fall behind the model.
 
     python -m buildlib.reference_docs            # write the files (make schema)
     python -m buildlib.reference_docs --check    # exit 1 naming the files that differ
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from buildlib import config, tasks, variables
+from buildlib import config, options, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = Path("docs/images.schema.json")
@@ -165,9 +166,30 @@ def variables_page() -> str:
              "Given after the task, as doit takes them: `doit build images=nova profile=x`, "
              "`imagebake push cache=registry`. A yes/no variable takes 1, true, yes or on.", "",
              "| variable | read by | meaning |", "|---|---|---|"]
-    for var in variables.VARIABLES.values():
-        lines.append(f"| `{var.name}={var.form}` | {var.tasks} | {_cell(var.meaning)} |")
+    model = options.Options
+    described = _descriptions(model)
+    for field in dataclasses.fields(model):
+        meaning = described.get(field.name)
+        if not meaning:
+            raise MissingDescription(
+                f"{model.__name__}.{field.name} has no docstring: add one under the field in "
+                "buildlib/options.py (it is the variable's meaning)")
+        lines.append(f"| `{options.variable_name(field)}={field.metadata['form']}` | "
+                     f"{field.metadata['tasks']} | {_cell(meaning)} |")
     return "\n".join([*lines, ""])
+
+
+def _descriptions(model: type) -> dict[str, str]:
+    """Each field of a dataclass -> its description, as pydantic reads it (the docstring
+    under the field, in the class, or a base class, that declares it)."""
+    from pydantic import TypeAdapter
+
+    found: dict[str, str] = {}
+    for cls in reversed([c for c in model.__mro__ if dataclasses.is_dataclass(c)]):
+        properties = TypeAdapter(cls).json_schema()["properties"]
+        found |= {name: prop["description"] for name, prop in properties.items()
+                  if prop.get("description")}
+    return found
 
 
 def tasks_page() -> str:

@@ -209,12 +209,14 @@ class RunReport:
 def reporter_for(proj: Project, selection: Selection, jobs: int,
                  on_complete: Callable[[], None],
                  likely_builds: Callable[[], set[str]] | None = None,
-                 last: dict[str, Any] | None = None) -> type[ConsoleReporter]:
+                 last: dict[str, Any] | None = None, *,
+                 stop: processes.StopControl) -> type[ConsoleReporter]:
     """doit's reporter class for this run; `on_complete` runs after the summary;
     `likely_builds()` names the images the run is expected to build, for its estimate;
-    `last` is the report.json of the run before."""
+    `last` is the report.json of the run before; `stop` the run's stop request."""
     return type("ImageReporter", (ImageReporter,),
                 {"project": proj, "selection": selection, "jobs": jobs, "last": last,
+                 "stop": stop,
                  "on_complete": staticmethod(on_complete),
                  "likely_builds": staticmethod(likely_builds or (lambda: selection.selected))})
 
@@ -228,6 +230,7 @@ class ImageReporter(ConsoleReporter):
     on_complete: Callable[[], None]
     likely_builds: Callable[[], set[str]]
     last: dict[str, Any] | None
+    stop: processes.StopControl
     desc = "images: progress, summary, report.json"
 
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
@@ -263,7 +266,7 @@ class ImageReporter(ConsoleReporter):
                                     if t in expected and (t in builds or t.startswith("push:"))])
 
     def execute_task(self, task: Any) -> None:
-        if _image(task) and not processes.stop_signal():
+        if _image(task) and not self.stop.signal:
             self.report.entry(_kind(task), _image(task))["start"] = time.time()
             self._progress().begin(task.name, _label(task), task.title())
 
@@ -285,7 +288,7 @@ class ImageReporter(ConsoleReporter):
             return
         kind, name = _kind(task), _image(task)
         entry = self.report.entry(kind, name)
-        if processes.stop_signal() and not entry["start"]:
+        if self.stop.signal and not entry["start"]:
             entry.update(status="blocked", error="not run: interrupted")
             self._progress().skip(task.name)
             return
@@ -322,7 +325,7 @@ class ImageReporter(ConsoleReporter):
     def complete_run(self) -> None:
         self._progress().stop()
         if self.reporting:
-            signum = processes.stop_signal()
+            signum = self.stop.signal
             if signum:
                 self._mark_unfinished()
                 name = signal.Signals(signum).name

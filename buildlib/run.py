@@ -1,28 +1,21 @@
-"""One doit run: its command line read once, the images it selects, the run lock, signals.
+"""One doit run = project + options + state + services: its command line read once, the
+images it selects, the run lock taken, signals.
 
 A run is shaped by doit command-line variables (`doit build images=nova profile=x`): each
-is a row of `variables.VARIABLES` (their table, and docs/reference/variables.md), read
-through `variables` alone.
+is a field of `options.Options` (their model, and docs/reference/variables.md), read from
+the command line once, when the run loads.
 
-A run that builds, pushes or cleans holds `{build_dir}/.lock` (an `flock`, which the
-kernel releases when the process ends, even by `kill -9`): a second run on the same
-tree stops at once, naming the first. SIGINT and SIGTERM only set a flag; the running
+A run that builds, pushes or cleans takes over its tree (`takeover`: one run per tree at
+a time). SIGINT and SIGTERM only set the run's stop request (`Services.stop`); the running
 builds see it, kill their own buildah process groups and fail as "interrupted".
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import fcntl
 import functools
-import json
-import math
-import os
 import re
-import shlex
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -39,100 +32,39 @@ from buildlib import (
     doit_seam,
     expanders,
     graph,
-    processes,
     project,
     pushpool,
     storage,
-    storagelock,
-    variables,
 )
 from buildlib.errors import InputError
+from buildlib.invocation import Invocation, parse_argv
+from buildlib.options import (
+    Options,
+    cache_mode,
+    check_platform_selection,
+    pin_digests,
+    platform_tree,
+)
 from buildlib.services import Services
-
-LOCK_FILE = ".lock"
-UNFINISHED_MARK = ".running"  # a building run's; left behind only by a run that was killed
-# doit commands that change the tree's state or images, and so take the lock.
-CHANGING_COMMANDS = {"run", "clean", "forget", "ignore", "reset-dep", "strace"}
-# tasks that start no buildah themselves (`watch` starts `build` runs, each with its lock)
-READ_ONLY_TASKS = {"status", "graph", "watch", "export", "render", "merge"}
-STORAGE_FREE_TASKS = {"export", "render", "merge"}  # never read local image storage
+from buildlib.takeover import RunError, take_over
 
 
-@dataclass(frozen=True)
-class Invocation:
-    """doit's command line, read once: the command, the tasks it names, `-n` jobs."""
+@dataclass
+class RunState:
+    """What a run keeps beside what its images settled on (`Run.images`)."""
 
-    command: str = "run"  # `doit build` is doit's `run` command with task `build`
-    tasks: tuple[str, ...] = ()
-    jobs: int | None = None
-    words: tuple[str, ...] = field(default=(), compare=False)
-    program: str = field(default="doit", compare=False)  # or `imagebake`
-
-    @property
-    def runs_tasks(self) -> bool:
-        return self.command == "run"
-
-    @property
-    def builds(self) -> bool:
-        """Whether it may start buildah to build or push (`doit status` does not)."""
-        return self.runs_tasks and not (self.tasks and set(self.tasks) <= READ_ONLY_TASKS)
-
-    @property
-    def reads_storage(self) -> bool:
-        """Whether its up-to-date checks list local images (`doit export` does not)."""
-        return self.runs_tasks and not (self.tasks and set(self.tasks) <= STORAGE_FREE_TASKS)
-
-    @property
-    def pushes(self) -> bool:
-        """Whether it runs a push task (`doit push`, `doit push:nova-api`), whose up-to-date
-        checks ask the registry."""
-        return self.runs_tasks and any(t == "push" or t.startswith("push:") for t in self.tasks)
-
-    @property
-    def may_push(self) -> bool:
-        """Whether a push task may run or be shown: anything but `build` or `build:<image>`
-        runs (doit's `list` and `info` show every task)."""
-        return not self.runs_tasks or not all(
-            task == "build" or task.startswith("build:") for task in self.tasks or ("build",))
-
-    @property
-    def watches(self) -> bool:
-        return self.runs_tasks and "watch" in self.tasks
-
-    @property
-    def where(self) -> Path:
-        """The folder the command was run in (doit has changed into dodo.py's since)."""
-        return doit_seam.user_workdir()
-
-    def rerun_as(self, task: str) -> list[str]:
-        """This command line as a child process runs it, with `watch` replaced by `task`."""
-        module = "buildlib.cli" if self.program == "imagebake" else "doit"
-        return [sys.executable, "-m", module,
-                *(task if word == "watch" else word for word in self.words)]
-
-    @property
-    def takes_lock(self) -> bool:
-        return self.command in CHANGING_COMMANDS and (self.command != "run" or self.builds)
-
-
-def parse_argv(argv: list[str], program: str = "doit") -> Invocation:
-    """Read argv as doit reads it: its loader options (`-f dodo.py`) first, variables
-    (`config=x`) aside; the first word left names the command, `run` when it names none."""
-    rest = doit_seam.strip_loader_options(argv)
-    words = [arg for arg in rest if arg.startswith("-") or "=" not in arg]
-    command = "run"
-    if words and words[0] in doit_seam.command_names():
-        command, words = words[0], words[1:]
-    parsed = doit_seam.run_options(words) if command == "run" else None
-    if parsed is None:
-        return Invocation(command, words=tuple(argv), program=program)
-    jobs, tasks = parsed
-    return Invocation(command, tuple(tasks), jobs, tuple(argv), program)
+    remembered: set[str] = field(default_factory=set)  # images whose keys it recorded
+    # Why doit could not save this run's state. doit saves it when the run ends, before its
+    # reporter's summary; a full disk there raised a traceback and lost the summary and
+    # report.json: the error is kept for `Run.finish` instead.
+    unsaved: list[Exception] = field(default_factory=list)
+    lock: int | None = None  # the open `{build_dir}/.lock`, held for the process's life
 
 
 @dataclass(frozen=True)
 class Run:
-    """One doit run: the project, the images selected, and the run's options.
+    """One doit run: the project, the images selected, the run's options (the command
+    line's variables), its state and its services.
 
     `images` holds what each image's task settled in this run (its ID and key: saved by
     an up-to-date check or returned by a build), which is all a child needs of its
@@ -143,8 +75,8 @@ class Run:
     selection: graph.Selection
     storage: storage.Storage
     services: Services  # buildah and the registry clients, made once per run
-    fail_fast: bool = False
-    verbose: bool = False
+    options: Options = Options()  # the command line's variables
+    state: RunState = field(default_factory=RunState)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     invocation: Invocation = Invocation()
     lookups: cache.Lookups | None = None  # the registry, when this run asks it
@@ -274,32 +206,21 @@ class Run:
             self.warnings.add(message)
             print(message, file=sys.stderr)
 
-    def finish(self) -> None:
-        """The end of a run, after its summary: an interrupted run exits 128 + signal; a
-        run whose state doit could not save says so and exits 1."""
-        signum = processes.stop_signal()
+    def finish(self) -> int | None:
+        """The end of a run, after its summary: the status its process ends with (None:
+        as doit says). An interrupted run ends with 128 + signal; a run whose state doit
+        could not save says so and ends with 1. (The caller ends the process.)"""
+        signum = self.services.stop.signal
         if signum:
-            # doit has saved what finished; leave now, without KeyboardInterrupt's traceback.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signum)
-        if _unsaved_state:
+            return 128 + signum
+        if self.state.unsaved:
             print(f"error: {self.project.state_file}: doit could not save this run's state: "
-                  f"{_unsaved_state[0]}\n  fix: make room or fix what the error names; "
+                  f"{self.state.unsaved[0]}\n  fix: make room or fix what the error names; "
                   "what this run built is not lost: each image is in local storage under "
                   "its key, where the next run finds it instead of building it again",
                   file=sys.stderr)
-            sys.exit(1)
-
-
-class RunError(Exception):
-    """This run cannot start: another holds the tree, or build_dir cannot be written."""
-
-
-# Why doit could not save this run's state. doit saves it when the run ends, before its
-# reporter's summary; a full disk there raised a traceback and lost the summary and
-# report.json: the error is kept for `Run.finish` instead.
-_unsaved_state: list[Exception] = []
+            return 1
+        return None
 
 
 def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit") -> Run:
@@ -342,39 +263,41 @@ def _terminated_while_loading() -> Iterator[None]:
 
 def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     try:
-        proj = _load_project(tree_dir, fetch=False)
+        options = Options.read()
+        proj = _load_project(tree_dir, options, fetch=False)
         services = services_of(proj)
         proj = proj.asking_storage(services.base_triggers)
-        pins = _pins(proj)
-        selection = _selection(proj, frozenset(pins))
-        _check_platform_selection(proj, selection.selected)
+        pins = pin_digests(proj, options)
+        selection = _selection(proj, options, frozenset(pins))
+        check_platform_selection(proj, options, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
+        state = RunState()
         if invocation.takes_lock:
-            _take_over(proj, services.buildah, invocation)
+            state.lock = take_over(proj, services, invocation)
         if any(proj.plans[name].context.fetches for name in building):
             # the sources of the images it builds, and of no other (under the lock)
-            proj = _load_project(tree_dir, fetch=building).asking_storage(
+            proj = _load_project(tree_dir, options, fetch=building).asking_storage(
                 services.base_triggers)
-        from_registry = _cache_mode(proj) == "registry"
-        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs)
+        from_registry = cache_mode(proj, options) == "registry"
+        strategy = dispatch.chosen_strategy(proj, invocation.jobs or proj.config.settings.jobs,
+                                            options.dispatch)
     except (InputError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before any build: nothing to stop, nothing to keep
         print("interrupted while loading the tree; nothing was built", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
-    if invocation.builds and str(variables.value("bases", "")) == "pull":
+    if invocation.builds and options.bases == "pull":
         _pull_bases(proj, services, selection.selected)
     asks_registry = from_registry or bool(pins) or invocation.pushes
     run = Run(proj, selection, storage.Storage(services.buildah), services,
-              fail_fast=variables.flag("fail_fast"), verbose=variables.flag("verbose"),
-              invocation=invocation,
+              options=options, state=state, invocation=invocation,
               lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
                        else None),
               from_registry=from_registry, pins=pins)
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:
-        doit_seam.keep_state_save_errors(_unsaved_state)
+        doit_seam.keep_state_save_errors(state.unsaved)
         if invocation.reads_storage:
             run.storage.prefetch()
         if run.lookups is not None:  # ask the registry while doit loads and builds
@@ -385,7 +308,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
                     run.bases, run.warn)).start()
     if invocation.builds or invocation.watches:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _on_signal)
+            signal.signal(sig, services.stop.handle)
     return run
 
 
@@ -431,299 +354,36 @@ def _building(proj: project.Project, selection: graph.Selection,
     return wanted & selection.selected
 
 
-def _cache_mode(proj: project.Project) -> str:
-    mode = str(variables.value("cache", "") or proj.config.settings.cache)
-    if mode not in ("local", "registry"):
-        raise InputError(proj.config.path, f"cache={mode}: not a cache",
-                         fix="use cache=local or cache=registry")
-    return mode
+def _load_project(tree_dir: Path, options: Options, fetch: bool | set[str]
+                  ) -> project.Project:
+    return platform_tree(project.load(_config_sources(tree_dir, options),
+                                               fetch=fetch, expand=expanders.kolla), options)
 
 
-def _pins(proj: project.Project) -> dict[str, str]:
-    """`pin=NAME@sha256:DIGEST,...`: images taken from the registry at that digest."""
-    pins: dict[str, str] = {}
-    for name, digest in _images_at_digests(proj, "pin"):
-        if pins.get(name, digest) != digest:
-            raise InputError(proj.config.path, f"pin= names two digests for {name}: "
-                             f"{pins[name]} and {digest}", image=name,
-                             fix=f"pin {name} once")
-        pins[name] = digest
-    return pins
-
-
-def _images_at_digests(proj: project.Project, variable: str) -> list[tuple[str, str]]:
-    """`VARIABLE=NAME@sha256:DIGEST,...` as (name, digest) pairs."""
-    pairs = []
-    for word in variables.words(variable):
-        name, _, digest = word.partition("@")
-        if name not in proj.plans or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-            raise InputError(proj.config.path, f"{variable}={word}: not an image of this "
-                             "tree at a digest", image=name if name in proj.plans else None,
-                             fix=f"write {variable}=NAME@sha256:<64 hex>, NAME under `images:`")
-        pairs.append((name, digest))
-    return pairs
-
-
-def merge_parts(proj: project.Project) -> dict[str, list[str]]:
-    """`doit merge`'s `parts=NAME@sha256:DIGEST,...`: for each multi-arch image, the
-    digests of its platforms' lists (one each, pushed by `push platform=P`)."""
-    parts: dict[str, list[str]] = {}
-    for name, digest in _images_at_digests(proj, "parts"):
-        if not proj.plans[name].platforms:
-            raise InputError(proj.config.path, f"parts={name}@...: {name} has no "
-                             "`platforms:`", image=name, fix="merge multi-arch images only")
-        parts.setdefault(name, []).append(digest)
-    if not parts:
-        raise InputError(proj.config.path, "merge needs parts=NAME@sha256:<digest>,... (the "
-                         "lists that `push platform=P` pushed, one per platform)",
-                         fix="give each platform's list of the image")
-    return parts
-
-
-EXPORT_FORMATS = ("gha", "argo", "gitlab")
-DEFAULT_JOB_START = 30.0  # seconds: a fresh runner's start, checkout and install
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    format: str
-    out: Path | None  # from the user's directory
-    max_jobs: int | None
-    job_start: float
-    runs_on: tuple[str, ...] | None  # runner labels; None: the format's default
-    storage: str  # runner | job | an absolute path
-    runners: tuple[tuple[str, tuple[str, ...]], ...]  # platform -> its jobs' runner labels
-
-
-def export_options(proj: project.Project) -> ExportOptions:
-    """`doit export`'s variables; read when it runs, so that other commands ignore them."""
-    fmt = str(variables.value("format", "") or "")
-    if fmt not in EXPORT_FORMATS:
-        raise InputError(proj.config.path, f"export needs format=gha, format=gitlab or "
-                         f"format=argo (got {fmt!r})", fix="`doit export format=gha` (GitHub "
-                         "Actions), `format=gitlab` (GitLab CI) or `format=argo` (Argo "
-                         "Workflows)")
-    out = variables.value("out")
-    path = (doit_seam.user_workdir() / out).resolve() if out else None
-    if path is not None and path.is_dir():
-        raise InputError(proj.config.path, f"out={out!r} is a folder", fix="give out= the "
-                         "path of the file to write, e.g. out=.github/workflows/images.yml")
-    return ExportOptions(fmt, path, _number(proj, "max_jobs", int, None, minimum=1),
-                         _number(proj, "job_start", float, DEFAULT_JOB_START, minimum=0),
-                         _runner_labels(proj, "runs_on", variables.value("runs_on", "")),
-                         _storage(proj), _platform_runners(proj))
-
-
-def _runner_labels(proj: project.Project, variable: str, text: str, separator: str = ","
-                   ) -> tuple[str, ...] | None:
-    text = str(text or "")
-    if not text:
-        return None
-    labels = tuple(label.strip() for label in text.split(separator))
-    if not all(labels) or any(re.search(r"[\s{}\x00-\x1f,=+]", label) for label in labels):
-        raise InputError(proj.config.path, f"{variable}={text!r} is not a list of runner "
-                         "labels", fix="give labels separated by commas, e.g. "
-                         "runs_on=self-hosted,linux (in runners=: by +, e.g. "
-                         "runners=linux/arm64=self-hosted+arm64)")
-    return labels
-
-
-def _platform_runners(proj: project.Project) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """`runners=linux/arm64=my-arm,...`: the runner labels (joined by `+`) of each
-    platform's jobs."""
-    known = {p for plan in proj.plans.values() for p in plan.platforms}
-    result = []
-    for word in variables.words("runners"):
-        platform, _, labels = word.partition("=")
-        if platform not in known:
-            raise InputError(proj.config.path, f"runners={word}: {platform!r} is none of the "
-                             f"tree's platforms ({', '.join(sorted(known)) or 'none'})",
-                             fix="write runners=PLATFORM=LABEL[+LABEL],... for platforms "
-                             "under `platforms:`")
-        result.append((platform, _runner_labels(proj, "runners", labels, "+") or ()))
-        if not result[-1][1]:
-            raise InputError(proj.config.path, f"runners={word}: no labels",
-                             fix="write runners=linux/arm64=my-arm-runner")
-    return tuple(result)
-
-
-def _storage(proj: project.Project) -> str:
-    text = str(variables.value("storage", "") or "runner")
-    if text not in ("runner", "job") and not text.startswith("/"):
-        raise InputError(proj.config.path, f"storage={text!r} is not runner, job or an "
-                         "absolute path", fix="storage=runner (the runner's default storage), "
-                         "storage=job (one per job) or storage=/a/folder (shared by the "
-                         "runner's jobs)")
-    return text
-
-
-def _for_platform(proj: project.Project) -> project.Project:
-    """With `platform=os/arch`: the tree as one runner of that platform builds it."""
-    wanted = str(variables.value("platform", "") or "")
-    if not wanted:
-        return proj
-    known = {p for plan in proj.plans.values() for p in plan.platforms}
-    if wanted not in known:
-        raise InputError(proj.config.path, f"platform={wanted!r} is none of the tree's "
-                         f"platforms ({', '.join(sorted(known)) or 'none: no `platforms:`'})",
-                         fix="name one of the platforms under `platforms:`")
-    return proj.one_platform(wanted)
-
-
-def _check_platform_selection(proj: project.Project, selected: frozenset[str]) -> None:
-    """A run for one platform builds only images of that platform."""
-    wanted = str(variables.value("platform", "") or "")
-    other = sorted(name for name in selected if wanted and not proj.plans[name].one_of)
-    if other:
-        raise InputError(proj.config.path, f"platform={wanted} selects {', '.join(other)}, "
-                         f"which {'is' if len(other) == 1 else 'are'} not built for {wanted}",
-                         image=other[0], fix="select only images of that platform (images=)")
-
-
-def _number(proj: project.Project, name: str, kind: type, default: Any, minimum: float) -> Any:
-    text = variables.value(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value < minimum:
-        raise InputError(proj.config.path, f"{name}={text!r} is not a number >= {minimum:g}",
-                         fix=f"give {name} a {'whole ' if kind is int else ''}number")
-    return value
-
-
-def _end_building_run(unfinished: Path) -> None:
-    """A run that killed no build leaves nothing behind: the next run need not look."""
-    if not processes.killed_any():
-        unfinished.unlink(missing_ok=True)
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """Only records the signal: no locks, no waiting, so a second signal cannot hang."""
-    processes.request_stop(signum)
-
-
-def _take_over(proj: project.Project, buildah_: buildah.Buildah,
-               invocation: Invocation) -> None:
-    """Lock build_dir for this run; set aside unreadable state; clean up after a killed run."""
-    build_dir = proj.build_dir
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        lock_build_dir(build_dir, invocation)
-        storagelock.share(buildah_)  # another tree's prune waits for this run
-        unfinished = build_dir / UNFINISHED_MARK
-        if unfinished.exists():
-            _clean_up_after_killed_run(proj, buildah_)
-        if invocation.builds:
-            unfinished.write_text(f"{os.getpid()}\n")
-            atexit.register(_end_building_run, unfinished)  # os._exit skips it: mark kept
-        set_aside_unreadable_state(proj.state_file)
-    except OSError as err:
-        raise RunError(f"cannot write in {build_dir}: {err.strerror or err}; free some "
-                       "space there or choose a writable settings.build_dir") from None
-
-
-_LOCK_FDS: list[int] = []  # kept open for the life of the process
-
-
-def lock_build_dir(build_dir: Path, invocation: Invocation) -> None:
-    """Take `{build_dir}/.lock` for this process, or raise RunError naming its holder."""
-    path = build_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(fd)
-        os.close(fd)
-        raise RunError(f"another run is using {build_dir}: {holder}; wait for it to end "
-                       "(one run per tree at a time)") from None
-    os.ftruncate(fd, 0)
-    record = {"pid": os.getpid(), "command": shlex.join([invocation.program, *invocation.words])}
-    os.write(fd, (json.dumps(record) + "\n").encode())
-    _LOCK_FDS.append(fd)
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {record['pid']}, `{record['command']}`"
-    except (ValueError, KeyError, OSError):
-        return "a run that is starting"
-
-
-def set_aside_unreadable_state(state_file: Path) -> Path | None:
-    """Rename doit's state file when sqlite or doit could not read it, with one warning,
-    so that the run goes on as if nothing had been built; return the new name."""
-    problem = _state_problem(state_file)
-    if problem is None:
-        return None
-    aside = state_file.with_name(state_file.name + ".unreadable")
-    state_file.replace(aside)
-    print(f"warning: {state_file} is unreadable ({problem}); set aside as {aside.name}. "
-          "What earlier runs recorded is lost, so images are checked as never built.",
-          file=sys.stderr)
-    return aside
-
-
-def _state_problem(state_file: Path) -> str | None:
-    if not state_file.exists():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)) as db:
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                return check
-            tables = {row[0] for row in db.execute("select name from sqlite_master")}
-            if "doit" in tables:
-                for (data,) in db.execute("select task_data from doit"):
-                    json.loads(data)
-    except (sqlite3.DatabaseError, ValueError) as err:
-        return str(err)
-    return None
-
-
-def _clean_up_after_killed_run(proj: project.Project, buildah_: buildah.Buildah) -> None:
-    """The last building run here did not end (kill -9): stop the builds it left running
-    and remove their working containers. Only builds of this tree carry its owner mark, and
-    no other run of this tree is alive while we hold the lock."""
-    stopped = buildah.kill_orphans(proj.owner)
-    removed = buildah_.remove_containers_of(proj.owner)
-    if stopped or removed:
-        print(f"cleaned up after a killed run: stopped {stopped} buildah process group(s), "
-              f"removed {removed} working container(s)", file=sys.stderr)
-
-
-def _load_project(tree_dir: Path, fetch: bool | set[str]) -> project.Project:
-    return _for_platform(project.load(_config_sources(tree_dir), fetch=fetch,
-                                      expand=expanders.kolla))
-
-
-def _config_sources(tree_dir: Path) -> config.Sources:
+def _config_sources(tree_dir: Path, options: Options) -> config.Sources:
     """The files `config=` names (`imagebake -c`), each merged on top of those before it,
     else images.yaml in tree_dir with images.override.yaml beside it (as bake: its
     override file counts only when no file is named); and the `set.PATH=VALUE` variables."""
-    sets = tuple(variables.assignments())
-    named = variables.words("config")
+    named, sets = options.config, options.sets
     if not named:
         return config.Sources.default(Path(tree_dir).resolve(), sets)
     # doit has already changed into dodo.py's folder; the user meant their own cwd.
     return config.Sources(tuple((doit_seam.user_workdir() / n).resolve() for n in named), sets)
 
 
-def _selection(proj: project.Project, pinned: frozenset[str] = frozenset()) -> graph.Selection:
-    patterns = variables.words("images")
-    for profile in variables.words("profile"):
+def _selection(proj: project.Project, options: Options, pinned: frozenset[str] = frozenset()
+               ) -> graph.Selection:
+    patterns = list(options.images)
+    for profile in options.profile:
         if profile not in proj.config.profiles:
             known = ", ".join(sorted(proj.config.profiles)) or "none declared"
             raise InputError(proj.config.path, f"profile '{profile}' is not declared "
                              f"(known: {known})", fix="add it under `profiles:` or use one "
                              "of those names")
         patterns += proj.config.profiles[profile]
-    excludes = proj.config.settings.excludes + variables.words("exclude")
+    excludes = proj.config.settings.excludes + list(options.exclude)
     try:
-        return graph.select(proj.graph, patterns, excludes, variables.flag("skip_parents"),
+        return graph.select(proj.graph, patterns, excludes, options.skip_parents,
                             pinned)
     except re.error as err:
         raise InputError(proj.config.path, f"bad pattern on the command line: {err}",

@@ -1,4 +1,5 @@
-"""What a run talks to, made once per run and passed to whoever asks: buildah, the authfile
+"""What a run talks to, made once per run and passed to whoever asks: its stop request
+(set by its signal handlers), buildah, the authfile
 of each registry, and one registry client per registry host (lookups, base images, pulls,
 pushes and prune share it, with its /v2/ check, credentials and circuit breaker).
 
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from buildlib import buildah, config, credentials, dockerfile, registry
+from buildlib import buildah, config, credentials, dockerfile, processes, registry, storagelock
 from buildlib.reference import ImageRef
 
 STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
@@ -23,8 +24,10 @@ class Services:
 
     def __init__(self, cfg: config.Config, home: str | None = None) -> None:
         self.settings, self.root = cfg.settings, cfg.root
+        self.stop = processes.StopControl()  # the run's signals; every command heeds it
         self.buildah = buildah.Buildah(tuple(cfg.settings.buildah_args),
-                                       store_note=cfg.build_dir / STORE_NOTE)
+                                       store_note=cfg.build_dir / STORE_NOTE, stop=self.stop)
+        self.storage_lock = storagelock.StorageLock(self.buildah)  # shared by the run
         self.home = home
         self.base_triggers = BaseTriggers(self.buildah)
         self._lock = threading.Lock()

@@ -25,60 +25,64 @@ from pathlib import Path
 from buildlib.buildah import Buildah
 
 LOCK_NAME = "imagebake-prune.lock"
-_held: dict[Path, int] = {}  # graph root -> its lock file, open for the life of the process
 
 
-def share(buildah: Buildah) -> None:
-    """Hold the storage's lock shared for the rest of this process; wait while a prune
-    holds it (saying so). Nothing when buildah cannot say where its storage is: the
-    run's first look at storage will say why."""
-    fd = _open(buildah)
-    if fd is None:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"waiting for a prune of this image storage to end ({_holders(fd)})",
-              file=sys.stderr, flush=True)
-        fcntl.flock(fd, fcntl.LOCK_SH)
+class StorageLock:
+    """A run's hold on its image storage's lock (one per run, in its `Services`): the lock
+    file of each storage it touched, open for the life of the process."""
 
+    def __init__(self, buildah: Buildah) -> None:
+        self.buildah = buildah
+        self._held: dict[Path, int] = {}  # graph root -> its lock file
 
-def exclusive(buildah: Buildah) -> str | None:
-    """Take the storage's lock exclusively for a prune; None when taken, else why not
-    (the other runs that hold it). `release` gives it back."""
-    fd = _open(buildah)
-    if fd is None:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        others = _holders(fd)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # a failed conversion drops this run's own hold
-        return (f"another run is using this image storage ({_lock_path(fd)}): {others}; "
-                "a prune now could remove an image it builds on. Prune when it has ended")
-    return None
-
-
-def release(buildah: Buildah) -> None:
-    """A prune is done: back to holding the storage shared, as the run did before."""
-    fd = _open(buildah)
-    if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-
-
-def _open(buildah: Buildah) -> int | None:
-    root = buildah.graph_root()
-    if root is None:
-        return None
-    if root not in _held:
+    def share(self) -> None:
+        """Hold the storage's lock shared for the rest of this process; wait while a prune
+        holds it (saying so). Nothing when buildah cannot say where its storage is: the
+        run's first look at storage will say why."""
+        fd = self._open()
+        if fd is None:
+            return
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            _held[root] = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            print(f"warning: cannot lock image storage {root}: {err.strerror or err}; "
-                  "the prunes of other trees are not held off", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for a prune of this image storage to end ({_holders(fd)})",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+
+    def exclusive(self) -> str | None:
+        """Take the storage's lock exclusively for a prune; None when taken, else why not
+        (the other runs that hold it). `release` gives it back."""
+        fd = self._open()
+        if fd is None:
             return None
-    return _held[root]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            others = _holders(fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a failed conversion drops this run's own hold
+            return (f"another run is using this image storage ({_lock_path(fd)}): {others}; "
+                    "a prune now could remove an image it builds on. Prune when it has ended")
+        return None
+
+    def release(self) -> None:
+        """A prune is done: back to holding the storage shared, as the run did before."""
+        fd = self._open()
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+
+    def _open(self) -> int | None:
+        root = self.buildah.graph_root()
+        if root is None:
+            return None
+        if root not in self._held:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                self._held[root] = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                print(f"warning: cannot lock image storage {root}: {err.strerror or err}; "
+                      "the prunes of other trees are not held off", file=sys.stderr)
+                return None
+        return self._held[root]
 
 
 def _lock_path(fd: int) -> str:

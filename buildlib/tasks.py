@@ -26,6 +26,7 @@ from buildlib import (
     keys,
     merge,
     preview,
+    processes,
     project,
     prune,
     pruning,
@@ -39,7 +40,8 @@ from buildlib import (
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.doit_seam import SavedValuesCalculator
 from buildlib.errors import CommandFailed, InputError
-from buildlib.run import Run, export_options
+from buildlib.options import export_options
+from buildlib.run import Run
 from buildlib.status import MISSING_SOURCES_FIX
 from buildlib.verdict import Outcome, Verdict, judge
 
@@ -73,10 +75,10 @@ def doit_config(run: Run) -> dict[str, Any]:
         "par_type": "thread",  # builds are subprocesses; threads share the storage lister
         "dep_file": str(run.project.state_file),
         "backend": "sqlite3",
-        "continue": not run.fail_fast,
+        "continue": not run.options.fail_fast,
         "reporter": push_report.pooled_pushes(run.push_pool, report.reporter_for(
             run.project, run.selection, run.jobs, lambda: _finish(run), run.likely_builds,
-            run.last_report)),
+            run.last_report, stop=run.services.stop)),
     }
 
 
@@ -84,7 +86,7 @@ def _finish(run: Run) -> None:
     """The end of a run, after its summary: the prune after a build, then `Run.finish`;
     exit 1 when a pooled push failed (doit saw each push handed over, not how it ended)."""
     pruning.after_build(run)
-    run.finish()
+    processes.exit_as(run.finish())
     if run.push_pool.failed:
         sys.exit(1)
 
@@ -137,7 +139,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "uptodate": [ImageUpToDate(run, name)],
         "clean": [(clean.clean_image, [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
-        "verbosity": 2 if run.verbose else 1,
+        "verbosity": 2 if run.options.verbose else 1,
     }
 
 
@@ -163,7 +165,7 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "task_dep": [f"build:{name}"],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
-        "verbosity": 2 if run.verbose else 1,
+        "verbosity": 2 if run.options.verbose else 1,
     }
 
 
@@ -198,7 +200,7 @@ def _watch(run: Run) -> None:
     from buildlib import watch  # imports watchfiles: only watch mode pays for it
 
     watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
-                run.invocation.where)
+                run.invocation.where, run.services.stop)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
@@ -238,11 +240,12 @@ UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
 
 def _export(run: Run, tool_dir: Path) -> Any:
     """Partition the selection into jobs, write the workflow, print the estimates."""
-    from buildlib import export  # (and a YAML writer): only this task needs them
+    # (and a YAML writer): only this task needs them
+    from buildlib import export, export_argo, export_gha, export_gitlab, export_jobs
 
     proj = run.project
     try:
-        options = export_options(proj)
+        options = export_options(proj, run.options)
         root = _repository_root(proj.config.root)
         tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                            config=_config_files(root, proj),
@@ -253,7 +256,7 @@ def _export(run: Run, tool_dir: Path) -> Any:
                                runs_on=options.runs_on or (export.GHA_RUNNER
                                                           if options.format == "gha" else ()),
                                storage=options.storage, runners=options.runners)
-        sub = export.selected_graph(proj.graph, run.selection.selected)
+        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
         unsafe = export.unsafe(tool, target, sub.parents)
         if unsafe:
             raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
@@ -263,14 +266,14 @@ def _export(run: Run, tool_dir: Path) -> Any:
         return TaskFailed(f"error: {err}")
     measured = dispatch.build_seconds(run.last_report)
     durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
-    estimates = export.partition(sub, durations, options.max_jobs, options.job_start)
+    estimates = export_jobs.partition(sub, durations, options.max_jobs, options.job_start)
     try:
         whole = not run.selection.excluded
         platforms = {name: proj.plans[name].platforms for name in sub.parents}
         if options.format == "argo":
-            text = export.argo(estimates.chosen, tool, target, whole)
+            text = export_argo.argo(estimates.chosen, tool, target, whole)
         else:
-            exporter = {"gha": export.gha, "gitlab": export.gitlab}[options.format]
+            exporter = {"gha": export_gha.gha, "gitlab": export_gitlab.gitlab}[options.format]
             text = exporter(estimates.chosen, tool, target, whole, platforms=platforms)
     except ValueError as err:  # jobs the format cannot write
         return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
@@ -384,12 +387,14 @@ def _build(run: Run, name: str, task: Any) -> Any:
         if parent and run.images.get(parent, {}).get("found") == "registry":
             publish.pull(proj, run.services, parent, run.images[parent], run.storage)
         values = builder.build(proj, run.services, name, found.records, run.storage,
-                               found.stale, echo=run.verbose, parent_names=_parent_names(run, name))
+                               found.stale, echo=run.options.verbose,
+                               parent_names=_parent_names(run, name))
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return TaskFailed(str(err))  # the summary adds the log's tail and path
     run.settle(name, values)
     prune.remember(proj, name, values)
+    run.state.remembered.add(name)
     run.ask_for_children(name)
     return values
 
@@ -434,7 +439,8 @@ def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A push task's action: the push goes to the run's push pool, and the task ends at
     once, so that its job slot goes to the next build. The reporter hears of the push
     when it starts and ends in the pool, and the run's end waits for it."""
-    push_report.hand_over(run.push_pool, task, lambda: pushing.push(run, name))
+    push_report.hand_over(run.push_pool, task, lambda: pushing.push(run, name),
+                          run.services.stop)
 
 
 class StateProbe(SavedValuesCalculator):

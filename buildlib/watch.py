@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from buildlib import config, expanders, processes, project, render
+from buildlib import config, config_load, expanders, processes, project, render
 from buildlib.errors import InputError
 
 QUIET_MS = 400  # a burst of saves: the changes until this long without one are one build
@@ -36,7 +36,7 @@ def tree_inputs(sources: Path | config.Sources,
                             expand=expanders.kolla)
     except InputError:
         try:
-            cfg = config.load(sources)
+            cfg = config_load.load(sources)
         except InputError:
             return previous | configs
         return _outside(cfg.build_dir, previous | configs | render.templates_used(cfg))
@@ -72,32 +72,36 @@ def folders_to_watch(tree_root: Path, files: Iterable[Path]) -> list[Path]:
 
 
 class _StopRequested:
-    """watchfiles' stop event: the run's signal flag (set by `run._on_signal`)."""
+    """watchfiles' stop event: the run's signal flag (set by its signal handlers)."""
+
+    def __init__(self, stop: processes.StopControl) -> None:
+        self.stop = stop
 
     def is_set(self) -> bool:
-        return bool(processes.stop_signal())
+        return bool(self.stop.signal)
 
 
-def watch(sources: config.Sources, build_argv: list[str], cwd: Path) -> None:
-    """Build with `build_argv`, then once per burst of changes, until a signal."""
+def watch(sources: config.Sources, build_argv: list[str], cwd: Path,
+          stop: processes.StopControl) -> None:
+    """Build with `build_argv`, then once per burst of changes, until a signal (`stop`)."""
     import watchfiles
 
     config_path = sources.path
     inputs = tree_inputs(sources)
-    _build(build_argv, cwd)
+    _build(build_argv, cwd, stop)
     watched = watched_paths(inputs)
-    while not _StopRequested().is_set():
+    while not stop.signal:
         roots = folders_to_watch(config_path.parent, inputs)
         _say(f"watching {len(inputs)} files (images.yaml, templates, context files) for "
              "changes; Ctrl-C ends")
         for changes in watchfiles.watch(
                 *roots, watch_filter=lambda _change, path: path in watched,
-                debounce=LONGEST_BURST_MS, step=QUIET_MS, stop_event=_StopRequested(),
+                debounce=LONGEST_BURST_MS, step=QUIET_MS, stop_event=_StopRequested(stop),
                 raise_interrupt=False):
             changed = sorted({Path(path) for _, path in changes})
             _say("changed: " + ", ".join(_shown(path, cwd) for path in changed[:5])
                  + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""))
-            failed = _build(build_argv, cwd)
+            failed = _build(build_argv, cwd, stop)
             inputs = tree_inputs(sources, inputs)
             watched.clear()
             watched.update(watched_paths(inputs))
@@ -108,18 +112,18 @@ def watch(sources: config.Sources, build_argv: list[str], cwd: Path) -> None:
     _say("stopped")
 
 
-def _build(argv: list[str], cwd: Path) -> int:
+def _build(argv: list[str], cwd: Path, stop: processes.StopControl) -> int:
     """One build run in a child process of its own group (so that the signal it gets is
     the one we pass on, once); a signal to us stops it as it would stop `build`."""
     _say("building: " + " ".join(argv[3:]))
     child = subprocess.Popen(argv, cwd=cwd, process_group=0)
     passed_on = None
     while (status := _wait(child)) is None:
-        signum = processes.stop_signal()
+        signum = stop.signal
         if signum and signum != passed_on:
             child.send_signal(signum)
             passed_on = signum
-    if status and not processes.stop_signal():
+    if status and not stop.signal:
         _say(f"the build failed (exit {status}); waiting for the next change")
     return status
 

@@ -1,4 +1,4 @@
-"""buildlib.config.load: every bad images.yaml is one clear InputError; good ones load."""
+"""buildlib.config_load.load: every bad images.yaml is one clear InputError; good ones load."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import config
+from buildlib import config, config_load, config_note, config_yaml
 from buildlib.errors import InputError
 
 IMAGE_KEYS = ["template", "parent", "files", "args", "vars", "labels", "volumes"]
@@ -32,7 +32,7 @@ def load_error(tmp_path: Path, text: str, image: str | None = None) -> str:
     """Load `text` expecting an InputError; check what every such message must hold."""
     path = write(tmp_path, text)
     with pytest.raises(InputError) as info:
-        config.load(path)
+        config_load.load(path)
     message = str(info.value)
     assert str(path.resolve()) in message, message
     assert "fix:" in message, message
@@ -92,7 +92,7 @@ def test_jinja_import_paths_are_checked(tmp_path: Path) -> None:
 
 
 def test_global_args_and_labels_are_read(tmp_path: Path) -> None:
-    loaded = config.load(write(tmp_path, """\
+    loaded = config_load.load(write(tmp_path, """\
         settings: {args: {HTTP_PROXY: "http://proxy:3128"}, labels: {vendor: us}}
         images: {base: }
         """))
@@ -103,7 +103,7 @@ def test_global_args_and_labels_are_read(tmp_path: Path) -> None:
 def test_missing_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "nothere.yaml"
     with pytest.raises(InputError) as info:
-        config.load(path)
+        config_load.load(path)
     assert str(path.resolve()) in str(info.value)
     assert "fix:" in str(info.value)
 
@@ -162,11 +162,11 @@ def test_name_is_not_an_image_key(tmp_path: Path) -> None:
 def test_timestamp_from_settings_or_source_date_epoch(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    assert config.load(write(tmp_path, "images: {base: }\n")).timestamp == 0
+    assert config_load.load(write(tmp_path, "images: {base: }\n")).timestamp == 0
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    assert config.load(write(tmp_path, "images: {base: }\n")).timestamp == 1700000000
+    assert config_load.load(write(tmp_path, "images: {base: }\n")).timestamp == 1700000000
     pinned = "settings: {timestamp: 5}\nimages: {base: }\n"
-    assert config.load(write(tmp_path, pinned)).timestamp == 5
+    assert config_load.load(write(tmp_path, pinned)).timestamp == 5
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert "SOURCE_DATE_EPOCH" in load_error(tmp_path, "images: {base: }\n")
 
@@ -266,7 +266,7 @@ def test_trailing_newline_is_invalid(tmp_path: Path, text: str, image: str | Non
     "prefix: centos-binary-",
 ])
 def test_valid_reference_parts_load(tmp_path: Path, settings: str) -> None:
-    cfg = config.load(write(tmp_path, f"settings: {{{settings}}}\nimages: {{base: }}\n"))
+    cfg = config_load.load(write(tmp_path, f"settings: {{{settings}}}\nimages: {{base: }}\n"))
     key, _, value = settings.partition(": ")
     assert getattr(cfg.settings, key) == value
 
@@ -287,7 +287,7 @@ def test_duplicate_image_is_an_error(tmp_path: Path) -> None:
 
 
 def test_defaults(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, "images:\n  base:\n"))
+    cfg = config_load.load(write(tmp_path, "images:\n  base:\n"))
     expected = {
         "registry": "localhost:5000",
         "namespace": "kolla",
@@ -311,7 +311,7 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_settings_are_read(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, """\
+    cfg = config_load.load(write(tmp_path, """\
         settings:
           registry: registry.example.com:443
           namespace: ""
@@ -346,7 +346,7 @@ def test_paths_are_taken_from_the_file_directory(tmp_path: Path,
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    cfg = config.load(Path("..") / "tree" / "images.yaml")
+    cfg = config_load.load(Path("..") / "tree" / "images.yaml")
     assert cfg.root == tree.resolve()
     assert cfg.build_dir == tree.resolve() / "build"
     assert cfg.template_dirs == [tree.resolve() / "templates"]
@@ -366,12 +366,12 @@ def test_paths_are_taken_from_the_file_directory(tmp_path: Path,
 def test_reference(tmp_path: Path, settings: dict[str, str], reference: str) -> None:
     lines = "".join(f"  {key}: {value!r}\n" for key, value in settings.items())
     text = ("settings:\n" + lines if lines else "") + "images:\n  nova-api:\n"
-    cfg = config.load(write(tmp_path, text))
+    cfg = config_load.load(write(tmp_path, text))
     assert cfg.reference("nova-api") == reference
 
 
 def test_null_body_image_and_defaults(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, """\
+    cfg = config_load.load(write(tmp_path, """\
         images:
           base:
             template: custom/base.j2
@@ -390,7 +390,7 @@ def test_null_body_image_and_defaults(tmp_path: Path) -> None:
 
 
 def test_image_fields_are_read(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, """\
+    cfg = config_load.load(write(tmp_path, """\
         images:
           base:
             files: {busybox: /bin/busybox}
@@ -459,7 +459,7 @@ EVERY_KEY = """\
 @pytest.mark.parametrize("text", [EVERY_KEY, (Path(__file__).parents[1] / "images.yaml")
                                   .read_text(), "images:\n  base:\n"])
 def test_a_file_validated_before_is_read_as_validation_read_it(text: str) -> None:
-    data = config._parse_yaml(Path("images.yaml"), textwrap.dedent(text))
+    data = config_yaml.parse_yaml(Path("images.yaml"), textwrap.dedent(text))
     assert config._file_of(data) == config._adapter().validate_python(data)
 
 
@@ -469,10 +469,10 @@ def test_only_a_changed_file_is_parsed_and_validated_again(tmp_path: Path,
     text = f"settings: {{build_dir: {build_dir}}}\nimages:\n  base:\n  nova: {{parent: base}}\n"
     path = write(tmp_path, text)
     (tmp_path / build_dir).mkdir(parents=True)  # a run made it
-    first = config.load(path)
-    assert (tmp_path / build_dir / config.VALIDATED_NOTE).exists()
-    check = ("import sys; from buildlib import config; "
-             f"loaded = config.load({str(path)!r}); "
+    first = config_load.load(path)
+    assert (tmp_path / build_dir / config_note.VALIDATED_NOTE).exists()
+    check = ("import sys; from buildlib import config_load; "
+             f"loaded = config_load.load({str(path)!r}); "
              "print('yaml' in sys.modules, 'pydantic' in sys.modules); print(repr(loaded))")
     again = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                            check=True).stdout.splitlines()
@@ -499,8 +499,8 @@ def forged_note(tree: Path, build_dir: str) -> dict:
     """The note a valid run left for NOTED in `tree`, with code added to its data."""
     write(tree, NOTED)
     (tree / "build").mkdir(exist_ok=True)
-    config.load(tree / "images.yaml")
-    note = json.loads((tree / "build" / config.VALIDATED_NOTE).read_text())
+    config_load.load(tree / "images.yaml")
+    note = json.loads((tree / "build" / config_note.VALIDATED_NOTE).read_text())
     note["data"]["jinja"] = {"globals": {"system": "os:system"}}
     note["data"]["settings"] = {"build_dir": build_dir}
     note["build_dir"] = build_dir
@@ -515,22 +515,23 @@ def test_a_note_from_another_tree_or_user_is_not_trusted(tmp_path: Path) -> None
     other.mkdir()
     # named by a comment, outside the tree
     note = forged_note(other, "../other/build")
-    (other / "build" / config.VALIDATED_NOTE).write_text(json.dumps(note))
+    (other / "build" / config_note.VALIDATED_NOTE).write_text(json.dumps(note))
     write(mine, NOTED)
-    assert config.load(mine / "images.yaml").jinja.globals == {}
+    assert config_load.load(mine / "images.yaml").jinja.globals == {}
     # copied from the other tree into this one
     (mine / "build").mkdir()
-    (mine / "build" / config.VALIDATED_NOTE).write_text(json.dumps(forged_note(other, "build")))
-    assert config.load(mine / "images.yaml").jinja.globals == {}
+    note = mine / "build" / config_note.VALIDATED_NOTE
+    note.write_text(json.dumps(forged_note(other, "build")))
+    assert config_load.load(mine / "images.yaml").jinja.globals == {}
     # this tree's own note, edited by another user
-    own = mine / "build" / config.VALIDATED_NOTE
+    own = mine / "build" / config_note.VALIDATED_NOTE
     own.unlink()
-    config.load(mine / "images.yaml")
+    config_load.load(mine / "images.yaml")
     note = json.loads(own.read_text())
     note["data"]["jinja"] = {"globals": {"system": "os:system"}}
     own.write_text(json.dumps(note))
     os.chown(own, 65534, 65534)
-    assert config.load(mine / "images.yaml").jinja.globals == {}
+    assert config_load.load(mine / "images.yaml").jinja.globals == {}
 
 
 # 9 levels of 9 aliases: 382 bytes, 9**9 strings
@@ -570,4 +571,4 @@ def test_a_missing_authfile_setting_is_replaced_by_registry_auth_file(
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "ci-auth.json"))
     assert "REGISTRY_AUTH_FILE" in load_error(tmp_path, text)  # named, but not there
     (tmp_path / "ci-auth.json").write_text('{"auths": {}}')
-    assert config.load(write(tmp_path, text)).settings.authfile == "secrets/auth.json"
+    assert config_load.load(write(tmp_path, text)).settings.authfile == "secrets/auth.json"

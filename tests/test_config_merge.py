@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buildlib import config
+from buildlib import config, config_load, config_note
 from buildlib.errors import InputError
 
 MAIN = """\
@@ -41,7 +41,7 @@ def tree(tmp_path: Path, override: str | None = None, main: str = MAIN) -> Path:
 
 
 def load(folder: Path, *sets: str) -> config.Config:
-    return config.load(config.Sources.default(folder, sets))
+    return config_load.load(config.Sources.default(folder, sets))
 
 
 def error(folder: Path, *sets: str) -> InputError:
@@ -90,10 +90,10 @@ def test_named_files_merge_in_order_and_the_override_file_is_not_read(tmp_path: 
     tree(tmp_path, "settings: {tag: from-override}\n")
     (tmp_path / "ci.yaml").write_text("settings: {tag: ci, namespace: ci}\n")
     (tmp_path / "late.yaml").write_text("settings: {tag: late}\n")
-    cfg = config.load(config.Sources((tmp_path / "images.yaml", tmp_path / "ci.yaml",
+    cfg = config_load.load(config.Sources((tmp_path / "images.yaml", tmp_path / "ci.yaml",
                                       tmp_path / "late.yaml")))
     assert (cfg.settings.tag, cfg.settings.namespace) == ("late", "ci")
-    assert config.load(tmp_path / "images.yaml").settings.tag == "v1"
+    assert config_load.load(tmp_path / "images.yaml").settings.tag == "v1"
 
 
 def test_an_empty_override_file_adds_nothing(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_paths_in_an_override_are_taken_from_images_yaml_folder(tmp_path: Path) 
     sub.mkdir()
     tree(tmp_path)
     (sub / "extra.yaml").write_text("settings: {build_dir: out}\n")
-    cfg = config.load(config.Sources((tmp_path / "images.yaml", sub / "extra.yaml")))
+    cfg = config_load.load(config.Sources((tmp_path / "images.yaml", sub / "extra.yaml")))
     assert cfg.build_dir == tmp_path / "out"
 
 
@@ -212,7 +212,7 @@ def test_a_bad_set_names_the_set(tmp_path: Path, arg: str, said: str) -> None:
 
 def test_set_may_name_one_of_kollas_images_that_images_yaml_does_not(tmp_path: Path) -> None:
     sets = config.Sources.default(tree(tmp_path), ("nova-api.args.X=1", "glance.args.X=2"))
-    data, _ = config._merged(sets, [(tmp_path / "images.yaml").read_text() + "kolla: {}\n"])
+    data, _ = config_load._merged(sets, [(tmp_path / "images.yaml").read_text() + "kolla: {}\n"])
     assert data["images"]["glance"] == {"args": {"X": 2}}
 
 
@@ -223,7 +223,7 @@ def test_an_edit_of_the_override_or_another_set_is_never_missed(tmp_path: Path) 
     tree(tmp_path, "settings: {tag: v2}\n")
     (tmp_path / "build").mkdir()
     assert load(tmp_path).settings.tag == "v2"
-    assert (tmp_path / "build" / config.VALIDATED_NOTE).exists()
+    assert (tmp_path / "build" / config_note.VALIDATED_NOTE).exists()
     (tmp_path / "images.override.yaml").write_text("settings: {tag: v3}\n")
     assert load(tmp_path).settings.tag == "v3"
     assert load(tmp_path, "settings.tag=v4").settings.tag == "v4"
@@ -237,8 +237,8 @@ def test_a_merged_tree_noted_valid_is_not_parsed_again(tmp_path: Path) -> None:
     tree(tmp_path, "settings: {tag: v2}\n")
     (tmp_path / "build").mkdir()
     first = load(tmp_path, "nova-*.args.W=8")
-    check = ("import sys; from pathlib import Path; from buildlib import config; "
-             f"c = config.load(config.Sources.default(Path({str(tmp_path)!r}), "
+    check = ("import sys; from pathlib import Path; from buildlib import config, config_load; "
+             f"c = config_load.load(config.Sources.default(Path({str(tmp_path)!r}), "
              "('nova-*.args.W=8',))); "
              "print('yaml' in sys.modules, 'pydantic' in sys.modules); print(repr(c))")
     again = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
@@ -257,6 +257,6 @@ def test_the_printed_tree_loads_as_the_merged_one(tmp_path: Path) -> None:
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "images.yaml").write_text(printed)
-    again = config.load(alone / "images.yaml")
+    again = config_load.load(alone / "images.yaml")
     assert (again.settings, again.images) == (cfg.settings, cfg.images)
     assert yaml.safe_load(printed)["images"]["nova-api"]["args"] == {"WORKERS": 2, "EXTRA": "x"}

@@ -27,7 +27,7 @@ from conftest import (
 from gha_replay import Replay
 from hera.workflows import Workflow
 
-from buildlib import export
+from buildlib import export, export_argo, export_gha, export_jobs
 from buildlib.graph import Graph
 
 TOOL = export.Tool(directory=".", config="images.yaml", lock="build/images.lock.json")
@@ -40,7 +40,7 @@ def kolla() -> Graph:
     return Graph.build(yaml.safe_load(KOLLA_TREE.read_text()))
 
 
-def check_partition(graph: Graph, part: export.Partition, max_jobs: int | None) -> None:
+def check_partition(graph: Graph, part: export_jobs.Partition, max_jobs: int | None) -> None:
     """Every image in one job, after its parent: in the same job or the job it needs."""
     placed = [image for job in part.jobs for image in job.images]
     assert sorted(placed) == sorted(graph.parents)
@@ -59,12 +59,12 @@ def check_partition(graph: Graph, part: export.Partition, max_jobs: int | None) 
 def test_a_chain_and_a_fork_by_hand() -> None:
     graph = Graph.build({"a": None, "b": "a", "c": "b", "d": "a"})
     seconds = {"a": 10, "b": 20, "c": 30, "d": 100}
-    per_image = export.partition(graph, seconds, None, job_start=5)
+    per_image = export_jobs.partition(graph, seconds, None, job_start=5)
     assert per_image.chosen.makespan == (5 + 10) + (5 + 100)  # a, then d
     assert per_image.single.makespan == 5 + 160
     # two jobs gain nothing: the second would wait for all of the first
-    assert len(export.partition(graph, seconds, 2, job_start=5).chosen.jobs) == 1
-    three = export.partition(graph, seconds, 3, job_start=5).chosen
+    assert len(export_jobs.partition(graph, seconds, 2, job_start=5).chosen.jobs) == 1
+    three = export_jobs.partition(graph, seconds, 3, job_start=5).chosen
     assert [job.images for job in three.jobs] == [("a",), ("b", "c"), ("d",)]
     assert three.makespan == (5 + 10) + (5 + 100)
     check_partition(graph, three, 3)
@@ -73,7 +73,7 @@ def test_a_chain_and_a_fork_by_hand() -> None:
 @pytest.mark.parametrize("max_jobs", [1, 2, 8, 30, 188, None])
 def test_kolla_partitions(kolla: Graph, max_jobs: int | None) -> None:
     durations = {name: 60.0 for name in kolla.parents}
-    estimates = export.partition(kolla, durations, max_jobs, 30)
+    estimates = export_jobs.partition(kolla, durations, max_jobs, 30)
     check_partition(kolla, estimates.chosen, max_jobs)
     assert estimates.chosen.makespan <= estimates.single.makespan
     if max_jobs is None or max_jobs >= len(kolla.parents):
@@ -86,14 +86,14 @@ def test_durations_of_the_last_run_steer_the_split() -> None:
     """The image that took long gets a job of its own."""
     graph = Graph.build({"root": None, **{f"leaf-{i}": "root" for i in range(6)}})
     durations = {name: 1.0 for name in graph.parents} | {"leaf-3": 100.0}
-    jobs = export.partition(graph, durations, 3, job_start=1).chosen.jobs
+    jobs = export_jobs.partition(graph, durations, 3, job_start=1).chosen.jobs
     assert ("leaf-3",) in [job.images for job in jobs]
 
 
 @pytest.mark.parametrize("max_jobs", [1, 8, 30, None])
 def test_kolla_gha_passes_actionlint(kolla: Graph, tmp_path: Path, max_jobs: int | None) -> None:
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
-    text = export.gha(part, TOOL, TARGET, whole=True)
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
+    text = export_gha.gha(part, TOOL, TARGET, whole=True)
     path = tmp_path / "images.yml"
     path.write_text(text)
     assert actionlint(path) == []
@@ -106,8 +106,8 @@ def test_kolla_gha_passes_actionlint(kolla: Graph, tmp_path: Path, max_jobs: int
 
 
 def test_actionlint_catches_a_broken_export(kolla: Graph, tmp_path: Path) -> None:
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), 8, 30).chosen
-    workflow = yaml.safe_load(export.gha(part, TOOL, TARGET, whole=True))
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), 8, 30).chosen
+    workflow = yaml.safe_load(export_gha.gha(part, TOOL, TARGET, whole=True))
     child = next(name for name, job in workflow["jobs"].items() if "needs" in job)
     workflow["jobs"][child]["needs"] = "no-such-job"
     path = tmp_path / "broken.yml"
@@ -116,8 +116,8 @@ def test_actionlint_catches_a_broken_export(kolla: Graph, tmp_path: Path) -> Non
 
 
 def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> None:
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), None, 30).chosen
-    jobs = yaml.safe_load(export.gha(part, TOOL, TARGET, whole=True))["jobs"]
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), None, 30).chosen
+    jobs = yaml.safe_load(export_gha.gha(part, TOOL, TARGET, whole=True))["jobs"]
     build = jobs["nova-api"]["steps"][3]
     assert jobs["nova-api"]["needs"] == "nova-base"
     assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova_hbase }}"
@@ -131,35 +131,35 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
 
 @pytest.mark.parametrize("max_jobs", [1, 8])
 def test_kolla_argo_round_trips_through_hera(kolla: Graph, max_jobs: int | None) -> None:
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
-    text = export.argo(part, TOOL, TARGET, whole=True)
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
+    text = export_argo.argo(part, TOOL, TARGET, whole=True)
     body = text.split("\n", 1)[1]  # after the header comment
     assert Workflow.from_yaml(body).to_yaml(width=1 << 16) == body
     document = yaml.safe_load(text)
-    assert export.argo_problems(document) == []
+    assert export_argo.argo_problems(document) == []
     tasks = document["spec"]["templates"][0]["dag"]["tasks"]
     assert len(tasks) == len(part.jobs)
 
 
 def test_argo_problems_are_found(kolla: Graph) -> None:
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), 8, 30).chosen
-    good = yaml.safe_load(export.argo(part, TOOL, TARGET, whole=True))
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), 8, 30).chosen
+    good = yaml.safe_load(export_argo.argo(part, TOOL, TARGET, whole=True))
     tasks = lambda doc: doc["spec"]["templates"][0]["dag"]["tasks"]  # noqa: E731
     first, child = tasks(good)[0], next(t for t in tasks(good) if t.get("depends"))
 
     unknown = copy.deepcopy(good)
     next(t for t in tasks(unknown) if t["name"] == child["name"])["depends"] = "ghost"
-    assert any("depends on ghost" in p for p in export.argo_problems(unknown))
+    assert any("depends on ghost" in p for p in export_argo.argo_problems(unknown))
 
     cycle = copy.deepcopy(good)
     next(t for t in tasks(cycle) if t["name"] == first["name"])["depends"] = child["name"]
-    assert any("cycle" in p for p in export.argo_problems(cycle))
+    assert any("cycle" in p for p in export_argo.argo_problems(cycle))
 
     stray = copy.deepcopy(good)
     other = next(t for t in tasks(stray) if t["name"] not in (first["name"], child["name"]))
     other.setdefault("arguments", {"parameters": []})["parameters"].append(
         {"name": "x", "value": f"{{{{tasks.{child['name']}.outputs.parameters.y}}}}"})
-    assert any(f"refers to tasks.{child['name']}" in p for p in export.argo_problems(stray))
+    assert any(f"refers to tasks.{child['name']}" in p for p in export_argo.argo_problems(stray))
 
 
 # -- doit export, as a user runs it ------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_doit_export_writes_the_same_bytes_twice(example: Tree) -> None:
 
     example.doit("export", "format=argo", "max_jobs=3")
     argo = example.root / "build" / "argo-workflow.yaml"
-    assert export.argo_problems(yaml.safe_load(argo.read_text())) == []
+    assert export_argo.argo_problems(yaml.safe_load(argo.read_text())) == []
     assert len(yaml.safe_load(argo.read_text())["spec"]["templates"]) == 1 + 3
 
 
@@ -248,9 +248,9 @@ def test_multi_arch_images_export_per_platform(example: Tree) -> None:
 
 
 def test_a_job_of_images_of_different_platforms_is_refused() -> None:
-    part = export.Partition((export.Job("a", ("a", "b"), None, ()),), 0.0)
+    part = export_jobs.Partition((export_jobs.Job("a", ("a", "b"), None, ()),), 0.0)
     with pytest.raises(ValueError, match="holds images of different platforms"):
-        export.gha(part, TOOL, TARGET, whole=True,
+        export_gha.gha(part, TOOL, TARGET, whole=True,
                    platforms={"a": ("linux/amd64", "linux/arm64"), "b": ("linux/arm64",)})
 
 
@@ -398,12 +398,12 @@ def test_unsafe_names_what_no_quoting_makes_safe() -> None:
 SIMILAR = ("x.y", "x-y", "x_y")  # one identifier each before: `x-y`
 
 
-def similar_names_in_one_job() -> export.Partition:
+def similar_names_in_one_job() -> export_jobs.Partition:
     """`a` and x.y, x-y, x_y in one job; each of their children in a job of its own."""
-    head = export.Job("a", ("a", *SIMILAR), None, ())
-    kids = [export.Job(f"kid{n}", (f"kid{n}",), "a", ((f"kid{n}", name),))
+    head = export_jobs.Job("a", ("a", *SIMILAR), None, ())
+    kids = [export_jobs.Job(f"kid{n}", (f"kid{n}",), "a", ((f"kid{n}", name),))
             for n, name in enumerate(SIMILAR)]
-    return export.Partition((head, *kids), 0.0)
+    return export_jobs.Partition((head, *kids), 0.0)
 
 
 def test_output_names_are_one_to_one() -> None:
@@ -418,7 +418,7 @@ def test_similar_names_in_one_job_reach_the_right_child_on_gha(tmp_path: Path) -
     each child's pin reads back as its own parent's digest."""
     part = similar_names_in_one_job()
     path = tmp_path / "workflow.yml"
-    path.write_text(export.gha(part, TOOL, TARGET, whole=False))
+    path.write_text(export_gha.gha(part, TOOL, TARGET, whole=False))
     assert actionlint(path) == []
     jobs = yaml.safe_load(path.read_text())["jobs"]
     digests = {name: "sha256:" + f"{n}" * 64 for n, name in enumerate(SIMILAR)}
@@ -433,9 +433,9 @@ def test_similar_names_in_one_job_reach_the_right_child_on_gha(tmp_path: Path) -
 
 
 def test_similar_names_in_one_job_reach_the_right_child_on_argo() -> None:
-    document = yaml.safe_load(export.argo(similar_names_in_one_job(), TOOL, TARGET,
+    document = yaml.safe_load(export_argo.argo(similar_names_in_one_job(), TOOL, TARGET,
                                           whole=False).split("\n", 1)[1])
-    assert export.argo_problems(document) == []
+    assert export_argo.argo_problems(document) == []
     templates = {t["name"]: t for t in document["spec"]["templates"]}
     produced = {p["name"]: p["valueFrom"]["path"] for p in templates["a"]["outputs"]["parameters"]}
     assert len(set(produced.values())) == len(SIMILAR)

@@ -15,7 +15,7 @@ import yaml
 from conftest import Tree
 from test_export import TARGET, TOOL, example, kolla  # noqa: F401 (fixtures)
 
-from buildlib import export
+from buildlib import export, export_gitlab, export_jobs
 from buildlib.graph import Graph
 
 NOT_JOBS = {"workflow", "default", "variables"}
@@ -38,8 +38,8 @@ def jobs_of(text: str) -> dict[str, dict]:
 @pytest.mark.parametrize("max_jobs", [1, 8, 30, None])
 def test_kolla_jobs_need_the_job_their_parents_are_in(kolla: Graph,  # noqa: F811
                                                       max_jobs: int | None) -> None:
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 1.0), max_jobs, 30).chosen
-    jobs = jobs_of(export.gitlab(part, TOOL, TARGET, whole=True))
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 1.0), max_jobs, 30).chosen
+    jobs = jobs_of(export_gitlab.gitlab(part, TOOL, TARGET, whole=True))
     assert set(jobs) == {job.name for job in part.jobs}  # no Kolla name is a keyword
     for job in part.jobs:
         written = jobs[job.name]
@@ -56,9 +56,9 @@ def test_kolla_jobs_need_the_job_their_parents_are_in(kolla: Graph,  # noqa: F81
 
 def test_a_job_named_as_a_gitlab_keyword_is_renamed() -> None:
     graph = Graph.build({"default": None, "pages": "default", "default-job": "default"})
-    part = export.partition(graph, dict.fromkeys(graph.parents, 1.0), None, 30).chosen
-    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=True))
-    assert document["default"]["image"] == export.GITLAB_IMAGE
+    part = export_jobs.partition(graph, dict.fromkeys(graph.parents, 1.0), None, 30).chosen
+    document = yaml.safe_load(export_gitlab.gitlab(part, TOOL, TARGET, whole=True))
+    assert document["default"]["image"] == export_gitlab.GITLAB_IMAGE
     assert set(document) - NOT_JOBS == {"default-job-2", "pages-job", "default-job"}
     assert document["pages-job"]["needs"] == ["default-job-2"]
     assert document["default-job"]["needs"] == ["default-job-2"]
@@ -67,8 +67,8 @@ def test_a_job_named_as_a_gitlab_keyword_is_renamed() -> None:
 def test_a_dollar_in_a_path_is_not_expanded_by_gitlab() -> None:
     tool = export.Tool(directory="a$HOME", config="a$HOME/images.yaml",
                        lock="a$HOME/build/images.lock.json")
-    part = export.partition(Graph.build({"base": None}), {"base": 1.0}, None, 30).chosen
-    variables = yaml.safe_load(export.gitlab(part, tool, TARGET, whole=True))["variables"]
+    part = export_jobs.partition(Graph.build({"base": None}), {"base": 1.0}, None, 30).chosen
+    variables = yaml.safe_load(export_gitlab.gitlab(part, tool, TARGET, whole=True))["variables"]
     assert variables["IMAGEBAKE_CONFIG"] == "a$$HOME/images.yaml"  # GitLab's `$$` is `$`
 
 
@@ -103,12 +103,12 @@ def dotenv(path: Path) -> dict[str, str]:
 def test_x_y_and_x_dash_y_reach_their_child_jobs_apart(tmp_path: Path) -> None:
     """Two images whose names differ by `.` and `-`, in one job, each with a child in a
     job of its own: each child pins its own parent's digest."""
-    part = export.Partition((
-        export.Job("r", ("r", "x.y", "x-y"), None, ()),
-        export.Job("a", ("a",), "r", (("a", "x.y"),)),
-        export.Job("b", ("b",), "r", (("b", "x-y"),)),
+    part = export_jobs.Partition((
+        export_jobs.Job("r", ("r", "x.y", "x-y"), None, ()),
+        export_jobs.Job("a", ("a",), "r", (("a", "x.y"),)),
+        export_jobs.Job("b", ("b",), "r", (("b", "x-y"),)),
     ), 0.0)
-    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False))
+    document = yaml.safe_load(export_gitlab.gitlab(part, TOOL, TARGET, whole=False))
     stubs = stub_commands(tmp_path / "stubs")
     lock = tmp_path / "lock.json"
     lock.write_text(json.dumps({"images": {
@@ -130,9 +130,9 @@ def test_x_y_and_x_dash_y_reach_their_child_jobs_apart(tmp_path: Path) -> None:
 
 
 def test_a_child_job_without_its_parents_digests_stops(tmp_path: Path) -> None:
-    part = export.partition(Graph.build({"r": None, "a": "r"}), {"r": 1.0, "a": 1.0}, None,
+    part = export_jobs.partition(Graph.build({"r": None, "a": "r"}), {"r": 1.0, "a": 1.0}, None,
                             30).chosen
-    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False))
+    document = yaml.safe_load(export_gitlab.gitlab(part, TOOL, TARGET, whole=False))
     with pytest.raises(subprocess.CalledProcessError):
         run_job(document, "a", tmp_path / "a", tmp_path, {})
 
@@ -156,8 +156,8 @@ def test_multi_arch_jobs_per_platform_and_a_merge(tmp_path: Path) -> None:
     platform's lists."""
     platforms = ("linux/amd64", "linux/arm64")
     graph = Graph.build({"root": None, "child": "root"})
-    part = export.partition(graph, {"root": 1.0, "child": 1.0}, None, 30).chosen
-    document = yaml.safe_load(export.gitlab(part, TOOL, TARGET, whole=False,
+    part = export_jobs.partition(graph, {"root": 1.0, "child": 1.0}, None, 30).chosen
+    document = yaml.safe_load(export_gitlab.gitlab(part, TOOL, TARGET, whole=False,
                                             platforms=dict.fromkeys(graph.parents, platforms)))
     assert set(document) - NOT_JOBS == {
         "root-linux-amd64", "root-linux-arm64", "merge-root",

@@ -29,7 +29,7 @@ from test_export_replay_integration import prepare
 from test_native_platforms_integration import copy_only_tree
 from test_platforms_integration import index_entries
 
-from buildlib import export
+from buildlib import export_gitlab, export_jobs
 from buildlib.graph import Graph
 
 pytestmark = pytest.mark.real
@@ -203,8 +203,8 @@ def test_kolla_pipeline_passes_gitlab_ci_local_checks(kolla: Graph,  # noqa: F81
                                                       max_jobs: int | None) -> None:
     """Kolla's tree as 30 jobs and as one job per image: GitLab's schema (gitlab-ci-local
     validates the file against it) and a `needs:` that names a job of the file."""
-    part = export.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
-    (tmp_path / ".gitlab-ci.yml").write_text(export.gitlab(part, TOOL, TARGET, whole=True))
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), max_jobs, 30).chosen
+    (tmp_path / ".gitlab-ci.yml").write_text(export_gitlab.gitlab(part, TOOL, TARGET, whole=True))
     subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
     commit(tmp_path, "the exported pipeline")
     done = subprocess.run([str(gitlab_ci_local), "--list-json"], cwd=tmp_path,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import buildah, builder, config, keys, project, publish
+from buildlib import buildah, builder, config_load, keys, project, publish
 from buildlib.errors import InputError
 from buildlib.run import services_of
 
@@ -65,7 +65,7 @@ def test_a_bad_platform_in_settings_names_settings(tmp_path: Path) -> None:
 def test_variants_and_other_systems_load(tmp_path: Path) -> None:
     path = tree(tmp_path, "images:\n  root: {platforms: [linux/arm/v7, linux/s390x, "
                           "windows/amd64]}\n")
-    assert config.load(path).images["root"].platforms == ["linux/arm/v7", "linux/s390x",
+    assert config_load.load(path).images["root"].platforms == ["linux/arm/v7", "linux/s390x",
                                                           "windows/amd64"]
 
 

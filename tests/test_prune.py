@@ -121,22 +121,22 @@ def test_registry_manifests_of_old_keys_go_unless_a_staying_tag_names_them() -> 
                                            ("push_jobs: -2", "settings.push_jobs"),
                                            ("push_jobs: many", "settings.push_jobs")])
 def test_keep_keys_and_push_jobs_are_checked(tmp_path: Path, line: str, key: str) -> None:
-    from buildlib import config
+    from buildlib import config_load
     from buildlib.errors import InputError
 
     path = tmp_path / "images.yaml"
     path.write_text(f"settings:\n  {line}\nimages:\n  base: {{}}\n")
     with pytest.raises(InputError) as info:
-        config.load(path)
+        config_load.load(path)
     assert key in str(info.value)
 
 
 def test_keep_keys_and_push_jobs_defaults(tmp_path: Path) -> None:
-    from buildlib import config
+    from buildlib import config_load
 
     path = tmp_path / "images.yaml"
     path.write_text("images:\n  base: {}\n")
-    settings = config.load(path).settings
+    settings = config_load.load(path).settings
     assert (settings.keep_keys, settings.push_jobs) == (None, 4)
 
 

@@ -5,6 +5,7 @@ links resolve inside the repository."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import unicodedata
 from pathlib import Path
@@ -14,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from buildlib import config, reference_docs, variables
+from buildlib import config_load, options, reference_docs
 from buildlib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,28 +43,51 @@ def test_every_field_of_the_model_is_on_the_reference_page() -> None:
                 assert f"`{prefix}{field.name}`" in page
 
 
-def test_a_variable_added_to_the_table_makes_the_page_stale(monkeypatch) -> None:
-    added = variables.Variable("colour", "NAME", "build", "a variable nobody documented yet")
-    monkeypatch.setitem(variables.VARIABLES, "colour", added)
+@dataclasses.dataclass(frozen=True)
+class WithColour(options.Options):
+    colour: str | None = options.variable("NAME", "build")
+    """a variable nobody documented yet"""
+
+
+@dataclasses.dataclass(frozen=True)
+class WithUndescribed(options.Options):
+    shade: str | None = options.variable("NAME", "build")
+
+
+def test_a_variable_added_to_the_model_makes_the_page_stale(monkeypatch) -> None:
+    monkeypatch.setattr(options, "Options", WithColour)
     assert reference_docs.stale() == [reference_docs.VARIABLES_PAGE]
+    assert "| `colour=NAME` | build | a variable nobody documented yet |" in (
+        reference_docs.variables_page())
 
 
-def test_reading_a_variable_outside_the_table_is_refused() -> None:
-    with pytest.raises(KeyError, match="colour"):
-        variables.value("colour")
+def test_a_variable_without_a_description_fails_the_reference(monkeypatch) -> None:
+    monkeypatch.setattr(options, "Options", WithUndescribed)
+    with pytest.raises(reference_docs.MissingDescription, match="WithUndescribed.shade"):
+        reference_docs.variables_page()
 
 
-def test_every_variable_read_in_the_code_is_in_the_table_and_each_row_is_read() -> None:
-    read = set()
+def test_the_command_line_is_read_as_each_fields_default_says() -> None:
+    read = options.Options.read({"images": "nova,,^cron$", "fail_fast": "Yes", "dry": "no",
+                                 "cache": "", "keep": "2", "set.base.args.X": "8",
+                                 "colour": "red", "set.settings.tag": "rc1"})
+    assert read.images == ("nova", "^cron$") and read.fail_fast and not read.dry
+    assert read.cache is None and read.keep == "2" and read.platform is None
+    assert read.sets == ("base.args.X=8", "settings.tag=rc1")
+    assert not hasattr(read, "colour")
+    assert options.Options.read({}) == options.Options()
+
+
+def test_only_the_model_reads_the_command_line_and_every_variable_is_used() -> None:
+    code = ""
     for path in (REPO / "buildlib").glob("*.py"):
         text = path.read_text()
-        if path.name != "variables.py":
-            assert "get_var(" not in text, f"{path.name}: read variables through `variables`"
-        readers = r"variables\.(?:value|flag|words)|_number|_images_at_digests"
-        read |= set(re.findall(rf"(?:{readers})\((?:proj, )?\"(\w+)\"", text))
-        if "variables.assignments()" in text:  # the `set.IMAGE.FIELD=VALUE` variables
-            read.add(f"{variables.SET_PREFIX}IMAGE.FIELD")
-    assert read == set(variables.VARIABLES)
+        if path.name not in ("options.py", "doit_seam.py"):
+            assert "get_var(" not in text and "command_line_variables(" not in text, (
+                f"{path.name}: read variables through `options.Options`")
+        code += text
+    for field in dataclasses.fields(options.Options):
+        assert re.search(rf"options\.{field.name}\b", code), f"nothing reads {field.name}="
 
 
 def schema_validator(require_images: bool = True) -> jsonschema.Draft202012Validator:
@@ -108,7 +132,7 @@ def test_the_schema_refuses_what_loading_refuses(tmp_path: Path, text: str) -> N
     assert not schema_validator().is_valid(yaml.safe_load(text))
     (tmp_path / "images.yaml").write_text(text)
     with pytest.raises(InputError):
-        config.load(tmp_path / "images.yaml")
+        config_load.load(tmp_path / "images.yaml")
 
 
 def slug(heading: str) -> str:

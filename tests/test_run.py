@@ -1,9 +1,11 @@
-"""buildlib.run: doit's argv read once, the run lock, unreadable state; bounded log reading."""
+"""buildlib.run, invocation and takeover: doit's argv read once, the run lock, unreadable
+state; bounded log reading."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import cli, doit_seam, processes, report, run
+from buildlib import buildah, cli, doit_seam, processes, project, report, run, takeover
 
 
 @pytest.mark.parametrize(("argv", "command", "tasks", "jobs", "locks"), [
@@ -50,8 +52,8 @@ def test_only_a_build_goes_without_push_tasks(argv: list[str], may_push: bool) -
 HOLD_LOCK = textwrap.dedent("""\
     import sys
     from pathlib import Path
-    from buildlib import run
-    run.lock_build_dir(Path(sys.argv[1]), run.parse_argv(["-n", "2", "build"]))
+    from buildlib import invocation, takeover
+    takeover.lock_build_dir(Path(sys.argv[1]), invocation.parse_argv(["-n", "2", "build"]))
     print("locked", flush=True)
     sys.stdin.read()
 """)
@@ -62,13 +64,13 @@ def test_a_second_run_stops_naming_the_first_and_a_dead_holder_leaves_no_lock(
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "locked\n"
-    with pytest.raises(run.RunError) as info:
-        run.lock_build_dir(tmp_path, run.parse_argv(["build"]))
+    with pytest.raises(takeover.RunError) as info:
+        takeover.lock_build_dir(tmp_path, run.parse_argv(["build"]))
     assert f"another run is using {tmp_path}: pid {holder.pid}, `doit -n 2 build`" \
         in str(info.value)
     holder.kill()  # as kill -9: the kernel releases the lock
     holder.wait()
-    run.lock_build_dir(tmp_path, run.parse_argv(["build"]))
+    takeover.lock_build_dir(tmp_path, run.parse_argv(["build"]))
     assert json.loads((tmp_path / ".lock").read_text())["command"] == "doit build"
 
 
@@ -90,7 +92,7 @@ def test_unreadable_state_is_set_aside_with_one_warning(tmp_path: Path, damage: 
     else:
         with sqlite3.connect(state) as db:
             db.execute("update doit set task_data = '{not json'")
-    aside = run.set_aside_unreadable_state(state)
+    aside = takeover.set_aside_unreadable_state(state)
     assert aside == tmp_path / ".doit.db.unreadable" and aside.exists()
     assert not state.exists()
     warning = capsys.readouterr().err
@@ -100,7 +102,7 @@ def test_unreadable_state_is_set_aside_with_one_warning(tmp_path: Path, damage: 
 def test_readable_state_is_left_alone(tmp_path: Path) -> None:
     state = tmp_path / ".doit.db"
     doit_state(state)
-    assert run.set_aside_unreadable_state(state) is None
+    assert takeover.set_aside_unreadable_state(state) is None
     assert state.exists()
 
 
@@ -151,3 +153,32 @@ def test_a_long_error_keeps_its_cause_at_the_end(tmp_path: Path) -> None:
     log = tmp_path / "x-build.log"
     log.write_text(error + "\n")
     assert report.log_tail(log) == shown + "\n"
+
+
+def test_a_stop_request_is_one_runs_own_and_its_commands_heed_it(tmp_path: Path) -> None:
+    stopped, other = processes.StopControl(), processes.StopControl()
+    stopped.request(signal.SIGTERM)
+    with pytest.raises(processes.Interrupted):
+        processes.run_logged(["true"], tmp_path / "a.log", 30, stop=stopped)
+    assert not (tmp_path / "a.log").exists()  # never started
+    processes.run_logged(["true"], tmp_path / "b.log", 30, stop=other)  # another run goes on
+    assert buildah.Buildah().stop is not buildah.Buildah().stop
+
+
+def test_the_end_of_a_run_is_its_callers_to_act_on(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from test_tasks import copy_example, run_of
+
+    proj = project.load(copy_example(tmp_path))
+    assert run_of(proj).finish() is None
+    unsaved = run_of(proj)
+    unsaved.state.unsaved.append(OSError(28, "No space left on device"))
+    assert unsaved.finish() == 1
+    assert "doit could not save this run's state" in capsys.readouterr().err
+    interrupted = run_of(proj)
+    interrupted.services.stop.request(signal.SIGINT)
+    assert interrupted.finish() == 128 + signal.SIGINT
+    ended = subprocess.run([sys.executable, "-c", "from buildlib import processes; "
+                            "processes.exit_as(None); print('on'); processes.exit_as(130)"],
+                           capture_output=True, text=True)
+    assert (ended.returncode, ended.stdout) == (130, "on\n")
