@@ -21,7 +21,6 @@ from doit.exceptions import TaskFailed
 from buildlib import (
     builder,
     clean,
-    dispatch,
     keygen,
     keys,
     merge,
@@ -39,8 +38,7 @@ from buildlib import (
 )
 from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.doit_seam import SavedValuesCalculator
-from buildlib.errors import CommandFailed, InputError
-from buildlib.options import export_options
+from buildlib.errors import CommandFailed
 from buildlib.run import Run
 from buildlib.status import MISSING_SOURCES_FIX
 from buildlib.verdict import Outcome, Verdict, judge
@@ -233,106 +231,10 @@ def export_task(run: Run) -> dict[str, Any]:
                     "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run, TOOL_DIR)
 
 
-# Where GitHub and GitLab look for the workflow, in the repository.
-WORKFLOW_FILES = {"gha": ".github/workflows/images.yml", "gitlab": ".gitlab-ci.yml"}
-UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
+def _export(run: Run, tool_dir: Path) -> None:
+    from buildlib import export_workflow  # the writers and YAML: only this command loads them
 
-
-def _export(run: Run, tool_dir: Path) -> Any:
-    """Partition the selection into jobs, write the workflow, print the estimates."""
-    # (and a YAML writer): only this task needs them
-    from buildlib import export, export_argo, export_gha, export_gitlab, export_jobs
-
-    proj = run.project
-    try:
-        options = export_options(proj, run.options)
-        root = _repository_root(proj.config.root)
-        tool = export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
-                           config=_config_files(root, proj),
-                           lock=_inside(root, proj.build_dir / resolve.RESOLVED_FILE, proj,
-                                        "build_dir"))
-        target = export.Target(proj.config.settings.registry,
-                               proj.config.settings.tls_verify,
-                               runs_on=options.runs_on or (export.GHA_RUNNER
-                                                          if options.format == "gha" else ()),
-                               storage=options.storage, runners=options.runners)
-        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
-        unsafe = export.unsafe(tool, target, sub.parents)
-        if unsafe:
-            raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
-                             fix="rename that folder (or build_dir) without `{{` and "
-                             "control characters")
-    except InputError as err:
-        return TaskFailed(f"error: {err}")
-    measured = dispatch.build_seconds(run.last_report)
-    durations = {name: measured.get(name, UNKNOWN_DURATION) for name in sub.parents}
-    estimates = export_jobs.partition(sub, durations, options.max_jobs, options.job_start)
-    try:
-        whole = not run.selection.excluded
-        platforms = {name: proj.plans[name].platforms for name in sub.parents}
-        if options.format == "argo":
-            text = export_argo.argo(estimates.chosen, tool, target, whole)
-        else:
-            exporter = {"gha": export_gha.gha, "gitlab": export_gitlab.gitlab}[options.format]
-            text = exporter(estimates.chosen, tool, target, whole, platforms=platforms)
-    except ValueError as err:  # jobs the format cannot write
-        return TaskFailed(f"error: {proj.config.path}: {err}; export with another max_jobs= "
-                          "(or none: one job per image)")
-    except ModuleNotFoundError as err:  # hera, for format=argo
-        return TaskFailed(f"error: format={options.format} needs {err.name}: install the "
-                          "`argo` extra (`pip install '.[argo]'` in the imagebake checkout)")
-    path = options.out or (root / WORKFLOW_FILES[options.format]
-                           if options.format in WORKFLOW_FILES
-                           else proj.build_dir / "argo-workflow.yaml")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    count = len(estimates.chosen.jobs)
-    print(f"wrote {report.display_path(path)}: {count} job{'s' * (count != 1)} for "
-          f"{len(sub.parents)} images ({len(text.encode()) / 1024:.1f} KiB)")
-    known = sum(name in measured for name in sub.parents)
-    print(f"estimated makespan (job start {options.job_start:g} s; build times of {known} "
-          f"images from the last report.json, {UNKNOWN_DURATION:g} s for the others):")
-    for label, part in [(f"this workflow ({count} job{'s' * (count != 1)})", estimates.chosen),
-                        (f"one job per image ({len(estimates.per_image.jobs)} jobs)",
-                         estimates.per_image),
-                        ("one job for everything", estimates.single)]:
-        print(f"  {label:<32} {_duration(part.makespan)}")
-    return None
-
-
-def _repository_root(start: Path) -> Path:
-    """The git work tree holding images.yaml (the workflow checks it out), else its folder."""
-    for folder in [start, *start.parents]:
-        if (folder / ".git").exists():
-            return folder
-    return start
-
-
-def _config_files(root: Path, proj: project.Project) -> str:
-    """images.yaml and the files merged on top of it, as the jobs name them (`-c A,B`); a
-    --set is this run's only, never the workflow's."""
-    sources = proj.config.sources
-    if sources.sets:
-        raise InputError(proj.config.path, f"--set {sources.sets[0]!r} is for this run only",
-                         fix="put the change in images.override.yaml (or a file named by "
-                         "-c) for the workflow's jobs, and export again")
-    return ",".join(_inside(root, file, proj, "images.yaml") for file in sources.files)
-
-
-def _inside(root: Path, path: Path, proj: project.Project, what: str) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix() or "."
-    except ValueError:
-        raise InputError(proj.config.path, f"{what} at {path} is outside the repository "
-                         f"{root} that the workflow checks out",
-                         fix="keep imagebake, images.yaml and build_dir in the repository "
-                         "that the workflow runs in") from None
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+    export_workflow.write_workflow(run, tool_dir)
 
 
 def keygen_task(run: Run) -> dict[str, Any]:
