@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildlib import report
+from buildlib.doit_seam import display_path
 from buildlib.errors import CommandFailed
 
 
@@ -20,5 +20,5 @@ def write_key_pair(folder: Path) -> None:
                             "missing): pip install 'buildlib[sign]'") from None
     except signing.SigningError as err:
         raise CommandFailed(f"error: {err}") from None
-    print(f"wrote {report.display_path(private)} (secret: keep it out of the repository) "
-          f"and {report.display_path(public)} (commit it: `cosign verify --key` reads it)")
+    print(f"wrote {display_path(private)} (secret: keep it out of the repository) "
+          f"and {display_path(public)} (commit it: `cosign verify --key` reads it)")

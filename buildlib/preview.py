@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from buildlib import config, pictures, project, report
+from buildlib import config, pictures, project
+from buildlib.doit_seam import display_path
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
 
@@ -30,7 +31,7 @@ def render_images(run: Run) -> None:
         except project.ForeignFolder as err:
             raise CommandFailed(f"cannot render {name}: {err}") from None
         plan.context.write(plan.dockerfile, plan.context_dir)
-    where = report.display_path(proj.build_dir)
+    where = display_path(proj.build_dir)
     print(f"wrote the Dockerfile and context of {len(names)} images under {where}/<image>/")
 
 
@@ -38,5 +39,5 @@ def draw_graph(proj: project.Project, dot: Path) -> None:
     """graph.dot, and graph.svg when graphviz is there, coloured by the last report.json."""
     last = json.loads(proj.report_path.read_text()) if proj.report_path.exists() else None
     svg = pictures.write_graph(proj.graph, last, dot)
-    print(f"wrote {report.display_path(dot)}"
-          + (f" and {report.display_path(svg)}" if svg else " (install graphviz for the SVG)"))
+    print(f"wrote {display_path(dot)}"
+          + (f" and {display_path(svg)}" if svg else " (install graphviz for the SVG)"))

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 
-from buildlib import cache, report
+from buildlib import cache
+from buildlib.doit_seam import display_path
 from buildlib.errors import CommandFailed
 from buildlib.registry import RegistryError
 from buildlib.run import Run
-
-RESOLVED_FILE = "images.lock.json"
 
 
 def write_lock(run: Run) -> None:
     """Write the lock of the selected images; raises CommandFailed when the registry
     cannot be asked or lacks one of them under its current key."""
-    proj, lock = run.project, run.project.build_dir / RESOLVED_FILE
+    proj, lock = run.project, run.project.lock_path
     names = proj.graph.ordered(run.selection.selected)
     lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
     try:
@@ -29,4 +28,4 @@ def write_lock(run: Run) -> None:
                             f"{', '.join(missing)}; push them first (`doit push`)")
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"images": resolved}, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {report.display_path(lock)}: {len(resolved)} images")
+    print(f"wrote {display_path(lock)}: {len(resolved)} images")

@@ -37,7 +37,7 @@ from buildlib import (
     status,
 )
 from buildlib.buildah import BuildahError, StorageError, command_line
-from buildlib.doit_seam import SavedValuesCalculator
+from buildlib.doit_seam import SavedValuesCalculator, display_path
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
 from buildlib.status import MISSING_SOURCES_FIX
@@ -175,7 +175,7 @@ def status_task(run: Run) -> dict[str, Any]:
 
 def render_task(run: Run) -> dict[str, Any]:
     """Build nothing; write each selected image's Dockerfile and build context."""
-    where = report.display_path(run.project.build_dir)
+    where = display_path(run.project.build_dir)
     return _command("render", f"write {where}/<image>/Dockerfile and context/ of each "
                     "selected image, build nothing (kolla-build --template-only)",
                     preview.render_images, run)
@@ -203,7 +203,7 @@ def _watch(run: Run) -> None:
 
 def resolve_task(run: Run) -> dict[str, Any]:
     """write build/images.lock.json: each image's digest, key and ID in the registry"""
-    return _command("resolve", f"write {resolve.RESOLVED_FILE}: each selected image's digest, "
+    return _command("resolve", f"write {run.project.lock_path.name}: each selected image's digest, "
                     "key and ID in the registry", resolve.write_lock, run)
 
 
@@ -232,9 +232,9 @@ def export_task(run: Run) -> dict[str, Any]:
 
 
 def _export(run: Run, tool_dir: Path) -> None:
-    from buildlib import export_workflow  # the writers and YAML: only this command loads them
+    from buildlib import ci_export  # the writers and YAML: only this command loads them
 
-    export_workflow.write_workflow(run, tool_dir)
+    ci_export.write_workflow(run, tool_dir)
 
 
 def keygen_task(run: Run) -> dict[str, Any]:

@@ -16,14 +16,13 @@ from buildlib import (
     export_gitlab,
     export_jobs,
     project,
-    report,
 )
+from buildlib.doit_seam import display_path
 from buildlib.errors import CommandFailed, InputError
 from buildlib.export import Target, Tool
 from buildlib.export_jobs import Estimates
 from buildlib.graph import Graph
 from buildlib.options import ExportOptions, export_options
-from buildlib.resolve import RESOLVED_FILE
 from buildlib.run import Run
 
 # Where GitHub and GitLab look for the workflow, in the repository.
@@ -52,7 +51,7 @@ def write_workflow(run: Run, tool_dir: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     count = len(estimates.chosen.jobs)
-    print(f"wrote {report.display_path(path)}: {count} job{'s' * (count != 1)} for "
+    print(f"wrote {display_path(path)}: {count} job{'s' * (count != 1)} for "
           f"{len(sub.parents)} images ({len(text.encode()) / 1024:.1f} KiB)")
     _print_estimates(estimates, options, known=sum(name in measured for name in sub.parents))
 
@@ -60,7 +59,7 @@ def write_workflow(run: Run, tool_dir: Path) -> None:
 def _tool(root: Path, tool_dir: Path, proj: project.Project) -> Tool:
     return export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                        config=_config_files(root, proj),
-                       lock=_inside(root, proj.build_dir / RESOLVED_FILE, proj, "build_dir"))
+                       lock=_inside(root, proj.lock_path, proj, "build_dir"))
 
 
 def _target(proj: project.Project, options: ExportOptions) -> Target:
