@@ -82,6 +82,20 @@ def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
     return options
 
 
+def access_options(secrets: Mapping[str, tuple[str, str]], ssh: Sequence[str],
+                   network: str | None) -> list[str]:
+    """The options of `buildah bud` that give RUN steps what is no content of the image:
+    secrets (id -> (`file`, path) or (`env`, variable): only where, never the value, is on
+    the command line, which is logged), SSH agents and keys, the network."""
+    options = []
+    for secret_id, (kind, source) in sorted(secrets.items()):
+        options += ["--secret", f"id={secret_id},src={source}"
+                    + (",type=env" if kind == "env" else "")]
+    for entry in ssh:
+        options += ["--ssh", entry]
+    return options + (["--network", network] if network else [])
+
+
 # What decides where buildah keeps its images, besides its global args.
 STORAGE_ENVIRONMENT = ("CONTAINERS_STORAGE_CONF", "STORAGE_DRIVER", "STORAGE_OPTS", "HOME",
                        "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR")

@@ -6,20 +6,20 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from buildlib import buildah, dockerfile, keys, render
 from buildlib.buildah import BuildahError
 from buildlib.project import ImagePlan, Project
 from buildlib.reference import ImageRef
 from buildlib.services import Services
+from buildlib.settled import How, Settled
 from buildlib.storage import Storage
 
 
 def build_image(project: Project, services: Services, name: str, record: keys.Record,
                 storage: Storage,
                 reason: str | None = None, echo: bool = False,
-                parent_name: str | None = None) -> dict[str, Any]:
+                parent_name: str | None = None) -> Settled:
     """The image with this record's key: found in storage by its key tag (and tagged
     with the reference), or built from a fresh copy of the context, FROM `parent_name`:
     the parent's key name, or the digest reference of a pinned parent that carries no key
@@ -36,18 +36,18 @@ def build_image(project: Project, services: Services, name: str, record: keys.Re
             if missing:
                 services.buildah.tag(found, *missing)
                 storage.add(found, missing)
-            return _values(plan, found, record, "local", start)
+            return _settled(plan, found, record, How.LOCAL, start)
         context = plan.context
         if parent_name and plan.parent:
             context = context.from_parent(plan.parent_reference, parent_name)
-        values = _build(project, services, plan, context, record, reason, echo, start)
-        storage.add(values["id"], plan.local_names(values["key"]))
-        return values
+        built = _build(project, services, plan, context, record, reason, echo, start)
+        storage.add(built.id, plan.local_names(record.key))
+        return built
 
 
 def _build(project: Project, services: Services, plan: ImagePlan, context: render.Context,
            record: keys.Record, reason: str | None, echo: bool,
-           start: float) -> dict[str, Any]:
+           start: float) -> Settled:
     name = plan.name
     plan.own_workdir()
     try:
@@ -77,7 +77,7 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
         built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
                                      plan.build_log, plan.timeout, note=f"{note} (again)",
                                      echo=echo, append=True)
-    return _values(plan, built.id, record, "built", start, built.cpu_seconds)
+    return _settled(plan, built.id, record, How.BUILT, start, built.cpu_seconds)
 
 
 TRIED_AGAIN = (
@@ -97,6 +97,9 @@ def bud_argv(project: Project, services: Services, name: str,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
         layer_cache=not cache_blind_reads(plan, record))
+    options += buildah.access_options(plan.access.secret_sources(project.config.root),
+                                      plan.access.ssh_sources(project.config.root),
+                                      plan.access.network)
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the
     # key was made, when storage lacked it). Never a pull during the build, so a
@@ -115,18 +118,17 @@ def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
                                         plan.triggers)
 
 
-def _values(plan: ImagePlan, image_id: str, record: keys.Record, found: str,
-            start: float, cpu_seconds: float = 0.0) -> dict[str, Any]:
+def _settled(plan: ImagePlan, image_id: str, record: keys.Record, how: How,
+             start: float, cpu_seconds: float = 0.0) -> Settled:
     """`cpu_seconds`: what buildah took to build it (0 for an image found by its key)."""
-    return {"id": image_id, "key": record.key, "record": record.as_dict(), "found": found,
-            "image": plan.reference, "start": start, "end": time.time(),
-            "cpu_seconds": cpu_seconds}
+    return Settled(image_id, record.key, how, record=record.as_dict(), image=plan.reference,
+                   start=start, end=time.time(), cpu_seconds=cpu_seconds)
 
 
 def build(project: Project, services: Services, name: str,
           records: Mapping[str | None, keys.Record], storage: Storage,
           reasons: Mapping[str | None, str], echo: bool = False,
-          parent_names: Mapping[str | None, str | None] | None = None) -> dict[str, Any]:
+          parent_names: Mapping[str | None, str | None] | None = None) -> Settled:
     """The image of these records (one per platform; `None`: a native image's one), each
     found by its key or built on `parent_names[platform]`, one after another into one log;
     of a multi-arch image, then the manifest list of them, named by its key and the
@@ -138,24 +140,22 @@ def build(project: Project, services: Services, name: str,
         return build_image(project, services, name, records[None], storage,
                            reasons.get(None), echo, parent_names.get(None))
     start = time.time()
-    if any(storage.with_key(record.key) is None for record in records.values()):
+    if not all(storage.with_keys(records).values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
     platforms = {platform: build_image(project, services, name, record, storage,
                                        reasons.get(platform), echo, parent_names.get(platform))
                  for platform, record in records.items()}
-    key = keys.list_key({platform: values["key"] for platform, values in platforms.items()})
-    list_id = manifest_list(services, plan, key, [v["id"] for v in platforms.values()],
+    key = keys.list_key({platform: image.key for platform, image in platforms.items()})
+    list_id = manifest_list(services, plan, key, [image.id for image in platforms.values()],
                             storage)
-    built = any(values["found"] == "built" for values in platforms.values())
-    return {"id": list_id, "key": key, "found": "built" if built else "local",
-            "image": plan.reference, "start": start, "end": time.time(),
-            "cpu_seconds": sum(values["cpu_seconds"] for values in platforms.values()),
-            "platforms": {platform: {field: values[field] for field in PLATFORM_FIELDS}
-                          for platform, values in platforms.items()}}
-
-
-PLATFORM_FIELDS = ("id", "key", "record", "found")
+    built = any(image.how is How.BUILT for image in platforms.values())
+    return Settled(list_id, key, How.BUILT if built else How.LOCAL, image=plan.reference,
+                   start=start, end=time.time(),
+                   cpu_seconds=sum(image.cpu_seconds or 0.0 for image in platforms.values()),
+                   platforms={platform: Settled(image.id, image.key, image.how,
+                                                record=image.record)
+                              for platform, image in platforms.items() if platform})
 
 
 def manifest_list(services: Services, plan: ImagePlan, key: str, image_ids: list[str],
@@ -175,16 +175,10 @@ def manifest_list(services: Services, plan: ImagePlan, key: str, image_ids: list
     return found
 
 
-def per_platform(values: Mapping[str, Any]) -> Mapping[str | None, Mapping[str, Any]]:
-    """What an image's task settled on, per platform: a multi-arch image's "platforms", a
-    native image's own values under `None`."""
-    return values.get("platforms") or {None: values}
-
-
-def build_from(plan: ImagePlan, settled: Mapping[str, Any]) -> str | None:
+def build_from(plan: ImagePlan, settled: Settled) -> str | None:
     """The name a child of this image is built FROM: its key name, or for an image taken
     by a pin that carries no key, its digest reference."""
-    return plan.key_name(settled["key"]) if settled.get("key") else settled.get("pinned")
+    return plan.key_name(settled.key) if settled.key else settled.pinned
 
 
 def pull_base(services: Services, reference: str, storage: Storage,

@@ -15,13 +15,14 @@ import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from buildlib import keys
-from buildlib.builder import per_platform
+from buildlib import keys, standing
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
 from buildlib.reference import ImageRef
-from buildlib.registry import Budget, Client, Manifest, RegistryError, asked_again
+from buildlib.registry import Client, Manifest, RegistryError, asked_again
+from buildlib.retries import Budget
+from buildlib.settled import How, Settled
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -137,10 +138,10 @@ def find_by_key(lookups: Lookups, plan: ImagePlan, key: str,
 
 
 def find_image(lookups: Lookups, plan: ImagePlan, records: Mapping[str | None, Record],
-               warn: Callable[[str], None]) -> dict[str, Any] | None:
-    """What the registry verifiably holds for these records (one per platform): the values
-    of its image (of a multi-arch image, its manifest list and each platform's image), as
-    a task settles them; None when it holds nothing of that key."""
+               warn: Callable[[str], None]) -> Settled | None:
+    """What the registry verifiably holds for these records (one per platform): its image
+    (of a multi-arch image, its manifest list and each platform's image), as a task
+    settles it; None when it holds nothing of that key."""
     platform_keys = {p: r.key for p, r in records.items()}
     key = keys.list_key(platform_keys) if plan.platforms else platform_keys[None]
     found = find_by_key(lookups, plan, key, warn)
@@ -148,27 +149,25 @@ def find_image(lookups: Lookups, plan: ImagePlan, records: Mapping[str | None, R
 
 
 def settled_from(lookups: Lookups, plan: ImagePlan, found: Found, key: str | None,
-                 platform_keys: Mapping[str | None, str] | None = None) -> dict[str, Any]:
-    """The values of an image the registry holds, as a task settles them (children are
-    built on its ID, pulled by digest when one must be built). A multi-arch image's per
-    platform: each image the list names for it, its ID read from that image's manifest;
-    its key from `platform_keys`, else from the list's annotation when that agrees with
-    the list's key."""
-    values: dict[str, Any] = {"id": found.image_id, "key": key, "found": "registry",
-                              "digest": found.manifest.digest, "pinned": found.pinned,
-                              "image": plan.reference}
+                 platform_keys: Mapping[str | None, str] | None = None) -> Settled:
+    """An image the registry holds, as a task settles it (children are built on its ID,
+    pulled by digest when one must be built). A multi-arch image's per platform: each
+    image the list names for it, its ID read from that image's manifest; its key from
+    `platform_keys`, else from the list's annotation when that agrees with the list's
+    key."""
+    platforms: dict[str, Settled] | None = None
     if plan.platforms:
         platform_keys = platform_keys or found.platform_keys(key)
-        values["platforms"] = {}
+        platforms = {}
         for platform in plan.platforms:
             digest = found.manifest.platform_digest(platform)
             image = digest and lookups.find(f"{found.repository}@{digest}")
             if not image:
                 raise RegistryError(f"{found.pinned} lists no image for {platform}")
-            values["platforms"][platform] = {
-                "id": image.image_id, "key": (platform_keys or {}).get(platform),
-                "found": "registry", "pinned": image.pinned}
-    return values
+            platforms[platform] = Settled(image.image_id, (platform_keys or {}).get(platform),
+                                          How.REGISTRY, pinned=image.pinned)
+    return Settled(found.image_id, key, How.REGISTRY, pinned=found.pinned,
+                   digest=found.manifest.digest, image=plan.reference, platforms=platforms)
 
 
 def walk(project: Project, selected: Collection[str], storage: Storage,
@@ -177,21 +176,18 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
     build: roots, and children of images found in local storage or in the registry.
     Run it in a thread of its own: it waits for answers, parents first."""
 
-    def image_of(name: str, key: str) -> str | None:
-        local = storage.with_key(key)
-        if local is not None or project.plans[name].platforms:
+    def find(name: str, records: Mapping[str | None, Record]) -> dict[str | None, str | None]:
+        local = storage.with_keys(records)
+        if all(local.values()) or project.plans[name].platforms:
             return local  # (a multi-arch image is looked up by its list key when judged)
         try:
-            found = find_by_key(lookups, project.plans[name], key, warn)
+            found = find_by_key(lookups, project.plans[name], records[None].key, warn)
         except RegistryError:
-            return None  # the check asks again, and says so
-        return found.image_id if found else None
-
-    def base_of(name: str) -> str | None:
-        return bases.id_of(project.plans[name].base)
+            return {}  # the check asks again, and says so
+        return {None: found.image_id if found else None}
 
     names = [name for name in project.graph.order() if name in selected]
-    for _ in project.keys_from_roots(names, image_of, base_of=base_of, id_of=bases.id_of):
+    for _ in standing.walk(project.plans, names, bases.id_of, find):
         pass
 
 
@@ -200,29 +196,32 @@ def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseIma
     """What the registry holds for each image's current key (parents first in `names`):
     its pinned reference, user tag, digest (of a multi-arch image, its index's), key and
     image ID (per platform under "platforms"); None where it holds nothing."""
-    settled: dict[str, dict[str, Any] | None] = {}
-    resolved: dict[str, dict | None] = {}
-    for name in names:
+    resolved: dict[str, dict | None] = dict.fromkeys(names)
+
+    def find(name: str, records: Mapping[str | None, Record]) -> dict[str | None, str | None]:
         plan = project.plans[name]
-        platforms = plan.platforms or (None,)
-        if plan.parent is None:
-            parent_ids = dict.fromkeys(platforms, bases.id_of(plan.base))
-        else:
-            parent = per_platform(settled.get(plan.parent) or {})
-            parent_ids = {p: (parent.get(p) or {}).get("id") for p in platforms}
-        read = plan.read_ids(bases.id_of)
-        known = (all(parent_ids.values()) or (plan.parent is None and plan.base is None)) \
-            and not isinstance(read, str)
-        found = settled[name] = find_image(lookups, plan, {
-            p: plan.record_on(parent_id, p, read) for p, parent_id in parent_ids.items()},
-            warn) if known and not isinstance(read, str) else None
-        resolved[name] = found and {
-            "reference": found["pinned"], "tag": plan.reference, "digest": found["digest"],
-            "key": found["key"], "id": found["id"],
-            **({"platforms": {p: {"id": v["id"], "key": v["key"], "reference": v["pinned"]}
-                              for p, v in found["platforms"].items()}}
+        found = find_image(lookups, plan, records, warn)
+        if found is None:
+            return {}
+        resolved[name] = {
+            "reference": found.pinned, "tag": plan.reference, "digest": found.digest,
+            "tags": _tagged(lookups, plan.tag_references, found.digest),
+            "key": found.key, "id": found.id,
+            **({"platforms": {p: {"id": v.id, "key": v.key, "reference": v.pinned}
+                              for p, v in (found.platforms or {}).items()}}
                if plan.platforms else {})}
+        return found.ids()
+
+    for _ in standing.walk(project.plans, names, bases.id_of, find):
+        pass
     return resolved
+
+
+def _tagged(lookups: Lookups, references: list[str], digest: str) -> list[str]:
+    """The references among these that name `digest` in the registry now."""
+    named = {reference: lookups.find(reference) for reference in references}
+    return [reference for reference, found in named.items()
+            if found is not None and found.manifest.digest == digest]
 
 
 NATIVE_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7", "ppc64le": "ppc64le",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from buildlib import (
+    build_access,
     dispatch,
     export,
     export_argo,
@@ -38,8 +39,9 @@ def write_workflow(run: Run, tool_dir: Path) -> None:
     try:
         options = export_options(proj, run.options)
         root = _repository_root(proj.config.root)
-        tool, target = _tool(root, tool_dir, proj), _target(proj, options)
-        sub = _selected(run, tool, target)
+        sub = export_jobs.selected_graph(proj.graph, run.selection.selected)
+        tool, target = _tool(root, tool_dir, proj, sub), _target(proj, options)
+        _check_safe(proj, tool, target, sub)
     except InputError as err:
         raise CommandFailed(f"error: {err}") from None
     measured = dispatch.build_seconds(run.last_report)
@@ -56,10 +58,13 @@ def write_workflow(run: Run, tool_dir: Path) -> None:
     _print_estimates(estimates, options, known=sum(name in measured for name in sub.parents))
 
 
-def _tool(root: Path, tool_dir: Path, proj: project.Project) -> Tool:
+def _tool(root: Path, tool_dir: Path, proj: project.Project, sub: Graph) -> Tool:
+    folder = _inside(root, proj.config.root, proj, "images.yaml")
     return export.Tool(directory=_inside(root, tool_dir, proj, "imagebake (dodo.py)"),
                        config=_config_files(root, proj),
-                       lock=_inside(root, proj.lock_path, proj, "build_dir"))
+                       lock=_inside(root, proj.lock_path, proj, "build_dir"),
+                       secrets=tuple((name, tuple(build_access.engine_secrets(
+                           proj.plans[name].access, folder))) for name in sub.parents))
 
 
 def _target(proj: project.Project, options: ExportOptions) -> Target:
@@ -69,15 +74,13 @@ def _target(proj: project.Project, options: ExportOptions) -> Target:
                          storage=options.storage, runners=options.runners)
 
 
-def _selected(run: Run, tool: Tool, target: Target) -> Graph:
-    """The selection's graph, refused when a path or label would break the workflow."""
-    sub = export_jobs.selected_graph(run.project.graph, run.selection.selected)
+def _check_safe(proj: project.Project, tool: Tool, target: Target, sub: Graph) -> None:
+    """Refuses a path or label that would break the workflow."""
     unsafe = export.unsafe(tool, target, sub.parents)
     if unsafe:
-        raise InputError(run.project.config.path, f"cannot write it into a workflow: {unsafe}",
+        raise InputError(proj.config.path, f"cannot write it into a workflow: {unsafe}",
                          fix="rename that folder (or build_dir) without `{{` and "
                          "control characters")
-    return sub
 
 
 def _estimates(sub: Graph, measured: dict[str, float], options: ExportOptions) -> Estimates:

@@ -55,6 +55,24 @@ PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64,
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A build secret of `settings.secrets` or an image's `secrets:`: one of `file`, `env`.
+
+    `RUN --mount=type=secret,id=ID` reads it at /run/secrets/ID. Its content is in no
+    image, key, log or report: changing it rebuilds nothing."""
+
+    __pydantic_config__ = _STRICT
+    file: StrictStr | None = None
+    """A file whose content is the secret (`~` is your home; relative to images.yaml)."""
+    env: StrictStr | None = None
+    """An environment variable of the run whose value is the secret."""
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in ("file", "env") if getattr(self, k) is not None]
+
+
+@dataclass(frozen=True)
 class Settings:
     """How every image is built, named and pushed (the `settings:` section).
 
@@ -112,6 +130,12 @@ class Settings:
     """Prune after each run that built something, keeping N old keys per image; unset: off."""
     push_jobs: NonNegativeInt = 4
     """Pushes at once, in their own pool beside the build jobs (0: in the build slots)."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of every image by id (`RUN --mount=type=secret,id=ID`); an image's own
+    `secrets:` win. Not in the key."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of every build (`RUN --mount=type=ssh`), as `buildah --ssh`:
+    `default` (SSH_AUTH_SOCK) or `ID=PATH[,PATH]`; an image's own `ssh:` win by ID."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +218,16 @@ class Image:
     """Sources archived into its context, each as `<name>-archive`."""
     platforms: Platforms | None = None
     """Its platforms, among its parent's (default: the parent's; a root's: settings')."""
+    secrets: dict[StrictStr, Secret] = field(default_factory=dict)
+    """Build secrets of this image by id, over settings' (not in the key)."""
+    ssh: list[StrictStr] = field(default_factory=list)
+    """SSH agent sockets or keys of this build, over settings' by ID (not in the key)."""
+    network: StrictStr | None = None
+    """`buildah bud --network` of its RUN steps: `private` (the default), `none`, `host` or
+    `ns:PATH`. Not in the key: it changes what a RUN can reach, not what it is given."""
+    tags: list[StrictStr] = field(default_factory=list)
+    """Extra tags beside settings.tag (e.g. a release tag), each set at push to the same
+    digest. Not in the key."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -313,6 +347,8 @@ ALLOWED_KEYS = {
     ("images", "*"): [f.name for f in fields(Image) if f.init],
     ("jinja",): [f.name for f in fields(Jinja)],
     ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
+    ("images", "*", "secrets", "*"): [f.name for f in fields(Secret)],
+    ("settings", "secrets", "*"): [f.name for f in fields(Secret)],
     ("kolla",): [f.name for f in fields(KollaSource)],
 }
 # What every template sees under these names; `vars:` may not take them.
@@ -345,7 +381,7 @@ def _file_of(data: dict[str, Any]) -> _File:
     return _File(
         images=None if images is None else {name: _built_image(image)
                                             for name, image in images.items()},
-        settings=Settings(**data.get("settings", {})),
+        settings=_built_settings(data.get("settings", {})),
         vars=data.get("vars", {}),
         profiles=data.get("profiles", {}),
         jinja=Jinja(**data.get("jinja", {})),
@@ -356,7 +392,15 @@ def _built_image(image: dict[str, Any] | None) -> Image | None:
     if image is None:
         return None
     sources = {name: Source(**source) for name, source in image.get("sources", {}).items()}
-    return Image(**{**image, "sources": sources})
+    return Image(**{**image, "sources": sources, "secrets": _built_secrets(image)})
+
+
+def _built_settings(settings: dict[str, Any]) -> Settings:
+    return Settings(**{**settings, "secrets": _built_secrets(settings)})
+
+
+def _built_secrets(owner: dict[str, Any]) -> dict[str, Secret]:
+    return {name: Secret(**secret) for name, secret in owner.get("secrets", {}).items()}
 
 
 def validate(data: Any) -> _File:
@@ -370,12 +414,5 @@ def named_image(image: Image, name: str) -> Image:
     return image
 
 
-def holds(folder: Path, path: Path) -> bool:
-    """Whether `path` is `folder` or inside it (both resolved)."""
-    return path == folder or folder in path.parents
-
-
 # The mappings whose keys may hold dots (`labels.org.opencontainers.image.version`): in a
 # --set, the rest of the path after one of these is one key.
-
-

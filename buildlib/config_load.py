@@ -28,7 +28,6 @@ from buildlib.config import (
     Image,
     Sources,
     built,
-    holds,
     named_image,
     validate,
 )
@@ -36,6 +35,7 @@ from buildlib.config_note import note_valid, set_lines, validated_before
 from buildlib.config_yaml import Origins, apply_set, dotted, merge, read_text, read_yaml
 from buildlib.credentials import find_authfile
 from buildlib.errors import InputError
+from buildlib.tree_files import holds
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -70,6 +70,7 @@ def load(source: Path | str | Sources) -> Config:
     _check_sources(config)
     _check_platforms(config)
     _check_build_dir(config)
+    _check_bake_fields(config)
     if not noted:
         note_valid(config.build_dir, digest, data)
     return config
@@ -277,10 +278,8 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
     image = loc[1] if len(loc) > 1 and loc[0] == "images" else None
     if first["type"] == "unexpected_keyword_argument":
         key = loc[-1]
-        parent = ("images", "*") if image and len(loc) == 3 else (
-            ("images", "*", "sources", "*") if image and len(loc) == 5 and loc[2] == "sources"
-            else loc[:-1])
-        allowed = ", ".join(ALLOWED_KEYS.get(parent, []))
+        allowed = ", ".join(next((keys for pattern, keys in ALLOWED_KEYS.items()
+                                  if _matches(pattern, loc[:-1])), []))
         return InputError(path, f"unknown key '{dotted(loc)}'", image=image,
                           fix=f"remove '{key}' or correct its spelling; allowed here: {allowed}")
     if first["type"] == "missing":
@@ -301,12 +300,64 @@ def _input_error(path: Path, err: ValidationError) -> InputError:
                       image=image, fix=f"give '{field_loc[-1]}' a value of the right type")
 
 
+def _matches(pattern: tuple, loc: tuple) -> bool:
+    """Whether `loc` is the place `pattern` names (`*`: any name)."""
+    return len(pattern) == len(loc) and all(p in ("*", part)
+                                            for p, part in zip(pattern, loc, strict=True))
+
+
 def _field_loc(loc: tuple) -> tuple:
     """Drop the union-member names pydantic appends (e.g. ..., 'X', 'str')."""
     members = {"str", "int", "float", "bool", "none", "literal", "list", "dict", "Image",
-               "Source"}
+               "Source", "Secret"}
     while len(loc) > 1 and isinstance(loc[-1], str) and (
         loc[-1] in members or loc[-1].startswith(("literal[", "constrained-"))
     ):
         loc = loc[:-1]
     return loc
+
+
+NETWORK_RE = re.compile(r"^(private|none|host|ns:/.+)$")  # what `buildah bud --network` takes
+SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_bake_fields(config: Config) -> None:
+    """Each secret names one source buildah can read, each extra tag is a tag, `network:`
+    is one buildah gives."""
+    owners = [(None, ("settings",), config.settings.secrets)]
+    owners += [(name, ("images", name), image.secrets) for name, image in config.images.items()]
+    for image, loc, secrets in owners:
+        for secret_id, secret in secrets.items():
+            where = (*loc, "secrets", secret_id)
+            if len(secret.kinds) != 1:
+                raise _located(config, where, f"{dotted(where)}: "
+                               f"{' and '.join(secret.kinds) or 'nothing'} given", image=image,
+                               fix="give exactly one of `file: PATH` or `env: VARIABLE`")
+            # (buildah reads `--secret id=ID,src=...` split at commas)
+            if not SECRET_ID_RE.fullmatch(secret_id) or "," in (secret.file or "") or not \
+                    ENV_NAME_RE.fullmatch(secret.env or "X"):
+                raise _located(config, where, f"{dotted(where)}: an id, file or variable "
+                               "buildah cannot take", image=image, fix="name the secret with "
+                               "letters, digits, _ . -; give a file path without commas and a "
+                               "variable name of letters, digits and _")
+    for name, image in config.images.items():
+        _check_image_bake_fields(config, name, image)
+
+
+def _check_image_bake_fields(config: Config, name: str, image: Image) -> None:
+    for tag in image.tags:
+        if not TAG_RE.fullmatch(tag):
+            raise _located(config, ("images", name, "tags"), f"images.{name}.tags: "
+                           f"invalid tag {tag!r}", image=name, fix="use up to 128 "
+                           "letters, digits, _ . - (not starting with . or -)")
+    if image.network is not None and not NETWORK_RE.fullmatch(image.network):
+        raise _located(config, ("images", name, "network"), f"images.{name}.network: "
+                       f"{image.network!r} is not a network buildah knows", image=name,
+                       fix="give `private`, `none`, `host` or `ns:/PATH` of a namespace")
+    if image.network not in (None, "host") and config.settings.isolation == "chroot":
+        raise _located(config, ("images", name, "network"), f"images.{name}.network: "
+                       f"{image.network} needs a network namespace, which "
+                       "`isolation: chroot` has not (buildah: only host)", image=name,
+                       fix="drop `network:` (or give `host`), or set settings.isolation "
+                       "to oci where RUN steps can run in a namespace")

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from buildlib.build_access import EngineSecret
 from buildlib.export_jobs import Job, identifier
 
 REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
@@ -44,6 +45,8 @@ class Tool:
     directory: str  # the imagebake checkout: the folder holding pyproject.toml
     config: str  # images.yaml
     lock: str  # {build_dir}/images.lock.json
+    # image -> the build secrets a job that builds it gets from the engine's secret store
+    secrets: tuple[tuple[str, tuple[EngineSecret, ...]], ...] = ()
 
     def env(self) -> dict[str, str]:
         """The paths, as the environment variables the scripts below name them by."""
@@ -55,6 +58,25 @@ class Tool:
         kept between jobs, linked as `.venv`: buildlib/ci_install.sh of the checkout, sourced
         (it sets the storage of the job's later commands)."""
         return '. "$IMAGEBAKE_DIR/buildlib/ci_install.sh"\n'
+
+    def secrets_of(self, images: Iterable[str]) -> list[EngineSecret]:
+        """The build secrets of these images, each once."""
+        given = dict(self.secrets)
+        return sorted({secret for image in images for secret in given.get(image, ())})
+
+    @staticmethod
+    def secret_files(secrets: Sequence[EngineSecret]) -> dict[str, str]:
+        """The variable that tells `write_secrets` which file each file secret goes to."""
+        lines = [f"{secret.variable}={secret.file}" for secret in secrets if secret.file]
+        return {"IMAGEBAKE_SECRET_FILES": "\n".join(lines)} if lines else {}
+
+    @staticmethod
+    def write_secrets(secrets: Sequence[EngineSecret]) -> str:
+        """Before a build: the file secrets' contents, from their variables, in their
+        files (buildlib/ci_secrets.sh of the checkout)."""
+        if not any(secret.file for secret in secrets):
+            return ""
+        return 'sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"\n'
 
     def doit(self, *words: str) -> str:
         """The `imagebake` command of the checked-out source, run by the virtualenv that
@@ -93,7 +115,9 @@ def unsafe(tool: Tool, target: Target, images: Iterable[str] = ()) -> str | None
     named = [("the path of images.yaml", tool.config), ("the path of build_dir", tool.lock),
              ("the path of the imagebake checkout", tool.directory),
              ("settings.registry", target.registry), ("storage=", target.storage),
-             *(("the image name", name) for name in images)]
+             *(("the image name", name) for name in images),
+             *(("a secret's file", secret.file) for _, secrets in tool.secrets
+               for secret in secrets if secret.file)]
     for what, value in named:
         found = UNSAFE.search(value)
         if found:

@@ -12,6 +12,7 @@ from buildlib.export import Target, Tool
 from buildlib.export_jobs import Job, Partition
 
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
+ARGO_BUILD_SECRETS = "imagebake-build-secrets"  # a Kubernetes secret: variable -> content
 
 
 def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
@@ -35,8 +36,15 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     templates, tasks = [], []
     for job in partition.jobs:
         outputs = partition.outputs(job)
+        needed = tool.secrets_of(job.images)
         env = [*secrets, *values,
-               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json")]
+               EnvVar(name="REGISTRY_AUTH_FILE", value="/tmp/registry-auth.json"),
+               *(EnvVar(name=secret.variable, value_from=EnvVarSource(
+                   secret_key_ref=SecretKeySelector(name=ARGO_BUILD_SECRETS,
+                                                    key=secret.variable, optional=True)))
+                 for secret in needed),
+               *(EnvVar(name=name, value=value)
+                 for name, value in tool.secret_files(needed).items())]
         inputs: list[Any] = [GitArtifact(name="source", path="/src",
                                          repo="{{workflow.parameters.repo}}",
                                          revision="{{workflow.parameters.revision}}")]
@@ -71,6 +79,7 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
     pin_words = ['"pin=$PINS"'] if job.pins else []
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              export.login(target).rstrip("\n"),
+             *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
     if outputs:
         lines.append("mkdir -p /tmp/digests")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from buildlib import export
@@ -48,10 +48,14 @@ def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
         {"uses": CHECKOUT_ACTION},
         {"name": "install imagebake", "run": tool.install()},
         {"name": "log in to the registry",
-         "env": {**GHA_AUTH,
-                 **{name: f"${{{{ secrets.{name} }}}}" for name in export.REGISTRY_SECRETS}},
+         "env": {**GHA_AUTH, **_gha_secrets(export.REGISTRY_SECRETS)},
          "run": export.login(target)},
     ]
+
+
+def _gha_secrets(names: Iterable[str]) -> dict[str, str]:
+    """Each variable from the repository's secret of its name."""
+    return {name: f"${{{{ secrets.{name} }}}}" for name in names}
 
 
 def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
@@ -66,7 +70,9 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
                              else job.parent)
     outputs = list(job.images) if platform else partition.outputs(job)
     steps = _gha_start(tool, target)
-    build_env = dict(GHA_AUTH)
+    secrets = tool.secrets_of(job.images)
+    build_env = {**GHA_AUTH, **_gha_secrets(s.variable for s in secrets),
+                 **tool.secret_files(secrets)}
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(
@@ -77,7 +83,8 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = job.summary() + (f" for {platform}" if platform else "")
     steps.append({"name": f"build and push {what}", "env": build_env,
-                  "run": tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
+                  "run": tool.write_secrets(secrets)
+                  + tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
     result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
     if parent:
         result["needs"] = parent

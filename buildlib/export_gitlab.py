@@ -92,9 +92,14 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
         [shlex.quote(f"platform={platform}")] if platform else [])
     # (a child job whose dotenv did not arrive stops, rather than look its parents up)
     pin_words = [f'"pin={_pins_word(parent, platform)}"'] if job.pins and parent else []
+    secrets = tool.secrets_of(job.images)  # (each a CI/CD variable of the project)
     result: dict[str, Any] = {
         "needs": [parent] if parent else [],
-        "script": [tool.doit("push", "cache=registry", *selection, *pin_words)]}
+        "script": [*filter(None, [tool.write_secrets(secrets).rstrip("\n")]),
+                   tool.doit("push", "cache=registry", *selection, *pin_words)]}
+    if tool.secret_files(secrets):
+        result["variables"] = {name: value.replace("$", "$$")
+                               for name, value in tool.secret_files(secrets).items()}
     labels = _gitlab_tags(target, platform)
     if labels != target.runs_on:
         result["tags"] = list(labels)

@@ -26,14 +26,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from buildlib import dockerfile as dockerfile_reading
-from buildlib import kolla_sources, render
+from buildlib import kolla_files, kolla_options, kolla_sources, render
 from buildlib.config import Config, Image, Jinja, named_image
 from buildlib.errors import InputError
 
-TEMPLATE = "Dockerfile.j2"
-# kolla-build options that imagebake's settings decide, so that references agree.
-FROM_SETTINGS = {"registry": "registry", "namespace": "namespace", "tag": "tag",
-                 "image_name_prefix": "prefix"}
 INSTALL_FIX = "install it with `pip install .[kolla]` (or `pip install kolla`)"
 PROBE = "imagebake-probe"
 CAPTURE = "imagebake_capture"
@@ -41,30 +37,6 @@ CAPTURE = "imagebake_capture"
 # that follows this machine's checkout, not the image, so it is left out.
 MACHINE_LABELS = ("org.opencontainers.image.revision", "org.opencontainers.image.source")
 CREATED_LABEL = "org.opencontainers.image.created"
-# kolla-build options imagebake does not follow, and what to use instead where there is one.
-NOT_USED = {
-    **dict.fromkeys(("engine", "podman_base_url", "buildkit", "buildkit_builder", "cache",
-                     "debug", "quiet", "keep", "logs_dir", "work_dir", "list_images",
-                     "list_dependencies", "save_dependency", "summary", "summary_json_file",
-                     "template_only", "squash", "squash_cleanup", "squash_tmp_dir",
-                     "network_mode", "retries", "allowed_to_fail", "skip_existing",
-                     "skip_parents"), "imagebake does not use it"),
-    "push": "use `imagebake push`", "push_threads": "imagebake does not use it",
-    "threads": "use `-n N` or settings.jobs", "pull": "imagebake pulls a base only when "
-    "storage lacks it", "timeout": "imagebake's downloads keep their own deadline",
-    "platform": "use settings.platforms", "format": "use settings.format",
-    "regex": "use `images=`", "profile": "use `profile=`",
-    "enable_unbuildable": "use kolla.enable_unbuildable",
-    "template_override": "use kolla.template_overrides",
-}
-SOURCE_OPTIONS = {"type", "location", "reference", "enabled", "sha256", "version"}
-# kolla-build options that put files into contexts, followed as its KollaWorker does (the
-# same in 21.3.0 and 23.0.0): `copy_apt_files` copies these into base's folder, under these
-# names; `setup_working_dir` copies each `docker_dir` over its docker/ folder;
-# `create_patch_files` gives every image a `patches/` folder.
-APT_FILES = {"apt_sources_list": "sources.list", "apt_preferences": "apt_preferences"}
-PATH_FIX = ("correct it in kolla-build.conf or kolla.options (a relative path starts at the "
-            "directory of images.yaml)")
 
 
 @dataclass(frozen=True)
@@ -98,22 +70,24 @@ def expand(config: Config
     source = config.kolla
     assert source is not None
     _require_kolla(config)
-    conf = _kolla_options(config)
+    conf = kolla_options.parsed(config)
     with _quiet_kolla():
         worker = _worker(config, conf)
-        layers = [_docker_dir(config, worker), *_extra_docker_dirs(config, conf)]
+        layers = [kolla_files.docker_dir(config, worker),
+                  *kolla_files.extra_docker_dirs(config, conf)]
         probe = _probe(config, worker)
-    templates = _find_templates(config, layers)
+    templates = kolla_files.find_templates(config, layers)
     images = _images(config, templates)
     expanded = replace(
         config,
         # the loader finds a template, or a file it includes, where kolla-build's merged
         # working dir has it: in the last docker_dir that holds it
         settings=replace(config.settings, templates=[str(d) for d in reversed(layers)],
-                         excludes=config.settings.excludes + _unbuildable(conf, source)),
+                         excludes=[*config.settings.excludes,
+                                   *kolla_options.unbuildable(conf, source)]),
         vars={**probe.values, **config.vars},
         images=images,
-        profiles={**_profiles(conf), **config.profiles},
+        profiles={**kolla_options.profiles(conf), **config.profiles},
         jinja=Jinja(filters={**probe.filters, **config.jinja.filters},
                     globals={**probe.globals, **config.jinja.globals}),
     )
@@ -123,12 +97,12 @@ def expand(config: Config
     parents = {name: _parent(expanded, name, texts[name]) for name in images}
     with _quiet_kolla():
         kolla_images = _kolla_images(config, worker, templates)
-    for warning in _not_used(config, conf, set(templates)):
+    for warning in kolla_options.not_used(config, conf, set(templates)):
         print(f"warning: {warning}", file=sys.stderr)
     args = _build_args(conf)
     made = {name: _as_kolla_build_makes(expanded, conf, image, texts[name], args,
-                                        _context_files(config, conf, layers, name,
-                                                       templates[name]))
+                                        kolla_files.context_files(config, conf, layers, name,
+                                                                  templates[name]))
             for name, image in kolla_images.items()}
     images = {name: named_image(replace(image, parent=parents[name], labels=made[name].labels,
                                         args=made[name].args, files=made[name].files), name)
@@ -185,7 +159,7 @@ def _probe(config: Config, worker: Any) -> Probe:
     with tempfile.TemporaryDirectory(prefix="imagebake-kolla-") as tmp:
         folder = Path(tmp) / PROBE
         folder.mkdir()
-        (folder / TEMPLATE).write_text(f"FROM {PROBE}\n{{{{ {CAPTURE}() }}}}END",
+        (folder / kolla_files.TEMPLATE).write_text(f"FROM {PROBE}\n{{{{ {CAPTURE}() }}}}END",
                                        encoding="utf-8")
         worker.working_dir, worker.docker_build_paths = tmp, [str(folder)]
         worker._get_methods = lambda: {**methods, CAPTURE: capture}
@@ -330,107 +304,6 @@ def _require_kolla(config: Config) -> None:
                          "not installed", fix=INSTALL_FIX)
 
 
-def _docker_dir(config: Config, worker: Any) -> Path:
-    """`package`: where kolla-build finds its templates (its own search, which differs
-    by release: inside the package, or under <prefix>/share/kolla); else the path."""
-    source = config.kolla
-    assert source is not None
-    if source.docker == "package":
-        folder = Path(worker.images_dir)
-    else:
-        folder = config.source_path(source.docker)
-    if not (folder / "base" / TEMPLATE).is_file():
-        raise InputError(config.path, f"kolla.docker: {folder} is not Kolla's docker/ folder "
-                         f"(it has no base/{TEMPLATE})",
-                         fix="name the docker/ folder of a Kolla checkout, or `package` for "
-                         "the installed kolla package's")
-    return folder.resolve()
-
-
-def _extra_docker_dirs(config: Config, conf: Any) -> list[Path]:
-    """kolla-build's `docker_dir` folders, in the order it copies them over docker/."""
-    folders = [_option_path(config, "docker_dir", value) for value in conf.docker_dir or []]
-    for folder in folders:
-        if not folder.is_dir():
-            raise InputError(config.path, f"kolla option docker_dir: {folder} is not a "
-                             "folder", fix=PATH_FIX)
-    return [folder.resolve() for folder in folders]
-
-
-def _option_path(config: Config, option: str, value: str) -> Path:
-    path = config.source_path(os.path.expanduser(value))
-    if not path.exists():
-        raise InputError(config.path, f"kolla option {option}: {path} does not exist",
-                         fix=PATH_FIX)
-    return path
-
-
-def _find_templates(config: Config, layers: list[Path]) -> dict[str, str]:
-    """Image name (its folder's name) -> template path inside docker/ and the docker_dir
-    folders copied over it, as kolla-build finds them in its working dir."""
-    found: dict[str, str] = {}
-    for layer in layers:
-        for path in sorted(layer.rglob(TEMPLATE)):
-            name, relative = path.parent.name, str(path.relative_to(layer))
-            if found.setdefault(name, relative) != relative:
-                raise InputError(config.path, f"two Kolla templates for image '{name}': "
-                                 f"{found[name]} and {relative}", image=name,
-                                 fix="keep one folder of that name under the docker/ "
-                                 "folder and the docker_dir folders")
-    return found
-
-
-def _context_files(config: Config, conf: Any, layers: list[Path], name: str,
-                   template: str) -> dict[str, str]:
-    """The files kolla-build's options put into the image's context (context path ->
-    file): from docker_dir folders, base's apt files, the image's patches."""
-    files = _layered_files(layers, template)
-    if name == "base":
-        for option, inner in APT_FILES.items():
-            if conf[option]:
-                files[inner] = str(_option_path(config, option, conf[option]))
-    return {**files, **_patch_files(config, conf, name)}
-
-
-def _layered_files(layers: list[Path], template: str) -> dict[str, str]:
-    """The files of the template's folder in kolla-build's working dir (each layer's
-    copied over the ones before) that its own folder, beside the template, lacks."""
-    if len(layers) == 1:
-        return {}
-    folder = Path(template).parent
-    merged: dict[str, Path] = {}
-    for layer in layers:
-        merged.update({str(path.relative_to(layer / folder)): path
-                       for path in sorted((layer / folder).rglob("*"))
-                       if path.is_file() and not path.name.endswith(render.TEMPLATE_SUFFIX)})
-    home = next(layer for layer in reversed(layers) if (layer / template).is_file()) / folder
-    return {inner: str(path) for inner, path in merged.items()
-            if not path.is_relative_to(home)}
-
-
-def _patch_files(config: Config, conf: Any, name: str) -> dict[str, str]:
-    """kolla-build's `patches/` of the image's context when `patches_path` is set: the
-    `series` of `<patches_path>/<image>/` and the files it lists that exist there (`#`
-    lines out); an empty folder when there are none."""
-    if not conf.patches_path:
-        return {}
-    patches = _option_path(config, "patches_path", conf.patches_path)
-    if not patches.is_dir():
-        raise InputError(config.path, f"kolla option patches_path: {patches} is not a folder",
-                         fix=PATH_FIX)
-    series, files = patches / name / "series", {}
-    if series.is_file():
-        files["patches/series"] = str(series)
-        for line in series.read_text(encoding="utf-8").splitlines():
-            if not line.startswith("#") and (series.parent / line.strip()).is_file():
-                files[f"patches/{line.strip()}"] = str(series.parent / line.strip())
-    if not files:
-        empty = config.build_dir / "kolla" / "empty-folder"
-        empty.mkdir(parents=True, exist_ok=True)
-        files["patches"] = str(empty)
-    return files
-
-
 def _images(config: Config, templates: dict[str, str]) -> dict[str, Image]:
     """Kolla's images, each refined by its entry under `images:` if any, then the images
     declared there that Kolla has not."""
@@ -451,128 +324,6 @@ def _images(config: Config, templates: dict[str, str]) -> dict[str, Image]:
     for name, image in config.images.items():
         images.setdefault(name, image)
     return images
-
-
-def _kolla_options(config: Config) -> Any:
-    """kolla-build's options, parsed by kolla's own code: its defaults, then the
-    kolla-build.conf named by `kolla.config_file`, then `kolla.options`."""
-    from kolla.common import config as kolla_config
-    from oslo_config import cfg
-
-    source = config.kolla
-    assert source is not None
-    for option in source.options:
-        if option.replace("-", "_") in FROM_SETTINGS:
-            setting = FROM_SETTINGS[option.replace("-", "_")]
-            raise InputError(config.path, f"kolla.options.{option}: set by settings.{setting}",
-                             fix=f"set `settings.{setting}` instead (kolla's `namespace` "
-                             "is `registry/namespace`)")
-    files = []
-    if source.config_file:
-        path = config.source_path(source.config_file)
-        if not path.is_file():
-            raise InputError(config.path, f"kolla.config_file: {path} does not exist",
-                             fix="correct the path (relative to the directory of images.yaml)")
-        files.append(str(path))
-    conf = cfg.ConfigOpts()
-    with tempfile.TemporaryDirectory(prefix="imagebake-kolla-") as tmp:
-        if source.options:
-            options_file = Path(tmp) / "options.conf"
-            options_file.write_text(_ini(source.options), encoding="utf-8")
-            files.append(str(options_file))
-        try:
-            kolla_config.parse(conf, ["--base", source.base, "--template-only"],
-                               prog="kolla-build",
-                               default_config_files=files)
-        except (cfg.Error, ValueError) as err:
-            raise InputError(config.path, f"kolla: kolla-build's options refuse it: {err}",
-                             fix="correct kolla.base, kolla.options or kolla.config_file") \
-                from None
-        except SystemExit:  # oslo prints the problem (e.g. an invalid --base choice) and exits
-            raise InputError(config.path, f"kolla.base: {source.base!r} is not a base "
-                             "kolla-build knows", fix="use one of: "
-                             + ", ".join(kolla_config.BASE_OS_DISTRO)) from None
-        for option in source.options:
-            try:
-                conf[option.replace("-", "_")]
-            except cfg.NoSuchOptError:
-                raise InputError(config.path, f"kolla.options.{option}: kolla-build has no "
-                                 "such option", fix="correct its name (see `kolla-build "
-                                 "--help`)") from None
-        return conf
-
-
-def _ini(options: dict[str, Any]) -> str:
-    def word(value: Any) -> str:
-        if isinstance(value, bool):
-            return str(value).lower()
-        if isinstance(value, list):
-            return ",".join(word(v) for v in value)
-        return str(value)
-    return "[DEFAULT]\n" + "".join(f"{k.replace('-', '_')} = {word(v)}\n"
-                                   for k, v in options.items())
-
-
-def _not_used(config: Config, conf: Any, images: set[str]) -> list[str]:
-    """What kolla-build.conf and kolla.options say that imagebake does not follow: options
-    it leaves to kolla-build, options kolla-build does not know, sections naming no image."""
-    import configparser
-
-    source = config.kolla
-    assert source is not None
-    said: list[tuple[str, str, str]] = [  # (where, section, option)
-        ("images.yaml kolla.options", "DEFAULT", option.replace("-", "_"))
-        for option in source.options]
-    if source.config_file:
-        path = config.source_path(source.config_file)
-        parser = configparser.ConfigParser(interpolation=None, strict=False,
-                                           default_section="\0")
-        try:
-            parser.read(path, encoding="utf-8")
-        except configparser.Error:
-            return []  # oslo read it; what it refused was said there
-        said += [(str(path), section, option) for section in parser.sections()
-                 for option in parser[section]]
-    warnings = []
-    for where, section, option in said:
-        problem = _option_problem(conf, images, section, option)
-        if problem:
-            place = f"[{section}] {option}" if option else f"[{section}]"
-            warnings.append(f"{where}: {place}: {problem}")
-    return list(dict.fromkeys(warnings))
-
-
-def _option_problem(conf: Any, images: set[str], section: str, option: str) -> str | None:
-    if section == "DEFAULT":
-        if option in NOT_USED:
-            return NOT_USED[option]
-        if option in FROM_SETTINGS:
-            return f"settings.{FROM_SETTINGS[option]} decides it"
-        return None if option in conf else "kolla-build has no such option"
-    if section == "profiles" or section.endswith("-user"):
-        return None
-    if section in images or any(section.startswith(f"{image}-{kind}-")
-                                for image in images for kind in ("plugin", "additions")):
-        return None if option in SOURCE_OPTIONS else (
-            "not a source option (" + ", ".join(sorted(SOURCE_OPTIONS)) + ")")
-    return "names no image of Kolla's tree, nor a plugin or addition of one"
-
-
-def _unbuildable(conf: Any, source: Any) -> list[str]:
-    """kolla's unbuildable images for this base and arch, as exclude patterns."""
-    if source.enable_unbuildable:
-        return []
-    from kolla.image.unbuildable import UNBUILDABLE_IMAGES
-
-    element = rf"({conf.base}|{conf.base_arch})"
-    tag_re = re.compile(rf"^{element}(\+{element})*$")
-    names = sorted({name for key, names in UNBUILDABLE_IMAGES.items() if tag_re.match(key)
-                    for name in names})
-    return [f"^{re.escape(name)}$" for name in names]
-
-
-def _profiles(conf: Any) -> dict[str, list[str]]:
-    return {name: list(conf.profiles[name]) for name in conf.profiles}
 
 
 def _parent(config: Config, name: str, text: str) -> str | None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from buildlib import config, config_load, dockerfile, keys, render, sources
+from buildlib import build_access, config, config_load, dockerfile, keys, render, sources
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
@@ -78,6 +78,8 @@ class ImagePlan:
     reads: tuple[str, ...] = ()  # every other image the build reads (their IDs are in the key)
     # a root's base image -> its ONBUILD triggers (None: not in storage), asked when keyed
     base_triggers: Callable[[str], tuple[dockerfile.Instruction, ...] | None] | None = None
+    access: build_access.Access = build_access.Access()  # secrets, SSH, network: not keyed
+    extra_tags: tuple[str, ...] = ()  # tags beside the reference's, pushed to one digest
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -178,6 +180,12 @@ class ImagePlan:
         """The names of a multi-arch image's manifest list: its key name, the reference."""
         return [self.key_name(key), self.reference]
 
+    @property
+    def tag_references(self) -> list[str]:
+        """The reference, then the same repository under each extra tag."""
+        ref = ImageRef.parse(self.reference)
+        return [self.reference, *(str(replace(ref, tag=tag)) for tag in self.extra_tags)]
+
     def key_reference(self, key: str) -> str:
         """The reference that names this image by its key, beside the user's tag."""
         return str(replace(ImageRef.parse(self.reference), tag=keys.key_tag(key)))
@@ -204,41 +212,6 @@ class Project:
         `base_triggers` reads them from local storage (a run's services hold it)."""
         return replace(self, plans={name: replace(plan, base_triggers=base_triggers)
                                     for name, plan in self.plans.items()})
-
-    def keys_from_roots(self, names: list[str], image_of: Callable[[str, str], str | None],
-                        outside: Callable[[str], str | None] = lambda name: None,
-                        base_of: Callable[[str], str | None] = lambda name: None,
-                        id_of: Callable[[str], str | None] = lambda reference: None
-                        ) -> Iterator[tuple[str, str | None, str | None]]:
-        """(name, key, image ID) of each image in `names` (parents first): its key on its
-        parent's ID, and the ID `image_of(name, key)` finds for it; one per platform of a
-        multi-arch image, each on its parent's image of that platform. A parent outside
-        `names` stands as `outside(name)` says (a multi-arch one: unknown), a root's base
-        image as `base_of(name)` says, any other image a build reads as `id_of(reference)`
-        says. Key and ID are None below an image that has no ID: its children's keys
-        cannot be known before it is built."""
-        ids: dict[str, dict[str | None, str | None]] = {}
-        for name in names:
-            plan = self.plans[name]
-            if plan.parent is None:
-                base_id = base_of(name) if plan.base else None
-                parent_ids: dict[str | None, str | None] = dict.fromkeys(
-                    plan.platforms or (None,), base_id)
-            elif plan.parent in ids:
-                parent_ids = ids[plan.parent]
-            else:
-                parent_ids = {} if plan.platforms else {None: outside(name)}
-            ids[name] = {}
-            read = plan.read_ids(id_of)
-            for platform in plan.platforms or (None,):
-                parent_id = parent_ids.get(platform)
-                if (plan.parent or plan.base) and parent_id is None or isinstance(read, str):
-                    ids[name][platform] = None
-                    yield name, None, None
-                    continue
-                key = plan.record_on(parent_id, platform, read).key
-                ids[name][platform] = image_of(name, key)
-                yield name, key, ids[name][platform]
 
     @property
     def build_dir(self) -> Path:
@@ -368,7 +341,8 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
                      platforms=_platforms(cfg, name, plans[parent] if parent else None),
                      base=None if parent else dockerfile.base_image(context.dockerfile, args),
                      reads=tuple(dockerfile.images_read(context.dockerfile, args,
-                                                        context.triggers)))
+                                                        context.triggers)),
+                     access=build_access.access_of(cfg, name), extra_tags=tuple(image.tags))
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:

@@ -34,6 +34,8 @@ from buildlib.buildah import Buildah, StorageError
 from buildlib.project import LOCAL_KEY_REPOSITORY, Project
 from buildlib.reference import ImageRef
 from buildlib.registry import DeletionRefused, RegistryError
+from buildlib.settled import Settled
+from buildlib.standing import Parent, walk
 from buildlib.storage_format import StorageContents, StoredImage
 
 if TYPE_CHECKING:
@@ -51,13 +53,10 @@ def record_path(proj: Project) -> Path:
     return proj.build_dir / RECORD_FILE
 
 
-def remember(proj: Project, name: str, values: Mapping[str, Any]) -> None:
+def remember(proj: Project, name: str, settled: Settled) -> None:
     """Note the keys a build of `name` made or found (each platform's and the list's),
     as this tree's, most recent last."""
-    tags = [keys.key_tag(v["key"]) for v in (values.get("platforms") or {}).values()
-            if v.get("key")]
-    if values.get("key"):
-        tags.append(keys.key_tag(values["key"]))
+    tags = [keys.key_tag(key) for key in settled.all_keys()]
     lines = "".join(json.dumps({"image": name, "tag": tag, "at": round(time.time(), 3)}) + "\n"
                     for tag in tags)
     with _record_lock, record_path(proj).open("a") as out:
@@ -96,36 +95,31 @@ def rewrite_record(proj: Project, tags: Mapping[str, list[str]]) -> None:
 # -- which keys are current ---------------------------------------------------------------
 
 def current_tags(proj: Project, names: list[str], contents: StorageContents,
-                 saved: Callable[[str], Mapping[str, Any]]) -> dict[str, set[str]]:
+                 saved: Callable[[str], Settled | None]) -> dict[str, set[str]]:
     """Each image's current key tags (its platforms' and its list's too): computed from the
     roots as a build computes them, where storage holds the parents to compute them on,
     and the key its last build recorded (`saved(name)`: doit's values)."""
     by_name = {(match["image"], match["tag"]): image.id for image in contents.images.values()
                for match in map(KEY_NAME.match, image.names) if match}
 
-    def image_of(name: str, key: str) -> str | None:
-        return by_name.get((name, keys.key_tag(key)))
+    def find(name: str, records: Mapping[str | None, keys.Record]
+             ) -> dict[str | None, str | None]:
+        return {p: by_name.get((name, keys.key_tag(r.key))) for p, r in records.items()}
 
-    def outside(name: str) -> str | None:  # a parent left out of `names`: as it is now
+    def outside(name: str) -> Parent:  # a parent left out of `names`: as it is now
         reference = proj.plans[proj.plans[name].parent].reference  # type: ignore[index]
-        return next((i.id for i in contents.images.values() if reference in i.names), None)
+        return None if proj.plans[name].platforms else {None: next(
+            (i.id for i in contents.images.values() if reference in i.names), None)}
 
     current: dict[str, set[str]] = {name: set() for name in names}
-    platform_keys: dict[str, list[str | None]] = {}
-    for name, key, _ in proj.keys_from_roots(names, image_of, outside):
-        if key:
-            current[name].add(keys.key_tag(key))
-        if proj.plans[name].platforms:
-            platform_keys.setdefault(name, []).append(key)
-    for name, found in platform_keys.items():
-        if all(found):
-            platforms = proj.plans[name].platforms
-            current[name].add(keys.key_tag(keys.list_key(dict(zip(platforms, found, strict=True)))))
+    for step in walk(proj.plans, names, lambda reference: None, find, outside):
+        platform_keys = {p: record.key for p, record in step.records.items()}
+        if proj.plans[step.name].platforms and platform_keys:
+            platform_keys["list"] = keys.list_key(platform_keys)
+        current[step.name].update(map(keys.key_tag, platform_keys.values()))
     for name in names:
-        values = saved(name) or {}
-        for value in [values, *(values.get("platforms") or {}).values()]:
-            if value.get("key"):
-                current[name].add(keys.key_tag(value["key"]))
+        settled = saved(name)
+        current[name].update(map(keys.key_tag, settled.all_keys() if settled else []))
     return current
 
 
@@ -328,7 +322,7 @@ def plan_registry(repositories: Mapping[str, str], tags: Mapping[str, dict[str, 
 
 
 def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
-               saved: Callable[[str], dict[str, Any]]) -> str | None:
+               saved: Callable[[str], Settled | None]) -> str | None:
     """Prune the selected images' old keys: the registry's first when asked, then local
     storage, both planned from the same record of this tree's keys (so a dry run lists
     what the real run removes), while no other run uses the storage (`storagelock`).
@@ -345,7 +339,7 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
 
 
 def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
-           saved: Callable[[str], dict[str, Any]]) -> str | None:
+           saved: Callable[[str], Settled | None]) -> str | None:
     proj = run.project
     names = [name for name in proj.graph.order() if name in run.selection.selected]
     try:

@@ -11,6 +11,7 @@ from buildlib import prune
 from buildlib.errors import CommandFailed, InputError
 from buildlib.options import prune_keep
 from buildlib.run import Run
+from buildlib.settled import Settled
 
 
 def prune_command(run: Run, saved: Callable[[str], dict[str, Any]]) -> None:
@@ -21,7 +22,7 @@ def prune_command(run: Run, saved: Callable[[str], dict[str, Any]]) -> None:
     except InputError as err:
         raise CommandFailed(f"error: {err}") from None
     error = prune.prune_tree(run, keep, dry=run.options.dry, registry=run.options.registry,
-                             saved=lambda name: saved(f"build:{name}"))
+                             saved=lambda name: Settled.from_values(saved(f"build:{name}")))
     if error:
         raise CommandFailed(error)
 
@@ -35,6 +36,6 @@ def after_build(run: Run) -> None:
         return
     print(f"pruning old keys (settings.keep_keys: {keep})")
     failed = prune.prune_tree(run, keep, dry=False, registry=False,
-                              saved=lambda name: run.images.get(name, {}))
+                              saved=run.images.get)
     if failed:
         print(f"warning: {failed}", file=sys.stderr)

@@ -6,44 +6,44 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from buildlib import buildah, cache, keys, registry
+from buildlib import buildah, cache, keys, registry, retries
 from buildlib.buildah import BuildahError, Interrupted
-from buildlib.builder import build_from, per_platform
+from buildlib.builder import build_from
 from buildlib.project import ImagePlan, Project
 from buildlib.services import Services
+from buildlib.settled import Settled
 from buildlib.storage import Storage
 
 
-def pull(project: Project, services: Services, name: str, settled: Mapping[str, Any],
+def pull(project: Project, services: Services, name: str, settled: Settled,
          storage: Storage) -> None:
     """Bring an image found in the registry into storage, once, by digest (exactly the
     image the run settled on; of a multi-arch image, each platform's), named as a build
     names it: a child is built on it."""
     plan = project.plans[name]
-    for values in per_platform(settled).values():
-        with storage.lock_for(f"pull {values['pinned']}"):
-            if not storage.has(values["id"], build_from(plan, values) or plan.reference):
-                _pull_one(services, plan, values, storage)
+    for image in settled.per_platform().values():
+        with storage.lock_for(f"pull {image.pinned}"):
+            if not storage.has(image.id, build_from(plan, image) or plan.reference):
+                _pull_one(services, plan, image, storage)
 
 
-def _pull_one(services: Services, plan: ImagePlan, values: Mapping[str, Any],
-              storage: Storage) -> None:
-    image_id = services.pull(values["pinned"])
-    if image_id != values["id"]:
-        raise BuildahError(f"pulled {values['pinned']}: image {image_id}, "
-                           f"not {values['id']} as its manifest says")
-    if not values.get("key"):  # named by its digest alone: children build FROM that
-        storage.add(image_id, [values["pinned"]])
+def _pull_one(services: Services, plan: ImagePlan, image: Settled, storage: Storage) -> None:
+    assert image.pinned is not None  # (found in the registry)
+    image_id = services.pull(image.pinned)
+    if image_id != image.id:
+        raise BuildahError(f"pulled {image.pinned}: image {image_id}, "
+                           f"not {image.id} as its manifest says")
+    if not image.key:  # named by its digest alone: children build FROM that
+        storage.add(image_id, [image.pinned])
         return
     # an image that verifiably carries its key: named as a build names it (a platform's
     # image by its key name only: the reference names the list)
-    names = plan.local_names(values["key"])
+    names = plan.local_names(image.key)
     services.buildah.tag(image_id, *names)
-    services.buildah.untag(values["pinned"])  # the pull's name would come first
+    services.buildah.untag(image.pinned)  # the pull's name would come first
     storage.add(image_id, names)
 
 
@@ -51,12 +51,12 @@ class PushFailed(Exception):
     """A push that failed for good: a permanent error, or every attempt used."""
 
 
-def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
+def push_stale_reason(plan: ImagePlan, built: Settled,
                       lookups: cache.Lookups) -> str | None:
     """Why the image must be pushed, or None when the registry holds it under its key's
     tag and the user's tag names that same manifest. (Asked of the registry each time:
     what another machine pushed counts, and so does a tag moved since.)"""
-    key_reference = plan.key_reference(built["key"])
+    key_reference = plan.key_reference(_key(built))
     try:
         content = lookups.find(key_reference)
         if content is None:
@@ -66,23 +66,29 @@ def push_stale_reason(plan: ImagePlan, built: dict[str, Any],
             return f"{key_reference} {problem}: this run's image is pushed over it"
         if plan.one_of:  # one platform's list: the user's tag is `merge`'s
             return None
-        tagged = lookups.find(plan.reference)
+        for reference in plan.tag_references:
+            tagged = lookups.find(reference)
+            if tagged is None or tagged.manifest.digest != content.manifest.digest:
+                served = tagged.manifest.digest if tagged else "nothing"
+                return f"{reference} names {served}, not {content.manifest.digest}"
     except registry.RegistryError as err:
         return str(err)
-    if tagged is None or tagged.manifest.digest != content.manifest.digest:
-        served = tagged.manifest.digest if tagged else "nothing"
-        return f"{plan.reference} names {served}, not {content.manifest.digest}"
     return None
 
 
-def _key_tag_problem(plan: ImagePlan, built: dict[str, Any], found: cache.Found) -> str | None:
+def _key(built: Settled) -> str:
+    assert built.key is not None  # (an image that carries no key is pinned: never pushed)
+    return built.key
+
+
+def _key_tag_problem(plan: ImagePlan, built: Settled, found: cache.Found) -> str | None:
     """Why what the key's tag names is not the image this run built or checked."""
-    problem = found.problem(built["key"], multi_arch=bool(plan.platforms),
-                            local_id=built.get("id"))
+    problem = found.problem(_key(built), multi_arch=bool(plan.platforms),
+                            local_id=built.id)
     return f"names {found.manifest.digest}, which {problem}" if problem else None
 
 
-def push_image(project: Project, services: Services, name: str, built: dict[str, Any],
+def push_image(project: Project, services: Services, name: str, built: Settled,
                lookups: cache.Lookups) -> dict[str, Any]:
     """The image in the registry under its key's tag (`buildah push`, unless the registry
     holds it already), then the user's tag set to that manifest; tried again on
@@ -92,7 +98,7 @@ def push_image(project: Project, services: Services, name: str, built: dict[str,
     found it unreachable several in a row (the shared circuit breaker)."""
     plan, settings = project.plans[name], project.config.settings
     client = lookups.client
-    key_reference = plan.key_reference(built["key"])
+    key_reference = plan.key_reference(_key(built))
     plan.own_workdir()
     plan.push_log.write_text("")
     start, attempts, replaced = time.time(), 0, None
@@ -117,8 +123,9 @@ def push_image(project: Project, services: Services, name: str, built: dict[str,
                 replaced = problem or None
                 content = _pushed_with_key(project, services, name, built,
                                            budget.timeout(settings.push_timeout))
-            if not plan.one_of:  # (one platform's list: the user's tag is `merge`'s)
-                client.put_manifest(plan.reference, content)
+            if not plan.one_of:  # (one platform's list: the user's tags are `merge`'s)
+                for reference in plan.tag_references:
+                    client.put_manifest(reference, content)
         except registry.RegistryError as err:
             raise _request_failed(err, name, client.breaker) from None
         client.breaker.answered()
@@ -130,35 +137,36 @@ def push_image(project: Project, services: Services, name: str, built: dict[str,
                       f"{error}\n")
 
     try:
-        content = registry.with_retries(attempt, budget, log_retry)
-    except registry.GaveUp as err:
+        content = retries.with_retries(attempt, budget, log_retry)
+    except retries.GaveUp as err:
         raise _give_up(plan, str(err)) from None
     with plan.push_log.open("a") as log:
         if replaced:
             log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
         log.write(f"# {key_reference} ({content.digest})" if plan.one_of else
-                  f"# tagged {plan.reference} -> {key_reference} ({content.digest})\n")
-    return {"id": built.get("id"), "key": built["key"], "digest": content.digest,
+                  f"# tagged {', '.join(plan.tag_references)} -> {key_reference} "
+                  f"({content.digest})\n")
+    return {"id": built.id, "key": built.key, "digest": content.digest,
             "image": plan.reference, "start": start, "end": time.time(),
             "attempts": attempts, "replaced": replaced and f"{key_reference} {replaced}"}
 
 
 def _pushed_with_key(project: Project, services: Services, name: str,
-                     built: Mapping[str, Any], timeout: float) -> registry.Manifest:
+                     built: Settled, timeout: float) -> registry.Manifest:
     """`buildah push` to the key's tag, then that manifest annotated with the key (which
     the image config cannot hold without changing the image ID; a manifest list also with
     its images' keys) put back under the tag: what a lookup checks before it takes the
     image as the key's."""
-    key = built["key"]
+    key = _key(built)
     client, key_reference = services.client(), project.plans[name].key_reference(key)
     digest = _buildah_push(project, services, name, key, timeout)
     pushed = client.manifest(f"{cache.repository_of(key_reference)}@{digest}")
     if pushed is None:
-        raise registry.TransientError(f"the registry does not serve {digest}, just pushed")
+        raise retries.TransientError(f"the registry does not serve {digest}, just pushed")
     annotations = {keys.KEY_ANNOTATION: key}
-    if built.get("platforms"):
+    if built.platforms:
         annotations[keys.PLATFORM_KEYS_ANNOTATION] = json.dumps(
-            {platform: values["key"] for platform, values in built["platforms"].items()},
+            {platform: image.key for platform, image in built.platforms.items()},
             sort_keys=True)
     content = pushed.annotated(annotations)
     client.put_manifest(key_reference, content)
@@ -204,29 +212,29 @@ def _buildah_push(project: Project, services: Services, name: str, key: str,
 
 
 def _request_failed(err: registry.RegistryError, name: str,
-                    breaker: registry.Breaker) -> Exception:
+                    breaker: retries.Breaker) -> Exception:
     """A failed registry request as PushFailed or TransientError; tells the breaker."""
     if err.unreachable:
         breaker.unreachable(name, err.unreachable)
     if err.transient:
-        return registry.TransientError(str(err))
-    cause = registry.permanent_cause(str(err))
+        return retries.TransientError(str(err))
+    cause = retries.permanent_cause(str(err))
     return PushFailed(f"{cause} ({err})" if cause else str(err))
 
 
-def _attempt_failed(err: BuildahError, name: str, breaker: registry.Breaker) -> Exception:
+def _attempt_failed(err: BuildahError, name: str, breaker: retries.Breaker) -> Exception:
     """A failed `buildah push` as PushFailed (no retry mends it) or TransientError,
     in buildah's own error line; tells the breaker whether the registry was there."""
     line = err.reason if err.timed_out else (buildah.error_line(err.output) or err.reason)
-    not_there = err.reason if err.timed_out else registry.unreachable(err.output)
+    not_there = err.reason if err.timed_out else retries.unreachable(err.output)
     if not_there:
         breaker.unreachable(name, not_there)
     else:
         breaker.answered()
-    cause = None if err.timed_out else registry.permanent_cause(err.output)
+    cause = None if err.timed_out else retries.permanent_cause(err.output)
     if cause:
         return PushFailed(f"{cause} ({line})")
-    return registry.TransientError(line)
+    return retries.TransientError(line)
 
 
 def merge(project: Project, services: Services, name: str,
@@ -258,5 +266,6 @@ def merge(project: Project, services: Services, name: str,
                                   keys.PLATFORM_KEYS_ANNOTATION: json.dumps(platform_keys,
                                                                             sort_keys=True)})
     client.put_manifest(plan.key_reference(key), index)
-    client.put_manifest(plan.reference, index)
+    for reference in plan.tag_references:
+        client.put_manifest(reference, index)
     return index

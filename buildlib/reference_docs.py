@@ -33,6 +33,7 @@ SECTIONS = (
     ("settings", "settings.", config.Settings),
     ("images", "images.NAME.", config.Image),
     ("sources", "images.NAME.sources.NAME.", config.Source),
+    ("secrets", "secrets.ID.", config.Secret),
     ("jinja", "jinja.", config.Jinja),
     ("kolla", "kolla.", config.KollaSource),
 )

@@ -11,7 +11,7 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,11 @@ import jinja2
 import jinja2.meta
 import jinja2.sandbox
 
-from buildlib import dockerfile
-from buildlib.config import Config, holds
+from buildlib import dockerfile, template_errors
+from buildlib.config import Config
 from buildlib.errors import InputError
 from buildlib.graph import Graph
+from buildlib.tree_files import files_under, holds
 
 TEMPLATE_SUFFIX = ".j2"
 PARENT_PLACEHOLDER = "{parent}"
@@ -90,7 +91,7 @@ class Context:
 
     def as_built(self, labels: Mapping[str, str]) -> Context:
         """This context with the Dockerfile a build writes (`as_built`)."""
-        return replace(self, dockerfile=as_built(self.dockerfile, labels))
+        return replace(self, dockerfile=dockerfile.as_built(self.dockerfile, labels))
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
@@ -228,14 +229,16 @@ class Renderer:
                              f"{config.template_dirs[0] / err.name} or set `template:` for "
                              "this image") from None
         except jinja2.TemplateSyntaxError as err:
-            raise _syntax_error(config, name, err) from None
+            raise template_errors.syntax_error(config.path, name, err) from None
         except jinja2.UndefinedError as err:
-            raise _undefined_error(config, name, err) from None
+            raise template_errors.undefined_error(config.path, config.template_dirs, name,
+                                                  err) from None
         except jinja2.TemplateError as err:
             raise InputError(config.path, f"template error: {err}", image=name,
                              fix="correct the template") from None
         except Exception as err:  # e.g. {{ 1 // 0 }}: a user's template, not our bug
-            raise InputError(config.path, f"template {_where_in_template(config)}: "
+            where = template_errors.where_in_template(config.template_dirs)
+            raise InputError(config.path, f"template {where}: "
                              f"{type(err).__name__}: {err}", image=name,
                              fix="correct the expression in the template") from None
 
@@ -305,43 +308,6 @@ def _override_template(config: Config, env: jinja2.Environment) -> jinja2.Templa
                          fix="correct the override file") from None
 
 
-def _syntax_error(config: Config, name: str, err: jinja2.TemplateSyntaxError) -> InputError:
-    where = f"{err.filename}:{err.lineno}"
-    unknown = re.match(r"No (filter|test) named '([^']+)'", err.message or "")
-    if unknown and unknown.group(1) == "filter":
-        return InputError(config.path, f"template {where} uses the filter "
-                          f"'{unknown.group(2)}', which is not registered", image=name,
-                          fix=f"register it in images.yaml: `jinja: {{filters: "
-                          f"{{{unknown.group(2)}: module:function}}}}` (Kolla's come with "
-                          "`kolla:`), or correct its name")
-    return InputError(config.path, f"template syntax error in {where}: {err.message}",
-                      image=name, fix="correct the template")
-
-
-def _undefined_error(config: Config, name: str, err: jinja2.UndefinedError) -> InputError:
-    where = _where_in_template(config)
-    missing = re.match(r"'([^']+)' is undefined", err.message or "")
-    if missing and _called_at(where, missing.group(1)):
-        function = missing.group(1)
-        return InputError(config.path, f"template {where} calls the function '{function}', "
-                          "which is not registered", image=name,
-                          fix=f"register it in images.yaml: `jinja: {{globals: {{{function}: "
-                          "module:function}}`, or correct its name")
-    return InputError(config.path, f"template {where}: {err.message}", image=name,
-                      fix="define the variable under `vars:` (globally or for this image) "
-                      "or correct its name")
-
-
-def _called_at(where: str, function: str) -> bool:
-    """Whether the template line `file:line` calls `function(...)`."""
-    filename, _, line = where.rpartition(":")
-    try:
-        text = Path(filename).read_text(encoding="utf-8").splitlines()[int(line) - 1]
-    except (OSError, ValueError, IndexError):
-        return False
-    return re.search(rf"\b{re.escape(function)}\s*\(", text) is not None
-
-
 def render_all(config: Config, graph: Graph,
                texts: dict[str, str] | None = None) -> dict[str, Context]:
     """Every image's build context; `texts` are Dockerfiles already rendered (Kolla's)."""
@@ -355,18 +321,6 @@ def render_all(config: Config, graph: Graph,
         contexts[name] = Context(name, text, folders.context_files(name, template_path),
                                  template_path)
     return contexts
-
-
-def _where_in_template(config: Config) -> str:
-    """file:line of the innermost template frame of the exception being handled."""
-    folders = [str(d.resolve()) + os.sep for d in config.template_dirs]
-    tb, where = sys.exc_info()[2], "rendering"
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.startswith(tuple(folders)):
-            where = f"{filename}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
 
 
 class _Folders:
@@ -387,7 +341,7 @@ class _Folders:
                              image=name, fix="give the image a template folder of its own")
         key = (folder, frozenset(declared))
         if key not in self.listed:
-            self.listed[key] = _files_under(config, name, folder, declared)
+            self.listed[key] = files_under(folder, declared, config_path=config.path, image=name)
         files = {inner: path for inner, path in self.listed[key].items()
                  if not path.name.endswith(TEMPLATE_SUFFIX) and path != template_path}
         for inner, source in declared.items():
@@ -400,91 +354,11 @@ class _Folders:
                 raise InputError(config.path, f"context file name '{inner}' leaves the "
                                  "context", image=name,
                                  fix="use a relative name inside the build context")
-            under = _files_under(config, name, path) if path.is_dir() else {}
+            under = files_under(path, config_path=config.path, image=name) if path.is_dir() else {}
             files.update({f"{inner}/{rel}": p for rel, p in under.items()})
             if not under:  # a file, or an empty folder (made empty in the context)
                 files[inner] = path
         return files
-
-
-# The last step of a Dockerfile as built when the image has no labels (see `as_built`).
-LAST_STEP = "ARG IMAGEBAKE_END"
-
-
-def as_built(text: str, labels: Mapping[str, str]) -> str:
-    """The Dockerfile a build writes: the rendered one, then a last step of its own: the
-    image's labels, spelled as buildah records `--label k=v` (`LABEL "k"="v"`; `\\`, `"`
-    and `$` escaped by a backslash, which buildah 1.28's LABEL reads under any
-    `# escape=`), or without labels LAST_STEP. Two ways buildah 1.28's layer cache gave
-    the same files under another image ID than a clean build's, as each step's history
-    names the image it started from (`FROM <name or ID>`):
-    - `--label`s are written into every intermediate image, so a step taken from a build
-      with other labels named another image;
-    - the image a build ends in is tagged (its key name), and a later build whose
-      Dockerfile goes on after those steps started its next step from it, named so. A
-      last step of its own keeps every step of the user's Dockerfile an untagged one."""
-    if labels:
-        last = "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}"
-                                   for k, v in sorted(labels.items()))
-    else:
-        last = LAST_STEP
-    return f"{text.rstrip(chr(10))}\n{last}\n"
-
-
-def _quoted(word: str) -> str:
-    escaped = "".join(f"\\{c}" if c in '\\"$' else c for c in word)
-    return f'"{escaped}"'
-
-
-def _files_under(config: Config, name: str, folder: Path,
-                 declared: Container[str] = ()) -> dict[str, Path]:
-    """Every file under `folder` by its path there, but the `declared` ones. Links are
-    followed when they stay inside `folder` (a linked folder's files appear under the
-    link's name); a link that leaves it, dangles or loops is an input error: declare what
-    it names under `files:`."""
-    top = folder.resolve()
-    found: dict[str, Path] = {}
-
-    def visit(directory: Path, real: Path, prefix: str, seen: frozenset[Path]) -> None:
-        with os.scandir(directory) as scan:  # each entry's type comes with its name
-            entries = sorted(scan, key=lambda entry: entry.name)
-        for entry in entries:
-            inner = f"{prefix}{entry.name}"
-            if inner in declared:  # `files:` gives it
-                continue
-            path = directory / entry.name
-            if entry.is_symlink():
-                target = _link_target(config, name, folder, inner, path)
-                if not holds(top, target):
-                    raise InputError(config.path, f"{path} links to {target}, outside "
-                                     f"{folder}", image=name, fix=f"declare it under "
-                                     f"`files:` (`{inner}: {target}`), or copy it here")
-                is_dir, is_file, target_real = target.is_dir(), target.is_file(), target
-            else:
-                is_dir, is_file = entry.is_dir(), entry.is_file()
-                target, target_real = path, real / entry.name
-            if is_dir:
-                if target_real in seen:
-                    raise InputError(config.path, f"{path} links to a folder that holds "
-                                     "it: the context would never end", image=name,
-                                     fix="remove the link")
-                visit(target, target_real, f"{inner}/", seen | {target_real})
-            elif is_file:
-                found[inner] = path
-
-    visit(folder, top, "", frozenset({top}))
-    return found
-
-
-def _link_target(config: Config, name: str, folder: Path, inner: str, link: Path) -> Path:
-    try:
-        target = link.resolve(strict=True)
-    except (OSError, RuntimeError):  # dangling, or a loop of links
-        raise InputError(config.path, f"{link} is a broken link (to {os.readlink(link)})",
-                         image=name, fix=f"remove it or make it name a file in {folder}"
-                         ) from None
-    return target
-
 
 
 def _check_from(config: Config, graph: Graph, name: str, text: str, template: Path) -> None:

@@ -18,12 +18,13 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from buildlib import (
+    build_access,
     buildah,
     builder,
     cache,
@@ -34,6 +35,7 @@ from buildlib import (
     graph,
     project,
     pushpool,
+    standing,
     storage,
 )
 from buildlib.errors import InputError
@@ -46,6 +48,7 @@ from buildlib.options import (
     platform_tree,
 )
 from buildlib.services import Services
+from buildlib.settled import Settled
 from buildlib.takeover import RunError, take_over
 
 
@@ -77,7 +80,7 @@ class Run:
     services: Services  # buildah and the registry clients, made once per run
     options: Options = Options()  # the command line's variables
     state: RunState = field(default_factory=RunState)
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, Settled] = field(default_factory=dict)
     invocation: Invocation = Invocation()
     lookups: cache.Lookups | None = None  # the registry, when this run asks it
     from_registry: bool = False  # cache=registry: look images up before building them
@@ -120,35 +123,30 @@ class Run:
         parent = self.selection.parent_dependency(self.project.graph, name)
         return f"build:{parent}" if parent else None
 
-    def stands_on(self, name: str, saved_of: Callable[[str], Mapping[str, Any]] | None = None
-                  ) -> dict[str | None, str | None] | str:
-        """The ID of the image each platform of this image is built on (`None`: a native
-        image's one platform; the ID None: `FROM scratch`), or why it cannot be known
-        (starting "cannot" when the build must fail): its parent as its task settled it in
-        this run (outside a run, as in `doit info`, as it recorded it: `saved_of(task)`),
-        with skip_parents as local storage holds it, or for a root its base image."""
-        plan = self.project.plans[name]
-        platforms = plan.platforms or (None,)
-        if plan.parent is None:
-            base_id = self.bases.id_of(plan.base)
-            if plan.base and base_id is None:
-                return f"base image '{plan.base}' is not in local storage (pulled first)"
-            return dict.fromkeys(platforms, base_id)
+    def stands_on(self, name: str, saved_of: Callable[[str], Settled | None] | None = None
+                  ) -> standing.Ground | standing.Blocked:
+        """What this image is built on (`standing.stands_on`): its parent as its task
+        settled it in this run (outside a run, as in `doit info`, as it recorded it:
+        `saved_of(task)`), with skip_parents as local storage holds it, or for a root its
+        base image."""
+        return standing.stands_on(self.project.plans[name], self._parent(name, saved_of),
+                                  self.bases.id_of)
+
+    def _parent(self, name: str, saved_of: Callable[[str], Settled | None] | None
+                ) -> standing.Parent:
+        parent = self.project.plans[name].parent
+        if parent is None:
+            return None
         parent_task = self.parent_task(name)
         if parent_task is None:
             return self._parent_in_storage(name)
-        if plan.parent in self.images:
-            values: Mapping[str, Any] = self.images[plan.parent]
-        elif saved_of is not None:
-            values = saved_of(parent_task)
-        else:
-            return f"parent '{plan.parent}' would be rebuilt"
-        ids = {p: (builder.per_platform(values).get(p) or {}).get("id") for p in platforms}
-        if not all(ids.values()):
-            return f"parent '{plan.parent}' has no image of {', '.join(map(str, platforms))}"
-        return ids
+        if parent in self.images:
+            return self.images[parent].ids()
+        if saved_of is None:
+            return None
+        return (saved_of(parent_task) or Settled(None, None)).ids()
 
-    def _parent_in_storage(self, name: str) -> dict[str | None, str | None] | str:
+    def _parent_in_storage(self, name: str) -> standing.Parent:
         """skip_parents: the parent's image (of each platform) as local storage holds it."""
         plan = self.project.plans[name]
         reference = self.project.plans[plan.parent].reference
@@ -157,49 +155,46 @@ class Run:
             and self.storage.id_of(reference) else {None: self.storage.id_of(reference)})
         missing = [p for p in plan.platforms or (None,) if not ids.get(p)]
         if missing:
-            return (f"cannot build {name}: its parent image {reference} is not in local "
-                    f"storage" + (f" for {', '.join(map(str, missing))}" if plan.platforms
-                                  else "") + f"; build it first (`doit build:{plan.parent}`)"
-                    " or drop skip_parents")
-        return {p: ids[p] for p in plan.platforms or (None,)}
-
-    def parent_in_storage(self, name: str) -> str | None:
-        """The ID of the parent image as local storage holds it now (skip_parents)."""
-        parent = self.project.plans[name].parent
-        return self.storage.id_of(self.project.plans[parent].reference) if parent else None
+            return standing.Blocked(
+                f"cannot build {name}: its parent image {reference} is not in local "
+                "storage" + (f" for {', '.join(map(str, missing))}" if plan.platforms
+                             else "") + f"; build it first (`doit build:{plan.parent}`)"
+                " or drop skip_parents", fatal=True)
+        return ids
 
     def likely_builds(self) -> set[str]:
         """The selected images local storage holds no image of the current key for, judged
         from the roots as a build judges them (doit's state aside): what this run is
         expected to build, for its estimate of the time left."""
         names = [name for name in self.project.graph.order() if name in self.selection.selected]
-        walked = self.project.keys_from_roots(
-            names, lambda name, key: self.storage.with_key(key), self.parent_in_storage,
-            self.base_id, self.bases.id_of)
-        return {name for name, _, image_id in walked if image_id is None}
 
-    def base_id(self, name: str) -> str | None:
-        return self.bases.id_of(self.project.plans[name].base)
+        def outside(name: str) -> standing.Parent:  # skip_parents: as storage holds it now
+            parent = self.project.plans[name].parent
+            return None if self.project.plans[name].platforms else {
+                None: self.storage.id_of(self.project.plans[parent].reference)}
 
-    def settle(self, name: str, values: Mapping[str, Any]) -> None:
-        """What this image's task settled on (its ID and key: built, found, pinned): what
-        its children are judged and built on, and its push pushes. The one writer of
-        `images`."""
-        self.images[name] = dict(values)
+        steps = standing.walk(self.project.plans, names, self.bases.id_of,
+                              lambda name, records: self.storage.with_keys(records), outside)
+        return {step.name for step in steps if not step.found}
+
+    def settle(self, name: str, settled: Settled) -> None:
+        """What this image's task settled on (built, found, pinned): what its children are
+        judged and built on, and its push pushes. The one writer of `images`."""
+        self.images[name] = settled
 
     def ask_for_children(self, name: str) -> None:
         """Once an image is built, its children's keys are known: ask the registry now."""
         if not self.from_registry or self.lookups is None:
             return
         for child in self.project.graph.children[name]:
-            if child in self.selection.selected and not self.project.plans[child].platforms:
-                plan = self.project.plans[child]
-                read = plan.read_ids(self.bases.id_of)
-                if isinstance(read, str):
-                    continue
-                key = plan.record_on(self.images[name]["id"], images=read).key
-                if not self.storage.with_key(key):
-                    self.lookups.ask(plan.key_reference(key))
+            plan = self.project.plans[child]
+            if child not in self.selection.selected or plan.platforms:
+                continue
+            ground = self.stands_on(child)
+            if isinstance(ground, standing.Ground):
+                records = ground.records(plan)
+                if not self.storage.with_keys(records)[None]:
+                    self.lookups.ask(plan.key_reference(records[None].key))
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -271,6 +266,8 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         selection = _selection(proj, options, frozenset(pins))
         check_platform_selection(proj, options, selection.selected)
         building = _building(proj, selection, invocation) if invocation.builds else set()
+        if build_access.builds_images(invocation.tasks):
+            build_access.check(proj.config, ((n, proj.plans[n].access) for n in sorted(building)))
         state = RunState()
         if invocation.takes_lock:
             state.lock = take_over(proj, services, invocation)

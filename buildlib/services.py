@@ -12,7 +12,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from buildlib import buildah, config, credentials, dockerfile, processes, registry, storagelock
+from buildlib import (
+    buildah,
+    config,
+    credentials,
+    dockerfile,
+    processes,
+    registry,
+    retries,
+    storagelock,
+)
 from buildlib.reference import ImageRef
 
 STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
@@ -55,9 +64,9 @@ class Services:
                     timeout=self.settings.push_timeout)
             return self._clients[ref.api_host]
 
-    def budget(self) -> registry.Budget:
+    def budget(self) -> retries.Budget:
         """The attempts and the overall time one image's push (or pull) may take, from now."""
-        return registry.Budget(self.settings.push_retries, self.settings.push_deadline)
+        return retries.Budget(self.settings.push_retries, self.settings.push_deadline)
 
     def pull(self, reference: str, anew: bool = False,
              on_retry: Callable[[int, float, BaseException], None] = lambda *_: None) -> str:
@@ -72,13 +81,13 @@ class Services:
                                          authfile=self.authfile(ref.domain), anew=anew,
                                          timeout=budget.timeout(self.settings.push_timeout))
             except buildah.BuildahError as err:
-                if registry.permanent_cause(err.output):
+                if retries.permanent_cause(err.output):
                     raise
-                raise registry.TransientError(str(err)) from None
+                raise retries.TransientError(str(err)) from None
 
         try:
-            return registry.with_retries(attempt, budget, on_retry)
-        except registry.GaveUp as err:
+            return retries.with_retries(attempt, budget, on_retry)
+        except retries.GaveUp as err:
             raise buildah.BuildahError(str(err)) from None
 
 

@@ -12,10 +12,9 @@ from typing import Any
 from buildlib import sources
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
-from buildlib.verdict import Outcome, judge
+from buildlib.settled import Settled
+from buildlib.verdict import MISSING_SOURCES_FIX, Outcome, judge
 
-MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
-                       "under `files:` in images.yaml), or correct the COPY/ADD")
 SHOWN = (Outcome.FOUND_LOCAL, Outcome.FOUND_REGISTRY, Outcome.PINNED)  # in the count line
 
 
@@ -60,7 +59,7 @@ def _status(run: Run, name: str, saved: Callable[[str], dict[str, Any]], table: 
     if parent in table.failing:
         table.failing.add(name)
         return f"blocked: parent '{parent}' would fail"
-    found = judge(run, name, saved(f"build:{name}"))
+    found = judge(run, name, Settled.from_values(saved(f"build:{name}")))
     table.counts[found.outcome] += 1
     if found.outcome is Outcome.FAIL:
         table.failing.add(name)

@@ -4,10 +4,14 @@ see `Buildah.images`), kept up to date by the run's own builds, tags and pulls."
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import TypeVar
 
 from buildlib import keys
 from buildlib.buildah import Buildah
 from buildlib.reference import ImageRef
+
+P = TypeVar("P", bound=str | None)  # a platform (None: a native image's one)
 
 
 class Storage:
@@ -77,6 +81,10 @@ class Storage:
                 for image_id, names in self._listing().items() for name in names
                 if name.rpartition(":")[2].startswith(keys.KEY_TAG_PREFIX)}
         return by_key_tag.get(keys.key_tag(key))
+
+    def with_keys(self, records: Mapping[P, keys.Record]) -> dict[P, str | None]:
+        """The image of each record's key (`with_key`): what "found by its key" means."""
+        return {platform: self.with_key(record.key) for platform, record in records.items()}
 
     def lock_for(self, what: str) -> threading.Lock:
         """One lock per key (two images of the same inputs, one image ID, are built once:

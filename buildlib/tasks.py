@@ -1,16 +1,16 @@
 """The only module that knows doit's task dicts: a loaded project -> doit tasks.
 
 Task creators are small generators of plain dicts, as in pydoit's own code. A build
-action returns the image's ID, key and record as the task's saved values; a child reads
-its parent's ID from the run (`Run.images`, not `getargs`, which would make it depend on
-the parent's whole result), and `ImageUpToDate` compares the current key with the saved.
+action (`building.build`) returns what the image settled on as the task's saved values; a
+child reads its parent's ID from the run (`Run.images`, not `getargs`, which would make it
+depend on the parent's whole result), and `ImageUpToDate` compares the current key with
+the saved. doit's saved values are plain dicts here only: `settled.Settled` elsewhere.
 
 The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,14 +20,13 @@ from doit.exceptions import TaskFailed
 
 from buildlib import (
     builder,
+    building,
     clean,
     keygen,
     keys,
     merge,
     preview,
     processes,
-    project,
-    prune,
     pruning,
     publish,
     push_report,
@@ -36,12 +35,12 @@ from buildlib import (
     resolve,
     status,
 )
-from buildlib.buildah import BuildahError, StorageError, command_line
+from buildlib.buildah import command_line
 from buildlib.doit_seam import SavedValuesCalculator, display_path
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
-from buildlib.status import MISSING_SOURCES_FIX
-from buildlib.verdict import Outcome, Verdict, judge
+from buildlib.settled import Settled
+from buildlib.verdict import Verdict, judge
 
 
 def namespace(run: Run) -> dict[str, Any]:
@@ -257,84 +256,23 @@ def graph_task(run: Run) -> dict[str, Any]:
 def _build_title(run: Run, name: str, task: Any) -> str:
     """What the build does, from its verdict: per platform, found by its key or the exact
     buildah command."""
-    found: Verdict = task.meta.get("verdict") or judge(run, name, {})
+    found: Verdict = task.meta.get("verdict") or judge(run, name, None)
     if not found.records:
         return f"building {name}"
-    lines = []
+    lines, in_storage = [], run.storage.with_keys(found.records)
     for platform, record in found.records.items():
         what = f"{name} for {platform}" if platform else name
         argv = builder.bud_argv(run.project, run.services, name, record)
         lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
-                     if run.storage.with_key(record.key) else
+                     if in_storage[platform] else
                      f"building {what}: {command_line(argv)}")
     return "\n.  ".join(lines)
 
 
 def _build(run: Run, name: str, task: Any) -> Any:
-    """Build the image as its verdict says (or find it in storage by its key)."""
-    proj, plan = run.project, run.project.plans[name]
-    found: Verdict = task.meta.get("verdict") or judge(run, name, {})
-    if found.outcome is Outcome.FAIL:
-        fix = f"\n  fix: {MISSING_SOURCES_FIX}" if "build context lacks" in found.why else ""
-        return TaskFailed(f"cannot build {name}: {found.why}{fix}")
-    pulled = _images_in_storage(run, name)  # its base, and the other images it reads
-    if isinstance(pulled, str):
-        return TaskFailed(pulled)
-    if found.records is None or pulled:  # judged again on what storage holds now
-        found = judge(run, name, {})
-        if found.records is None:
-            return TaskFailed(f"cannot build {name}: {found.why}")
-    parent = plan.parent
-    try:
-        if parent and run.images.get(parent, {}).get("found") == "registry":
-            publish.pull(proj, run.services, parent, run.images[parent], run.storage)
-        values = builder.build(proj, run.services, name, found.records, run.storage,
-                               found.stale, echo=run.options.verbose,
-                               parent_names=_parent_names(run, name))
-    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
-            OSError) as err:
-        return TaskFailed(str(err))  # the summary adds the log's tail and path
-    run.settle(name, values)
-    prune.remember(proj, name, values)
-    run.state.remembered.add(name)
-    run.ask_for_children(name)
-    return values
-
-
-def _parent_names(run: Run, name: str) -> dict[str | None, str | None]:
-    """The name each platform's image is built FROM: its parent's (of that platform) as
-    this run settled it; none with skip_parents (FROM the reference)."""
-    plan = run.project.plans[name]
-    settled = run.images.get(plan.parent) if plan.parent else None
-    if not settled:
-        return {}
-    parent_plan = run.project.plans[plan.parent]
-    parent = builder.per_platform(settled)
-    return {platform: builder.build_from(parent_plan, parent.get(platform) or {})
-            for platform in plan.platforms or (None,)}
-
-
-def _images_in_storage(run: Run, name: str) -> str | bool:
-    """A root's base image, and every other image the build reads but this tree's own,
-    pulled when local storage lacks it (it is built on exactly the images its key names,
-    with `--pull=never`): whether any was, or the error when one cannot be pulled."""
-    plan = run.project.plans[name]
-    wanted = [plan.base] if plan.base and not plan.parent else []
-    wanted += [image for image in plan.reads if image not in run.tree_references]
-    pulled = False
-    for image in wanted:
-        if run.storage.id_of_image(image):
-            continue
-        what = "its base image" if image == plan.base and not plan.parent else "the image"
-        try:
-            builder.pull_base(run.services, image, run.storage)
-        except BuildahError as err:
-            return (f"cannot build {name}: {what} {image!r} is not in local storage and "
-                    f"could not be pulled: {err}\n  fix: correct the line that names it, "
-                    "or pull or build that image first")
-        pulled = True
-        run.services.base_triggers.pulled(image)
-    return pulled
+    """The build use case (`building.build`), its result as doit saves it."""
+    result = building.build(run, name, task.meta.get("verdict"))
+    return TaskFailed(result) if isinstance(result, str) else result.as_values()
 
 
 def _hand_over_push(run: Run, name: str, task: Any) -> None:
@@ -363,42 +301,24 @@ class StateProbe(SavedValuesCalculator):
 
 
 class ImageUpToDate(SavedValuesCalculator):
-    """Up to date when the image's verdict needs no action: the image this task recorded
-    carries the current key, or the registry holds it (cache=registry), or it is pinned.
-    What it settled on is what the children are judged on."""
+    """Up to date when the image's verdict needs no action (`building.up_to_date`); what
+    it settled on goes to the reporter."""
 
     def __init__(self, run: Run, name: str) -> None:
         super().__init__()
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        _check_storage(self.run)
-        found = judge(self.run, self.name, values, self._saved)
-        task.meta["verdict"] = found
-        if found.runs_action:
-            return False
-        settled = found.settled or {}
-        if found.outcome is Outcome.CURRENT:
-            settled = {**settled, "found": "local"}
-        self.run.settle(self.name, settled)
-        task.meta["settled"] = settled
-        return True
+        verdict, settled = building.up_to_date(self.run, self.name,
+                                               Settled.from_values(values), self._saved)
+        task.meta["verdict"] = verdict
+        if settled is not None:
+            task.meta["settled"] = settled.as_values()
+        return settled is not None
 
-    def _saved(self, task_name: str) -> dict[str, Any]:
+    def _saved(self, task_name: str) -> Settled | None:
         """What another task saved when it last ran (outside a run: its values)."""
-        return self.saved_values(task_name)
-
-
-def _check_storage(run: Run) -> None:
-    """A storage that cannot be listed stops the run before any build, with one message
-    (the first up-to-date check comes before every build)."""
-    try:
-        run.storage.check()
-    except StorageError as err:
-        raise SystemExit(f"error: cannot read local image storage: {err}\n"
-                         "  fix: check `buildah_args` under settings in "
-                         f"{run.project.config.path} (--root, --runroot, --storage-driver) "
-                         "and that `buildah images` works with them") from None
+        return Settled.from_values(self.saved_values(task_name))
 
 
 class PushUpToDate:
@@ -409,13 +329,13 @@ class PushUpToDate:
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        built = self.run.images.get(self.name, {})
+        built = self.run.images.get(self.name)
         if self.name in self.run.pins:
-            task.meta["settled"] = {"digest": built.get("digest"), "attempts": 0}
+            task.meta["settled"] = {"digest": built and built.digest, "attempts": 0}
             return True
         assert self.run.lookups is not None  # a run with pushes asks the registry
         plan = self.run.project.plans[self.name]
-        reason = publish.push_stale_reason(plan, built, self.run.lookups)
+        reason = publish.push_stale_reason(plan, self.run.images[self.name], self.run.lookups)
         if reason is None:
             digest = self.run.lookups.find(plan.reference).manifest.digest
             task.meta["settled"] = {"digest": digest, "attempts": 0}

@@ -11,10 +11,12 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
+
+from buildlib.errors import InputError
 
 if TYPE_CHECKING:
     import tarfile
@@ -227,3 +229,58 @@ def normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uname = info.gname = "root"
     info.mtime = 0
     return info
+
+
+def holds(folder: Path, path: Path) -> bool:
+    """Whether `path` is `folder` or inside it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def files_under(folder: Path, declared: Container[str] = (), *, config_path: Path,
+                image: str) -> dict[str, Path]:
+    """Every file under `folder` by its path there, but the `declared` ones. Links are
+    followed when they stay inside `folder` (a linked folder's files appear under the
+    link's name); a link that leaves it, dangles or loops is an input error: declare what
+    it names under `files:` (the error names `config_path` and `image`)."""
+    top = folder.resolve()
+    found: dict[str, Path] = {}
+
+    def visit(directory: Path, real: Path, prefix: str, seen: frozenset[Path]) -> None:
+        with os.scandir(directory) as scan:  # each entry's type comes with its name
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
+            inner = f"{prefix}{entry.name}"
+            if inner in declared:  # `files:` gives it
+                continue
+            path = directory / entry.name
+            if entry.is_symlink():
+                target = _link_target(config_path, image, folder, path)
+                if not holds(top, target):
+                    raise InputError(config_path, f"{path} links to {target}, outside "
+                                     f"{folder}", image=image, fix=f"declare it under "
+                                     f"`files:` (`{inner}: {target}`), or copy it here")
+                is_dir, is_file, target_real = target.is_dir(), target.is_file(), target
+            else:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+                target, target_real = path, real / entry.name
+            if is_dir:
+                if target_real in seen:
+                    raise InputError(config_path, f"{path} links to a folder that holds "
+                                     "it: the context would never end", image=image,
+                                     fix="remove the link")
+                visit(target, target_real, f"{inner}/", seen | {target_real})
+            elif is_file:
+                found[inner] = path
+
+    visit(folder, top, "", frozenset({top}))
+    return found
+
+
+def _link_target(config_path: Path, image: str, folder: Path, link: Path) -> Path:
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        raise InputError(config_path, f"{link} is a broken link (to {os.readlink(link)})",
+                         image=image, fix=f"remove it or make it name a file in {folder}"
+                         ) from None
+    return target

@@ -12,17 +12,44 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from buildlib import cache, keys, sources
 from buildlib.registry import RegistryError
+from buildlib.settled import How, Platform, Settled
+from buildlib.standing import Blocked, Ground
 
 if TYPE_CHECKING:
-    from buildlib.project import ImagePlan
-    from buildlib.run import Run
+    from buildlib.project import ImagePlan, Project
     from buildlib.storage import Storage
 
-Platform = str | None  # None: the machine's own platform (an image with no `platforms:`)
+MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
+                       "under `files:` in images.yaml), or correct the COPY/ADD")
+
+
+class Judging(Protocol):
+    """What `judge` reads of a run (as pydoit's `get_status(task, tasks_dict)` reads only
+    the tasks): the tree, local storage, the registry, pins, what each image stands on."""
+
+    @property
+    def project(self) -> Project: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def lookups(self) -> cache.Lookups | None: ...  # the registry, when this run asks it
+
+    @property
+    def from_registry(self) -> bool: ...  # cache=registry
+
+    @property
+    def pins(self) -> Mapping[str, str]: ...  # pin=NAME@DIGEST
+
+    def stands_on(self, name: str, saved_of: Callable[[str], Settled | None] | None = None
+                  ) -> Ground | Blocked: ...
+
+    def warn(self, message: str) -> None: ...
 
 
 class Outcome(Enum):
@@ -41,10 +68,11 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     # each platform's record, when the image it is built on is known
     records: dict[Platform, keys.Record] | None = None
-    # what children stand on when no build is needed (id, key, found, ...)
-    settled: dict[str, Any] | None = None
+    # what children stand on when no build is needed
+    settled: Settled | None = None
     # why each platform's image must be built (what its build log's first line says)
     stale: dict[Platform, str] = field(default_factory=dict)
+    fix: str | None = None  # how to fix what makes it fail, when known
 
     def add(self, outcome: Outcome, reason: str) -> Verdict:
         self.outcome = outcome
@@ -68,10 +96,10 @@ class Verdict:
         return f"{self.outcome.value}: {self.why}" if self.reasons else self.outcome.value
 
 
-def judge(run: Run, name: str, saved: Mapping[str, Any],
-          saved_of: Callable[[str], Mapping[str, Any]] | None = None) -> Verdict:
-    """What a build does with this image now. `saved`: the values its task saved when it
-    last ran; `saved_of(task)`: another task's, outside a run (e.g. `doit info`)."""
+def judge(run: Judging, name: str, saved: Settled | None,
+          saved_of: Callable[[str], Settled | None] | None = None) -> Verdict:
+    """What a build does with this image now. `saved`: what its task settled on when it
+    last ran; `saved_of(task)`: another task's, outside a run (`doit info`)."""
     plan = run.project.plans[name]
     verdict = Verdict(name)
     if name in run.pins:
@@ -80,23 +108,19 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
         return verdict.add(Outcome.FAIL, "; ".join(plan.context.failures.values()))
     missing = plan.context.missing_sources()
     if missing:
+        verdict.fix = MISSING_SOURCES_FIX
         return verdict.add(Outcome.FAIL, f"its build context lacks {', '.join(missing)}")
     if plan.context.fetches:  # (a run that builds fetches them first: their content decides)
         return verdict.add(Outcome.BUILD, f"would {sources.doing(plan.context.fetches)}")
-    standing = run.stands_on(name, saved_of)
-    if isinstance(standing, str):
-        outcome = Outcome.FAIL if standing.startswith("cannot") else Outcome.BUILD
-        return verdict.add(outcome, standing)
-    read = plan.read_ids(run.bases.id_of)
-    if isinstance(read, str):
-        return verdict.add(Outcome.BUILD, f"image '{read}' is not in local storage (pulled first)")
-    verdict.records = {platform: plan.record_on(parent_id, platform, read)
-                       for platform, parent_id in standing.items()}
+    ground = run.stands_on(name, saved_of)
+    if isinstance(ground, Blocked):
+        return verdict.add(Outcome.FAIL if ground.fatal else Outcome.BUILD, ground.reason)
+    verdict.records = ground.records(plan)
     stale = _stale(plan, saved, verdict.records, run.storage)
-    if not stale:
-        verdict.outcome, verdict.settled = Outcome.CURRENT, dict(saved)
+    if not stale and saved is not None:
+        verdict.outcome, verdict.settled = Outcome.CURRENT, saved
         return verdict
-    found = {p: run.storage.with_key(r.key) for p, r in verdict.records.items()}
+    found = run.storage.with_keys(verdict.records)
     if all(found.values()):
         verdict.settled = _found_locally(plan, verdict.records, found)
         return verdict.add(Outcome.FOUND_LOCAL, "; ".join(
@@ -111,7 +135,7 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
             in_registry = None
         if in_registry is not None:
             verdict.settled = in_registry
-            return verdict.add(Outcome.FOUND_REGISTRY, f"{in_registry['pinned']}")
+            return verdict.add(Outcome.FOUND_REGISTRY, f"{in_registry.pinned}")
     for platform, reason in stale.items():
         if platform == "manifest list" or not found.get(platform):
             verdict.reasons.append(f"{_on(platform)}{reason}")
@@ -121,20 +145,20 @@ def judge(run: Run, name: str, saved: Mapping[str, Any],
 
 
 def _found_locally(plan: ImagePlan, records: Mapping[Platform, keys.Record],
-                   found: Mapping[Platform, str | None]) -> dict[str, Any]:
-    """The values a build that finds these images by their keys settles on."""
+                   found: Mapping[Platform, str | None]) -> Settled:
+    """What a build that finds these images by their keys settles on."""
     if not plan.platforms:
-        return {"id": found[None], "key": records[None].key, "found": "local"}
-    return {"key": keys.list_key({p: r.key for p, r in records.items()}), "found": "local",
-            "platforms": {p: {"id": found[p], "key": r.key, "found": "local"}
-                          for p, r in records.items()}}
+        return Settled(found[None], records[None].key, How.LOCAL)
+    return Settled(None, keys.list_key({p: r.key for p, r in records.items()}), How.LOCAL,
+                   platforms={p: Settled(found[p], r.key, How.LOCAL)
+                              for p, r in records.items() if p is not None})
 
 
 def _on(platform: Platform | str) -> str:
     return f"{platform}: " if platform else ""
 
 
-def _pinned(run: Run, plan: ImagePlan, verdict: Verdict) -> Verdict:
+def _pinned(run: Judging, plan: ImagePlan, verdict: Verdict) -> Verdict:
     reference = f"{cache.repository_of(plan.reference)}@{run.pins[plan.name]}"
     try:
         found = run.lookups.find(reference) if run.lookups else None
@@ -155,7 +179,7 @@ def _pinned(run: Run, plan: ImagePlan, verdict: Verdict) -> Verdict:
     return verdict.add(Outcome.PINNED, reference)
 
 
-def _key_of(run: Run, found: cache.Found) -> str | None:
+def _key_of(run: Judging, found: cache.Found) -> str | None:
     """The key a pinned image verifiably carries (its manifest's annotation, unless this
     machine holds another image under that key), else None: then it is used by its digest
     reference only, and given no key name."""
@@ -167,7 +191,7 @@ def _key_of(run: Run, found: cache.Found) -> str | None:
     return found.key
 
 
-def _stale(plan: ImagePlan, saved: Mapping[str, Any], records: Mapping[Platform, keys.Record],
+def _stale(plan: ImagePlan, saved: Settled | None, records: Mapping[Platform, keys.Record],
            storage: Storage) -> dict[Platform | str, str]:
     """Why each platform's recorded image no longer stands (the ones that do are left
     out), and under "manifest list" why a multi-arch image's list must be made again;
@@ -175,32 +199,32 @@ def _stale(plan: ImagePlan, saved: Mapping[str, Any], records: Mapping[Platform,
     if not plan.platforms:
         reason = stale_image(plan, saved, records[None], storage)
         return {None: reason} if reason else {}
-    if saved.get("id") and "platforms" not in saved:
+    if saved is not None and saved.id and saved.platforms is None:
         return {p: f"platforms changed: native -> {', '.join(records)}" for p in records}
-    done = saved.get("platforms") or {}
+    done = (saved and saved.platforms) or {}
     reasons: dict[Platform | str, str] = {
         p: reason for p, record in records.items()
-        if (reason := stale_image(plan, done.get(p) or {}, record, storage))}
-    if not reasons:
+        if (reason := stale_image(plan, done.get(p), record, storage))}
+    if not reasons and saved is not None:
         key = keys.list_key({p: record.key for p, record in records.items()})
         missing = [n for n in plan.list_names(key)
-                   if saved.get("key") != key or not storage.has(saved["id"], n)]
+                   if saved.key != key or not storage.has(saved.id, n)]
         if missing:
             reasons["manifest list"] = f"no manifest list named {missing[0]}"
     return reasons
 
 
-def stale_image(plan: ImagePlan, saved: Mapping[str, Any], record: keys.Record,
-                 storage: Storage) -> str | None:
+def stale_image(plan: ImagePlan, saved: Settled | None, record: keys.Record,
+                storage: Storage) -> str | None:
     """Why the image must be built (or found by its key), or None when the image this
     task recorded carries the current key and is still in storage under its names."""
-    if not saved.get("id"):
+    if saved is None or not saved.id:
         return "never built"
-    if saved.get("key") != record.key:
-        return keys.changes(saved.get("record"), record, plan.built_on)
-    if not storage.holds(saved["id"]):
-        return f"image {saved['id']} ({plan.reference}) is no longer in local storage"
+    if saved.key != record.key:
+        return keys.changes(saved.record, record, plan.built_on)
+    if not storage.holds(saved.id):
+        return f"image {saved.id} ({plan.reference}) is no longer in local storage"
     for name in plan.local_names(record.key):  # children build FROM the first
-        if not storage.has(saved["id"], name):
-            return f"image {saved['id']} is not tagged {name}"
+        if not storage.has(saved.id, name):
+            return f"image {saved.id} is not tagged {name}"
     return None

@@ -176,11 +176,11 @@ def test_the_options_are_no_longer_warnings(options_tree: Path,
 def test_the_kolla_docs_say_of_every_option_whether_it_is_followed(tmp_path: Path) -> None:
     from oslo_config import cfg
 
-    from buildlib import config_load, kolla
+    from buildlib import config_load, kolla_options
 
     path = tmp_path / "images.yaml"
     path.write_text(yaml.safe_dump({"kolla": {"base": "debian"}}))
-    conf = kolla._kolla_options(config_load.load(path))
+    conf = kolla_options.parsed(config_load.load(path))
     options = {name for name in conf if not isinstance(conf[name], cfg.ConfigOpts.GroupAttr)}
     page = (Path(__file__).resolve().parents[1] / "docs" / "kolla.md").read_text()
     table = page[page.index("| Option | Followed | How |"):]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildlib import buildah, builder, config_load, keys, project, publish
+from buildlib import buildah, builder, config_load, keys, project, publish, standing
 from buildlib.errors import InputError
 from buildlib.run import services_of
 
@@ -175,7 +175,7 @@ def test_a_native_build_keeps_its_options() -> None:
     assert "--platform" not in options
 
 
-def test_keys_from_roots_walks_each_platform(tmp_path: Path) -> None:
+def test_the_walk_from_the_roots_keys_each_platform(tmp_path: Path) -> None:
     path = tree(tmp_path, """\
         settings: {platforms: [linux/amd64, linux/arm64]}
         images:
@@ -185,14 +185,15 @@ def test_keys_from_roots_walks_each_platform(tmp_path: Path) -> None:
     proj = project.load(path)
     in_storage = {record.key: f"sha256:{platform[6:]}" for platform, record
                   in proj.plans["root"].platform_records({}).items()}
-    walked = list(proj.keys_from_roots(["root", "child"],
-                                       lambda name, key: in_storage.get(key)))
-    assert [(name, image_id) for name, _, image_id in walked] == [
-        ("root", "sha256:amd64"), ("root", "sha256:arm64"), ("child", None), ("child", None)]
+    walked = list(standing.walk(
+        proj.plans, ["root", "child"], lambda reference: None,
+        lambda name, records: {p: in_storage.get(r.key) for p, r in records.items()}))
+    assert [(step.name, dict(step.ids)) for step in walked] == [
+        ("root", {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"}),
+        ("child", {"linux/amd64": None, "linux/arm64": None})]
     expected = proj.plans["child"].platform_records(
         {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"})
-    assert [key for name, key, _ in walked if name == "child"] == [
-        r.key for r in expected.values()]
+    assert [r.key for r in walked[1].records.values()] == [r.key for r in expected.values()]
 
 
 def test_a_build_without_the_layer_cache_keeps_its_layers() -> None:

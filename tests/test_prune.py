@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 from buildlib import project, prune
+from buildlib.settled import Settled
 from buildlib.storage_format import StorageContents, StoredImage
 
 OLD, NEW, OLDER = "ib-" + "1" * 32, "ib-" + "2" * 32, "ib-" + "3" * 32
@@ -97,9 +98,9 @@ def test_keep_keeps_the_most_recently_used_old_keys() -> None:
 def test_the_record_orders_keys_by_their_last_use(tmp_path: Path) -> None:
     here = SimpleNamespace(build_dir=tmp_path)  # all the record needs of a project
     prune.remember(here,  # type: ignore[arg-type]
-                    "cron", {"key": "1" * 64})
-    prune.remember(here, "cron", {"key": "2" * 64})
-    prune.remember(here, "cron", {"key": "1" * 64})
+                    "cron", Settled(None, "1" * 64))
+    prune.remember(here, "cron", Settled(None, "2" * 64))  # type: ignore[arg-type]
+    prune.remember(here, "cron", Settled(None, "1" * 64))  # type: ignore[arg-type]
     (tmp_path / prune.RECORD_FILE).open("a").write('{"image": "cron", "ta')  # cut short
     assert prune.recorded(here) == {"cron": [NEW, OLD]}
     prune.rewrite_record(here, prune.recorded(here))

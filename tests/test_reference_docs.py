@@ -176,6 +176,9 @@ def keys_used(data: dict[str, Any]) -> set[str]:
         used |= {"images.NAME." + key for key in image or {}}
         for source in ((image or {}).get("sources") or {}).values():
             used |= {"images.NAME.sources.NAME." + key for key in source}
+    for owner in [data.get("settings") or {}, *((data.get("images") or {}).values())]:
+        for secret in ((owner or {}).get("secrets") or {}).values():
+            used |= {"secrets.ID." + key for key in secret}
     return used
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from registry import GoesAwayRegistry, SilentSocket, free_port
 
-from buildlib import buildah, credentials, registry, run
+from buildlib import buildah, credentials, registry, retries, run
 
 
 class Answers(BaseHTTPRequestHandler):
@@ -120,7 +120,7 @@ def test_digest_of_an_unreachable_registry_is_the_check_message() -> None:
 
 
 def test_breaker_opens_after_several_pushes_in_a_row_not_one_push_retrying() -> None:
-    breaker = registry.Breaker("r:5000", threshold=3)
+    breaker = retries.Breaker("r:5000", threshold=3)
     for _ in range(5):
         breaker.unreachable("base", "connection refused")
     breaker.unreachable("cron", "connection refused")
@@ -132,7 +132,7 @@ def test_breaker_opens_after_several_pushes_in_a_row_not_one_push_retrying() -> 
     breaker.unreachable("cron", "connection refused")
     assert breaker.cause == (
         "not pushed: registry r:5000 was unreachable for 3 pushes in a row (nova-api, "
-        f"multipathd, cron): connection refused; {registry.FIX_UNREACHABLE}")
+        f"multipathd, cron): connection refused; {retries.FIX_UNREACHABLE}")
     breaker.answered()
     assert breaker.cause is not None  # open for the rest of the run
 
@@ -197,11 +197,11 @@ def test_retries_end_at_the_deadline_and_say_how_many_and_how_long() -> None:
     def attempt() -> None:
         budget_left = budget.timeout(300)
         timeouts.append(budget_left)
-        raise registry.TransientError("HTTP 503")
+        raise retries.TransientError("HTTP 503")
 
-    budget = registry.Budget(attempts=50, seconds=1.5)
-    with pytest.raises(registry.GaveUp) as gave_up:
-        registry.with_retries(attempt, budget, lambda *_: None)
+    budget = retries.Budget(attempts=50, seconds=1.5)
+    with pytest.raises(retries.GaveUp) as gave_up:
+        retries.with_retries(attempt, budget, lambda *_: None)
     said = str(gave_up.value)
     assert 1 < len(timeouts) < 50  # the deadline ended it, not the attempts
     assert f"still failing after {len(timeouts)} attempts in " in said
@@ -215,11 +215,11 @@ def test_retries_end_when_the_attempts_are_used() -> None:
 
     def attempt() -> None:
         calls.append(1)
-        raise registry.TransientError("connection reset")
+        raise retries.TransientError("connection reset")
 
-    budget = registry.Budget(attempts=2, seconds=60)
-    with pytest.raises(registry.GaveUp, match=r"still failing after 2 attempts in \d"):
-        registry.with_retries(attempt, budget, lambda *_: None)
+    budget = retries.Budget(attempts=2, seconds=60)
+    with pytest.raises(retries.GaveUp, match=r"still failing after 2 attempts in \d"):
+        retries.with_retries(attempt, budget, lambda *_: None)
     assert len(calls) == 2
 
 
@@ -268,7 +268,7 @@ def test_a_lookup_is_asked_again_while_the_registry_answers_503(
 
     address, requests = unavailable
     reference = f"{address}/kolla/base:latest"
-    lookups = cache.Lookups(client(address), lambda: registry.Budget(3, 30))
+    lookups = cache.Lookups(client(address), lambda: retries.Budget(3, 30))
     with pytest.raises(registry.RegistryError, match=r"3 attempts.*HTTP 503"):
         lookups.find(reference)
     assert requests.count("GET /v2/kolla/base/manifests/latest") == 3

@@ -753,6 +753,7 @@ def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
 
 
 def test_a_build_s_dockerfile_ends_in_a_step_of_its_own() -> None:
-    assert render.as_built("FROM b\nRUN true\n\n", {}) == "FROM b\nRUN true\nARG IMAGEBAKE_END\n"
-    assert render.as_built("FROM b\n", {"tier": "api", 'q"\\': "$HOME x=y"}) == (
+    assert dockerfile_reading.as_built("FROM b\nRUN true\n\n", {}) == (
+        "FROM b\nRUN true\nARG IMAGEBAKE_END\n")
+    assert dockerfile_reading.as_built("FROM b\n", {"tier": "api", 'q"\\': "$HOME x=y"}) == (
         'FROM b\nLABEL "q\\"\\\\"="\\$HOME x=y" "tier"="api"\n')

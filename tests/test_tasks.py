@@ -16,8 +16,20 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, clean, doit_seam, graph, keys, project, render, run, tasks, verdict
+from buildlib import (
+    buildah,
+    clean,
+    dockerfile,
+    doit_seam,
+    graph,
+    keys,
+    project,
+    run,
+    tasks,
+    verdict,
+)
 from buildlib.run import services_of
+from buildlib.settled import Settled
 from buildlib.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +62,8 @@ def run_of(proj: project.Project, storage: Any = None) -> tasks.Run:
     services = services_of(proj)
     run = tasks.Run(proj, graph.select(proj.graph, [], []),
                     storage or Storage(services.buildah), services)
-    run.images.update({name: {"id": f"sha256:id-of-{name}"} for name in proj.plans})
+    for name in proj.plans:
+        run.settle(name, Settled(f"sha256:id-of-{name}", None))
     return run
 
 
@@ -111,14 +124,14 @@ def test_a_child_is_up_to_date_on_its_parents_id_only(example: project.Project) 
     plan = example.plans["nova-api"]
     storage = FakeStorage({"sha256:api": names(plan, "sha256:base-1")})
     run = run_of(example, storage)
-    run.images["nova-base"] = {"id": "sha256:base-1", "start": 1.0, "end": 2.0}
+    run.settle("nova-base", Settled("sha256:base-1", None, start=1.0, end=2.0))
     check = tasks.ImageUpToDate(run, "nova-api")
     recorded = plan.sources.on_parent("sha256:base-1")
     saved = {"id": "sha256:api", "key": recorded.key, "record": recorded.as_dict()}
     assert check(SimpleNamespace(meta={}), saved) is True
-    run.images["nova-base"] = {"id": "sha256:base-1", "start": 7.0, "end": 9.0, "log": "x"}
+    run.settle("nova-base", Settled("sha256:base-1", None, start=7.0, end=9.0, cpu_seconds=3.0))
     assert check(SimpleNamespace(meta={}), saved) is True
-    run.images["nova-base"] = {"id": "sha256:base-2", "start": 1.0, "end": 2.0}
+    run.settle("nova-base", Settled("sha256:base-2", None, start=1.0, end=2.0))
     task = SimpleNamespace(meta={})
     assert check(task, saved) is False
     assert task.meta["verdict"].why == "parent 'nova-base' changed: sha256:base-1 -> sha256:base-2"
@@ -176,7 +189,7 @@ def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     assert option_pairs(argv, "--build-arg") == ["MODE=fast", "VERSION=2",
                                                  f"IMAGEBAKE_OWNER={proj.owner}",
                                                  f"IMAGEBAKE_BUILD={plan.iidfile}"]
-    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see render.as_built
+    assert option_pairs(argv, "--label") == []  # in the Dockerfile: see dockerfile.as_built
     assert plan.labels == {"team": "infra"}
     assert option_pairs(argv, "--volume") == ["/cache:/var/cache", "/src:/src:ro"]
     assert argv[-3:] == ["-f", str(plan.dockerfile), str(plan.context_dir)]
@@ -215,8 +228,8 @@ def test_build_action_runs_the_command_in_the_title(example: project.Project,
     assert values["record"]["parent_id"] == "sha256:id-of-nova-base"
     assert values["key"] == plan.sources.on_parent("sha256:id-of-nova-base").key
     assert values["found"] == "built"
-    assert run.images["nova-api"] == values  # what its children and its push read
-    assert plan.dockerfile.read_text() == render.as_built(plan.context.dockerfile, plan.labels)
+    assert run.images["nova-api"].as_values() == values  # what its children and push read
+    assert plan.dockerfile.read_text() == dockerfile.as_built(plan.context.dockerfile, plan.labels)
     assert (plan.context_dir / "start.sh").exists()
 
 
@@ -251,10 +264,10 @@ def nova_api(example: project.Project) -> project.ImagePlan:
 
 
 def saved_for(plan: project.ImagePlan, parent_id: str | None = "sha256:parent",
-              **changes: Any) -> dict[str, Any]:
+              **changes: Any) -> Settled | None:
     record = plan.sources.on_parent(parent_id)
-    return {"id": "sha256:built", "key": record.key, "record": record.as_dict(),
-            "image": plan.reference, **changes}
+    return Settled.from_values({"id": "sha256:built", "key": record.key,
+                                "record": record.as_dict(), "image": plan.reference, **changes})
 
 
 def current(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") -> keys.Record:
@@ -291,7 +304,7 @@ def test_root_up_to_date(example: project.Project) -> None:
 def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: str | None,
                in_storage: bool, says: str) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)} if in_storage else {})
-    reason = verdict.stale_image(nova_api, {**saved_for(nova_api), **saved},
+    reason = verdict.stale_image(nova_api, saved_for(nova_api, **saved),
                                   current(nova_api, parent_id), storage)
     assert reason is not None
     assert says in reason
@@ -299,7 +312,7 @@ def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: st
 
 def test_stale_when_no_values_were_saved(nova_api: project.ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)})
-    assert verdict.stale_image(nova_api, {}, current(nova_api), storage) == "never built"
+    assert verdict.stale_image(nova_api, None, current(nova_api), storage) == "never built"
 
 
 def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> None:

@@ -1,0 +1,104 @@
+"""Build secrets in exported workflows: each job that builds an image with `secrets:` gets
+them from the engine's secret store (GitHub `secrets.X`, GitLab CI variables, an Argo
+Kubernetes secret), a file secret written to its file before the build; no secret's content
+is in the file."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import yaml
+from conftest import Tree, actionlint
+from gha_replay import Replay
+from test_export import HOSTILE, clone, run_argo_script, stub_cache, stubs, tree_in
+
+from buildlib import export, export_argo
+from buildlib.build_access import EngineSecret
+
+FILE_CONTENT = "[global]\nindex-url = https://user:pw-3f9a@pypi.example/simple\n"
+TOKEN = "glpat-secret-77e1"
+FILE_VARIABLE = "IMAGEBAKE_SECRET_PIP_CONF"
+
+
+def tree_with_secrets(tmp_path: Path) -> Tree:
+    """The example tree (in a folder whose name is shell) where nova-base reads a file
+    secret and a token; the secret's file exists on this machine only."""
+    tree = tree_in(tmp_path / "repo" / HOSTILE, tmp_path / "storage")
+    (tree.root / "pip.conf").write_text(FILE_CONTENT)
+    tree.edit_yaml(lambda data: data["images"]["nova-base"].update(secrets={
+        "pip_conf": {"file": "pip.conf"}, "token": {"env": "GITLAB_TOKEN"}}))
+    return tree
+
+
+def test_gha_jobs_get_their_images_secrets_and_write_the_file(tmp_path: Path) -> None:
+    tree = tree_with_secrets(tmp_path)
+    tree.doit("export", "format=gha")
+    workflow = tmp_path / "repo" / ".github" / "workflows" / "images.yml"
+    text = workflow.read_text()
+    assert FILE_CONTENT.splitlines()[1] not in text and TOKEN not in text
+    assert actionlint(workflow) == []
+    jobs = yaml.safe_load(text)["jobs"]
+    build = jobs["nova-base"]["steps"][3]
+    assert build["env"]["GITLAB_TOKEN"] == "${{ secrets.GITLAB_TOKEN }}"
+    assert build["env"][FILE_VARIABLE] == f"${{{{ secrets.{FILE_VARIABLE} }}}}"
+    assert build["env"]["IMAGEBAKE_SECRET_FILES"] == f"{FILE_VARIABLE}={HOSTILE}/pip.conf"
+    assert "GITLAB_TOKEN" not in jobs["nova-api"]["steps"][3]["env"]  # only who builds it
+
+    bin_dir = stubs(tmp_path / "stubs")
+    cache = stub_cache(tmp_path / "cache", bin_dir)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    runs = Replay.of(workflow, tmp_path / "runners",
+                     secrets={FILE_VARIABLE: FILE_CONTENT, "GITLAB_TOKEN": TOKEN},
+                     runner_env=lambda runner: {"PATH": path, "STUB_LOG": str(runner / "log"),
+                                                "IMAGEBAKE_CACHE": str(cache)},
+                     setup={"actions/checkout@v5": clone(tmp_path / "repo")}).run()
+    assert runs["nova-base"].status == "success", runs["nova-base"].text
+    written = runs["nova-base"].workspace / HOSTILE / "pip.conf"
+    assert written.read_text() == FILE_CONTENT
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def test_a_job_without_its_secret_stops_before_the_build(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text(export.Tool.write_secrets([EngineSecret(FILE_VARIABLE, "x/pip.conf")])
+                      + "echo built\n")
+    done = subprocess.run(["bash", "-e", str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={
+                              **os.environ, "IMAGEBAKE_DIR": str(Path.cwd()),
+                              "IMAGEBAKE_SECRET_FILES": f"{FILE_VARIABLE}=x/pip.conf"})
+    assert done.returncode == 1 and "built" not in done.stdout
+    assert f"the secret {FILE_VARIABLE} is not set or empty" in done.stderr
+    assert not (tmp_path / "x" / "pip.conf").exists()
+
+
+def test_gitlab_and_argo_jobs_get_their_secrets(tmp_path: Path) -> None:
+    tree = tree_with_secrets(tmp_path)
+    tree.doit("export", "format=gitlab")
+    tree.doit("export", "format=argo")
+    gitlab = yaml.safe_load((tmp_path / "repo" / ".gitlab-ci.yml").read_text())
+    assert gitlab["nova-base"]["variables"] == {
+        "IMAGEBAKE_SECRET_FILES": f"{FILE_VARIABLE}={HOSTILE}/pip.conf".replace("$", "$$")}
+    assert gitlab["nova-base"]["script"][0] == 'sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"'
+    assert "variables" not in gitlab["nova-api"]
+
+    argo_file = tree.root / "build" / "argo-workflow.yaml"
+    assert FILE_CONTENT.splitlines()[1] not in argo_file.read_text()
+    argo = yaml.safe_load(argo_file.read_text())
+    assert export_argo.argo_problems(argo) == []
+    [template] = [t for t in argo["spec"]["templates"] if t["name"] == "nova-base"]
+    env = {item["name"]: item for item in template["script"]["env"]}
+    assert env["GITLAB_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": export_argo.ARGO_BUILD_SECRETS, "key": "GITLAB_TOKEN", "optional": True}
+    assert env[FILE_VARIABLE]["valueFrom"]["secretKeyRef"]["key"] == FILE_VARIABLE
+
+    bin_dir = stubs(tmp_path / "stubs")
+    pod = tmp_path / "pod"
+    source = template["script"]
+    source["env"].append({"name": FILE_VARIABLE, "value": FILE_CONTENT})  # as k8s gives it
+    run_argo_script(source, pod, f"{bin_dir}:{os.environ['PATH']}", clone(tmp_path / "repo"),
+                    stub_cache(tmp_path / "cache", bin_dir))
+    assert (pod / "exit").read_text().startswith("0\n"), (pod / "exit").read_text()
+    assert (pod / "src" / HOSTILE / "pip.conf").read_text() == FILE_CONTENT
