@@ -29,9 +29,10 @@ from buildlib.run import Run
 # Where GitHub and GitLab look for the workflow, in the repository.
 WORKFLOW_FILES = {"gha": ".github/workflows/images.yml", "gitlab": ".gitlab-ci.yml"}
 UNKNOWN_DURATION = 60.0  # seconds per image when the last report.json has none
+TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running now
 
 
-def write_workflow(run: Run, tool_dir: Path) -> None:
+def write_workflow(run: Run, tool_dir: Path = TOOL_DIR) -> None:
     """Partition the selection into jobs, write the workflow, print the estimates; raises
     CommandFailed on bad variables, a path the workflow cannot name, or jobs the format
     cannot write. `tool_dir` is the imagebake checkout the jobs install."""

@@ -1,4 +1,5 @@
-"""One image's push as its push task runs it: what it does (its title) and the push."""
+"""One image's push as its push task runs it: whether the registry holds it already, what
+the push does (its title), and the push."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ def title(run: Run, name: str) -> str:
         return f"tagging {run.project.plans[name].reference}"
     argv = publish.push_argv(run.project, run.services, name, built.key)
     return f"pushing {name}: {command_line(argv)}"
+
+
+def up_to_date(run: Run, name: str) -> dict[str, Any] | None:
+    """What a push would leave, when the registry holds it already: the image under its
+    key's tag, and the user's tag naming that manifest (an image taken by `pin=` is
+    someone else's to push). None: the push has work to do."""
+    built = run.images.get(name)
+    if name in run.pins:
+        return {"digest": built and built.digest, "attempts": 0}
+    assert run.lookups is not None  # a run with pushes asks the registry
+    plan = run.project.plans[name]
+    if publish.push_stale_reason(plan, run.images[name], run.lookups) is not None:
+        return None
+    return {"digest": run.lookups.find(plan.reference).manifest.digest, "attempts": 0}
 
 
 def push(run: Run, name: str) -> dict[str, Any]:

@@ -1,46 +1,36 @@
-"""The only module that knows doit's task dicts: a loaded project -> doit tasks.
-
-Task creators are small generators of plain dicts, as in pydoit's own code. A build
-action (`building.build`) returns what the image settled on as the task's saved values; a
-child reads its parent's ID from the run (`Run.images`, not `getargs`, which would make it
-depend on the parent's whole result), and `ImageUpToDate` compares the current key with
-the saved. doit's saved values are plain dicts here only: `settled.Settled` elsewhere.
-
-The run itself (command line, selection, lock, signals) is `buildlib.run`'s.
-"""
+"""The only module that knows doit's task dicts: a loaded project -> doit tasks, small
+generators of plain dicts (as in pydoit's own code) whose actions and up-to-date checks
+call the use cases' rooms and decide nothing. A child reads its parent's ID from the run
+(`Run.images`, not `getargs`, which would make it depend on the parent's whole result).
+doit's saved values are plain dicts here only: `settled.Settled` elsewhere."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from doit.exceptions import TaskFailed
 
 from buildlib import (
-    builder,
     building,
     clean,
     keygen,
-    keys,
     merge,
     preview,
     processes,
     pruning,
-    publish,
     push_report,
     pushing,
     report,
     resolve,
     status,
+    watch,
 )
-from buildlib.buildah import command_line
 from buildlib.doit_seam import SavedValuesCalculator, display_path
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
 from buildlib.settled import Settled
-from buildlib.verdict import Verdict, judge
 
 
 def namespace(run: Run) -> dict[str, Any]:
@@ -116,12 +106,8 @@ def build_tasks(run: Run) -> Iterator[dict[str, Any]]:
     """`build` (every selected image) and one `build:<image>` per selected image."""
     yield {"basename": "build", "name": None,
            "doc": "build every image that is out of date"}
-    for name in _selected_in_order(run):
+    for name in run.project.graph.ordered(run.selection.selected):
         yield build_task(run, name)
-
-
-def _selected_in_order(run: Run) -> list[str]:
-    return run.project.graph.ordered(run.selection.selected)
 
 
 def build_task(run: Run, name: str) -> dict[str, Any]:
@@ -130,7 +116,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "doc": f"build {plan.reference}" + (f" on {plan.parent}" if plan.parent else ""),
-        "title": lambda task: _build_title(run, name, task),
+        "title": lambda task: building.title(run, name, task.meta.get("verdict")),
         "actions": [(_build, [run, name])],
         "task_dep": ([parent_task] if parent_task else []) + run.read_tasks(name),
         "uptodate": [ImageUpToDate(run, name)],
@@ -146,7 +132,7 @@ def push_tasks(run: Run) -> Iterator[dict[str, Any]]:
            "doc": "build what is stale, then push what the registry lacks"}
     if not run.invocation.may_push:
         return  # a build: its no-op would pay for tasks it never runs
-    for name in _selected_in_order(run):
+    for name in run.project.graph.ordered(run.selection.selected):
         yield push_task(run, name)
 
 
@@ -190,20 +176,14 @@ def config_task(run: Run) -> dict[str, Any]:
 def watch_task(run: Run) -> dict[str, Any]:
     """Build, then build again on each change to images.yaml, a template or a context file."""
     return _command("watch", "build, then again on each change to images.yaml, a template "
-                    "or a context file", _watch, run)
-
-
-def _watch(run: Run) -> None:
-    from buildlib import watch  # imports watchfiles: only watch mode pays for it
-
-    watch.watch(run.project.config.sources, run.invocation.rerun_as("build"),
-                run.invocation.where, run.services.stop)
+                    "or a context file", watch.watch, run.project.config.sources,
+                    run.invocation.rerun_as("build"), run.invocation.where, run.services.stop)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
     """write build/images.lock.json: each image's digest, key and ID in the registry"""
-    return _command("resolve", f"write {run.project.lock_path.name}: each selected image's digest, "
-                    "key and ID in the registry", resolve.write_lock, run)
+    return _command("resolve", f"write {run.project.lock_path.name}: each selected image's "
+                    "digest, key and ID in the registry", resolve.write_lock, run)
 
 
 def merge_task(run: Run) -> dict[str, Any]:
@@ -220,20 +200,17 @@ def prune_task(run: Run) -> dict[str, Any]:
                           "(the registry's key tags too)", pruning.prune_command, run)
 
 
-TOOL_DIR = Path(__file__).resolve().parents[1]  # the imagebake checkout running now
-
-
 def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions, GitLab CI or Argo Workflows workflow"""
     return _command("export", "write the image graph as a CI workflow: format=gha|gitlab|argo "
                     "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
-                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run, TOOL_DIR)
+                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run)
 
 
-def _export(run: Run, tool_dir: Path) -> None:
+def _export(run: Run) -> None:
     from buildlib import ci_export  # the writers and YAML: only this command loads them
 
-    ci_export.write_workflow(run, tool_dir)
+    ci_export.write_workflow(run)
 
 
 def keygen_task(run: Run) -> dict[str, Any]:
@@ -251,22 +228,6 @@ def graph_task(run: Run) -> dict[str, Any]:
     dot = proj.build_dir / "graph.dot"
     return _command("graph", f"draw the image graph, coloured by last status: {dot} and "
                     "graph.svg", preview.draw_graph, proj, dot)
-
-
-def _build_title(run: Run, name: str, task: Any) -> str:
-    """What the build does, from its verdict: per platform, found by its key or the exact
-    buildah command."""
-    found: Verdict = task.meta.get("verdict") or judge(run, name, None)
-    if not found.records:
-        return f"building {name}"
-    lines, in_storage = [], run.storage.with_keys(found.records)
-    for platform, record in found.records.items():
-        what = f"{name} for {platform}" if platform else name
-        argv = builder.bud_argv(run.project, run.services, name, record)
-        lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
-                     if in_storage[platform] else
-                     f"building {what}: {command_line(argv)}")
-    return "\n.  ".join(lines)
 
 
 def _build(run: Run, name: str, task: Any) -> Any:
@@ -322,21 +283,14 @@ class ImageUpToDate(SavedValuesCalculator):
 
 
 class PushUpToDate:
-    """Up to date when the registry holds the image under its key's tag and the user's
-    tag names that manifest (an image taken by `pin=` is someone else's to push)."""
+    """Up to date when the registry holds the image as a push would leave it
+    (`pushing.up_to_date`); what it found goes to the reporter."""
 
     def __init__(self, run: Run, name: str) -> None:
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        built = self.run.images.get(self.name)
-        if self.name in self.run.pins:
-            task.meta["settled"] = {"digest": built and built.digest, "attempts": 0}
-            return True
-        assert self.run.lookups is not None  # a run with pushes asks the registry
-        plan = self.run.project.plans[self.name]
-        reason = publish.push_stale_reason(plan, self.run.images[self.name], self.run.lookups)
-        if reason is None:
-            digest = self.run.lookups.find(plan.reference).manifest.digest
-            task.meta["settled"] = {"digest": digest, "attempts": 0}
-        return reason is None
+        settled = pushing.up_to_date(self.run, self.name)
+        if settled is not None:
+            task.meta["settled"] = settled
+        return settled is not None
