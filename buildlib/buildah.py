@@ -54,7 +54,8 @@ BuildahError = CommandError
 def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
                 isolation: str | None, args: Mapping[str, str],
                 volumes: Sequence[str], platform: str | None = None,
-                layer_cache: bool = True) -> list[str]:
+                layer_cache: bool = True, target: str | None = None,
+                contexts: Mapping[str, str] | None = None) -> list[str]:
     """The options of `buildah bud` that shape the image (everything but paths).
     `--timestamp` and no identity label make it reproducible: the same inputs on the
     same parent give the same image ID in any storage.
@@ -79,6 +80,10 @@ def bud_options(tags: Sequence[str], *, fmt: str, timestamp: int | None,
         options += ["--build-arg", f"{key}={value}"]
     for volume in volumes:
         options += ["--volume", volume]
+    if target is not None:
+        options += ["--target", target]
+    for name, value in sorted((contexts or {}).items()):
+        options += ["--build-context", f"{name}={value}"]
     return options
 
 

@@ -19,17 +19,18 @@ from buildlib.storage import Storage
 def build_image(project: Project, services: Services, name: str, record: keys.Record,
                 storage: Storage,
                 reason: str | None = None, echo: bool = False,
-                parent_name: str | None = None) -> Settled:
+                parent_name: str | None = None, fresh: bool = False) -> Settled:
     """The image with this record's key: found in storage by its key tag (and tagged
     with the reference), or built from a fresh copy of the context, FROM `parent_name`:
     the parent's key name, or the digest reference of a pinned parent that carries no key
     (exactly that image; and buildah writes the FROM name into the image's history, so a
     tag there would make the ID depend on the tag). Returns what later runs, children and
-    pushes need."""
+    pushes need. `fresh`: built without buildah's layer cache, though storage holds it,
+    and the new image takes the key's names."""
     plan = project.plans[name]
     start = time.time()
     with storage.lock_for(record.key):
-        found = storage.with_key(record.key)
+        found = None if fresh else storage.with_key(record.key)
         if found is not None:
             missing = [n for n in plan.local_names(record.key)
                        if n not in storage.names(found)]
@@ -40,14 +41,14 @@ def build_image(project: Project, services: Services, name: str, record: keys.Re
         context = plan.context
         if parent_name and plan.parent:
             context = context.from_parent(plan.parent_reference, parent_name)
-        built = _build(project, services, plan, context, record, reason, echo, start)
+        built = _build(project, services, plan, context, record, reason, echo, start, fresh)
         storage.add(built.id, plan.local_names(record.key))
         return built
 
 
 def _build(project: Project, services: Services, plan: ImagePlan, context: render.Context,
            record: keys.Record, reason: str | None, echo: bool,
-           start: float) -> Settled:
+           start: float, fresh: bool = False) -> Settled:
     name = plan.name
     plan.own_workdir()
     try:
@@ -65,7 +66,7 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
     if blind:
         note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
-        built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
+        built = services.buildah.bud(bud_argv(project, services, name, record, fresh), plan.iidfile,
                                      plan.build_log, plan.timeout, note=note, echo=echo,
                                      append=record.platform is not None)
     except BuildahError as err:
@@ -74,7 +75,7 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
         # Two keys of one image ID (inputs that change no byte) committed at once (the
         # other build's image is there now, and the layer cache makes this one quick), or
         # a RUN step's runtime could not start under load: the same build once more.
-        built = services.buildah.bud(bud_argv(project, services, name, record), plan.iidfile,
+        built = services.buildah.bud(bud_argv(project, services, name, record, fresh), plan.iidfile,
                                      plan.build_log, plan.timeout, note=f"{note} (again)",
                                      echo=echo, append=True)
     return _settled(plan, built.id, record, How.BUILT, start, built.cpu_seconds)
@@ -87,7 +88,7 @@ TRIED_AGAIN = (
 
 
 def bud_argv(project: Project, services: Services, name: str,
-             record: keys.Record) -> list[str]:
+             record: keys.Record, fresh: bool = False) -> list[str]:
     """`buildah bud` of this record, tagged with the key name and the reference (the
     key is no label: it would change the image ID; every build arg is given, those no
     ARG reads are no part of the key; the labels are in the Dockerfile it writes)."""
@@ -96,7 +97,8 @@ def bud_argv(project: Project, services: Services, name: str,
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
-        layer_cache=not cache_blind_reads(plan, record))
+        layer_cache=not fresh and not cache_blind_reads(plan, record), target=record.target,
+        contexts=plan.contexts)
     options += buildah.access_options(plan.access.secret_sources(project.config.root),
                                       plan.access.ssh_sources(project.config.root),
                                       plan.access.network)
@@ -115,7 +117,7 @@ def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
     """What this image's build reads that buildah's layer cache does not look at: when
     any, it is built without that cache (else a new key could take old bytes)."""
     return dockerfile.cache_blind_reads(plan.context.dockerfile, plan.args, record.volumes,
-                                        plan.triggers)
+                                        plan.triggers, plan.target)
 
 
 def _settled(plan: ImagePlan, image_id: str, record: keys.Record, how: How,
@@ -128,7 +130,8 @@ def _settled(plan: ImagePlan, image_id: str, record: keys.Record, how: How,
 def build(project: Project, services: Services, name: str,
           records: Mapping[str | None, keys.Record], storage: Storage,
           reasons: Mapping[str | None, str], echo: bool = False,
-          parent_names: Mapping[str | None, str | None] | None = None) -> Settled:
+          parent_names: Mapping[str | None, str | None] | None = None,
+          fresh: bool = False) -> Settled:
     """The image of these records (one per platform; `None`: a native image's one), each
     found by its key or built on `parent_names[platform]`, one after another into one log;
     of a multi-arch image, then the manifest list of them, named by its key and the
@@ -138,17 +141,18 @@ def build(project: Project, services: Services, name: str,
     parent_names = parent_names or {}
     if not plan.platforms:
         return build_image(project, services, name, records[None], storage,
-                           reasons.get(None), echo, parent_names.get(None))
+                           reasons.get(None), echo, parent_names.get(None), fresh)
     start = time.time()
     if not all(storage.with_keys(records).values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
     platforms = {platform: build_image(project, services, name, record, storage,
-                                       reasons.get(platform), echo, parent_names.get(platform))
+                                       reasons.get(platform), echo, parent_names.get(platform),
+                                       fresh)
                  for platform, record in records.items()}
     key = keys.list_key({platform: image.key for platform, image in platforms.items()})
     list_id = manifest_list(services, plan, key, [image.id for image in platforms.values()],
-                            storage)
+                            storage, fresh)
     built = any(image.how is How.BUILT for image in platforms.values())
     return Settled(list_id, key, How.BUILT if built else How.LOCAL, image=plan.reference,
                    start=start, end=time.time(),
@@ -159,12 +163,16 @@ def build(project: Project, services: Services, name: str,
 
 
 def manifest_list(services: Services, plan: ImagePlan, key: str, image_ids: list[str],
-                  storage: Storage) -> str:
+                  storage: Storage, fresh: bool = False) -> str:
     """The manifest list of these images (one per platform): found by its key name, or
-    made; named by the reference too. Returns its ID in storage."""
+    made; named by the reference too. Returns its ID in storage. `fresh`: made anew (the
+    images were built afresh under their keys: the list found lists the old ones)."""
     names = plan.list_names(key)
     with storage.lock_for(key):
         found = storage.with_key(key)
+        if found is not None and fresh:
+            services.buildah.manifest_rm(*sorted(set(names) & storage.names(found)))
+            found = None
         if found is None:
             found = services.buildah.manifest_create(names[0], image_ids)
             storage.add(found, names[:1])

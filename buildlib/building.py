@@ -66,7 +66,7 @@ def build(run: Run, name: str, found: Verdict | None) -> Settled | str:
             publish.pull(proj, run.services, plan.parent, parent, run.storage)
         settled = builder.build(proj, run.services, name, found.records, run.storage,
                                 found.stale, echo=run.options.verbose,
-                                parent_names=parent_names(run, name))
+                                parent_names=parent_names(run, name), fresh=name in run.fresh)
     except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
             OSError) as err:
         return str(err)  # the summary adds the log's tail and path

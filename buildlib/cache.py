@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,8 @@ from buildlib.settled import How, Settled
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
     from buildlib.project import ImagePlan, Project
     from buildlib.storage import Storage
@@ -89,8 +91,11 @@ def repository_of(reference: str) -> str:
 class Lookups:
     """Manifests asked of one registry, each reference once, by a pool of threads."""
 
-    def __init__(self, client: Client, budget: Callable[[], Budget] | None = None) -> None:
+    def __init__(self, client: Client, budget: Callable[[], Budget] | None = None,
+                 trusted: Sequence[EllipticCurvePublicKey] = ()) -> None:
         self.client, self.budget = client, budget  # budget: each lookup's retries
+        self.trusted = tuple(trusted)  # settings.trust's keys: a found image must be signed
+        self._checked: dict[str, Future[str | None]] = {}
         self._lock = threading.Lock()
         self._asked: dict[str, Future[Manifest | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -119,6 +124,32 @@ class Lookups:
     def requests(self) -> int:
         return len(self._asked)
 
+    def unsigned(self, found: Found) -> str | None:
+        """With settings.trust, why `found` is not signed by a trusted key for its
+        repository ("unsigned", "signed by an unknown key"), else None; asked once each."""
+        if not self.trusted:
+            return None
+        from buildlib import signatures
+
+        def check() -> str | None:
+            verdict = signatures.check_signature(self.client, found.repository,
+                                                 found.manifest.digest, self.trusted)
+            return None if verdict.valid else verdict.why
+
+        from concurrent.futures import Future
+
+        with self._lock:  # (the walk and a check may ask at once: one request)
+            answer = self._checked.get(found.pinned)
+            mine = answer is None
+            if answer is None:
+                answer = self._checked[found.pinned] = Future()
+        if mine:
+            try:
+                answer.set_result(check())
+            except BaseException as err:
+                answer.set_exception(err)
+        return answer.result()
+
 
 def find_by_key(lookups: Lookups, plan: ImagePlan, key: str,
                 warn: Callable[[str], None]) -> Found | None:
@@ -133,6 +164,12 @@ def find_by_key(lookups: Lookups, plan: ImagePlan, key: str,
     if problem:
         warn(f"warning: registry {lookups.client.host}: {reference} names "
              f"{found.manifest.digest}, which {problem}; not taken as {plan.name}'s image")
+        return None
+    unsigned = lookups.unsigned(found)
+    if unsigned:
+        warn(f"warning: registry {lookups.client.host}: {reference} names "
+             f"{found.manifest.digest}: not cached: {unsigned} (settings.trust); "
+             f"{plan.name} is built")
         return None
     return found
 

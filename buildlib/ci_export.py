@@ -72,7 +72,9 @@ def _target(proj: project.Project, options: ExportOptions) -> Target:
     return export.Target(proj.config.settings.registry, proj.config.settings.tls_verify,
                          runs_on=options.runs_on or (export.GHA_RUNNER
                                                      if options.format == "gha" else ()),
-                         storage=options.storage, runners=options.runners)
+                         storage=options.storage, runners=options.runners,
+                         signs=proj.config.settings.sign is not None,
+                         verifies=proj.config.settings.trust is not None)
 
 
 def _check_safe(proj: project.Project, tool: Tool, target: Target, sub: Graph) -> None:

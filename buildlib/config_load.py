@@ -148,10 +148,28 @@ def _check_references(config: Config) -> None:
             raise _located(config, tuple(key.split(".")), f"invalid {key} {value!r}",
                            fix=f"use {expected}")
     _check_authfile(config)
+    _check_key_files(config)
     for name in config.images:
         if not NAME_RE.fullmatch(name) or not NAME_RE.fullmatch(s.prefix + name):
             raise _located(config, ("images", name), f"invalid image name {name!r}", image=name,
                            fix="use lowercase letters and digits separated by . _ or -")
+
+
+def _check_key_files(config: Config) -> None:
+    """settings.trust's keys must exist (their contents are read by a run that checks;
+    settings.sign's key, or COSIGN_PRIVATE_KEY, with its password by a run that pushes:
+    a CI job's other steps have neither)."""
+    trust = config.settings.trust
+    if trust and not trust.keys:
+        raise _located(config, ("settings", "trust", "keys"), "settings.trust.keys is empty",
+                       fix="name at least one public key file, or drop settings.trust")
+    for index, key in enumerate(trust.keys if trust else []):
+        if not config.source_path(key).is_file():
+            raise _located(config, ("settings", "trust", "keys", index),
+                           f"settings.trust.keys {key!r}: {config.source_path(key)} does not "
+                           "exist", fix="make a key pair with `imagebake keygen` (or `cosign "
+                           "generate-key-pair`) or correct the path (relative to the "
+                           "directory of images.yaml)")
 
 
 def _check_authfile(config: Config) -> None:

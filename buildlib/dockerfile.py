@@ -11,8 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 from buildlib.dockerfile_parse import (
     KNOWN,
@@ -22,63 +21,24 @@ from buildlib.dockerfile_parse import (
     parse,
     process_word,
 )
+from buildlib.dockerfile_stages import (
+    bind_mounts,
+    built_stages,
+    heading_args,
+    mounts,
+    stage_defaults,
+    stage_reads,
+    stages,
+)
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 SCRATCH = "scratch"
-
-
-@dataclass
-class Stage:
-    """One FROM and the instructions after it."""
-
-    image: str  # what its FROM names, resolved (an image, `scratch`, or an earlier stage)
-    name: str | None
-    instructions: list[Instruction] = field(default_factory=list)
-
-
-def stages(dockerfile: Dockerfile, build_args: Mapping[str, str] | None = None,
-           triggers: tuple[Instruction, ...] = ()) -> list[Stage]:
-    """The stages, each FROM resolved as buildah resolves it: with the ARGs before the
-    first FROM, whose values `build_args` (--build-arg) override. `triggers` (the
-    ONBUILD instructions of the image the first stage is built FROM) run first in it."""
-    heading = heading_args(dockerfile, build_args or {})
-    found: list[Stage] = []
-    for instruction in dockerfile.instructions:
-        if instruction.keyword == "from":
-            words = instruction.args
-            name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
-            image = process_word(words[0], heading) if words else ""
-            found.append(Stage(image, name, [*triggers] if not found else []))
-        elif found:
-            found[-1].instructions.append(instruction)
-    return found
 
 
 # Build args buildah gives RUN steps without an ARG instruction.
 PREDEFINED_ARGS = frozenset(name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY",
                                                "NO_PROXY", "ALL_PROXY")
                             for name in (proxy, proxy.lower()))
-
-
-def heading_args(dockerfile: Dockerfile, build_args: Mapping[str, str]) -> dict[str, str]:
-    """The ARGs before the first FROM, as the FROM lines see them: each default (itself
-    expanded with the ones before it), or the build arg of that name."""
-    values: dict[str, str] = {}
-    for instruction in dockerfile.instructions:
-        if instruction.keyword == "from":
-            break
-        if instruction.keyword != "arg":
-            continue
-        before = dict(values)  # a step sees the args as they were before it
-        for word in instruction.args:
-            name, has_default, default = process_word(word, before).partition("=")
-            if name in build_args:
-                values[name] = build_args[name]
-            elif has_default:
-                values[name] = default
-            else:
-                values.setdefault(name, "")
-    return values
 
 
 def declared_args(text: str) -> frozenset[str]:
@@ -146,15 +106,7 @@ def remote_inputs(text: str, build_args: Mapping[str, str]) -> list[str]:
     heading = heading_args(parsed, build_args)
     return [path for stage in stages(parsed, build_args) for path in remote_sources(
         list(with_triggers(stage.instructions)),
-        {**heading, **_stage_defaults(stage), **build_args})]
-
-
-def mounts(instruction: Instruction) -> list[tuple[str, dict[str, str]]]:
-    """(the `--mount=...` flag, its fields) of each mount of a RUN (every type)."""
-    if instruction.keyword != "run":
-        return []
-    return [(flag, dict(f.partition("=")[::2] for f in flag[len("--mount="):].split(",")))
-            for flag in instruction.flags if flag.startswith("--mount=")]
+        {**heading, **stage_defaults(stage), **build_args})]
 
 
 def run_mounts(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -172,7 +124,8 @@ ARGS_IN_HISTORY = frozenset({"run", "from", "arg"})
 
 
 def cache_blind_reads(text: str, build_args: Mapping[str, str], volumes: Sequence[str],
-                      triggers: tuple[Instruction, ...] = ()) -> list[str]:
+                      triggers: tuple[Instruction, ...] = (),
+                      target: str | None = None) -> list[str]:
     """What a build of this Dockerfile (after the ONBUILD `triggers` of the image it is
     built on) reads that buildah 1.28's layer cache does not look at, one phrase each;
     when any, the image must be built without that cache. buildah reuses a step when its
@@ -183,8 +136,8 @@ def cache_blind_reads(text: str, build_args: Mapping[str, str], volumes: Sequenc
     ARG declares (buildah keeps them out of history); a given build arg read by a step
     but RUN (ENV, LABEL, WORKDIR... are cached by their text before substitution, and
     kept the old value). COPY and ADD (of the context, `--from=`, a URL) are compared by
-    content."""
-    instructions = [*triggers, *with_triggers(read(text).instructions)]
+    content. Only the stages buildah builds (for `target`) count."""
+    instructions = list(with_triggers(built_instructions(text, build_args, target, triggers)))
     blind = [f"RUN {flag}" for instruction in instructions
              for flag, fields in mounts(instruction)
              if fields.get("type", "bind") not in CACHE_SEEN_MOUNTS]
@@ -201,12 +154,6 @@ def cache_blind_reads(text: str, build_args: Mapping[str, str], volumes: Sequenc
             blind.append(f"{instruction.keyword.upper()} with build arg {', '.join(names)} "
                          "(cached by its text before substitution)")
     return blind
-
-
-def bind_mounts(instruction: Instruction) -> list[dict[str, str]]:
-    """The fields of each `RUN --mount=...` of type bind (the default type)."""
-    return [fields for _, fields in mounts(instruction)
-            if fields.get("type", "bind") == "bind"]
 
 
 def bind_mount_sources(instructions: list[Instruction] | tuple[Instruction, ...]) -> list[str]:
@@ -252,49 +199,68 @@ def base_image(text: str, build_args: Mapping[str, str]) -> str | None:
 
 
 def images_read(text: str, build_args: Mapping[str, str],
-                triggers: tuple[Instruction, ...] = ()) -> list[str]:
+                triggers: tuple[Instruction, ...] = (), target: str | None = None,
+                contexts: Collection[str] = ()) -> list[str]:
     """Every image a build reads besides the one its first FROM names: a later stage's
     FROM, `COPY --from=<image>`, `RUN --mount=...,from=<image>` (an earlier stage's name
-    or number is no image); resolved with the build args, as buildah resolves them."""
-    parsed = read(text)
-    heading = heading_args(parsed, build_args)
-    every = stages(parsed, build_args, triggers)
+    or number is no image, nor a named build context of `contexts`); resolved with the
+    build args, as buildah resolves them. Only the stages buildah builds count: the
+    `target` stage (default: the last) and the stages it reads, as `built_stages` says."""
+    every = stages(read(text), build_args, triggers)
+    reads = stage_reads(read(text), every, build_args)
     found: list[str] = []
-    for index, stage in enumerate(every):
-        # (a wider reading than buildah's: the ARGs before the first FROM count too)
-        env = {**heading, **_stage_defaults(stage), **build_args}
+    for index in sorted(built_stages(every, reads, target)):
         earlier = {str(i) for i in range(index)} | {
             s.name.lower() for s in every[:index] if s.name}
-        named = [stage.image] if index else []  # (a FROM is resolved already)
-        for instruction in stage.instructions:
-            source = instruction.flag("from") if instruction.keyword == "copy" else None
-            sources = [source] if source is not None else []
-            sources += [fields["from"] for fields in bind_mounts(instruction) if "from" in fields]
-            named += [process_word(s, env) for s in sources]
-        for image in named:
-            if image and image.lower() not in earlier | {SCRATCH} and image not in found:
+        for image in reads[index]:
+            if (image and image.lower() not in earlier | {SCRATCH} and image not in contexts
+                    and image not in found):
                 found.append(image)
     return found
 
 
-def _stage_defaults(stage: Stage) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for instruction in stage.instructions:
-        if instruction.keyword == "arg":
-            for word in instruction.args:
-                name, has_default, default = word.partition("=")
-                if has_default:
-                    values[name] = process_word(default, values)
-    return values
+def built_instructions(text: str, build_args: Mapping[str, str] | None = None,
+                       target: str | None = None,
+                       triggers: tuple[Instruction, ...] = ()) -> list[Instruction]:
+    """The instructions of the stages buildah builds (`built_stages`; their FROM lines
+    left out), the `triggers` first in the first stage; every instruction when a later
+    stage's FROM or a `--from=` is built of a variable (which stage it names may depend on
+    a build arg)."""
+    parsed = read(text)
+    every = stages(parsed, build_args or {}, triggers)
+    named = [i for stage in every for i in stage.instructions if i.flag("from") or any(
+        "from" in fields for _, fields in mounts(i))]
+    named += [i for i in parsed.instructions if i.keyword == "from"][1:]
+    if any("$" in i.original for i in named):
+        return [instruction for stage in every for instruction in stage.instructions]
+    built = built_stages(every, stage_reads(parsed, every, build_args or {}), target)
+    return [instruction for index in sorted(built) for instruction in every[index].instructions]
 
 
-def context_read(text: str, triggers: tuple[Instruction, ...] = ()) -> Callable[[str], bool]:
+def stage_end(text: str, target: str) -> int | None:
+    """The line the `target` stage ends on, when a stage follows it: the line before the
+    next FROM (1-based; None when the target is the last stage)."""
+    froms = [i for i in read(text).instructions if i.keyword == "from"]
+    names = [i.args[2] if len(i.args) == 3 and i.args[1].lower() == "as" else None
+             for i in froms]
+    index = names.index(target)
+    return froms[index + 1].start - 1 if index + 1 < len(froms) else None
+
+
+def stage_names(text: str) -> list[str]:
+    """The names its stages are given (`FROM ... AS name`), which `--target` can name."""
+    return [stage.name for stage in stages(read(text)) if stage.name]
+
+
+def context_read(text: str, triggers: tuple[Instruction, ...] = (),
+                 target: str | None = None) -> Callable[[str], bool]:
     """Whether a build of this Dockerfile can read a context file (by its path inside the
     context): some COPY/ADD source or `RUN --mount=type=bind` source names it, the file or
     a folder above it, with buildah's wildcards (`*`, `?`, `[...]` within one path part).
     A source built from a variable can name anything; ignore files decide what is sent and
-    are always read. `triggers`: ONBUILD instructions of the image it is built on."""
-    instructions = [*triggers, *read(text).instructions]
+    are always read. `triggers`: ONBUILD instructions of the image it is built on. Only
+    the stages buildah builds (for `target`) count."""
+    instructions = built_instructions(text, target=target, triggers=triggers)
     patterns = [path for _, path in context_sources(instructions, variables=True)]
     patterns += bind_mount_sources(instructions)
     if any("$" in p or p == "." for p in patterns):
@@ -359,7 +325,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
 LAST_STEP = "ARG IMAGEBAKE_END"
 
 
-def as_built(text: str, labels: Mapping[str, str]) -> str:
+def as_built(text: str, labels: Mapping[str, str], target: str | None = None) -> str:
     """The Dockerfile a build writes: the rendered one, then a last step of its own: the
     image's labels, spelled as buildah records `--label k=v` (`LABEL "k"="v"`; `\\`, `"`
     and `$` escaped by a backslash, which buildah 1.28's LABEL reads under any
@@ -370,12 +336,17 @@ def as_built(text: str, labels: Mapping[str, str]) -> str:
       with other labels named another image;
     - the image a build ends in is tagged (its key name), and a later build whose
       Dockerfile goes on after those steps started its next step from it, named so. A
-      last step of its own keeps every step of the user's Dockerfile an untagged one."""
+      last step of its own keeps every step of the user's Dockerfile an untagged one.
+    With a `target` stage, the step ends that stage (before the next FROM), the one built."""
     if labels:
         last = "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}"
                                    for k, v in sorted(labels.items()))
     else:
         last = LAST_STEP
+    after = stage_end(text, target) if target else None
+    if after is not None:
+        lines = text.splitlines(keepends=True)
+        return "".join([*lines[:after], f"{last}\n", *lines[after:]])
     return f"{text.rstrip(chr(10))}\n{last}\n"
 
 

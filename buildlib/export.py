@@ -28,6 +28,8 @@ from buildlib.build_access import EngineSecret
 from buildlib.export_jobs import Job, identifier
 
 REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
+# settings.sign in CI: the key's PEM and its password, named as cosign's own workflows name them
+SIGNING_SECRETS = ("COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD")
 CI_IMAGE = "debian:bookworm"  # buildah 1.28, as the project is tested with
 GHA_RUNNER = ("ubuntu-latest",)
 PLATFORM_RUNNERS = {"linux/arm64": ("ubuntu-24.04-arm",)}  # GitHub-hosted; else GHA_RUNNER
@@ -96,6 +98,8 @@ class Target:
     runs_on: tuple[str, ...] = GHA_RUNNER
     storage: str = "runner"
     runners: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (platform, its runner labels)
+    signs: bool = False  # settings.sign: pushes sign with the key in SIGNING_SECRETS
+    verifies: bool = False  # settings.trust: each job verifies what it pushed
 
     def labels(self, platform: str | None = None) -> tuple[str, ...]:
         """The runner labels of a job for that platform (None: any job but those)."""

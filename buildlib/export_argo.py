@@ -12,6 +12,10 @@ from buildlib.export import Target, Tool
 from buildlib.export_jobs import Job, Partition
 
 ARGO_SECRET = "imagebake-registry"  # a Kubernetes secret with keys `username`, `password`
+# settings.sign: the secret `cosign generate-key-pair k8s://NAMESPACE/imagebake-signing`
+# writes, with keys `cosign.key`, `cosign.password` (and `cosign.pub`)
+ARGO_SIGNING_SECRET = "imagebake-signing"
+ARGO_SIGNING_KEYS = {"COSIGN_PRIVATE_KEY": "cosign.key", "COSIGN_PASSWORD": "cosign.password"}
 ARGO_BUILD_SECRETS = "imagebake-build-secrets"  # a Kubernetes secret: variable -> content
 
 
@@ -31,6 +35,10 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     secrets = [EnvVar(name=name, value_from=EnvVarSource(secret_key_ref=SecretKeySelector(
         name=ARGO_SECRET, key=name.removeprefix("REGISTRY_").lower(), optional=True)))
         for name in export.REGISTRY_SECRETS]
+    if target.signs:
+        secrets += [EnvVar(name=name, value_from=EnvVarSource(secret_key_ref=SecretKeySelector(
+            name=ARGO_SIGNING_SECRET, key=ARGO_SIGNING_KEYS[name])))
+            for name in export.SIGNING_SECRETS]
     values = [EnvVar(name=name, value=value)
               for name, value in {**tool.env(), **target.env()}.items()]
     templates, tasks = [], []
@@ -81,6 +89,8 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
              export.login(target).rstrip("\n"),
              *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
              tool.doit("push", "cache=registry", *selection, *pin_words)]
+    if target.verifies:
+        lines.append(tool.doit("verify", "cache=registry", *selection))
     if outputs:
         lines.append("mkdir -p /tmp/digests")
         lines.append(

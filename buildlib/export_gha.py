@@ -12,6 +12,11 @@ from buildlib.export_jobs import Job, Partition, identifier
 
 CHECKOUT_ACTION = "actions/checkout@v5"
 GHA_AUTH = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
+# A run started by hand may build afresh (`no_cache=1`: what the keys cannot see, e.g. a
+# mirror's security updates); a push's run has no inputs: its value is empty.
+NO_CACHE_ENV = "IMAGEBAKE_NO_CACHE"
+NO_CACHE_INPUT = ("build the selected images afresh, without buildah's layer cache, though "
+                  "their keys are current (no_cache=1)")
 
 
 def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
@@ -34,9 +39,10 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
         jobs.update(made)
     document = {
         "name": "images",
-        "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {}},
+        "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {"inputs": {
+            "no_cache": {"description": NO_CACHE_INPUT, "type": "boolean", "default": False}}}},
         "permissions": {"contents": "read"},
-        "env": {**tool.env(), **target.env()},
+        "env": {**tool.env(), **target.env(), NO_CACHE_ENV: "${{ inputs.no_cache }}"},
         "jobs": jobs,
     }
     return export.HEADER.format(format="gha", config=tool.config) + export.dump(document)
@@ -56,6 +62,11 @@ def _gha_start(tool: Tool, target: Target) -> list[dict[str, Any]]:
 def _gha_secrets(names: Iterable[str]) -> dict[str, str]:
     """Each variable from the repository's secret of its name."""
     return {name: f"${{{{ secrets.{name} }}}}" for name in names}
+
+
+def _signing(target: Target) -> dict[str, str]:
+    """The secrets a signing push reads (the key's PEM and its password), if it signs."""
+    return _gha_secrets(export.SIGNING_SECRETS) if target.signs else {}
 
 
 def _runs_on(labels: tuple[str, ...]) -> str | list[str]:
@@ -82,9 +93,13 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     selection = export.images_variable(job, whole) + (
         [shlex.quote(f"platform={platform}")] if platform else [])
     what = job.summary() + (f" for {platform}" if platform else "")
-    steps.append({"name": f"build and push {what}", "env": build_env,
+    steps.append({"name": f"build and push {what}", "env": {**build_env, **_signing(target)},
                   "run": tool.write_secrets(secrets)
-                  + tool.doit("push", "cache=registry", *selection, *pin_words) + "\n"})
+                  + tool.doit("push", "cache=registry", *selection, *pin_words,
+                                f'"no_cache=${NO_CACHE_ENV}"') + "\n"})
+    if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
+        steps.append({"name": f"verify {what}", "env": GHA_AUTH,
+                      "run": tool.doit("verify", "cache=registry", *selection) + "\n"})
     result: dict[str, Any] = {"name": what, "runs-on": _runs_on(target.labels(platform))}
     if parent:
         result["needs"] = parent
@@ -107,5 +122,5 @@ def _gha_merge_job(image: str, job: Job, platforms: tuple[str, ...], tool: Tool,
     return {"name": f"merge {image}", "runs-on": _runs_on(target.labels()), "needs": needs,
             "steps": [*_gha_start(tool, target),
                       {"name": f"merge the platforms of {image}",
-                       "env": {**GHA_AUTH, "PARTS": parts},
+                       "env": {**GHA_AUTH, "PARTS": parts, **_signing(target)},
                        "run": tool.doit("merge", '"parts=$PARTS"') + "\n"}]}

@@ -3,8 +3,9 @@
 Pure: no I/O (the caller hands in digests of the Dockerfile and of each context file).
 The record holds what can change the image's bytes: the Dockerfile as buildah parses it
 (comments left out), the context files a COPY/ADD can read, args, labels, volumes, format,
-timestamp, platform, the ID of the image it is built FROM (its parent's, or for a root its
-base image's) and of every other image the build reads. It leaves out where the image goes
+timestamp, platform, the stage it builds (`target`), the ID of the image it is built FROM
+(its parent's, or for a root its base image's) and of every other image the build reads,
+and what each named build context holds. It leaves out where the image goes
 or is stored (registry, namespace, prefix, tag, global buildah flags), so changing those
 re-tags an image and never rebuilds it. The key is kept beside the image, never inside it
 (a label would change the image ID with every key, and no rebuild could ever end in the
@@ -29,6 +30,7 @@ KEY_VERSION = 4  # 3: the Dockerfile as buildah reads it, every image a build re
 KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
 PLATFORM_KEYS_ANNOTATION = "org.imagebake.platform-keys"  # on a pushed list: its images' keys
 KEY_TAG_PREFIX = "ib-"
+UNSET_LEFT_OUT = ("target", "contexts")  # fields a record holds only when they are set
 KEY_TAG_HEX = 32  # 128 bits: the tag that names an image by its key
 
 
@@ -48,6 +50,10 @@ class Record:
     # every other image the build reads (a later stage's FROM, COPY --from, RUN --mount
     # from=): its reference -> its image ID
     images: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None  # the stage it builds (`--target`); None: the last
+    # each named build context (`--build-context`): its name -> its folder's content
+    # digest, or the ID of its image
+    contexts: Mapping[str, str] = field(default_factory=dict)
 
     def on_parent(self, parent_id: str | None) -> Record:
         return replace(self, parent_id=parent_id)
@@ -55,7 +61,11 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(files=dict(self.files), args=dict(self.args), labels=dict(self.labels),
-                      volumes=list(self.volumes), images=dict(self.images))
+                      volumes=list(self.volumes), images=dict(self.images),
+                      contexts=dict(self.contexts))
+        for name in UNSET_LEFT_OUT:  # (so that the keys of images without them stay)
+            if not values[name]:
+                del values[name]
         return {"version": KEY_VERSION, **values}
 
     @cached_property
@@ -93,12 +103,14 @@ def changes(saved: Mapping[str, Any] | None, current: Record, built_on: str) -> 
         found += _mapping_changes(words, saved.get(name) or {}, now[name])
     if saved.get("volumes") != now["volumes"]:
         found.append(f"volumes changed: {saved.get('volumes')} -> {now['volumes']}")
-    for name in ("format", "timestamp", "platform"):
-        if saved.get(name) != now[name]:
-            found.append(f"{name} changed: {saved.get(name)} -> {now[name]}")
+    for name in ("format", "timestamp", "platform", "target"):
+        if saved.get(name) != now.get(name):
+            found.append(f"{name} changed: {saved.get(name)} -> {now.get(name)}")
     if saved.get("parent_id") != now["parent_id"]:
         found.append(f"{built_on} changed: {saved.get('parent_id')} -> {now['parent_id']}")
     found += _image_changes(saved.get("images") or {}, now["images"])
+    found += _mapping_changes("build context", saved.get("contexts") or {},
+                              now.get("contexts") or {})
     return "; ".join(found) or "inputs changed"
 
 

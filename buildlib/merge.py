@@ -14,7 +14,8 @@ def merge_lists(run: Run) -> None:
     """Each image's platforms' lists in one list, under its key's tag and the user's tag;
     raises CommandFailed when a part is not in the registry or the merge fails."""
     proj = run.project
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget,
+                                           run.services.trusted)
     try:
         for name, digests in merge_parts(proj, run.options).items():
             repository = cache.repository_of(proj.plans[name].reference)

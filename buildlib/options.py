@@ -57,7 +57,8 @@ class Options:
     `set.settings.tag=rc1` (IMAGE: a glob of image names; VALUE: YAML); one variable per
     field (`imagebake --set IMAGE.FIELD=VALUE`)"""
     images: tuple[str, ...] = variable(
-        "RE[,RE...]", "build, push, status, resolve, graph, render, export, prune, watch", ())
+        "RE[,RE...]", "build, push, status, resolve, graph, render, export, prune, watch, "
+        "verify", ())
     """only the images whose name matches any regex, with their ancestors"""
     profile: tuple[str, ...] = variable("NAME[,NAME...]", "as images=", ())
     """the regexes of these `profiles:` of images.yaml"""
@@ -65,6 +66,10 @@ class Options:
     """never these images nor their descendants (adds to settings.excludes)"""
     skip_parents: bool = variable("1", "as images=", False)
     """build the selected images on their parents as they are in local storage"""
+    no_cache: bool = variable("1", "build, push, status", False)
+    """build the selected images afresh, without buildah's layer cache, though their keys
+    are current (their children then rebuild on them): for what the key cannot see, e.g. a
+    mirror's security updates; with skip_parents=1, the matched images alone"""
     fail_fast: bool = variable("1", "build, push", False)
     """stop at the first failure instead of building everything else"""
     verbose: bool = variable("1", "build, push", False)
@@ -72,7 +77,7 @@ class Options:
     dispatch: str | None = variable("critical-path|fifo", "build, push")
     """the order of ready builds: the longest remaining path first (default while the jobs
     do not outnumber the cores), or doit's own first-come order"""
-    cache: str | None = variable("local|registry", "build, push, status, resolve")
+    cache: str | None = variable("local|registry", "build, push, status, resolve, verify")
     """`registry`: look images up in the registry by their key before building them
     (default: settings.cache)"""
     pin: tuple[str, ...] = variable("NAME@sha256:DIGEST[,...]", "build, push, status, resolve",

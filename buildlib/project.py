@@ -10,16 +10,26 @@ import contextlib
 import hashlib
 import socket
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
-from buildlib import build_access, config, config_load, dockerfile, keys, render, sources
+from buildlib import (
+    build_access,
+    config,
+    config_load,
+    dockerfile,
+    keys,
+    render,
+    sources,
+    tree_files,
+)
 from buildlib.errors import InputError
 from buildlib.graph import Graph, GraphError
 from buildlib.reference import ImageRef
 
 LOCAL_KEY_REPOSITORY = "localhost/imagebake"
+IMAGE_CONTEXT = "docker-image://"  # a named build context that is an image
 
 WORKDIR_MARK = ".made-by-imagebake"
 # What a build or push writes in its image's folder (besides the logs and the mark).
@@ -80,6 +90,9 @@ class ImagePlan:
     base_triggers: Callable[[str], tuple[dockerfile.Instruction, ...] | None] | None = None
     access: build_access.Access = build_access.Access()  # secrets, SSH, network: not keyed
     extra_tags: tuple[str, ...] = ()  # tags beside the reference's, pushed to one digest
+    target: str | None = None  # the stage it builds (`--target`); None: the last
+    # named build contexts: name -> an absolute folder, or `docker-image://<reference>`
+    contexts: Mapping[str, str] = field(default_factory=dict)
 
     dockerfile = _in_workdir("Dockerfile")
     context_dir = _in_workdir("context")
@@ -134,7 +147,15 @@ class ImagePlan:
                            files=file_digests,
                            args={name: value for name, value in self.args.items() if read(name)},
                            labels=self.labels, volumes=self.volumes,
-                           format=self.format, timestamp=self.timestamp)
+                           format=self.format, timestamp=self.timestamp,
+                           target=self.target, contexts=self.context_digests())
+
+    def context_digests(self) -> dict[str, str]:
+        """Each named build context -> its folder's content digest, or its image
+        reference (whose ID is among the images the build reads)."""
+        return {name: value if value.startswith(IMAGE_CONTEXT) else
+                tree_files.folder_digest(Path(value))
+                for name, value in sorted(self.contexts.items())}
 
     def record_on(self, parent_id: str | None, platform: str | None = None,
                   images: Mapping[str, str] | None = None) -> keys.Record:
@@ -267,6 +288,8 @@ def _load(path: Path | str | config.Sources, expand: Expander | None) -> Project
             if parent is not None:
                 contexts[name] = replace(contexts[name], triggers=dockerfile.onbuild_triggers(
                     contexts[parent].dockerfile))
+    for name, image in cfg.images.items():
+        contexts[name] = replace(contexts[name], target=image.target)
     plans: dict[str, ImagePlan] = {}
     for name in graph.order():  # parents first: a child's platforms default to its parent's
         plans[name] = _plan(cfg, graph, contexts[name], plans)
@@ -330,6 +353,11 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
                          fix="declare it under the image's `sources:` (fetched once, checked "
                          "by its sha256 and keyed by its content) and COPY or ADD it from the "
                          "context")
+    target = _target(cfg, context)
+    contexts = _named_contexts(cfg, name)
+    images = [value.removeprefix(IMAGE_CONTEXT) for value in contexts.values()
+              if value.startswith(IMAGE_CONTEXT)]
+    reads = dockerfile.images_read(context.dockerfile, args, context.triggers, target, contexts)
     return ImagePlan(name=name, parent=parent, reference=cfg.reference(name),
                      parent_reference=cfg.reference(parent) if parent else None,
                      context=context, workdir=cfg.build_dir / name,
@@ -339,10 +367,60 @@ def _plan(cfg: config.Config, graph: Graph, context: render.Context,
                      timestamp=cfg.timestamp, isolation=settings.isolation,
                      timeout=image.timeout or settings.build_timeout,
                      platforms=_platforms(cfg, name, plans[parent] if parent else None),
-                     base=None if parent else dockerfile.base_image(context.dockerfile, args),
-                     reads=tuple(dockerfile.images_read(context.dockerfile, args,
-                                                        context.triggers)),
+                     base=None if parent else _base(cfg, context, args, contexts),
+                     reads=tuple(dict.fromkeys([*reads, *images])), target=target,
+                     contexts=contexts,
                      access=build_access.access_of(cfg, name), extra_tags=tuple(image.tags))
+
+
+def _base(cfg: config.Config, context: render.Context, args: Mapping[str, str],
+          contexts: Mapping[str, str]) -> str | None:
+    """A root's base image: what its first FROM names, or the image of the named context
+    it names."""
+    base = dockerfile.base_image(context.dockerfile, args)
+    if base is None or base not in contexts:
+        return base
+    if not contexts[base].startswith(IMAGE_CONTEXT):
+        _refuse(cfg, context.name, f"contexts.{base}: the first FROM names this folder",
+                f"build FROM an image (`{IMAGE_CONTEXT}<reference>`, or the reference itself)")
+    return contexts[base].removeprefix(IMAGE_CONTEXT)
+
+
+def _target(cfg: config.Config, context: render.Context) -> str | None:
+    """The image's `target:`, a stage its Dockerfile names."""
+    target = cfg.images[context.name].target
+    names = dockerfile.stage_names(context.dockerfile)
+    if target is None or target in names:
+        return target
+    return _refuse(cfg, context.name, f"target: the rendered {context.template} has no "
+                   f"stage named {target!r}" + (f" (its stages: {', '.join(names)})"
+                                                 if names else " (it names no stage)"),
+                   "name a stage of its `FROM ... AS <name>` lines (as spelled there), "
+                   "or drop `target:` to build the last stage")
+
+
+def _named_contexts(cfg: config.Config, name: str) -> dict[str, str]:
+    """The image's `contexts:`: each folder made absolute (and checked), each image
+    reference kept."""
+    found = {}
+    for context_name, value in sorted(cfg.images[name].contexts.items()):
+        if value.startswith(IMAGE_CONTEXT):
+            found[context_name] = value
+            continue
+        if dockerfile.is_remote(value):
+            _refuse(cfg, name, f"contexts.{context_name}: {value} is fetched from the "
+                    "network at build time, which no key can cover",
+                    f"use a folder or `{IMAGE_CONTEXT}<reference>`")
+        folder = cfg.source_path(value)
+        if not folder.is_dir():
+            _refuse(cfg, name, f"contexts.{context_name}: {folder} is no folder",
+                    f"name a folder (relative to {cfg.root}) or `{IMAGE_CONTEXT}<reference>`")
+        found[context_name] = str(folder.resolve())
+    return found
+
+
+def _refuse(cfg: config.Config, name: str, problem: str, fix: str) -> NoReturn:
+    raise InputError(cfg.path, f"images.{name}.{problem}", image=name, fix=fix)
 
 
 def _spelled(values: Mapping[str, object]) -> dict[str, str]:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+SBOM_PREDICATE_TYPE = "https://spdx.dev/Document"  # `cosign attest --type spdxjson`'s
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 ENVELOPE_TYPE = "application/vnd.dsse.envelope.v1+json"
 # URNs, not web addresses: the project publishes no page that could describe them.
@@ -112,6 +113,13 @@ def statement(build: Build) -> dict[str, Any]:
     }
 
 
+def sbom_statement(repository: str, digest: str, document: Mapping[str, Any]) -> dict[str, Any]:
+    """An in-toto Statement v1 whose predicate is the SPDX SBOM `document` of the image."""
+    return {"_type": STATEMENT_TYPE,
+            "subject": [{"name": repository, "digest": _split(digest)}],
+            "predicateType": SBOM_PREDICATE_TYPE, "predicate": dict(document)}
+
+
 def pae(payload_type: str, body: bytes) -> bytes:
     """DSSE's pre-authentication encoding: what is signed, not the payload alone."""
     kind = payload_type.encode()
@@ -155,11 +163,11 @@ def subject_digests(found: Mapping[str, Any]) -> list[str]:
             if isinstance(subject, dict) and "sha256" in (subject.get("digest") or {})]
 
 
-def attestation_layer(sealed: bytes) -> signing.Layer:
+def attestation_layer(sealed: bytes, predicate_type: str = PREDICATE_TYPE) -> signing.Layer:
     """The layer `cosign attest` writes for a DSSE envelope (its signature annotation is
     empty: the signature is inside the envelope)."""
     return signing.Layer(sealed, ENVELOPE_TYPE, {signing.SIGNATURE_ANNOTATION: "",
-                                                 PREDICATE_ANNOTATION: PREDICATE_TYPE})
+                                                 PREDICATE_ANNOTATION: predicate_type})
 
 
 def _split(digest: str) -> dict[str, str]:

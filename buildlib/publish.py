@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from buildlib import buildah, cache, keys, registry, retries
+from buildlib import buildah, cache, keys, push_signing, registry, retries, signatures
 from buildlib.buildah import BuildahError, Interrupted
 from buildlib.builder import build_from
 from buildlib.project import ImagePlan, Project
@@ -51,8 +51,8 @@ class PushFailed(Exception):
     """A push that failed for good: a permanent error, or every attempt used."""
 
 
-def push_stale_reason(plan: ImagePlan, built: Settled,
-                      lookups: cache.Lookups) -> str | None:
+def push_stale_reason(plan: ImagePlan, built: Settled, lookups: cache.Lookups,
+                      services: Services | None = None) -> str | None:
     """Why the image must be pushed, or None when the registry holds it under its key's
     tag and the user's tag names that same manifest. (Asked of the registry each time:
     what another machine pushed counts, and so does a tag moved since.)"""
@@ -64,6 +64,9 @@ def push_stale_reason(plan: ImagePlan, built: Settled,
         problem = _key_tag_problem(plan, built, content)
         if problem:
             return f"{key_reference} {problem}: this run's image is pushed over it"
+        unsigned = services and push_signing.unsigned(services, content)
+        if unsigned:
+            return f"{key_reference} {unsigned}"
         if plan.one_of:  # one platform's list: the user's tag is `merge`'s
             return None
         for reference in plan.tag_references:
@@ -89,10 +92,11 @@ def _key_tag_problem(plan: ImagePlan, built: Settled, found: cache.Found) -> str
 
 
 def push_image(project: Project, services: Services, name: str, built: Settled,
-               lookups: cache.Lookups) -> dict[str, Any]:
+               lookups: cache.Lookups, parent: Settled | None = None) -> dict[str, Any]:
     """The image in the registry under its key's tag (`buildah push`, unless the registry
-    holds it already), then the user's tag set to that manifest; tried again on
-    transient failures. Returns the digest and the tries it took.
+    holds it already), signed with its provenance when settings.sign says so (`parent`:
+    the values of the image it is built on), then the user's tag set to that manifest;
+    tried again on transient failures. Returns the digest and the tries it took.
 
     Nothing is tried when the registry's check failed, or when the run's other pushes
     found it unreachable several in a row (the shared circuit breaker)."""
@@ -123,6 +127,7 @@ def push_image(project: Project, services: Services, name: str, built: Settled,
                 replaced = problem or None
                 content = _pushed_with_key(project, services, name, built,
                                            budget.timeout(settings.push_timeout))
+            push_signing.sign_pushed(project, services, name, built, content, parent, budget)
             if not plan.one_of:  # (one platform's list: the user's tags are `merge`'s)
                 for reference in plan.tag_references:
                     client.put_manifest(reference, content)
@@ -139,7 +144,11 @@ def push_image(project: Project, services: Services, name: str, built: Settled,
     try:
         content = retries.with_retries(attempt, budget, log_retry)
     except retries.GaveUp as err:
+        services.failed_pushes.add(name)
         raise _give_up(plan, str(err)) from None
+    except BaseException:
+        services.failed_pushes.add(name)  # (a child's signed push waits for no more)
+        raise
     with plan.push_log.open("a") as log:
         if replaced:
             log.write(f"# {key_reference} {replaced}: pushed this run's image over it\n")
@@ -266,6 +275,9 @@ def merge(project: Project, services: Services, name: str,
                                   keys.PLATFORM_KEYS_ANNOTATION: json.dumps(platform_keys,
                                                                             sort_keys=True)})
     client.put_manifest(plan.key_reference(key), index)
+    if services.signing_key is not None:  # (its images were signed by their pushes)
+        signatures.sign_image(client, cache.repository_of(plan.reference), index.digest,
+                              services.signing_key)
     for reference in plan.tag_references:
         client.put_manifest(reference, index)
     return index

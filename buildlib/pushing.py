@@ -30,9 +30,18 @@ def up_to_date(run: Run, name: str) -> dict[str, Any] | None:
         return {"digest": built and built.digest, "attempts": 0}
     assert run.lookups is not None  # a run with pushes asks the registry
     plan = run.project.plans[name]
-    if publish.push_stale_reason(plan, run.images[name], run.lookups) is not None:
+    if publish.push_stale_reason(plan, run.images[name], run.lookups,
+                                 run.services) is not None:
         return None
     return {"digest": run.lookups.find(plan.reference).manifest.digest, "attempts": 0}
+
+
+def pushed_first(run: Run, name: str) -> list[str]:
+    """A signed push states its parent's pushed digest: the parent's push is handed over
+    first (the push pool starts pushes in the order they come)."""
+    parent = run.project.plans[name].parent
+    signs = run.project.config.settings.sign is not None
+    return [parent] if signs and parent and parent in run.selection.selected else []
 
 
 def push(run: Run, name: str) -> dict[str, Any]:
@@ -40,7 +49,8 @@ def push(run: Run, name: str) -> dict[str, Any]:
     task's. Raises CommandFailed when the push fails."""
     assert run.lookups is not None  # a run with pushes asks the registry
     try:
+        parent = run.project.plans[name].parent
         return publish.push_image(run.project, run.services, name, run.images[name],
-                                  run.lookups)
+                                  run.lookups, run.images.get(parent) if parent else None)
     except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
         raise CommandFailed(str(err)) from None  # the summary adds the log's tail and path

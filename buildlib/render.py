@@ -45,13 +45,14 @@ class Context:
     digests: dict[str, str] = field(default_factory=dict)  # path -> its digest, known already
     # the ONBUILD instructions of the image it is built on, which buildah runs first
     triggers: tuple[dockerfile.Instruction, ...] = ()
+    target: str | None = None  # the stage it builds (`target:`); None: the last
 
     def file_digests(self) -> dict[str, str]:
         """Each context file the build can read (its path inside the context) -> sha256 of
         its mode and bytes. A file no COPY, ADD or bind mount can name changes no byte of
         the image, so it is no part of the key."""
         digests = {}
-        read = dockerfile.context_read(self.dockerfile, self.triggers)
+        read = dockerfile.context_read(self.dockerfile, self.triggers, self.target)
         for inner, source in sorted(self.files.items()):
             if not read(inner):
                 continue
@@ -91,7 +92,8 @@ class Context:
 
     def as_built(self, labels: Mapping[str, str]) -> Context:
         """This context with the Dockerfile a build writes (`as_built`)."""
-        return replace(self, dockerfile=dockerfile.as_built(self.dockerfile, labels))
+        return replace(self, dockerfile=dockerfile.as_built(self.dockerfile, labels,
+                                                            self.target))
 
     def copied_to(self, context_dir: Path) -> Context:
         """This context as `write` copied it into context_dir."""
@@ -105,7 +107,8 @@ class Context:
         for inner in self.files:  # every file, and each folder on its way
             parts = Path(inner).parts
             present.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-        instructions = [*self.triggers, *dockerfile.read(self.dockerfile).instructions]
+        instructions = dockerfile.built_instructions(self.dockerfile, target=self.target,
+                                                     triggers=self.triggers)
         return [f"{keyword} {path!r}" for keyword, path in dockerfile.context_sources(instructions)
                 if not (fnmatch.filter(present, path) if dockerfile.is_glob(path)
                         else path in present)]

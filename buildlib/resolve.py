@@ -17,7 +17,8 @@ def write_lock(run: Run) -> None:
     cannot be asked or lacks one of them under its current key."""
     proj, lock = run.project, run.project.lock_path
     names = proj.graph.ordered(run.selection.selected)
-    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget)
+    lookups = run.lookups or cache.Lookups(run.services.client(), run.services.budget,
+                                           run.services.trusted)
     try:
         resolved = cache.resolve(proj, names, lookups, run.bases, run.warn)
     except RegistryError as err:

@@ -85,6 +85,7 @@ class Run:
     lookups: cache.Lookups | None = None  # the registry, when this run asks it
     from_registry: bool = False  # cache=registry: look images up before building them
     pins: dict[str, str] = field(default_factory=dict)  # pin=NAME@DIGEST: taken as is
+    fresh: frozenset[str] = frozenset()  # no_cache=1: built afresh though current
     warnings: set[str] = field(default_factory=set)
 
     @functools.cached_property
@@ -261,6 +262,7 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
         options = Options.read()
         proj = _load_project(tree_dir, options, fetch=False)
         services = services_of(proj)
+        services.open_keys(signs=invocation.pushes)
         proj = proj.asking_storage(services.base_triggers)
         pins = pin_digests(proj, options)
         selection = _selection(proj, options, frozenset(pins))
@@ -289,9 +291,10 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
     asks_registry = from_registry or bool(pins) or invocation.pushes
     run = Run(proj, selection, storage.Storage(services.buildah), services,
               options=options, state=state, invocation=invocation,
-              lookups=(cache.Lookups(services.client(), services.budget) if asks_registry
-                       else None),
-              from_registry=from_registry, pins=pins)
+              lookups=(cache.Lookups(services.client(), services.budget, services.trusted)
+                       if asks_registry else None),
+              from_registry=from_registry, pins=pins,
+              fresh=selection.selected - set(pins) if options.no_cache else frozenset())
     dispatch.install_for(strategy, proj.graph, selection.selected, run.last_report)
     if invocation.runs_tasks:
         doit_seam.keep_state_save_errors(state.unsaved)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildlib import (
     buildah,
@@ -22,7 +23,14 @@ from buildlib import (
     retries,
     storagelock,
 )
+from buildlib.errors import InputError
 from buildlib.reference import ImageRef
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
 
 STORE_NOTE = ".image-store.json"  # where buildah keeps its list of images
 
@@ -32,8 +40,11 @@ class Services:
     (where it pushes): `client()` without a reference is that registry's."""
 
     def __init__(self, cfg: config.Config, home: str | None = None) -> None:
-        self.settings, self.root = cfg.settings, cfg.root
+        self.settings, self.root, self.config_path = cfg.settings, cfg.root, cfg.path
         self.stop = processes.StopControl()  # the run's signals; every command heeds it
+        self.signing_key: EllipticCurvePrivateKey | None = None  # settings.sign's, opened
+        self.trusted: tuple[EllipticCurvePublicKey, ...] = ()  # settings.trust's keys
+        self.failed_pushes: set[str] = set()  # images whose push failed for good this run
         self.buildah = buildah.Buildah(tuple(cfg.settings.buildah_args),
                                        store_note=cfg.build_dir / STORE_NOTE, stop=self.stop)
         self.storage_lock = storagelock.StorageLock(self.buildah)  # shared by the run
@@ -63,6 +74,23 @@ class Services:
                     ref.api_host, tls_verify=self.settings.tls_verify, authfile=authfile,
                     timeout=self.settings.push_timeout)
             return self._clients[ref.api_host]
+
+    def open_keys(self, signs: bool) -> None:
+        """Read settings.trust's public keys and, for a run that `signs` (it pushes),
+        settings.sign's private key with COSIGN_PASSWORD: before any build, one error
+        (InputError) when one cannot be read."""
+        from buildlib import signing  # its crypto libraries load only for a tree with keys
+
+        trust, sign = self.settings.trust, self.settings.sign
+        try:
+            self.trusted = tuple(signing.read_public(self.root / key)
+                                 for key in (trust.keys if trust else []))
+            if signs and sign:
+                self.signing_key = signing.signing_key(self.root / sign.key)
+        except signing.SigningError as err:
+            raise InputError(self.config_path, f"settings.sign/trust: {err}",
+                             fix="check the key files (`imagebake keygen` makes a pair) and "
+                             "COSIGN_PASSWORD") from None
 
     def budget(self) -> retries.Budget:
         """The attempts and the overall time one image's push (or pull) may take, from now."""

@@ -80,7 +80,8 @@ def attest_image(client: Client, repository: str, digest: str, statement: Mappin
     sealed = provenance.envelope(statement, key)
     tag = signing.attestation_tag(digest)
     layers = pushed_layers(client.manifest(f"{repository}:{tag}"))
-    layers.append(provenance.attestation_layer(sealed))
+    layers.append(provenance.attestation_layer(
+        sealed, str(statement.get("predicateType") or provenance.PREDICATE_TYPE)))
     return _push(client, repository, tag, layers, {_digest(sealed): sealed})
 
 
@@ -112,17 +113,19 @@ def check_signature(client: Client, repository: str, digest: str,
 
 
 def find_provenance(client: Client, repository: str, digest: str,
-                    keys: Sequence[EllipticCurvePublicKey]) -> dict[str, Any] | None:
-    """The newest SLSA provenance statement about `digest` signed by one of `keys`."""
+                    keys: Sequence[EllipticCurvePublicKey],
+                    predicate_type: str = provenance.PREDICATE_TYPE) -> dict[str, Any] | None:
+    """The newest statement about `digest` signed by one of `keys` whose predicate is of
+    `predicate_type` (by default the SLSA provenance; the SPDX SBOM is attached so too)."""
     found = client.manifest(f"{repository}:{signing.attestation_tag(digest)}")
     path = ImageRef.parse(repository).registry_path
     for layer in list(reversed(pushed_layers(found)))[:MOST_LAYERS_READ]:
         if (layer.media_type != provenance.ENVELOPE_TYPE or layer.annotations.get(
-                provenance.PREDICATE_ANNOTATION) != provenance.PREDICATE_TYPE):
+                provenance.PREDICATE_ANNOTATION) != predicate_type):
             continue
         sealed = client.blob(path, layer.digest)
         statement = provenance.opened(sealed, keys) if sealed else None
-        if (statement and statement.get("predicateType") == provenance.PREDICATE_TYPE
+        if (statement and statement.get("predicateType") == predicate_type
                 and digest in provenance.subject_digests(statement)):
             return statement
     return None

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 PRIVATE_KEY_FILE = "cosign.key"
 PUBLIC_KEY_FILE = "cosign.pub"
 PASSWORD_VARIABLE = "COSIGN_PASSWORD"
+# The private key's PEM itself, as cosign's own workflows pass it from a CI secret: when
+# set, it is used instead of the key file (nothing written to the checkout).
+PRIVATE_KEY_VARIABLE = "COSIGN_PRIVATE_KEY"
 PRIVATE_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"  # what cosign 2.x writes
 PRIVATE_LABELS = (PRIVATE_LABEL, "ENCRYPTED COSIGN PRIVATE KEY")
 # The scrypt cost we write (go-securesystemslib's "legacy", read by every cosign) and the
@@ -97,6 +100,16 @@ def write_pair(folder: Path, secret: bytes) -> tuple[Path, Path]:
 def read_private(path: Path, environ: Mapping[str, str] | None = None) -> EllipticCurvePrivateKey:
     """The signing key in the file `path`, opened with COSIGN_PASSWORD."""
     return load_private(_read(path), password(environ), str(path))
+
+
+def signing_key(path: Path, environ: Mapping[str, str] | None = None) -> EllipticCurvePrivateKey:
+    """The signing key: COSIGN_PRIVATE_KEY's PEM when it is set, else the file `path`;
+    opened with COSIGN_PASSWORD."""
+    environ = os.environ if environ is None else environ
+    if environ.get(PRIVATE_KEY_VARIABLE):
+        return load_private(environ[PRIVATE_KEY_VARIABLE].encode(), password(environ),
+                            PRIVATE_KEY_VARIABLE)
+    return read_private(path, environ)
 
 
 def read_public(path: Path) -> EllipticCurvePublicKey:

@@ -98,6 +98,9 @@ class Storage:
         replaces the old, which other threads may be reading.)"""
         with self._update_lock:
             listing = dict(self._listing())
+            for other, held in listing.items():  # (a name names one image: a tag moves)
+                if other != image_id and held & set(names):
+                    listing[other] = held - set(names)
             listing[image_id] = listing.get(image_id, set()) | set(names)
             self._images, self._by_key_tag = listing, None
 

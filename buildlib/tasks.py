@@ -25,6 +25,7 @@ from buildlib import (
     report,
     resolve,
     status,
+    verify,
     watch,
 )
 from buildlib.doit_seam import SavedValuesCalculator, display_path
@@ -34,8 +35,7 @@ from buildlib.settled import Settled
 
 
 def namespace(run: Run) -> dict[str, Any]:
-    """What doit loads tasks from, for dodo.py and the `imagebake` command alike:
-    DOIT_CONFIG and one `task_<name>` creator per entry of `creators`."""
+    """doit's namespace for dodo.py and `imagebake`: DOIT_CONFIG, a `task_<name>` each."""
     return {"DOIT_CONFIG": doit_config(run),
             **{f"task_{name}": _creator(make, run) for name, make in creators().items()}}
 
@@ -44,7 +44,8 @@ def creators() -> dict[str, Callable[[Run], Any]]:
     return {"build": build_tasks, "push": push_tasks, "status": status_task,
             "resolve": resolve_task, "graph": graph_task, "watch": watch_task,
             "export": export_task, "render": render_task, "prune": prune_task,
-            "keygen": keygen_task, "merge": merge_task, "config": config_task}
+            "keygen": keygen_task, "merge": merge_task, "config": config_task,
+            "verify": verify_task}
 
 
 def _creator(make: Callable[[Run], Any], run: Run) -> Callable[[], Any]:
@@ -70,8 +71,7 @@ def doit_config(run: Run) -> dict[str, Any]:
 
 
 def _finish(run: Run) -> None:
-    """The end of a run, after its summary: the prune after a build, then `Run.finish`;
-    exit 1 when a pooled push failed (doit saw each push handed over, not how it ended)."""
+    """After the summary: the prune after a build, `Run.finish`; 1 if a pooled push failed."""
     pruning.after_build(run)
     processes.exit_as(run.finish())
     if run.push_pool.failed:
@@ -92,8 +92,7 @@ def _reading_saved(basename: str, doc: str, action: Callable[..., Any],
 
 
 def _failing(action: Callable[..., Any]) -> Callable[..., Any]:
-    """`action` as doit runs it: what it returns are the task's saved values, its
-    CommandFailed the task's failure."""
+    """`action` as doit runs it: its CommandFailed is the task's failure."""
     def run_action(*args: Any) -> Any:
         try:
             return action(*args)
@@ -145,7 +144,7 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
         "title": lambda task: pushing.title(run, name),
         "actions": [(_hand_over_push, [run, name]) if pooled
                     else (_failing(pushing.push), [run, name])],
-        "task_dep": [f"build:{name}"],
+        "task_dep": [f"build:{name}", *(f"push:{p}" for p in pushing.pushed_first(run, name))],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
         "verbosity": 2 if run.options.verbose else 1,
@@ -184,6 +183,13 @@ def resolve_task(run: Run) -> dict[str, Any]:
     """write build/images.lock.json: each image's digest, key and ID in the registry"""
     return _command("resolve", f"write {run.project.lock_path.name}: each selected image's "
                     "digest, key and ID in the registry", resolve.write_lock, run)
+
+
+def verify_task(run: Run) -> dict[str, Any]:
+    """check each selected image's pushed tag: signature, provenance, current key"""
+    return _command("verify", "check each selected image's pushed tag: signed by a key of "
+                    "settings.trust, its provenance attached, the image of its current key",
+                    verify.verify_command, run)
 
 
 def merge_task(run: Run) -> dict[str, Any]:
@@ -237,9 +243,7 @@ def _build(run: Run, name: str, task: Any) -> Any:
 
 
 def _hand_over_push(run: Run, name: str, task: Any) -> None:
-    """A push task's action: the push goes to the run's push pool, and the task ends at
-    once, so that its job slot goes to the next build. The reporter hears of the push
-    when it starts and ends in the pool, and the run's end waits for it."""
+    """A pooled push task's action: hands the push over (`push_report.hand_over`)."""
     push_report.hand_over(run.push_pool, task, lambda: pushing.push(run, name),
                           run.services.stop)
 
@@ -283,8 +287,7 @@ class ImageUpToDate(SavedValuesCalculator):
 
 
 class PushUpToDate:
-    """Up to date when the registry holds the image as a push would leave it
-    (`pushing.up_to_date`); what it found goes to the reporter."""
+    """Up to date when the registry holds the image as a push leaves it (`pushing`)."""
 
     def __init__(self, run: Run, name: str) -> None:
         self.run, self.name = run, name

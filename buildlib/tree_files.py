@@ -54,6 +54,17 @@ def folder_entries(root: Path, top: str) -> list[Entry]:
             for rel, path in sorted(names.items())]
 
 
+def folder_digest(root: Path) -> str:
+    """The sha256 of all of a folder, each member's name, kind, mode and content (no
+    ignore file counts): what a named build context hands buildah."""
+    members = []
+    for folder, dirs, files in os.walk(root):
+        rel_folder = os.path.relpath(folder, root)
+        members += [os.path.normpath(os.path.join(rel_folder, name)) for name in dirs + files]
+    entries = [Entry(rel, root / rel) for rel in [".", *sorted(members)]]
+    return StatCache(Path(os.devnull)).manifest(entries, read=True) or ""
+
+
 def _git_files(root: Path) -> list[str] | None:
     """What git would take from the folder, if it is in a git checkout; else None."""
     try:

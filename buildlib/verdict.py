@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from buildlib.project import ImagePlan, Project
     from buildlib.storage import Storage
 
+FRESH = "forced fresh build (no_cache=1)"  # buildah's layer cache off, though current
 MISSING_SOURCES_FIX = ("add the missing paths to the image's context (beside its template, or "
                        "under `files:` in images.yaml), or correct the COPY/ADD")
 
@@ -45,6 +46,9 @@ class Judging(Protocol):
 
     @property
     def pins(self) -> Mapping[str, str]: ...  # pin=NAME@DIGEST
+
+    @property
+    def fresh(self) -> frozenset[str]: ...  # no_cache=1: built afresh though current
 
     def stands_on(self, name: str, saved_of: Callable[[str], Settled | None] | None = None
                   ) -> Ground | Blocked: ...
@@ -116,6 +120,9 @@ def judge(run: Judging, name: str, saved: Settled | None,
     if isinstance(ground, Blocked):
         return verdict.add(Outcome.FAIL if ground.fatal else Outcome.BUILD, ground.reason)
     verdict.records = ground.records(plan)
+    if name in run.fresh:
+        verdict.stale = dict.fromkeys(verdict.records, FRESH)
+        return verdict.add(Outcome.BUILD, FRESH)
     stale = _stale(plan, saved, verdict.records, run.storage)
     if not stale and saved is not None:
         verdict.outcome, verdict.settled = Outcome.CURRENT, saved
@@ -183,6 +190,11 @@ def _key_of(run: Judging, found: cache.Found) -> str | None:
     """The key a pinned image verifiably carries (its manifest's annotation, unless this
     machine holds another image under that key), else None: then it is used by its digest
     reference only, and given no key name."""
+    unsigned = found.key and run.lookups and run.lookups.unsigned(found)
+    if unsigned:
+        run.warn(f"warning: pin {found.pinned}: {unsigned} (settings.trust): used by its "
+                 "digest only, under no key")
+        return None
     local = found.key and run.storage.with_key(found.key)
     if local and local != found.image_id and not found.manifest.is_index:
         run.warn(f"warning: pin {found.pinned} carries key {found.key[:32]}..., whose "

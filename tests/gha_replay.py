@@ -33,7 +33,7 @@ import yaml
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 CONTEXTS = ("secrets.NAME", "env.NAME", "needs.JOB.outputs.NAME", "steps.ID.outputs.NAME",
-            "runner.temp", "github.workspace")
+            "runner.temp", "github.workspace", "inputs.NAME")
 JOB_KEYS = {"name", "runs-on", "needs", "outputs", "steps", "env"}
 STEP_KEYS = {"name", "id", "uses", "run", "env", "with"}
 STEP_TIMEOUT = 900  # seconds; a test's runaway step fails instead of hanging the suite
@@ -67,6 +67,7 @@ class Replay:
     workflow: dict[str, Any]
     root: Path  # one runner directory per job is made under it
     secrets: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)  # a workflow_dispatch's; a push: none
     setup: Mapping[str, Callable[[Path], None]] = field(default_factory=dict)
     runner_env: Callable[[Path], Mapping[str, str]] = lambda runner: {}
     parallel: int = 4
@@ -116,7 +117,7 @@ class Replay:
         result.workspace.mkdir(parents=True)
         temp.mkdir()
         context: dict[str, Any] = {
-            "secrets": dict(self.secrets), "steps": {},
+            "secrets": dict(self.secrets), "inputs": dict(self.inputs), "steps": {},
             "needs": {need: {"outputs": self.jobs[need].outputs} for need in needs},
             "runner": {"temp": str(temp)}, "github": {"workspace": str(result.workspace)},
             "env": {},
@@ -180,7 +181,8 @@ class Replay:
     def _evaluate(expression: str, context: dict[str, Any]) -> str:
         """A context property: GitHub yields '' for a missing secret or output."""
         parts = expression.split(".")
-        shapes = {"secrets": 2, "env": 2, "runner": 2, "github": 2, "needs": 4, "steps": 4}
+        shapes = {"secrets": 2, "inputs": 2, "env": 2, "runner": 2, "github": 2, "needs": 4,
+                  "steps": 4}
         if parts[0] not in shapes or len(parts) != shapes[parts[0]] or (
                 len(parts) == 4 and parts[2] != "outputs"):
             raise Unsupported(f"expression ${{{{ {expression} }}}}: the harness replays "

@@ -431,6 +431,8 @@ EVERY_KEY = """\
       excludes: [^skip]
       args: {A: 1}
       labels: {team: infra, ok: true}
+      sign: {key: keys/cosign.key}
+      trust: {keys: [cosign.pub, other.pub]}
     vars: {maintainer: me, deep: {list: [1, {x: 2.5}]}}
     profiles: {nova: [^nova]}
     jinja:
@@ -559,6 +561,21 @@ def test_aliases_that_never_end_are_refused(tmp_path: Path, text: str, said: str
 def test_build_dir_may_not_hold_a_control_character(tmp_path: Path) -> None:
     message = load_error(tmp_path, 'settings: {build_dir: "b\\nx"}\nimages: {base: }\n')
     assert "settings.build_dir 'b\\nx' holds a control character" in message
+
+
+def test_a_missing_trusted_key_file_is_one_error(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "settings: {trust: {keys: [a.pub]}}\nimages: {base: }\n")
+    assert "settings.trust.keys 'a.pub'" in message and "imagebake keygen" in message
+    assert "settings.trust.keys is empty" in load_error(
+        tmp_path, "settings: {trust: {keys: []}}\nimages: {base: }\n")
+    assert "unknown key 'settings.trust.key'" in load_error(
+        tmp_path, "settings: {trust: {key: a.pub}}\nimages: {base: }\n")
+    assert "settings.trust.keys 'cosign.pub'" in load_error(  # the default
+        tmp_path, "settings: {trust: {}}\nimages: {base: }\n")
+    (tmp_path / "a.pub").write_text("")
+    loaded = config_load.load(write(tmp_path,
+                                    "settings: {trust: {keys: [a.pub]}}\nimages: {base: }\n"))
+    assert loaded.settings.trust == config.Trust(keys=["a.pub"])
 
 
 def test_a_missing_authfile_setting_is_replaced_by_registry_auth_file(

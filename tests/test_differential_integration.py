@@ -154,8 +154,9 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
             text = text.replace(PARENT, KEY_NAME.format(name=parent, key=keys[parent][:32]))
         labels = {**settings.get("labels", {}), **entry.get("labels", {})}
         # as the README says: a last step, the labels (`LABEL "k"="v" ...`, sorted) or
-        text += ("LABEL " + " ".join(f'"{k}"="{v}"' for k, v in sorted(labels.items()))
-                 if labels else "ARG IMAGEBAKE_END")  # (without labels)
+        last = ("LABEL " + " ".join(f'"{k}"="{v}"' for k, v in sorted(labels.items()))
+                if labels else "ARG IMAGEBAKE_END")  # (without labels)
+        text = with_last_step(text, last, entry.get("target"))
         dockerfile = storage / "dockerfiles" / name  # not in the context: no COPY sees it
         dockerfile.parent.mkdir(parents=True, exist_ok=True)
         dockerfile.write_text(text + "\n")
@@ -168,6 +169,9 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
         args = {**settings.get("args", {}), **entry.get("args", {})}
         argv += [a for k, v in sorted(args.items()) for a in ("--build-arg", f"{k}={v}")]
         argv += [a for volume in entry.get("volumes", []) for a in ("--volume", volume)]
+        argv += ["--target", entry["target"]] if entry.get("target") else []
+        argv += [a for context_name, folder in (entry.get("contexts") or {}).items()
+                 for a in ("--build-context", f"{context_name}={world.tree.root / folder}")]
         result = oracle_bud([*argv, str(context)])
         built[name] = (f"sha256:{result.stdout.strip().splitlines()[-1]}"
                        if result.returncode == 0
@@ -177,6 +181,18 @@ def oracle_build(world: World, keys: dict[str, str], storage: Path) -> dict[str,
             subprocess.run(["buildah", *global_args, "tag", built[name],
                             KEY_NAME.format(name=name, key=keys[name][:32])], check=True)
     return built
+
+
+def with_last_step(text: str, last: str, target: str | None) -> str:
+    """The text with its last step at the end of the target stage (before the FROM that
+    follows `FROM ... AS <target>`), else at the end."""
+    lines = text.splitlines(keepends=True)
+    froms = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    ends = [after for at, after in zip(froms, froms[1:], strict=False)
+            if target and lines[at].rstrip().endswith(f" AS {target}")]
+    if ends:
+        return "".join([*lines[:ends[0]], f"{last}\n", *lines[ends[0]:]])
+    return text + last
 
 
 def oracle_archive(world: World, name: str, source: dict[str, str], target: Path) -> None:
@@ -342,6 +358,8 @@ def cases_of(world: World) -> list[Case]:
     local = world.tree.root / "plug"
     local.mkdir()
     (local / "p").write_text("local one")
+    (world.tree.root / "extra").mkdir()
+    (world.tree.root / "extra" / "n").write_text("named one")
     return [
         # buildah's cache does not look at what a RUN mounts
         Case("bind", {"Dockerfile": root("RUN --mount=type=bind,source=s,target=/m cp /m /f\n"),
@@ -437,6 +455,25 @@ def cases_of(world: World) -> list[Case]:
         Case("srcs-git", {"Dockerfile": root("ADD repo-archive /repo/\n")},
              entry={"sources": {"repo": {"git": "repo", "ref": "main"}}},
              edits=[lambda w: git_commit(w, "repo", "commit two")]),
+        # images.yaml's target: (the stage built, and the stages it reads) and contexts:
+        Case("target", {"Dockerfile": root(f"""\
+            COPY a /a
+            FROM {BB} AS tools
+            COPY --from=0 /a /a
+            COPY t /t
+            FROM {BB} AS last
+            COPY l /l
+            """), "a": "a1", "t": "t1", "l": "l1"},
+             entry={"target": "tools", "labels": {"stage": "tools"}},
+             edits=[write("target", "a", "a2"),
+                    lambda w: w.entry("target", lambda e: e.update(target="last"),
+                                      "target: last")]),
+        Case("named-context", {"Dockerfile": root(
+            "COPY --from=extra n /n\n"
+            "RUN --mount=type=bind,from=extra,source=n,target=/m cp /m /f\n")},
+             entry={"contexts": {"extra": "extra"}},
+             edits=[lambda w: (w.tree.root / "extra" / "n").write_text("named two")
+                    and "extra/n: named two"]),
     ]
 
 
@@ -444,7 +481,7 @@ def cases_of(world: World) -> list[Case]:
 CORPUS = ("bind", "bind-stage", "bind-image", "copy-image", "stage-image", "from-arg",
           "escape", "onbuild", "multi-stage", "substitution", "globs", "ignore",
           "labels-args", "comment-only", "copy-deleted", "parent", "child", "volume",
-          "srcs", "srcs-git")
+          "srcs", "srcs-git", "target", "named-context")
 UNKEYED = {"volume": "a volume's content is no part of the key (its spelling is): an edit "
                      "of it alone rebuilds nothing"}
 

@@ -5,11 +5,12 @@ test_dockerfile_parity.py.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from buildlib import dockerfile, keys, project
+from buildlib import dockerfile, dockerfile_stages, keys, project, render
 
 
 def test_images_read_besides_the_first_from() -> None:
@@ -28,6 +29,78 @@ def test_images_read_besides_the_first_from() -> None:
         "localhost/stage:1", "localhost/ext:1", "localhost/other:2", "localhost/mounted:3"]
     assert "localhost/new:9" in dockerfile.images_read(text, {"EXT": "localhost/new:9"})
     assert dockerfile.images_read("FROM localhost/base:1\nRUN true\n", {}) == []
+
+
+# What buildah 1.28 built of this Dockerfile with each --target (checked with real buildah
+# and `--pull=never`: an image of a stage it skips, missing from storage, failed nothing).
+STAGES = ("FROM localhost/unused:1 AS unused\n"
+          "FROM localhost/bb:1 AS one\n"
+          "COPY --from=localhost/one-reads:1 /x /x\n"
+          "FROM localhost/bb:1 AS two\n"
+          "COPY --from=localhost/two-reads:1 /x /x\n"
+          "FROM localhost/bb:1 AS three\n"
+          "RUN --mount=type=bind,from=one,target=/m true\n"
+          "FROM localhost/last:1\n")
+
+
+@pytest.mark.parametrize(("target", "built", "read"), [
+    ("three", {1, 3}, ["localhost/bb:1", "localhost/one-reads:1"]),
+    ("two", {2}, ["localhost/bb:1", "localhost/two-reads:1"]),
+    ("unused", {0}, []),
+    (None, {4}, ["localhost/last:1"]),
+])
+def test_only_the_stages_buildah_builds_are_read(target: str | None, built: set[int],
+                                                  read: list[str]) -> None:
+    parsed = dockerfile.read(STAGES)
+    stages = dockerfile_stages.stages(parsed)
+    reads = dockerfile_stages.stage_reads(parsed, stages, {})
+    assert dockerfile_stages.built_stages(stages, reads, target) == built
+    assert dockerfile.images_read(STAGES, {}, target=target) == read
+    assert dockerfile.stage_names(STAGES) == ["unused", "one", "two", "three"]
+
+
+def test_a_cache_mount_from_a_stage_builds_that_stage() -> None:
+    text = ("FROM scratch AS s\nCOPY s /s\nFROM scratch\n"
+            "RUN --mount=type=cache,from=s,source=/,target=/m cp /m/s /f\n")
+    assert dockerfile.context_read(text)("s")
+
+
+def test_context_files_mounts_and_missing_sources_of_unbuilt_stages_count_for_nothing(
+        tmp_path: Path) -> None:
+    text = ("FROM scratch AS docs\nCOPY manual.txt /m\n"
+            "RUN --mount=type=cache,target=/c true\n"
+            "FROM scratch AS app\nCOPY app.txt /a\n")
+    reads = dockerfile.context_read(text, target="app")
+    assert reads("app.txt") and not reads("manual.txt")
+    assert dockerfile.context_read(text, target="docs")("manual.txt")
+    assert dockerfile.cache_blind_reads(text, {}, [], target="app") == []
+    assert dockerfile.cache_blind_reads(text, {}, [], target="docs") == [
+        "RUN --mount=type=cache,target=/c"]
+    context = render.Context("x", text, {"app.txt": tmp_path}, tmp_path, target="app")
+    assert context.missing_sources() == []
+    assert replace(context, target="docs").missing_sources() == ["COPY 'manual.txt'"]
+    # which stage a `--from=$VARIABLE` names is known at build time only: every stage counts
+    variable = text.replace("FROM scratch AS app", "FROM scratch AS app\nARG S=docs\n"
+                            "COPY --from=${S} /m /m")
+    assert dockerfile.context_read(variable, target="app")("manual.txt")
+
+
+def test_a_named_context_is_no_image_to_pull() -> None:
+    text = "FROM localhost/bb:1\nCOPY --from=extra /a /a\nCOPY --from=localhost/x:1 /b /b\n"
+    assert dockerfile.images_read(text, {}, contexts={"extra"}) == ["localhost/x:1"]
+    assert dockerfile.images_read(text, {}) == ["extra", "localhost/x:1"]
+
+
+def test_a_record_without_target_or_contexts_keeps_its_key() -> None:
+    plain = keys.Record("d", {"a": "1"})
+    assert "target" not in plain.as_dict() and "contexts" not in plain.as_dict()
+    staged = keys.Record("d", {"a": "1"}, target="tools")
+    named = keys.Record("d", {"a": "1"}, contexts={"extra": "abc"})
+    assert len({plain.key, staged.key, named.key}) == 3
+    assert keys.changes(plain.as_dict(), staged, "base image 'x'") == (
+        "target changed: None -> tools")
+    assert keys.changes(named.as_dict(), plain, "base image 'x'") == (
+        "build context changed: -extra=abc")
 
 
 @pytest.mark.parametrize(("text", "args", "expected"), [

@@ -123,10 +123,53 @@ def test_a_child_job_pins_its_parents_from_the_job_it_needs(kolla: Graph) -> Non
     assert build["env"]["PINS"] == "nova-base@${{ needs.nova-base.outputs.nova_hbase }}"
     assert build["run"] == ('PYTHONPATH="$PWD/$IMAGEBAKE_DIR" .venv/bin/python -m buildlib.cli '
                             "-c \"$IMAGEBAKE_CONFIG\" push cache=registry "
-                            "'images=^nova-api$' \"pin=$PINS\"\n")
+                            "'images=^nova-api$' \"pin=$PINS\" \"no_cache=$IMAGEBAKE_NO_CACHE\"\n")
     assert jobs["nova-base"]["outputs"] == {
         "nova_hbase": "${{ steps.digests.outputs.nova_hbase }}"}
     assert "outputs" not in jobs["nova-api"]  # a leaf: nobody needs its digest
+
+
+def test_a_signing_tree_exports_jobs_that_sign_and_verify(kolla: Graph, tmp_path: Path) -> None:
+    """settings.sign: each push (and merge) gets the key and password from secrets named as
+    cosign's workflows name them; settings.trust: each job then verifies what it pushed,
+    with the public key in the repository."""
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), 8, 30).chosen
+    signing = export.Target("registry.example:5000", tls_verify=True, signs=True, verifies=True)
+    text = export_gha.gha(part, TOOL, signing, whole=True)
+    path = tmp_path / "images.yml"
+    path.write_text(text)
+    assert actionlint(path) == []
+    for job in yaml.safe_load(text)["jobs"].values():
+        names = [step.get("name", "") for step in job["steps"]]
+        push = job["steps"][names.index(next(n for n in names if n.startswith("build and")))]
+        assert {k: v for k, v in push["env"].items() if k.startswith("COSIGN")} == {
+            "COSIGN_PRIVATE_KEY": "${{ secrets.COSIGN_PRIVATE_KEY }}",
+            "COSIGN_PASSWORD": "${{ secrets.COSIGN_PASSWORD }}"}
+        verify = job["steps"][job["steps"].index(push) + 1]
+        assert verify["run"] == push["run"].replace("push", "verify").replace(
+            ' "pin=$PINS"', "").replace(' "no_cache=$IMAGEBAKE_NO_CACHE"', "")
+        assert "COSIGN_PRIVATE_KEY" not in verify["env"]  # the key only where it signs
+    assert "COSIGN" not in export_gha.gha(part, TOOL, TARGET, whole=True)
+    assert " verify" not in export_gha.gha(part, TOOL, TARGET, whole=True)
+
+    multi = export_gha.gha(part, TOOL, signing, whole=True,
+                           platforms=dict.fromkeys(kolla.parents, ("linux/amd64", "linux/arm64")))
+    for name, job in yaml.safe_load(multi)["jobs"].items():
+        signs = [step for step in job["steps"] if "COSIGN_PRIVATE_KEY" in step.get("env", {})]
+        assert len(signs) == 1, name  # the platform's push, or the merge (signs the list)
+        assert not any(" verify " in step.get("run", "") for step in job["steps"])
+
+    document = yaml.safe_load(export_argo.argo(part, TOOL, signing, whole=True))
+    for template in document["spec"]["templates"][1:]:
+        secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in template["script"]["env"]
+                   if e["name"].startswith("COSIGN")}
+        assert secrets == {
+            "COSIGN_PRIVATE_KEY": {"name": "imagebake-signing", "key": "cosign.key"},
+            "COSIGN_PASSWORD": {"name": "imagebake-signing", "key": "cosign.password"}}
+        lines = template["script"]["source"].splitlines()
+        [push] = [line for line in lines if " push cache=registry" in line]
+        assert lines[lines.index(push) + 1] == push.replace("push", "verify").replace(
+            ' "pin=$PINS"', "")
 
 
 @pytest.mark.parametrize("max_jobs", [1, 8])

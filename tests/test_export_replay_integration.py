@@ -75,15 +75,18 @@ def runs(tmp_path: Path):
     """Replays of a tree's exported workflow, each in runner directories of its own."""
     count = 0
 
-    def replay(tree: Tree, registry: Registry, workflow: Path) -> dict[str, JobResult]:
+    def replay(tree: Tree, registry: Registry, workflow: Path,
+               inputs: dict[str, str] | None = None) -> dict[str, JobResult]:
         """`workflow` of the repository holding `tree`, with the registry's credentials as
-        the secrets (none for a registry without auth)."""
+        the secrets (none for a registry without auth); `inputs`: a workflow_dispatch's
+        (none: a push's run)."""
         nonlocal count
         count += 1
         root = tmp_path / f"replay-{count}"
         secrets = {"REGISTRY_USERNAME": registry.user, "REGISTRY_PASSWORD": registry.password}
         jobs = Replay.of(workflow, root, parallel=4, runner_env=runner_env,
                          secrets={k: v for k, v in secrets.items() if v is not None},
+                         inputs=inputs or {},
                          setup={"actions/checkout@v5": checkout(repository(tree)),
                                 "install imagebake": link_venv}).run()
         failed = [job for job in jobs.values() if job.status != "success"]
@@ -179,6 +182,20 @@ def test_a_tree_in_a_folder_with_a_space_replays(auth_registry: Registry, runs,
     assert built(jobs, "my images") == Counter(["base", "openstack-base"])
     for name in ("base", "openstack-base"):
         assert auth_registry.digest(f"spaced/{name}", "latest") is not None, name
+
+
+def test_a_run_by_hand_with_no_cache_builds_afresh(registry: Registry, runs,
+                                                  tree: Tree) -> None:
+    """The workflow_dispatch input no_cache: every job builds its images again, though
+    the registry holds them under their keys; a push's run builds nothing."""
+    prepare(tree, registry, "fresh")
+    workflow = export(tree, "images=^(base|openstack-base)$")
+    assert built(runs(tree, registry, workflow)) == Counter(["base", "openstack-base"])
+    assert built(runs(tree, registry, workflow)) == Counter()
+    jobs = runs(tree, registry, workflow, inputs={"no_cache": "true"})
+    assert built(jobs) == Counter(["base", "openstack-base"])
+    log = (jobs["base"].workspace / "build" / "base" / "base-build.log").read_text()
+    assert log.startswith("# building base: forced fresh build (no_cache=1)"), log[:200]
 
 
 def test_settings_authfile_left_out_of_the_checkout(tree: Tree, auth_registry: Registry,

@@ -172,6 +172,9 @@ def keys_used(data: dict[str, Any]) -> set[str]:
     sections = {"settings": "settings.", "jinja": "jinja.", "kolla": "kolla."}
     for section, prefix in sections.items():
         used |= {prefix + key for key in data.get(section) or {}}
+    for nested in ("sign", "trust"):  # settings.sign.key, settings.trust.keys
+        used |= {f"settings.{nested}.{key}" for key in
+                 (data.get("settings") or {}).get(nested) or {}}
     for image in (data.get("images") or {}).values():
         used |= {"images.NAME." + key for key in image or {}}
         for source in ((image or {}).get("sources") or {}).values():

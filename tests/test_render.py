@@ -755,5 +755,53 @@ def test_build_args_no_arg_reads_are_no_part_of_the_key() -> None:
 def test_a_build_s_dockerfile_ends_in_a_step_of_its_own() -> None:
     assert dockerfile_reading.as_built("FROM b\nRUN true\n\n", {}) == (
         "FROM b\nRUN true\nARG IMAGEBAKE_END\n")
+    two = "FROM b AS one\nRUN \\\n  true\n# two\nFROM b AS two\n"
+    assert dockerfile_reading.as_built(two, {}, "one") == (
+        "FROM b AS one\nRUN \\\n  true\n# two\nARG IMAGEBAKE_END\nFROM b AS two\n")
+    assert dockerfile_reading.as_built(two, {}, "two") == f"{two}ARG IMAGEBAKE_END\n"
     assert dockerfile_reading.as_built("FROM b\n", {"tier": "api", 'q"\\': "$HOME x=y"}) == (
         'FROM b\nLABEL "q\\"\\\\"="\\$HOME x=y" "tier"="api"\n')
+
+
+# --- target: and contexts: --------------------------------------------------------------------
+
+def test_an_unknown_target_is_one_clear_error_at_load(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {target: Tools}\n", {
+        "templates/base/Dockerfile.j2": "FROM scratch AS tools\nFROM scratch AS final\n"})
+    message = load_error(config, "base")
+    assert "images.base.target: the rendered" in message
+    assert "no stage named 'Tools' (its stages: tools, final)" in message
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("missing", "is no folder"),
+    ("https://example.org/ctx.tar", "fetched from the network at build time"),
+])
+def test_a_bad_named_context_is_one_clear_error_at_load(tmp_path: Path, value: str,
+                                                         said: str) -> None:
+    config = make_tree(tmp_path, f"images:\n  base: {{contexts: {{extra: '{value}'}}}}\n", {
+        "templates/base/Dockerfile.j2": "FROM scratch\nCOPY --from=extra /a /a\n"})
+    assert said in load_error(config, "base")
+
+
+def test_a_root_built_from_a_named_image_context_has_that_image_as_its_base(
+        tmp_path: Path) -> None:
+    config = make_tree(tmp_path, "images:\n  base: {contexts: {b: 'docker-image://localhost/b:1'}}\n",
+                       {"templates/base/Dockerfile.j2": "FROM b\nRUN true\n"})
+    assert project.load(config).plans["base"].base == "localhost/b:1"
+
+
+def test_named_contexts_are_keyed_by_content_and_image(tmp_path: Path) -> None:
+    config = make_tree(tmp_path, """\
+        images:
+          base:
+            contexts: {extra: extra, tools: 'docker-image://localhost/tools:1'}
+        """, {"templates/base/Dockerfile.j2": "FROM scratch\nCOPY --from=extra /a /a\n"
+              "COPY --from=tools /b /b\n", "extra/a": "one\n"})
+    plan = project.load(config).plans["base"]
+    assert plan.reads == ("localhost/tools:1",)  # (its ID is keyed, as any image read)
+    assert plan.contexts == {"extra": str((tmp_path / "extra").resolve()),
+                             "tools": "docker-image://localhost/tools:1"}
+    before = plan.record_on(None).key
+    (tmp_path / "extra" / "a").write_text("two\n")
+    assert project.load(config).plans["base"].record_on(None).key != before

@@ -238,3 +238,15 @@ def test_key_files_are_read_with_the_password_and_named_when_wrong(tmp_path: Pat
         signing.read_public(tmp_path / "missing.pub")
     with pytest.raises(signing.SigningError, match=f"{public} is not a cosign private key"):
         signing.read_private(public, {"COSIGN_PASSWORD": "pw"})
+
+
+def test_cosign_private_key_in_the_environment_wins_over_the_file(tmp_path: Path,
+                                                                  pair: signing.KeyPair) -> None:
+    """A CI job passes the key as cosign's workflows do: its PEM in COSIGN_PRIVATE_KEY."""
+    environ = {"COSIGN_PRIVATE_KEY": pair.private_pem.decode(), "COSIGN_PASSWORD": "correct horse"}
+    key = signing.signing_key(tmp_path / "absent.key", environ)
+    assert signing.public_pem(key.public_key()) == pair.public_pem
+    with pytest.raises(signing.SigningError, match="COSIGN_PRIVATE_KEY: wrong password"):
+        signing.signing_key(tmp_path / "absent.key", {**environ, "COSIGN_PASSWORD": "x"})
+    with pytest.raises(signing.SigningError, match="cannot read .*absent.key"):
+        signing.signing_key(tmp_path / "absent.key", {"COSIGN_PASSWORD": "x"})

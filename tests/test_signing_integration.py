@@ -57,8 +57,9 @@ def client_for(registry: Registry) -> CountingClient:
 
 # -- the independent verifier: cosign's format from its documentation, nothing imported ----
 
-def fetch(registry: Registry, path: str, accept: str | None = None) -> bytes:
-    response = registry.request("GET", f"/v2/{REPOSITORY}/{path}",
+def fetch(registry: Registry, path: str, accept: str | None = None,
+          repository: str = REPOSITORY) -> bytes:
+    response = registry.request("GET", f"/v2/{repository}/{path}",
                                 {"Accept": accept} if accept else {})
     assert response.status == 200, f"GET {path}: {response.status} {response.body!r}"
     return response.body
@@ -83,36 +84,43 @@ def ecdsa_valid(pem: bytes, message: bytes, signature_b64: str) -> bool:
     return True
 
 
-def layer_of(registry: Registry, tag: str, media_type: str) -> tuple[dict, bytes]:
+def layer_of(registry: Registry, tag: str, media_type: str, repository: str = REPOSITORY,
+             predicate_type: str | None = None) -> tuple[dict, bytes]:
     manifest = json.loads(fetch(registry, f"manifests/{tag}",
-                                "application/vnd.oci.image.manifest.v1+json"))
+                                "application/vnd.oci.image.manifest.v1+json", repository))
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
-    fetch(registry, f"blobs/{manifest['config']['digest']}")  # the config is there too
-    [layer] = [entry for entry in manifest["layers"] if entry["mediaType"] == media_type]
-    blob = fetch(registry, f"blobs/{layer['digest']}")
+    fetch(registry, f"blobs/{manifest['config']['digest']}", None, repository)  # config too
+    [layer] = [entry for entry in manifest["layers"] if entry["mediaType"] == media_type
+               and predicate_type in (None, entry["annotations"].get("predicateType"))]
+    blob = fetch(registry, f"blobs/{layer['digest']}", None, repository)
     assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
     return layer, blob
 
 
-def cosign_verify(registry: Registry, digest: str, pub_pem: bytes) -> dict:
+def cosign_verify(registry: Registry, digest: str, pub_pem: bytes,
+                  repository: str = REPOSITORY) -> dict:
     """What `cosign verify --key cosign.pub` checks: the payload under the `.sig` tag is
     signed by the key and names this image's digest and repository."""
     tag = "sha256-" + digest.removeprefix("sha256:") + ".sig"
-    layer, payload = layer_of(registry, tag, "application/vnd.dev.cosign.simplesigning.v1+json")
+    layer, payload = layer_of(registry, tag, "application/vnd.dev.cosign.simplesigning.v1+json",
+                              repository)
     assert ecdsa_valid(pub_pem, payload, layer["annotations"]["dev.cosignproject.cosign/signature"])
     critical = json.loads(payload)["critical"]
     assert critical["type"] == "cosign container image signature"
     assert critical["image"]["docker-manifest-digest"] == digest
-    assert critical["identity"]["docker-reference"] == f"{registry.address}/{REPOSITORY}"
+    assert critical["identity"]["docker-reference"] == f"{registry.address}/{repository}"
     return critical
 
 
-def cosign_verify_attestation(registry: Registry, digest: str, pub_pem: bytes) -> dict:
+def cosign_verify_attestation(registry: Registry, digest: str, pub_pem: bytes,
+                              repository: str = REPOSITORY,
+                              predicate_type: str = "https://slsa.dev/provenance/v1") -> dict:
     """What `cosign verify-attestation --key cosign.pub --type slsaprovenance1` checks: the
     DSSE envelope under the `.att` tag, its signature over the PAE, the statement's subject."""
     tag = "sha256-" + digest.removeprefix("sha256:") + ".att"
-    layer, sealed = layer_of(registry, tag, "application/vnd.dsse.envelope.v1+json")
-    assert layer["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
+    layer, sealed = layer_of(registry, tag, "application/vnd.dsse.envelope.v1+json", repository,
+                             predicate_type)
+    assert layer["annotations"]["predicateType"] == predicate_type
     envelope = json.loads(sealed)
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
     body = base64.b64decode(envelope["payload"])
@@ -122,7 +130,7 @@ def cosign_verify_attestation(registry: Registry, digest: str, pub_pem: bytes) -
     assert any(ecdsa_valid(pub_pem, pae, entry["sig"]) for entry in envelope["signatures"])
     statement = json.loads(body)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
-    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert statement["predicateType"] == predicate_type
     assert statement["subject"][0]["digest"] == {"sha256": digest.removeprefix("sha256:")}
     return statement
 
