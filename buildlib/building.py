@@ -8,8 +8,8 @@ import subprocess
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from buildlib import builder, project, prune, publish
-from buildlib.buildah import BuildahError, StorageError
+from buildlib import builder, keys, project, prune, publish
+from buildlib.buildah import BuildahError, StorageError, command_line
 from buildlib.settled import How, Settled
 from buildlib.verdict import Outcome, Verdict, judge
 
@@ -110,3 +110,19 @@ def images_in_storage(run: Run, name: str) -> str | bool:
         pulled = True
         run.services.base_triggers.pulled(image)
     return pulled
+
+
+def title(run: Run, name: str, found: Verdict | None) -> str:
+    """What the build does, from its verdict: per platform, found by its key or the exact
+    buildah command."""
+    found = found or judge(run, name, None)
+    if not found.records:
+        return f"building {name}"
+    lines, in_storage = [], run.storage.with_keys(found.records)
+    for platform, record in found.records.items():
+        what = f"{name} for {platform}" if platform else name
+        argv = builder.bud_argv(run.project, run.services, name, record)
+        lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
+                     if in_storage[platform] else
+                     f"building {what}: {command_line(argv)}")
+    return "\n.  ".join(lines)

@@ -158,6 +158,16 @@ def user_workdir() -> Path:
     return Path(doit.get_initial_workdir() or os.getcwd())
 
 
+def display_path(path: Path) -> str:
+    """Relative to the user's directory when under it, else absolute (doit has changed
+    into dodo.py's folder; its loader remembers where the user was)."""
+    where = user_workdir().resolve()
+    try:
+        return str(path.resolve().relative_to(where))
+    except ValueError:
+        return str(path)
+
+
 # --- the command line's variables -------------------------------------------------------
 
 

@@ -20,3 +20,8 @@ class InputError(Exception):
         where = f"{self.path}: image '{self.image}'" if self.image else f"{self.path}"
         text = f"{where}: {self.problem}"
         return f"{text}\n  fix: {self.fix}" if self.fix else text
+
+
+class CommandFailed(Exception):
+    """A command (status, resolve, merge, export, prune, ...) that could not do its work:
+    its message is shown and its task fails (`tasks.py` turns it into doit's failure)."""

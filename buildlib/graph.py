@@ -4,7 +4,7 @@ the longest path of durations through it."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 
@@ -67,6 +67,10 @@ class Graph:
             result.append(name)
             stack.extend(reversed(kids[name]))
         return result
+
+    def ordered(self, names: Collection[str]) -> list[str]:
+        """Those of `names` in the graph, each after its parent (as `order`)."""
+        return [name for name in self.order() if name in names]
 
     def levels(self) -> list[list[str]]:
         """Images grouped by depth: the roots, their children, their grandchildren, ..."""

@@ -243,6 +243,11 @@ class Project:
         return self.build_dir / "report.json"
 
     @property
+    def lock_path(self) -> Path:
+        """`doit resolve`'s images.lock.json: each image's digest, key and ID pushed."""
+        return self.build_dir / "images.lock.json"
+
+    @property
     def state_file(self) -> Path:
         return self.build_dir / ".doit.db"
 

@@ -21,7 +21,8 @@ from typing import Any
 from doit.exceptions import BaseFail, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from buildlib import buildah, dispatch, doit_seam, pictures, processes
+from buildlib import buildah, dispatch, pictures, processes
+from buildlib.doit_seam import display_path
 from buildlib.estimate import Estimate
 from buildlib.graph import Selection
 from buildlib.progress import Progress
@@ -60,16 +61,6 @@ def attempts_in(push_log: Path) -> int:
         return sum(line.startswith(TRY_LINE) for line in push_log.read_text().splitlines())
     except OSError:
         return 0
-
-
-def display_path(path: Path) -> str:
-    """Relative to the user's directory when under it, else absolute (doit has changed
-    into dodo.py's folder; its loader remembers where the user was)."""
-    where = doit_seam.user_workdir().resolve()
-    try:
-        return str(path.resolve().relative_to(where))
-    except ValueError:
-        return str(path)
 
 
 class RunReport:

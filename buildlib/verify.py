@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from buildlib import cache, keys, provenance, push_signing, signatures
+from buildlib.errors import CommandFailed
+from buildlib.registry import RegistryError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -116,3 +118,18 @@ def no_keys(run: Run) -> str | None:
     return (f"{run.project.config.path}: verify needs settings.trust's keys "
             "(e.g. `trust: {keys: [cosign.pub]}` under settings)")
 
+
+def verify_command(run: Run) -> None:
+    """`doit verify`: the table of each selected image's checks; raises CommandFailed
+    without trusted keys, when the registry cannot be asked, or when a check fails."""
+    problem = no_keys(run)
+    if problem:
+        raise CommandFailed(f"error: {problem}")
+    try:
+        rows = verify(run, run.project.graph.ordered(run.selection.selected))
+    except RegistryError as err:
+        raise CommandFailed(f"error: {err}") from None
+    print(table(rows))
+    failure = failed(rows)
+    if failure:
+        raise CommandFailed(failure)

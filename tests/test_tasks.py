@@ -16,7 +16,18 @@ import pytest
 import yaml
 from doit.loader import generate_tasks
 
-from buildlib import buildah, dockerfile, doit_seam, graph, keys, project, run, tasks, verdict
+from buildlib import (
+    buildah,
+    clean,
+    dockerfile,
+    doit_seam,
+    graph,
+    keys,
+    project,
+    run,
+    tasks,
+    verdict,
+)
 from buildlib.run import services_of
 from buildlib.settled import Settled
 from buildlib.storage import Storage
@@ -485,7 +496,7 @@ def test_a_folder_the_tool_did_not_make_is_neither_rewritten_nor_cleaned(
                        r"\(notes.txt\)"):
         plan.own_workdir()
     assert not plan.owns_workdir()
-    tasks._clean(run_of(example, FakeStorage({})), "nova-api")  # `doit clean` leaves it be
+    clean.clean_image(run_of(example, FakeStorage({})), "nova-api")  # `doit clean` leaves it be
     assert (plan.context_dir / "keep.txt").read_text() == "mine\n"
     (plan.workdir / "notes.txt").unlink()  # what an earlier version made is taken over
     plan.own_workdir()
