@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from buildlib.graph import Selection
 from buildlib.progress import Progress
 from buildlib.project import Project
 from buildlib.publish import TRY_LINE
+from buildlib.settled import How, Settled
 
 LOG_TAIL_LINES = 15
 NAMES_SHOWN = 12  # of the images that failed with one cause
@@ -264,12 +265,15 @@ class ImageReporter(ConsoleReporter):
     def add_success(self, task: Any) -> None:
         if _image(task):
             entry = self.report.entry(_kind(task), _image(task))
-            entry.update(status=_success(task), end=time.time(),
-                         **{key: task.values.get(key) for key in SAVED_FIELDS[_kind(task)]})
-            if entry["status"] == "built":
-                entry[dispatch.BUILD_CPU_SECONDS] = task.values.get("cpu_seconds")
-            if task.values.get("platforms") and _kind(task) == "build":
-                entry["platforms"] = platform_entries(task.values["platforms"])
+            if _kind(task) == "build":
+                settled = Settled.from_values(task.values)
+                entry.update(status=_success(settled), end=time.time(),
+                             **build_fields(settled, up_to_date=False))
+                if entry["status"] == "built":
+                    entry[dispatch.BUILD_CPU_SECONDS] = settled and settled.cpu_seconds
+            else:
+                entry.update(status=SUCCESS["push"], end=time.time(),
+                             **{key: task.values.get(key) for key in SAVED_FIELDS["push"]})
             self._progress().end(task.name, f"{entry['status']} {_image(task)}")
 
     def add_failure(self, task: Any, fail: BaseFail) -> None:
@@ -303,11 +307,12 @@ class ImageReporter(ConsoleReporter):
             entry = self.report.entry(_kind(task), _image(task))
             entry["status"] = "up-to-date"
             # what the up-to-date check settled on (doit's saved values may predate it)
-            settled = task.meta.get("settled", {})
-            entry.update({key: value for key, value in settled.items()
-                          if key in SAVED_FIELDS[_kind(task)]})
-            if settled.get("platforms") and _kind(task) == "build":
-                entry["platforms"] = platform_entries(settled["platforms"], up_to_date=True)
+            settled = task.meta.get("settled")
+            if _kind(task) == "build":
+                entry.update(build_fields(settled, up_to_date=True))
+            else:
+                entry.update({key: value for key, value in (settled or {}).items()
+                              if key in SAVED_FIELDS["push"]})
             self._progress().skip(task.name)
 
     def skip_ignore(self, task: Any) -> None:
@@ -343,13 +348,24 @@ class ImageReporter(ConsoleReporter):
         return self.progress
 
 
-def platform_entries(platforms: dict[str, dict[str, Any]],
+def build_fields(settled: Settled | None, up_to_date: bool) -> dict[str, Any]:
+    """report.json's fields of what a build settled on: its image ID, key, how it was come
+    by (`found`), and a multi-arch image's platforms."""
+    if settled is None:
+        return {}
+    fields: dict[str, Any] = {"id": settled.id, "key": settled.key, "found": settled.how.value}
+    if settled.platforms:
+        fields["platforms"] = platform_entries(settled.platforms, up_to_date)
+    return fields
+
+
+def platform_entries(platforms: Mapping[str, Settled],
                      up_to_date: bool = False) -> dict[str, dict[str, Any]]:
     """report.json's entry of each platform of a multi-arch image: its ID, key and status."""
-    return {platform: {"id": values.get("id"), "key": values.get("key"),
-                       "status": "built" if values.get("found") == "built" and not up_to_date
+    return {platform: {"id": settled.id, "key": settled.key,
+                       "status": "built" if settled.how is How.BUILT and not up_to_date
                        else "up-to-date"}
-            for platform, values in platforms.items()}
+            for platform, settled in platforms.items()}
 
 
 def _closure(tasks: dict[str, Any], selected: list[str]) -> set[str]:
@@ -370,11 +386,9 @@ def _image(task: Any) -> str | None:
     return (task.meta or {}).get("image")
 
 
-def _success(task: Any) -> str:
-    """`built`/`pushed`, or `up-to-date` for an image found by its key instead of built."""
-    if task.values.get("found", "built") != "built":
-        return "up-to-date"
-    return SUCCESS[_kind(task)]
+def _success(settled: Settled | None) -> str:
+    """`built`, or `up-to-date` for an image found by its key instead of built."""
+    return SUCCESS["build"] if settled is None or settled.how is How.BUILT else "up-to-date"
 
 
 def _kind(task: Any) -> str:

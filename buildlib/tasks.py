@@ -277,8 +277,7 @@ class ImageUpToDate(SavedValuesCalculator):
         verdict, settled = building.up_to_date(self.run, self.name,
                                                Settled.from_values(values), self._saved)
         task.meta["verdict"] = verdict
-        if settled is not None:
-            task.meta["settled"] = settled.as_values()
+        task.meta["settled"] = settled
         return settled is not None
 
     def _saved(self, task_name: str) -> Settled | None:
