@@ -223,7 +223,7 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
             return {}  # the check asks again, and says so
         return {None: found.image_id if found else None}
 
-    names = [name for name in project.graph.order() if name in selected]
+    names = project.graph.ordered(selected)
     for _ in standing.walk(project.plans, names, bases.id_of, find):
         pass
 

@@ -341,7 +341,7 @@ def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
 def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
            saved: Callable[[str], Settled | None]) -> str | None:
     proj = run.project
-    names = [name for name in proj.graph.order() if name in run.selection.selected]
+    names = proj.graph.ordered(run.selection.selected)
     try:
         contents = run.services.buildah.contents()
     except (StorageError, subprocess.CalledProcessError, OSError) as err:

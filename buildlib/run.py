@@ -167,7 +167,7 @@ class Run:
         """The selected images local storage holds no image of the current key for, judged
         from the roots as a build judges them (doit's state aside): what this run is
         expected to build, for its estimate of the time left."""
-        names = [name for name in self.project.graph.order() if name in self.selection.selected]
+        names = self.project.graph.ordered(self.selection.selected)
 
         def outside(name: str) -> standing.Parent:  # skip_parents: as storage holds it now
             parent = self.project.plans[name].parent
