@@ -71,7 +71,7 @@ def build(run: Run, name: str, found: Verdict | None) -> Settled | str:
             OSError) as err:
         return str(err)  # the summary adds the log's tail and path
     run.settle(name, settled)
-    prune.remember(proj, name, settled)
+    prune.remember(proj, name, settled, run.state.record_lock)
     run.state.remembered.add(name)
     run.ask_for_children(name)
     return settled

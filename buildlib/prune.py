@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 RECORD_FILE = "keys.jsonl"
 KEY_NAME = re.compile(rf"^{re.escape(LOCAL_KEY_REPOSITORY)}/(?P<image>[^:]+):"
                       rf"(?P<tag>{keys.KEY_TAG_PREFIX}[0-9a-f]+)$")
-_record_lock = threading.Lock()
-
 
 # -- the tree's record of its keys --------------------------------------------------------
 
@@ -53,13 +51,13 @@ def record_path(proj: Project) -> Path:
     return proj.build_dir / RECORD_FILE
 
 
-def remember(proj: Project, name: str, settled: Settled) -> None:
+def remember(proj: Project, name: str, settled: Settled, lock: threading.Lock) -> None:
     """Note the keys a build of `name` made or found (each platform's and the list's),
-    as this tree's, most recent last."""
+    as this tree's, most recent last; `lock` is the run's (its builds append at once)."""
     tags = [keys.key_tag(key) for key in settled.all_keys()]
     lines = "".join(json.dumps({"image": name, "tag": tag, "at": round(time.time(), 3)}) + "\n"
                     for tag in tags)
-    with _record_lock, record_path(proj).open("a") as out:
+    with lock, record_path(proj).open("a") as out:
         out.write(lines)
 
 

@@ -57,6 +57,8 @@ class RunState:
     """What a run keeps beside what its images settled on (`Run.images`)."""
 
     remembered: set[str] = field(default_factory=set)  # images whose keys it recorded
+    # held by a build while it appends its keys to the tree's record (`prune.remember`)
+    record_lock: threading.Lock = field(default_factory=threading.Lock)
     # Why doit could not save this run's state. doit saves it when the run ends, before its
     # reporter's summary; a full disk there raised a traceback and lost the summary and
     # report.json: the error is kept for `Run.finish` instead.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,10 +98,11 @@ def test_keep_keeps_the_most_recently_used_old_keys() -> None:
 
 def test_the_record_orders_keys_by_their_last_use(tmp_path: Path) -> None:
     here = SimpleNamespace(build_dir=tmp_path)  # all the record needs of a project
+    lock = threading.Lock()
     prune.remember(here,  # type: ignore[arg-type]
-                    "cron", Settled(None, "1" * 64))
-    prune.remember(here, "cron", Settled(None, "2" * 64))  # type: ignore[arg-type]
-    prune.remember(here, "cron", Settled(None, "1" * 64))  # type: ignore[arg-type]
+                    "cron", Settled(None, "1" * 64), lock)
+    prune.remember(here, "cron", Settled(None, "2" * 64), lock)  # type: ignore[arg-type]
+    prune.remember(here, "cron", Settled(None, "1" * 64), lock)  # type: ignore[arg-type]
     (tmp_path / prune.RECORD_FILE).open("a").write('{"image": "cron", "ta')  # cut short
     assert prune.recorded(here) == {"cron": [NEW, OLD]}
     prune.rewrite_record(here, prune.recorded(here))
