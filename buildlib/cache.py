@@ -15,7 +15,7 @@ import json
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buildlib import keys, standing
 from buildlib.keys import KEY_ANNOTATION, PLATFORM_KEYS_ANNOTATION, Record
@@ -228,30 +228,37 @@ def walk(project: Project, selected: Collection[str], storage: Storage,
         pass
 
 
-def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseImages,
-            warn: Callable[[str], None]) -> dict[str, dict | None]:
-    """What the registry holds for each image's current key (parents first in `names`):
-    its pinned reference, user tag, digest (of a multi-arch image, its index's), key and
-    image ID (per platform under "platforms"); None where it holds nothing."""
-    resolved: dict[str, dict | None] = dict.fromkeys(names)
+def current(project: Project, names: list[str], lookups: Lookups, bases: BaseImages,
+            warn: Callable[[str], None]) -> dict[str, Settled | None]:
+    """What the registry holds for each image's current key (parents first in `names`),
+    as a task settles it; None where it holds nothing."""
+    held: dict[str, Settled | None] = dict.fromkeys(names)
 
     def find(name: str, records: Mapping[str | None, Record]) -> dict[str | None, str | None]:
-        plan = project.plans[name]
-        found = find_image(lookups, plan, records, warn)
-        if found is None:
-            return {}
-        resolved[name] = {
-            "reference": found.pinned, "tag": plan.reference, "digest": found.digest,
+        found = held[name] = find_image(lookups, project.plans[name], records, warn)
+        return found.ids() if found else {}
+
+    for _ in standing.walk(project.plans, names, bases.id_of, find):
+        pass
+    return held
+
+
+def resolve(project: Project, names: list[str], lookups: Lookups, bases: BaseImages,
+            warn: Callable[[str], None]) -> dict[str, dict | None]:
+    """`current`, as build/images.lock.json states it: each image's pinned reference, user
+    tag, digest (of a multi-arch image, its index's), key and image ID (per platform under
+    "platforms")."""
+    return {name: found and _locked(lookups, project.plans[name], found)
+            for name, found in current(project, names, lookups, bases, warn).items()}
+
+
+def _locked(lookups: Lookups, plan: ImagePlan, found: Settled) -> dict[str, Any]:
+    return {"reference": found.pinned, "tag": plan.reference, "digest": found.digest,
             "tags": _tagged(lookups, plan.tag_references, found.digest),
             "key": found.key, "id": found.id,
             **({"platforms": {p: {"id": v.id, "key": v.key, "reference": v.pinned}
                               for p, v in (found.platforms or {}).items()}}
                if plan.platforms else {})}
-        return found.ids()
-
-    for _ in standing.walk(project.plans, names, bases.id_of, find):
-        pass
-    return resolved
 
 
 def _tagged(lookups: Lookups, references: list[str], digest: str) -> list[str]:

@@ -5,9 +5,9 @@ registry resolves the tree, parents first). A table; any failure fails the task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from buildlib import cache, keys, provenance, push_signing, signatures
 from buildlib.errors import CommandFailed
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from buildlib.project import ImagePlan
     from buildlib.run import Run
+    from buildlib.settled import Settled
 
 OK = "ok"
 
@@ -46,14 +47,14 @@ def verify(run: Run, names: Sequence[str]) -> list[Row]:
     asked."""
     trusted = run.services.trusted
     lookups = cache.Lookups(run.services.client(), run.services.budget)  # checked here
-    current = cache.resolve(run.project, list(names), lookups, run.bases, lambda _: None)
+    current = cache.current(run.project, list(names), lookups, run.bases, lambda _: None)
     sign = run.project.config.settings.sign
     return [_row(run.project.plans[name], lookups, trusted, current.get(name),
                  bool(sign and sign.sbom)) for name in names]
 
 
 def _row(plan: ImagePlan, lookups: cache.Lookups, trusted: Sequence[EllipticCurvePublicKey],
-         current: Mapping[str, Any] | None, wants_sbom: bool) -> Row:
+         current: Settled | None, wants_sbom: bool) -> Row:
     client, repository = lookups.client, cache.repository_of(plan.reference)
     tagged = lookups.find(plan.reference)
     if tagged is None:
@@ -84,17 +85,17 @@ def _row(plan: ImagePlan, lookups: cache.Lookups, trusted: Sequence[EllipticCurv
 
 def _current_problem(plan: ImagePlan, lookups: cache.Lookups,
                      trusted: Sequence[EllipticCurvePublicKey], digest: str,
-                     current: Mapping[str, Any] | None) -> list[str]:
+                     current: Settled | None) -> list[str]:
     """Why the tag is not the trusted image of the image's current key."""
     if current is None:
         return ["the registry holds no image of its current key (or of its parent's)"]
-    if current["digest"] == digest:
+    if current.digest == digest:
         return []
-    key_tag = f"{cache.repository_of(plan.reference)}:{keys.key_tag(current['key'])}"
+    key_tag = f"{cache.repository_of(plan.reference)}:{keys.key_tag(current.key)}"
     signed = signatures.check_signature(lookups.client, cache.repository_of(plan.reference),
-                                        current["digest"], trusted)
+                                        current.digest, trusted)
     return [f"{plan.reference} names {digest}, but its key's tag {key_tag} names "
-            f"{current['digest']} ({signed.why})"]
+            f"{current.digest} ({signed.why})"]
 
 
 def table(rows: Sequence[Row]) -> str:
