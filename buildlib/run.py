@@ -95,6 +95,11 @@ class Run:
                                 self.services.budget)
 
     @functools.cached_property
+    def bench(self) -> builder.Bench:
+        """What this run's builds work with beside each image's plan."""
+        return bench_of(self.project, self.services, self.storage, echo=self.options.verbose)
+
+    @functools.cached_property
     def push_pool(self) -> pushpool.PushPool:
         """The run's pool of pushes (`settings.push_jobs` at once)."""
         return pushpool.PushPool(self.project.config.settings.push_jobs)
@@ -316,6 +321,14 @@ def services_of(proj: project.Project) -> Services:
     """The run's services: buildah as settings say, and the registry of the tree's pushes
     (where its first image's reference points) as the default registry client."""
     return Services(proj.config, home=next((p.reference for p in proj.plans.values()), None))
+
+
+def bench_of(proj: project.Project, services: Services,
+             listed: storage.Storage | None = None, echo: bool = False) -> builder.Bench:
+    """What builds of this tree work with beside each image's plan (`listed`: the run's
+    local storage; default: a listing of its own)."""
+    return builder.Bench(services, listed or storage.Storage(services.buildah),
+                         proj.config.root, proj.owner, echo=echo)
 
 
 def _pull_bases(proj: project.Project, services: Services,
