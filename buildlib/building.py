@@ -64,7 +64,7 @@ def build(run: Run, name: str, found: Verdict | None) -> Settled | str:
     run.settle(name, settled)
     prune.remember(run.project, name, settled)
     run.state.remembered.add(name)
-    run.ask_for_children(name)
+    run.ask_for_children(name, settled)
     return settled
 
 

@@ -188,15 +188,16 @@ class Run:
         judged and built on, and its push pushes. The one writer of `images`."""
         self.images[name] = settled
 
-    def ask_for_children(self, name: str) -> None:
-        """Once an image is built, its children's keys are known: ask the registry now."""
+    def ask_for_children(self, name: str, settled: Settled) -> None:
+        """Once an image is built (`settled`), its children's keys are known: ask the
+        registry now. (Each selected child stands on it: its parent's task.)"""
         if not self.from_registry or self.lookups is None:
             return
         for child in self.project.graph.children[name]:
             plan = self.project.plans[child]
             if child not in self.selection.selected or plan.platforms:
                 continue
-            ground = self.stands_on(child)
+            ground = standing.stands_on(plan, settled.ids(), self.bases.id_of)
             if isinstance(ground, standing.Ground):
                 records = ground.records(plan)
                 if not self.storage.with_keys(records)[None]:
