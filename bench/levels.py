@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from buildlib import buildah, builder, expanders, project
-from buildlib.run import services_of
+from buildlib.run import bench_of, services_of
 
 
 def bud_argv(proj: project.Project, name: str) -> list[str]:
@@ -34,7 +34,8 @@ def bud_argv(proj: project.Project, name: str) -> list[str]:
     plan = proj.plans[name]
     parent_id = (buildah.image_id(proj.plans[plan.parent].iidfile.read_text())
                  if plan.parent else None)
-    return builder.bud_argv(proj, services_of(proj), name, plan.sources.on_parent(parent_id))
+    return builder.bud_argv(bench_of(proj, services_of(proj)), plan,
+                            plan.sources.on_parent(parent_id))
 
 
 def build_one(proj: project.Project, name: str) -> dict[str, Any]:

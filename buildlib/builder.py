@@ -6,19 +6,33 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from buildlib import buildah, dockerfile, keys, render
 from buildlib.buildah import BuildahError
-from buildlib.project import ImagePlan, Project
+from buildlib.project import ImagePlan
 from buildlib.reference import ImageRef
 from buildlib.services import Services
 from buildlib.settled import How, Settled
 from buildlib.storage import Storage
 
 
-def build_image(project: Project, services: Services, name: str, record: keys.Record,
-                storage: Storage,
-                reason: str | None = None, echo: bool = False,
+@dataclass(frozen=True)
+class Bench:
+    """What every build of a run works with beside its image's plan: buildah and the
+    registry, local storage, the tree's folder (where secrets' and SSH keys' paths start)
+    and its owner mark (`Project.owner`), and whether the build's output is echoed."""
+
+    services: Services
+    storage: Storage
+    root: Path
+    owner: str
+    echo: bool = False
+
+
+def build_image(bench: Bench, plan: ImagePlan, record: keys.Record,
+                reason: str | None = None,
                 parent_name: str | None = None, fresh: bool = False) -> Settled:
     """The image with this record's key: found in storage by its key tag (and tagged
     with the reference), or built from a fresh copy of the context, FROM `parent_name`:
@@ -27,27 +41,26 @@ def build_image(project: Project, services: Services, name: str, record: keys.Re
     tag there would make the ID depend on the tag). Returns what later runs, children and
     pushes need. `fresh`: built without buildah's layer cache, though storage holds it,
     and the new image takes the key's names."""
-    plan = project.plans[name]
-    start = time.time()
+    storage, start = bench.storage, time.time()
     with storage.lock_for(record.key):
         found = None if fresh else storage.with_key(record.key)
         if found is not None:
             missing = [n for n in plan.local_names(record.key)
                        if n not in storage.names(found)]
             if missing:
-                services.buildah.tag(found, *missing)
+                bench.services.buildah.tag(found, *missing)
                 storage.add(found, missing)
             return _settled(plan, found, record, How.LOCAL, start)
         context = plan.context
         if parent_name and plan.parent:
             context = context.from_parent(plan.parent_reference, parent_name)
-        built = _build(project, services, plan, context, record, reason, echo, start, fresh)
+        built = _build(bench, plan, context, record, reason, start, fresh)
         storage.add(built.id, plan.local_names(record.key))
         return built
 
 
-def _build(project: Project, services: Services, plan: ImagePlan, context: render.Context,
-           record: keys.Record, reason: str | None, echo: bool,
+def _build(bench: Bench, plan: ImagePlan, context: render.Context,
+           record: keys.Record, reason: str | None,
            start: float, fresh: bool = False) -> Settled:
     name = plan.name
     plan.own_workdir()
@@ -66,8 +79,9 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
     if blind:
         note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
-        built = services.buildah.bud(bud_argv(project, services, name, record, fresh), plan.iidfile,
-                                     plan.build_log, plan.timeout, note=note, echo=echo,
+        built = bench.services.buildah.bud(bud_argv(bench, plan, record, fresh), plan.iidfile,
+                                           plan.build_log, plan.timeout, note=note,
+                                           echo=bench.echo,
                                      append=record.platform is not None)
     except BuildahError as err:
         if not any(race in err.output for race in TRIED_AGAIN):
@@ -75,9 +89,9 @@ def _build(project: Project, services: Services, plan: ImagePlan, context: rende
         # Two keys of one image ID (inputs that change no byte) committed at once (the
         # other build's image is there now, and the layer cache makes this one quick), or
         # a RUN step's runtime could not start under load: the same build once more.
-        built = services.buildah.bud(bud_argv(project, services, name, record, fresh), plan.iidfile,
-                                     plan.build_log, plan.timeout, note=f"{note} (again)",
-                                     echo=echo, append=True)
+        built = bench.services.buildah.bud(bud_argv(bench, plan, record, fresh), plan.iidfile,
+                                           plan.build_log, plan.timeout, note=f"{note} (again)",
+                                           echo=bench.echo, append=True)
     return _settled(plan, built.id, record, How.BUILT, start, built.cpu_seconds)
 
 
@@ -87,20 +101,19 @@ TRIED_AGAIN = (
 )
 
 
-def bud_argv(project: Project, services: Services, name: str,
-             record: keys.Record, fresh: bool = False) -> list[str]:
+def bud_argv(bench: Bench, plan: ImagePlan, record: keys.Record,
+             fresh: bool = False) -> list[str]:
     """`buildah bud` of this record, tagged with the key name and the reference (the
     key is no label: it would change the image ID; every build arg is given, those no
     ARG reads are no part of the key; the labels are in the Dockerfile it writes)."""
-    plan = project.plans[name]
     options = buildah.bud_options(
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
         layer_cache=not fresh and not cache_blind_reads(plan, record), target=record.target,
         contexts=plan.contexts)
-    options += buildah.access_options(plan.access.secret_sources(project.config.root),
-                                      plan.access.ssh_sources(project.config.root),
+    options += buildah.access_options(plan.access.secret_sources(bench.root),
+                                      plan.access.ssh_sources(bench.root),
                                       plan.access.network)
     # An image is built on exactly the image its key names: its parent as this run
     # built or checked it, or for a root the base image in storage (pulled before the
@@ -109,8 +122,9 @@ def bud_argv(project: Project, services: Services, name: str,
     # (A FROM of a variable without a default is unknown here: buildah finds it.)
     unknown = plan.parent is None and plan.base is None and (
         dockerfile.first_from(plan.context.dockerfile) or "").lower() != "scratch"
-    return services.buildah.bud_argv(options, plan.dockerfile, plan.context_dir, plan.iidfile,
-                                  pull="missing" if unknown else "never", owner=project.owner)
+    return bench.services.buildah.bud_argv(options, plan.dockerfile, plan.context_dir,
+                                           plan.iidfile, pull="missing" if unknown else "never",
+                                           owner=bench.owner)
 
 
 def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
@@ -127,9 +141,8 @@ def _settled(plan: ImagePlan, image_id: str, record: keys.Record, how: How,
                    start=start, end=time.time(), cpu_seconds=cpu_seconds)
 
 
-def build(project: Project, services: Services, name: str,
-          records: Mapping[str | None, keys.Record], storage: Storage,
-          reasons: Mapping[str | None, str], echo: bool = False,
+def build(bench: Bench, plan: ImagePlan, records: Mapping[str | None, keys.Record],
+          reasons: Mapping[str | None, str],
           parent_names: Mapping[str | None, str | None] | None = None,
           fresh: bool = False) -> Settled:
     """The image of these records (one per platform; `None`: a native image's one), each
@@ -137,22 +150,20 @@ def build(project: Project, services: Services, name: str,
     of a multi-arch image, then the manifest list of them, named by its key and the
     reference. Returns what later runs, children and pushes need (a multi-arch image's
     per platform under "platforms")."""
-    plan = project.plans[name]
     parent_names = parent_names or {}
     if not plan.platforms:
-        return build_image(project, services, name, records[None], storage,
-                           reasons.get(None), echo, parent_names.get(None), fresh)
+        return build_image(bench, plan, records[None], reasons.get(None),
+                           parent_names.get(None), fresh)
     start = time.time()
-    if not all(storage.with_keys(records).values()):
+    if not all(bench.storage.with_keys(records).values()):
         plan.own_workdir()
         plan.build_log.write_text("")  # the platforms' builds follow one another in it
-    platforms = {platform: build_image(project, services, name, record, storage,
-                                       reasons.get(platform), echo, parent_names.get(platform),
-                                       fresh)
+    platforms = {platform: build_image(bench, plan, record, reasons.get(platform),
+                                       parent_names.get(platform), fresh)
                  for platform, record in records.items()}
     key = keys.list_key({platform: image.key for platform, image in platforms.items()})
-    list_id = manifest_list(services, plan, key, [image.id for image in platforms.values()],
-                            storage, fresh)
+    list_id = manifest_list(bench.services, plan, key,
+                            [image.id for image in platforms.values()], bench.storage, fresh)
     built = any(image.how is How.BUILT for image in platforms.values())
     return Settled(list_id, key, How.BUILT if built else How.LOCAL, image=plan.reference,
                    start=start, end=time.time(),

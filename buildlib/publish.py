@@ -18,12 +18,10 @@ from buildlib.settled import Settled
 from buildlib.storage import Storage
 
 
-def pull(project: Project, services: Services, name: str, settled: Settled,
-         storage: Storage) -> None:
+def pull(plan: ImagePlan, services: Services, settled: Settled, storage: Storage) -> None:
     """Bring an image found in the registry into storage, once, by digest (exactly the
     image the run settled on; of a multi-arch image, each platform's), named as a build
     names it: a child is built on it."""
-    plan = project.plans[name]
     for image in settled.per_platform().values():
         with storage.lock_for(f"pull {image.pinned}"):
             if not storage.has(image.id, build_from(plan, image) or plan.reference):

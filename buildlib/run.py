@@ -97,6 +97,11 @@ class Run:
                                 self.services.budget)
 
     @functools.cached_property
+    def bench(self) -> builder.Bench:
+        """What this run's builds work with beside each image's plan."""
+        return bench_of(self.project, self.services, self.storage, echo=self.options.verbose)
+
+    @functools.cached_property
     def push_pool(self) -> pushpool.PushPool:
         """The run's pool of pushes (`settings.push_jobs` at once)."""
         return pushpool.PushPool(self.project.config.settings.push_jobs)
@@ -185,15 +190,16 @@ class Run:
         judged and built on, and its push pushes. The one writer of `images`."""
         self.images[name] = settled
 
-    def ask_for_children(self, name: str) -> None:
-        """Once an image is built, its children's keys are known: ask the registry now."""
+    def ask_for_children(self, name: str, settled: Settled) -> None:
+        """Once an image is built (`settled`), its children's keys are known: ask the
+        registry now. (Each selected child stands on it: its parent's task.)"""
         if not self.from_registry or self.lookups is None:
             return
         for child in self.project.graph.children[name]:
             plan = self.project.plans[child]
             if child not in self.selection.selected or plan.platforms:
                 continue
-            ground = self.stands_on(child)
+            ground = standing.stands_on(plan, settled.ids(), self.bases.id_of)
             if isinstance(ground, standing.Ground):
                 records = ground.records(plan)
                 if not self.storage.with_keys(records)[None]:
@@ -318,6 +324,14 @@ def services_of(proj: project.Project) -> Services:
     """The run's services: buildah as settings say, and the registry of the tree's pushes
     (where its first image's reference points) as the default registry client."""
     return Services(proj.config, home=next((p.reference for p in proj.plans.values()), None))
+
+
+def bench_of(proj: project.Project, services: Services,
+             listed: storage.Storage | None = None, echo: bool = False) -> builder.Bench:
+    """What builds of this tree work with beside each image's plan (`listed`: the run's
+    local storage; default: a listing of its own)."""
+    return builder.Bench(services, listed or storage.Storage(services.buildah),
+                         proj.config.root, proj.owner, echo=echo)
 
 
 def _pull_bases(proj: project.Project, services: Services,

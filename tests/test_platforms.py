@@ -10,7 +10,7 @@ import pytest
 
 from buildlib import buildah, builder, config_load, keys, project, publish, standing
 from buildlib.errors import InputError
-from buildlib.run import services_of
+from buildlib.run import bench_of, services_of
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 
@@ -156,7 +156,7 @@ def test_a_platform_image_is_named_by_its_key_and_the_reference_names_the_list(
     assert plan.local_names(record.key) == [f"localhost/imagebake/root:ib-{record.key[:32]}"]
     assert plan.list_names("c" * 64) == [f"localhost/imagebake/root:ib-{'c' * 32}",
                                          plan.reference]
-    argv = builder.bud_argv(proj, services_of(proj), "root", record)
+    argv = builder.bud_argv(bench_of(proj, services_of(proj)), plan, record)
     assert argv[argv.index("--platform") + 1] == "linux/arm64"
     assert "--layers=false" in argv and "--layers" not in argv
     assert argv[argv.index("--tag") + 1] == plan.local_names(record.key)[0]
