@@ -505,6 +505,7 @@ def _made(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.real  # about 90 s; seed 0 below stays in the default suite
 @pytest.mark.parametrize("case", [
     pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=UNKEYED[name]))
     if name in UNKEYED else name for name in CORPUS])

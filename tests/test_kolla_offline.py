@@ -109,6 +109,7 @@ def built(tree: Tree) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.real
 def test_kolla_nova_subtree_builds_offline_from_kollas_configuration(
         tmp_path: Path, tarballs: Served) -> None:  # noqa: F811
     if REAL_BUILDAH is None or not BASH_STATIC.exists() or not BUSYBOX.exists():
