@@ -3,27 +3,17 @@ each missing source one clear error, and buildah's options naming where, never w
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
+from test_config import load_error, write
 
 from buildlib import build_access, buildah, config, config_load
 from buildlib.errors import InputError
 
 
 def load(tmp_path: Path, text: str) -> config.Config:
-    path = tmp_path / "images.yaml"
-    path.write_text(textwrap.dedent(text))
-    return config_load.load(path)
-
-
-def load_error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(InputError) as info:
-        load(tmp_path, text)
-    message = str(info.value)
-    assert str((tmp_path / "images.yaml").resolve()) in message and "fix:" in message
-    return message
+    return config_load.load(write(tmp_path, text))
 
 
 TREE = """\
