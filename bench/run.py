@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -883,12 +883,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-only", action="store_true", help="benchmark 5 alone")
     parser.add_argument("--noop-only", action="store_true",
                         help="the no-op rows of the trees without RUN layers alone")
+    parser.add_argument("--noop-random", type=int,
+                        help="images of the random no-op tree (0: Kolla's shape alone)")
     parser.add_argument("--aging-only", action="store_true", help="benchmarks 6 and 7 alone")
     args = parser.parse_args(argv)
     if REAL_BUILDAH is None:
         print("buildah is not installed: run `make setup`", file=sys.stderr)
         return 1
     plan = QUICK if args.quick else FULL
+    if args.noop_random is not None:
+        plan = replace(plan, noop_random=args.noop_random)
     seeds = args.seeds or plan.seeds
     # Measure the code as a user runs it: compiled once (a checkout may be new, and
     # PYTHONDONTWRITEBYTECODE would make every run compile it again).
@@ -943,9 +947,10 @@ def bench_sleepless(work: Path, runner: Runner, plan: Plan,
                     ) -> dict[str, Any]:
     """The no-op of Kolla's shape without RUN layers and of the random tree."""
     noop = {}
-    sleepless = [("kolla-no-run", kolla_parents, False, None),
-                 ("random", trees.random_parents(plan.noop_random, plan.seed),
-                  always_run, BENCH / f"profile-noop-{plan.noop_random}.txt")]
+    sleepless = [("kolla-no-run", kolla_parents, False, None)]
+    if plan.noop_random:
+        sleepless.append(("random", trees.random_parents(plan.noop_random, plan.seed),
+                          always_run, BENCH / f"profile-noop-{plan.noop_random}.txt"))
     for label, parents, run_steps, profile in sleepless:
         built = build_sleepless(work, runner, label, parents, run_steps)
         noop[label] = bench_noop(work, runner, plan, built["tree"], profile)
