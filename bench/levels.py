@@ -8,8 +8,9 @@ group before it starts the next (`_multi_build`). Here a group is one dependency
 reading of it. (tripleo's own grouping puts each parent's children in a separate group,
 which only adds barriers; its `max(2, cpu_count)` would give 2 workers on a 2-core machine.)
 
-Each image is built exactly as our tool builds it: the same rendered context, written by
-`plan.context.write`, and the same `buildah bud` argument list, `builder.bud_argv`.
+Each image is built exactly as our tool builds it: the same Dockerfile and context, written by
+`plan.write_build_folder` (FROM the parent's reference, which our tool's argv tags too), and
+the same `buildah bud` argument list, `builder.bud_argv`.
 
     python bench/levels.py CONFIG [--jobs 8] [--report levels.json]
 """
@@ -42,7 +43,7 @@ def build_one(proj: project.Project, name: str) -> dict[str, Any]:
     """Write the context and run `buildah bud` with our tool's arguments; log to build_log."""
     plan = proj.plans[name]
     start = time.time()
-    plan.context.write(plan.dockerfile, plan.context_dir)
+    plan.write_build_folder(None)
     log = plan.workdir / f"{name}-levels.log"
     with log.open("w") as out:
         subprocess.run(bud_argv(proj, name), stdout=out, stderr=subprocess.STDOUT,

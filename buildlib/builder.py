@@ -1,18 +1,17 @@
-"""Build one image (or find it in storage by its key), per platform; pull the images a
-build stands on (a parent found in the registry, a root's base image)."""
+"""Build one image (or find it in storage by its key), per platform, and the manifest list
+of a multi-arch image: the engine's side of a build, handed plain values (the plan, the
+records, the names of the images it is built on)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from buildlib import buildah, dockerfile, keys, render
+from buildlib import buildah, keys, tree_files
 from buildlib.buildah import BuildahError
-from buildlib.project import ImagePlan
-from buildlib.reference import ImageRef
+from buildlib.plan import ImagePlan
 from buildlib.services import Services
 from buildlib.settled import How, Settled
 from buildlib.storage import Storage
@@ -51,31 +50,24 @@ def build_image(bench: Bench, plan: ImagePlan, record: keys.Record,
                 bench.services.buildah.tag(found, *missing)
                 storage.add(found, missing)
             return _settled(plan, found, record, How.LOCAL, start)
-        context = plan.context
-        if parent_name and plan.parent:
-            context = context.from_parent(plan.parent_reference, parent_name)
-        built = _build(bench, plan, context, record, reason, start, fresh)
+        built = _build(bench, plan, parent_name, record, reason, start, fresh)
         storage.add(built.id, plan.local_names(record.key))
         return built
 
 
-def _build(bench: Bench, plan: ImagePlan, context: render.Context,
+def _build(bench: Bench, plan: ImagePlan, parent_name: str | None,
            record: keys.Record, reason: str | None,
            start: float, fresh: bool = False) -> Settled:
     name = plan.name
-    plan.own_workdir()
-    try:
-        context.as_built(record.labels).write(plan.dockerfile, plan.context_dir)
-    except OSError:
-        shutil.rmtree(plan.context_dir, ignore_errors=True)  # a full disk: free what we took
-        raise
+    plan.write_build_folder(parent_name)
     # What is in the image is the copy: if a file changed since it was hashed, key the copy.
-    copied = context.copied_to(plan.context_dir).file_digests()
+    copied = {inner: tree_files.context_file_digest(plan.context_dir / inner)
+              for inner in record.files}
     if copied != record.files:
-        record = plan.record_of(copied).on_parent(record.parent_id)
+        record = replace(record, files=copied)
     what = f"{name} for {record.platform}" if record.platform else name
     note = f"building {what}: {reason or 'asked to'}"
-    blind = cache_blind_reads(plan, record)
+    blind = plan.cache_blind_reads()
     if blind:
         note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
@@ -110,7 +102,7 @@ def bud_argv(bench: Bench, plan: ImagePlan, record: keys.Record,
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
-        layer_cache=not fresh and not cache_blind_reads(plan, record), target=record.target,
+        layer_cache=not fresh and not plan.cache_blind_reads(), target=record.target,
         contexts=plan.contexts)
     options += buildah.access_options(plan.access.secret_sources(bench.root),
                                       plan.access.ssh_sources(bench.root),
@@ -119,19 +111,9 @@ def bud_argv(bench: Bench, plan: ImagePlan, record: keys.Record,
     # built or checked it, or for a root the base image in storage (pulled before the
     # key was made, when storage lacked it). Never a pull during the build, so a
     # registry serving another image under that name (or not answering) changes nothing.
-    # (A FROM of a variable without a default is unknown here: buildah finds it.)
-    unknown = plan.parent is None and plan.base is None and (
-        dockerfile.first_from(plan.context.dockerfile) or "").lower() != "scratch"
+    pull = "missing" if plan.base_found_by_buildah else "never"
     return bench.services.buildah.bud_argv(options, plan.dockerfile, plan.context_dir,
-                                           plan.iidfile, pull="missing" if unknown else "never",
-                                           owner=bench.owner)
-
-
-def cache_blind_reads(plan: ImagePlan, record: keys.Record) -> list[str]:
-    """What this image's build reads that buildah's layer cache does not look at: when
-    any, it is built without that cache (else a new key could take old bytes)."""
-    return dockerfile.cache_blind_reads(plan.context.dockerfile, plan.args, record.volumes,
-                                        plan.triggers, plan.target)
+                                           plan.iidfile, pull=pull, owner=bench.owner)
 
 
 def _settled(plan: ImagePlan, image_id: str, record: keys.Record, how: How,
@@ -192,19 +174,3 @@ def manifest_list(services: Services, plan: ImagePlan, key: str, image_ids: list
             services.buildah.tag(found, *missing)
             storage.add(found, missing)
     return found
-
-
-def build_from(plan: ImagePlan, settled: Settled) -> str | None:
-    """The name a child of this image is built FROM: its key name, or for an image taken
-    by a pin that carries no key, its digest reference."""
-    return plan.key_name(settled.key) if settled.key else settled.pinned
-
-
-def pull_base(services: Services, reference: str, storage: Storage,
-              anew: bool = False) -> tuple[str | None, str]:
-    """Pull a root's base image (or an image a build reads) when storage lacks it or
-    `anew`; the IDs its name had in storage before and has now."""
-    before = storage.id_of_image(reference)
-    after = services.pull(reference, anew=anew)
-    storage.add(after, [str(ImageRef.parse(reference))])
-    return before, after

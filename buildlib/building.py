@@ -9,13 +9,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from buildlib import builder, keys, project, prune, publish
+from buildlib import builder, keys, pulls
 from buildlib.buildah import BuildahError, StorageError, command_line
+from buildlib.plan import ForeignFolder
 from buildlib.settled import How, Settled
+from buildlib.standing import Blocked, Ground
 from buildlib.verdict import Outcome, Verdict, judge
 
 if TYPE_CHECKING:
-    from buildlib.project import ImagePlan
+    from buildlib.plan import ImagePlan
     from buildlib.run import Run
 
 
@@ -47,24 +49,18 @@ def check_storage(run: Run) -> None:
                          "and that `buildah images` works with them") from None
 
 
-def build(run: Run, name: str, found: Verdict | None) -> Settled | str:
-    """Build the image as its verdict says (or find it in storage by its key); what it
-    settled on, or why it failed. What it settled on is settled in the run and remembered
-    as this tree's; its children's keys are then known."""
-    plan, parent_plan = run.project.plans[name], None
-    parent = run.images.get(plan.parent) if plan.parent else None
-    if plan.parent and parent is not None:
-        parent_plan = run.project.plans[plan.parent]
-    settled = build_judged(
-        run.bench, plan, found or judge(run, name, None), lambda: judge(run, name, None),
-        Standing(parent_plan, parent), tree=run.tree_references.keys(),
-        fresh=name in run.fresh)
-    if isinstance(settled, str):
-        return settled
-    run.settle(name, settled)
-    prune.remember(run.project, name, settled, run.state.record_lock)
-    run.state.remembered.add(name)
-    run.ask_for_children(name, settled)
+def build(run: Run, name: str, found: Verdict) -> Settled | str:
+    """Build the image as its verdict (of its up-to-date check) says, or find it in
+    storage by its key; what it settled on, or why it failed. The run keeps what it
+    settled on (`Run.keep_built`)."""
+    plan = run.project.plans[name]
+    parent = Standing()
+    if plan.parent:
+        parent = Standing(run.project.plans[plan.parent], run.images.get(plan.parent))
+    settled = build_judged(run.bench, plan, found, lambda: run.stands_on(name), parent,
+                           tree=run.tree_references.keys(), fresh=name in run.fresh)
+    if not isinstance(settled, str):
+        run.keep_built(name, settled)
     return settled
 
 
@@ -82,59 +78,39 @@ class Standing:
         if self.plan is None or self.settled is None:
             return {}
         parent = self.settled.per_platform()
-        return {platform: builder.build_from(self.plan, parent[platform])
+        return {platform: self.plan.build_from(parent[platform])
                 if platform in parent else None for platform in platforms or (None,)}
 
 
 def build_judged(bench: builder.Bench, plan: ImagePlan, found: Verdict,
-                 judged_again: Callable[[], Verdict], parent: Standing,
+                 ground_now: Callable[[], Ground | Blocked], parent: Standing,
                  tree: Collection[str], fresh: bool) -> Settled | str:
-    """The build of `plan` as its verdict says (`judged_again`: its verdict on what
-    storage holds now), on `parent`; what it settled on, or why it failed. `tree`: the
-    references of this tree's images (never pulled)."""
+    """The build of `plan` as its verdict says, on `parent`; what it settled on, or why it
+    failed. A verdict without records (what it stands on was not in storage) gets them
+    from `ground_now()`, once the images it stands on are pulled. `tree`: the references
+    of this tree's images (never pulled)."""
     name = plan.name
     if found.outcome is Outcome.FAIL:
         fix = f"\n  fix: {found.fix}" if found.fix else ""
         return f"cannot build {name}: {found.why}{fix}"
-    pulled = images_in_storage(bench, plan, tree)  # its base, and the other images it reads
+    pulled = pulls.images_read(bench.services, bench.storage, plan, tree)
     if isinstance(pulled, str):
         return pulled
-    if found.records is None or pulled:  # judged again on what storage holds now
-        found = judged_again()
-        if found.records is None:
-            return f"cannot build {name}: {found.why}"
+    records, reasons = found.records, found.stale
+    if records is None or pulled:  # keyed now, on what storage holds
+        ground = ground_now()
+        if isinstance(ground, Blocked):
+            return f"cannot build {name}: {ground.reason}"
+        records = ground.records(plan)
+        reasons = found.stale or dict.fromkeys(records, found.why)
     try:
         if parent.plan and parent.settled and parent.settled.how is How.REGISTRY:
-            publish.pull(parent.plan, bench.services, parent.settled, bench.storage)
-        return builder.build(bench, plan, found.records, found.stale,
+            pulls.pull_found(bench.services, bench.storage, parent.plan, parent.settled)
+        return builder.build(bench, plan, records, reasons,
                              parent_names=parent.names(plan.platforms), fresh=fresh)
-    except (BuildahError, StorageError, subprocess.CalledProcessError, project.ForeignFolder,
+    except (BuildahError, StorageError, subprocess.CalledProcessError, ForeignFolder,
             OSError) as err:
         return str(err)  # the summary adds the log's tail and path
-
-
-def images_in_storage(bench: builder.Bench, plan: ImagePlan,
-                      tree: Collection[str]) -> str | bool:
-    """A root's base image, and every other image the build reads but this tree's own
-    (`tree`: their references), pulled when local storage lacks it (it is built on
-    exactly the images its key names, with `--pull=never`): whether any was, or the
-    error when one cannot be pulled."""
-    wanted = [plan.base] if plan.base and not plan.parent else []
-    wanted += [image for image in plan.reads if image not in tree]
-    pulled = False
-    for image in wanted:
-        if bench.storage.id_of_image(image):
-            continue
-        what = "its base image" if image == plan.base and not plan.parent else "the image"
-        try:
-            builder.pull_base(bench.services, image, bench.storage)
-        except BuildahError as err:
-            return (f"cannot build {plan.name}: {what} {image!r} is not in local storage and "
-                    f"could not be pulled: {err}\n  fix: correct the line that names it, "
-                    "or pull or build that image first")
-        pulled = True
-        bench.services.base_triggers.pulled(image)
-    return pulled
 
 
 def title(run: Run, name: str, found: Verdict | None) -> str:

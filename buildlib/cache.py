@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-    from buildlib.project import ImagePlan, Project
+    from buildlib.plan import ImagePlan
+    from buildlib.project import Project
     from buildlib.storage import Storage
 
 WORKERS = 8

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from buildlib import keys, project
+from buildlib import keys
 from buildlib.buildah import error_line
+from buildlib.plan import LOCAL_KEY_REPOSITORY, ImagePlan
 from buildlib.run import Run
 
 
@@ -24,7 +25,7 @@ def clean_image(run: Run, name: str) -> None:
         print(f"left {plan.workdir} alone: imagebake did not make it")
 
 
-def _remove_names(run: Run, plan: project.ImagePlan) -> None:
+def _remove_names(run: Run, plan: ImagePlan) -> None:
     buildah_, image_id = run.services.buildah, run.storage.id_of(plan.reference)
     if image_id and plan.platforms:  # the manifest list, then the images it lists
         images = buildah_.manifest_images(plan.reference)
@@ -36,8 +37,8 @@ def _remove_names(run: Run, plan: project.ImagePlan) -> None:
         buildah_.remove_names(*_names_made(plan, run.storage.names(image_id)))
 
 
-def _names_made(plan: project.ImagePlan, names: set[str]) -> list[str]:
+def _names_made(plan: ImagePlan, names: set[str]) -> list[str]:
     """Those of an image's names that builds of this image give: its reference, and the
     names made of its keys (`localhost/imagebake/<name>:ib-<key>`)."""
-    key_names = f"{project.LOCAL_KEY_REPOSITORY}/{plan.name}:{keys.KEY_TAG_PREFIX}"
+    key_names = f"{LOCAL_KEY_REPOSITORY}/{plan.name}:{keys.KEY_TAG_PREFIX}"
     return sorted(n for n in names if n == plan.reference or n.startswith(key_names))

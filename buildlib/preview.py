@@ -11,6 +11,7 @@ from pathlib import Path
 from buildlib import config, config_load, pictures, project
 from buildlib.doit_seam import display_path
 from buildlib.errors import CommandFailed
+from buildlib.plan import ForeignFolder
 from buildlib.run import Run
 
 
@@ -28,7 +29,7 @@ def render_images(run: Run) -> None:
         plan = proj.plans[name]
         try:
             plan.own_workdir()
-        except project.ForeignFolder as err:
+        except ForeignFolder as err:
             raise CommandFailed(f"cannot render {name}: {err}") from None
         plan.context.write(plan.dockerfile, plan.context_dir)
     where = display_path(proj.build_dir)

@@ -21,25 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from buildlib import keys
-from buildlib.buildah import Buildah, StorageError
-from buildlib.project import LOCAL_KEY_REPOSITORY, Project
-from buildlib.reference import ImageRef
-from buildlib.registry import DeletionRefused, RegistryError
+from buildlib.buildah import Buildah
+from buildlib.plan import LOCAL_KEY_REPOSITORY
+from buildlib.project import Project
 from buildlib.settled import Settled
 from buildlib.standing import Parent, walk
 from buildlib.storage_format import StorageContents, StoredImage
-
-if TYPE_CHECKING:
-    from buildlib.run import Run
 
 RECORD_FILE = "keys.jsonl"
 KEY_NAME = re.compile(rf"^{re.escape(LOCAL_KEY_REPOSITORY)}/(?P<image>[^:]+):"
@@ -319,55 +313,6 @@ def plan_registry(repositories: Mapping[str, str], tags: Mapping[str, dict[str, 
     return plan
 
 
-def prune_tree(run: Run, keep: int, *, dry: bool, registry: bool,
-               saved: Callable[[str], Settled | None]) -> str | None:
-    """Prune the selected images' old keys: the registry's first when asked, then local
-    storage, both planned from the same record of this tree's keys (so a dry run lists
-    what the real run removes), while no other run uses the storage (`storagelock`).
-    Returns what went wrong, if anything."""
-    if dry:
-        return _prune(run, keep, dry=dry, registry=registry, saved=saved)
-    busy = run.services.storage_lock.exclusive()
-    if busy:
-        return f"error: {busy}"
-    try:
-        return _prune(run, keep, dry=dry, registry=registry, saved=saved)
-    finally:
-        run.services.storage_lock.release()
-
-
-def _prune(run: Run, keep: int, *, dry: bool, registry: bool,
-           saved: Callable[[str], Settled | None]) -> str | None:
-    proj = run.project
-    names = proj.graph.ordered(run.selection.selected)
-    try:
-        contents = run.services.buildah.contents()
-    except (StorageError, subprocess.CalledProcessError, OSError) as err:
-        return f"error: cannot read local image storage: {err}"
-    record = recorded(proj)
-    kept = kept_tags(names, current_tags(proj, names, contents, saved), record,
-                           keep)
-    plan = plan_local(proj, names, contents, kept, record)
-    failure, in_registry = (_prune_registry(run, names, kept, record, dry) if registry
-                            else (None, None))
-    for line in describe_local(plan, contents, dry):
-        print(line)
-    if dry:
-        print(f"would remove {_count(len(plan.remove), 'image')} of old keys and "
-              f"{_count(len(plan.intermediates), 'intermediate image')}, untag "
-              f"{_count(len(plan.untag), 'name')}; would free {_freed(plan.frees, contents)}")
-        return failure
-    result = prune_local(run.services.buildah, plan, contents)
-    print(f"removed {_count(result.named, 'image')} of old keys and "
-          f"{_count(result.images - result.named, 'intermediate image')}, untagged "
-          f"{_count(result.untagged, 'name')}; freed {_freed(result.freed, contents)}")
-    rewrite_record(proj, still_held(record, result.held, in_registry))
-    if result.errors:
-        shown = "\n  ".join(result.errors[:10])
-        return f"prune could not remove everything:\n  {shown}"
-    return failure
-
-
 def still_held(record: Mapping[str, list[str]], local: set[tuple[str, str]],
                in_registry: Mapping[str, set[str]] | None) -> dict[str, list[str]]:
     """The record without the keys gone from both places: not named in local storage and
@@ -377,50 +322,3 @@ def still_held(record: Mapping[str, list[str]], local: set[tuple[str, str]],
     return {name: [tag for tag in tags if (name, tag) in local or name not in in_registry
                    or tag in in_registry[name]]
             for name, tags in record.items()}
-
-
-def _count(number: int, thing: str) -> str:
-    return f"{number} {thing}{'s' * (number != 1)}"
-
-
-def _freed(count: int, contents: Any) -> str:
-    if not contents.complete:
-        return "an unknown amount (storage lists no layers: extra read-only stores?)"
-    return size(count)
-
-
-def _prune_registry(run: Run, names: list[str], kept: dict[str, set[str]],
-                    record: dict[str, list[str]], dry: bool
-                    ) -> tuple[str | None, dict[str, set[str]] | None]:
-    """Delete the manifests of old key tags of the selected images' repositories. Returns
-    what went wrong, and each image's tags the registry still holds (None: unknown)."""
-    proj = run.project
-    client = run.services.client()
-    repositories = {name: ImageRef.parse(proj.plans[name].reference).registry_path
-                    for name in names}
-    try:
-        tags = {name: {tag: client.digest(f"{proj.config.settings.registry}/{repo}:{tag}")
-                       for tag in client.tags(repo)}
-                for name, repo in repositories.items()}
-    except RegistryError as err:
-        return f"error: registry prune: {err}", None
-    plan = plan_registry(repositories, tags, kept, record)
-    host = proj.config.settings.registry
-    for where, why in sorted(plan.kept.items()):
-        print(f"kept {host}/{where}: {why}")
-    left = {name: set(held) for name, held in tags.items()}
-    for where, old in sorted(plan.delete.items()):
-        repo, _, digest = where.partition("@")
-        print(f"{'would delete' if dry else 'deleting'} {host}/{where} (tags {', '.join(old)})")
-        if dry:
-            continue
-        try:
-            client.delete_manifest(repo, digest)
-        except DeletionRefused as err:
-            return f"error: {err}", None
-        except RegistryError as err:
-            return f"error: registry prune: {err}", None
-        left[next(n for n, r in repositories.items() if r == repo)] -= set(old)
-    print(f"{'would delete' if dry else 'deleted'} {len(plan.delete)} manifests of old keys "
-          f"from {host} (its storage frees their blobs at its garbage collection)")
-    return None, left

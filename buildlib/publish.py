@@ -1,6 +1,6 @@
-"""An image and the registry: pull one the run settled on (by digest), push one under its
-key's tag (annotated with the key) and set the user's tag to that manifest; retry what may
-pass, and read what buildah's and the registry's errors mean."""
+"""An image and the registry: push one under its key's tag (annotated with the key) and set
+the user's tag to that manifest; retry what may pass, and read what buildah's and the
+registry's errors mean."""
 
 from __future__ import annotations
 
@@ -11,38 +11,10 @@ from typing import Any
 
 from buildlib import buildah, cache, keys, push_signing, registry, retries, signatures
 from buildlib.buildah import BuildahError, Interrupted
-from buildlib.builder import build_from
-from buildlib.project import ImagePlan, Project
+from buildlib.plan import ImagePlan
+from buildlib.project import Project
 from buildlib.services import Services
 from buildlib.settled import Settled
-from buildlib.storage import Storage
-
-
-def pull(plan: ImagePlan, services: Services, settled: Settled, storage: Storage) -> None:
-    """Bring an image found in the registry into storage, once, by digest (exactly the
-    image the run settled on; of a multi-arch image, each platform's), named as a build
-    names it: a child is built on it."""
-    for image in settled.per_platform().values():
-        with storage.lock_for(f"pull {image.pinned}"):
-            if not storage.has(image.id, build_from(plan, image) or plan.reference):
-                _pull_one(services, plan, image, storage)
-
-
-def _pull_one(services: Services, plan: ImagePlan, image: Settled, storage: Storage) -> None:
-    assert image.pinned is not None  # (found in the registry)
-    image_id = services.pull(image.pinned)
-    if image_id != image.id:
-        raise BuildahError(f"pulled {image.pinned}: image {image_id}, "
-                           f"not {image.id} as its manifest says")
-    if not image.key:  # named by its digest alone: children build FROM that
-        storage.add(image_id, [image.pinned])
-        return
-    # an image that verifiably carries its key: named as a build names it (a platform's
-    # image by its key name only: the reference names the list)
-    names = plan.local_names(image.key)
-    services.buildah.tag(image_id, *names)
-    services.buildah.untag(image.pinned)  # the pull's name would come first
-    storage.add(image_id, names)
 
 
 class PushFailed(Exception):
@@ -116,7 +88,7 @@ def push_image(project: Project, services: Services, name: str, built: Settled,
             raise _give_up(plan, client.breaker.cause)
         attempts += 1
         with plan.push_log.open("a") as log:
-            log.write(f"{report_try_line(attempts)}\n")
+            log.write(f"{retries.try_line(attempts)}\n")
         try:
             content = client.manifest(key_reference)
             problem = content and _key_tag_problem(
@@ -178,14 +150,6 @@ def _pushed_with_key(project: Project, services: Services, name: str,
     content = pushed.annotated(annotations)
     client.put_manifest(key_reference, content)
     return content
-
-
-TRY_LINE = "# try"
-
-
-def report_try_line(number: int) -> str:
-    """How a push log marks each try (`report.attempts_in` counts them)."""
-    return f"{TRY_LINE} {number}"
 
 
 def push_argv(project: Project, services: Services, name: str, key: str) -> list[str]:

@@ -15,7 +15,8 @@ from buildlib.settled import How, Settled
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-    from buildlib.project import ImagePlan, Project
+    from buildlib.plan import ImagePlan
+    from buildlib.project import Project
     from buildlib.services import Services
 
 PARENT_POLL_SECONDS = 1.0  # how often a child's push looks for its parent's signed image

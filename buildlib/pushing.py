@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from buildlib import project, publish
+from buildlib import publish
 from buildlib.buildah import BuildahError, command_line
 from buildlib.errors import CommandFailed
+from buildlib.plan import ForeignFolder
 from buildlib.run import Run
 from buildlib.settled import How
 
@@ -52,5 +53,5 @@ def push(run: Run, name: str) -> dict[str, Any]:
         parent = run.project.plans[name].parent
         return publish.push_image(run.project, run.services, name, run.images[name],
                                   run.lookups, run.images.get(parent) if parent else None)
-    except (publish.PushFailed, BuildahError, project.ForeignFolder, OSError) as err:
+    except (publish.PushFailed, BuildahError, ForeignFolder, OSError) as err:
         raise CommandFailed(str(err)) from None  # the summary adds the log's tail and path

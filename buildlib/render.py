@@ -6,10 +6,8 @@ import contextlib
 import fnmatch
 import hashlib
 import importlib
-import os
 import re
 import shutil
-import stat
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +22,7 @@ from buildlib import dockerfile, template_errors
 from buildlib.config import Config
 from buildlib.errors import InputError
 from buildlib.graph import Graph
-from buildlib.tree_files import files_under, holds
+from buildlib.tree_files import context_file_digest, files_under, holds
 
 TEMPLATE_SUFFIX = ".j2"
 PARENT_PLACEHOLDER = "{parent}"
@@ -56,17 +54,8 @@ class Context:
         for inner, source in sorted(self.files.items()):
             if not read(inner):
                 continue
-            if inner in self.digests:  # (a source's archive: read again only when it changed)
-                digests[inner] = self.digests[inner]
-                continue
-            mode = os.stat(source).st_mode
-            folder = stat.S_ISDIR(mode)  # an empty folder: its mode, and a mark no file has
-            h = hashlib.sha256(f"{'d' if folder else ''}{mode & 0o7777:o}\0".encode())
-            if not folder:
-                with source.open("rb") as file:  # (a source's archive may be gigabytes)
-                    while chunk := file.read(1024 * 1024):
-                        h.update(chunk)
-            digests[inner] = h.hexdigest()
+            # (a source's archive: read again only when it changed)
+            digests[inner] = self.digests.get(inner) or context_file_digest(source)
         return digests
 
     def dockerfile_digest(self, parent_reference: str | None = None) -> str:

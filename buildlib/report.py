@@ -27,7 +27,7 @@ from buildlib.estimate import Estimate
 from buildlib.graph import Selection
 from buildlib.progress import Progress
 from buildlib.project import Project
-from buildlib.publish import TRY_LINE
+from buildlib.retries import TRY_LINE
 from buildlib.settled import How, Settled
 
 LOG_TAIL_LINES = 15
@@ -57,7 +57,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def attempts_in(push_log: Path) -> int:
-    """How many tries a push log records (`publish.report_try_line`)."""
+    """How many tries a push log records (`retries.try_line`)."""
     try:
         return sum(line.startswith(TRY_LINE) for line in push_log.read_text().splitlines())
     except OSError:

@@ -21,6 +21,7 @@ FIX_HOST = "correct `registry:` under settings in images.yaml"
 FIX_TLS = ("if it is a plain-HTTP or self-signed registry you trust, mark it insecure with "
            "`tls_verify: false` under settings")
 T = TypeVar("T")
+TRY_LINE = "# try"  # how a push log marks each try (`report` counts them)
 
 
 def dropped(err: BaseException) -> bool:
@@ -194,3 +195,8 @@ def with_retries(attempt: Callable[[], T], budget: Budget,
         raise GaveUp(f"still failing after {made} attempt{'s' * (made != 1)} in {spent:.1f} s "
                      f"(at most {budget.attempts} attempts within {budget.seconds:g} s: "
                      f"settings.push_retries, push_deadline): {err}") from None
+
+
+def try_line(number: int) -> str:
+    """The line a push log marks its try `number` with."""
+    return f"{TRY_LINE} {number}"

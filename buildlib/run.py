@@ -34,6 +34,8 @@ from buildlib import (
     expanders,
     graph,
     project,
+    prune,
+    pulls,
     pushpool,
     standing,
     storage,
@@ -190,6 +192,14 @@ class Run:
         judged and built on, and its push pushes. The one writer of `images`."""
         self.images[name] = settled
 
+    def keep_built(self, name: str, settled: Settled) -> None:
+        """An image its build action built or found by its key: settled, its keys recorded
+        as this tree's (prune keeps them), and its children's keys asked of the registry."""
+        self.settle(name, settled)
+        prune.remember(self.project, name, settled, self.state.record_lock)
+        self.state.remembered.add(name)
+        self.ask_for_children(name, settled)
+
     def ask_for_children(self, name: str, settled: Settled) -> None:
         """Once an image is built (`settled`), its children's keys are known: ask the
         registry now. (Each selected child stands on it: its parent's task.)"""
@@ -345,7 +355,7 @@ def _pull_bases(proj: project.Project, services: Services,
     listed = storage.Storage(services.buildah)  # (the run lists storage anew, after the pulls)
     for base in wanted:
         try:
-            before, after = builder.pull_base(services, base, listed, anew=True)
+            before, after = pulls.pull_base(services, base, listed, anew=True)
         except buildah.BuildahError as err:
             print(f"error: cannot pull base image {base!r} (bases=pull): {err}\n  fix: check "
                   f"the FROM line's name, the registry and its credentials, or run without "

@@ -15,7 +15,7 @@ from buildlib.settled import Platform
 
 if TYPE_CHECKING:
     from buildlib.keys import Record
-    from buildlib.project import ImagePlan
+    from buildlib.plan import ImagePlan
 
 IdOf = Callable[[str | None], str | None]  # an image reference -> its ID, when known
 

@@ -25,6 +25,19 @@ CHUNK_BYTES = 1024 * 1024
 IGNORE_FILES = (".dockerignore", ".containerignore")
 
 
+def context_file_digest(path: Path) -> str:
+    """sha256 of a context file's mode and bytes (of an empty folder: its mode, and a mark
+    no file has), as a key names it."""
+    mode = os.stat(path).st_mode
+    folder = stat.S_ISDIR(mode)
+    h = hashlib.sha256(f"{'d' if folder else ''}{mode & 0o7777:o}\0".encode())
+    if not folder:
+        with path.open("rb") as file:  # (a source's archive may be gigabytes)
+            while chunk := file.read(CHUNK_BYTES):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Entry:
     """One member of an archive: a path on disk (file, folder or link), or a file made

@@ -20,7 +20,8 @@ from buildlib.settled import How, Platform, Settled
 from buildlib.standing import Blocked, Ground
 
 if TYPE_CHECKING:
-    from buildlib.project import ImagePlan, Project
+    from buildlib.plan import ImagePlan
+    from buildlib.project import Project
     from buildlib.storage import Storage
 
 FRESH = "forced fresh build (no_cache=1)"  # buildah's layer cache off, though current

@@ -16,7 +16,7 @@ from buildlib.registry import RegistryError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-    from buildlib.project import ImagePlan
+    from buildlib.plan import ImagePlan
     from buildlib.run import Run
     from buildlib.settled import Settled
 

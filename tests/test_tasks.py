@@ -28,6 +28,7 @@ from buildlib import (
     tasks,
     verdict,
 )
+from buildlib.plan import ForeignFolder, ImagePlan
 from buildlib.run import services_of
 from buildlib.settled import Settled
 from buildlib.storage import Storage
@@ -221,7 +222,9 @@ def test_build_action_runs_the_command_in_the_title(example: project.Project,
     task = task_dicts(example, run)["build:nova-api"]
     function, args = task["actions"][0]
     shown = title_command(task)  # as doit shows it: before the action runs
-    values = function(*args, task=SimpleNamespace(meta={"reason": "never built"}))
+    # doit asks the up-to-date check first, which leaves the image's verdict for the action
+    found = verdict.judge(run, "nova-api", None)
+    values = function(*args, task=SimpleNamespace(meta={"verdict": found}))
     assert ran == [shown]
     plan = example.plans["nova-api"]
     assert values["id"] == "sha256:0123abcd"
@@ -259,27 +262,27 @@ class FakeStorage(Storage):
 
 
 @pytest.fixture
-def nova_api(example: project.Project) -> project.ImagePlan:
+def nova_api(example: project.Project) -> ImagePlan:
     return example.plans["nova-api"]
 
 
-def saved_for(plan: project.ImagePlan, parent_id: str | None = "sha256:parent",
+def saved_for(plan: ImagePlan, parent_id: str | None = "sha256:parent",
               **changes: Any) -> Settled | None:
     record = plan.sources.on_parent(parent_id)
     return Settled.from_values({"id": "sha256:built", "key": record.key,
                                 "record": record.as_dict(), "image": plan.reference, **changes})
 
 
-def current(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") -> keys.Record:
+def current(plan: ImagePlan, parent_id: str | None = "sha256:parent") -> keys.Record:
     return plan.sources.on_parent(parent_id)
 
 
-def names(plan: project.ImagePlan, parent_id: str | None = "sha256:parent") -> set[str]:
+def names(plan: ImagePlan, parent_id: str | None = "sha256:parent") -> set[str]:
     """The names a build gives an image: its reference and its key's tag."""
     return set(plan.local_names(current(plan, parent_id).key))
 
 
-def test_up_to_date(nova_api: project.ImagePlan) -> None:
+def test_up_to_date(nova_api: ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)})
     assert verdict.stale_image(nova_api, saved_for(nova_api), current(nova_api),
                                 storage) is None
@@ -301,7 +304,7 @@ def test_root_up_to_date(example: project.Project) -> None:
     ({"key": "0" * 64, "record": {"version": 0}}, "sha256:parent", True, "key version"),
     ({}, "sha256:parent", False, "no longer in local storage"),
 ], ids=["never-built", "inputs-changed", "parent-rebuilt", "old-key-version", "image-gone"])
-def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: str | None,
+def test_stale(nova_api: ImagePlan, saved: dict[str, Any], parent_id: str | None,
                in_storage: bool, says: str) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)} if in_storage else {})
     reason = verdict.stale_image(nova_api, saved_for(nova_api, **saved),
@@ -310,12 +313,12 @@ def test_stale(nova_api: project.ImagePlan, saved: dict[str, Any], parent_id: st
     assert says in reason
 
 
-def test_stale_when_no_values_were_saved(nova_api: project.ImagePlan) -> None:
+def test_stale_when_no_values_were_saved(nova_api: ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)})
     assert verdict.stale_image(nova_api, None, current(nova_api), storage) == "never built"
 
 
-def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> None:
+def test_stale_when_the_id_now_has_another_name(nova_api: ImagePlan) -> None:
     key_name, reference = nova_api.local_names(current(nova_api).key)
     storage = FakeStorage({"sha256:built": {key_name, "localhost:5000/kolla/other:latest"}})
     reason = verdict.stale_image(nova_api, saved_for(nova_api), current(nova_api), storage)
@@ -326,7 +329,7 @@ def test_stale_when_the_id_now_has_another_name(nova_api: project.ImagePlan) -> 
 
 
 def test_storage_finds_an_image_by_its_key_in_any_repository(
-        nova_api: project.ImagePlan) -> None:
+        nova_api: ImagePlan) -> None:
     key = current(nova_api).key
     storage = FakeStorage({"sha256:old": {"elsewhere:5000/team/nova-api:" + keys.key_tag(key)},
                            "sha256:other": {nova_api.reference}})
@@ -377,7 +380,7 @@ def test_content_key(tmp_path: Path, change: dict[str, Any], rebuilds: bool) -> 
     assert (after != before) == rebuilds
 
 
-def test_key_changes_say_what_changed(nova_api: project.ImagePlan) -> None:
+def test_key_changes_say_what_changed(nova_api: ImagePlan) -> None:
     old = dataclasses.replace(current(nova_api), args={"WORKERS": "2"},
                               files={**current(nova_api).files, "start.sh": "0"})
     assert keys.changes(old.as_dict(), current(nova_api), "nova-base") == (
@@ -492,7 +495,7 @@ def test_a_folder_the_tool_did_not_make_is_neither_rewritten_nor_cleaned(
     (plan.context_dir).mkdir(parents=True)
     (plan.context_dir / "keep.txt").write_text("mine\n")
     (plan.workdir / "notes.txt").write_text("mine too\n")
-    with pytest.raises(project.ForeignFolder, match=r"holds files imagebake did not make "
+    with pytest.raises(ForeignFolder, match=r"holds files imagebake did not make "
                        r"\(notes.txt\)"):
         plan.own_workdir()
     assert not plan.owns_workdir()
