@@ -22,6 +22,7 @@ from buildlib.dockerfile_parse import (
     process_word,
 )
 from buildlib.dockerfile_stages import (
+    Stage,
     bind_mounts,
     built_stages,
     heading_args,
@@ -104,7 +105,7 @@ def remote_inputs(text: str, build_args: Mapping[str, str]) -> list[str]:
     variables resolved as widely as `images_read` resolves them; ONBUILD triggers too)."""
     parsed = read(text)
     heading = heading_args(parsed, build_args)
-    return [path for stage in stages(parsed, build_args) for path in remote_sources(
+    return [path for stage in stages_of(text, build_args) for path in remote_sources(
         list(with_triggers(stage.instructions)),
         {**heading, **stage_defaults(stage), **build_args})]
 
@@ -167,6 +168,19 @@ def _inside_context(path: str) -> str:
     return os.path.normpath(path.lstrip("/")) if path.strip("/") else "."
 
 
+def stages_of(text: str, build_args: Mapping[str, str] | None = None,
+              triggers: tuple[Instruction, ...] = ()) -> list[Stage]:
+    """Its `stages` (read them, never change them: they are worked out once for each
+    build args and triggers, and a run asks for them several times per image)."""
+    return _stages(text, tuple(sorted((build_args or {}).items())), triggers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stages(text: str, build_args: tuple[tuple[str, str], ...],
+            triggers: tuple[Instruction, ...]) -> list[Stage]:
+    return stages(read(text), dict(build_args), triggers)
+
+
 @functools.lru_cache(maxsize=1024)
 def read(text: str) -> Dockerfile:
     """`parse`, once per text."""
@@ -193,7 +207,7 @@ def sources_in(text: str) -> list[tuple[str, str]]:
 def base_image(text: str, build_args: Mapping[str, str]) -> str | None:
     """The image the first FROM names, resolved as buildah resolves it (the ARGs before it,
     `build_args` overriding their defaults); None for `scratch` or no name at all."""
-    first = stages(read(text), build_args)[:1]
+    first = stages_of(text, build_args)[:1]
     image = first[0].image if first else ""
     return None if not image or image.lower() == SCRATCH else image
 
@@ -206,7 +220,7 @@ def images_read(text: str, build_args: Mapping[str, str],
     or number is no image, nor a named build context of `contexts`); resolved with the
     build args, as buildah resolves them. Only the stages buildah builds count: the
     `target` stage (default: the last) and the stages it reads, as `built_stages` says."""
-    every = stages(read(text), build_args, triggers)
+    every = stages_of(text, build_args, triggers)
     reads = stage_reads(read(text), every, build_args)
     found: list[str] = []
     for index in sorted(built_stages(every, reads, target)):
@@ -227,7 +241,7 @@ def built_instructions(text: str, build_args: Mapping[str, str] | None = None,
     stage's FROM or a `--from=` is built of a variable (which stage it names may depend on
     a build arg)."""
     parsed = read(text)
-    every = stages(parsed, build_args or {}, triggers)
+    every = stages_of(text, build_args, triggers)
     named = [i for stage in every for i in stage.instructions if i.flag("from") or any(
         "from" in fields for _, fields in mounts(i))]
     named += [i for i in parsed.instructions if i.keyword == "from"][1:]
@@ -249,7 +263,7 @@ def stage_end(text: str, target: str) -> int | None:
 
 def stage_names(text: str) -> list[str]:
     """The names its stages are given (`FROM ... AS name`), which `--target` can name."""
-    return [stage.name for stage in stages(read(text)) if stage.name]
+    return [stage.name for stage in stages_of(text) if stage.name]
 
 
 def context_read(text: str, triggers: tuple[Instruction, ...] = (),
@@ -289,7 +303,7 @@ def args_read(text: str) -> Callable[[str], bool]:
 def onbuild_triggers(text: str) -> tuple[Instruction, ...]:
     """The ONBUILD instructions of the last stage, which an image built FROM this one runs
     first (when its format keeps them)."""
-    last = stages(read(text))[-1:]
+    last = stages_of(text)[-1:]
     return tuple(i.trigger for i in (last[0].instructions if last else [])
                  if i.keyword == "onbuild" and i.trigger is not None)
 

@@ -6,28 +6,14 @@ doit's saved values are plain dicts here only: `settled.Settled` elsewhere."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from buildlib import (
-    building,
-    clean,
-    keygen,
-    merge,
-    preview,
-    processes,
-    pruning,
-    push_report,
-    pushing,
-    report,
-    resolve,
-    status,
-    verify,
-    watch,
-)
+from buildlib import building, processes, pruning, push_report, report
 from buildlib.doit_seam import SavedValuesCalculator, display_path
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
@@ -91,6 +77,14 @@ def _reading_saved(basename: str, doc: str, action: Callable[..., Any],
     return {**_command(basename, doc, action, run, probe.values), "uptodate": [probe]}
 
 
+def _room(module: str, function: str) -> Callable[..., Any]:
+    """`buildlib.<module>.<function>`, imported when first called: a run loads the rooms of
+    the commands it runs only (their imports would be a build's no-op's cost)."""
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(f"buildlib.{module}"), function)(*args)
+    return call
+
+
 def _failing(action: Callable[..., Any]) -> Callable[..., Any]:
     """`action` as doit runs it: its CommandFailed is the task's failure."""
     def run_action(*args: Any) -> Any:
@@ -119,7 +113,7 @@ def build_task(run: Run, name: str) -> dict[str, Any]:
         "actions": [(_build, [run, name])],
         "task_dep": ([parent_task] if parent_task else []) + run.read_tasks(name),
         "uptodate": [ImageUpToDate(run, name)],
-        "clean": [(clean.clean_image, [run, name])],
+        "clean": [(_room("clean", "clean_image"), [run, name])],
         "meta": {"image": name, "kind": "build", "log": plan.build_log},
         "verbosity": 2 if run.options.verbose else 1,
     }
@@ -141,10 +135,11 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "doc": f"push {plan.reference}",
-        "title": lambda task: pushing.title(run, name),
+        "title": lambda task: _room("pushing", "title")(run, name),
         "actions": [(_hand_over_push, [run, name]) if pooled
-                    else (_failing(pushing.push), [run, name])],
-        "task_dep": [f"build:{name}", *(f"push:{p}" for p in pushing.pushed_first(run, name))],
+                    else (_failing(_room("pushing", "push")), [run, name])],
+        "task_dep": [f"build:{name}",
+                     *(f"push:{p}" for p in _room("pushing", "pushed_first")(run, name))],
         "uptodate": [PushUpToDate(run, name)],
         "meta": {"image": name, "kind": "push", "log": plan.push_log, "pooled": pooled},
         "verbosity": 2 if run.options.verbose else 1,
@@ -154,7 +149,7 @@ def push_task(run: Run, name: str) -> dict[str, Any]:
 def status_task(run: Run) -> dict[str, Any]:
     """Build nothing; list each image, its parent and whether (and why) it would build."""
     return _reading_saved("status", "list images with their parents and what a build would "
-                          "do (a dry run)", status.print_status, run)
+                          "do (a dry run)", _room("status", "print_status"), run)
 
 
 def render_task(run: Run) -> dict[str, Any]:
@@ -162,41 +157,41 @@ def render_task(run: Run) -> dict[str, Any]:
     where = display_path(run.project.build_dir)
     return _command("render", f"write {where}/<image>/Dockerfile and context/ of each "
                     "selected image, build nothing (kolla-build --template-only)",
-                    preview.render_images, run)
+                    _room("preview", "render_images"), run)
 
 
 def config_task(run: Run) -> dict[str, Any]:
     """Build nothing; print images.yaml as merged with images.override.yaml (or the `-c`
     files) and the `--set` values, validated (as `docker buildx bake --print`)."""
     return _command("config", "print the merged images.yaml (override files, --set), "
-                    "validated", preview.print_config, run.project.config)
+                    "validated", _room("preview", "print_config"), run.project.config)
 
 
 def watch_task(run: Run) -> dict[str, Any]:
     """Build, then build again on each change to images.yaml, a template or a context file."""
     return _command("watch", "build, then again on each change to images.yaml, a template "
-                    "or a context file", watch.watch, run.project.config.sources,
+                    "or a context file", _room("watch", "watch"), run.project.config.sources,
                     run.invocation.rerun_as("build"), run.invocation.where, run.services.stop)
 
 
 def resolve_task(run: Run) -> dict[str, Any]:
     """write build/images.lock.json: each image's digest, key and ID in the registry"""
     return _command("resolve", f"write {run.project.lock_path.name}: each selected image's "
-                    "digest, key and ID in the registry", resolve.write_lock, run)
+                    "digest, key and ID in the registry", _room("resolve", "write_lock"), run)
 
 
 def verify_task(run: Run) -> dict[str, Any]:
     """check each selected image's pushed tag: signature, provenance, current key"""
     return _command("verify", "check each selected image's pushed tag: signed by a key of "
                     "settings.trust, its provenance attached, the image of its current key",
-                    verify.verify_command, run)
+                    _room("verify", "verify_command"), run)
 
 
 def merge_task(run: Run) -> dict[str, Any]:
     """make each multi-arch image's manifest list of its platforms' lists (parts=...)"""
     return _command("merge", "make each multi-arch image's manifest list of the lists its "
                     "platforms' runs pushed (push platform=P): parts=NAME@sha256:...,...",
-                    merge.merge_lists, run)
+                    _room("merge", "merge_lists"), run)
 
 
 def prune_task(run: Run) -> dict[str, Any]:
@@ -210,20 +205,15 @@ def export_task(run: Run) -> dict[str, Any]:
     """write the image graph as a GitHub Actions, GitLab CI or Argo Workflows workflow"""
     return _command("export", "write the image graph as a CI workflow: format=gha|gitlab|argo "
                     "[out=PATH max_jobs=N job_start=SECONDS runs_on=LABEL,... "
-                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]", _export, run)
-
-
-def _export(run: Run) -> None:
-    from buildlib import ci_export  # the writers and YAML: only this command loads them
-
-    ci_export.write_workflow(run)
+                    "storage=runner|job|/PATH runners=PLATFORM=LABEL,...]",
+                    _room("ci_export", "write_workflow"), run)
 
 
 def keygen_task(run: Run) -> dict[str, Any]:
     """Write a new cosign signing key pair beside images.yaml: cosign.key, encrypted with
     COSIGN_PASSWORD, and cosign.pub; never overwrites a key."""
     return _command("keygen", "write cosign.key (encrypted with COSIGN_PASSWORD) and "
-                    "cosign.pub beside images.yaml", keygen.write_key_pair,
+                    "cosign.pub beside images.yaml", _room("keygen", "write_key_pair"),
                     run.project.config.root)
 
 
@@ -233,18 +223,18 @@ def graph_task(run: Run) -> dict[str, Any]:
     proj = run.project
     dot = proj.build_dir / "graph.dot"
     return _command("graph", f"draw the image graph, coloured by last status: {dot} and "
-                    "graph.svg", preview.draw_graph, proj, dot)
+                    "graph.svg", _room("preview", "draw_graph"), proj, dot)
 
 
 def _build(run: Run, name: str, task: Any) -> Any:
     """The build use case (`building.build`), its result as doit saves it."""
-    result = building.build(run, name, task.meta.get("verdict"))
+    result = building.build(run, name, task.meta["verdict"])  # (its up-to-date check's)
     return TaskFailed(result) if isinstance(result, str) else result.as_values()
 
 
 def _hand_over_push(run: Run, name: str, task: Any) -> None:
     """A pooled push task's action: hands the push over (`push_report.hand_over`)."""
-    push_report.hand_over(run.push_pool, task, lambda: pushing.push(run, name),
+    push_report.hand_over(run.push_pool, task, lambda: _room("pushing", "push")(run, name),
                           run.services.stop)
 
 
@@ -292,7 +282,7 @@ class PushUpToDate:
         self.run, self.name = run, name
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
-        settled = pushing.up_to_date(self.run, self.name)
+        settled = _room("pushing", "up_to_date")(self.run, self.name)
         if settled is not None:
             task.meta["settled"] = settled
         return settled is not None
