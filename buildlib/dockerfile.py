@@ -31,6 +31,7 @@ from buildlib.dockerfile_stages import (
     stage_reads,
     stages,
 )
+from buildlib.tree_files import IGNORE_FILES
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 SCRATCH = "scratch"
@@ -318,8 +319,6 @@ def unknown_instructions(text: str) -> list[Instruction]:
     among them: buildah 1.28 reads none)."""
     return [i for i in with_triggers(read(text).instructions) if i.keyword not in KNOWN]
 
-
-IGNORE_FILES = {".dockerignore", ".containerignore"}
 
 
 def is_glob(path: str) -> bool:

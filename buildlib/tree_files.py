@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import tarfile
 
 CHUNK_BYTES = 1024 * 1024
-IGNORE_FILES = (".dockerignore", ".containerignore")
+IGNORE_FILES = (".dockerignore", ".containerignore")  # a context's: buildah always reads them
 
 
 def context_file_digest(path: Path) -> str:
