@@ -512,3 +512,18 @@ def test_task_dicts_install_no_dispatcher(tmp_path: Path) -> None:
     proj = project.load(copy_example(tmp_path, jobs=1))  # jobs <= cores: critical-path
     tasks.namespace(run_of(proj))
     assert not doit_seam.ready_queue_installed()
+
+
+def test_a_build_loads_the_rooms_of_no_other_command() -> None:
+    """dodo.py's tasks import only what a build runs: a no-op build pays for no push,
+    signature, status, resolve, verify, merge, keygen, clean, preview or watch room (each
+    command imports its own when it runs)."""
+    check = ("import sys; import buildlib.tasks; "
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith('buildlib.'))))")
+    loaded = set(subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                                check=True).stdout.split())
+    others = {f"buildlib.{room}" for room in (
+        "pushing", "publish", "push_signing", "provenance", "signatures", "signing", "status",
+        "resolve", "verify", "merge", "keygen", "clean", "preview", "watch", "ci_export")}
+    assert "buildlib.building" in loaded
+    assert not loaded & others
