@@ -135,7 +135,7 @@ class ImagePlan:
         """The record of this image's own inputs, from the files as they are now (hashed
         on first use: listing or dry runs that never ask pay nothing). A root's base
         image's ONBUILD triggers count once storage holds the base (none before: the
-        build pulls it first, and is judged again)."""
+        build pulls it first, then keys it again)."""
         triggers = self.triggers
         made: dict = self.__dict__.setdefault("_sources", {})  # (frozen: cached by hand)
         if triggers not in made:
