@@ -169,9 +169,8 @@ class ImagePlan:
         made: dict = self.__dict__.setdefault("_records", {})  # (frozen: cached by hand)
         asked = (self.triggers, parent_id, platform, read)
         if asked not in made:
-            own = self.sources if platform is None else replace(self.sources,
-                                                                 platform=platform)
-            made[asked] = replace(own.on_parent(parent_id), images=dict(read))
+            made[asked] = replace(self.sources, parent_id=parent_id, platform=platform,
+                                  images=dict(read))
         return made[asked]
 
     def platform_records(self, parent_ids: Mapping[str, str | None]) -> dict[str, keys.Record]:
