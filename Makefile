@@ -52,8 +52,11 @@ registry-stop:
 lint: setup
 	$(BIN)/ruff check .
 
+# The default suite on TEST_WORKERS processes (pytest-xdist), each test file on one worker:
+# a file's tests share its fixtures and never race each other.
+TEST_WORKERS ?= 2
 test: setup lint docs
-	$(BIN)/pytest -ra --durations=15 -m "not real"
+	$(BIN)/pytest -ra --durations=15 -m "not real" -n $(TEST_WORKERS) --dist loadscope
 
 # docs/reference/*.md and docs/images.schema.json, from the code (a test checks they are current).
 schema: setup

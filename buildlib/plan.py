@@ -173,12 +173,6 @@ class ImagePlan:
                                   images=dict(read))
         return made[asked]
 
-    def platform_records(self, parent_ids: Mapping[str, str | None]) -> dict[str, keys.Record]:
-        """A multi-arch image's record per platform, each on its parent's image of that
-        platform (`parent_ids`; of a root, its base image's ID for each)."""
-        return {platform: self.record_on(parent_ids.get(platform), platform)
-                for platform in self.platforms}
-
     def read_ids(self, id_of: Callable[[str], str | None]) -> dict[str, str] | str:
         """Each image the build reads (besides parent or base) -> its ID as `id_of` finds
         it, or the first one it cannot find."""

@@ -5,6 +5,7 @@ for the release this venv holds and an older one installed into a venv of its ow
 from __future__ import annotations
 
 import datetime
+import fcntl
 import functools
 import re
 import subprocess
@@ -80,6 +81,13 @@ def kolla_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def older_kolla_bin() -> Path:
     """The bin/ of a venv with kolla 21.3.0 and this checkout (made once, then kept in
     build/); the test is skipped when pip cannot install it (no package index)."""
+    OLDER_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with OLDER_VENV.with_suffix(".lock").open("w") as lock:  # one maker at a time (xdist)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _older_kolla_venv()
+
+
+def _older_kolla_venv() -> Path:
     python = OLDER_VENV / "bin" / "python"
     check = [str(python), "-c", "import kolla, buildlib, importlib.metadata as m; "
              f"assert m.version('kolla') == {OLDER!r}"]

@@ -28,6 +28,15 @@ def tree(tmp_path: Path, images_yaml: str) -> Path:
     return path
 
 
+def records(plan: project.ImagePlan, parent: standing.Parent = None
+            ) -> dict[str, keys.Record]:
+    """The plan's record of each platform, as a build derives them: on what it stands on
+    (a root's base: none, FROM scratch; a child's: `parent`, its parent's image of each)."""
+    ground = standing.stands_on(plan, parent, lambda reference: None)
+    assert isinstance(ground, standing.Ground), ground
+    return ground.records(plan)
+
+
 def load_error(path: Path, image: str | None) -> str:
     with pytest.raises(InputError) as info:
         project.load(path)
@@ -123,15 +132,15 @@ def test_one_key_per_platform_on_the_parent_image_of_that_platform(tmp_path: Pat
           child: {parent: root}
         """)
     plans = project.load(path).plans
-    roots = plans["root"].platform_records({})
+    roots = records(plans["root"])
     assert {p: r.platform for p, r in roots.items()} == {p: p for p in PLATFORMS}
     assert len({r.key for r in roots.values()} | {plans["root"].sources.key}) == 3
     assert all(r.parent_id is None for r in roots.values())
 
     parent_ids = {"linux/amd64": "sha256:amd", "linux/arm64": "sha256:arm"}
-    children = plans["child"].platform_records(parent_ids)
+    children = records(plans["child"], parent_ids)
     assert {p: r.parent_id for p, r in children.items()} == parent_ids
-    moved = plans["child"].platform_records({**parent_ids, "linux/arm64": "sha256:arm2"})
+    moved = records(plans["child"], {**parent_ids, "linux/arm64": "sha256:arm2"})
     assert moved["linux/amd64"].key == children["linux/amd64"].key  # cut-off per platform
     assert moved["linux/arm64"].key != children["linux/arm64"].key
     assert "platform changed: linux/amd64 -> linux/arm64" in keys.changes(
@@ -152,7 +161,7 @@ def test_a_platform_image_is_named_by_its_key_and_the_reference_names_the_list(
                           "images:\n  root: {}\n")
     proj = project.load(path)
     plan = proj.plans["root"]
-    record = plan.platform_records({})["linux/arm64"]
+    record = records(plan)["linux/arm64"]
     assert plan.local_names(record.key) == [f"localhost/imagebake/root:ib-{record.key[:32]}"]
     assert plan.list_names("c" * 64) == [f"localhost/imagebake/root:ib-{'c' * 32}",
                                          plan.reference]
@@ -184,15 +193,15 @@ def test_the_walk_from_the_roots_keys_each_platform(tmp_path: Path) -> None:
         """)
     proj = project.load(path)
     in_storage = {record.key: f"sha256:{platform[6:]}" for platform, record
-                  in proj.plans["root"].platform_records({}).items()}
+                  in records(proj.plans["root"]).items()}
     walked = list(standing.walk(
         proj.plans, ["root", "child"], lambda reference: None,
         lambda name, records: {p: in_storage.get(r.key) for p, r in records.items()}))
     assert [(step.name, dict(step.ids)) for step in walked] == [
         ("root", {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"}),
         ("child", {"linux/amd64": None, "linux/arm64": None})]
-    expected = proj.plans["child"].platform_records(
-        {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"})
+    expected = records(proj.plans["child"],
+                       {"linux/amd64": "sha256:amd64", "linux/arm64": "sha256:arm64"})
     assert [r.key for r in walked[1].records.values()] == [r.key for r in expected.values()]
 
 

@@ -129,12 +129,12 @@ def test_silent_registry_times_out_after_push_timeout(down: Down) -> None:
 
 def test_push_that_hangs_is_killed_after_push_timeout(down: Down) -> None:
     with GoesAwayRegistry(after="hang", port=down.port):
-        _, summary = push_run(down, push_timeout=3, push_retries=2)
+        _, summary = push_run(down, push_timeout=2, push_retries=2)
     attempts = push_attempts(down.tree)
     print(f"\nregistry hangs after the check: buildah push per image {attempts}{summary}")
     assert 1 <= max(attempts.values()) <= 2, attempts
     pushes = down.tree.report()["pushes"]
-    assert all("timed out after 3 s" in entry["error"] for entry in pushes.values()), pushes
+    assert all("timed out after 2 s" in entry["error"] for entry in pushes.values()), pushes
     assert "Copying blob" not in "\n".join(failures(summary))
 
 

@@ -85,7 +85,7 @@ def test_timeout_kills_the_build_and_everything_it_started(tree: Tree) -> None:
     assert report["after-hangs"]["status"] == "blocked"
     assert with_status(tree, "built") == EXAMPLE
     assert "FAILED build hangs: timed out after 2 s" in result.stdout
-    assert processes_matching("sleep 87") == []
+    assert processes_matching("sleep 87$") == []
     assert [p for p in processes_matching("buildah") if str(tree.storage) in p] == []
 
 
@@ -104,17 +104,17 @@ def test_interrupt_stops_builds_and_the_rerun_builds_only_what_was_left(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     quick_done = tree.root / "build" / "quick" / "image-id"
     deadline = time.monotonic() + 120
-    while (len(processes_matching("sleep 9[34]")) < 2 or not quick_done.exists()) \
+    while (len(processes_matching("sleep 9[34]$")) < 2 or not quick_done.exists()) \
             and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(processes_matching("sleep 9[34]")) >= 2, "the slow builds never started"
+    assert len(processes_matching("sleep 9[34]$")) >= 2, "the slow builds never started"
     assert quick_done.exists(), "the quick build never finished"
     time.sleep(1)  # for doit to record it
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == status, out + err
     assert "Traceback" not in out + err
-    assert processes_matching("sleep 9[34]") == []
+    assert processes_matching("sleep 9[34]$") == []
     report = tree.report()["images"]
     assert {report[n]["status"] for n in ("base", "quick")} == {"built"}
     assert {report[n]["error"] for n in ("slow-1", "slow-2")} == {"interrupted"}

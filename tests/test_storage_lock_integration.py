@@ -7,8 +7,10 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import Tree, make_tree, unmount_under
@@ -73,7 +75,7 @@ def test_a_prune_stops_while_another_trees_run_builds_on_the_storage(
                                 stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while b"sleep\x0023" not in _cmdlines() and time.monotonic() < deadline:
+        while b"sleep\x0023\x00" not in _cmdlines() and time.monotonic() < deadline:
             time.sleep(0.2)  # B is in its slow build, its base (A's old key) in use
         before = key_names(a)
         refused = a.doit("prune", check=False)
@@ -107,18 +109,46 @@ def test_a_run_waits_while_a_prune_holds_the_storage(tree: Tree) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a prune holds it
         edit_base(tree, 1)
-        waiting = subprocess.Popen(tree.argv("build"), cwd=tree.root, env=tree.env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
+        output = tree.root.parent / "waiting.out"
+        with output.open("w") as printed:
+            waiting = subprocess.Popen(tree.argv("build"), cwd=tree.root, env=tree.env,
+                                       stdout=printed, stderr=subprocess.PIPE, text=True)
+        said = Said(waiting, "waiting for a prune of this image storage to end")
+        assert said.seen.wait(120), "the run never said it waits for the prune"
+        time.sleep(1)  # the run stays where it is: nothing of the build starts
         still = waiting.poll()
         assert not (tree.root / "build" / "base" / "image-id.new").exists()
     finally:
         os.close(fd)  # the "prune" ends
-    out, err = waiting.communicate(timeout=300)
+    waiting.wait(timeout=300)
+    out, err = output.read_text(), said.all()
     assert still is None, "the run did not wait for the prune"
     assert f"waiting for a prune of this image storage to end (pid {os.getpid()}" in err
     assert waiting.returncode == 0, out + err
     assert tree.statuses() == {"base": "built", "cron": "built"}
+
+
+class Said:
+    """A process's stderr, read as it comes: `seen` is set once a line holds `words` (so a
+    test waits for what the process says, not a fixed time that a busy machine outlasts)."""
+
+    def __init__(self, process: subprocess.Popen, words: str) -> None:
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+        self.reader = threading.Thread(target=self._read, args=(process.stderr, words),
+                                       daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: IO[str], words: str) -> None:
+        for line in stream:
+            self.lines.append(line)
+            if words in line:
+                self.seen.set()
+
+    def all(self) -> str:
+        """All it said, once it has ended."""
+        self.reader.join(timeout=60)
+        return "".join(self.lines)
 
 
 def _cmdlines() -> bytes:
