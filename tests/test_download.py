@@ -183,6 +183,12 @@ def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server
     assert not (tree.root / "build" / "sources").exists()
 
 
+def signal_masks(pid: int) -> str:
+    """A process's blocked, ignored and caught signals, as the kernel shows them."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return ", ".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("sent, said", [
     (signal.SIGINT, "interrupted while loading the tree; nothing was built"),
@@ -190,12 +196,18 @@ def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server
 def test_a_signal_while_a_build_downloads_ends_it_in_one_line(
         tree: Tree, server: Server, sent: signal.Signals, said: str) -> None:
     slow_source(tree, server)
-    build = subprocess.Popen(tree.argv("build"), cwd=tree.root, env=tree.env,
+    build = subprocess.Popen(tree.argv("build"), cwd=tree.root,
+                             env={**tree.env, "PYTHONFAULTHANDLER": "1"},  # stacks on SIGABRT
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.asked.wait(30), "the build never asked for its source"
+        masks = signal_masks(build.pid)
         build.send_signal(sent)
         out, err = build.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # where it is instead: every thread's stack
+        build.send_signal(signal.SIGABRT)
+        out, err = build.communicate(timeout=30)
+        pytest.fail(f"the build went on after {sent.name} ({masks}):\n{err}")
     finally:
         if build.poll() is None:
             build.kill()
