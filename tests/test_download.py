@@ -4,6 +4,7 @@ that build nothing download nothing; Ctrl-C while a build loads exits 130 in one
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import threading
@@ -183,6 +184,24 @@ def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server
     assert not (tree.root / "build" / "sources").exists()
 
 
+@contextlib.contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """A child started here gets SIGINT as a terminal's Ctrl-C finds it, not ignored: a
+    test run started as a background job of a script ignores SIGINT, and so would every
+    process it starts (the ignoring is inherited; a Python handler is not)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def signal_masks(pid: int) -> str:
+    """A process's blocked, ignored and caught signals, as the kernel shows them."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return ", ".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("sent, said", [
     (signal.SIGINT, "interrupted while loading the tree; nothing was built"),
@@ -190,12 +209,19 @@ def test_commands_that_build_nothing_download_nothing(tree: Tree, server: Server
 def test_a_signal_while_a_build_downloads_ends_it_in_one_line(
         tree: Tree, server: Server, sent: signal.Signals, said: str) -> None:
     slow_source(tree, server)
-    build = subprocess.Popen(tree.argv("build"), cwd=tree.root, env=tree.env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with sigint_not_ignored():
+        build = subprocess.Popen(tree.argv("build"), cwd=tree.root,
+                                 env={**tree.env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: stacks
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.asked.wait(30), "the build never asked for its source"
+        masks = signal_masks(build.pid)
         build.send_signal(sent)
         out, err = build.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # where it is instead: every thread's stack
+        build.send_signal(signal.SIGABRT)
+        out, err = build.communicate(timeout=30)
+        pytest.fail(f"the build went on after {sent.name} ({masks}):\n{err}")
     finally:
         if build.poll() is None:
             build.kill()
