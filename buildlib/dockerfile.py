@@ -320,7 +320,6 @@ def unknown_instructions(text: str) -> list[Instruction]:
     return [i for i in with_triggers(read(text).instructions) if i.keyword not in KNOWN]
 
 
-
 def is_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 

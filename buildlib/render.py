@@ -84,11 +84,6 @@ class Context:
         return replace(self, dockerfile=dockerfile.as_built(self.dockerfile, labels,
                                                             self.target))
 
-    def copied_to(self, context_dir: Path) -> Context:
-        """This context as `write` copied it into context_dir."""
-        return replace(self, files={inner: context_dir / inner for inner in self.files},
-                       digests={})  # (the copy is hashed itself)
-
     def missing_sources(self) -> list[str]:
         """What the Dockerfile's COPY/ADD take from the context but the context lacks,
         e.g. `ADD nova-base-archive /nova-base-source` (as `ADD 'nova-base-archive'`)."""
