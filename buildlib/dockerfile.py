@@ -188,6 +188,25 @@ def read(text: str) -> Dockerfile:
     return parse(text)
 
 
+def first_from_renamed(text: str, old: str, new: str) -> tuple[str, Dockerfile]:
+    """The text with `old` replaced by `new` (once) in the lines of its first FROM, and
+    that text as `read` reads it: only the FROM's lines are read again (a run keys every
+    image this way, and a whole Dockerfile is read once)."""
+    parsed = read(text)
+    index, first = next((i, instruction) for i, instruction in enumerate(parsed.instructions)
+                        if instruction.keyword == "from")
+    lines = text.splitlines(keepends=True)
+    spanned = "".join(lines[first.start - 1:first.end]).replace(old, new, 1)
+    lines[first.start - 1:first.end] = [spanned]
+    renamed = "".join(lines)
+    directive = "" if parsed.escape == "\\" else f"# escape={parsed.escape}\n"
+    again = parse(directive + spanned).instructions
+    if len(again) != 1:  # (read alone, the lines are not one instruction)
+        return renamed, read(renamed)
+    instructions = (*parsed.instructions[:index], again[0], *parsed.instructions[index + 1:])
+    return renamed, Dockerfile(instructions, parsed.escape)
+
+
 def first_from(text: str) -> str | None:
     """The image the first FROM names as written, or None if another instruction (but
     ARG) comes first."""

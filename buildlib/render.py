@@ -64,20 +64,19 @@ class Context:
         placeholder: the parent is keyed by its image ID, and where it is stored
         (registry, tag) is no part of what the child is made of (nor are the ONBUILD
         triggers it holds: its ID covers them)."""
-        text = self.from_parent(parent_reference, PARENT_PLACEHOLDER).dockerfile
-        return hashlib.sha256(dockerfile.read(text).canonical().encode()).hexdigest()
+        parsed = dockerfile.read(self.dockerfile)
+        if parent_reference:
+            parsed = dockerfile.first_from_renamed(self.dockerfile, parent_reference,
+                                                   PARENT_PLACEHOLDER)[1]
+        return hashlib.sha256(parsed.canonical().encode()).hexdigest()
 
     def from_parent(self, parent_reference: str | None, name: str) -> Context:
         """This context with its first FROM naming the parent (`parent_reference` in the
         template) as `name` instead."""
         if not parent_reference:
             return self
-        first = next(i for i in dockerfile.read(self.dockerfile).instructions
-                     if i.keyword == "from")
-        lines = self.dockerfile.splitlines(keepends=True)
-        spanned = "".join(lines[first.start - 1:first.end]).replace(parent_reference, name, 1)
-        lines[first.start - 1:first.end] = [spanned]
-        return replace(self, dockerfile="".join(lines))
+        text = dockerfile.first_from_renamed(self.dockerfile, parent_reference, name)[0]
+        return replace(self, dockerfile=text)
 
     def as_built(self, labels: Mapping[str, str]) -> Context:
         """This context with the Dockerfile a build writes (`as_built`)."""

@@ -79,9 +79,11 @@ class Services:
         """Read settings.trust's public keys and, for a run that `signs` (it pushes),
         settings.sign's private key with COSIGN_PASSWORD: before any build, one error
         (InputError) when one cannot be read."""
+        trust, sign = self.settings.trust, self.settings.sign
+        if not (trust and trust.keys) and not (signs and sign):
+            return
         from buildlib import signing  # its crypto libraries load only for a tree with keys
 
-        trust, sign = self.settings.trust, self.settings.sign
         try:
             self.trusted = tuple(signing.read_public(self.root / key)
                                  for key in (trust.keys if trust else []))

@@ -230,3 +230,30 @@ def test_cache_blind_reads_of_the_triggers_buildah_runs_first() -> None:
     triggers = dockerfile.config_triggers(["RUN --mount=type=bind,source=s,target=/m cp /m /f"])
     assert dockerfile.cache_blind_reads("FROM b\nRUN true\n", {}, [], triggers) == [
         "RUN --mount=type=bind,source=s,target=/m"]
+
+
+PARITY_CASES = Path(__file__).parent / "parity" / "cases"
+
+
+@pytest.mark.parametrize("text", [
+    "FROM localhost/base:1\nRUN true\n",
+    "# escape=`\nFROM `\n  localhost/base:1 AS first\nRUN echo `\n  a\n",
+    "ARG V=1\n# a comment\nFROM \\\n  # inside the continuation\n  localhost/base:1 \\\n  AS b\n"
+    "COPY . /\n",
+    "\ufeffFROM --platform=$BUILDPLATFORM localhost/base:1\r\nRUN true\r\n",
+    "FROM localhost/base:1\nFROM localhost/base:1 AS again\n",
+    *[path.read_text() for path in sorted(PARITY_CASES.iterdir())],
+])
+def test_a_renamed_first_from_reads_as_the_whole_renamed_file(text: str) -> None:
+    """The key reads only the first FROM's lines again when it names the parent by a
+    placeholder: what it reads must be what reading the whole renamed file gives."""
+    try:
+        froms = [i for i in dockerfile.read(text).instructions if i.keyword == "from"]
+    except dockerfile.DockerfileError:
+        return  # (a case buildah refuses: never keyed)
+    if not froms:
+        return
+    old = froms[0].args[0] if froms[0].args else "scratch"
+    renamed, parsed = dockerfile.first_from_renamed(text, old, "{parent}")
+    assert "{parent}" in renamed
+    assert parsed.canonical() == dockerfile.parse(renamed).canonical()
