@@ -326,7 +326,9 @@ def _load_run(tree_dir: Path, invocation: Invocation) -> Run:
                     run.bases, run.warn)).start()
     if invocation.builds or invocation.watches:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, services.stop.handle)
+            # ignored on entry (a background job of a script, nohup): left so, as make does
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, services.stop.handle)
     return run
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -29,6 +30,14 @@ with open({log!r}, "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
 os.execv({real!r}, [{real!r}] + sys.argv[1:])
 """
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests Ctrl-C the builds they start, as a terminal does. A test run started with SIGINT
+    # ignored (a background job of a script) would pass that on, and a build leaves an
+    # interrupt ignored on entry ignored: heed it here, so the builds started here do.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -182,3 +182,25 @@ def test_the_end_of_a_run_is_its_callers_to_act_on(tmp_path: Path,
                             "processes.exit_as(None); print('on'); processes.exit_as(130)"],
                            capture_output=True, text=True)
     assert (ended.returncode, ended.stdout) == (130, "on\n")
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_a_build_started_with_interrupts_ignored_leaves_them_ignored(tmp_path: Path,
+                                                                     ignored: bool) -> None:
+    """A build started with SIGINT ignored (a background job of a script, `nohup`) goes on
+    when one comes, as make does; started with it heeded, the signal stops its builds."""
+    from test_tasks import copy_example
+
+    config = copy_example(tmp_path, buildah_args=[
+        "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot")])
+    handler = "SIG_IGN" if ignored else "default_int_handler"
+    script = (f"import signal\nsignal.signal(signal.SIGINT, signal.{handler})\n"
+              "from pathlib import Path\nfrom buildlib import run\n"
+              f"loaded = run.load_run(Path({str(config.parent)!r}), ['build'])\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN,"
+              " signal.getsignal(signal.SIGINT) == loaded.services.stop.handle,"
+              " signal.getsignal(signal.SIGTERM) == loaded.services.stop.handle)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=config.parent, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ([str(ignored), str(not ignored), "True"])
