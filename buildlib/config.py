@@ -237,7 +237,8 @@ class Image:
     labels: dict[StrictStr, Scalar] = field(default_factory=dict)
     """`--label` for this image."""
     volumes: list[StrictStr] = field(default_factory=list)
-    """`--volume` for this image's build, mounted while building only."""
+    """`--volume` for this image's build, mounted while building only. What a read-only one
+    (`:ro`, or `:O`) holds is in the key; a writable one is a cache (its spelling alone is)."""
     timeout: PositiveSeconds | None = None
     """Seconds its build may take (default: settings.build_timeout)."""
     sources: dict[StrictStr, Source] = field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 Pure: no I/O (the caller hands in digests of the Dockerfile and of each context file).
 The record holds what can change the image's bytes: the Dockerfile as buildah parses it
-(comments left out), the context files a COPY/ADD can read, args, labels, volumes, format,
+(comments left out), the context files a COPY/ADD can read, args, labels, volumes (and what
+a read-only one holds), format,
 timestamp, platform, the stage it builds (`target`), the ID of the image it is built FROM
 (its parent's, or for a root its base image's) and of every other image the build reads,
 and what each named build context holds. It leaves out where the image goes
@@ -30,7 +31,7 @@ KEY_VERSION = 4  # 3: the Dockerfile as buildah reads it, every image a build re
 KEY_ANNOTATION = "org.imagebake.key"  # on a pushed manifest: the full key it was pushed for
 PLATFORM_KEYS_ANNOTATION = "org.imagebake.platform-keys"  # on a pushed list: its images' keys
 KEY_TAG_PREFIX = "ib-"
-UNSET_LEFT_OUT = ("target", "contexts")  # fields a record holds only when they are set
+UNSET_LEFT_OUT = ("target", "contexts", "volume_contents")  # held only when set
 KEY_TAG_HEX = 32  # 128 bits: the tag that names an image by its key
 
 
@@ -54,6 +55,9 @@ class Record:
     # each named build context (`--build-context`): its name -> its folder's content
     # digest, or the ID of its image
     contexts: Mapping[str, str] = field(default_factory=dict)
+    # each volume mounted read-only (an input, not a cache): its host path -> the content
+    # digest of what is there ("absent": nothing)
+    volume_contents: Mapping[str, str] = field(default_factory=dict)
 
     def on_parent(self, parent_id: str | None) -> Record:
         return replace(self, parent_id=parent_id)
@@ -62,7 +66,7 @@ class Record:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(files=dict(self.files), args=dict(self.args), labels=dict(self.labels),
                       volumes=list(self.volumes), images=dict(self.images),
-                      contexts=dict(self.contexts))
+                      contexts=dict(self.contexts), volume_contents=dict(self.volume_contents))
         for name in UNSET_LEFT_OUT:  # (so that the keys of images without them stay)
             if not values[name]:
                 del values[name]
@@ -109,8 +113,8 @@ def changes(saved: Mapping[str, Any] | None, current: Record, built_on: str) -> 
     if saved.get("parent_id") != now["parent_id"]:
         found.append(f"{built_on} changed: {saved.get('parent_id')} -> {now['parent_id']}")
     found += _image_changes(saved.get("images") or {}, now["images"])
-    found += _mapping_changes("build context", saved.get("contexts") or {},
-                              now.get("contexts") or {})
+    for name, words in (("contexts", "build context"), ("volume_contents", "volume content")):
+        found += _mapping_changes(words, saved.get(name) or {}, now.get(name) or {})
     return "; ".join(found) or "inputs changed"
 
 

@@ -4,6 +4,7 @@ known; the folder a build writes in `build_dir`, and the names it gives the imag
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,14 @@ WORKDIR_FILES = {"Dockerfile", "context", "image-id", "pushed-digest", WORKDIR_M
 
 class ForeignFolder(Exception):
     """`{build_dir}/{name}` holds files this tool did not make: it is left alone."""
+
+
+def _input_volume_host(volume: str) -> str | None:
+    """The host path of a `--volume HOST:CONTAINER[:OPTIONS]` mounted read-only (`ro`) or
+    as an overlay (`O`); None for a writable one."""
+    parts = volume.split(":")
+    options = parts[2].split(",") if len(parts) > 2 else []
+    return parts[0] if len(parts) > 1 and ("ro" in options or "O" in options) else None
 
 
 def _in_workdir(file_name: str) -> property:
@@ -151,7 +160,8 @@ class ImagePlan:
                            args={name: value for name, value in self.args.items() if read(name)},
                            labels=self.labels, volumes=self.volumes,
                            format=self.format, timestamp=self.timestamp,
-                           target=self.target, contexts=self.context_digests())
+                           target=self.target, contexts=self.context_digests(),
+                           volume_contents=self.volume_digests())
 
     def context_digests(self) -> dict[str, str]:
         """Each named build context -> its folder's content digest, or its image
@@ -159,6 +169,15 @@ class ImagePlan:
         return {name: value if value.startswith(IMAGE_CONTEXT) else
                 tree_files.folder_digest(Path(value))
                 for name, value in sorted(self.contexts.items())}
+
+    def volume_digests(self) -> dict[str, str]:
+        """Each volume its build reads as an input (mounted `ro`, or `O`: its writes go to an
+        overlay) -> the content digest of its host path ("absent": nothing there). A writable
+        volume is a cache the build writes to, as a `RUN --mount=type=cache` is: keyed by
+        its spelling alone (its content would change the key of the build that wrote it)."""
+        hosts = [host for host in map(_input_volume_host, self.volumes) if host]
+        return {host: tree_files.folder_digest(Path(host)) if os.path.lexists(host)
+                else "absent" for host in hosts}
 
     def record_on(self, parent_id: str | None, platform: str | None = None,
                   images: Mapping[str, str] | None = None) -> keys.Record:

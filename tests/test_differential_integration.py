@@ -482,10 +482,6 @@ CORPUS = ("bind", "bind-stage", "bind-image", "copy-image", "stage-image", "from
           "escape", "onbuild", "multi-stage", "substitution", "globs", "ignore",
           "labels-args", "comment-only", "copy-deleted", "parent", "child", "volume",
           "srcs", "srcs-git", "target", "named-context")
-UNKEYED = {"volume": "a volume's content is no part of the key (its spelling is): an edit "
-                     "of it alone rebuilds nothing"}
-
-
 @pytest.fixture(scope="module")
 def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[str]]]:
     """The corpus built, edited and built twice, each build against the oracle."""
@@ -506,9 +502,7 @@ def _made(folder: Path) -> Path:
 
 
 @pytest.mark.real  # about 90 s; seed 0 below stays in the default suite
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=UNKEYED[name]))
-    if name in UNKEYED else name for name in CORPUS])
+@pytest.mark.parametrize("case", CORPUS)
 def test_the_corpus_agrees_with_a_clean_buildah_build(corpus_run: dict[str, list[str]],
                                                        case: str) -> None:
     assert not corpus_run[case], f"{case}:\n  " + "\n  ".join(corpus_run[case])

@@ -93,7 +93,7 @@ def test_a_named_context_is_no_image_to_pull() -> None:
 
 def test_a_record_without_target_or_contexts_keeps_its_key() -> None:
     plain = keys.Record("d", {"a": "1"})
-    assert "target" not in plain.as_dict() and "contexts" not in plain.as_dict()
+    assert not {"target", "contexts", "volume_contents"} & plain.as_dict().keys()
     staged = keys.Record("d", {"a": "1"}, target="tools")
     named = keys.Record("d", {"a": "1"}, contexts={"extra": "abc"})
     assert len({plain.key, staged.key, named.key}) == 3
@@ -195,6 +195,38 @@ def test_a_parents_onbuild_triggers_are_keyed_where_the_format_keeps_them(
     config.write_text(f"settings: {{format: {fmt}}}\nimages:\n  parent: {{}}\n"
                       "  child: {parent: parent}\n")
     assert ("secret" in project.load(config).plans["child"].sources.files) is keyed
+
+
+def test_what_a_read_only_volume_holds_is_keyed_and_a_writable_ones_is_not(
+        tmp_path: Path) -> None:
+    """A volume mounted `ro` (or `O`) is an input: an edit of what it holds rebuilds the
+    image, and says so. A writable one is a cache the build writes to: keyed by its
+    spelling only (else each build would change its own key)."""
+    (tmp_path / "templates" / "x").mkdir(parents=True)
+    (tmp_path / "templates" / "x" / "Dockerfile.j2").write_text("FROM scratch\n")
+    for folder in ("wheels", "overlay", "cache"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "f").write_text("one")
+    config = tmp_path / "images.yaml"
+    config.write_text("images:\n  x:\n    volumes: [" + ", ".join([
+        f"'{tmp_path}/wheels:/w:ro,z'", f"'{tmp_path}/overlay:/o:O'", f"'{tmp_path}/cache:/c'",
+        f"'{tmp_path}/gone:/g:ro'"]) + "]\n")
+
+    def record() -> keys.Record:
+        return project.load(config).plans["x"].record_on(None)
+
+    first = record()
+    assert set(first.volume_contents) == {f"{tmp_path}/{f}" for f in ("wheels", "overlay", "gone")}
+    assert first.volume_contents[f"{tmp_path}/gone"] == "absent"
+    (tmp_path / "cache" / "f").write_text("written by a build")
+    assert record().key == first.key
+    (tmp_path / "wheels" / "f").write_text("two")
+    edited = record()
+    assert edited.key != first.key
+    assert keys.changes(first.as_dict(), edited, "base image 'x'").startswith(
+        f"volume content changed: -{tmp_path}/wheels=")
+    (tmp_path / "overlay" / "new").write_text("")
+    assert record().key != edited.key
 
 
 @pytest.mark.parametrize(("text", "args", "volumes", "blind"), [
