@@ -163,6 +163,13 @@ class ImagePlan:
                            target=self.target, contexts=self.context_digests(),
                            volume_contents=self.volume_digests())
 
+    def paths_read(self) -> list[Path]:
+        """What its build reads beside its context, keyed by what it holds: each named
+        build context's folder and each read-only volume's host path."""
+        return [*(Path(value) for _, value in sorted(self.contexts.items())
+                  if not value.startswith(IMAGE_CONTEXT)),
+                *(Path(host) for host in map(_input_volume_host, self.volumes) if host)]
+
     def context_digests(self) -> dict[str, str]:
         """Each named build context -> its folder's content digest, or its image
         reference (whose ID is among the images the build reads)."""

@@ -1,6 +1,7 @@
 """Watch mode (`imagebake watch`, `doit watch`): build, then wait for a change to what the
 tree's images are made of (images.yaml, each image's template and the templates it
-extends, imports or includes, each context file) and build again.
+extends, imports or includes, each context file, what its named build contexts and read-only
+volumes hold) and build again.
 
 Each build is a fresh `build` run of the same command line in a child process: it reads
 images.yaml anew, takes the tree's lock and rebuilds what the change made stale (content
@@ -43,8 +44,9 @@ def tree_inputs(sources: Path | config.Sources,
     files = configs | render.templates_used(proj.config)
     for plan in proj.plans.values():
         files.update(plan.context.files.values())
-        for folder in plan.context.follows:  # a local source's checkout (Kolla's `local`)
-            files.update(path for path in folder.rglob("*") if path.is_file())
+        # a local source's checkout (Kolla's `local`), named contexts, read-only volumes
+        for read in (*plan.context.follows, *plan.paths_read()):
+            files.update(path for path in (read, *read.rglob("*")) if path.is_file())
     return _outside(proj.build_dir, files)
 
 

@@ -146,3 +146,16 @@ def test_inputs_are_the_templates_pulled_in_and_the_context_files(tree: Tree) ->
                             ("multipathd", ["Dockerfile.j2", "start.sh"])) for file in files)}
     assert Path("/bin/busybox") in inputs  # base's `files:`
     assert watch.folders_to_watch(tree.root, inputs) == sorted([Path("/bin"), tree.root])
+
+
+def test_inputs_take_in_what_named_contexts_and_read_only_volumes_hold(tree: Tree) -> None:
+    small_tree(tree)
+    for folder in ("extra", "wheels", "cache"):
+        (tree.root / folder / "in").mkdir(parents=True)
+        (tree.root / folder / "in" / "f").write_text("one")
+    tree.edit_yaml(lambda d: d["images"]["cron"].update(
+        contexts={"extra": str(tree.root / "extra")},
+        volumes=[f"{tree.root / 'wheels'}:/w:ro", f"{tree.root / 'cache'}:/c"]))
+    inputs = watch.tree_inputs(tree.config)
+    assert {tree.root / "extra/in/f", tree.root / "wheels/in/f"} <= inputs
+    assert tree.root / "cache/in/f" not in inputs  # a writable volume: a cache the build writes
