@@ -33,7 +33,10 @@ def gitlab(partition: Partition, tool: Tool, target: Target, whole: bool,
     dotenv report's variables (20 on some plans) never bites.
     The paths and the registry are `variables:`, whose `$` GitLab would expand: it is
     written `$$`. The login uses GitLab's `CI_REGISTRY*` variables when they are set;
-    `runs_on` labels become every job's `tags:` (which runners may take it)."""
+    `runs_on` labels become every job's `tags:` (which runners may take it). A push signs
+    with the project's CI/CD variables COSIGN_PRIVATE_KEY and COSIGN_PASSWORD (GitLab hands
+    every job its project's variables); with settings.trust each job then verifies what it
+    pushed."""
     names = _gitlab_names(partition.jobs)
     whole = whole and len(partition.jobs) == 1
     document: dict[str, Any] = {
@@ -97,6 +100,8 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
         "needs": [parent] if parent else [],
         "script": [*filter(None, [tool.write_secrets(secrets).rstrip("\n")]),
                    tool.doit("push", "cache=registry", *selection, *pin_words)]}
+    if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
+        result["script"].append(tool.doit("verify", "cache=registry", *selection))
     if tool.secret_files(secrets):
         result["variables"] = {name: value.replace("$", "$$")
                                for name, value in tool.secret_files(secrets).items()}

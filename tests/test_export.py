@@ -27,7 +27,7 @@ from conftest import (
 from gha_replay import Replay
 from hera.workflows import Workflow
 
-from buildlib import export, export_argo, export_gha, export_jobs
+from buildlib import export, export_argo, export_gha, export_gitlab, export_jobs
 from buildlib.graph import Graph
 
 TOOL = export.Tool(directory=".", config="images.yaml", lock="build/images.lock.json")
@@ -158,6 +158,19 @@ def test_a_signing_tree_exports_jobs_that_sign_and_verify(kolla: Graph, tmp_path
         signs = [step for step in job["steps"] if "COSIGN_PRIVATE_KEY" in step.get("env", {})]
         assert len(signs) == 1, name  # the platform's push, or the merge (signs the list)
         assert not any(" verify " in step.get("run", "") for step in job["steps"])
+
+    for target, verifies in ((signing, True), (TARGET, False)):  # GitLab: project variables
+        document = yaml.safe_load(export_gitlab.gitlab(part, TOOL, target, whole=True))
+        for name, job in document.items():
+            if name in export_gitlab.GITLAB_KEYWORDS:
+                continue
+            script = job["script"]
+            [push] = [i for i, line in enumerate(script) if " push cache=registry" in line]
+            after = script[push + 1] if push + 1 < len(script) else ""
+            assert (" verify cache=registry" in after) is verifies, name
+            if verifies:  # the same images
+                assert after.split(" verify cache=registry")[1] == (
+                    script[push].split(" push cache=registry")[1].split(' "pin=')[0])
 
     document = yaml.safe_load(export_argo.argo(part, TOOL, signing, whole=True))
     for template in document["spec"]["templates"][1:]:
