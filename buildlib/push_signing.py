@@ -9,12 +9,14 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from buildlib import cache, keys, provenance, registry, retries, signatures
+from buildlib import cache, keys, provenance, registry, retries, signatures, sources
+from buildlib.errors import InputError
 from buildlib.settled import How, Settled
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
+    from buildlib.config import Config
     from buildlib.plan import ImagePlan
     from buildlib.project import Project
     from buildlib.services import Services
@@ -55,9 +57,7 @@ def sign_pushed(project: Project, services: Services, name: str, built: Settled,
     plan = project.plans[name]
     client, repository = services.client(), cache.repository_of(plan.reference)
     stands_on = _stands_on(project, services, plan, parent, budget)
-    downloads = [provenance.url_source(source_name, source.url, source.sha256) for
-                 source_name, source in project.config.images[name].sources.items()
-                 if source.url and source.sha256]
+    materials = _sources(project.config, name)
     images = {None: (content.digest, built)}
     for platform, values in (built.platforms or {}).items():
         digest = content.platform_digest(platform)
@@ -79,8 +79,23 @@ def sign_pushed(project: Project, services: Services, name: str, built: Settled,
                              digest=digest, key=values.key or "", record=record,
                              stands_on=stands_on,
                              dockerfile=(values.record or {}).get("dockerfile", ""),
-                             version=version(), sources=downloads, platform=platform)),
+                             version=version(), sources=materials, platform=platform)),
             key)
+
+
+def _sources(config: Config, name: str) -> list[provenance.Material]:
+    """The image's downloads with their sha256, and its git sources at their commits."""
+    found = []
+    for source_name, source in config.images[name].sources.items():
+        if source.url and source.sha256:
+            found.append(provenance.url_source(source_name, source.url, source.sha256))
+        elif source.git:
+            try:
+                repository, commit = sources.git_commit(config, name, source_name, source)
+            except InputError:  # (gone since the build: the key record holds its archive)
+                continue
+            found.append(provenance.git_source(source_name, repository, commit))
+    return found
 
 
 def _attach_sbom(services: Services, repository: str, digest: str,

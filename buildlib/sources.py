@@ -135,11 +135,9 @@ def _git_archive(config: Config, image: str, name: str, source: Source, folder: 
     PKG-INFO is the same bytes for the same commit, a `.git` is not). Made once per
     content: the archive's file name holds everything that selects what is in it
     (folder, ref, commit, prefix, version)."""
-    repository = _location(config, source.git)
     ref = source.ref
-    _check_tracked(config, image, name, repository)
-    commit = _git(config, image, name, repository, "rev-parse", "--verify", "--quiet",
-                  f"{ref}^{{commit}}").strip()
+    _check_tracked(config, image, name, _location(config, source.git))
+    repository, commit = git_commit(config, image, name, source)
     prefix = f"{name}-archive-{ref.replace('/', '-')}/"
     pbr = pbr_version.project_at(repository, commit)
     # `git -C <subfolder> archive` archives that subfolder only: the folder is part of it
@@ -165,6 +163,14 @@ def _git_archive(config: Config, image: str, name: str, source: Source, folder: 
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def git_commit(config: Config, image: str, name: str, source: Source) -> tuple[str, str]:
+    """The repository a `git:` source names, and the commit its ref names now: what its
+    archive holds (and so the key of the image)."""
+    repository = _location(config, source.git)
+    return repository, _git(config, image, name, repository, "rev-parse", "--verify",
+                            "--quiet", f"{source.ref}^{{commit}}").strip()
 
 
 def _check_tracked(config: Config, image: str, name: str, repository: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -225,3 +226,32 @@ def test_an_exported_workflow_signs_with_the_secret_and_verifies(tree: Tree, reg
             assert "verify failed" not in job.text and " ok" in verify, job.text
     finally:
         unmount_under(tmp_path / "replay")
+
+
+def test_the_provenance_names_each_git_sources_commit(machines: tuple[Tree, Tree],
+                                                      registry: Registry) -> None:
+    """A `git:` source is a resolved dependency at the commit its archive (so the key) holds,
+    as a download is at its sha256."""
+    machine_a, _ = signing_machines(machines)
+    repository = machine_a.root.parent / "app"
+    repository.mkdir()
+    (repository / "app.txt").write_text("one\n")
+    git = ["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    machine_a.edit_yaml(lambda d: d["images"]["cron"].update(
+        sources={"app": {"git": str(repository), "ref": "main"}}))
+    machine_a.edit("templates/cron/Dockerfile.j2", "{% block footer %}",
+                   "{% block footer %}\nADD app-archive /app/")
+    machine_a.doit("push", "images=^(base|cron)$", env=ENV)
+    digest = registry.digest("kolla/cron", "latest")
+    statement = cosign_verify_attestation(registry, digest,
+                                          (machine_a.root / "cosign.pub").read_bytes(),
+                                          "kolla/cron")
+    [source] = [d for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+                if d["name"] == "source:app"]
+    assert source == {"name": "source:app", "digest": {"gitCommit": commit},
+                      "uri": f"git+{repository}@{commit}"}
