@@ -65,7 +65,18 @@ def _tool(root: Path, tool_dir: Path, proj: project.Project, sub: Graph) -> Tool
                        config=_config_files(root, proj),
                        lock=_inside(root, proj.lock_path, proj, "build_dir"),
                        secrets=tuple((name, tuple(build_access.engine_secrets(
-                           proj.plans[name].access, folder))) for name in sub.parents))
+                           proj.plans[name].access, folder))) for name in sub.parents),
+                       extras=_extras(proj))
+
+
+def _extras(proj: project.Project) -> tuple[str, ...]:
+    """The optional dependencies a job of this tree needs: signing's and verifying's
+    crypto, syft for an SBOM, kolla to expand a Kolla tree."""
+    settings = proj.config.settings
+    return tuple(extra for extra, needed in (
+        ("sign", settings.sign is not None or settings.trust is not None),
+        ("sbom", bool(settings.sign and settings.sign.sbom)),
+        ("kolla", proj.config.kolla is not None)) if needed)
 
 
 def _target(proj: project.Project, options: ExportOptions) -> Target:

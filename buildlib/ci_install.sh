@@ -6,8 +6,9 @@
 # act on a host (root without sudo, packages already there, jobs side by side), a container
 # (root). apt runs only for missing packages, one apt at a time on a host: apt fails at once
 # on its lock when another job holds it (no option waits). The virtualenv holds the
-# dependencies only (the source runs from the checkout, through PYTHONPATH), so it is keyed
-# by pyproject.toml alone and made once per runner under RUNNER_TOOL_CACHE (which persists
+# dependencies only, with the extras IMAGEBAKE_EXTRAS names (the source runs from the
+# checkout, through PYTHONPATH), so it is keyed by pyproject.toml and those extras alone, and
+# made once per runner under RUNNER_TOOL_CACHE (which persists
 # on self-hosted runners and act), and linked as `.venv`: a fresh runner makes it in about
 # 7 s (pip installs uv, uv the rest), a runner that has it takes 0.05 s. buildah's storage:
 # the runner's default (IMAGEBAKE_STORAGE unset or `runner`), one of the job's own (`job`),
@@ -34,16 +35,21 @@ if [ -n "$missing" ]; then
     apt-get $missing
 fi
 cache="${IMAGEBAKE_CACHE:-${RUNNER_TOOL_CACHE:-${HOME:-/tmp}/.cache}/imagebake}"
+extras="${IMAGEBAKE_EXTRAS:-}"  # pyproject.toml's extras the tree needs (sign, sbom, kolla)
 venv="$cache/venv-$(sha256sum < "$IMAGEBAKE_DIR/pyproject.toml" | cut -c1-16)"
+for extra in $extras; do venv="$venv-$extra"; done
 mkdir -p "$cache"
 (
   flock 9
   if [ ! -e "$venv/ready" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
+    # shellcheck disable=SC2086  # $extras: one word per extra
     python3 -c 'import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
-      "$IMAGEBAKE_DIR/pyproject.toml" > "$venv/requirements.txt"
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+wanted = [*project["dependencies"], *(requirement for extra in sys.argv[2:]
+          for requirement in project["optional-dependencies"][extra])]
+print("\n".join(wanted))' "$IMAGEBAKE_DIR/pyproject.toml" $extras > "$venv/requirements.txt"
     # uv installs them in under a second where pip takes 20 s; pip if uv cannot
     "$venv/bin/pip" install -q uv && VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q \
       -r "$venv/requirements.txt" || "$venv/bin/pip" install -q -r "$venv/requirements.txt"

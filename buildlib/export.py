@@ -49,16 +49,20 @@ class Tool:
     lock: str  # {build_dir}/images.lock.json
     # image -> the build secrets a job that builds it gets from the engine's secret store
     secrets: tuple[tuple[str, tuple[EngineSecret, ...]], ...] = ()
+    # the optional dependencies (pyproject.toml's extras) the tree needs: `sign`, `sbom`, `kolla`
+    extras: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
-        """The paths, as the environment variables the scripts below name them by."""
+        """The paths (and the extras), as the environment variables the scripts below name
+        them by."""
+        extras = {"IMAGEBAKE_EXTRAS": " ".join(self.extras)} if self.extras else {}
         return {"IMAGEBAKE_DIR": self.directory, "IMAGEBAKE_CONFIG": self.config,
-                "IMAGEBAKE_LOCK": self.lock}
+                "IMAGEBAKE_LOCK": self.lock, **extras}
 
     def install(self) -> str:
-        """Debian packages when missing, and a virtualenv of this package's dependencies
-        kept between jobs, linked as `.venv`: buildlib/ci_install.sh of the checkout, sourced
-        (it sets the storage of the job's later commands)."""
+        """Debian packages when missing, and a virtualenv of this package's dependencies (with
+        the tree's extras) kept between jobs, linked as `.venv`: buildlib/ci_install.sh of the
+        checkout, sourced (it sets the storage of the job's later commands)."""
         return '. "$IMAGEBAKE_DIR/buildlib/ci_install.sh"\n'
 
     def secrets_of(self, images: Iterable[str]) -> list[EngineSecret]:

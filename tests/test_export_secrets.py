@@ -15,7 +15,7 @@ from conftest import Tree, actionlint
 from gha_replay import Replay
 from test_export import HOSTILE, clone, run_argo_script, stub_cache, stubs, tree_in
 
-from buildlib import export, export_argo
+from buildlib import export, export_argo, signing
 from buildlib.build_access import EngineSecret
 
 FILE_CONTENT = "[global]\nindex-url = https://user:pw-3f9a@pypi.example/simple\n"
@@ -102,3 +102,21 @@ def test_gitlab_and_argo_jobs_get_their_secrets(tmp_path: Path) -> None:
                     stub_cache(tmp_path / "cache", bin_dir))
     assert (pod / "exit").read_text().startswith("0\n"), (pod / "exit").read_text()
     assert (pod / "src" / HOSTILE / "pip.conf").read_text() == FILE_CONTENT
+
+
+def test_a_job_installs_the_extras_its_tree_needs(tmp_path: Path) -> None:
+    """A tree that signs or verifies needs signing's crypto on the runner (pyproject.toml's
+    `sign` extra), one with an SBOM syft too: the jobs' install adds them, and no more."""
+    tree = tree_in(tmp_path / "repo" / "tree", tmp_path / "storage")
+
+    def exported_extras() -> str | None:
+        tree.doit("export", "format=gitlab")
+        return yaml.safe_load((tmp_path / "repo" / ".gitlab-ci.yml").read_text())[
+            "variables"].get("IMAGEBAKE_EXTRAS")
+
+    assert exported_extras() is None
+    signing.write_pair(tree.root, b"password")
+    tree.settings(trust={"keys": ["cosign.pub"]})
+    assert exported_extras() == "sign"
+    tree.settings(sign={"key": "cosign.key", "sbom": True}, trust={"keys": ["cosign.pub"]})
+    assert exported_extras() == "sign sbom"

