@@ -35,6 +35,9 @@ from test_export_replay_integration import (
 )
 from test_native_platforms_integration import copy_only_tree
 from test_platforms_integration import index_entries
+from test_signing_integration import cosign_verify, cosign_verify_attestation
+
+from buildlib import signing
 
 pytestmark = [pytest.mark.integration, pytest.mark.real]
 
@@ -43,6 +46,7 @@ ACT_TIMEOUT = 900  # seconds for one run of the workflow
 BUILDING = re.compile(r"building (\S+)(?: for \S+)?: buildah bud")
 STEP_TIME = re.compile(r"Success - Main (.+?) \[([0-9.]+)(ms|s)\]")
 NOVA = {"nova-base", "nova-api", "nova-conductor"}
+PASSWORD = "integration"
 
 
 @dataclass
@@ -57,12 +61,15 @@ class ActRun:
         return sorted(steps["install imagebake"] for steps in self.step_seconds.values())
 
 
-def act(repository: Path, home: Path, registry: Registry, runner_labels: list[str]) -> ActRun:
-    """`act push` in the repository, every label in `runner_labels` run on this host."""
+def act(repository: Path, home: Path, registry: Registry, runner_labels: list[str],
+        more_secrets: dict[str, str] | None = None) -> ActRun:
+    """`act push` in the repository, every label in `runner_labels` run on this host;
+    `more_secrets` beside the registry's (a value's lines joined by `\\n` in quotes, as
+    act's dotenv secret file reads them)."""
     secrets = home / "secrets"
-    secrets.write_text("".join(f"{name}={value}\n" for name, value in
-                               {"REGISTRY_USERNAME": registry.user,
-                                "REGISTRY_PASSWORD": registry.password}.items() if value))
+    given = {"REGISTRY_USERNAME": registry.user, "REGISTRY_PASSWORD": registry.password,
+             **{name: json.dumps(value) for name, value in (more_secrets or {}).items()}}
+    secrets.write_text("".join(f"{name}={value}\n" for name, value in given.items() if value))
     platforms = [word for label in runner_labels for word in ("-P", f"{label}=-self-hosted")]
     started = time.monotonic()
     done = subprocess.run([str(ACT), "push", "--json", *platforms, "--secret-file", str(secrets)],
@@ -123,6 +130,37 @@ def test_example_tree_on_act_three_times(tree: Tree, auth_registry: Registry,
     changed = resolved(tree, auth_registry, tmp_path)
     assert_registry_matches(auth_registry, "kolla", changed, EXAMPLE)
     assert {n for n in EXAMPLE if changed[n]["digest"] != lock[n]["digest"]} == NOVA
+
+
+def test_a_signing_tree_signs_and_verifies_on_act(tree: Tree, auth_registry: Registry,
+                                                   tmp_path: Path) -> None:
+    """settings.sign and settings.trust: the key is no file of the checkout, only the
+    COSIGN_PRIVATE_KEY and COSIGN_PASSWORD secrets; each job installs signing's crypto,
+    signs what it pushes (checked by the independent verifier of cosign's format) and
+    verifies it."""
+    prepare(tree, auth_registry, "signed")
+    signing.write_pair(tree.root, PASSWORD.encode())
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write("cosign.key\n")
+    tree.settings(sign={"key": "cosign.key"}, trust={"keys": ["cosign.pub"]})
+    images = ("base", "openstack-base", "nova-base")
+    workflow = export(tree, "storage=job", f"images=^({'|'.join(images)})$")
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    home = tmp_path / "home"
+    home.mkdir()
+    run = act(tree.root, home, auth_registry, ["ubuntu-latest"],
+              {"COSIGN_PRIVATE_KEY": (tree.root / "cosign.key").read_text(),
+               "COSIGN_PASSWORD": PASSWORD})
+    assert run.returncode == 0, run.log
+    public = (tree.root / "cosign.pub").read_bytes()
+    for name in images:
+        digest = auth_registry.digest(f"signed/{name}", "latest")
+        cosign_verify(auth_registry, digest, public, f"signed/{name}")
+        cosign_verify_attestation(auth_registry, digest, public, f"signed/{name}")
+    verified = {job: steps for job, steps in run.step_seconds.items()
+                if any(step.startswith("verify") for step in steps)}
+    assert set(verified) == set(jobs), run.step_seconds
+    assert "verify failed" not in run.log
 
 
 def test_multi_arch_tree_on_native_runners_through_act(registry: Registry,
