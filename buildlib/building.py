@@ -120,10 +120,11 @@ def title(run: Run, name: str, found: Verdict | None) -> str:
     if not found.records:
         return f"building {name}"
     lines, in_storage = [], run.storage.with_keys(found.records)
+    fresh = name in run.fresh  # (no_cache=1: built again though storage holds it)
     for platform, record in found.records.items():
         what = f"{name} for {platform}" if platform else name
-        argv = builder.bud_argv(run.bench, run.project.plans[name], record)
+        argv = builder.bud_argv(run.bench, run.project.plans[name], record, fresh)
         lines.append(f"found {what} in local storage by its key {keys.key_tag(record.key)}"
-                     if in_storage[platform] else
+                     if in_storage[platform] and not fresh else
                      f"building {what}: {command_line(argv)}")
     return "\n.  ".join(lines)

@@ -31,6 +31,12 @@ REGISTRY_SECRETS = ("REGISTRY_USERNAME", "REGISTRY_PASSWORD")
 # settings.sign in CI: the key's PEM and its password, named as cosign's own workflows name them
 SIGNING_SECRETS = ("COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD")
 CI_IMAGE = "debian:bookworm"  # buildah 1.28, as the project is tested with
+# A run started by hand may build afresh (`no_cache=1`: what the keys cannot see, e.g. a
+# mirror's security updates); a run the repository starts leaves it empty (false).
+NO_CACHE_ENV = "IMAGEBAKE_NO_CACHE"
+NO_CACHE_WORD = f'"no_cache=${NO_CACHE_ENV}"'  # the push's variable, a shell word
+NO_CACHE_INPUT = ("build the selected images afresh, without buildah's layer cache, though "
+                  "their keys are current (no_cache=1)")
 GHA_RUNNER = ("ubuntu-latest",)
 PLATFORM_RUNNERS = {"linux/arm64": ("ubuntu-24.04-arm",)}  # GitHub-hosted; else GHA_RUNNER
 # GitHub Actions substitutes `${{ }}` and Argo `{{ }}` anywhere in a file, environment values

@@ -41,6 +41,7 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
             for name in export.SIGNING_SECRETS]
     values = [EnvVar(name=name, value=value)
               for name, value in {**tool.env(), **target.env()}.items()]
+    values.append(EnvVar(name=export.NO_CACHE_ENV, value="{{workflow.parameters.no_cache}}"))
     templates, tasks = [], []
     for job in partition.jobs:
         outputs = partition.outputs(job)
@@ -76,7 +77,8 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
     workflow = Workflow(
         generate_name="images-", entrypoint="images",
         arguments=[Parameter(name="repo", value="https://example.invalid/your/repository.git"),
-                   Parameter(name="revision", value="main")],
+                   Parameter(name="revision", value="main"),
+                   Parameter(name="no_cache", value="false", description=export.NO_CACHE_INPUT)],
         templates=[DAG(name="images", tasks=tasks), *templates])
     return (export.HEADER.format(format="argo", config=tool.config)
             + workflow.to_yaml(width=1 << 16))
@@ -88,7 +90,7 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              export.login(target).rstrip("\n"),
              *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
-             tool.doit("push", "cache=registry", *selection, *pin_words)]
+             tool.doit("push", "cache=registry", *selection, *pin_words, export.NO_CACHE_WORD)]
     if target.verifies:
         lines.append(tool.doit("verify", "cache=registry", *selection))
     if outputs:

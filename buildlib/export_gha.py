@@ -12,11 +12,6 @@ from buildlib.export_jobs import Job, Partition, identifier
 
 CHECKOUT_ACTION = "actions/checkout@v5"
 GHA_AUTH = {"REGISTRY_AUTH_FILE": "${{ runner.temp }}/registry-auth.json"}
-# A run started by hand may build afresh (`no_cache=1`: what the keys cannot see, e.g. a
-# mirror's security updates); a push's run has no inputs: its value is empty.
-NO_CACHE_ENV = "IMAGEBAKE_NO_CACHE"
-NO_CACHE_INPUT = ("build the selected images afresh, without buildah's layer cache, though "
-                  "their keys are current (no_cache=1)")
 
 
 def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
@@ -40,9 +35,10 @@ def gha(partition: Partition, tool: Tool, target: Target, whole: bool,
     document = {
         "name": "images",
         "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {"inputs": {
-            "no_cache": {"description": NO_CACHE_INPUT, "type": "boolean", "default": False}}}},
+            "no_cache": {"description": export.NO_CACHE_INPUT, "type": "boolean",
+                         "default": False}}}},
         "permissions": {"contents": "read"},
-        "env": {**tool.env(), **target.env(), NO_CACHE_ENV: "${{ inputs.no_cache }}"},
+        "env": {**tool.env(), **target.env(), export.NO_CACHE_ENV: "${{ inputs.no_cache }}"},
         "jobs": jobs,
     }
     return export.HEADER.format(format="gha", config=tool.config) + export.dump(document)
@@ -96,7 +92,7 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     steps.append({"name": f"build and push {what}", "env": {**build_env, **_signing(target)},
                   "run": tool.write_secrets(secrets)
                   + tool.doit("push", "cache=registry", *selection, *pin_words,
-                                f'"no_cache=${NO_CACHE_ENV}"') + "\n"})
+                                export.NO_CACHE_WORD) + "\n"})
     if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
         steps.append({"name": f"verify {what}", "env": GHA_AUTH,
                       "run": tool.doit("verify", "cache=registry", *selection) + "\n"})

@@ -44,8 +44,10 @@ def gitlab(partition: Partition, tool: Tool, target: Target, whole: bool,
                                {"if": '$CI_PIPELINE_SOURCE == "web"'}]},
         "default": {"image": GITLAB_IMAGE, "before_script": _gitlab_setup(tool, target),
                     **({"tags": list(target.runs_on)} if target.runs_on else {})},
-        "variables": {name: value.replace("$", "$$")
-                      for name, value in {**tool.env(), **target.env()}.items()},
+        "variables": {**{name: value.replace("$", "$$")
+                         for name, value in {**tool.env(), **target.env()}.items()},
+                      # (a prefilled variable of "Run pipeline": 1 builds afresh)
+                      export.NO_CACHE_ENV: {"value": "", "description": export.NO_CACHE_INPUT}},
     }
     for job in partition.jobs:
         own = export.job_platforms(job, platforms or {})
@@ -99,7 +101,8 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
     result: dict[str, Any] = {
         "needs": [parent] if parent else [],
         "script": [*filter(None, [tool.write_secrets(secrets).rstrip("\n")]),
-                   tool.doit("push", "cache=registry", *selection, *pin_words)]}
+                   tool.doit("push", "cache=registry", *selection, *pin_words,
+                             export.NO_CACHE_WORD)]}
     if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
         result["script"].append(tool.doit("verify", "cache=registry", *selection))
     if tool.secret_files(secrets):

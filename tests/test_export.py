@@ -170,7 +170,7 @@ def test_a_signing_tree_exports_jobs_that_sign_and_verify(kolla: Graph, tmp_path
             assert (" verify cache=registry" in after) is verifies, name
             if verifies:  # the same images
                 assert after.split(" verify cache=registry")[1] == (
-                    script[push].split(" push cache=registry")[1].split(' "pin=')[0])
+                    script[push].split(" push cache=registry")[1].split(' "')[0])
 
     document = yaml.safe_load(export_argo.argo(part, TOOL, signing, whole=True))
     for template in document["spec"]["templates"][1:]:
@@ -182,7 +182,22 @@ def test_a_signing_tree_exports_jobs_that_sign_and_verify(kolla: Graph, tmp_path
         lines = template["script"]["source"].splitlines()
         [push] = [line for line in lines if " push cache=registry" in line]
         assert lines[lines.index(push) + 1] == push.replace("push", "verify").replace(
-            ' "pin=$PINS"', "")
+            ' "pin=$PINS"', "").replace(' "no_cache=$IMAGEBAKE_NO_CACHE"', "")
+
+
+def test_argo_offers_no_cache_as_a_workflow_parameter(kolla: Graph) -> None:
+    """`argo submit -p no_cache=true` builds afresh, as GitHub's input and GitLab's
+    variable do: each task's push reads the parameter through IMAGEBAKE_NO_CACHE."""
+    part = export_jobs.partition(kolla, dict.fromkeys(kolla.parents, 60.0), 8, 30).chosen
+    document = yaml.safe_load(export_argo.argo(part, TOOL, TARGET, whole=True))
+    parameters = {p["name"]: p for p in document["spec"]["arguments"]["parameters"]}
+    assert parameters["no_cache"]["value"] == "false"
+    for template in document["spec"]["templates"][1:]:
+        env = {e["name"]: e.get("value") for e in template["script"]["env"]}
+        assert env["IMAGEBAKE_NO_CACHE"] == "{{workflow.parameters.no_cache}}"
+        [push] = [line for line in template["script"]["source"].splitlines()
+                  if " push cache=registry" in line]
+        assert push.endswith(' "no_cache=$IMAGEBAKE_NO_CACHE"')
 
 
 @pytest.mark.parametrize("max_jobs", [1, 8])

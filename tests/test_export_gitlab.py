@@ -79,7 +79,8 @@ def run_job(document: dict, name: str, workspace: Path, stubs: Path, env: dict[s
     `variables:` with `$$` as `$`, then `env` (the dotenv variables of the job it needs)."""
     (workspace / ".venv").mkdir(parents=True)
     (workspace / ".venv" / "bin").symlink_to(stubs)
-    variables = {key: value.replace("$$", "$") for key, value in document["variables"].items()}
+    variables = {key: (value["value"] if isinstance(value, dict) else value).replace("$$", "$")
+                 for key, value in document["variables"].items()}  # (a prefilled one: its value)
     script = "\n".join(["set -eo pipefail", *document[name]["script"]])
     subprocess.run(["bash", "-c", script], cwd=workspace, check=True, timeout=60,
                    env={**os.environ, **variables, **env})

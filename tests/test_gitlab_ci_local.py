@@ -209,6 +209,33 @@ def test_a_signing_tree_signs_and_verifies_on_gitlab_ci_local(
         unmount_under(tmp_path)
 
 
+def test_a_pipeline_run_with_no_cache_builds_afresh_on_gitlab_ci_local(
+        tree: Tree, auth_registry: Registry, gitlab_ci_local, tmp_path: Path) -> None:
+    """IMAGEBAKE_NO_CACHE, the variable "Run pipeline" offers (1: build afresh): a pipeline
+    the repository starts builds nothing that is current; one run with it set to 1 builds
+    each image again, without buildah's layer cache."""
+    prepare(tree, auth_registry, "fresh")
+    ignore_gitlab_ci_local(tree.root)
+    images = ("base", "openstack-base")
+    tree.doit("export", "format=gitlab", "storage=job", f"images=^({'|'.join(images)})$")
+    offered = yaml.safe_load((tree.root / ".gitlab-ci.yml").read_text())["variables"]
+    assert offered["IMAGEBAKE_NO_CACHE"]["value"] == ""
+    commit(tree.root, "the exported pipeline")
+    cache = tmp_path / "runner-cache"
+    try:
+        first = run_pipeline(tree.root, gitlab_ci_local, auth_registry, cache)
+        assert first.built() == Counter(images)
+        again = run_pipeline(tree.root, gitlab_ci_local, auth_registry, cache)
+        assert again.built() == Counter()
+        fresh = run_pipeline(tree.root, gitlab_ci_local, auth_registry, cache,
+                             variables={"IMAGEBAKE_NO_CACHE": "1"})
+        assert fresh.built() == Counter(images)
+        bud = [line for line in fresh.output.splitlines() if "buildah bud" in line]
+        assert len(bud) == len(images) and all("--no-cache" in line for line in bud), bud
+    finally:
+        unmount_under(tmp_path)
+
+
 def test_hostile_paths_reach_gitlab_jobs_as_data(auth_registry: Registry, gitlab_ci_local,
                                                  tmp_path: Path) -> None:
     """The tree in a folder named `t $(touch PWNED) $HOME` with `build_dir:

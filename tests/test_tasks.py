@@ -164,6 +164,20 @@ def test_title_shows_the_buildah_command(example: project.Project) -> None:
         assert plan.dockerfile.parent == example.build_dir / name
 
 
+def test_the_title_of_a_fresh_build_shows_it_without_the_layer_cache(
+        example: project.Project) -> None:
+    """no_cache=1: the title's command is the one the build runs (`--no-cache`), and an
+    image that storage holds by its key is built again, not found."""
+    plan = example.plans["base"]
+    key = plan.sources.key
+    storage = FakeStorage({"sha256:built": names(plan, None)})
+    for fresh, shown in ((frozenset(), "found base in local storage by its key"),
+                         (frozenset({"base"}), "--no-cache")):
+        run = dataclasses.replace(run_of(example, storage), fresh=fresh)
+        title = task_dicts(example, run)["build:base"]["title"](SimpleNamespace(meta={}))
+        assert shown in title and keys.key_tag(key) in title, title
+
+
 def test_title_with_global_args_args_labels_volumes(tmp_path: Path) -> None:
     (tmp_path / "templates/base").mkdir(parents=True)
     (tmp_path / "templates/base/Dockerfile.j2").write_text("FROM scratch\n")
