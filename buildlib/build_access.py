@@ -16,6 +16,7 @@ from buildlib.errors import InputError
 
 SSH_AGENT = "SSH_AUTH_SOCK"  # where buildah finds the agent of `--ssh default`
 FILE_SECRET_PREFIX = "IMAGEBAKE_SECRET_"
+SSH_SECRET_PREFIX = "IMAGEBAKE_SSH_"  # an SSH entry's private key, in an exported job
 
 
 @dataclass(frozen=True)
@@ -64,28 +65,47 @@ class EngineSecret:
     """A secret as an exported workflow's job gets it: from the engine's secret store as
     the environment variable `variable` (GitHub `secrets.X`, a GitLab CI variable, a key of
     an Argo secret); a file secret's content is written to `file` before the build (`~/`:
-    the job's home; else absolute, or relative to the repository's root)."""
+    the job's home; else absolute, or relative to the repository's root). An `agent` one
+    is an SSH private key the job adds to an agent of its own (`ssh: [default]`)."""
 
     variable: str
     file: str | None = None
+    agent: bool = False
 
 
 def engine_secrets(access: Access, config_dir: str) -> list[EngineSecret]:
     """What a job needs to build an image of this access (`config_dir`: the folder of
     images.yaml, relative to the repository's root). A file secret comes from the
     variable of its id in capitals after FILE_SECRET_PREFIX (`pip_conf`:
-    IMAGEBAKE_SECRET_PIP_CONF, which no job's own variable is)."""
+    IMAGEBAKE_SECRET_PIP_CONF, which no job's own variable is); an SSH entry's private key
+    from SSH_SECRET_PREFIX and its id (`default`: IMAGEBAKE_SSH_DEFAULT, added to an agent;
+    `deploy=k1,k2`: IMAGEBAKE_SSH_DEPLOY_1 and _2, written to k1 and k2)."""
     found = []
     for secret_id, secret in sorted(access.secrets.items()):
         if secret.env is not None:
             found.append(EngineSecret(secret.env))
             continue
-        file = str(secret.file)
-        if not file.startswith(("~/", "/")):
-            file = os.path.normpath(os.path.join(config_dir, file))
-        found.append(EngineSecret(FILE_SECRET_PREFIX + re.sub(r"\W", "_", secret_id).upper(),
-                                  file))
+        found.append(EngineSecret(FILE_SECRET_PREFIX + _variable_word(secret_id),
+                                  _job_path(str(secret.file), config_dir)))
+    for ssh_id, paths in sorted(access.ssh.items()):  # private keys, never agent sockets
+        variable = SSH_SECRET_PREFIX + _variable_word(ssh_id)
+        if not paths:
+            found.append(EngineSecret(variable, agent=True))
+        found += [EngineSecret(f"{variable}_{number}" if len(paths) > 1 else variable,
+                               _job_path(path, config_dir))
+                  for number, path in enumerate(paths, 1)]
     return found
+
+
+def _variable_word(secret_id: str) -> str:
+    return re.sub(r"\W", "_", secret_id).upper()
+
+
+def _job_path(file: str, config_dir: str) -> str:
+    """A path of images.yaml as a job takes it: `~/...` or absolute, else from the
+    repository's root."""
+    return file if file.startswith(("~/", "/")) else os.path.normpath(
+        os.path.join(config_dir, file))
 
 
 def access_of(cfg: Config, name: str) -> Access:

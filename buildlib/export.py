@@ -77,18 +77,25 @@ class Tool:
         return sorted({secret for image in images for secret in given.get(image, ())})
 
     @staticmethod
-    def secret_files(secrets: Sequence[EngineSecret]) -> dict[str, str]:
-        """The variable that tells `write_secrets` which file each file secret goes to."""
+    def secret_variables(secrets: Sequence[EngineSecret]) -> dict[str, str]:
+        """The variables that tell `write_secrets` which file each file secret goes to, and
+        which secrets are keys for the build's SSH agent."""
         lines = [f"{secret.variable}={secret.file}" for secret in secrets if secret.file]
-        return {"IMAGEBAKE_SECRET_FILES": "\n".join(lines)} if lines else {}
+        keys = [secret.variable for secret in secrets if secret.agent]
+        return {**({"IMAGEBAKE_SECRET_FILES": "\n".join(lines)} if lines else {}),
+                **({"IMAGEBAKE_SSH_KEYS": " ".join(keys)} if keys else {})}
 
     @staticmethod
     def write_secrets(secrets: Sequence[EngineSecret]) -> str:
         """Before a build: the file secrets' contents, from their variables, in their
-        files (buildlib/ci_secrets.sh of the checkout)."""
-        if not any(secret.file for secret in secrets):
-            return ""
-        return 'sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"\n'
+        files (buildlib/ci_secrets.sh of the checkout); an SSH agent holding the keys of
+        `ssh: [default]` (buildlib/ci_ssh.sh, sourced: the build finds SSH_AUTH_SOCK)."""
+        text = ""
+        if any(secret.file for secret in secrets):
+            text += 'sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"\n'
+        if any(secret.agent for secret in secrets):
+            text += '. "$IMAGEBAKE_DIR/buildlib/ci_ssh.sh"\n'
+        return text
 
     def doit(self, *words: str) -> str:
         """The `imagebake` command of the checked-out source, run by the virtualenv that

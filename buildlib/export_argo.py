@@ -53,7 +53,7 @@ def argo(partition: Partition, tool: Tool, target: Target, whole: bool) -> str:
                                                     key=secret.variable, optional=True)))
                  for secret in needed),
                *(EnvVar(name=name, value=value)
-                 for name, value in tool.secret_files(needed).items())]
+                 for name, value in tool.secret_variables(needed).items())]
         inputs: list[Any] = [GitArtifact(name="source", path="/src",
                                          repo="{{workflow.parameters.repo}}",
                                          revision="{{workflow.parameters.revision}}")]
@@ -89,7 +89,7 @@ def _argo_script(job: Job, tool: Tool, target: Target, whole: bool, outputs: lis
     pin_words = ['"pin=$PINS"'] if job.pins else []
     lines = ["set -euo pipefail", tool.install().rstrip("\n"),
              export.login(target).rstrip("\n"),
-             *filter(None, [tool.write_secrets(tool.secrets_of(job.images)).rstrip("\n")]),
+             *tool.write_secrets(tool.secrets_of(job.images)).splitlines(),
              tool.doit("push", "cache=registry", *selection, *pin_words, export.NO_CACHE_WORD)]
     if target.verifies:
         lines.append(tool.doit("verify", "cache=registry", *selection))

@@ -79,7 +79,7 @@ def _gha_job(partition: Partition, job: Job, tool: Tool, target: Target, whole: 
     steps = _gha_start(tool, target)
     secrets = tool.secrets_of(job.images)
     build_env = {**GHA_AUTH, **_gha_secrets(s.variable for s in secrets),
-                 **tool.secret_files(secrets)}
+                 **tool.secret_variables(secrets)}
     pin_words = []
     if job.pins:
         build_env["PINS"] = ",".join(

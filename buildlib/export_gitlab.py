@@ -100,14 +100,14 @@ def _gitlab_job(partition: Partition, job: Job, names: Mapping[str, str], tool: 
     secrets = tool.secrets_of(job.images)  # (each a CI/CD variable of the project)
     result: dict[str, Any] = {
         "needs": [parent] if parent else [],
-        "script": [*filter(None, [tool.write_secrets(secrets).rstrip("\n")]),
+        "script": [*tool.write_secrets(secrets).splitlines(),
                    tool.doit("push", "cache=registry", *selection, *pin_words,
                              export.NO_CACHE_WORD)]}
     if target.verifies and not platform:  # (a platform's list: the user's tag is merge's)
         result["script"].append(tool.doit("verify", "cache=registry", *selection))
-    if tool.secret_files(secrets):
+    if tool.secret_variables(secrets):
         result["variables"] = {name: value.replace("$", "$$")
-                               for name, value in tool.secret_files(secrets).items()}
+                               for name, value in tool.secret_variables(secrets).items()}
     labels = _gitlab_tags(target, platform)
     if labels != target.runs_on:
         result["tags"] = list(labels)

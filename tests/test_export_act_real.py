@@ -163,6 +163,37 @@ def test_a_signing_tree_signs_and_verifies_on_act(tree: Tree, auth_registry: Reg
     assert "verify failed" not in run.log
 
 
+def test_ssh_reaches_the_builds_of_an_exported_workflow_on_act(
+        tree: Tree, auth_registry: Registry, tmp_path: Path) -> None:
+    """`ssh: [default]` and `ssh: [deploy=keys/id]`: the keys are no files of the checkout,
+    only the secrets IMAGEBAKE_SSH_DEFAULT and IMAGEBAKE_SSH_DEPLOY; the job starts an
+    agent holding the first and writes the second, and each RUN --mount=type=ssh finds its
+    socket."""
+    prepare(tree, auth_registry, "ssh")
+    for name, entry in (("agent", "default"), ("keyed", "deploy=keys/id")):
+        (tree.root / "templates" / name).mkdir()
+        (tree.root / "templates" / name / "Dockerfile.j2").write_text(
+            "FROM {{ parent_image }}\nRUN --mount=type=ssh,id=" + entry.partition("=")[0]
+            + ' test -S "$SSH_AUTH_SOCK" && echo socket > /agent\n')
+        tree.edit_yaml(lambda data, name=name, entry=entry: data["images"].update(
+            {name: {"parent": "base", "ssh": [entry]}}))
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write("keys/\n")
+    export(tree, "storage=job", "images=^(base|agent|keyed)$")
+    home = tmp_path / "home"
+    home.mkdir()
+    keys = {}
+    for name in ("default", "deploy"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(tmp_path / name)], check=True)
+        keys[f"IMAGEBAKE_SSH_{name.upper()}"] = (tmp_path / name).read_text()
+    run = act(tree.root, home, auth_registry, ["ubuntu-latest"], keys)
+    assert run.returncode == 0, run.log
+    assert {image for images in run.builds.values() for image in images} == {
+        "base", "agent", "keyed"}
+    assert "PRIVATE KEY" not in run.log
+
+
 def test_multi_arch_tree_on_native_runners_through_act(registry: Registry,
                                                        tmp_path: Path) -> None:
     """A two-platform COPY-only tree: one job per image and platform, each on its

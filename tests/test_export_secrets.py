@@ -120,3 +120,24 @@ def test_a_job_installs_the_extras_its_tree_needs(tmp_path: Path) -> None:
     assert exported_extras() == "sign"
     tree.settings(sign={"key": "cosign.key", "sbom": True}, trust={"keys": ["cosign.pub"]})
     assert exported_extras() == "sign sbom"
+
+
+def test_a_job_gets_the_ssh_keys_of_the_images_it_builds(tmp_path: Path) -> None:
+    """`ssh: [default]`: a key for an agent the job starts (IMAGEBAKE_SSH_KEYS names it);
+    `ID=PATH,...`: a key per path, written there as a file secret is."""
+    tree = tree_in(tmp_path / "repo" / "tree", tmp_path / "storage")
+    tree.edit_yaml(lambda data: data["images"]["nova-base"].update(
+        ssh=["default", "deploy=keys/one,~/.ssh/two"]))
+    tree.doit("export", "format=gha")
+    jobs = yaml.safe_load((tmp_path / "repo" / ".github" / "workflows" / "images.yml")
+                          .read_text())["jobs"]
+    build = jobs["nova-base"]["steps"][3]
+    variables = ("IMAGEBAKE_SSH_DEFAULT", "IMAGEBAKE_SSH_DEPLOY_1", "IMAGEBAKE_SSH_DEPLOY_2")
+    assert {name: build["env"][name] for name in variables} == {
+        name: f"${{{{ secrets.{name} }}}}" for name in variables}
+    assert build["env"]["IMAGEBAKE_SSH_KEYS"] == "IMAGEBAKE_SSH_DEFAULT"
+    assert build["env"]["IMAGEBAKE_SECRET_FILES"].splitlines() == [
+        "IMAGEBAKE_SSH_DEPLOY_1=tree/keys/one", "IMAGEBAKE_SSH_DEPLOY_2=~/.ssh/two"]
+    assert build["run"].splitlines()[:2] == ['sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"',
+                                             '. "$IMAGEBAKE_DIR/buildlib/ci_ssh.sh"']
+    assert not any("SSH" in name for name in jobs["nova-api"]["steps"][3]["env"])
