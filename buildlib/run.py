@@ -174,8 +174,9 @@ class Run:
 
     def likely_builds(self) -> set[str]:
         """The selected images local storage holds no image of the current key for, judged
-        from the roots as a build judges them (doit's state aside): what this run is
-        expected to build, for its estimate of the time left."""
+        from the roots as a build judges them (doit's state aside), and those no_cache=1
+        builds afresh: what this run is expected to build, for its estimate of the time
+        left."""
         names = self.project.graph.ordered(self.selection.selected)
 
         def outside(name: str) -> standing.Parent:  # skip_parents: as storage holds it now
@@ -185,7 +186,7 @@ class Run:
 
         steps = standing.walk(self.project.plans, names, self.bases.id_of,
                               lambda name, records: self.storage.with_keys(records), outside)
-        return {step.name for step in steps if not step.found}
+        return {step.name for step in steps if not step.found} | self.fresh
 
     def settle(self, name: str, settled: Settled) -> None:
         """What this image's task settled on (built, found, pinned): what its children are

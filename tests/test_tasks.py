@@ -296,6 +296,17 @@ def names(plan: ImagePlan, parent_id: str | None = "sha256:parent") -> set[str]:
     return set(plan.local_names(current(plan, parent_id).key))
 
 
+def test_the_estimate_expects_the_images_a_fresh_run_forces(example: project.Project) -> None:
+    """Storage holds every image under its current key: nothing is expected to build, but
+    with no_cache=1 what it forces (the ETA counts them)."""
+    storage = FakeStorage({f"sha256:{name}": names(plan, plan.parent and f"sha256:{plan.parent}")
+                           for name, plan in example.plans.items()})
+    run = run_of(example, storage)
+    assert run.likely_builds() == set()
+    forced = frozenset({"nova-base", "cron"})
+    assert dataclasses.replace(run, fresh=forced).likely_builds() == forced
+
+
 def test_up_to_date(nova_api: ImagePlan) -> None:
     storage = FakeStorage({"sha256:built": names(nova_api)})
     assert verdict.stale_image(nova_api, saved_for(nova_api), current(nova_api),
