@@ -66,7 +66,17 @@ def _tool(root: Path, tool_dir: Path, proj: project.Project, sub: Graph) -> Tool
                        lock=_inside(root, proj.lock_path, proj, "build_dir"),
                        secrets=tuple((name, tuple(build_access.engine_secrets(
                            proj.plans[name].access, folder))) for name in sub.parents),
-                       extras=_extras(proj))
+                       extras=_extras(proj), pinned=_pinned(proj))
+
+
+def _pinned(proj: project.Project) -> tuple[str, ...]:
+    """The kolla release whose templates a Kolla tree of the installed package renders: a
+    job installs that one (another would render other Dockerfiles, so other images)."""
+    if proj.config.kolla is None or proj.config.kolla.docker != "package":
+        return ()
+    from importlib import metadata
+
+    return (f"kolla=={metadata.version('kolla')}",)
 
 
 def _extras(proj: project.Project) -> tuple[str, ...]:

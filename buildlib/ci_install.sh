@@ -36,8 +36,10 @@ if [ -n "$missing" ]; then
 fi
 cache="${IMAGEBAKE_CACHE:-${RUNNER_TOOL_CACHE:-${HOME:-/tmp}/.cache}/imagebake}"
 extras="${IMAGEBAKE_EXTRAS:-}"  # pyproject.toml's extras the tree needs (sign, sbom, kolla)
+pinned="${IMAGEBAKE_PINNED:-}"  # what the export pinned (kolla==23.0.0)
 venv="$cache/venv-$(sha256sum < "$IMAGEBAKE_DIR/pyproject.toml" | cut -c1-16)"
 for extra in $extras; do venv="$venv-$extra"; done
+[ -z "$pinned" ] || venv="$venv-$(printf '%s' "$pinned" | sha256sum | cut -c1-8)"
 mkdir -p "$cache"
 (
   flock 9
@@ -50,6 +52,7 @@ project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 wanted = [*project["dependencies"], *(requirement for extra in sys.argv[2:]
           for requirement in project["optional-dependencies"][extra])]
 print("\n".join(wanted))' "$IMAGEBAKE_DIR/pyproject.toml" $extras > "$venv/requirements.txt"
+    for requirement in $pinned; do echo "$requirement" >> "$venv/requirements.txt"; done
     # uv installs them in under a second where pip takes 20 s; pip if uv cannot
     "$venv/bin/pip" install -q uv && VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install -q \
       -r "$venv/requirements.txt" || "$venv/bin/pip" install -q -r "$venv/requirements.txt"

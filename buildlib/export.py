@@ -57,13 +57,17 @@ class Tool:
     secrets: tuple[tuple[str, tuple[EngineSecret, ...]], ...] = ()
     # the optional dependencies (pyproject.toml's extras) the tree needs: `sign`, `sbom`, `kolla`
     extras: tuple[str, ...] = ()
+    # what a job installs exactly as the export found it (`kolla==23.0.0`: its templates
+    # are the images' Dockerfiles, so another release would build other images)
+    pinned: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
-        """The paths (and the extras), as the environment variables the scripts below name
-        them by."""
-        extras = {"IMAGEBAKE_EXTRAS": " ".join(self.extras)} if self.extras else {}
+        """The paths (and the extras, and what is pinned), as the environment variables the
+        scripts below name them by."""
+        more = {**({"IMAGEBAKE_EXTRAS": " ".join(self.extras)} if self.extras else {}),
+                **({"IMAGEBAKE_PINNED": " ".join(self.pinned)} if self.pinned else {})}
         return {"IMAGEBAKE_DIR": self.directory, "IMAGEBAKE_CONFIG": self.config,
-                "IMAGEBAKE_LOCK": self.lock, **extras}
+                "IMAGEBAKE_LOCK": self.lock, **more}
 
     def install(self) -> str:
         """Debian packages when missing, and a virtualenv of this package's dependencies (with

@@ -10,8 +10,9 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import Tree, actionlint
+from conftest import REPO, Tree, actionlint
 from gha_replay import Replay
 from test_export import HOSTILE, clone, run_argo_script, stub_cache, stubs, tree_in
 
@@ -141,3 +142,35 @@ def test_a_job_gets_the_ssh_keys_of_the_images_it_builds(tmp_path: Path) -> None
     assert build["run"].splitlines()[:2] == ['sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"',
                                              '. "$IMAGEBAKE_DIR/buildlib/ci_ssh.sh"']
     assert not any("SSH" in name for name in jobs["nova-api"]["steps"][3]["env"])
+
+
+def test_a_kolla_trees_jobs_install_the_kolla_release_it_was_exported_with(
+        tmp_path: Path) -> None:
+    """Kolla's templates are the images' Dockerfiles: a job installs the kolla extra at
+    the release the export found installed (another would build other images)."""
+    from importlib import metadata
+
+    tree = tree_in(tmp_path / "repo" / "tree", tmp_path / "storage")
+    tree.edit_yaml(lambda data: (data.__setitem__("kolla", {"base": "debian"}),
+                                 data.__setitem__("images", {})))
+    tree.doit("export", "format=gitlab", "images=^cron$")
+    variables = yaml.safe_load((tmp_path / "repo" / ".gitlab-ci.yml").read_text())["variables"]
+    assert variables["IMAGEBAKE_EXTRAS"] == "kolla"
+    assert variables["IMAGEBAKE_PINNED"] == f"kolla=={metadata.version('kolla')}"
+
+
+@pytest.mark.real  # a virtualenv installed from the package index (about 15 s)
+def test_the_install_step_takes_the_extras_and_what_is_pinned(tmp_path: Path) -> None:
+    """buildlib/ci_install.sh as a job sources it: the dependencies, the extras the export
+    named (sign: cryptography) and what it pinned, exactly that version."""
+    workspace = tmp_path / "job"
+    workspace.mkdir()
+    env = {**os.environ, "IMAGEBAKE_DIR": str(REPO), "IMAGEBAKE_CACHE": str(tmp_path / "cache"),
+           "IMAGEBAKE_EXTRAS": "sign", "IMAGEBAKE_PINNED": "tenacity==8.5.0"}
+    subprocess.run(["bash", "-c", '. "$IMAGEBAKE_DIR/buildlib/ci_install.sh"'], cwd=workspace,
+                   env=env, check=True, timeout=600)
+    found = subprocess.run(
+        [str(workspace / ".venv" / "bin" / "python"), "-c",
+         "import cryptography, nacl, importlib.metadata as m; print(m.version('tenacity'))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert found == "8.5.0"
