@@ -168,7 +168,7 @@ class ImagePlan:
         build context's folder and each read-only volume's host path."""
         return [*(Path(value) for _, value in sorted(self.contexts.items())
                   if not value.startswith(IMAGE_CONTEXT)),
-                *(Path(host) for host in map(_input_volume_host, self.volumes) if host)]
+                *map(Path, self.input_volumes())]
 
     def context_digests(self) -> dict[str, str]:
         """Each named build context -> its folder's content digest, or its image
@@ -177,14 +177,17 @@ class ImagePlan:
                 tree_files.folder_digest(Path(value))
                 for name, value in sorted(self.contexts.items())}
 
+    def input_volumes(self) -> list[str]:
+        """The host path of each volume its build reads as an input: mounted `ro`, or `O`
+        (its writes go to an overlay). A writable volume is a cache the build writes to, as
+        a `RUN --mount=type=cache` is: keyed by its spelling alone (its content would change
+        the key of the build that wrote it)."""
+        return [host for host in map(_input_volume_host, self.volumes) if host]
+
     def volume_digests(self) -> dict[str, str]:
-        """Each volume its build reads as an input (mounted `ro`, or `O`: its writes go to an
-        overlay) -> the content digest of its host path ("absent": nothing there). A writable
-        volume is a cache the build writes to, as a `RUN --mount=type=cache` is: keyed by
-        its spelling alone (its content would change the key of the build that wrote it)."""
-        hosts = [host for host in map(_input_volume_host, self.volumes) if host]
+        """Each of `input_volumes` -> the content digest of what is there ("absent")."""
         return {host: tree_files.folder_digest(Path(host)) if os.path.lexists(host)
-                else "absent" for host in hosts}
+                else "absent" for host in self.input_volumes()}
 
     def record_on(self, parent_id: str | None, platform: str | None = None,
                   images: Mapping[str, str] | None = None) -> keys.Record:
