@@ -174,7 +174,7 @@ class ImagePlan:
         """Each named build context -> its folder's content digest, or its image
         reference (whose ID is among the images the build reads)."""
         return {name: value if value.startswith(IMAGE_CONTEXT) else
-                tree_files.folder_digest(Path(value))
+                tree_files.folder_digest(Path(value), self._stats)
                 for name, value in sorted(self.contexts.items())}
 
     def input_volumes(self) -> list[str]:
@@ -186,8 +186,14 @@ class ImagePlan:
 
     def volume_digests(self) -> dict[str, str]:
         """Each of `input_volumes` -> the content digest of what is there ("absent")."""
-        return {host: tree_files.folder_digest(Path(host)) if os.path.lexists(host)
-                else "absent" for host in self.input_volumes()}
+        return {host: tree_files.folder_digest(Path(host), self._stats)
+                if os.path.lexists(host) else "absent" for host in self.input_volumes()}
+
+    @property
+    def _stats(self) -> tree_files.StatCache:
+        """The digests of the files of named contexts and volumes, by their stat: a folder
+        read again only where a file changed (in build_dir, for every image)."""
+        return tree_files.StatCache.of(self.workdir.parent / "stat-cache.json")
 
     def record_on(self, parent_id: str | None, platform: str | None = None,
                   images: Mapping[str, str] | None = None) -> keys.Record:

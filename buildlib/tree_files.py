@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import subprocess
+import threading
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +68,20 @@ def folder_entries(root: Path, top: str) -> list[Entry]:
             for rel, path in sorted(names.items())]
 
 
-def folder_digest(root: Path) -> str:
-    """The sha256 of all of a folder, each member's name, kind, mode and content (no
-    ignore file counts): what a named build context hands buildah."""
+def folder_digest(root: Path, stats: StatCache | None = None) -> str:
+    """The sha256 of all of a folder (or a file), each member's name, kind, mode and content
+    (no ignore file counts): what a named build context or a volume hands buildah. With
+    `stats`, a file whose size, times and inode are as it recorded is not read again."""
     members = []
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
         members += [os.path.normpath(os.path.join(rel_folder, name)) for name in dirs + files]
     entries = [Entry(rel, root / rel) for rel in [".", *sorted(members)]]
-    return StatCache(Path(os.devnull)).manifest(entries, read=True) or ""
+    if stats is None:
+        return StatCache(Path(os.devnull)).manifest(entries, read=True) or ""
+    digest = stats.manifest(entries, read=True) or ""
+    stats.save()
+    return digest
 
 
 def _git_files(root: Path) -> list[str] | None:
@@ -160,6 +166,7 @@ class StatCache:
         except (OSError, ValueError):
             self.digests = {}
         self.changed = False
+        self._lock = threading.Lock()  # (images are keyed in doit's threads)
 
     @classmethod
     def of(cls, file: Path) -> StatCache:
@@ -183,8 +190,9 @@ class StatCache:
         with path.open("rb") as file:
             while chunk := file.read(CHUNK_BYTES):
                 digest.update(chunk)
-        self.digests[name] = [*signature, digest.hexdigest()]
-        self.changed = True
+        with self._lock:
+            self.digests[name] = [*signature, digest.hexdigest()]
+            self.changed = True
         return digest.hexdigest()
 
     def manifest(self, entries: Iterable[Entry], read: bool) -> str | None:
@@ -210,15 +218,16 @@ class StatCache:
 
     def save(self) -> None:
         """Write the cache, without the files that are gone."""
-        if not self.changed:
-            return
-        self.digests = {name: known for name, known in self.digests.items()
-                        if os.path.lexists(name.partition("\0")[0])}
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.file.with_name(f"{self.file.name}.partial-{os.getpid()}")
-        partial.write_text(json.dumps(self.digests))
-        partial.replace(self.file)
-        self.changed = False
+        with self._lock:
+            if not self.changed:
+                return
+            self.digests = {name: known for name, known in self.digests.items()
+                            if os.path.lexists(name.partition("\0")[0])}
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.file.with_name(f"{self.file.name}.partial-{os.getpid()}")
+            partial.write_text(json.dumps(self.digests))
+            partial.replace(self.file)
+            self.changed = False
 
 
 def write_tar(target: Path, entries: Iterable[Entry]) -> None:

@@ -805,3 +805,28 @@ def test_named_contexts_are_keyed_by_content_and_image(tmp_path: Path) -> None:
     before = plan.record_on(None).key
     (tmp_path / "extra" / "a").write_text("two\n")
     assert project.load(config).plans["base"].record_on(None).key != before
+
+
+def test_a_folder_is_read_again_only_where_a_file_changed(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A named context's or a read-only volume's folder: its files' digests are kept by
+    their stat in build_dir, so a run reads only the files that changed."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    (folder / "a.whl").write_bytes(b"a" * 1000)
+    (folder / "b.whl").write_bytes(b"b" * 1000)
+    stats = tree_files.StatCache(tmp_path / "stat-cache.json")
+    first = tree_files.folder_digest(folder, stats)
+    assert first == tree_files.folder_digest(folder)  # the same digest as read whole
+    assert (tmp_path / "stat-cache.json").exists()
+
+    stats = tree_files.StatCache(tmp_path / "stat-cache.json")  # a later run's
+    opened: list[str] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self.name)
+                        or real_open(self, *a, **k))
+    assert tree_files.folder_digest(folder, stats) == first and opened == []
+    (folder / "b.whl").write_bytes(b"c" * 1000)
+    opened.clear()
+    assert tree_files.folder_digest(folder, stats) != first
+    assert [name for name in opened if name.endswith(".whl")] == ["b.whl"]
