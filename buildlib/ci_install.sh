@@ -16,7 +16,9 @@
 # CONTAINERS_STORAGE_CONF.
 set -eu
 missing=""
-for package in buildah busybox-static python3-venv; do
+packages="buildah busybox-static python3-venv"
+[ -z "${IMAGEBAKE_SSH_AGENT:-}" ] || packages="$packages openssh-client"  # ci_ssh.sh's agent
+for package in $packages; do
   dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 if [ -n "$missing" ]; then

@@ -62,10 +62,12 @@ class Tool:
     pinned: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
-        """The paths (and the extras, and what is pinned), as the environment variables the
-        scripts below name them by."""
+        """The paths (and the extras, what is pinned, whether a job starts an SSH agent), as
+        the environment variables the scripts below name them by."""
+        agent = any(secret.agent for _, secrets in self.secrets for secret in secrets)
         more = {**({"IMAGEBAKE_EXTRAS": " ".join(self.extras)} if self.extras else {}),
-                **({"IMAGEBAKE_PINNED": " ".join(self.pinned)} if self.pinned else {})}
+                **({"IMAGEBAKE_PINNED": " ".join(self.pinned)} if self.pinned else {}),
+                **({"IMAGEBAKE_SSH_AGENT": "1"} if agent else {})}  # (install openssh-client)
         return {"IMAGEBAKE_DIR": self.directory, "IMAGEBAKE_CONFIG": self.config,
                 "IMAGEBAKE_LOCK": self.lock, **more}
 

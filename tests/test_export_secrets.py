@@ -142,6 +142,9 @@ def test_a_job_gets_the_ssh_keys_of_the_images_it_builds(tmp_path: Path) -> None
     assert build["run"].splitlines()[:2] == ['sh "$IMAGEBAKE_DIR/buildlib/ci_secrets.sh"',
                                              '. "$IMAGEBAKE_DIR/buildlib/ci_ssh.sh"']
     assert not any("SSH" in name for name in jobs["nova-api"]["steps"][3]["env"])
+    workflow = yaml.safe_load((tmp_path / "repo" / ".github" / "workflows" / "images.yml")
+                              .read_text())
+    assert workflow["env"]["IMAGEBAKE_SSH_AGENT"] == "1"  # the install adds openssh-client
 
 
 def test_a_kolla_trees_jobs_install_the_kolla_release_it_was_exported_with(
