@@ -12,6 +12,9 @@ Internals used here (doit 0.36 and 0.37), and why:
 - `SavedValuesCalculator`: `UptodateCalculator.setup(dep_manager, tasks_dict)`, the call
   doit makes on each such up-to-date check before it runs, to keep the dep manager; saved
   values are then read with the public `Dependency.get_values(task_name)`.
+- `TASK_AND_VALUES`: `Dependency.get_status` asks `inspect.signature` of every task's
+  up-to-date check, to pass it `task` and `values`; a check's class states it once as its
+  `__signature__` (inspect's own protocol), rather than inspect working it out per image.
 - `strip_loader_options`, `command_names`, `run_options`: `cmdparse.CmdParse`/`CmdOption`,
   `cmd_base.DodoTaskLoader.cmd_options`, `doit_cmd.DoitMain.DOIT_CMDS`,
   `cmd_run.Run.cmd_options`: the run reads doit's command line (command, tasks, `-n`)
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dbm
+import inspect
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -97,9 +101,16 @@ _DOIT_CLOSE = Dependency.close
 # --- saved values of other tasks --------------------------------------------------------
 
 
+TASK_AND_VALUES = inspect.Signature([inspect.Parameter(
+    name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("task", "values")])
+
+
 class SavedValuesCalculator(UptodateCalculator):
     """An up-to-date check that reads what other tasks saved (`saved_values`), through
-    the dep manager doit hands it before it is called."""
+    the dep manager doit hands it before it is called; it is called with `task` and
+    `values`."""
+
+    __signature__ = TASK_AND_VALUES
 
     def __init__(self) -> None:
         super().__init__()

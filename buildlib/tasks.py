@@ -13,7 +13,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from buildlib import building, processes, pruning, push_report, report
+from buildlib import building, doit_seam, processes, pruning, push_report, report
 from buildlib.doit_seam import SavedValuesCalculator, display_path
 from buildlib.errors import CommandFailed
 from buildlib.run import Run
@@ -277,6 +277,8 @@ class ImageUpToDate(SavedValuesCalculator):
 
 class PushUpToDate:
     """Up to date when the registry holds the image as a push leaves it (`pushing`)."""
+
+    __signature__ = doit_seam.TASK_AND_VALUES
 
     def __init__(self, run: Run, name: str) -> None:
         self.run, self.name = run, name

@@ -146,6 +146,27 @@ def test_an_up_to_date_check_reads_what_another_task_saved(tmp_path: Path) -> No
     assert doit_seam.SavedValuesCalculator().saved_values("build:parent") == {}  # no setup
 
 
+def test_doit_passes_task_and_values_as_an_up_to_date_checks_signature_says(
+        tmp_path: Path) -> None:
+    """doit asks `inspect.signature` of each check; one that states its `__signature__`
+    gets what it names (in that order), though its `__call__` names nothing."""
+    class Stated:
+        __signature__ = doit_seam.TASK_AND_VALUES
+
+        def __init__(self) -> None:
+            self.given: tuple[Any, ...] = ()
+
+        def __call__(self, *given: Any) -> bool:
+            self.given = given
+            return True
+
+    check = Stated()
+    task = Task("build:x", actions=[], uptodate=[check])
+    state = Dependency(SqliteDB, str(tmp_path / "state.db"))
+    assert state.get_status(task, {"build:x": task}).status == "up-to-date"
+    assert len(check.given) == 2 and check.given[0] is task and check.given[1] == {}
+
+
 # --- the command line ----------------------------------------------------------------
 
 
