@@ -12,6 +12,7 @@ imagebake prints for each `buildah bud`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -192,6 +193,42 @@ def test_ssh_reaches_the_builds_of_an_exported_workflow_on_act(
     assert {image for images in run.builds.values() for image in images} == {
         "base", "agent", "keyed"}
     assert "PRIVATE KEY" not in run.log
+
+
+def test_build_secrets_reach_the_builds_of_an_exported_workflow_on_act(
+        tree: Tree, auth_registry: Registry, tmp_path: Path) -> None:
+    """An env secret and a file secret, from the repository's secrets alone: each RUN
+    --mount=type=secret reads what the secret holds (its sha256 is written into the
+    image), and no secret is in the checkout or the log."""
+    prepare(tree, auth_registry, "secrets")
+    (tree.root / "templates" / "private").mkdir()
+    (tree.root / "templates" / "private" / "Dockerfile.j2").write_text(
+        "FROM {{ parent_image }}\n"
+        "RUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -c1-64 > /t\n"
+        "RUN --mount=type=secret,id=pip_conf sha256sum /run/secrets/pip_conf | cut -c1-64 > /p\n")
+    tree.edit_yaml(lambda data: data["images"].update({"private": {"parent": "base", "secrets": {
+        "token": {"env": "BUILD_TOKEN"}, "pip_conf": {"file": "pip.conf"}}}}))
+    with (tree.root / ".gitignore").open("a") as ignore:
+        ignore.write("pip.conf\n")
+    export(tree, "storage=job", "images=^(base|private)$")
+    home = tmp_path / "home"
+    home.mkdir()
+    token, pip_conf = "token-0c8d2f", "[global]\nindex-url = https://user:pw-5e1a@pypi.example/\n"
+    run = act(tree.root, home, auth_registry, ["ubuntu-latest"],
+              {"BUILD_TOKEN": token, "IMAGEBAKE_SECRET_PIP_CONF": pip_conf})
+    assert run.returncode == 0, run.log
+    assert token not in run.log and "pw-5e1a" not in run.log
+    reference = f"{auth_registry.address}/secrets/private:latest"
+    tree.buildah("pull", "--tls-verify=false",
+                 f"--creds={auth_registry.user}:{auth_registry.password}", reference)
+    container = tree.buildah("from", "--pull=never", reference).strip()
+    try:
+        mounted = Path(tree.buildah("mount", container).strip())
+        assert (mounted / "t").read_text().strip() == hashlib.sha256(token.encode()).hexdigest()
+        assert (mounted / "p").read_text().strip() == hashlib.sha256(
+            pip_conf.encode()).hexdigest()
+    finally:
+        tree.buildah("rm", container)
 
 
 def test_multi_arch_tree_on_native_runners_through_act(registry: Registry,
