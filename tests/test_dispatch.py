@@ -66,6 +66,13 @@ def test_priorities_from_the_last_report_with_estimates_for_the_rest() -> None:
     assert "build" not in got  # group tasks are not in it: they go first
 
 
+def test_an_image_without_a_build_time_is_expected_to_take_the_median() -> None:
+    report = {"images": {"a": {"build_seconds": 1.0}, "b": {"build_seconds": 4.0}}}
+    assert dispatch.expected_durations({"a", "new"}, report)["build:new"] == 2.5
+    report["images"]["c"] = {"build_seconds": 10.0}
+    assert dispatch.expected_durations({"new"}, report)["build:new"] == 4.0
+
+
 def test_priorities_without_a_report_follow_depth_and_skip_unselected_images() -> None:
     graph = Graph.build(PARENTS)
     got = dispatch.task_priorities(graph, frozenset(PARENTS) - {"zlong-3"}, None)
