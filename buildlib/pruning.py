@@ -27,7 +27,7 @@ def prune_command(run: Run, saved: Callable[[str], dict[str, Any]]) -> None:
     except InputError as err:
         raise CommandFailed(f"error: {err}") from None
     error = prune_tree(run, keep, dry=run.options.dry, registry=run.options.registry,
-                             saved=lambda name: Settled.from_values(saved(f"build:{name}")))
+                       saved=lambda name: Settled.from_values(saved(f"build:{name}")))
     if error:
         raise CommandFailed(error)
 
@@ -40,8 +40,7 @@ def after_build(run: Run) -> None:
             or not run.selection.selected <= set(run.images)):
         return
     print(f"pruning old keys (settings.keep_keys: {keep})")
-    failed = prune_tree(run, keep, dry=False, registry=False,
-                              saved=run.images.get)
+    failed = prune_tree(run, keep, dry=False, registry=False, saved=run.images.get)
     if failed:
         print(f"warning: {failed}", file=sys.stderr)
 
