@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import re
 import signal
 import sys
@@ -247,7 +248,11 @@ def load_run(tree_dir: Path, argv: list[str] | None = None, program: str = "doit
     archives), and only those of the images it builds."""
     invocation = parse_argv(sys.argv[1:] if argv is None else argv, program)
     with _terminated_while_loading():
-        return _load_run(tree_dir, invocation)
+        run = _load_run(tree_dir, invocation)
+    # The loaded tree lives as long as the process: kept out of the cyclic collector, it is
+    # not walked again by each collection nor at exit (a no-op of 188 images: about 7%).
+    gc.freeze()
+    return run
 
 
 class _Terminated(Exception):
