@@ -67,7 +67,7 @@ def _build(bench: Bench, plan: ImagePlan, parent_name: str | None,
         record = replace(record, files=copied)
     what = f"{name} for {record.platform}" if record.platform else name
     note = f"building {what}: {reason or 'asked to'}"
-    blind = plan.cache_blind_reads()
+    blind = plan.cache_blind_reads
     if blind:
         note += f"\n# without buildah's layer cache, blind to {'; '.join(blind)}"
     try:  # a multi-arch image's platforms share its log, one after another
@@ -102,7 +102,7 @@ def bud_argv(bench: Bench, plan: ImagePlan, record: keys.Record,
         plan.local_names(record.key), fmt=record.format,
         timestamp=record.timestamp, isolation=plan.isolation, args=plan.args,
         volumes=record.volumes, platform=record.platform,
-        layer_cache=not fresh and not plan.cache_blind_reads(), target=record.target,
+        layer_cache=not fresh and not plan.cache_blind_reads, target=record.target,
         contexts=plan.contexts)
     options += buildah.access_options(plan.access.secret_sources(bench.root),
                                       plan.access.ssh_sources(bench.root),

@@ -4,6 +4,7 @@ known; the folder a build writes in `build_dir`, and the names it gives the imag
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -113,11 +114,12 @@ class ImagePlan:
             shutil.rmtree(self.context_dir, ignore_errors=True)  # a full disk: free what we took
             raise
 
-    def cache_blind_reads(self) -> list[str]:
+    @functools.cached_property
+    def cache_blind_reads(self) -> tuple[str, ...]:
         """What its build reads that buildah's layer cache does not look at: when any, it
         is built without that cache (else a new key could take old bytes)."""
-        return dockerfile.cache_blind_reads(self.context.dockerfile, self.args, self.volumes,
-                                            self.triggers, self.target)
+        return tuple(dockerfile.cache_blind_reads(self.context.dockerfile, self.args,
+                                                  self.volumes, self.triggers, self.target))
 
     @property
     def base_found_by_buildah(self) -> bool:
