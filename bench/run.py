@@ -296,13 +296,13 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     in report.json, as a user's next build reads the last one's. The plan's own seed leaves
     its tree built by critical-path-first in `work/storage-a` and its `build` dir."""
     seconds = trees.draw_lognormal(parents, *plan.sleep, seed=seed)
+    graph = Graph.build(parents)
     tree = trees.write_tree(work / f"kolla-{seed}", parents, seconds, work / "storage-fifo")
     tree.use_storage(work / "storage-fifo", build_dir="build-fifo")
     fifo = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=fifo")
     expect_all(tree, "built")
     fifo_report = tree.report_path.read_text()
-    fifo_slots = slot_use(Graph.build(parents), json.loads(fifo_report), seconds,
-                          fifo.wall)
+    fifo_slots = slot_use(graph, json.loads(fifo_report), seconds, fifo.wall)
     remove_storage(work / "storage-fifo")
     progress(f"seed {seed}: FIFO {fifo.wall:.1f} s")
 
@@ -313,8 +313,8 @@ def bench_seed(work: Path, runner: Runner, parents: dict[str, str | None], plan:
     tree.report_path.write_text(fifo_report)
     critical = runner.doit(tree, "-n", str(JOBS), "build", "dispatch=critical-path")
     expect_all(tree, "built")
-    critical_slots = slot_use(Graph.build(parents), json.loads(tree.report_path.read_text()),
-                              seconds, critical.wall)
+    critical_slots = slot_use(graph, json.loads(tree.report_path.read_text()), seconds,
+                              critical.wall)
     if not kept:
         remove_storage(storage)
     progress(f"seed {seed}: critical-path-first {critical.wall:.1f} s")
